@@ -1,0 +1,176 @@
+//! Ready-made fanfare specialists, written only against fanfare's public API.
+//!
+//! - The four perspective agents (legal, technical, financial, security) are
+//!   declarative specs under `agents/specs/` (TOML + prompt), loaded at run time with
+//!   [`perspectives`] or by the `fanfare` CLI.
+//! - [`DataHandlingAudit`] is a specialist written in Rust: a deterministic scan of
+//!   the task text for data-handling red flags, with no model call. It shows that a
+//!   specialist need not be an LLM, and gives a fan-out a cheap, exact check beside
+//!   the model's opinions.
+
+use std::path::PathBuf;
+
+use fanfare::spec::{self, AgentSpec, SpecError};
+use fanfare::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, Task};
+
+/// The directory holding the perspective specs shipped with this crate.
+pub fn specs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs")
+}
+
+/// Loads the shipped perspective specs (legal, technical, financial, security).
+pub fn perspectives() -> Result<Vec<AgentSpec>, SpecError> {
+    spec::load_dir(&specs_dir())
+}
+
+/// One red flag: what was found, how serious it is, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// `high`, `medium` or `low`.
+    pub severity: &'static str,
+    /// The phrase that triggered it.
+    pub matched: String,
+    /// What to do about it.
+    pub advice: &'static str,
+}
+
+struct Rule {
+    any_of: &'static [&'static str],
+    severity: &'static str,
+    advice: &'static str,
+}
+
+const RULES: &[Rule] = &[
+    Rule {
+        any_of: &[
+            "plain text",
+            "plaintext",
+            "unencrypted",
+            "clear text",
+            "cleartext",
+        ],
+        severity: "high",
+        advice: "encrypt at rest and in transit; never keep sensitive data in clear text",
+    },
+    Rule {
+        any_of: &["password", "api key", "secret", "token", "credential"],
+        severity: "high",
+        advice: "keep credentials in a secret store; redact them before logging",
+    },
+    Rule {
+        any_of: &[
+            "user queries",
+            "personal data",
+            "email address",
+            "phone number",
+            "pii",
+            "user data",
+        ],
+        severity: "medium",
+        advice: "classify the personal data, minimise what is kept, and set a retention period",
+    },
+    Rule {
+        any_of: &["logs", "logging", "log file"],
+        severity: "medium",
+        advice: "redact personal data from logs and restrict who can read them",
+    },
+    Rule {
+        any_of: &["forever", "indefinitely", "all history", "never delete"],
+        severity: "medium",
+        advice: "define a retention schedule and a deletion path for user requests",
+    },
+    Rule {
+        any_of: &["third party", "third-party", "vendor", "share with"],
+        severity: "low",
+        advice: "put a data processing agreement in place with each recipient",
+    },
+];
+
+/// A deterministic data-handling audit of the task text (no model call).
+#[derive(Clone, Debug, Default)]
+pub struct DataHandlingAudit;
+
+impl DataHandlingAudit {
+    /// The findings for `text`, most severe first.
+    pub fn findings(text: &str) -> Vec<Finding> {
+        let lower = text.to_lowercase();
+        let mut found: Vec<Finding> = RULES
+            .iter()
+            .filter_map(|rule| {
+                rule.any_of
+                    .iter()
+                    .find(|p| lower.contains(*p))
+                    .map(|p| Finding {
+                        severity: rule.severity,
+                        matched: (*p).to_owned(),
+                        advice: rule.advice,
+                    })
+            })
+            .collect();
+        let rank = |s: &str| match s {
+            "high" => 0,
+            "medium" => 1,
+            _ => 2,
+        };
+        found.sort_by_key(|f| rank(f.severity));
+        found
+    }
+}
+
+impl Agent for DataHandlingAudit {
+    fn name(&self) -> &str {
+        "data-audit"
+    }
+
+    async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
+        if task.input.trim().is_empty() {
+            return Err(AgentError::Rejected {
+                reason: "the task text is empty".to_owned(),
+            });
+        }
+        let findings = Self::findings(&task.input);
+        let text = if findings.is_empty() {
+            "No data-handling red flags found by the rule scan.".to_owned()
+        } else {
+            findings
+                .iter()
+                .map(|f| format!("- [{}] \"{}\": {}", f.severity, f.matched, f.advice))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Ok(AgentOutput::text(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_plain_text_logs_of_user_queries() {
+        let f = DataHandlingAudit::findings("storing all user queries in plain text logs");
+        let severities: Vec<&str> = f.iter().map(|f| f.severity).collect();
+        assert_eq!(severities, ["high", "medium", "medium"]);
+        assert_eq!(f[0].matched, "plain text");
+    }
+
+    #[test]
+    fn clean_text_has_no_findings() {
+        assert!(DataHandlingAudit::findings("We will add a dark mode toggle.").is_empty());
+    }
+
+    #[test]
+    fn shipped_specs_load() {
+        let names: Vec<String> = perspectives()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["legal", "technical", "financial", "security"]);
+    }
+}
+
+/// The README's code blocks, compiled and run as doctests so it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

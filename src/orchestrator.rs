@@ -1,0 +1,427 @@
+//! The orchestrator actor: accepts runs, schedules their branches, asks the
+//! synthesiser to merge, and replies with a [`RunReport`].
+//!
+//! Each run executes on its own tokio task, so a slow run never blocks the
+//! orchestrator's mailbox and many runs proceed at once. The orchestrator keeps each
+//! run's abort handle (aborted if the orchestrator stops). A run whose caller stops
+//! waiting (its reply port closes) is cancelled, which cancels its branches.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::outcome::RunEvent;
+use crate::report::{BranchReport, RunReport, RunStatus, SynthesisReport};
+use crate::schedule::{self, Schedule};
+use crate::supervisor::Roster;
+use crate::synthesiser::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
+use crate::task::RunId;
+use crate::tasks::TaskTable;
+
+/// How the run treats a branch that does not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Policy {
+    /// The first branch that fails, times out or is unavailable ends the run; its
+    /// siblings are cancelled and their model calls aborted (OTP one-for-all).
+    FailFast,
+    /// Keep collecting until every branch ends or the deadline passes; the run
+    /// succeeds if at least `quorum` branches succeeded. It ends early, cancelling the
+    /// rest, as soon as the quorum can no longer be met (OTP one-for-one).
+    TolerantPartial {
+        /// Successful branches needed (≥ 1).
+        quorum: usize,
+    },
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::FailFast => f.write_str("fail-fast"),
+            Policy::TolerantPartial { quorum } => write!(f, "partial:{quorum}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    /// Parses `fail-fast`, `partial` (quorum 1) or `partial:K`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fail-fast" | "failfast" => Ok(Policy::FailFast),
+            "partial" => Ok(Policy::TolerantPartial { quorum: 1 }),
+            other => match other.strip_prefix("partial:") {
+                Some(k) => match k.parse::<usize>() {
+                    Ok(quorum) if quorum >= 1 => Ok(Policy::TolerantPartial { quorum }),
+                    _ => Err(format!(
+                        "bad quorum `{k}` in `{s}`: expected a whole number ≥ 1"
+                    )),
+                },
+                None => Err(format!(
+                    "unknown policy `{s}`: expected fail-fast, partial or partial:K"
+                )),
+            },
+        }
+    }
+}
+
+/// One step of a run: an agent, and the steps whose outputs it needs first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The specialist's routing name.
+    pub agent: String,
+    /// Indices of earlier steps this one waits for (empty in a fan-out).
+    #[serde(default)]
+    pub depends_on: Vec<usize>,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// The task text every step receives.
+    pub input: String,
+    /// The steps, in input order.
+    pub steps: Vec<Step>,
+    /// Policy for failed branches.
+    pub policy: Policy,
+    /// Overall deadline, covering branches and synthesis.
+    pub deadline: Duration,
+    /// Per-branch timeout (capped by what is left of the overall deadline).
+    pub branch_timeout: Duration,
+    /// How to merge; `None` skips synthesis.
+    pub merge: Option<MergeStrategy>,
+}
+
+impl RunRequest {
+    /// Default overall deadline.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+    /// Default per-branch timeout.
+    pub const DEFAULT_BRANCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// A fan-out of `input` to each agent, fail-fast, default deadlines, no synthesis.
+    pub fn fan_out<S: Into<String>>(
+        input: impl Into<String>,
+        agents: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            input: input.into(),
+            steps: agents
+                .into_iter()
+                .map(|a| Step {
+                    agent: a.into(),
+                    depends_on: Vec::new(),
+                })
+                .collect(),
+            policy: Policy::FailFast,
+            deadline: Self::DEFAULT_DEADLINE,
+            branch_timeout: Self::DEFAULT_BRANCH_TIMEOUT,
+            merge: None,
+        }
+    }
+
+    /// Sets the policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the overall deadline.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets the per-branch timeout.
+    pub fn branch_timeout(mut self, timeout: Duration) -> Self {
+        self.branch_timeout = timeout;
+        self
+    }
+
+    /// Sets the merge strategy.
+    pub fn merge(mut self, merge: MergeStrategy) -> Self {
+        self.merge = Some(merge);
+        self
+    }
+
+    fn validate(&self, roster: &Roster) -> Result<(), RunError> {
+        let bad = |reason: String| Err(RunError::InvalidRequest { reason });
+        if self.steps.is_empty() {
+            return bad("the run has no steps".to_owned());
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !roster.contains(&step.agent) {
+                return bad(format!(
+                    "step {i} names unknown agent `{}` (known: {})",
+                    step.agent,
+                    roster.names().join(", ")
+                ));
+            }
+            if let Some(&d) = step.depends_on.iter().find(|&&d| d >= i) {
+                return bad(format!(
+                    "step {i} depends on step {d}, which does not come before it"
+                ));
+            }
+        }
+        if let Policy::TolerantPartial { quorum } = self.policy {
+            if quorum == 0 || quorum > self.steps.len() {
+                return bad(format!(
+                    "quorum {quorum} must be between 1 and the {} steps",
+                    self.steps.len()
+                ));
+            }
+        }
+        if self.deadline.is_zero() {
+            return bad("the deadline must be greater than zero".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Why a run produced no report at all. (A run that ran but did not succeed still
+/// produces a report, with [`RunStatus::Failed`].)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The request is malformed.
+    #[error("invalid run request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The orchestrator is not running.
+    #[error("the orchestrator is not running")]
+    OrchestratorGone,
+}
+
+/// Messages to the [`Orchestrator`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OrchestratorMsg {
+    /// Start a run; its branch events go to `events` (if given) in completion order,
+    /// and its report to `reply`.
+    Run {
+        /// The run.
+        request: RunRequestEnvelope,
+        /// Completion-order events.
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        /// Where the report goes.
+        reply: RpcReplyPort<Result<RunReport, RunError>>,
+    },
+    #[doc(hidden)]
+    Done(RunId),
+}
+
+/// A [`RunRequest`] on its way to the orchestrator (wrapper so `Debug` stays short).
+pub struct RunRequestEnvelope(pub RunRequest);
+
+impl std::fmt::Debug for RunRequestEnvelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RunRequest({} steps, {})",
+            self.0.steps.len(),
+            self.0.policy
+        )
+    }
+}
+
+/// The orchestrator actor; see the module docs.
+pub struct Orchestrator;
+
+/// Startup arguments of the [`Orchestrator`].
+pub struct OrchestratorArgs {
+    /// Routing table of specialists.
+    pub roster: Roster,
+    /// The synthesiser to merge with.
+    pub synthesiser: ActorRef<SynthesiserMsg>,
+    /// Name of the provider, for reports.
+    pub provider: String,
+    /// Whether the provider is simulated, for reports.
+    pub simulated: bool,
+}
+
+/// The orchestrator's state: its arguments and the runs in flight.
+pub struct OrchestratorState {
+    args: std::sync::Arc<OrchestratorArgs>,
+    runs: TaskTable<RunId>,
+}
+
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+impl Actor for Orchestrator {
+    type Msg = OrchestratorMsg;
+    type State = OrchestratorState;
+    type Arguments = OrchestratorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<OrchestratorMsg>,
+        args: OrchestratorArgs,
+    ) -> Result<OrchestratorState, ActorProcessingErr> {
+        Ok(OrchestratorState {
+            args: std::sync::Arc::new(args),
+            runs: TaskTable::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        message: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            OrchestratorMsg::Run {
+                request: RunRequestEnvelope(request),
+                events,
+                reply,
+            } => {
+                if let Err(e) = request.validate(&state.args.roster) {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+                let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+                let args = state.args.clone();
+                let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
+                let work = async move {
+                    let report = {
+                        let drive = execute_run(&args, run, request, events.as_ref());
+                        tokio::pin!(drive);
+                        // Stop the run (and so its branches) if the caller stops waiting.
+                        loop {
+                            tokio::select! {
+                                report = &mut drive => break Some(report),
+                                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                                    if reply.is_closed() {
+                                        tracing::info!("caller gone; cancelling run");
+                                        break None;
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    if let Some(report) = report {
+                        if let Some(events) = &events {
+                            let _ = events.send(RunEvent::RunFinished {
+                                run,
+                                succeeded: report.status.is_success(),
+                            });
+                        }
+                        let _ = reply.send(Ok(report));
+                    }
+                    let _ = myself.cast(OrchestratorMsg::Done(run));
+                };
+                let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
+                state.runs.insert(run, handle.abort_handle());
+            }
+            OrchestratorMsg::Done(run) => state.runs.remove(&run),
+        }
+        Ok(())
+    }
+}
+
+async fn execute_run(
+    args: &OrchestratorArgs,
+    run: RunId,
+    request: RunRequest,
+    events: Option<&mpsc::UnboundedSender<RunEvent>>,
+) -> RunReport {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let deadline = started + request.deadline;
+    let verdict = schedule::execute(Schedule {
+        run,
+        input: &request.input,
+        steps: &request.steps,
+        policy: request.policy,
+        started,
+        deadline,
+        branch_timeout: request.branch_timeout,
+        roster: &args.roster,
+        events,
+    })
+    .await;
+    let mut failure = verdict.failure;
+    let branches: Vec<BranchReport> = verdict
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| BranchReport::new(i, r.agent, r.outcome, r.started, r.ended))
+        .collect();
+
+    let mut synthesis = None;
+    if let (None, Some(strategy)) = (&failure, request.merge) {
+        let inputs: Vec<MergeBranch> = branches
+            .iter()
+            .map(|b| MergeBranch {
+                agent: b.agent.clone(),
+                result: match b.outcome.output() {
+                    Some(out) => Ok(out.text.clone()),
+                    None => Err(b.outcome.problem().unwrap_or_default()),
+                },
+            })
+            .collect();
+        if let Some(events) = events {
+            let _ = events.send(RunEvent::SynthesisStarted {
+                run,
+                branches_ok: inputs.iter().filter(|b| b.result.is_ok()).count(),
+            });
+        }
+        let merge_started = started.elapsed();
+        let label = strategy.label();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let request = MergeRequest {
+            run,
+            input: request.input.clone(),
+            branches: inputs,
+            strategy,
+        };
+        let result = args
+            .synthesiser
+            .call(
+                |reply| SynthesiserMsg::Merge(Box::new(request), reply),
+                Some(remaining),
+            )
+            .await;
+        let merged = match result {
+            Ok(CallResult::Success(Ok(s))) => Ok(s),
+            Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
+            Ok(CallResult::Timeout) => {
+                let _ = args.synthesiser.cast(SynthesiserMsg::Cancel(run));
+                Err("synthesis timed out (run deadline)".to_owned())
+            }
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err("the synthesiser is not running".to_owned())
+            }
+        };
+        let ended = started.elapsed();
+        match merged {
+            Ok(s) => synthesis = Some(SynthesisReport::new(label, s, merge_started, ended)),
+            Err(e) => {
+                failure = Some(format!("synthesis failed: {e}"));
+                synthesis = Some(SynthesisReport::failed(label, e, merge_started, ended));
+            }
+        }
+    }
+    let status = match failure {
+        None => RunStatus::Succeeded,
+        Some(reason) => RunStatus::Failed { reason },
+    };
+    RunReport::new(
+        run,
+        request.policy,
+        status,
+        args.provider.clone(),
+        args.simulated,
+        started_at,
+        started.elapsed(),
+        branches,
+        synthesis,
+    )
+}

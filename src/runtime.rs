@@ -1,0 +1,254 @@
+//! [`Fanfare`]: the handle that starts the actors, runs tasks, and shuts down.
+//!
+//! Start-up spawns the [`Supervisor`] (which spawns and links every specialist), the
+//! [`Synthesiser`] and the [`Orchestrator`]. Runs go to the orchestrator as messages.
+//! [`Fanfare::shutdown`] stops the orchestrator first (aborting runs still in flight,
+//! which cancels their branches), then the synthesiser, then the specialists and their
+//! supervisor, waiting for each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::Agent;
+use crate::orchestrator::{
+    Orchestrator, OrchestratorArgs, OrchestratorMsg, RunError, RunRequest, RunRequestEnvelope,
+};
+use crate::outcome::RunEvent;
+use crate::provider::Provider;
+use crate::report::RunReport;
+use crate::supervisor::{
+    RestartIntensity, Roster, Specialist, SpecialistStatus, Supervisor, SupervisorArgs,
+    SupervisorMsg,
+};
+use crate::synthesiser::{Synthesiser, SynthesiserMsg};
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// An actor failed to spawn.
+    #[error("could not spawn the {what}: {source}")]
+    Spawn {
+        /// Which actor.
+        what: &'static str,
+        /// ractor's error.
+        source: ractor::SpawnErr,
+    },
+    /// A specialist could not be registered.
+    #[error("{0}")]
+    Specialist(String),
+}
+
+/// Collects specialists before [`FanfareBuilder::start`].
+pub struct FanfareBuilder {
+    provider: Arc<dyn Provider>,
+    specialists: Vec<Specialist>,
+    intensity: RestartIntensity,
+}
+
+impl FanfareBuilder {
+    /// Adds a specialist defined by an [`Agent`].
+    pub fn agent(mut self, agent: impl Agent) -> Self {
+        self.specialists.push(Specialist::agent(agent));
+        self
+    }
+
+    /// Adds one specialist per agent (for example, every loaded spec).
+    pub fn agents_from<A: Agent>(mut self, agents: impl IntoIterator<Item = A>) -> Self {
+        self.specialists
+            .extend(agents.into_iter().map(Specialist::agent));
+        self
+    }
+
+    /// Adds any specialist (an agent or a raw actor).
+    pub fn specialist(mut self, specialist: Specialist) -> Self {
+        self.specialists.push(specialist);
+        self
+    }
+
+    /// Sets the restart limit for every specialist.
+    pub fn restart_intensity(mut self, intensity: RestartIntensity) -> Self {
+        self.intensity = intensity;
+        self
+    }
+
+    /// Spawns the actors.
+    pub async fn start(self) -> Result<Fanfare, StartError> {
+        let roster = Roster::default();
+        let spawn_err = |what| move |source| StartError::Spawn { what, source };
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                roster: roster.clone(),
+                provider: self.provider.clone(),
+                intensity: self.intensity,
+            },
+        )
+        .await
+        .map_err(spawn_err("supervisor"))?;
+        let (synthesiser, _) = Actor::spawn(None, Synthesiser::new(self.provider.clone()), ())
+            .await
+            .map_err(spawn_err("synthesiser"))?;
+        let (orchestrator, _) = Actor::spawn(
+            None,
+            Orchestrator,
+            OrchestratorArgs {
+                roster: roster.clone(),
+                synthesiser: synthesiser.clone(),
+                provider: self.provider.name().to_owned(),
+                simulated: self.provider.is_simulated(),
+            },
+        )
+        .await
+        .map_err(spawn_err("orchestrator"))?;
+        let fanfare = Fanfare {
+            orchestrator,
+            synthesiser,
+            supervisor,
+            roster,
+        };
+        for specialist in self.specialists {
+            if let Err(e) = fanfare.add(specialist).await {
+                fanfare.clone().shutdown().await;
+                return Err(e);
+            }
+        }
+        Ok(fanfare)
+    }
+}
+
+/// A started runtime. Cheap to clone; every clone talks to the same actors.
+#[derive(Clone)]
+pub struct Fanfare {
+    orchestrator: ActorRef<OrchestratorMsg>,
+    synthesiser: ActorRef<SynthesiserMsg>,
+    supervisor: ActorRef<SupervisorMsg>,
+    roster: Roster,
+}
+
+impl std::fmt::Debug for Fanfare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanfare")
+            .field("roster", &self.roster)
+            .finish()
+    }
+}
+
+/// A run in progress: its events in completion order, and its report at the end.
+pub struct RunHandle {
+    /// Branch events as they happen; closes after `RunFinished`.
+    pub events: mpsc::UnboundedReceiver<RunEvent>,
+    report: oneshot::Receiver<Result<RunReport, RunError>>,
+}
+
+impl RunHandle {
+    /// Waits for the report. Events not yet read stay readable.
+    pub async fn report(&mut self) -> Result<RunReport, RunError> {
+        (&mut self.report)
+            .await
+            .unwrap_or(Err(RunError::OrchestratorGone))
+    }
+}
+
+impl Fanfare {
+    /// Starts building a runtime whose agents call `provider`.
+    pub fn builder(provider: Arc<dyn Provider>) -> FanfareBuilder {
+        FanfareBuilder {
+            provider,
+            specialists: Vec::new(),
+            intensity: RestartIntensity::default(),
+        }
+    }
+
+    /// Registers and spawns one more specialist.
+    pub async fn add(&self, specialist: Specialist) -> Result<(), StartError> {
+        match self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Add(specialist, reply),
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(Ok(()))) => Ok(()),
+            Ok(CallResult::Success(Err(e))) => Err(StartError::Specialist(e)),
+            _ => Err(StartError::Specialist(
+                "the supervisor is not running".to_owned(),
+            )),
+        }
+    }
+
+    /// Runs `request` and waits for its report.
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
+        self.dispatch(request, None).await
+    }
+
+    /// Starts `request` and returns at once with a handle to its events and report.
+    pub fn start_run(&self, request: RunRequest) -> RunHandle {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (report_tx, report) = oneshot::channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.dispatch(request, Some(events_tx)).await;
+            let _ = report_tx.send(result);
+        });
+        RunHandle { events, report }
+    }
+
+    async fn dispatch(
+        &self,
+        request: RunRequest,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+    ) -> Result<RunReport, RunError> {
+        // The run enforces its own deadline; the margin only guards against a
+        // wedged orchestrator, so that this call cannot hang forever.
+        let limit = request.deadline + Duration::from_secs(5);
+        let result = self
+            .orchestrator
+            .call(
+                |reply| OrchestratorMsg::Run {
+                    request: RunRequestEnvelope(request),
+                    events,
+                    reply,
+                },
+                Some(limit),
+            )
+            .await;
+        match result {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err(RunError::OrchestratorGone),
+        }
+    }
+
+    /// Names of the registered specialists, sorted.
+    pub fn agents(&self) -> Vec<String> {
+        self.roster.names()
+    }
+
+    /// Supervision status of every specialist, in registration order.
+    pub async fn status(&self) -> Vec<SpecialistStatus> {
+        match self
+            .supervisor
+            .call(SupervisorMsg::Status, Some(Duration::from_secs(10)))
+            .await
+        {
+            Ok(CallResult::Success(s)) => s,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Stops everything: runs in flight are aborted (their branches cancelled), then
+    /// the synthesiser, the specialists and their supervisor are stopped and awaited.
+    pub async fn shutdown(self) {
+        let wait = Some(Duration::from_secs(10));
+        let _ = self.orchestrator.stop_and_wait(None, wait).await;
+        let _ = self.synthesiser.stop_and_wait(None, wait).await;
+        self.supervisor.stop_children_and_wait(None, wait).await;
+        let _ = self.supervisor.stop_and_wait(None, wait).await;
+    }
+}

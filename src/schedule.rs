@@ -1,0 +1,423 @@
+//! The scheduling core: run a set of steps (a DAG) against the roster under a policy.
+//!
+//! A plain fan-out is the one-level case: every step is ready at once. A step that
+//! depends on others is dispatched when they have all succeeded and receives their
+//! outputs; if one of them does not succeed, it ends `Cancelled(UpstreamFailed)`.
+//! Independent chains run concurrently; only dependencies serialise.
+//!
+//! Invariants:
+//! - every step ends with exactly one [`BranchOutcome`], emitted once as an event and
+//!   recorded once in the result, whatever the policy decides;
+//! - no branch outlives the call to [`execute`]: each in-flight call lives in a
+//!   `JoinSet` owned here, and dropping a call (policy decision, deadline, the
+//!   caller's future being dropped) sends `Cancel` to its specialist through a guard,
+//!   so the specialist aborts the model call;
+//! - no step ends later than the run deadline.
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{timeout_at, Instant};
+
+use crate::agent::{AgentMsg, AgentReply};
+use crate::orchestrator::{Policy, Step};
+use crate::outcome::{BranchError, BranchOutcome, CancelReason, DeadlineKind, RunEvent};
+use crate::supervisor::{Roster, Slot};
+use crate::task::{BranchId, RunId, Task, UpstreamOutput};
+
+/// One finished step, as the scheduler saw it.
+#[derive(Clone, Debug)]
+pub(crate) struct BranchRecord {
+    pub agent: String,
+    pub outcome: BranchOutcome,
+    /// Dispatch time since the run started; `None` if it was never dispatched.
+    pub started: Option<Duration>,
+    pub ended: Duration,
+}
+
+pub(crate) struct Schedule<'a> {
+    pub run: RunId,
+    pub input: &'a str,
+    pub steps: &'a [Step],
+    pub policy: Policy,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub branch_timeout: Duration,
+    pub roster: &'a Roster,
+    pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
+}
+
+/// What the policy concluded.
+pub(crate) struct Verdict {
+    pub records: Vec<BranchRecord>,
+    /// `None` if the run's branches succeeded under the policy; else why not.
+    pub failure: Option<String>,
+}
+
+/// Sends `Cancel` to the specialist unless disarmed: dropping an unfinished call
+/// (deadline, policy, caller gone) must stop the work behind it.
+struct CancelOnDrop {
+    actor: Option<ActorRef<AgentMsg>>,
+    branch: BranchId,
+}
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.actor = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(actor) = self.actor.take() {
+            let _ = actor.cast(AgentMsg::Cancel(self.branch));
+        }
+    }
+}
+
+/// Runs one branch: resolve the agent, call it with the branch deadline, map the
+/// result to an outcome. If the resolved actor has just died, waits for the
+/// supervisor to publish its replacement (within the deadline) and tries that one.
+async fn call_branch(
+    agent: String,
+    slot: Option<watch::Receiver<Slot>>,
+    task: Task,
+    deadline: Instant,
+    deadline_kind: DeadlineKind,
+) -> BranchOutcome {
+    let Some(mut slot) = slot else {
+        return BranchOutcome::Failed {
+            error: BranchError::SpecialistUnavailable {
+                agent,
+                reason: "no specialist has this name".to_owned(),
+            },
+        };
+    };
+    loop {
+        let current = slot.borrow_and_update().clone();
+        let actor = match current {
+            Slot::Down { reason } => {
+                return BranchOutcome::Failed {
+                    error: BranchError::SpecialistUnavailable { agent, reason },
+                }
+            }
+            Slot::Up { actor, .. } => actor,
+        };
+        let mut guard = CancelOnDrop {
+            actor: Some(actor.clone()),
+            branch: task.branch,
+        };
+        let call = actor.call(
+            |reply| AgentMsg::Run {
+                task: task.clone(),
+                reply,
+            },
+            None,
+        );
+        let result: Result<Result<CallResult<AgentReply>, _>, _> = timeout_at(deadline, call).await;
+        match result {
+            Err(_elapsed) => {
+                return BranchOutcome::TimedOut {
+                    deadline: deadline_kind,
+                }
+            }
+            Ok(Ok(CallResult::Success(reply))) => {
+                guard.disarm();
+                return match reply {
+                    Ok(output) => BranchOutcome::Ok(output),
+                    Err(error) => BranchOutcome::Failed {
+                        error: BranchError::Agent(error),
+                    },
+                };
+            }
+            Ok(Ok(CallResult::Timeout)) => {
+                return BranchOutcome::TimedOut {
+                    deadline: deadline_kind,
+                }
+            }
+            Ok(Ok(CallResult::SenderError)) => {
+                guard.disarm();
+                return BranchOutcome::Failed {
+                    error: BranchError::SpecialistDied { agent },
+                };
+            }
+            Ok(Err(_not_delivered)) => {
+                // The actor is gone before it saw the task. Its supervisor will publish
+                // a replacement or mark it down; wait for that, not for the dead ref.
+                guard.disarm();
+                match timeout_at(deadline, slot.changed()).await {
+                    Err(_elapsed) => {
+                        return BranchOutcome::TimedOut {
+                            deadline: deadline_kind,
+                        }
+                    }
+                    Ok(Err(_closed)) => {
+                        return BranchOutcome::Failed {
+                            error: BranchError::SpecialistUnavailable {
+                                agent,
+                                reason: "the supervisor is gone".to_owned(),
+                            },
+                        }
+                    }
+                    Ok(Ok(())) => continue,
+                }
+            }
+        }
+    }
+}
+
+enum State {
+    /// Waiting on this many unfinished dependencies.
+    Waiting(usize),
+    Running,
+    Done,
+}
+
+/// Runs every step to a terminal outcome under `s.policy`. See the module docs.
+pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
+    let n = s.steps.len();
+    let mut records: Vec<Option<BranchRecord>> = vec![None; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut state: Vec<State> = Vec::with_capacity(n);
+    for (i, step) in s.steps.iter().enumerate() {
+        for &d in &step.depends_on {
+            dependents[d].push(i);
+        }
+        state.push(State::Waiting(step.depends_on.len()));
+    }
+    let mut set: JoinSet<(usize, BranchOutcome, Instant)> = JoinSet::new();
+    let mut running_ids = std::collections::HashMap::new();
+    let mut ok = 0usize;
+    let mut not_ok = 0usize;
+    let mut failure: Option<String> = None;
+
+    let mut ready: Vec<usize> = (0..n)
+        .filter(|&i| s.steps[i].depends_on.is_empty())
+        .collect();
+    loop {
+        // Dispatch everything that is ready, in input order.
+        for i in ready.drain(..) {
+            let step = &s.steps[i];
+            let upstream = step
+                .depends_on
+                .iter()
+                .filter_map(|&d| records[d].as_ref())
+                .filter_map(|r| {
+                    r.outcome.output().map(|o| UpstreamOutput {
+                        agent: r.agent.clone(),
+                        text: o.text.clone(),
+                    })
+                })
+                .collect();
+            let branch = BranchId {
+                run: s.run,
+                index: i as u32,
+            };
+            let task = Task {
+                branch,
+                input: s.input.to_owned(),
+                upstream,
+            };
+            let now = Instant::now();
+            let (deadline, kind) = match now.checked_add(s.branch_timeout) {
+                Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
+                _ => (s.deadline, DeadlineKind::Run),
+            };
+            let agent = step.agent.clone();
+            let slot = s.roster.watch(&agent);
+            state[i] = State::Running;
+            records[i] = Some(BranchRecord {
+                agent: agent.clone(),
+                outcome: BranchOutcome::Cancelled {
+                    reason: CancelReason::CallerGone,
+                },
+                started: Some(now - s.started),
+                ended: Duration::ZERO,
+            });
+            let handle = set.spawn(async move {
+                let outcome = call_branch(agent, slot, task, deadline, kind).await;
+                (i, outcome, Instant::now())
+            });
+            running_ids.insert(handle.id(), i);
+        }
+
+        let Some(joined) = set.join_next_with_id().await else {
+            break;
+        };
+        let (i, outcome, ended) = match joined {
+            Ok((_, (i, outcome, ended))) => (i, outcome, ended),
+            Err(e) => {
+                // The branch future itself panicked: still one outcome for that step.
+                let Some(&i) = running_ids.get(&e.id()) else {
+                    continue;
+                };
+                let message = if e.is_panic() {
+                    "branch task panicked"
+                } else {
+                    "branch task aborted"
+                };
+                let error = BranchError::SpecialistUnavailable {
+                    agent: s.steps[i].agent.clone(),
+                    reason: message.to_owned(),
+                };
+                (i, BranchOutcome::Failed { error }, Instant::now())
+            }
+        };
+        let succeeded = outcome.is_ok();
+        finish(&s, &mut records, &mut state, i, outcome, ended - s.started);
+        if succeeded {
+            ok += 1;
+            for &d in &dependents[i] {
+                if let State::Waiting(k) = &mut state[d] {
+                    *k -= 1;
+                    if *k == 0 {
+                        ready.push(d);
+                    }
+                }
+            }
+            ready.sort_unstable();
+        } else {
+            not_ok += 1;
+            let agent = s.steps[i].agent.clone();
+            not_ok += cancel_dependents(&s, &mut records, &mut state, &dependents, i, &agent);
+            match s.policy {
+                Policy::FailFast => {
+                    let problem = records[i]
+                        .as_ref()
+                        .and_then(|r| r.outcome.problem())
+                        .unwrap_or_default();
+                    failure = Some(format!("branch {i} ({agent}) {problem}"));
+                    let reason = CancelReason::SiblingFailed {
+                        index: i as u32,
+                        agent,
+                    };
+                    cancel_rest(&s, &mut records, &mut state, reason);
+                    break;
+                }
+                Policy::TolerantPartial { quorum } => {
+                    if n - not_ok < quorum {
+                        failure = Some(format!(
+                            "quorum {quorum} unreachable: {not_ok} of {n} branches did not succeed"
+                        ));
+                        cancel_rest(
+                            &s,
+                            &mut records,
+                            &mut state,
+                            CancelReason::QuorumUnreachable,
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Dropping the set aborts whatever still runs; their guards send Cancel. Every
+    // such branch already has its terminal record from `cancel_rest`.
+    drop(set);
+    let records: Vec<BranchRecord> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| BranchRecord {
+                agent: s.steps[i].agent.clone(),
+                outcome: BranchOutcome::Cancelled {
+                    reason: CancelReason::CallerGone,
+                },
+                started: None,
+                ended: Instant::now() - s.started,
+            })
+        })
+        .collect();
+    if failure.is_none() {
+        if let Policy::TolerantPartial { quorum } = s.policy {
+            if ok < quorum {
+                failure = Some(format!(
+                    "quorum {quorum} not met: {ok} of {n} branches succeeded"
+                ));
+            }
+        }
+    }
+    Verdict { records, failure }
+}
+
+/// Records a terminal outcome for step `i` and emits its event.
+fn finish(
+    s: &Schedule<'_>,
+    records: &mut [Option<BranchRecord>],
+    state: &mut [State],
+    i: usize,
+    outcome: BranchOutcome,
+    at: Duration,
+) {
+    state[i] = State::Done;
+    let agent = s.steps[i].agent.clone();
+    if let Some(events) = s.events {
+        let _ = events.send(RunEvent::BranchFinished {
+            run: s.run,
+            index: i as u32,
+            agent: agent.clone(),
+            outcome: outcome.clone(),
+            at,
+        });
+    }
+    let started = records[i].as_ref().and_then(|r| r.started);
+    records[i] = Some(BranchRecord {
+        agent,
+        outcome,
+        started,
+        ended: at,
+    });
+}
+
+/// Cancels, transitively, every step waiting on step `i`; returns how many.
+fn cancel_dependents(
+    s: &Schedule<'_>,
+    records: &mut [Option<BranchRecord>],
+    state: &mut [State],
+    dependents: &[Vec<usize>],
+    i: usize,
+    agent: &str,
+) -> usize {
+    let mut count = 0;
+    let mut stack = dependents[i].clone();
+    let now = Instant::now() - s.started;
+    while let Some(d) = stack.pop() {
+        if matches!(state[d], State::Waiting(_)) {
+            let reason = CancelReason::UpstreamFailed {
+                agent: agent.to_owned(),
+            };
+            finish(
+                s,
+                records,
+                state,
+                d,
+                BranchOutcome::Cancelled { reason },
+                now,
+            );
+            count += 1;
+            stack.extend(dependents[d].iter().copied());
+        }
+    }
+    count
+}
+
+/// Ends every step that is not done yet with `Cancelled(reason)`.
+fn cancel_rest(
+    s: &Schedule<'_>,
+    records: &mut [Option<BranchRecord>],
+    state: &mut [State],
+    reason: CancelReason,
+) {
+    let now = Instant::now() - s.started;
+    for i in 0..state.len() {
+        if !matches!(state[i], State::Done) {
+            let outcome = BranchOutcome::Cancelled {
+                reason: reason.clone(),
+            };
+            finish(s, records, state, i, outcome, now);
+        }
+    }
+}

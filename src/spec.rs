@@ -1,0 +1,359 @@
+//! Declarative agent specs: a TOML file per agent plus a prompt file.
+//!
+//! ```toml
+//! name = "legal"                       # routing name, unique
+//! description = "Regulatory and contractual exposure"
+//! prompt_file = "legal.md"             # relative to the spec file (or `prompt = "…"`)
+//! order = 10                           # listing / fan-out order (default 100)
+//! model = "claude-sonnet-4-5"          # optional; the provider's default otherwise
+//! max_tokens = 600                     # optional, default 512
+//! temperature = 0.2                    # optional
+//!
+//! [sim]                                # optional: behaviour on the simulated provider
+//! latency_ms = 900
+//! jitter_ms = 400
+//! failure_rate = 0.0
+//! ```
+//!
+//! Unknown keys are errors (a typo should not be silently ignored), and every error
+//! names the file, and the field and line where the parser can tell.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::agent::{Agent, AgentContext, AgentOutput, AgentReply};
+use crate::provider::{CompletionRequest, SimProfile};
+use crate::task::Task;
+
+/// An agent defined by a spec file: one model call with the spec's system prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSpec {
+    /// Routing name.
+    pub name: String,
+    /// One line on what it looks at.
+    pub description: String,
+    /// The system prompt.
+    pub prompt: String,
+    /// Listing and fan-out order.
+    pub order: i32,
+    /// Model override.
+    pub model: Option<String>,
+    /// Token cap.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Behaviour on the simulated provider.
+    pub sim: Option<SimProfile>,
+    /// The file it came from.
+    pub source: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    #[serde(default)]
+    description: String,
+    prompt: Option<String>,
+    prompt_file: Option<PathBuf>,
+    #[serde(default = "default_order")]
+    order: i32,
+    model: Option<String>,
+    #[serde(default = "default_max_tokens")]
+    max_tokens: u32,
+    temperature: Option<f32>,
+    sim: Option<SimProfile>,
+}
+
+fn default_order() -> i32 {
+    100
+}
+
+fn default_max_tokens() -> u32 {
+    512
+}
+
+/// Why specs could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// A file or directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has a wrong, missing or unknown field.
+    #[error("{}{location}: {message}", path.display())]
+    Parse {
+        /// The spec file.
+        path: PathBuf,
+        /// `:line:column`, when known.
+        location: String,
+        /// The parser's message (it names the field).
+        message: String,
+    },
+    /// A field has a value the runtime cannot use.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    Invalid {
+        /// The spec file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two specs share a name.
+    #[error("{}: field `name`: `{name}` is already defined in {}", second.display(), first.display())]
+    Duplicate {
+        /// The name.
+        name: String,
+        /// Where it was first defined.
+        first: PathBuf,
+        /// Where it was defined again.
+        second: PathBuf,
+    },
+    /// The directory holds no `*.toml` spec.
+    #[error("{}: no agent specs (*.toml) found", dir.display())]
+    Empty {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+impl AgentSpec {
+    /// Parses one spec. `read_prompt` resolves `prompt_file` (relative to the spec).
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        read_prompt: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<Self, SpecError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or_default();
+            SpecError::Parse {
+                path: path.to_owned(),
+                location,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let invalid = |field, reason: &str| SpecError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason: reason.to_owned(),
+        };
+        if raw.name.trim().is_empty()
+            || raw
+                .name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "name",
+                "must be non-empty and contain no whitespace",
+            ));
+        }
+        let prompt = match (raw.prompt, raw.prompt_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "prompt",
+                    "give `prompt` or `prompt_file`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "prompt_file",
+                    "missing: give `prompt_file` or `prompt`",
+                ))
+            }
+            (Some(p), None) => p,
+            (None, Some(file)) => {
+                let full = path.parent().unwrap_or(Path::new(".")).join(&file);
+                read_prompt(&full).map_err(|e| SpecError::Invalid {
+                    path: path.to_owned(),
+                    field: "prompt_file",
+                    reason: format!("cannot read {}: {e}", full.display()),
+                })?
+            }
+        };
+        if prompt.trim().is_empty() {
+            return Err(invalid("prompt", "the prompt is empty"));
+        }
+        if raw.max_tokens == 0 {
+            return Err(invalid("max_tokens", "must be at least 1"));
+        }
+        if let Some(t) = raw.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(invalid("temperature", "must be between 0 and 2"));
+            }
+        }
+        if let Some(sim) = &raw.sim {
+            if !(0.0..=1.0).contains(&sim.failure_rate) {
+                return Err(invalid("sim.failure_rate", "must be between 0 and 1"));
+            }
+        }
+        Ok(Self {
+            name: raw.name,
+            description: raw.description,
+            prompt,
+            order: raw.order,
+            model: raw.model,
+            max_tokens: raw.max_tokens,
+            temperature: raw.temperature,
+            sim: raw.sim,
+            source: path.to_owned(),
+        })
+    }
+
+    /// Reads and parses one spec file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text, |p| std::fs::read_to_string(p))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    format!(":{line}:{col}")
+}
+
+/// Loads every `*.toml` spec in `dir`, sorted by `order` then name.
+pub fn load_dir(dir: &Path) -> Result<Vec<AgentSpec>, SpecError> {
+    let io = |source| SpecError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    files.sort();
+    let specs = files
+        .iter()
+        .map(|f| AgentSpec::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(specs, dir)
+}
+
+/// Sorts specs and rejects duplicate names and empty sets.
+pub fn finish(mut specs: Vec<AgentSpec>, dir: &Path) -> Result<Vec<AgentSpec>, SpecError> {
+    if specs.is_empty() {
+        return Err(SpecError::Empty {
+            dir: dir.to_owned(),
+        });
+    }
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for s in &specs {
+        if let Some(first) = seen.insert(&s.name, &s.source) {
+            return Err(SpecError::Duplicate {
+                name: s.name.clone(),
+                first: first.to_owned(),
+                second: s.source.clone(),
+            });
+        }
+    }
+    specs.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    Ok(specs)
+}
+
+/// The simulated-provider profiles the specs ask for, keyed by agent name.
+pub fn sim_profiles(specs: &[AgentSpec]) -> HashMap<String, SimProfile> {
+    specs
+        .iter()
+        .filter_map(|s| s.sim.clone().map(|p| (s.name.clone(), p)))
+        .collect()
+}
+
+impl Agent for AgentSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
+        let mut request =
+            CompletionRequest::new(self.name.clone(), self.prompt.clone(), task.prompt());
+        request.model = self.model.clone();
+        request.max_tokens = self.max_tokens;
+        request.temperature = self.temperature;
+        let completion = ctx.provider.complete(request).await?;
+        Ok(AgentOutput {
+            text: completion.text,
+            usage: completion.usage,
+            attempts: completion.attempts,
+            model: Some(completion.model),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentSpec, SpecError> {
+        AgentSpec::parse(Path::new("specs/x.toml"), text, |_| {
+            Ok("You are X.".to_owned())
+        })
+    }
+
+    #[test]
+    fn missing_name_names_file_and_field() {
+        let e = parse("prompt_file = \"x.md\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("specs/x.toml"), "{e}");
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_line() {
+        let e = parse("name = \"x\"\nprompt_file = \"x.md\"\nmax_token = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("specs/x.toml:3:1"), "{e}");
+        assert!(e.contains("max_token"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = parse("name = \"x\"\nprompt_file = \"x.md\"\nmax_tokens = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("specs/x.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn bad_temperature_names_field() {
+        let e = parse("name = \"x\"\nprompt = \"p\"\ntemperature = 9.0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "specs/x.toml: field `temperature`: must be between 0 and 2"
+        );
+    }
+
+    #[test]
+    fn good_spec_parses_with_defaults() {
+        let s = parse("name = \"x\"\nprompt_file = \"x.md\"\n").unwrap();
+        assert_eq!(
+            (s.max_tokens, s.order, s.prompt.as_str()),
+            (512, 100, "You are X.")
+        );
+    }
+}

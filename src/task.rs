@@ -1,0 +1,66 @@
+//! The payloads that travel between the orchestrator and specialists.
+//!
+//! Plain serde data, identified by ids rather than pointers, so that a specialist can
+//! later live in another process (ractor_cluster) without changing these types.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one run of the orchestrator. Unique within a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunId(pub u64);
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run-{}", self.0)
+    }
+}
+
+/// Identifies one branch (one step) of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BranchId {
+    /// The run.
+    pub run: RunId,
+    /// Position of the step in the run's request (input order).
+    pub index: u32,
+}
+
+impl std::fmt::Display for BranchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/branch-{}", self.run, self.index)
+    }
+}
+
+/// What a specialist is asked to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Which branch this is; echo it in logs, use it as the cancellation key.
+    pub branch: BranchId,
+    /// The task text, as the caller gave it.
+    pub input: String,
+    /// Outputs of the steps this one depends on (empty in a plain fan-out).
+    pub upstream: Vec<UpstreamOutput>,
+}
+
+/// The output of a step that a later step depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamOutput {
+    /// The agent that produced it.
+    pub agent: String,
+    /// What it said.
+    pub text: String,
+}
+
+impl Task {
+    /// The input followed by any upstream outputs, labelled by agent: the user
+    /// message an LLM-backed agent sends.
+    pub fn prompt(&self) -> String {
+        if self.upstream.is_empty() {
+            return self.input.clone();
+        }
+        let mut s = self.input.clone();
+        for up in &self.upstream {
+            s.push_str(&format!("\n\n[{} said]\n{}", up.agent, up.text));
+        }
+        s
+    }
+}

@@ -1,0 +1,159 @@
+//! The `fanfare` binary, run as a user would. These use real time but assert only
+//! on structure and ordering, never on speed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fanfare(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+const TASK: &str =
+    "Our new API will process 1M requests/day, storing all user queries in plain text logs.";
+
+#[test]
+fn run_prints_four_perspectives_and_a_synthesis_and_says_it_is_simulated() {
+    let out = fanfare(&["run", TASK], repo());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for agent in ["legal", "technical", "financial", "security"] {
+        assert!(stdout.contains(&format!("── {agent} · ok")), "{stdout}");
+    }
+    assert!(stdout.contains("══ synthesis (llm merge) ══"), "{stdout}");
+    assert!(stdout.contains("simulated"), "{stdout}");
+    assert!(stderr.contains("SIMULATED"), "{stderr}");
+}
+
+#[test]
+fn json_report_has_the_synthesis_after_the_slowest_branch() {
+    let out = fanfare(&["run", "--json", "--merge", "llm", TASK], repo());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["simulated"], true);
+    let branches = report["branches"].as_array().unwrap();
+    assert_eq!(branches.len(), 4);
+    let slowest_end = branches
+        .iter()
+        .map(|b| b["end_s"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let synth_start = report["synthesis"]["start_s"].as_f64().unwrap();
+    let synth_end = report["synthesis"]["end_s"].as_f64().unwrap();
+    let wall = report["wall_s"].as_f64().unwrap();
+    assert!(
+        synth_start >= slowest_end,
+        "merge starts after the slowest branch"
+    );
+    assert!(wall >= synth_end, "wall covers the merge");
+    assert!(branches
+        .iter()
+        .all(|b| b["outcome"]["status"] == "ok" && b["usage"]["output_tokens"].as_u64() > Some(0)));
+}
+
+#[test]
+fn built_in_agents_are_used_outside_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fanfare(&["agents", "list"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.starts_with("agents from built-in:"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+}
+
+#[test]
+fn a_malformed_spec_names_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.toml"),
+        "name = \"ok\"\nprompt = \"p\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"bad\"\nprompt = \"p\"\nmax_tokens = \"many\"\n",
+    )
+    .unwrap();
+    let out = fanfare(
+        &["run", "--agents", dir.path().to_str().unwrap(), "task"],
+        repo(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.toml:3:"), "{stderr}");
+    assert!(
+        stderr.contains("max_tokens") || stderr.contains("invalid type"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one-line reason: {stderr}");
+}
+
+#[test]
+fn a_missing_prompt_file_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("x.toml"),
+        "name = \"x\"\nprompt_file = \"nope.md\"\n",
+    )
+    .unwrap();
+    let out = fanfare(
+        &["agents", "list", "--agents", dir.path().to_str().unwrap()],
+        repo(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("x.toml: field `prompt_file`: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_and_missing_input_exit_non_zero_with_a_reason() {
+    let out = fanfare(&["run"], repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no task given"));
+    let out = fanfare(&["run", "--policy", "partial:0", "t"], repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad quorum"));
+    let out = fanfare(&["run", "--deadline", "soon", "t"], repo());
+    assert_eq!(out.status.code(), Some(2));
+    let out = fanfare(&["run", "--only", "astrology", "t"], repo());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent named `astrology`"));
+}
+
+#[test]
+fn a_run_that_fails_its_policy_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "name = \"a\"\nprompt = \"p\"\n[sim]\nlatency_ms = 1\nfailure_rate = 1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "name = \"b\"\nprompt = \"p\"\n[sim]\nlatency_ms = 1\n",
+    )
+    .unwrap();
+    let out = fanfare(
+        &["run", "--agents", dir.path().to_str().unwrap(), "t"],
+        repo(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run failed: branch 0 (a)"), "{stderr}");
+}

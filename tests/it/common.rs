@@ -1,0 +1,138 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fanfare::provider::{BoxFuture, SimConfig, SimProfile, SimProvider};
+use fanfare::{
+    Agent, AgentContext, AgentOutput, AgentReply, Completion, CompletionRequest, Fanfare,
+    FanfareBuilder, Provider, ProviderError, Task, Usage,
+};
+
+/// An agent that asks the provider, optionally panicking on every `panic_every`-th task.
+pub struct Scripted {
+    pub name: String,
+    pub panic_every: Option<u32>,
+    pub calls: Arc<AtomicU32>,
+}
+
+impl Scripted {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            panic_every: None,
+            calls: Arc::default(),
+        }
+    }
+
+    pub fn panicking_every(name: &str, n: u32) -> Self {
+        Self {
+            panic_every: Some(n),
+            ..Self::new(name)
+        }
+    }
+}
+
+impl Agent for Scripted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.panic_every.is_some_and(|n| call.is_multiple_of(n)) {
+            panic!("{} panics on task {call}", self.name);
+        }
+        let c = ctx
+            .provider
+            .complete(CompletionRequest::new(
+                self.name.clone(),
+                "system",
+                task.prompt(),
+            ))
+            .await?;
+        Ok(AgentOutput {
+            text: c.text,
+            usage: c.usage,
+            attempts: c.attempts,
+            model: Some(c.model),
+        })
+    }
+}
+
+/// A sim provider where each named agent has a fixed latency (and failure rate).
+pub fn sim(profiles: &[(&str, u64, f64)]) -> SimProvider {
+    let per_agent: HashMap<String, SimProfile> = profiles
+        .iter()
+        .map(|(name, ms, fail)| {
+            (
+                name.to_string(),
+                SimProfile {
+                    failure_rate: *fail,
+                    ..SimProfile::fixed(Duration::from_millis(*ms))
+                },
+            )
+        })
+        .collect();
+    SimProvider::new(SimConfig {
+        seed: 7,
+        default: SimProfile::instant(),
+        per_agent,
+    })
+}
+
+/// A runtime with a `Scripted` agent per profile.
+pub async fn runtime(provider: &SimProvider, profiles: &[(&str, u64, f64)]) -> Fanfare {
+    builder(provider, profiles).start().await.unwrap()
+}
+
+pub fn builder(provider: &SimProvider, profiles: &[(&str, u64, f64)]) -> FanfareBuilder {
+    let mut b = Fanfare::builder(Arc::new(provider.clone()));
+    for (name, _, _) in profiles {
+        b = b.agent(Scripted::new(name));
+    }
+    b
+}
+
+/// Waits (on tokio's clock) until `cond` holds, failing after `limit`.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A provider that records every request and answers with a fixed text.
+#[derive(Clone, Default)]
+pub struct Recording {
+    pub requests: Arc<Mutex<Vec<CompletionRequest>>>,
+}
+
+impl Provider for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+
+    fn complete(
+        &self,
+        request: CompletionRequest,
+    ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+        self.requests.lock().unwrap().push(request.clone());
+        Box::pin(async move {
+            Ok(Completion {
+                text: format!("merged by {}", request.agent),
+                model: "recorder-1".to_owned(),
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 3,
+                },
+                stop_reason: None,
+                attempts: 1,
+            })
+        })
+    }
+}

@@ -1,0 +1,70 @@
+use std::time::Duration;
+
+use fanfare::{BranchOutcome, CancelReason, Policy, RunRequest, Step};
+
+use crate::common::{runtime, sim};
+
+fn step(agent: &str, deps: &[usize]) -> Step {
+    Step {
+        agent: agent.into(),
+        depends_on: deps.to_vec(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dependent_steps_serialise_and_independent_chains_overlap() {
+    let profiles = [
+        ("draft", 100, 0.0),
+        ("review", 100, 0.0),
+        ("side", 150, 0.0),
+    ];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let mut request = RunRequest::fan_out("t", Vec::<String>::new());
+    request.steps = vec![step("draft", &[]), step("review", &[0]), step("side", &[])];
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    let review = &report.branches[1];
+    assert!(review.start.unwrap() >= report.branches[0].end);
+    // draft→review is 200 ms; side runs alongside it.
+    assert!(report.wall >= Duration::from_millis(200) && report.wall < Duration::from_millis(220));
+    // The dependent step saw its upstream's output.
+    let text = &review.outcome.output().unwrap().text;
+    assert!(text.starts_with("[simulated review]"), "{text}");
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_step_cancels_what_depends_on_it() {
+    let profiles = [("draft", 10, 1.0), ("review", 100, 0.0), ("side", 50, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let mut request = RunRequest::fan_out("t", Vec::<String>::new())
+        .policy(Policy::TolerantPartial { quorum: 1 });
+    request.steps = vec![step("draft", &[]), step("review", &[0]), step("side", &[])];
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success());
+    assert_eq!(
+        report.branches[1].outcome,
+        BranchOutcome::Cancelled {
+            reason: CancelReason::UpstreamFailed {
+                agent: "draft".into()
+            }
+        }
+    );
+    assert_eq!(report.branches[1].start, None);
+    assert!(report.branches[2].outcome.is_ok());
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_may_only_depend_on_earlier_steps() {
+    let profiles = [("a", 10, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let mut request = RunRequest::fan_out("t", Vec::<String>::new());
+    request.steps = vec![step("a", &[1]), step("a", &[])];
+    let err = fanfare.run(request).await.unwrap_err().to_string();
+    assert!(err.contains("step 0 depends on step 1"), "{err}");
+    fanfare.shutdown().await;
+}

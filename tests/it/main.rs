@@ -1,0 +1,13 @@
+//! Integration tests, compiled as one binary. Offline: the simulated provider and
+//! in-process scripted agents only; time-dependent tests run on paused tokio time.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cli;
+mod common;
+mod concurrency;
+mod deadlines;
+mod events;
+mod graph;
+mod policies;
+mod supervision;
+mod synthesis;

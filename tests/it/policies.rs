@@ -1,0 +1,151 @@
+use std::time::Duration;
+
+use fanfare::{BranchError, BranchOutcome, CancelReason, Policy, RunRequest, RunStatus};
+
+use crate::common::{eventually, runtime, sim};
+
+/// `bad` fails at 50 ms; the others would take 10 s.
+const ONE_BAD: &[(&str, u64, f64)] = &[
+    ("a", 10_000, 0.0),
+    ("bad", 50, 1.0),
+    ("c", 10_000, 0.0),
+    ("d", 10_000, 0.0),
+];
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_cancels_siblings_and_aborts_their_model_calls() {
+    let provider = sim(ONE_BAD);
+    let fanfare = runtime(&provider, ONE_BAD).await;
+    let report = fanfare
+        .run(RunRequest::fan_out("task", ["a", "bad", "c", "d"]))
+        .await
+        .unwrap();
+    let RunStatus::Failed { reason } = &report.status else {
+        panic!("run should fail")
+    };
+    assert!(reason.starts_with("branch 1 (bad)"), "{reason}");
+    assert!(reason.contains("HTTP 500"), "{reason}");
+    assert!(
+        report.wall < Duration::from_millis(100),
+        "decided at 50 ms, took {:?}",
+        report.wall
+    );
+    assert!(matches!(
+        &report.branches[1].outcome,
+        BranchOutcome::Failed {
+            error: BranchError::Agent(_)
+        }
+    ));
+    for i in [0, 2, 3] {
+        assert_eq!(
+            report.branches[i].outcome,
+            BranchOutcome::Cancelled {
+                reason: CancelReason::SiblingFailed {
+                    index: 1,
+                    agent: "bad".into()
+                }
+            }
+        );
+    }
+    // The provider saw its three in-flight calls dropped, long before they would end.
+    eventually(Duration::from_secs(1), || provider.stats().aborted == 3).await;
+    assert_eq!(provider.stats().completed, 0);
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tolerate_partial_meets_quorum_despite_a_failure() {
+    let profiles = [
+        ("a", 100, 0.0),
+        ("bad", 50, 1.0),
+        ("c", 200, 0.0),
+        ("d", 300, 0.0),
+    ];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let request = RunRequest::fan_out("task", ["a", "bad", "c", "d"])
+        .policy(Policy::TolerantPartial { quorum: 3 });
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    assert_eq!((report.totals.ok, report.totals.failed), (3, 1));
+    // It keeps collecting until every branch has ended.
+    assert!(report.wall >= Duration::from_millis(300));
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tolerate_partial_ends_as_soon_as_quorum_is_unreachable() {
+    let provider = sim(ONE_BAD);
+    let fanfare = runtime(&provider, ONE_BAD).await;
+    let request = RunRequest::fan_out("task", ["a", "bad", "c", "d"])
+        .policy(Policy::TolerantPartial { quorum: 4 });
+    let report = fanfare.run(request).await.unwrap();
+    let RunStatus::Failed { reason } = &report.status else {
+        panic!("run should fail")
+    };
+    assert!(reason.contains("quorum 4 unreachable"), "{reason}");
+    assert!(
+        report.wall < Duration::from_millis(100),
+        "{:?}",
+        report.wall
+    );
+    assert_eq!(report.totals.cancelled, 3);
+    eventually(Duration::from_secs(1), || provider.stats().aborted == 3).await;
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tolerate_partial_fails_when_too_few_succeed() {
+    let profiles = [("a", 10, 0.0), ("b", 10, 1.0), ("c", 10, 1.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let request =
+        RunRequest::fan_out("t", ["a", "b", "c"]).policy(Policy::TolerantPartial { quorum: 2 });
+    let report = fanfare.run(request).await.unwrap();
+    assert!(!report.status.is_success());
+    // Every branch still has exactly one outcome.
+    assert_eq!(report.branches.len(), 3);
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_requests_are_refused_with_the_reason() {
+    let profiles = [("a", 10, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let err = fanfare
+        .run(RunRequest::fan_out("t", ["a", "nope"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown agent `nope`") && err.contains("known: a"),
+        "{err}"
+    );
+    let err = fanfare
+        .run(RunRequest::fan_out("t", ["a"]).policy(Policy::TolerantPartial { quorum: 2 }))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("quorum 2"), "{err}");
+    let err = fanfare
+        .run(RunRequest::fan_out("t", Vec::<String>::new()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no steps"), "{err}");
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_run_future_cancels_its_branches() {
+    let profiles = [("a", 10_000, 0.0), ("b", 10_000, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let run = fanfare.run(RunRequest::fan_out("t", ["a", "b"]));
+    assert!(tokio::time::timeout(Duration::from_millis(100), run)
+        .await
+        .is_err());
+    eventually(Duration::from_secs(1), || provider.stats().aborted == 2).await;
+    fanfare.shutdown().await;
+}

@@ -1,0 +1,68 @@
+use std::sync::Arc;
+
+use fanfare::synthesiser::MERGE_SYSTEM_PROMPT;
+use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest, Scorer};
+
+use crate::common::{runtime, sim, Recording, Scripted};
+
+#[tokio::test(start_paused = true)]
+async fn llm_merge_prompt_labels_outputs_and_names_failures() {
+    let recording = Recording::default();
+    // Branches use the recording provider too; it answers "merged by <agent>".
+    let fanfare = Fanfare::builder(Arc::new(recording.clone()))
+        .agent(Scripted::new("legal"))
+        .agent(Scripted::panicking_every("security", 1))
+        .start()
+        .await
+        .unwrap();
+    let request = RunRequest::fan_out("Store logs?", ["legal", "security"])
+        .policy(Policy::TolerantPartial { quorum: 1 })
+        .merge(MergeStrategy::llm());
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    let requests = recording.requests.lock().unwrap().clone();
+    let merge = requests.iter().find(|r| r.agent == "synthesiser").unwrap();
+    assert_eq!(merge.system, MERGE_SYSTEM_PROMPT);
+    let prompt = &merge.messages[0].content;
+    assert!(prompt.contains("Task:\nStore logs?"), "{prompt}");
+    assert!(prompt.contains("## legal\nmerged by legal"), "{prompt}");
+    assert!(
+        prompt.contains("Missing perspectives: security (panicked: security panics on task 1)"),
+        "{prompt}"
+    );
+    let synthesis = report.synthesis.unwrap();
+    assert_eq!(synthesis.text.as_deref(), Some("merged by synthesiser"));
+    assert_eq!(report.totals.usage.input_tokens, 20);
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn code_merge_is_keyed_by_agent_and_calls_no_model() {
+    let profiles = [("a", 10, 0.0), ("b", 10, 1.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let request = RunRequest::fan_out("t", ["a", "b"])
+        .policy(Policy::TolerantPartial { quorum: 1 })
+        .merge(MergeStrategy::Code);
+    let report = fanfare.run(request).await.unwrap();
+    let text = report.synthesis.unwrap().text.unwrap();
+    assert!(text.starts_with("## a\n[simulated a]"), "{text}");
+    assert!(text.contains("## b\n(no output: "), "{text}");
+    assert_eq!(provider.stats().started, 2, "no merge call");
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn select_best_picks_the_highest_score() {
+    let profiles = [("short", 10, 0.0), ("long", 10, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let scorer = Scorer::new(|agent, _| if agent == "long" { 2.0 } else { 1.0 });
+    let request =
+        RunRequest::fan_out("t", ["short", "long"]).merge(MergeStrategy::SelectBest(scorer));
+    let report = fanfare.run(request).await.unwrap();
+    let synthesis = report.synthesis.unwrap();
+    assert_eq!(synthesis.chosen.as_deref(), Some("long"));
+    assert!(synthesis.text.unwrap().starts_with("[simulated long]"));
+    fanfare.shutdown().await;
+}
