@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
-use fanfare::provider::{SimConfig, SimProvider};
+use fanfare::mock::{self, MockConfig};
+use fanfare::provider::{
+    AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Provider, Retry,
+    RetryPolicy, SimConfig, SimProvider, Streamed,
+};
 use fanfare::spec::{self, AgentSpec};
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest, Scorer};
 
@@ -35,6 +39,15 @@ fanfare run --file proposal.md --policy partial:3 --merge code --json\n  \
 echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s"
     )]
     Run(RunArgs),
+    /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
+    #[command(
+        name = "mock-llm",
+        after_help = "Point fanfare (or any SDK) at it:\n  \
+ANTHROPIC_BASE_URL=http://127.0.0.1:PORT   (Anthropic: no /v1)\n  \
+OPENAI_BASE_URL=http://127.0.0.1:PORT/v1   (OpenAI: with /v1)\n\
+GET /stats reports requests, in-flight, peak in-flight, aborted and counts by status."
+    )]
+    MockLlm(MockArgs),
     /// Inspect the agent specs.
     Agents {
         #[command(subcommand)]
@@ -50,6 +63,63 @@ enum AgentsCommand {
         #[arg(long, value_name = "DIR")]
         agents: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct MockArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8089)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Fixed latency of every answer, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+    /// Uniform extra latency, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Probability of an HTTP 500.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    error_rate: f64,
+    /// Probability of an HTTP 429 (with retry-after).
+    #[arg(long = "rate-429", default_value_t = 0.0, value_parser = parse_rate)]
+    rate_429: f64,
+    /// Answer 429 above this many requests in flight.
+    #[arg(long)]
+    max_concurrency: Option<usize>,
+    /// Probability of never answering.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    hang_rate: f64,
+    /// Probability of a 200 whose body is not JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    garbage_rate: f64,
+    /// The wait suggested with each 429, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    retry_after_ms: u64,
+    /// Require this API key (x-api-key or bearer); otherwise any is accepted.
+    #[arg(long, env = "FANFARE_MOCK_KEY", hide_env_values = true)]
+    require_key: Option<String>,
+    /// Seed of the fault rolls.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ProviderKind {
+    /// Anthropic Messages API (key: ANTHROPIC_API_KEY; base: ANTHROPIC_BASE_URL).
+    Anthropic,
+    /// OpenAI Chat Completions or any compatible server (OPENAI_API_KEY, OPENAI_BASE_URL).
+    Openai,
+    /// The embedded simulated model.
+    Sim,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -97,6 +167,28 @@ struct RunArgs {
     /// Seed of the simulated provider (its latencies and wording).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Model backend [default: anthropic if ANTHROPIC_API_KEY is set, else openai if
+    /// OPENAI_API_KEY is set, else sim].
+    #[arg(long, value_enum)]
+    provider: Option<ProviderKind>,
+    /// Default model (a spec's own `model` wins).
+    #[arg(long)]
+    model: Option<String>,
+    /// Base URL (Anthropic: without /v1; OpenAI: with /v1).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// Read the API key from this file instead of the environment.
+    #[arg(long, value_name = "F")]
+    api_key_file: Option<PathBuf>,
+    /// Ask for streamed (SSE) answers.
+    #[arg(long)]
+    stream: bool,
+    /// Attempts per model call, retries included (429, 529, 5xx, connection errors).
+    #[arg(long, default_value_t = 10)]
+    max_attempts: u32,
+    /// Limit on one HTTP call.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    call_timeout: Duration,
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -210,18 +302,17 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
         specs.retain(|s| args.only.contains(&s.name));
     }
-    let provider = SimProvider::new(SimConfig {
-        seed: args.seed,
-        per_agent: spec::sim_profiles(&specs),
-        ..SimConfig::default()
-    });
+    let (provider, described) = build_provider(&args, &specs)?;
     eprintln!(
-        "fanfare: provider `sim` — output is SIMULATED (no model is called; real providers are not in this build yet). \
-agents: {} from {source}",
-        specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        "fanfare: {described}. agents: {} from {source}",
+        specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let fanfare = Fanfare::builder(Arc::new(provider))
+    let fanfare = Fanfare::builder(provider)
         .agents_from(specs)
         .start()
         .await?;
@@ -253,6 +344,133 @@ agents: {} from {source}",
         eprintln!("fanfare: run failed: {reason}");
         return Ok(false);
     }
+    Ok(true)
+}
+
+fn build_provider(
+    args: &RunArgs,
+    specs: &[AgentSpec],
+) -> anyhow::Result<(Arc<dyn Provider>, String)> {
+    let file_key = match &args.api_key_file {
+        Some(path) => Some(
+            ApiKey::from_file(path)
+                .with_context(|| format!("reading the API key from {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let kind = match args.provider {
+        Some(kind) => kind,
+        None if ApiKey::from_env("ANTHROPIC_API_KEY").is_some() => ProviderKind::Anthropic,
+        None if ApiKey::from_env("OPENAI_API_KEY").is_some() => ProviderKind::Openai,
+        None if file_key.is_some() => {
+            bail!("--api-key-file needs --provider anthropic or --provider openai")
+        }
+        None => ProviderKind::Sim,
+    };
+    let policy = RetryPolicy {
+        max_attempts: args.max_attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    fn wrap<P: Provider>(p: P, stream: bool, policy: RetryPolicy) -> Arc<dyn Provider> {
+        if stream {
+            Arc::new(Retry::new(Streamed(p), policy))
+        } else {
+            Arc::new(Retry::new(p, policy))
+        }
+    }
+    match kind {
+        ProviderKind::Sim => {
+            if args.base_url.is_some() || args.model.is_some() {
+                bail!("--base-url and --model need --provider anthropic or --provider openai");
+            }
+            let sim = SimProvider::new(SimConfig {
+                seed: args.seed,
+                per_agent: spec::sim_profiles(specs),
+                ..SimConfig::default()
+            });
+            let why = if args.provider.is_some() {
+                "chosen with --provider"
+            } else {
+                "no ANTHROPIC_API_KEY or OPENAI_API_KEY set"
+            };
+            Ok((
+                Arc::new(sim),
+                format!("provider `sim` ({why}) — output is SIMULATED, no model is called"),
+            ))
+        }
+        ProviderKind::Anthropic => {
+            let key = file_key
+                .or_else(|| ApiKey::from_env("ANTHROPIC_API_KEY"))
+                .context(
+                "the anthropic provider needs a key: set ANTHROPIC_API_KEY or pass --api-key-file \
+(local servers accept any value)",
+            )?;
+            let mut config =
+                AnthropicConfig::from_env().unwrap_or_else(|| AnthropicConfig::new(key.clone()));
+            config.api_key = key;
+            if let Some(url) = &args.base_url {
+                config.base_url = url.clone();
+            }
+            if let Some(model) = &args.model {
+                config.default_model = model.clone();
+            }
+            config.timeout = args.call_timeout;
+            let described = format!(
+                "provider `anthropic` at {} (default model {})",
+                config.base_url, config.default_model
+            );
+            Ok((
+                wrap(AnthropicProvider::new(config), args.stream, policy),
+                described,
+            ))
+        }
+        ProviderKind::Openai => {
+            let mut config = OpenAiConfig::from_env();
+            if file_key.is_some() {
+                config.api_key = file_key;
+            }
+            if let Some(url) = &args.base_url {
+                config.base_url = url.clone();
+            }
+            if let Some(model) = &args.model {
+                config.default_model = model.clone();
+            }
+            config.timeout = args.call_timeout;
+            let described = format!(
+                "provider `openai` at {} (default model {})",
+                config.base_url, config.default_model
+            );
+            Ok((
+                wrap(OpenAiProvider::new(config), args.stream, policy),
+                described,
+            ))
+        }
+    }
+}
+
+async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
+    let config = MockConfig {
+        latency: Duration::from_millis(args.latency_ms),
+        jitter: Duration::from_millis(args.jitter_ms),
+        error_rate: args.error_rate,
+        rate_429: args.rate_429,
+        max_concurrency: args.max_concurrency,
+        hang_rate: args.hang_rate,
+        garbage_rate: args.garbage_rate,
+        retry_after: Duration::from_millis(args.retry_after_ms),
+        require_key: args.require_key,
+        seed: args.seed,
+    };
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    println!("fanfare mock-llm listening on http://{addr}");
+    println!("  ANTHROPIC_BASE_URL=http://{addr}    OPENAI_BASE_URL=http://{addr}/v1    stats: http://{addr}/stats");
+    mock::serve(listener, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(true)
 }
 
@@ -294,6 +512,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::MockLlm(args) => mock_llm(args).await,
             Command::Agents {
                 command: AgentsCommand::List { agents },
             } => list_agents(agents.as_deref()).map(|()| true),

@@ -48,6 +48,7 @@
 //! ```
 
 pub mod agent;
+pub mod mock;
 pub mod orchestrator;
 pub mod outcome;
 pub mod provider;
@@ -63,7 +64,9 @@ pub mod tasks;
 pub use agent::{Agent, AgentActor, AgentContext, AgentError, AgentMsg, AgentOutput, AgentReply};
 pub use orchestrator::{Policy, RunError, RunRequest, Step};
 pub use outcome::{BranchError, BranchOutcome, CancelReason, DeadlineKind, RunEvent};
-pub use provider::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+pub use provider::{
+    Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Usage,
+};
 pub use report::{BranchReport, RunReport, RunStatus};
 pub use runtime::{Fanfare, FanfareBuilder, RunHandle, StartError};
 pub use supervisor::{RestartIntensity, Specialist, SpecialistStatus};

@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentError;
 use crate::orchestrator::Policy;
-use crate::outcome::BranchOutcome;
+use crate::outcome::{BranchError, BranchOutcome};
 use crate::provider::Usage;
 use crate::synthesiser::Synthesis;
 use crate::task::RunId;
@@ -96,10 +97,13 @@ impl BranchReport {
         start: Option<Duration>,
         end: Duration,
     ) -> Self {
-        let (attempts, usage) = outcome
-            .output()
-            .map(|o| (o.attempts, o.usage))
-            .unwrap_or_default();
+        let (attempts, usage) = match &outcome {
+            BranchOutcome::Ok(o) => (o.attempts, o.usage),
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Provider(e)),
+            } => (e.attempts, Usage::default()),
+            _ => (0, Usage::default()),
+        };
         let error = outcome.problem();
         Self {
             index,

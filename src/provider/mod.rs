@@ -9,6 +9,10 @@
 //! [`Provider::complete`], so an implementation must not rely on running to the end
 //! (an HTTP provider's request is cancelled when its future is dropped).
 
+pub mod anthropic;
+mod http;
+pub mod openai;
+pub mod retry;
 pub mod sim;
 
 use std::future::Future;
@@ -16,6 +20,10 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use http::ApiKey;
+pub use openai::{OpenAiConfig, OpenAiProvider};
+pub use retry::{Retry, RetryPolicy};
 pub use sim::{SimConfig, SimProfile, SimProvider, SimStats};
 
 /// A boxed, sendable future, as returned by [`Provider::complete`].
@@ -68,6 +76,10 @@ pub struct CompletionRequest {
     /// Which agent (or `synthesiser`) asks: used for attribution in errors and logs,
     /// and by the simulated provider for per-agent latency profiles.
     pub agent: String,
+    /// Ask for a streamed answer (SSE) where the provider supports it; the
+    /// completion is the same, assembled from the stream.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 impl CompletionRequest {
@@ -85,6 +97,7 @@ impl CompletionRequest {
             temperature: None,
             stop: Vec::new(),
             agent: agent.into(),
+            stream: false,
         }
     }
 }
@@ -92,16 +105,25 @@ impl CompletionRequest {
 /// Token counts reported by a provider.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Prompt tokens (not counting cache reads/writes, as Anthropic reports them).
     pub input_tokens: u64,
     /// Generated tokens.
     pub output_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
 }
 
 impl Usage {
-    /// Input plus output tokens.
+    /// All tokens: input (cache included) plus output.
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+            + self.output_tokens
     }
 }
 
@@ -109,6 +131,8 @@ impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, rhs: Self) {
         self.input_tokens += rhs.input_tokens;
         self.output_tokens += rhs.output_tokens;
+        self.cache_creation_input_tokens += rhs.cache_creation_input_tokens;
+        self.cache_read_input_tokens += rhs.cache_read_input_tokens;
     }
 }
 
@@ -127,46 +151,141 @@ pub struct Completion {
     pub attempts: u32,
 }
 
-/// Why a completion failed. Every variant names the provider and model.
+/// Why a completion failed: which provider, model and agent, after how many
+/// attempts, and what went wrong ([`ProviderErrorKind`]).
 ///
 /// Plain data (no boxed sources) so that it can cross a process boundary with the
-/// branch reply it is part of.
+/// branch reply it is part of. It never holds credentials or request headers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{provider} ({model}) for `{agent}`: {kind}{}", attempts_note(*.attempts))]
+pub struct ProviderError {
+    /// Provider name.
+    pub provider: String,
+    /// Model asked.
+    pub model: String,
+    /// The agent (branch) that asked.
+    pub agent: String,
+    /// Attempts made, retries included.
+    pub attempts: u32,
+    /// What went wrong.
+    pub kind: ProviderErrorKind,
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+/// The kinds of [`ProviderError`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum ProviderError {
-    /// The server answered with a non-success status.
-    #[error("{provider} ({model}) answered HTTP {status}: {excerpt}")]
-    Status {
-        /// Provider name.
-        provider: String,
-        /// Model asked.
-        model: String,
-        /// HTTP status code.
-        status: u16,
+pub enum ProviderErrorKind {
+    /// HTTP 429.
+    #[error("rate limited (HTTP 429){}: {excerpt}", retry_note(*.retry_after_ms))]
+    RateLimited {
+        /// What the server asked us to wait, if it said.
+        retry_after_ms: Option<u64>,
         /// The start of the response body.
         excerpt: String,
     },
-    /// The connection failed or broke.
-    #[error("{provider} ({model}) transport error: {message}")]
+    /// HTTP 529 (Anthropic's "overloaded") or 503 with an overload body.
+    #[error("overloaded (HTTP {status}){}: {excerpt}", retry_note(*.retry_after_ms))]
+    Overloaded {
+        /// The status code.
+        status: u16,
+        /// What the server asked us to wait, if it said.
+        retry_after_ms: Option<u64>,
+        /// The start of the response body.
+        excerpt: String,
+    },
+    /// Any other non-success status.
+    #[error("HTTP {status}{}: {excerpt}", retry_note(*.retry_after_ms))]
+    Status {
+        /// The status code.
+        status: u16,
+        /// What the server asked us to wait, if it said.
+        retry_after_ms: Option<u64>,
+        /// The start of the response body.
+        excerpt: String,
+    },
+    /// The connection could not be made, or broke.
+    #[error("transport error: {message}")]
     Transport {
-        /// Provider name.
-        provider: String,
-        /// Model asked.
-        model: String,
         /// What went wrong.
         message: String,
+        /// True if no connection was established (safe to retry).
+        connect: bool,
     },
     /// The answer could not be understood.
-    #[error("{provider} ({model}) sent an answer that could not be decoded: {message}")]
+    #[error("undecodable answer: {message}")]
     Decode {
-        /// Provider name.
-        provider: String,
-        /// Model asked.
-        model: String,
         /// What went wrong, with an excerpt of the body.
         message: String,
     },
+    /// The per-call timeout passed.
+    #[error("no answer within {after_ms} ms")]
+    Timeout {
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The provider is misconfigured (no key, bad URL).
+    #[error("configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn retry_note(ms: Option<u64>) -> String {
+    ms.map(|ms| format!(", retry after {ms} ms"))
+        .unwrap_or_default()
+}
+
+impl ProviderErrorKind {
+    /// Whether a retry may succeed: 429, 529, 500–504 and transport errors. Never
+    /// 400/401/403/404/422, decode errors or timeouts.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Overloaded { .. } => true,
+            ProviderErrorKind::Status { status, .. } => (500..=504).contains(status),
+            ProviderErrorKind::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ProviderErrorKind::RateLimited { retry_after_ms, .. }
+            | ProviderErrorKind::Overloaded { retry_after_ms, .. }
+            | ProviderErrorKind::Status { retry_after_ms, .. } => {
+                retry_after_ms.map(std::time::Duration::from_millis)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ProviderError {
+    /// An error of `kind` for `request`, attributed to `provider` and `model`.
+    pub fn new(
+        provider: &str,
+        model: &str,
+        request: &CompletionRequest,
+        kind: ProviderErrorKind,
+    ) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            agent: request.agent.clone(),
+            attempts: 1,
+            kind,
+        }
+    }
 }
 
 /// A model backend: one request in, one completion out.
@@ -186,3 +305,47 @@ pub trait Provider: Send + Sync + 'static {
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>>;
 }
+
+/// Wraps a provider so that every request asks for a streamed answer.
+#[derive(Debug)]
+pub struct Streamed<P>(pub P);
+
+impl<P: Provider> Provider for Streamed<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn is_simulated(&self) -> bool {
+        self.0.is_simulated()
+    }
+
+    fn complete(
+        &self,
+        mut request: CompletionRequest,
+    ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+        request.stream = true;
+        self.0.complete(request)
+    }
+}
+
+macro_rules! forward_provider {
+    ($($ptr:ty),*) => {$(
+        /// Forwards to the provider behind the pointer, so wrappers compose with
+        /// boxed and shared providers alike.
+        impl<P: Provider + ?Sized> Provider for $ptr {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+
+            fn is_simulated(&self) -> bool {
+                (**self).is_simulated()
+            }
+
+            fn complete(&self, request: CompletionRequest) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+                (**self).complete(request)
+            }
+        }
+    )*};
+}
+
+forward_provider!(Box<P>, std::sync::Arc<P>);

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, Usage};
+use super::{
+    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Usage,
+};
 
 /// Latency, failure and size profile of simulated calls.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,15 +213,15 @@ impl Provider for SimProvider {
             let roll = (mix(key, 2) >> 11) as f64 / (1u64 << 53) as f64;
             if roll < profile.failure_rate {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                return Err(ProviderError::Status {
-                    provider: "sim".to_owned(),
-                    model,
+                let kind = ProviderErrorKind::Status {
                     status: 500,
+                    retry_after_ms: None,
                     excerpt: format!(
                         "simulated server error (failure_rate {})",
                         profile.failure_rate
                     ),
-                });
+                };
+                return Err(ProviderError::new("sim", &model, &request, kind));
             }
             let text = compose(&request, &profile, key);
             let input_tokens = estimate_tokens(&request.system)
@@ -236,6 +238,7 @@ impl Provider for SimProvider {
                 usage: Usage {
                     input_tokens,
                     output_tokens,
+                    ..Usage::default()
                 },
                 stop_reason: Some("end_turn".to_owned()),
                 attempts: 1,
@@ -408,7 +411,10 @@ mod tests {
             .complete(CompletionRequest::new("a", "s", "u"))
             .await
             .unwrap_err();
-        assert!(matches!(err, ProviderError::Status { status: 500, .. }));
+        assert!(matches!(
+            err.kind,
+            ProviderErrorKind::Status { status: 500, .. }
+        ));
         assert_eq!(p.stats().failed, 1);
     }
 }

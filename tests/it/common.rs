@@ -129,6 +129,7 @@ impl Provider for Recording {
                 usage: Usage {
                     input_tokens: 10,
                     output_tokens: 3,
+                    ..Usage::default()
                 },
                 stop_reason: None,
                 attempts: 1,

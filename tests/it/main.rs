@@ -8,6 +8,8 @@ mod concurrency;
 mod deadlines;
 mod events;
 mod graph;
+mod llama;
 mod policies;
+mod providers;
 mod supervision;
 mod synthesis;

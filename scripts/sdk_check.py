@@ -1,0 +1,85 @@
+"""Checks that the official Python SDKs talk to `fanfare mock-llm` unchanged.
+
+Usage: python scripts/sdk_check.py PATH/TO/fanfare
+Starts `fanfare mock-llm --port 0`, then uses the `anthropic` and `openai` packages,
+plain and streamed, and checks text, usage and an authentication error. Exit 0 if all
+checks pass.
+"""
+
+import subprocess
+import sys
+
+import anthropic
+import openai
+
+
+def main() -> int:
+    binary = sys.argv[1]
+    server = subprocess.Popen(
+        [binary, "mock-llm", "--port", "0", "--latency-ms", "20", "--require-key", "sdk-key"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = server.stdout.readline().strip()
+        base = first.rsplit(" ", 1)[-1]
+        assert base.startswith("http://127.0.0.1:"), first
+
+        a = anthropic.Anthropic(api_key="sdk-key", base_url=base, max_retries=0)
+        msg = a.messages.create(
+            model="claude-test", max_tokens=64, system="Be brief.",
+            messages=[{"role": "user", "content": "Should we log user queries?"}],
+        )
+        assert msg.content[0].type == "text" and msg.content[0].text, msg
+        assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0, msg.usage
+        assert msg.stop_reason == "end_turn", msg.stop_reason
+
+        with a.messages.stream(
+            model="claude-test", max_tokens=64,
+            messages=[{"role": "user", "content": "Should we log user queries?"}],
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert streamed == msg.content[0].text, (streamed, msg.content[0].text)
+        assert final.usage.output_tokens > 0, final.usage
+
+        try:
+            anthropic.Anthropic(api_key="wrong", base_url=base, max_retries=0).messages.create(
+                model="m", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+            raise AssertionError("a wrong key should be refused")
+        except anthropic.AuthenticationError:
+            pass
+
+        o = openai.OpenAI(api_key="sdk-key", base_url=base + "/v1", max_retries=0)
+        chat = o.chat.completions.create(
+            model="gpt-test", max_tokens=64,
+            messages=[{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "Should we log user queries?"}],
+        )
+        assert chat.choices[0].message.content == msg.content[0].text
+        assert chat.usage.prompt_tokens > 0 and chat.usage.completion_tokens > 0, chat.usage
+
+        chunks = list(o.chat.completions.create(
+            model="gpt-test", max_tokens=64, stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Should we log user queries?"}],
+        ))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == chat.choices[0].message.content, text
+        assert chunks[-1].usage and chunks[-1].usage.completion_tokens > 0, chunks[-1]
+
+        try:
+            openai.OpenAI(api_key="wrong", base_url=base + "/v1", max_retries=0).chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}])
+            raise AssertionError("a wrong key should be refused")
+        except openai.AuthenticationError:
+            pass
+
+        print(f"sdk-check: anthropic {anthropic.__version__} and openai {openai.__version__} OK against {base}")
+        return 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+//! What the HTTP providers share: the redacted API key, the client, turning a
+//! non-success response into a typed error (with the server's retry hints), and a
+//! minimal server-sent-events reader.
+
+use std::time::{Duration, SystemTime};
+
+use futures::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+
+use super::{CompletionRequest, ProviderError, ProviderErrorKind};
+
+/// An API key. Its `Debug` never shows the secret and it has no `Display`, so it
+/// cannot end up in logs, reports or error messages by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key (surrounding whitespace, as in a key file, is dropped).
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into().trim().to_owned())
+    }
+
+    /// Reads a key from `var`, if it is set and non-empty.
+    pub fn from_env(var: &str) -> Option<Self> {
+        std::env::var(var)
+            .ok()
+            .map(Self::new)
+            .filter(|k| !k.0.is_empty())
+    }
+
+    /// Reads a key from a file.
+    pub fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let key = Self::new(std::fs::read_to_string(path)?);
+        if key.0.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the key file is empty",
+            ));
+        }
+        Ok(key)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// A client with sane connection defaults. Installs the ring TLS provider once.
+pub(crate) fn client(connect_timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The first `max` characters of `body`, on one line.
+pub(crate) fn excerpt(body: &str, max: usize) -> String {
+    let one_line: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let trimmed = one_line.trim();
+    match trimmed.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &trimmed[..at]),
+        None => trimmed.to_owned(),
+    }
+}
+
+/// How long the server asks us to wait: `retry-after-ms`, then `retry-after`
+/// (seconds or an HTTP date), then the providers' reset headers
+/// (`anthropic-ratelimit-*-reset` as RFC 3339 times, `x-ratelimit-reset-*` as
+/// durations like `1s` or `6m0s`).
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    if let Some(v) = get("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            return Duration::try_from_secs_f64(secs).ok();
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(now).unwrap_or_default());
+        }
+    }
+    let anthropic = [
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+    ]
+    .iter()
+    .filter_map(|h| get(h))
+    .filter_map(|v| humantime::parse_rfc3339_weak(v).ok())
+    .map(|at| at.duration_since(now).unwrap_or_default())
+    .max();
+    if anthropic.is_some() {
+        return anthropic;
+    }
+    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .iter()
+        .filter_map(|h| get(h))
+        .filter_map(|v| humantime::parse_duration(v).ok())
+        .max()
+}
+
+/// Maps a non-success response to a typed error.
+pub(crate) fn status_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderErrorKind {
+    let retry_after_ms = retry_after(headers, SystemTime::now()).map(|d| d.as_millis() as u64);
+    let excerpt = excerpt(body, 300);
+    match status {
+        429 => ProviderErrorKind::RateLimited {
+            retry_after_ms,
+            excerpt,
+        },
+        529 => ProviderErrorKind::Overloaded {
+            status,
+            retry_after_ms,
+            excerpt,
+        },
+        _ => ProviderErrorKind::Status {
+            status,
+            retry_after_ms,
+            excerpt,
+        },
+    }
+}
+
+/// Maps a reqwest error to a typed error kind.
+pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderErrorKind {
+    // The URL is ours (no secrets in it); the chain says what failed.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_decode() {
+        return ProviderErrorKind::Decode { message };
+    }
+    ProviderErrorKind::Transport {
+        message,
+        connect: e.is_connect(),
+    }
+}
+
+/// Sends `builder` and returns the successful response, or the typed error.
+pub(crate) async fn send(
+    provider: &str,
+    model: &str,
+    request: &CompletionRequest,
+    builder: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let err = |kind| ProviderError::new(provider, model, request, kind);
+    let response = match tokio::time::timeout(timeout, builder.send()).await {
+        Err(_) => {
+            return Err(err(ProviderErrorKind::Timeout {
+                after_ms: timeout.as_millis() as u64,
+            }))
+        }
+        Ok(Err(e)) => return Err(err(transport_error(&e))),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap_or_default();
+    Err(err(status_error(status.as_u16(), &headers, &body)))
+}
+
+/// Checks that a streamed answer really is an event stream; if not, reads the body
+/// into a decode error that shows what came instead.
+pub(crate) async fn expect_sse(
+    response: reqwest::Response,
+) -> Result<reqwest::Response, ProviderErrorKind> {
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if content_type.starts_with("text/event-stream") {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(ProviderErrorKind::Decode {
+        message: format!(
+            "expected an event stream, got content-type `{content_type}`; body starts: {}",
+            excerpt(&body, 200)
+        ),
+    })
+}
+
+/// One server-sent event.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Splits a response body into server-sent events. Tolerates `\r\n`, comments and
+/// events split across chunks; an error mid-stream ends it with that error.
+pub(crate) fn sse_events(
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<SseEvent, reqwest::Error>> + Send {
+    let bytes = response.bytes_stream();
+    futures::stream::unfold(
+        (bytes, Vec::<u8>::new(), false),
+        |(mut bytes, mut buf, mut done)| async move {
+            loop {
+                if let Some(event) = take_event(&mut buf, done) {
+                    return Some((Ok(event), (bytes, buf, done)));
+                }
+                if done {
+                    return None;
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some((Err(e), (bytes, Vec::new(), true))),
+                    None => done = true,
+                }
+            }
+        },
+    )
+}
+
+/// Takes one complete event off the front of `buf` (or the remainder, at the end).
+fn take_event(buf: &mut Vec<u8>, at_end: bool) -> Option<SseEvent> {
+    loop {
+        let text = String::from_utf8_lossy(buf).replace("\r\n", "\n");
+        let (block, rest) = match text.find("\n\n") {
+            Some(at) => (text[..at].to_owned(), text[at + 2..].to_owned()),
+            None if at_end && !text.trim().is_empty() => (text.clone(), String::new()),
+            None => return None,
+        };
+        *buf = rest.into_bytes();
+        let mut event = SseEvent::default();
+        let mut has_data = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event.event = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if has_data {
+                    event.data.push('\n');
+                }
+                event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                has_data = true;
+            }
+        }
+        if has_data || event.event.is_some() {
+            return Some(event);
+        }
+        if buf.is_empty() {
+            return None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "3")]), now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after-ms", "250"), ("retry-after", "3")]),
+                now
+            ),
+            Some(Duration::from_millis(250))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &date)]), now),
+            Some(Duration::from_secs(7))
+        );
+        let reset = humantime::format_rfc3339(now + Duration::from_secs(12)).to_string();
+        assert_eq!(
+            retry_after(
+                &headers(&[("anthropic-ratelimit-requests-reset", &reset)]),
+                now
+            ),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset-requests", "6m0s")]), now),
+            Some(Duration::from_secs(360))
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+    }
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let h = HeaderMap::new();
+        assert!(matches!(
+            status_error(429, &h, "x"),
+            ProviderErrorKind::RateLimited { .. }
+        ));
+        assert!(matches!(
+            status_error(529, &h, "x"),
+            ProviderErrorKind::Overloaded { .. }
+        ));
+        for (code, retryable) in [
+            (500, true),
+            (503, true),
+            (504, true),
+            (400, false),
+            (401, false),
+            (404, false),
+            (422, false),
+        ] {
+            assert_eq!(
+                status_error(code, &h, "x").is_retryable(),
+                retryable,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn sse_blocks_split_anywhere() {
+        let mut buf = b"event: a\r\ndata: {\"x\":1}\r\n\r\n: comment\n\ndata: [DONE]".to_vec();
+        assert_eq!(
+            take_event(&mut buf, false),
+            Some(SseEvent {
+                event: Some("a".into()),
+                data: "{\"x\":1}".into()
+            })
+        );
+        assert_eq!(take_event(&mut buf, false), None);
+        assert_eq!(
+            take_event(&mut buf, true),
+            Some(SseEvent {
+                event: None,
+                data: "[DONE]".into()
+            })
+        );
+    }
+
+    #[test]
+    fn key_debug_is_redacted() {
+        let key = ApiKey::new("sk-very-secret\n");
+        assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
+        assert_eq!(key.expose(), "sk-very-secret");
+    }
+}

@@ -1,0 +1,319 @@
+//! `openai`: the Chat Completions API (`POST {base}/chat/completions`), plain and
+//! streamed, against OpenAI or any compatible server (vLLM, llama.cpp, Ollama).
+//!
+//! The base URL includes `/v1` (as in OpenAI's SDKs): the default is
+//! `https://api.openai.com/v1`; `OPENAI_BASE_URL=http://127.0.0.1:8080/v1` points it at
+//! a local server. Streams ask for `stream_options.include_usage` so usage is known.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::http::{self, ApiKey};
+use super::{
+    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
+    Usage,
+};
+
+/// Settings of an [`OpenAiProvider`].
+#[derive(Clone, Debug)]
+pub struct OpenAiConfig {
+    /// Base URL including `/v1`.
+    pub base_url: String,
+    /// The bearer token; `None` for local servers that need none.
+    pub api_key: Option<ApiKey>,
+    /// Model used when a request names none.
+    pub default_model: String,
+    /// Limit on one HTTP call, response body included.
+    pub timeout: Duration,
+}
+
+impl OpenAiConfig {
+    /// The public API's base URL.
+    pub const DEFAULT_BASE_URL: &'static str = "https://api.openai.com/v1";
+    /// The default model.
+    pub const DEFAULT_MODEL: &'static str = "gpt-4o-mini";
+
+    /// Defaults with `api_key`.
+    pub fn new(api_key: Option<ApiKey>) -> Self {
+        Self {
+            base_url: Self::DEFAULT_BASE_URL.to_owned(),
+            api_key,
+            default_model: Self::DEFAULT_MODEL.to_owned(),
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Key from `OPENAI_API_KEY` (if set), base URL from `OPENAI_BASE_URL` (if set).
+    pub fn from_env() -> Self {
+        let mut config = Self::new(ApiKey::from_env("OPENAI_API_KEY"));
+        if let Ok(url) = std::env::var("OPENAI_BASE_URL") {
+            if !url.trim().is_empty() {
+                config.base_url = url.trim().to_owned();
+            }
+        }
+        config
+    }
+}
+
+/// The OpenAI Chat Completions provider.
+#[derive(Clone, Debug)]
+pub struct OpenAiProvider {
+    config: OpenAiConfig,
+    url: String,
+    client: reqwest::Client,
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    model: Option<String>,
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    message: Option<WireContent>,
+    #[serde(default)]
+    delta: Option<WireContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireContent {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            ..Usage::default()
+        }
+    }
+}
+
+impl OpenAiProvider {
+    /// A provider with `config`.
+    pub fn new(config: OpenAiConfig) -> Self {
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        Self {
+            client: http::client(Duration::from_secs(10)),
+            url,
+            config,
+        }
+    }
+
+    fn model<'a>(&'a self, request: &'a CompletionRequest) -> &'a str {
+        request
+            .model
+            .as_deref()
+            .unwrap_or(&self.config.default_model)
+    }
+
+    fn post(&self, request: &CompletionRequest, stream: bool) -> reqwest::RequestBuilder {
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if !request.system.is_empty() {
+            messages.push(WireMessage {
+                role: "system",
+                content: &request.system,
+            });
+        }
+        messages.extend(request.messages.iter().map(|m| WireMessage {
+            role: match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: &m.content,
+        }));
+        let body = WireRequest {
+            model: self.model(request),
+            messages,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stop: &request.stop,
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        };
+        let builder = self.client.post(&self.url).json(&body);
+        match &self.config.api_key {
+            Some(key) => builder.bearer_auth(key.expose()),
+            None => builder,
+        }
+    }
+
+    async fn complete_once(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let model = self.model(&request).to_owned();
+        let err = |kind| ProviderError::new("openai", &model, &request, kind);
+        let response = http::send(
+            "openai",
+            &model,
+            &request,
+            self.post(&request, false),
+            self.config.timeout,
+        )
+        .await?;
+        let body = tokio::time::timeout(self.config.timeout, response.text())
+            .await
+            .map_err(|_| {
+                err(ProviderErrorKind::Timeout {
+                    after_ms: self.config.timeout.as_millis() as u64,
+                })
+            })?
+            .map_err(|e| err(http::transport_error(&e)))?;
+        let decode = |message: String| {
+            err(ProviderErrorKind::Decode {
+                message: format!("{message}; body starts: {}", http::excerpt(&body, 200)),
+            })
+        };
+        let wire: WireResponse = serde_json::from_str(&body).map_err(|e| decode(e.to_string()))?;
+        let choice = wire
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| decode("no choices".to_owned()))?;
+        Ok(Completion {
+            text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+            model: wire.model.unwrap_or(model),
+            usage: wire.usage.map(Usage::from).unwrap_or_default(),
+            stop_reason: choice.finish_reason,
+            attempts: 1,
+        })
+    }
+
+    /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
+    /// arrives (if given), and returns the assembled completion.
+    pub async fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        deltas: Option<&UnboundedSender<String>>,
+    ) -> Result<Completion, ProviderError> {
+        let model = self.model(&request).to_owned();
+        let err = |kind| ProviderError::new("openai", &model, &request, kind);
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let response = http::send(
+            "openai",
+            &model,
+            &request,
+            self.post(&request, true),
+            self.config.timeout,
+        )
+        .await?;
+        let response = http::expect_sse(response).await.map_err(err)?;
+        let events = http::sse_events(response);
+        futures::pin_mut!(events);
+        let mut completion = Completion {
+            text: String::new(),
+            model: model.clone(),
+            usage: Usage::default(),
+            stop_reason: None,
+            attempts: 1,
+        };
+        loop {
+            let next = tokio::time::timeout_at(deadline, events.next())
+                .await
+                .map_err(|_| {
+                    err(ProviderErrorKind::Timeout {
+                        after_ms: self.config.timeout.as_millis() as u64,
+                    })
+                })?;
+            let data = match next {
+                None => {
+                    return Err(err(ProviderErrorKind::Decode {
+                        message: "the stream ended before [DONE]".to_owned(),
+                    }))
+                }
+                Some(Err(e)) => return Err(err(http::transport_error(&e))),
+                Some(Ok(event)) => event.data,
+            };
+            if data.trim() == "[DONE]" {
+                return Ok(completion);
+            }
+            let chunk: WireResponse = serde_json::from_str(&data).map_err(|e| {
+                err(ProviderErrorKind::Decode {
+                    message: format!("bad stream chunk ({e}): {}", http::excerpt(&data, 200)),
+                })
+            })?;
+            if let Some(m) = chunk.model {
+                completion.model = m;
+            }
+            if let Some(u) = chunk.usage {
+                completion.usage = u.into();
+            }
+            for choice in chunk.choices {
+                if let Some(text) = choice.delta.and_then(|d| d.content) {
+                    completion.text.push_str(&text);
+                    if let Some(d) = deltas {
+                        let _ = d.send(text);
+                    }
+                }
+                if choice.finish_reason.is_some() {
+                    completion.stop_reason = choice.finish_reason;
+                }
+            }
+        }
+    }
+}
+
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        "openai"
+    }
+
+    fn complete(
+        &self,
+        request: CompletionRequest,
+    ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+        Box::pin(async move {
+            if request.stream {
+                self.complete_streaming(request, None).await
+            } else {
+                self.complete_once(request).await
+            }
+        })
+    }
+}
