@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use fanfare::mock::{self, MockConfig};
+use fanfare::pricing::PriceTable;
 use fanfare::provider::{
     AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Provider, Retry,
     RetryPolicy, SimConfig, SimProvider, Streamed,
@@ -186,6 +187,10 @@ struct RunArgs {
     /// Attempts per model call, retries included (429, 529, 5xx, connection errors).
     #[arg(long, default_value_t = 10)]
     max_attempts: u32,
+    /// TOML file of model prices (`[models."NAME"] input_per_mtok = …, output_per_mtok = …`)
+    /// that overrides or extends the built-in table.
+    #[arg(long, value_name = "F")]
+    prices: Option<PathBuf>,
     /// Limit on one HTTP call.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     call_timeout: Duration,
@@ -312,8 +317,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .join(", ")
     );
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let mut prices = PriceTable::default();
+    if let Some(path) = &args.prices {
+        prices.merge_file(path)?;
+    }
     let fanfare = Fanfare::builder(provider)
         .agents_from(specs)
+        .prices(prices)
         .start()
         .await?;
     let mut request = RunRequest::fan_out(input, names)

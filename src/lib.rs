@@ -51,6 +51,7 @@ pub mod agent;
 pub mod mock;
 pub mod orchestrator;
 pub mod outcome;
+pub mod pricing;
 pub mod provider;
 pub mod report;
 pub mod runtime;

@@ -244,6 +244,8 @@ pub struct OrchestratorArgs {
     pub provider: String,
     /// Whether the provider is simulated, for reports.
     pub simulated: bool,
+    /// Prices for the report's costs.
+    pub prices: crate::pricing::PriceTable,
 }
 
 /// The orchestrator's state: its arguments and the runs in flight.
@@ -352,7 +354,15 @@ async fn execute_run(
         .records
         .into_iter()
         .enumerate()
-        .map(|(i, r)| BranchReport::new(i, r.agent, r.outcome, r.started, r.ended))
+        .map(|(i, r)| {
+            let mut b = BranchReport::new(i, r.agent, r.outcome, r.started, r.ended);
+            b.cost_usd = b
+                .outcome
+                .output()
+                .and_then(|o| o.model.as_deref())
+                .and_then(|m| args.prices.cost(m, &b.usage));
+            b
+        })
         .collect();
 
     let mut synthesis = None;
@@ -402,7 +412,14 @@ async fn execute_run(
         };
         let ended = started.elapsed();
         match merged {
-            Ok(s) => synthesis = Some(SynthesisReport::new(label, s, merge_started, ended)),
+            Ok(s) => {
+                let mut report = SynthesisReport::new(label, s, merge_started, ended);
+                report.cost_usd = report
+                    .model
+                    .as_deref()
+                    .and_then(|m| args.prices.cost(m, &report.usage));
+                synthesis = Some(report);
+            }
             Err(e) => {
                 failure = Some(format!("synthesis failed: {e}"));
                 synthesis = Some(SynthesisReport::failed(label, e, merge_started, ended));

@@ -85,6 +85,8 @@ pub struct BranchReport {
     pub attempts: u32,
     /// Tokens spent.
     pub usage: Usage,
+    /// What the tokens cost in US dollars (`None`: the model's price is unknown).
+    pub cost_usd: Option<f64>,
     /// Why it did not succeed, in one line.
     pub error: Option<String>,
 }
@@ -113,6 +115,7 @@ impl BranchReport {
             end,
             attempts,
             usage,
+            cost_usd: None,
             error,
         }
     }
@@ -136,6 +139,8 @@ pub struct SynthesisReport {
     pub error: Option<String>,
     /// Tokens spent on the merge.
     pub usage: Usage,
+    /// What the merge cost in US dollars, if known.
+    pub cost_usd: Option<f64>,
     /// The model that merged.
     pub model: Option<String>,
     /// The chosen agent (select-best).
@@ -155,6 +160,7 @@ impl SynthesisReport {
             text: Some(s.text),
             error: None,
             usage: s.usage,
+            cost_usd: None,
             model: s.model,
             chosen: s.chosen,
             start,
@@ -168,6 +174,7 @@ impl SynthesisReport {
             text: None,
             error: Some(error),
             usage: Usage::default(),
+            cost_usd: None,
             model: None,
             chosen: None,
             start,
@@ -177,7 +184,7 @@ impl SynthesisReport {
 }
 
 /// Counts over a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Branches that succeeded.
     pub ok: usize,
@@ -191,6 +198,10 @@ pub struct Totals {
     pub attempts: u64,
     /// Tokens over all branches and the merge.
     pub usage: Usage,
+    /// Cost in US dollars of the calls whose model price is known.
+    pub cost_usd: Option<f64>,
+    /// Calls that used tokens on a model with no known price (not in `cost_usd`).
+    pub unpriced_calls: usize,
 }
 
 /// Everything a run did.
@@ -246,6 +257,17 @@ impl RunReport {
         }
         if let Some(s) = &synthesis {
             totals.usage += s.usage;
+        }
+        let costs = branches
+            .iter()
+            .map(|b| (b.cost_usd, b.usage))
+            .chain(synthesis.iter().map(|s| (s.cost_usd, s.usage)));
+        for (cost, usage) in costs {
+            match cost {
+                Some(c) => *totals.cost_usd.get_or_insert(0.0) += c,
+                None if usage.total() > 0 => totals.unpriced_calls += 1,
+                None => {}
+            }
         }
         let started_at_unix_s = started_at
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -379,6 +401,24 @@ impl RunReport {
             "branches: {} ok, {} failed, {} timed out, {} cancelled · tokens: {} in / {} out",
             t.ok, t.failed, t.timed_out, t.cancelled, t.usage.input_tokens, t.usage.output_tokens
         );
+        match (t.cost_usd, t.unpriced_calls) {
+            (Some(c), 0) => {
+                let _ = writeln!(out, "cost: ${c:.4}");
+            }
+            (Some(c), n) => {
+                let _ = writeln!(
+                    out,
+                    "cost: ${c:.4} + {n} calls on models with no known price"
+                );
+            }
+            (None, n) if n > 0 => {
+                let _ = writeln!(
+                    out,
+                    "cost: unknown ({n} calls on models with no known price)"
+                );
+            }
+            _ => {}
+        }
         out.push_str(&self.timeline(40));
         out
     }

@@ -18,6 +18,7 @@ use crate::orchestrator::{
     Orchestrator, OrchestratorArgs, OrchestratorMsg, RunError, RunRequest, RunRequestEnvelope,
 };
 use crate::outcome::RunEvent;
+use crate::pricing::PriceTable;
 use crate::provider::Provider;
 use crate::report::RunReport;
 use crate::supervisor::{
@@ -48,6 +49,7 @@ pub struct FanfareBuilder {
     provider: Arc<dyn Provider>,
     specialists: Vec<Specialist>,
     intensity: RestartIntensity,
+    prices: PriceTable,
 }
 
 impl FanfareBuilder {
@@ -67,6 +69,12 @@ impl FanfareBuilder {
     /// Adds any specialist (an agent or a raw actor).
     pub fn specialist(mut self, specialist: Specialist) -> Self {
         self.specialists.push(specialist);
+        self
+    }
+
+    /// Sets the price table used for costs in reports (default: [`PriceTable::default`]).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
         self
     }
 
@@ -102,6 +110,7 @@ impl FanfareBuilder {
                 synthesiser: synthesiser.clone(),
                 provider: self.provider.name().to_owned(),
                 simulated: self.provider.is_simulated(),
+                prices: self.prices,
             },
         )
         .await
@@ -162,6 +171,7 @@ impl Fanfare {
             provider,
             specialists: Vec::new(),
             intensity: RestartIntensity::default(),
+            prices: PriceTable::default(),
         }
     }
 

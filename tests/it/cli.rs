@@ -9,6 +9,10 @@ fn fanfare(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_LOG")
+        // These tests are about the sim default: a developer's real keys must not
+        // turn them into paid API calls.
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY")
         .output()
         .unwrap()
 }
@@ -156,4 +160,55 @@ fn a_run_that_fails_its_policy_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("run failed: branch 0 (a)"), "{stderr}");
+}
+
+#[test]
+fn a_price_file_prices_a_custom_model_in_the_report() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt
+        .block_on(fanfare::mock::MockServer::start(
+            fanfare::mock::MockConfig {
+                latency: std::time::Duration::from_millis(1),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "[models.\"house-model\"]\ninput_per_mtok = 1000000.0\noutput_per_mtok = 0.0\n",
+    )
+    .unwrap();
+    let url = mock.url();
+    let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args([
+            "run",
+            "--json",
+            "--provider",
+            "openai",
+            "--model",
+            "house-model",
+            "--prices",
+        ])
+        .arg(&prices)
+        .args(["--base-url", &format!("{url}/v1"), TASK])
+        .current_dir(repo())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["provider"], "openai");
+    // $1 per input token: the cost is exactly the input tokens counted.
+    let input = report["totals"]["usage"]["input_tokens"].as_f64().unwrap();
+    assert!(input > 0.0);
+    assert_eq!(report["totals"]["cost_usd"].as_f64(), Some(input));
+    assert_eq!(report["totals"]["unpriced_calls"], 0);
+    drop(mock);
 }
