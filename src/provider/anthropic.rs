@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -244,14 +243,9 @@ impl AnthropicProvider {
             self.config.timeout,
         )
         .await?;
-        let body = tokio::time::timeout(self.config.timeout, response.text())
+        let body = http::read_body(response, self.config.timeout)
             .await
-            .map_err(|_| {
-                err(ProviderErrorKind::Timeout {
-                    after_ms: self.config.timeout.as_millis() as u64,
-                })
-            })?
-            .map_err(|e| err(http::transport_error(&e)))?;
+            .map_err(err)?;
         let wire: WireResponse = serde_json::from_str(&body).map_err(|e| {
             err(ProviderErrorKind::Decode {
                 message: format!("{e}; body starts: {}", http::excerpt(&body, 200)),
@@ -302,22 +296,10 @@ impl AnthropicProvider {
             model: model.clone(),
         };
         loop {
-            let next = tokio::time::timeout_at(deadline, events.next())
-                .await
-                .map_err(|_| {
-                    err(ProviderErrorKind::Timeout {
-                        after_ms: self.config.timeout.as_millis() as u64,
-                    })
-                })?;
-            let event = match next {
-                None => {
-                    return Err(err(ProviderErrorKind::Decode {
-                        message: "the stream ended before message_stop".to_owned(),
-                    }))
-                }
-                Some(Err(e)) => return Err(err(http::transport_error(&e))),
-                Some(Ok(event)) => event,
-            };
+            let event =
+                http::next_event(&mut events, deadline, self.config.timeout, "message_stop")
+                    .await
+                    .map_err(err)?;
             match on_event(&mut state, &event.data).map_err(err)? {
                 Some(StreamEvent::Text(t)) => {
                     if let Some(d) = deltas {

@@ -206,6 +206,43 @@ pub(crate) async fn expect_sse(
     })
 }
 
+/// Reads the whole body within `timeout`.
+pub(crate) async fn read_body(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> Result<String, ProviderErrorKind> {
+    match tokio::time::timeout(timeout, response.text()).await {
+        Err(_) => Err(ProviderErrorKind::Timeout {
+            after_ms: timeout.as_millis() as u64,
+        }),
+        Ok(Err(e)) => Err(transport_error(&e)),
+        Ok(Ok(body)) => Ok(body),
+    }
+}
+
+/// The next event of a stream before `deadline` (which ends a call that began
+/// `timeout` earlier). The stream ending is an error: it should have ended with `end`.
+pub(crate) async fn next_event<S>(
+    events: &mut S,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    end: &str,
+) -> Result<SseEvent, ProviderErrorKind>
+where
+    S: Stream<Item = Result<SseEvent, reqwest::Error>> + Unpin,
+{
+    match tokio::time::timeout_at(deadline, events.next()).await {
+        Err(_) => Err(ProviderErrorKind::Timeout {
+            after_ms: timeout.as_millis() as u64,
+        }),
+        Ok(None) => Err(ProviderErrorKind::Decode {
+            message: format!("the stream ended before {end}"),
+        }),
+        Ok(Some(Err(e))) => Err(transport_error(&e)),
+        Ok(Some(Ok(event))) => Ok(event),
+    }
+}
+
 /// One server-sent event.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct SseEvent {

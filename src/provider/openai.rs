@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -197,14 +196,9 @@ impl OpenAiProvider {
             self.config.timeout,
         )
         .await?;
-        let body = tokio::time::timeout(self.config.timeout, response.text())
+        let body = http::read_body(response, self.config.timeout)
             .await
-            .map_err(|_| {
-                err(ProviderErrorKind::Timeout {
-                    after_ms: self.config.timeout.as_millis() as u64,
-                })
-            })?
-            .map_err(|e| err(http::transport_error(&e)))?;
+            .map_err(err)?;
         let decode = |message: String| {
             err(ProviderErrorKind::Decode {
                 message: format!("{message}; body starts: {}", http::excerpt(&body, 200)),
@@ -254,22 +248,10 @@ impl OpenAiProvider {
             attempts: 1,
         };
         loop {
-            let next = tokio::time::timeout_at(deadline, events.next())
+            let data = http::next_event(&mut events, deadline, self.config.timeout, "[DONE]")
                 .await
-                .map_err(|_| {
-                    err(ProviderErrorKind::Timeout {
-                        after_ms: self.config.timeout.as_millis() as u64,
-                    })
-                })?;
-            let data = match next {
-                None => {
-                    return Err(err(ProviderErrorKind::Decode {
-                        message: "the stream ended before [DONE]".to_owned(),
-                    }))
-                }
-                Some(Err(e)) => return Err(err(http::transport_error(&e))),
-                Some(Ok(event)) => event.data,
-            };
+                .map_err(err)?
+                .data;
             if data.trim() == "[DONE]" {
                 return Ok(completion);
             }
