@@ -10,11 +10,14 @@
 //! The handles live in a state type whose `Drop` aborts them all, so a specialist
 //! that is stopped, killed or crashes takes its in-flight work with it.
 //!
-//! A panic inside [`Agent::run`] is caught, reported on the reply port as
-//! [`AgentError::Panicked`], and then fails the actor, so its supervisor sees the
-//! crash and restarts it (see [`crate::supervisor`]). Other tasks in flight on that
-//! actor are aborted; their callers see the reply port close and record the branch as
-//! failed with [`crate::BranchError::SpecialistDied`].
+//! A panic inside [`Agent::run`] is caught and reported on the reply port as
+//! [`AgentError::Panicked`]; that branch fails. The actor then *retires*: it tells its
+//! supervisor ([`SupervisorMsg::Retiring`]), which counts it as a crash (restart
+//! intensity, strategy, backoff) and publishes a fresh actor for new work, while the
+//! retiring actor finishes the other tasks it holds and then stops. Each task runs on
+//! its own tokio task, so one panicking task says nothing about its siblings: killing
+//! them would turn one failed branch into many. (A raw actor that panics in `handle`
+//! fails outright, as ractor does; its in-flight callers record `SpecialistDied`.)
 //!
 //! # Writing a specialist as a raw actor
 //! Any `ractor::Actor<Msg = AgentMsg>` can be a specialist: answer `Run` on its reply
@@ -30,8 +33,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
 use crate::provider::{Provider, ProviderError, Usage};
+use crate::supervisor::SupervisorMsg;
 use crate::task::{BranchId, Task};
-use crate::tasks::TaskTable;
+use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
 /// What a specialist produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,13 +141,14 @@ pub struct Internal(InternalKind);
 #[derive(Debug)]
 enum InternalKind {
     Finished(BranchId),
-    Crashed(String),
+    Crashed(BranchId, String),
 }
 
 /// The ractor actor that runs an [`Agent`].
 pub struct AgentActor<A: Agent> {
     agent: Arc<A>,
     ctx: AgentContext,
+    live: LiveCount,
 }
 
 impl<A: Agent> AgentActor<A> {
@@ -152,8 +157,23 @@ impl<A: Agent> AgentActor<A> {
         Self {
             agent,
             ctx: AgentContext { provider },
+            live: LiveCount::default(),
         }
     }
+
+    /// Counts this actor in `live` while it runs.
+    pub fn counted_in(mut self, live: LiveCount) -> Self {
+        self.live = live;
+        self
+    }
+}
+
+/// An [`AgentActor`]'s state: its tasks in flight, keyed by branch (aborted when the
+/// state is dropped), and whether it is retiring after a panic.
+pub struct AgentState {
+    tasks: TaskTable<BranchId>,
+    retiring: bool,
+    _live: LiveGuard,
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -168,22 +188,26 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl<A: Agent> Actor for AgentActor<A> {
     type Msg = AgentMsg;
-    type State = TaskTable<BranchId>;
+    type State = AgentState;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         _myself: ActorRef<AgentMsg>,
         _args: (),
-    ) -> Result<TaskTable<BranchId>, ActorProcessingErr> {
-        Ok(TaskTable::default())
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(AgentState {
+            tasks: TaskTable::default(),
+            retiring: false,
+            _live: self.live.guard(),
+        })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<AgentMsg>,
         message: AgentMsg,
-        state: &mut TaskTable<BranchId>,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AgentMsg::Run { task, reply } => {
@@ -194,6 +218,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                 let agent = self.agent.clone();
                 let ctx = self.ctx.clone();
                 let span = tracing::debug_span!("branch", %branch, agent = agent.name());
+                let me = myself.clone();
                 let work = async move {
                     let outcome = AssertUnwindSafe(agent.run(&ctx, task)).catch_unwind().await;
                     let done = match outcome {
@@ -206,25 +231,47 @@ impl<A: Agent> Actor for AgentActor<A> {
                             let _ = reply.send(Err(AgentError::Panicked {
                                 message: message.clone(),
                             }));
-                            InternalKind::Crashed(message)
+                            InternalKind::Crashed(branch, message)
                         }
                     };
-                    let _ = myself.cast(AgentMsg::Internal(Internal(done)));
+                    let _ = me.cast(AgentMsg::Internal(Internal(done)));
                 };
                 let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
-                state.insert(branch, handle.abort_handle());
+                state.tasks.insert(branch, handle.abort_handle());
             }
             AgentMsg::Cancel(branch) => {
-                if state.abort(&branch) {
+                if state.tasks.abort(&branch) {
                     tracing::debug!(%branch, agent = self.agent.name(), "cancelled branch");
                 }
             }
             AgentMsg::Internal(Internal(InternalKind::Finished(branch))) => {
-                state.remove(&branch);
+                state.tasks.remove(&branch);
             }
-            AgentMsg::Internal(Internal(InternalKind::Crashed(message))) => {
-                return Err(format!("agent `{}` panicked: {message}", self.agent.name()).into());
+            AgentMsg::Internal(Internal(InternalKind::Crashed(branch, message))) => {
+                state.tasks.remove(&branch);
+                let reason = format!("agent `{}` panicked: {message}", self.agent.name());
+                if !state.retiring {
+                    match myself.try_get_supervisor() {
+                        // Retire: the supervisor starts a replacement for new work at once;
+                        // this actor finishes the tasks it holds (they did not panic), then
+                        // stops. A panic costs one branch, not every branch in flight.
+                        Some(supervisor) => {
+                            state.retiring = true;
+                            tracing::warn!(agent = self.agent.name(), %reason, "retiring after a panic");
+                            let _ = supervisor.send_message(SupervisorMsg::Retiring {
+                                actor: myself.get_id(),
+                                reason,
+                            });
+                        }
+                        None => {
+                            tracing::warn!(agent = self.agent.name(), %reason, "unsupervised; carrying on")
+                        }
+                    }
+                }
             }
+        }
+        if state.retiring && state.tasks.is_empty() {
+            myself.stop(Some("retired after a panic".to_owned()));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
+use fanfare::faults::{self, Faulty};
 use fanfare::mock::{self, MockConfig};
 use fanfare::pricing::PriceTable;
 use fanfare::provider::{
@@ -15,6 +16,7 @@ use fanfare::provider::{
     RetryPolicy, SimConfig, SimProvider, Streamed,
 };
 use fanfare::spec::{self, AgentSpec};
+use fanfare::supervisor::{Strategy, SupervisionConfig};
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest, Scorer};
 
 #[derive(Parser)]
@@ -191,9 +193,23 @@ struct RunArgs {
     /// that overrides or extends the built-in table.
     #[arg(long, value_name = "F")]
     prices: Option<PathBuf>,
+    /// Inject a fault: AGENT:KIND:RATE or AGENT:KIND:every=N (KIND: panic, hang, slow,
+    /// provider-500, provider-429, garbage; slow takes :EXTRA_MS). Repeatable.
+    #[arg(long = "fault", value_name = "A:K:R")]
+    faults: Vec<String>,
+    /// Which specialists restart when one crashes.
+    #[arg(long, default_value = "one-for-one", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
+    #[arg(long, default_value_t = 0)]
+    crash_retries: u32,
     /// Limit on one HTTP call.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     call_timeout: Duration,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -307,6 +323,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
         specs.retain(|s| args.only.contains(&s.name));
     }
+    for flag in &args.faults {
+        let (agent, kind, trigger) =
+            faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
+        let Some(spec) = specs.iter_mut().find(|s| s.name == agent) else {
+            bail!("--fault {flag}: no agent named `{agent}`");
+        };
+        spec.faults
+            .set(&kind, trigger)
+            .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
+    }
     let (provider, described) = build_provider(&args, &specs)?;
     eprintln!(
         "fanfare: {described}. agents: {} from {source}",
@@ -321,15 +347,25 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
     }
+    let agents = specs.into_iter().map(|s| {
+        let faults = s.faults.clone();
+        Faulty::new(s, faults)
+    });
+    let supervision = SupervisionConfig {
+        strategy: args.strategy,
+        ..SupervisionConfig::default()
+    };
     let fanfare = Fanfare::builder(provider)
-        .agents_from(specs)
+        .agents_from(agents)
+        .supervision(supervision)
         .prices(prices)
         .start()
         .await?;
     let mut request = RunRequest::fan_out(input, names)
         .policy(args.policy)
         .deadline(args.deadline)
-        .branch_timeout(args.branch_timeout);
+        .branch_timeout(args.branch_timeout)
+        .crash_retries(args.crash_retries);
     request.merge = match args.merge {
         Merge::Llm => Some(MergeStrategy::llm()),
         Merge::Code => Some(MergeStrategy::Code),
@@ -502,6 +538,12 @@ fn list_agents(dir: Option<&Path>) -> anyhow::Result<()> {
 /// 0 success, 1 the run did not succeed, 2 bad input or configuration.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A panicking agent is caught and recorded as a failed branch; say so in one line
+    // rather than with a backtrace in the middle of the output.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info.payload_as_str().unwrap_or("non-string panic payload");
+        eprintln!("fanfare: caught a panic ({what}); the branch is recorded as failed");
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -48,6 +48,7 @@
 //! ```
 
 pub mod agent;
+pub mod faults;
 pub mod mock;
 pub mod orchestrator;
 pub mod outcome;

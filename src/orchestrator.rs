@@ -21,7 +21,7 @@ use crate::schedule::{self, Schedule};
 use crate::supervisor::Roster;
 use crate::synthesiser::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
 use crate::task::RunId;
-use crate::tasks::TaskTable;
+use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
 /// How the run treats a branch that does not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,10 @@ pub struct RunRequest {
     pub branch_timeout: Duration,
     /// How to merge; `None` skips synthesis.
     pub merge: Option<MergeStrategy>,
+    /// How many times a branch whose specialist crashed under it (panicked, or was
+    /// taken down with a crashing sibling) is retried on the restarted specialist.
+    /// 0 (the default) records the crash as the branch's failure.
+    pub crash_retries: u32,
 }
 
 impl RunRequest {
@@ -122,6 +126,7 @@ impl RunRequest {
             deadline: Self::DEFAULT_DEADLINE,
             branch_timeout: Self::DEFAULT_BRANCH_TIMEOUT,
             merge: None,
+            crash_retries: 0,
         }
     }
 
@@ -140,6 +145,13 @@ impl RunRequest {
     /// Sets the per-branch timeout.
     pub fn branch_timeout(mut self, timeout: Duration) -> Self {
         self.branch_timeout = timeout;
+        self
+    }
+
+    /// Retries a branch up to `n` times on the restarted specialist when the
+    /// specialist crashed under it.
+    pub fn crash_retries(mut self, n: u32) -> Self {
+        self.crash_retries = n;
         self
     }
 
@@ -197,6 +209,9 @@ pub enum RunError {
     /// The orchestrator is not running.
     #[error("the orchestrator is not running")]
     OrchestratorGone,
+    /// The runtime is shutting down and accepts no new runs.
+    #[error("the runtime is shutting down; no new runs are accepted")]
+    ShuttingDown,
 }
 
 /// Messages to the [`Orchestrator`].
@@ -213,8 +228,19 @@ pub enum OrchestratorMsg {
         /// Where the report goes.
         reply: RpcReplyPort<Result<RunReport, RunError>>,
     },
+    /// Stop accepting runs; answer when the runs in flight have ended, or abort
+    /// them (cancelling their branches) once `deadline` has passed. Answers how many
+    /// runs had to be aborted.
+    Drain {
+        /// How long to wait for runs in flight.
+        deadline: Duration,
+        /// Where to answer.
+        reply: RpcReplyPort<usize>,
+    },
     #[doc(hidden)]
     Done(RunId),
+    #[doc(hidden)]
+    DrainDeadline,
 }
 
 /// A [`RunRequest`] on its way to the orchestrator (wrapper so `Debug` stays short).
@@ -246,12 +272,26 @@ pub struct OrchestratorArgs {
     pub simulated: bool,
     /// Prices for the report's costs.
     pub prices: crate::pricing::PriceTable,
+    /// Where this actor counts itself.
+    pub live: LiveCount,
 }
 
 /// The orchestrator's state: its arguments and the runs in flight.
 pub struct OrchestratorState {
     args: std::sync::Arc<OrchestratorArgs>,
     runs: TaskTable<RunId>,
+    draining: Option<RpcReplyPort<usize>>,
+    refuse_new: bool,
+    drain_timer: Option<tokio::task::JoinHandle<()>>,
+    _live: LiveGuard,
+}
+
+impl Drop for OrchestratorState {
+    fn drop(&mut self) {
+        if let Some(t) = self.drain_timer.take() {
+            t.abort();
+        }
+    }
 }
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
@@ -266,9 +306,14 @@ impl Actor for Orchestrator {
         _myself: ActorRef<OrchestratorMsg>,
         args: OrchestratorArgs,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
+        let live = args.live.guard();
         Ok(OrchestratorState {
             args: std::sync::Arc::new(args),
             runs: TaskTable::default(),
+            draining: None,
+            refuse_new: false,
+            drain_timer: None,
+            _live: live,
         })
     }
 
@@ -284,6 +329,10 @@ impl Actor for Orchestrator {
                 events,
                 reply,
             } => {
+                if state.refuse_new {
+                    let _ = reply.send(Err(RunError::ShuttingDown));
+                    return Ok(());
+                }
                 if let Err(e) = request.validate(&state.args.roster) {
                     let _ = reply.send(Err(e));
                     return Ok(());
@@ -322,7 +371,45 @@ impl Actor for Orchestrator {
                 let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
                 state.runs.insert(run, handle.abort_handle());
             }
-            OrchestratorMsg::Done(run) => state.runs.remove(&run),
+            OrchestratorMsg::Done(run) => {
+                state.runs.remove(&run);
+                if state.runs.is_empty() {
+                    if let Some(reply) = state.draining.take() {
+                        let _ = reply.send(0);
+                    }
+                }
+            }
+            OrchestratorMsg::Drain { deadline, reply } => {
+                state.refuse_new = true;
+                if state.runs.is_empty() {
+                    let _ = reply.send(0);
+                    return Ok(());
+                }
+                tracing::info!(
+                    runs = state.runs.len(),
+                    ?deadline,
+                    "draining runs in flight"
+                );
+                state.draining = Some(reply);
+                let me = myself.clone();
+                state.drain_timer = Some(tokio::spawn(async move {
+                    tokio::time::sleep(deadline).await;
+                    let _ = me.cast(OrchestratorMsg::DrainDeadline);
+                }));
+            }
+            OrchestratorMsg::DrainDeadline => {
+                let aborted = state.runs.len();
+                if aborted > 0 {
+                    tracing::warn!(
+                        aborted,
+                        "drain deadline passed; aborting runs still in flight"
+                    );
+                }
+                state.runs = TaskTable::default();
+                if let Some(reply) = state.draining.take() {
+                    let _ = reply.send(aborted);
+                }
+            }
         }
         Ok(())
     }
@@ -347,6 +434,7 @@ async fn execute_run(
         branch_timeout: request.branch_timeout,
         roster: &args.roster,
         events,
+        crash_retries: request.crash_retries,
     })
     .await;
     let mut failure = verdict.failure;
@@ -356,6 +444,7 @@ async fn execute_run(
         .enumerate()
         .map(|(i, r)| {
             let mut b = BranchReport::new(i, r.agent, r.outcome, r.started, r.ended);
+            b.retries = r.retries;
             b.cost_usd = b
                 .outcome
                 .output()

@@ -83,6 +83,8 @@ pub struct BranchReport {
     pub end: Duration,
     /// Provider attempts (0 when the branch made no model call it could report).
     pub attempts: u32,
+    /// Times the branch was retried because its specialist crashed under it.
+    pub retries: u32,
     /// Tokens spent.
     pub usage: Usage,
     /// What the tokens cost in US dollars (`None`: the model's price is unknown).
@@ -114,6 +116,7 @@ impl BranchReport {
             start,
             end,
             attempts,
+            retries: 0,
             usage,
             cost_usd: None,
             error,

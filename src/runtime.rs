@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::agent::Agent;
 use crate::orchestrator::{
@@ -22,10 +22,11 @@ use crate::pricing::PriceTable;
 use crate::provider::Provider;
 use crate::report::RunReport;
 use crate::supervisor::{
-    RestartIntensity, Roster, Specialist, SpecialistStatus, Supervisor, SupervisorArgs,
-    SupervisorMsg,
+    RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig, Supervisor,
+    SupervisorArgs, SupervisorEvent, SupervisorMsg,
 };
 use crate::synthesiser::{Synthesiser, SynthesiserMsg};
+use crate::tasks::LiveCount;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ pub enum StartError {
 pub struct FanfareBuilder {
     provider: Arc<dyn Provider>,
     specialists: Vec<Specialist>,
-    intensity: RestartIntensity,
+    supervision: SupervisionConfig,
     prices: PriceTable,
 }
 
@@ -78,15 +79,23 @@ impl FanfareBuilder {
         self
     }
 
-    /// Sets the restart limit for every specialist.
+    /// Sets the restart limit and circuit cool-down for every specialist.
     pub fn restart_intensity(mut self, intensity: RestartIntensity) -> Self {
-        self.intensity = intensity;
+        self.supervision.intensity = intensity;
+        self
+    }
+
+    /// Sets the whole supervision policy: strategy, intensity, backoff.
+    pub fn supervision(mut self, config: SupervisionConfig) -> Self {
+        self.supervision = config;
         self
     }
 
     /// Spawns the actors.
     pub async fn start(self) -> Result<Fanfare, StartError> {
         let roster = Roster::default();
+        let (supervision_events, _) = broadcast::channel(1024);
+        let live = LiveCount::default();
         let spawn_err = |what| move |source| StartError::Spawn { what, source };
         let (supervisor, _) = Actor::spawn(
             None,
@@ -94,14 +103,20 @@ impl FanfareBuilder {
             SupervisorArgs {
                 roster: roster.clone(),
                 provider: self.provider.clone(),
-                intensity: self.intensity,
+                config: self.supervision,
+                events: supervision_events.clone(),
+                live: live.clone(),
             },
         )
         .await
         .map_err(spawn_err("supervisor"))?;
-        let (synthesiser, _) = Actor::spawn(None, Synthesiser::new(self.provider.clone()), ())
-            .await
-            .map_err(spawn_err("synthesiser"))?;
+        let (synthesiser, _) = Actor::spawn(
+            None,
+            Synthesiser::new(self.provider.clone()).counted_in(live.clone()),
+            (),
+        )
+        .await
+        .map_err(spawn_err("synthesiser"))?;
         let (orchestrator, _) = Actor::spawn(
             None,
             Orchestrator,
@@ -111,6 +126,7 @@ impl FanfareBuilder {
                 provider: self.provider.name().to_owned(),
                 simulated: self.provider.is_simulated(),
                 prices: self.prices,
+                live: live.clone(),
             },
         )
         .await
@@ -120,6 +136,8 @@ impl FanfareBuilder {
             synthesiser,
             supervisor,
             roster,
+            supervision_events,
+            live,
         };
         for specialist in self.specialists {
             if let Err(e) = fanfare.add(specialist).await {
@@ -138,6 +156,8 @@ pub struct Fanfare {
     synthesiser: ActorRef<SynthesiserMsg>,
     supervisor: ActorRef<SupervisorMsg>,
     roster: Roster,
+    supervision_events: broadcast::Sender<SupervisorEvent>,
+    live: LiveCount,
 }
 
 impl std::fmt::Debug for Fanfare {
@@ -170,7 +190,7 @@ impl Fanfare {
         FanfareBuilder {
             provider,
             specialists: Vec::new(),
-            intensity: RestartIntensity::default(),
+            supervision: SupervisionConfig::default(),
             prices: PriceTable::default(),
         }
     }
@@ -235,6 +255,18 @@ impl Fanfare {
         }
     }
 
+    /// The count of this runtime's live actors (orchestrator, synthesiser,
+    /// supervisor, agent-backed specialists). Keep it to check that a shutdown left
+    /// nothing behind.
+    pub fn live_actors(&self) -> LiveCount {
+        self.live.clone()
+    }
+
+    /// What the supervisor does (restarts, escalations, circuits closing), from now on.
+    pub fn supervision_events(&self) -> broadcast::Receiver<SupervisorEvent> {
+        self.supervision_events.subscribe()
+    }
+
     /// Names of the registered specialists, sorted.
     pub fn agents(&self) -> Vec<String> {
         self.roster.names()
@@ -252,13 +284,49 @@ impl Fanfare {
         }
     }
 
-    /// Stops everything: runs in flight are aborted (their branches cancelled), then
-    /// the synthesiser, the specialists and their supervisor are stopped and awaited.
+    /// [`Fanfare::shutdown_with_drain`] with a 10-second drain.
     pub async fn shutdown(self) {
+        self.shutdown_with_drain(Duration::from_secs(10)).await;
+    }
+
+    /// Graceful shutdown. New runs are refused at once; runs in flight get up to
+    /// `drain` to finish, then are aborted (their branches cancelled, their callers
+    /// told the orchestrator is gone). Then the synthesiser stops, then the
+    /// specialists in reverse start order, then their supervisor, each awaited.
+    /// Returns how many runs had to be aborted.
+    pub async fn shutdown_with_drain(self, drain: Duration) -> usize {
         let wait = Some(Duration::from_secs(10));
+        let aborted = match self
+            .orchestrator
+            .call(
+                |reply| OrchestratorMsg::Drain {
+                    deadline: drain,
+                    reply,
+                },
+                Some(drain + Duration::from_secs(10)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(n)) => n,
+            _ => 0,
+        };
         let _ = self.orchestrator.stop_and_wait(None, wait).await;
         let _ = self.synthesiser.stop_and_wait(None, wait).await;
-        self.supervisor.stop_children_and_wait(None, wait).await;
+        let children = match self.supervisor.call(SupervisorMsg::ShutDown, wait).await {
+            Ok(CallResult::Success(children)) => children,
+            _ => Vec::new(),
+        };
+        for (name, cell) in children.into_iter().rev() {
+            if cell
+                .stop_and_wait(Some("shutdown".to_owned()), wait)
+                .await
+                .is_err()
+            {
+                tracing::warn!(agent = %name, "specialist did not stop in time; killing it");
+                cell.kill();
+            }
+        }
         let _ = self.supervisor.stop_and_wait(None, wait).await;
+        aborted
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
-use crate::agent::{AgentMsg, AgentReply};
+use crate::agent::{AgentError, AgentMsg, AgentReply};
 use crate::orchestrator::{Policy, Step};
 use crate::outcome::{BranchError, BranchOutcome, CancelReason, DeadlineKind, RunEvent};
 use crate::supervisor::{Roster, Slot};
@@ -36,6 +36,8 @@ pub(crate) struct BranchRecord {
     /// Dispatch time since the run started; `None` if it was never dispatched.
     pub started: Option<Duration>,
     pub ended: Duration,
+    /// Retries after the specialist crashed under this branch.
+    pub retries: u32,
 }
 
 pub(crate) struct Schedule<'a> {
@@ -48,6 +50,7 @@ pub(crate) struct Schedule<'a> {
     pub branch_timeout: Duration,
     pub roster: &'a Roster,
     pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
+    pub crash_retries: u32,
 }
 
 /// What the policy concluded.
@@ -79,92 +82,118 @@ impl Drop for CancelOnDrop {
 }
 
 /// Runs one branch: resolve the agent, call it with the branch deadline, map the
-/// result to an outcome. If the resolved actor has just died, waits for the
-/// supervisor to publish its replacement (within the deadline) and tries that one.
+/// result to an outcome. If the actor it finds has just died (or is restarting),
+/// waits for the supervisor to publish its replacement (within the deadline) and
+/// tries that one. With `crash_retries`, a branch whose specialist crashed under it
+/// (a panic, or killed with a crashing sibling) is retried on the restarted actor.
+/// Returns the outcome and how many such retries it took.
 async fn call_branch(
     agent: String,
     slot: Option<watch::Receiver<Slot>>,
     task: Task,
     deadline: Instant,
     deadline_kind: DeadlineKind,
-) -> BranchOutcome {
+    crash_retries: u32,
+) -> (BranchOutcome, u32) {
     let Some(mut slot) = slot else {
-        return BranchOutcome::Failed {
-            error: BranchError::SpecialistUnavailable {
-                agent,
-                reason: "no specialist has this name".to_owned(),
-            },
+        let error = BranchError::SpecialistUnavailable {
+            agent,
+            reason: "no specialist has this name".to_owned(),
         };
+        return (BranchOutcome::Failed { error }, 0);
     };
+    let mut retried = 0;
     loop {
         let current = slot.borrow_and_update().clone();
         let actor = match current {
             Slot::Down { reason } => {
-                return BranchOutcome::Failed {
-                    error: BranchError::SpecialistUnavailable { agent, reason },
-                }
+                let error = BranchError::SpecialistUnavailable { agent, reason };
+                return (BranchOutcome::Failed { error }, retried);
             }
-            Slot::Up { actor, .. } => actor,
+            Slot::Restarting { .. } => None,
+            Slot::Up { actor, .. } => Some(actor),
         };
-        let mut guard = CancelOnDrop {
-            actor: Some(actor.clone()),
-            branch: task.branch,
-        };
-        let call = actor.call(
-            |reply| AgentMsg::Run {
-                task: task.clone(),
-                reply,
-            },
-            None,
-        );
-        let result: Result<Result<CallResult<AgentReply>, _>, _> = timeout_at(deadline, call).await;
-        match result {
-            Err(_elapsed) => {
-                return BranchOutcome::TimedOut {
-                    deadline: deadline_kind,
-                }
-            }
-            Ok(Ok(CallResult::Success(reply))) => {
-                guard.disarm();
-                return match reply {
-                    Ok(output) => BranchOutcome::Ok(output),
-                    Err(error) => BranchOutcome::Failed {
-                        error: BranchError::Agent(error),
+        let crashed = match actor {
+            None => None,
+            Some(actor) => {
+                let mut guard = CancelOnDrop {
+                    actor: Some(actor.clone()),
+                    branch: task.branch,
+                };
+                let call = actor.call(
+                    |reply| AgentMsg::Run {
+                        task: task.clone(),
+                        reply,
                     },
-                };
-            }
-            Ok(Ok(CallResult::Timeout)) => {
-                return BranchOutcome::TimedOut {
-                    deadline: deadline_kind,
-                }
-            }
-            Ok(Ok(CallResult::SenderError)) => {
-                guard.disarm();
-                return BranchOutcome::Failed {
-                    error: BranchError::SpecialistDied { agent },
-                };
-            }
-            Ok(Err(_not_delivered)) => {
-                // The actor is gone before it saw the task. Its supervisor will publish
-                // a replacement or mark it down; wait for that, not for the dead ref.
-                guard.disarm();
-                match timeout_at(deadline, slot.changed()).await {
-                    Err(_elapsed) => {
-                        return BranchOutcome::TimedOut {
-                            deadline: deadline_kind,
-                        }
-                    }
-                    Ok(Err(_closed)) => {
-                        return BranchOutcome::Failed {
-                            error: BranchError::SpecialistUnavailable {
-                                agent,
-                                reason: "the supervisor is gone".to_owned(),
+                    None,
+                );
+                let result: Result<Result<CallResult<AgentReply>, _>, _> =
+                    timeout_at(deadline, call).await;
+                match result {
+                    Err(_) | Ok(Ok(CallResult::Timeout)) => {
+                        return (
+                            BranchOutcome::TimedOut {
+                                deadline: deadline_kind,
                             },
+                            retried,
+                        )
+                    }
+                    Ok(Ok(CallResult::Success(reply))) => {
+                        guard.disarm();
+                        match reply {
+                            Ok(output) => return (BranchOutcome::Ok(output), retried),
+                            Err(error @ AgentError::Panicked { .. }) => {
+                                Some(BranchOutcome::Failed {
+                                    error: BranchError::Agent(error),
+                                })
+                            }
+                            Err(error) => {
+                                let error = BranchError::Agent(error);
+                                return (BranchOutcome::Failed { error }, retried);
+                            }
                         }
                     }
-                    Ok(Ok(())) => continue,
+                    Ok(Ok(CallResult::SenderError)) => {
+                        guard.disarm();
+                        Some(BranchOutcome::Failed {
+                            error: BranchError::SpecialistDied {
+                                agent: agent.clone(),
+                            },
+                        })
+                    }
+                    // Not delivered: the actor is gone before it saw the task. Not a
+                    // retry; the supervisor will publish a replacement or mark it down.
+                    Ok(Err(_not_delivered)) => {
+                        guard.disarm();
+                        None
+                    }
                 }
             }
+        };
+        if let Some(outcome) = crashed {
+            if retried >= crash_retries {
+                return (outcome, retried);
+            }
+            retried += 1;
+        }
+        // Wait for the supervisor's next word on this specialist.
+        match timeout_at(deadline, slot.changed()).await {
+            Err(_elapsed) => {
+                return (
+                    BranchOutcome::TimedOut {
+                        deadline: deadline_kind,
+                    },
+                    retried,
+                )
+            }
+            Ok(Err(_closed)) => {
+                let error = BranchError::SpecialistUnavailable {
+                    agent,
+                    reason: "the supervisor is gone".to_owned(),
+                };
+                return (BranchOutcome::Failed { error }, retried);
+            }
+            Ok(Ok(())) => {}
         }
     }
 }
@@ -188,7 +217,7 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
         }
         state.push(State::Waiting(step.depends_on.len()));
     }
-    let mut set: JoinSet<(usize, BranchOutcome, Instant)> = JoinSet::new();
+    let mut set: JoinSet<(usize, BranchOutcome, Instant, u32)> = JoinSet::new();
     let mut running_ids = std::collections::HashMap::new();
     let mut ok = 0usize;
     let mut not_ok = 0usize;
@@ -236,10 +265,13 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
                 },
                 started: Some(now - s.started),
                 ended: Duration::ZERO,
+                retries: 0,
             });
+            let crash_retries = s.crash_retries;
             let handle = set.spawn(async move {
-                let outcome = call_branch(agent, slot, task, deadline, kind).await;
-                (i, outcome, Instant::now())
+                let (outcome, retries) =
+                    call_branch(agent, slot, task, deadline, kind, crash_retries).await;
+                (i, outcome, Instant::now(), retries)
             });
             running_ids.insert(handle.id(), i);
         }
@@ -247,8 +279,8 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
         let Some(joined) = set.join_next_with_id().await else {
             break;
         };
-        let (i, outcome, ended) = match joined {
-            Ok((_, (i, outcome, ended))) => (i, outcome, ended),
+        let (i, outcome, ended, retries) = match joined {
+            Ok((_, result)) => result,
             Err(e) => {
                 // The branch future itself panicked: still one outcome for that step.
                 let Some(&i) = running_ids.get(&e.id()) else {
@@ -263,11 +295,14 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
                     agent: s.steps[i].agent.clone(),
                     reason: message.to_owned(),
                 };
-                (i, BranchOutcome::Failed { error }, Instant::now())
+                (i, BranchOutcome::Failed { error }, Instant::now(), 0)
             }
         };
         let succeeded = outcome.is_ok();
         finish(&s, &mut records, &mut state, i, outcome, ended - s.started);
+        if let Some(r) = records[i].as_mut() {
+            r.retries = retries;
+        }
         if succeeded {
             ok += 1;
             for &d in &dependents[i] {
@@ -328,6 +363,7 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
                 },
                 started: None,
                 ended: Instant::now() - s.started,
+                retries: 0,
             })
         })
         .collect();
@@ -369,6 +405,7 @@ fn finish(
         outcome,
         started,
         ended: at,
+        retries: 0,
     });
 }
 

@@ -13,6 +13,9 @@
 //! latency_ms = 900
 //! jitter_ms = 400
 //! failure_rate = 0.0
+//!
+//! [faults]                             # optional: fault injection (see `faults`)
+//! panic = { every = 5 }
 //! ```
 //!
 //! Unknown keys are errors (a typo should not be silently ignored), and every error
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::agent::{Agent, AgentContext, AgentOutput, AgentReply};
+use crate::faults::Faults;
 use crate::provider::{CompletionRequest, SimProfile};
 use crate::task::Task;
 
@@ -46,6 +50,8 @@ pub struct AgentSpec {
     pub temperature: Option<f32>,
     /// Behaviour on the simulated provider.
     pub sim: Option<SimProfile>,
+    /// Injected faults (see [`crate::faults`]); empty by default.
+    pub faults: Faults,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -65,6 +71,8 @@ struct RawSpec {
     max_tokens: u32,
     temperature: Option<f32>,
     sim: Option<SimProfile>,
+    #[serde(default)]
+    faults: Faults,
 }
 
 fn default_order() -> i32 {
@@ -198,6 +206,13 @@ impl AgentSpec {
                 return Err(invalid("sim.failure_rate", "must be between 0 and 1"));
             }
         }
+        if let Err(reason) = raw.faults.validate() {
+            return Err(SpecError::Invalid {
+                path: path.to_owned(),
+                field: "faults",
+                reason,
+            });
+        }
         Ok(Self {
             name: raw.name,
             description: raw.description,
@@ -207,6 +222,7 @@ impl AgentSpec {
             max_tokens: raw.max_tokens,
             temperature: raw.temperature,
             sim: raw.sim,
+            faults: raw.faults,
             source: path.to_owned(),
         })
     }
@@ -345,6 +361,17 @@ mod tests {
         assert_eq!(
             e,
             "specs/x.toml: field `temperature`: must be between 0 and 2"
+        );
+    }
+
+    #[test]
+    fn bad_fault_names_the_fault() {
+        let e = parse("name = \"x\"\nprompt = \"p\"\n[faults]\npanic = { probability = 3.0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field `faults`: faults.panic: probability 3 is not between 0 and 1"),
+            "{e}"
         );
     }
 

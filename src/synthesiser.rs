@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::{CompletionRequest, Provider, ProviderError, Usage};
 use crate::task::RunId;
-use crate::tasks::TaskTable;
+use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
 /// Scores a successful branch for [`MergeStrategy::SelectBest`]: `(agent, text)` → score.
 #[derive(Clone)]
@@ -195,18 +195,28 @@ fn code_merge(branches: &[MergeBranch]) -> String {
 /// The synthesiser actor; see the module docs.
 pub struct Synthesiser {
     provider: Arc<dyn Provider>,
+    live: LiveCount,
 }
 
 impl Synthesiser {
     /// A synthesiser that makes LLM merges through `provider`.
     pub fn new(provider: Arc<dyn Provider>) -> Self {
-        Self { provider }
+        Self {
+            provider,
+            live: LiveCount::default(),
+        }
+    }
+
+    /// Counts this actor in `live` while it runs.
+    pub fn counted_in(mut self, live: LiveCount) -> Self {
+        self.live = live;
+        self
     }
 }
 
 impl Actor for Synthesiser {
     type Msg = SynthesiserMsg;
-    type State = TaskTable<RunId>;
+    type State = (TaskTable<RunId>, LiveGuard);
     type Arguments = ();
 
     async fn pre_start(
@@ -214,7 +224,7 @@ impl Actor for Synthesiser {
         _: ActorRef<SynthesiserMsg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(TaskTable::default())
+        Ok((TaskTable::default(), self.live.guard()))
     }
 
     async fn handle(
@@ -285,14 +295,14 @@ impl Actor for Synthesiser {
                             );
                             let _ = myself.cast(SynthesiserMsg::Finished(run));
                         };
-                        state.insert(run, tokio::spawn(work).abort_handle());
+                        state.0.insert(run, tokio::spawn(work).abort_handle());
                     }
                 }
             }
             SynthesiserMsg::Cancel(run) => {
-                state.abort(&run);
+                state.0.abort(&run);
             }
-            SynthesiserMsg::Finished(run) => state.remove(&run),
+            SynthesiserMsg::Finished(run) => state.0.remove(&run),
         }
         Ok(())
     }

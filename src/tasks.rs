@@ -64,3 +64,31 @@ impl<K: Eq + Hash> Drop for TaskTable<K> {
         }
     }
 }
+
+/// Counts the live actors of one runtime. Cheap to clone; clones share the count.
+#[derive(Clone, Debug, Default)]
+pub struct LiveCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveCount {
+    /// Actors alive now.
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts one more live actor until the guard is dropped.
+    pub fn guard(&self) -> LiveGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        LiveGuard(self.clone())
+    }
+}
+
+/// Counts one live actor while it exists. Every fanfare actor keeps one in its
+/// state, so the count drops however the actor ends (stop, kill, panic).
+#[derive(Debug)]
+pub struct LiveGuard(LiveCount);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

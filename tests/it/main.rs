@@ -11,5 +11,8 @@ mod graph;
 mod llama;
 mod policies;
 mod providers;
+mod shutdown;
+mod soak;
+mod strategies;
 mod supervision;
 mod synthesis;

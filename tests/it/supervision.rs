@@ -94,6 +94,7 @@ async fn restart_intensity_exceeded_marks_the_specialist_down() {
         .restart_intensity(RestartIntensity {
             max_restarts: 2,
             window: Duration::from_secs(60),
+            cool_down: Duration::from_secs(600),
         })
         .start()
         .await
@@ -115,7 +116,10 @@ async fn restart_intensity_exceeded_marks_the_specialist_down() {
         BranchOutcome::Failed {
             error: BranchError::SpecialistUnavailable { reason, .. },
         } => {
-            assert!(reason.contains("restart intensity exceeded"), "{reason}")
+            assert!(
+                reason.contains("circuit open") && reason.contains("restart intensity"),
+                "{reason}"
+            )
         }
         other => panic!("expected unavailable, got {other:?}"),
     }
