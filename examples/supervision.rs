@@ -37,12 +37,7 @@ impl Agent for Flaky {
                 task.prompt(),
             ))
             .await?;
-        Ok(AgentOutput {
-            text: c.text,
-            usage: c.usage,
-            attempts: c.attempts,
-            model: Some(c.model),
-        })
+        Ok(AgentOutput::from(c))
     }
 }
 
@@ -63,12 +58,7 @@ impl Agent for Steady {
                 task.prompt(),
             ))
             .await?;
-        Ok(AgentOutput {
-            text: c.text,
-            usage: c.usage,
-            attempts: c.attempts,
-            model: Some(c.model),
-        })
+        Ok(AgentOutput::from(c))
     }
 }
 

@@ -32,7 +32,7 @@ use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use crate::provider::{Provider, ProviderError, Usage};
+use crate::provider::{Completion, Provider, ProviderError, Usage};
 use crate::supervisor::SupervisorMsg;
 use crate::task::{BranchId, Task};
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
@@ -48,6 +48,9 @@ pub struct AgentOutput {
     pub attempts: u32,
     /// The model that answered, if one did.
     pub model: Option<String>,
+    /// Time its model call waited for admission (concurrency and rate limits).
+    #[serde(default)]
+    pub permit_wait_ms: u64,
 }
 
 impl AgentOutput {
@@ -58,6 +61,20 @@ impl AgentOutput {
             usage: Usage::default(),
             attempts: 0,
             model: None,
+            permit_wait_ms: 0,
+        }
+    }
+}
+
+impl From<Completion> for AgentOutput {
+    /// An agent's output is often just the model's answer.
+    fn from(c: Completion) -> Self {
+        Self {
+            text: c.text,
+            usage: c.usage,
+            attempts: c.attempts,
+            model: Some(c.model),
+            permit_wait_ms: c.permit_wait_ms,
         }
     }
 }

@@ -12,8 +12,8 @@ use fanfare::faults::{self, Faulty};
 use fanfare::mock::{self, MockConfig};
 use fanfare::pricing::PriceTable;
 use fanfare::provider::{
-    AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Provider, Retry,
-    RetryPolicy, SimConfig, SimProvider, Streamed,
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig,
+    OpenAiProvider, Provider, Retry, RetryPolicy, SimConfig, SimProvider, Streamed,
 };
 use fanfare::spec::{self, AgentSpec};
 use fanfare::supervisor::{Strategy, SupervisionConfig};
@@ -203,6 +203,15 @@ struct RunArgs {
     /// Retry a branch up to N times on the restarted specialist when it crashed under it.
     #[arg(long, default_value_t = 0)]
     crash_retries: u32,
+    /// Most model calls in flight at once (real providers; the cap adapts to 429s below it).
+    #[arg(long, default_value_t = 64)]
+    max_concurrency: usize,
+    /// Requests per minute allowed to the provider.
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Tokens per minute allowed to the provider (estimated before, settled after).
+    #[arg(long)]
+    tpm: Option<u32>,
     /// Limit on one HTTP call.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     call_timeout: Duration,
@@ -333,7 +342,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .set(&kind, trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
-    let (provider, described) = build_provider(&args, &specs)?;
+    let (provider, gate, described) = build_provider(&args, &specs)?;
     eprintln!(
         "fanfare: {described}. agents: {} from {source}",
         specs
@@ -386,6 +395,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     } else {
         print!("{}", report.render());
     }
+    if let Some(gate) = gate {
+        let m = gate.metrics();
+        eprintln!(
+            "fanfare: admission: {} calls, {} rate-limited (429), {} overloaded, max {} in flight, cap now {}",
+            m.admitted, m.rate_limited, m.overloaded, m.max_in_flight, m.cap
+        );
+    }
     if let fanfare::RunStatus::Failed { reason } = &report.status {
         eprintln!("fanfare: run failed: {reason}");
         return Ok(false);
@@ -393,10 +409,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn build_provider(
-    args: &RunArgs,
-    specs: &[AgentSpec],
-) -> anyhow::Result<(Arc<dyn Provider>, String)> {
+/// The provider to run with, its admission gate (real providers), and a description.
+type Built = (Arc<dyn Provider>, Option<Gate>, String);
+
+/// The admission gate in front of a real provider (for its metrics).
+type Gate = Arc<Admission<Arc<dyn Provider>>>;
+
+fn build_provider(args: &RunArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
     let file_key = match &args.api_key_file {
         Some(path) => Some(
             ApiKey::from_file(path)
@@ -417,13 +436,21 @@ fn build_provider(
         max_attempts: args.max_attempts.max(1),
         ..RetryPolicy::default()
     };
-    fn wrap<P: Provider>(p: P, stream: bool, policy: RetryPolicy) -> Arc<dyn Provider> {
-        if stream {
-            Arc::new(Retry::new(Streamed(p), policy))
+    let admission = AdmissionConfig {
+        max_concurrency: args.max_concurrency.max(1),
+        rpm: args.rpm,
+        tpm: args.tpm,
+        ..AdmissionConfig::default()
+    };
+    let wrap = |p: Arc<dyn Provider>| -> (Arc<dyn Provider>, Option<Gate>) {
+        let p: Arc<dyn Provider> = if args.stream {
+            Arc::new(Streamed(p))
         } else {
-            Arc::new(Retry::new(p, policy))
-        }
-    }
+            p
+        };
+        let gate = Arc::new(Admission::new(p, admission));
+        (Arc::new(Retry::new(gate.clone(), policy)), Some(gate))
+    };
     match kind {
         ProviderKind::Sim => {
             if args.base_url.is_some() || args.model.is_some() {
@@ -439,10 +466,9 @@ fn build_provider(
             } else {
                 "no ANTHROPIC_API_KEY or OPENAI_API_KEY set"
             };
-            Ok((
-                Arc::new(sim),
-                format!("provider `sim` ({why}) — output is SIMULATED, no model is called"),
-            ))
+            let described =
+                format!("provider `sim` ({why}) — output is SIMULATED, no model is called");
+            Ok((Arc::new(sim), None, described))
         }
         ProviderKind::Anthropic => {
             let key = file_key
@@ -465,10 +491,8 @@ fn build_provider(
                 "provider `anthropic` at {} (default model {})",
                 config.base_url, config.default_model
             );
-            Ok((
-                wrap(AnthropicProvider::new(config), args.stream, policy),
-                described,
-            ))
+            let (provider, gate) = wrap(Arc::new(AnthropicProvider::new(config)));
+            Ok((provider, gate, described))
         }
         ProviderKind::Openai => {
             let mut config = OpenAiConfig::from_env();
@@ -486,10 +510,8 @@ fn build_provider(
                 "provider `openai` at {} (default model {})",
                 config.base_url, config.default_model
             );
-            Ok((
-                wrap(OpenAiProvider::new(config), args.stream, policy),
-                described,
-            ))
+            let (provider, gate) = wrap(Arc::new(OpenAiProvider::new(config)));
+            Ok((provider, gate, described))
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct BranchReport {
     pub attempts: u32,
     /// Times the branch was retried because its specialist crashed under it.
     pub retries: u32,
+    /// Time its model call waited for admission (concurrency and rate limits).
+    #[serde(with = "secs", rename = "permit_wait_s")]
+    pub permit_wait: Duration,
     /// Tokens spent.
     pub usage: Usage,
     /// What the tokens cost in US dollars (`None`: the model's price is unknown).
@@ -109,6 +112,8 @@ impl BranchReport {
             _ => (0, Usage::default()),
         };
         let error = outcome.problem();
+        let permit_wait =
+            Duration::from_millis(outcome.output().map(|o| o.permit_wait_ms).unwrap_or(0));
         Self {
             index,
             agent,
@@ -117,6 +122,7 @@ impl BranchReport {
             end,
             attempts,
             retries: 0,
+            permit_wait,
             usage,
             cost_usd: None,
             error,

@@ -310,12 +310,7 @@ impl Agent for AgentSpec {
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
         let completion = ctx.provider.complete(request).await?;
-        Ok(AgentOutput {
-            text: completion.text,
-            usage: completion.usage,
-            attempts: completion.attempts,
-            model: Some(completion.model),
-        })
+        Ok(AgentOutput::from(completion))
     }
 }
 

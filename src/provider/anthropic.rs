@@ -243,6 +243,7 @@ impl AnthropicProvider {
             self.config.timeout,
         )
         .await?;
+        let rate_limit = http::rate_limits(response.headers());
         let body = http::read_body(response, self.config.timeout)
             .await
             .map_err(err)?;
@@ -265,6 +266,8 @@ impl AnthropicProvider {
             usage,
             stop_reason: wire.stop_reason,
             attempts: 1,
+            rate_limit,
+            ..Completion::default()
         })
     }
 
@@ -286,6 +289,7 @@ impl AnthropicProvider {
             self.config.timeout,
         )
         .await?;
+        let rate_limit = http::rate_limits(response.headers());
         let response = http::expect_sse(response).await.map_err(err)?;
         let events = http::sse_events(response);
         futures::pin_mut!(events);
@@ -306,7 +310,7 @@ impl AnthropicProvider {
                         let _ = d.send(t);
                     }
                 }
-                Some(StreamEvent::Done(c)) => return Ok(c),
+                Some(StreamEvent::Done(c)) => return Ok(Completion { rate_limit, ..c }),
                 None => {}
             }
         }
@@ -356,6 +360,7 @@ fn on_event(state: &mut StreamState, data: &str) -> Result<Option<StreamEvent>, 
             usage: state.usage,
             stop_reason: state.stop_reason.take(),
             attempts: 1,
+            ..Completion::default()
         }))),
         WireEvent::Error { error } => {
             let kind = if error.kind == "overloaded_error" {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 
-use super::{CompletionRequest, ProviderError, ProviderErrorKind};
+use super::{CompletionRequest, ProviderError, ProviderErrorKind, RateLimitInfo};
 
 /// An API key. Its `Debug` never shows the secret and it has no `Display`, so it
 /// cannot end up in logs, reports or error messages by accident.
@@ -113,6 +113,33 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
         .filter_map(|h| get(h))
         .filter_map(|v| humantime::parse_duration(v).ok())
         .max()
+}
+
+/// What the rate-limit headers say is left (`anthropic-ratelimit-*-remaining`,
+/// `x-ratelimit-remaining-*`), and when the window resets; `None` without such headers.
+pub(crate) fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
+    let number = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+            .find_map(|v| v.trim().parse::<u64>().ok())
+    };
+    let requests_remaining = number(&[
+        "anthropic-ratelimit-requests-remaining",
+        "x-ratelimit-remaining-requests",
+    ]);
+    let tokens_remaining = number(&[
+        "anthropic-ratelimit-tokens-remaining",
+        "x-ratelimit-remaining-tokens",
+    ]);
+    if requests_remaining.is_none() && tokens_remaining.is_none() {
+        return None;
+    }
+    Some(RateLimitInfo {
+        requests_remaining,
+        tokens_remaining,
+        reset_ms: retry_after(headers, SystemTime::now()).map(|d| d.as_millis() as u64),
+    })
 }
 
 /// Maps a non-success response to a typed error.
@@ -353,6 +380,26 @@ mod tests {
             Some(Duration::from_secs(360))
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+    }
+
+    #[test]
+    fn rate_limit_headers_are_read() {
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("retry-after", "2"),
+        ]);
+        let info = rate_limits(&h).unwrap();
+        assert_eq!(
+            (info.requests_remaining, info.reset_ms),
+            (Some(0), Some(2000))
+        );
+        assert_eq!(
+            rate_limits(&headers(&[("x-ratelimit-remaining-tokens", "900")]))
+                .unwrap()
+                .tokens_remaining,
+            Some(900)
+        );
+        assert!(rate_limits(&HeaderMap::new()).is_none());
     }
 
     #[test]

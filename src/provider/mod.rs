@@ -9,6 +9,7 @@
 //! [`Provider::complete`], so an implementation must not rely on running to the end
 //! (an HTTP provider's request is cancelled when its future is dropped).
 
+pub mod admission;
 pub mod anthropic;
 mod http;
 pub mod openai;
@@ -20,6 +21,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+pub use admission::{Admission, AdmissionConfig, AdmissionMetrics};
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use http::ApiKey;
 pub use openai::{OpenAiConfig, OpenAiProvider};
@@ -136,8 +138,19 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// What a provider's rate-limit headers said about the remaining budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitInfo {
+    /// Requests left in the current window.
+    pub requests_remaining: Option<u64>,
+    /// Tokens left in the current window.
+    pub tokens_remaining: Option<u64>,
+    /// When the window resets, from now.
+    pub reset_ms: Option<u64>,
+}
+
 /// A finished completion.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     /// The generated text.
     pub text: String,
@@ -149,6 +162,12 @@ pub struct Completion {
     pub stop_reason: Option<String>,
     /// How many HTTP attempts this took (1 without retries).
     pub attempts: u32,
+    /// Time spent waiting for admission (concurrency and rate limits), all attempts.
+    #[serde(default)]
+    pub permit_wait_ms: u64,
+    /// The provider's rate-limit headers on the answer, if it sent any.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitInfo>,
 }
 
 /// Why a completion failed: which provider, model and agent, after how many

@@ -196,6 +196,7 @@ impl OpenAiProvider {
             self.config.timeout,
         )
         .await?;
+        let rate_limit = http::rate_limits(response.headers());
         let body = http::read_body(response, self.config.timeout)
             .await
             .map_err(err)?;
@@ -216,6 +217,8 @@ impl OpenAiProvider {
             usage: wire.usage.map(Usage::from).unwrap_or_default(),
             stop_reason: choice.finish_reason,
             attempts: 1,
+            rate_limit,
+            ..Completion::default()
         })
     }
 
@@ -237,6 +240,7 @@ impl OpenAiProvider {
             self.config.timeout,
         )
         .await?;
+        let rate_limit = http::rate_limits(response.headers());
         let response = http::expect_sse(response).await.map_err(err)?;
         let events = http::sse_events(response);
         futures::pin_mut!(events);
@@ -246,6 +250,8 @@ impl OpenAiProvider {
             usage: Usage::default(),
             stop_reason: None,
             attempts: 1,
+            rate_limit,
+            ..Completion::default()
         };
         loop {
             let data = http::next_event(&mut events, deadline, self.config.timeout, "[DONE]")

@@ -146,6 +146,7 @@ mod tests {
                         usage: Usage::default(),
                         stop_reason: None,
                         attempts: 1,
+                        ..Completion::default()
                     }),
                 }
             })

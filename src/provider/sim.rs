@@ -242,6 +242,7 @@ impl Provider for SimProvider {
                 },
                 stop_reason: Some("end_turn".to_owned()),
                 attempts: 1,
+                ..Completion::default()
             })
         })
     }

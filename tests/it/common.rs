@@ -51,12 +51,7 @@ impl Agent for Scripted {
                 task.prompt(),
             ))
             .await?;
-        Ok(AgentOutput {
-            text: c.text,
-            usage: c.usage,
-            attempts: c.attempts,
-            model: Some(c.model),
-        })
+        Ok(AgentOutput::from(c))
     }
 }
 
@@ -133,6 +128,7 @@ impl Provider for Recording {
                 },
                 stop_reason: None,
                 attempts: 1,
+                ..Completion::default()
             })
         })
     }

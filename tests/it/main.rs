@@ -2,6 +2,7 @@
 //! in-process scripted agents only; time-dependent tests run on paused tokio time.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod admission;
 mod cli;
 mod common;
 mod concurrency;

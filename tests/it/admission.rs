@@ -1,0 +1,64 @@
+//! Admission control against a server that allows 50 requests in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare::mock::{MockConfig, MockServer};
+use fanfare::provider::{
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
+};
+use fanfare::{Fanfare, Policy, RunRequest};
+
+use crate::common::Scripted;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_branches_against_a_limit_of_fifty_adapt_instead_of_storming() {
+    let mock = MockServer::start(MockConfig {
+        latency: Duration::from_millis(20),
+        max_concurrency: Some(50),
+        retry_after: Duration::from_millis(50),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = AnthropicConfig::new(ApiKey::new("k"));
+    config.base_url = mock.url();
+    let admission = Arc::new(Admission::new(
+        AnthropicProvider::new(config),
+        AdmissionConfig {
+            max_concurrency: 200,
+            ..AdmissionConfig::default()
+        },
+    ));
+    let provider = Retry::new(admission.clone(), RetryPolicy::default());
+    let names = ["legal", "technical", "financial", "security"];
+    let mut b = Fanfare::builder(Arc::new(provider));
+    for n in names {
+        b = b.agent(Scripted::new(n));
+    }
+    let fanfare = b.start().await.unwrap();
+    let request = RunRequest::fan_out("task", (0..1000).map(|i| names[i % 4]))
+        .policy(Policy::TolerantPartial { quorum: 1000 });
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert_eq!(report.totals.ok, 1000, "{:?}", report.status);
+    let m = admission.metrics();
+    let server = mock.stats();
+    let rejected = server.by_status.get(&429).copied().unwrap_or(0);
+    assert_eq!(m.rate_limited, rejected, "every 429 is counted");
+    assert!(
+        m.decreases >= 1 && m.cap <= 60,
+        "the cap settled near the server's limit: {m:?}"
+    );
+    // Not a retry storm: far fewer 429s than requests.
+    assert!(rejected < 100, "{rejected} 429s for 1000 branches: {m:?}");
+    assert!(report
+        .branches
+        .iter()
+        .any(|b| b.permit_wait > Duration::ZERO));
+    assert_eq!((m.in_flight, m.queued), (0, 0));
+    println!(
+        "1000 branches vs max 50 in flight: {rejected} 429s, final cap {}, {m:?}",
+        m.cap
+    );
+}
