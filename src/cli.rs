@@ -17,7 +17,7 @@ use fanfare::provider::{
 };
 use fanfare::spec::{self, AgentSpec};
 use fanfare::supervisor::{Strategy, SupervisionConfig};
-use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest, Scorer};
+use fanfare::{Budget, Fanfare, MergeStrategy, Policy, RunRequest, Scorer};
 
 #[derive(Parser)]
 #[command(
@@ -212,6 +212,12 @@ struct RunArgs {
     /// Tokens per minute allowed to the provider (estimated before, settled after).
     #[arg(long)]
     tpm: Option<u32>,
+    /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
+    #[arg(long, value_name = "N")]
+    budget_tokens: Option<u64>,
+    /// Cap on the run's cost in USD (priced with the price table).
+    #[arg(long, value_name = "USD")]
+    budget_usd: Option<f64>,
     /// Limit on one HTTP call.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     call_timeout: Duration,
@@ -375,6 +381,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .deadline(args.deadline)
         .branch_timeout(args.branch_timeout)
         .crash_retries(args.crash_retries);
+    if args.budget_tokens.is_some() || args.budget_usd.is_some() {
+        request = request.budget(Budget {
+            max_tokens: args.budget_tokens,
+            max_cost_usd: args.budget_usd,
+            ..Budget::default()
+        });
+    }
     request.merge = match args.merge {
         Merge::Llm => Some(MergeStrategy::llm()),
         Merge::Code => Some(MergeStrategy::Code),

@@ -64,8 +64,10 @@ pub mod task;
 pub mod tasks;
 
 pub use agent::{Agent, AgentActor, AgentContext, AgentError, AgentMsg, AgentOutput, AgentReply};
-pub use orchestrator::{Policy, RunError, RunRequest, Step};
-pub use outcome::{BranchError, BranchOutcome, CancelReason, DeadlineKind, RunEvent};
+pub use orchestrator::{Budget, Policy, RunError, RunRequest, Step};
+pub use outcome::{
+    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent,
+};
 pub use provider::{
     Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Usage,
 };

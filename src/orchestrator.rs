@@ -100,6 +100,33 @@ pub struct RunRequest {
     /// taken down with a crashing sibling) is retried on the restarted specialist.
     /// 0 (the default) records the crash as the branch's failure.
     pub crash_retries: u32,
+    /// Caps on the run's tokens and cost; branches the cap cannot cover are refused.
+    pub budget: Option<Budget>,
+}
+
+/// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
+/// tokens plus `branch_tokens`); a branch the remaining budget cannot cover ends
+/// `Refused` and is never sent. After it ends, the reservation is replaced by what
+/// it used. So a run overspends by at most what its calls in flight use beyond
+/// their estimates.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Most tokens (input + output) the run may use.
+    pub max_tokens: Option<u64>,
+    /// Most the run may cost, USD (priced with the runtime's price table).
+    pub max_cost_usd: Option<f64>,
+    /// Output tokens to reserve per branch, on top of its prompt.
+    pub branch_tokens: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max_tokens: None,
+            max_cost_usd: None,
+            branch_tokens: 512,
+        }
+    }
 }
 
 impl RunRequest {
@@ -127,6 +154,7 @@ impl RunRequest {
             branch_timeout: Self::DEFAULT_BRANCH_TIMEOUT,
             merge: None,
             crash_retries: 0,
+            budget: None,
         }
     }
 
@@ -152,6 +180,12 @@ impl RunRequest {
     /// specialist crashed under it.
     pub fn crash_retries(mut self, n: u32) -> Self {
         self.crash_retries = n;
+        self
+    }
+
+    /// Caps the run's tokens and cost.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -435,6 +469,8 @@ async fn execute_run(
         roster: &args.roster,
         events,
         crash_retries: request.crash_retries,
+        budget: request.budget,
+        prices: &args.prices,
     })
     .await;
     let mut failure = verdict.failure;

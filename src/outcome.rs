@@ -31,6 +31,11 @@ pub enum BranchOutcome {
         /// Why.
         reason: CancelReason,
     },
+    /// Never dispatched: the run's budget could not cover it.
+    Refused {
+        /// Why.
+        reason: RefusalReason,
+    },
 }
 
 impl BranchOutcome {
@@ -46,6 +51,7 @@ impl BranchOutcome {
             BranchOutcome::Failed { .. } => "failed",
             BranchOutcome::TimedOut { .. } => "timed_out",
             BranchOutcome::Cancelled { .. } => "cancelled",
+            BranchOutcome::Refused { .. } => "refused",
         }
     }
 
@@ -64,6 +70,7 @@ impl BranchOutcome {
             BranchOutcome::Failed { error } => Some(error.to_string()),
             BranchOutcome::TimedOut { deadline } => Some(format!("timed out ({deadline})")),
             BranchOutcome::Cancelled { reason } => Some(format!("cancelled: {reason}")),
+            BranchOutcome::Refused { reason } => Some(format!("refused: {reason}")),
         }
     }
 }
@@ -90,6 +97,53 @@ pub enum BranchError {
         /// Why.
         reason: String,
     },
+}
+
+/// Why a branch was refused before dispatch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// The run's token cap could not cover the branch's estimate.
+    TokenBudget {
+        /// The cap.
+        cap: u64,
+        /// Tokens spent plus reserved by branches in flight.
+        committed: u64,
+        /// This branch's estimate.
+        needed: u64,
+    },
+    /// The run's cost cap is reached (or its estimate would pass it).
+    CostBudget {
+        /// The cap, USD.
+        cap_usd: f64,
+        /// Spent plus reserved, USD.
+        committed_usd: f64,
+    },
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalReason::TokenBudget {
+                cap,
+                committed,
+                needed,
+            } => write!(
+                f,
+                "token budget: {committed} of {cap} tokens committed, this branch needs ~{needed}"
+            ),
+            RefusalReason::CostBudget {
+                cap_usd,
+                committed_usd,
+            } => {
+                write!(
+                    f,
+                    "cost budget: ${committed_usd:.4} of ${cap_usd:.4} committed"
+                )
+            }
+        }
+    }
 }
 
 /// Which deadline ended a branch.

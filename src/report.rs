@@ -203,6 +203,8 @@ pub struct Totals {
     pub timed_out: usize,
     /// Branches cancelled.
     pub cancelled: usize,
+    /// Branches refused by the run's budget.
+    pub refused: usize,
     /// Provider attempts over all branches.
     pub attempts: u64,
     /// Tokens over all branches and the merge.
@@ -260,6 +262,7 @@ impl RunReport {
                 BranchOutcome::Failed { .. } => totals.failed += 1,
                 BranchOutcome::TimedOut { .. } => totals.timed_out += 1,
                 BranchOutcome::Cancelled { .. } => totals.cancelled += 1,
+                BranchOutcome::Refused { .. } => totals.refused += 1,
             }
             totals.attempts += u64::from(b.attempts);
             totals.usage += b.usage;
@@ -407,8 +410,14 @@ impl RunReport {
         let t = &self.totals;
         let _ = writeln!(
             out,
-            "branches: {} ok, {} failed, {} timed out, {} cancelled · tokens: {} in / {} out",
-            t.ok, t.failed, t.timed_out, t.cancelled, t.usage.input_tokens, t.usage.output_tokens
+            "branches: {} ok, {} failed, {} timed out, {} cancelled, {} refused · tokens: {} in / {} out",
+            t.ok,
+            t.failed,
+            t.timed_out,
+            t.cancelled,
+            t.refused,
+            t.usage.input_tokens,
+            t.usage.output_tokens
         );
         match (t.cost_usd, t.unpriced_calls) {
             (Some(c), 0) => {

@@ -23,8 +23,12 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
 use crate::agent::{AgentError, AgentMsg, AgentReply};
+use crate::orchestrator::Budget;
 use crate::orchestrator::{Policy, Step};
-use crate::outcome::{BranchError, BranchOutcome, CancelReason, DeadlineKind, RunEvent};
+use crate::outcome::{
+    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent,
+};
+use crate::pricing::PriceTable;
 use crate::supervisor::{Roster, Slot};
 use crate::task::{BranchId, RunId, Task, UpstreamOutput};
 
@@ -51,6 +55,75 @@ pub(crate) struct Schedule<'a> {
     pub roster: &'a Roster,
     pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
     pub crash_retries: u32,
+    pub budget: Option<Budget>,
+    pub prices: &'a PriceTable,
+}
+
+/// What a run has spent and has reserved for branches in flight.
+#[derive(Default)]
+struct Ledger {
+    spent_tokens: u64,
+    spent_cost: f64,
+    reserved_tokens: u64,
+    reserved_cost: f64,
+    /// Per running step: its reservation.
+    held: std::collections::HashMap<usize, (u64, f64)>,
+}
+
+impl Ledger {
+    /// Reserves a branch's estimate, or says why the budget cannot cover it.
+    fn reserve(&mut self, budget: &Budget, i: usize, tokens: u64) -> Result<(), RefusalReason> {
+        // Cost per token seen so far prices the estimate; before any answer it is
+        // unknown (0), so the first wave goes out and the overspend is bounded by the
+        // calls in flight.
+        let per_token = if self.spent_tokens > 0 {
+            self.spent_cost / self.spent_tokens as f64
+        } else {
+            0.0
+        };
+        let cost = tokens as f64 * per_token;
+        if let Some(cap) = budget.max_tokens {
+            let committed = self.spent_tokens + self.reserved_tokens;
+            if committed + tokens > cap {
+                return Err(RefusalReason::TokenBudget {
+                    cap,
+                    committed,
+                    needed: tokens,
+                });
+            }
+        }
+        if let Some(cap) = budget.max_cost_usd {
+            let committed = self.spent_cost + self.reserved_cost;
+            if committed >= cap || committed + cost > cap {
+                return Err(RefusalReason::CostBudget {
+                    cap_usd: cap,
+                    committed_usd: committed,
+                });
+            }
+        }
+        self.reserved_tokens += tokens;
+        self.reserved_cost += cost;
+        self.held.insert(i, (tokens, cost));
+        Ok(())
+    }
+
+    /// Releases step `i`'s reservation and books what it actually used.
+    fn settle(&mut self, i: usize, outcome: &BranchOutcome, prices: &PriceTable) {
+        if let Some((tokens, cost)) = self.held.remove(&i) {
+            self.reserved_tokens -= tokens;
+            self.reserved_cost -= cost;
+        }
+        if let Some(out) = outcome.output() {
+            self.spent_tokens += out.usage.total();
+            if let Some(c) = out
+                .model
+                .as_deref()
+                .and_then(|m| prices.cost(m, &out.usage))
+            {
+                self.spent_cost += c;
+            }
+        }
+    }
 }
 
 /// What the policy concluded.
@@ -198,6 +271,11 @@ async fn call_branch(
     }
 }
 
+/// About four tokens for every three words.
+fn estimate_tokens(text: &str) -> u64 {
+    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
+}
+
 enum State {
     /// Waiting on this many unfinished dependencies.
     Waiting(usize),
@@ -226,6 +304,9 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
     let mut ready: Vec<usize> = (0..n)
         .filter(|&i| s.steps[i].depends_on.is_empty())
         .collect();
+    let mut ledger = Ledger::default();
+    let mut finished: std::collections::VecDeque<(usize, BranchOutcome, Instant, u32)> =
+        std::collections::VecDeque::new();
     loop {
         // Dispatch everything that is ready, in input order.
         for i in ready.drain(..) {
@@ -251,6 +332,14 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
                 upstream,
             };
             let now = Instant::now();
+            if let Some(budget) = &s.budget {
+                let estimate = estimate_tokens(&task.prompt()) + budget.branch_tokens;
+                if let Err(reason) = ledger.reserve(budget, i, estimate) {
+                    tracing::info!(branch = i, %reason, "refused by the run budget");
+                    finished.push_back((i, BranchOutcome::Refused { reason }, now, 0));
+                    continue;
+                }
+            }
             let (deadline, kind) = match now.checked_add(s.branch_timeout) {
                 Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
                 _ => (s.deadline, DeadlineKind::Run),
@@ -276,29 +365,31 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
             running_ids.insert(handle.id(), i);
         }
 
-        let Some(joined) = set.join_next_with_id().await else {
-            break;
-        };
-        let (i, outcome, ended, retries) = match joined {
-            Ok((_, result)) => result,
-            Err(e) => {
-                // The branch future itself panicked: still one outcome for that step.
-                let Some(&i) = running_ids.get(&e.id()) else {
-                    continue;
-                };
-                let message = if e.is_panic() {
-                    "branch task panicked"
-                } else {
-                    "branch task aborted"
-                };
-                let error = BranchError::SpecialistUnavailable {
-                    agent: s.steps[i].agent.clone(),
-                    reason: message.to_owned(),
-                };
-                (i, BranchOutcome::Failed { error }, Instant::now(), 0)
-            }
+        let (i, outcome, ended, retries) = match finished.pop_front() {
+            Some(refused) => refused,
+            None => match set.join_next_with_id().await {
+                None => break,
+                Some(Ok((_, result))) => result,
+                Some(Err(e)) => {
+                    // The branch future itself panicked: still one outcome for that step.
+                    let Some(&i) = running_ids.get(&e.id()) else {
+                        continue;
+                    };
+                    let message = if e.is_panic() {
+                        "branch task panicked"
+                    } else {
+                        "branch task aborted"
+                    };
+                    let error = BranchError::SpecialistUnavailable {
+                        agent: s.steps[i].agent.clone(),
+                        reason: message.to_owned(),
+                    };
+                    (i, BranchOutcome::Failed { error }, Instant::now(), 0)
+                }
+            },
         };
         let succeeded = outcome.is_ok();
+        ledger.settle(i, &outcome, s.prices);
         finish(&s, &mut records, &mut state, i, outcome, ended - s.started);
         if let Some(r) = records[i].as_mut() {
             r.retries = retries;

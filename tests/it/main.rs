@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod admission;
+mod budget;
 mod cli;
 mod common;
 mod concurrency;
