@@ -41,7 +41,7 @@ enum Command {
 fanfare run --file proposal.md --policy partial:3 --merge code --json\n  \
 echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s"
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
     #[command(
         name = "mock-llm",
@@ -598,7 +598,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::MockLlm(args) => mock_llm(args).await,
             Command::Agents {
                 command: AgentsCommand::List { agents },
