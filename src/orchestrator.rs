@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::outcome::BranchOutcome;
 use crate::outcome::RunEvent;
 use crate::report::{BranchReport, RunReport, RunStatus, SynthesisReport};
-use crate::schedule::{self, Schedule};
+use crate::schedule::{self, Defer, Schedule};
 use crate::supervisor::Roster;
 use crate::synthesiser::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
 use crate::task::RunId;
@@ -102,6 +103,10 @@ pub struct RunRequest {
     pub crash_retries: u32,
     /// Caps on the run's tokens and cost; branches the cap cannot cover are refused.
     pub budget: Option<Budget>,
+    /// Under tolerate-partial with a merge: once this much time has passed and the
+    /// quorum is met, merge without the stragglers. They keep running; their results
+    /// arrive as events and appear in the report marked `late`.
+    pub soft_deadline: Option<Duration>,
 }
 
 /// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
@@ -155,6 +160,7 @@ impl RunRequest {
             merge: None,
             crash_retries: 0,
             budget: None,
+            soft_deadline: None,
         }
     }
 
@@ -180,6 +186,12 @@ impl RunRequest {
     /// specialist crashed under it.
     pub fn crash_retries(mut self, n: u32) -> Self {
         self.crash_retries = n;
+        self
+    }
+
+    /// Merges without stragglers after `soft` if the quorum is met (see the field).
+    pub fn soft_deadline(mut self, soft: Duration) -> Self {
+        self.soft_deadline = Some(soft);
         self
     }
 
@@ -458,21 +470,68 @@ async fn execute_run(
     let started_at = SystemTime::now();
     let started = Instant::now();
     let deadline = started + request.deadline;
-    let verdict = schedule::execute(Schedule {
-        run,
-        input: &request.input,
-        steps: &request.steps,
-        policy: request.policy,
-        started,
-        deadline,
-        branch_timeout: request.branch_timeout,
-        roster: &args.roster,
-        events,
-        crash_retries: request.crash_retries,
-        budget: request.budget,
-        prices: &args.prices,
-    })
-    .await;
+    let (defer, merge_rx) = match (request.soft_deadline, &request.merge, request.policy) {
+        (Some(soft), Some(_), Policy::TolerantPartial { .. }) => {
+            let (merge_now, merge_rx) = tokio::sync::oneshot::channel();
+            let at = started + soft;
+            (Some(Defer { at, merge_now }), Some(merge_rx))
+        }
+        _ => (None, None),
+    };
+    let schedule = schedule::execute(
+        Schedule {
+            run,
+            input: &request.input,
+            steps: &request.steps,
+            policy: request.policy,
+            started,
+            deadline,
+            branch_timeout: request.branch_timeout,
+            roster: &args.roster,
+            events,
+            crash_retries: request.crash_retries,
+            budget: request.budget,
+            prices: &args.prices,
+        },
+        defer,
+    );
+    // With a soft deadline the merge may start while stragglers still run.
+    let early_merge = async {
+        let snapshot = match merge_rx {
+            Some(rx) => rx.await,
+            None => return None,
+        };
+        match (snapshot, &request.merge) {
+            (Ok(snapshot), Some(strategy)) => {
+                let inputs = snapshot
+                    .into_iter()
+                    .map(|(agent, outcome)| MergeBranch {
+                        agent,
+                        result: match outcome {
+                            Some(BranchOutcome::Ok(out)) => Ok(out.text),
+                            Some(other) => Err(other.problem().unwrap_or_default()),
+                            None => Err("deferred: still running at the soft deadline".to_owned()),
+                        },
+                    })
+                    .collect();
+                Some(
+                    synthesise(
+                        args,
+                        run,
+                        &request.input,
+                        strategy.clone(),
+                        inputs,
+                        started,
+                        deadline,
+                        events,
+                    )
+                    .await,
+                )
+            }
+            _ => None,
+        }
+    };
+    let (verdict, early) = tokio::join!(schedule, early_merge);
     let mut failure = verdict.failure;
     let branches: Vec<BranchReport> = verdict
         .records
@@ -481,6 +540,7 @@ async fn execute_run(
         .map(|(i, r)| {
             let mut b = BranchReport::new(i, r.agent, r.outcome, r.started, r.ended);
             b.retries = r.retries;
+            b.late = r.late;
             b.cost_usd = b
                 .outcome
                 .output()
@@ -490,67 +550,41 @@ async fn execute_run(
         })
         .collect();
 
-    let mut synthesis = None;
-    if let (None, Some(strategy)) = (&failure, request.merge) {
-        let inputs: Vec<MergeBranch> = branches
-            .iter()
-            .map(|b| MergeBranch {
-                agent: b.agent.clone(),
-                result: match b.outcome.output() {
-                    Some(out) => Ok(out.text.clone()),
-                    None => Err(b.outcome.problem().unwrap_or_default()),
-                },
-            })
-            .collect();
-        if let Some(events) = events {
-            let _ = events.send(RunEvent::SynthesisStarted {
-                run,
-                branches_ok: inputs.iter().filter(|b| b.result.is_ok()).count(),
-            });
-        }
-        let merge_started = started.elapsed();
-        let label = strategy.label();
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let request = MergeRequest {
-            run,
-            input: request.input.clone(),
-            branches: inputs,
-            strategy,
-        };
-        let result = args
-            .synthesiser
-            .call(
-                |reply| SynthesiserMsg::Merge(Box::new(request), reply),
-                Some(remaining),
+    let merged = match (early, &failure, &request.merge) {
+        (Some(merged), _, _) => Some(merged),
+        (None, None, Some(strategy)) => {
+            let inputs = branches
+                .iter()
+                .map(|b| MergeBranch {
+                    agent: b.agent.clone(),
+                    result: match b.outcome.output() {
+                        Some(out) => Ok(out.text.clone()),
+                        None => Err(b.outcome.problem().unwrap_or_default()),
+                    },
+                })
+                .collect();
+            Some(
+                synthesise(
+                    args,
+                    run,
+                    &request.input,
+                    strategy.clone(),
+                    inputs,
+                    started,
+                    deadline,
+                    events,
+                )
+                .await,
             )
-            .await;
-        let merged = match result {
-            Ok(CallResult::Success(Ok(s))) => Ok(s),
-            Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
-            Ok(CallResult::Timeout) => {
-                let _ = args.synthesiser.cast(SynthesiserMsg::Cancel(run));
-                Err("synthesis timed out (run deadline)".to_owned())
-            }
-            Ok(CallResult::SenderError) | Err(_) => {
-                Err("the synthesiser is not running".to_owned())
-            }
-        };
-        let ended = started.elapsed();
-        match merged {
-            Ok(s) => {
-                let mut report = SynthesisReport::new(label, s, merge_started, ended);
-                report.cost_usd = report
-                    .model
-                    .as_deref()
-                    .and_then(|m| args.prices.cost(m, &report.usage));
-                synthesis = Some(report);
-            }
-            Err(e) => {
-                failure = Some(format!("synthesis failed: {e}"));
-                synthesis = Some(SynthesisReport::failed(label, e, merge_started, ended));
-            }
         }
-    }
+        _ => None,
+    };
+    let synthesis = merged.map(|(report, error)| {
+        if let (Some(e), None) = (error, &failure) {
+            failure = Some(format!("synthesis failed: {e}"));
+        }
+        report
+    });
     let status = match failure {
         None => RunStatus::Succeeded,
         Some(reason) => RunStatus::Failed { reason },
@@ -566,4 +600,73 @@ async fn execute_run(
         branches,
         synthesis,
     )
+}
+
+/// Asks the synthesiser to merge `inputs` within what is left of the run deadline.
+/// Returns the merge's report, and the error if it failed.
+#[allow(clippy::too_many_arguments)]
+async fn synthesise(
+    args: &OrchestratorArgs,
+    run: RunId,
+    input: &str,
+    strategy: MergeStrategy,
+    inputs: Vec<MergeBranch>,
+    started: Instant,
+    deadline: Instant,
+    events: Option<&mpsc::UnboundedSender<RunEvent>>,
+) -> (SynthesisReport, Option<String>) {
+    if let Some(events) = events {
+        let _ = events.send(RunEvent::SynthesisStarted {
+            run,
+            branches_ok: inputs.iter().filter(|b| b.result.is_ok()).count(),
+        });
+    }
+    let merge_started = started.elapsed();
+    let label = strategy.label();
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let request = MergeRequest {
+        run,
+        input: input.to_owned(),
+        branches: inputs,
+        strategy,
+    };
+    let result = args
+        .synthesiser
+        .call(
+            |reply| SynthesiserMsg::Merge(Box::new(request), reply),
+            Some(remaining),
+        )
+        .await;
+    let merged = match result {
+        Ok(CallResult::Success(Ok(s))) => Ok(s),
+        Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
+        Ok(CallResult::Timeout) => {
+            let _ = args.synthesiser.cast(SynthesiserMsg::Cancel(run));
+            Err("synthesis timed out (run deadline)".to_owned())
+        }
+        Ok(CallResult::SenderError) | Err(_) => Err("the synthesiser is not running".to_owned()),
+    };
+    let ended = started.elapsed();
+    let (report, error) = match merged {
+        Ok(s) => {
+            let mut report = SynthesisReport::new(label, s, merge_started, ended);
+            report.cost_usd = report
+                .model
+                .as_deref()
+                .and_then(|m| args.prices.cost(m, &report.usage));
+            (report, None)
+        }
+        Err(e) => (
+            SynthesisReport::failed(label, e.clone(), merge_started, ended),
+            Some(e),
+        ),
+    };
+    if let Some(events) = events {
+        let _ = events.send(RunEvent::SynthesisFinished {
+            run,
+            text: report.text.clone(),
+            error: error.clone(),
+        });
+    }
+    (report, error)
 }

@@ -221,6 +221,8 @@ pub enum RunEvent {
         /// When, since the run started.
         #[serde(with = "crate::report::secs")]
         at: Duration,
+        /// It ended after the run had merged without it (soft deadline).
+        late: bool,
     },
     /// Synthesis began, with this many successful branches.
     SynthesisStarted {
@@ -228,6 +230,16 @@ pub enum RunEvent {
         run: RunId,
         /// Inputs to the merge.
         branches_ok: usize,
+    },
+    /// Synthesis ended (with the merged text, or why not). With a soft deadline this
+    /// comes before the stragglers' late `BranchFinished` events.
+    SynthesisFinished {
+        /// The run.
+        run: RunId,
+        /// The merged text.
+        text: Option<String>,
+        /// Why the merge failed.
+        error: Option<String>,
     },
     /// The run is over; the report follows on the reply.
     RunFinished {

@@ -85,6 +85,8 @@ pub struct BranchReport {
     pub attempts: u32,
     /// Times the branch was retried because its specialist crashed under it.
     pub retries: u32,
+    /// It ended after the run had merged without it (a deferred straggler).
+    pub late: bool,
     /// Time its model call waited for admission (concurrency and rate limits).
     #[serde(with = "secs", rename = "permit_wait_s")]
     pub permit_wait: Duration,
@@ -122,6 +124,7 @@ impl BranchReport {
             end,
             attempts,
             retries: 0,
+            late: false,
             permit_wait,
             usage,
             cost_usd: None,
@@ -369,6 +372,9 @@ impl RunReport {
             }
             if b.usage.total() > 0 {
                 let _ = write!(out, " · {} tokens", b.usage.total());
+            }
+            if b.late {
+                let _ = write!(out, " · late (after the merge)");
             }
             let _ = writeln!(out, " ──");
             match (&b.outcome, &b.error) {

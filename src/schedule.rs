@@ -42,6 +42,17 @@ pub(crate) struct BranchRecord {
     pub ended: Duration,
     /// Retries after the specialist crashed under this branch.
     pub retries: u32,
+    /// Ended after the run had already merged without it (a deferred straggler).
+    pub late: bool,
+}
+
+/// A soft deadline: once it has passed and the quorum is met, the scheduler hands
+/// a snapshot to `merge_now` (so synthesis can proceed without the stragglers) and
+/// keeps running them; what they return later is marked late.
+pub(crate) struct Defer {
+    pub at: Instant,
+    /// Each step's agent and outcome so far (`None`: still running).
+    pub merge_now: tokio::sync::oneshot::Sender<Vec<(String, Option<BranchOutcome>)>>,
 }
 
 pub(crate) struct Schedule<'a> {
@@ -271,6 +282,14 @@ async fn call_branch(
     }
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// About four tokens for every three words.
 fn estimate_tokens(text: &str) -> u64 {
     (text.split_whitespace().count() as u64 * 4).div_ceil(3)
@@ -284,7 +303,7 @@ enum State {
 }
 
 /// Runs every step to a terminal outcome under `s.policy`. See the module docs.
-pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
+pub(crate) async fn execute(s: Schedule<'_>, mut defer: Option<Defer>) -> Verdict {
     let n = s.steps.len();
     let mut records: Vec<Option<BranchRecord>> = vec![None; n];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -305,6 +324,7 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
         .filter(|&i| s.steps[i].depends_on.is_empty())
         .collect();
     let mut ledger = Ledger::default();
+    let mut late = false;
     let mut finished: std::collections::VecDeque<(usize, BranchOutcome, Instant, u32)> =
         std::collections::VecDeque::new();
     loop {
@@ -355,6 +375,7 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
                 started: Some(now - s.started),
                 ended: Duration::ZERO,
                 retries: 0,
+                late: false,
             });
             let crash_retries = s.crash_retries;
             let handle = set.spawn(async move {
@@ -365,32 +386,68 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
             running_ids.insert(handle.id(), i);
         }
 
+        // Soft deadline passed and the quorum met: merge now, keep the stragglers.
+        if let (Some(d), Policy::TolerantPartial { quorum }) = (&defer, s.policy) {
+            let pending = state.iter().any(|st| !matches!(st, State::Done));
+            if pending && ok >= quorum && Instant::now() >= d.at {
+                let snapshot = state
+                    .iter()
+                    .zip(&records)
+                    .enumerate()
+                    .map(|(i, (st, r))| {
+                        let done = matches!(st, State::Done);
+                        let outcome = r.as_ref().filter(|_| done).map(|r| r.outcome.clone());
+                        (s.steps[i].agent.clone(), outcome)
+                    })
+                    .collect();
+                if let Some(d) = defer.take() {
+                    tracing::info!(ok, "soft deadline: merging without the stragglers");
+                    let _ = d.merge_now.send(snapshot);
+                    late = true;
+                }
+            }
+        }
+        let soft = defer.as_ref().map(|d| d.at);
         let (i, outcome, ended, retries) = match finished.pop_front() {
             Some(refused) => refused,
-            None => match set.join_next_with_id().await {
-                None => break,
-                Some(Ok((_, result))) => result,
-                Some(Err(e)) => {
-                    // The branch future itself panicked: still one outcome for that step.
-                    let Some(&i) = running_ids.get(&e.id()) else {
-                        continue;
-                    };
-                    let message = if e.is_panic() {
-                        "branch task panicked"
-                    } else {
-                        "branch task aborted"
-                    };
-                    let error = BranchError::SpecialistUnavailable {
-                        agent: s.steps[i].agent.clone(),
-                        reason: message.to_owned(),
-                    };
-                    (i, BranchOutcome::Failed { error }, Instant::now(), 0)
-                }
+            None => match tokio::select! {
+                joined = set.join_next_with_id() => Some(joined),
+                () = sleep_until_opt(soft) => None,
+            } {
+                None => continue,
+                Some(joined) => match joined {
+                    None => break,
+                    Some(Ok((_, result))) => result,
+                    Some(Err(e)) => {
+                        // The branch future itself panicked: still one outcome for that step.
+                        let Some(&i) = running_ids.get(&e.id()) else {
+                            continue;
+                        };
+                        let message = if e.is_panic() {
+                            "branch task panicked"
+                        } else {
+                            "branch task aborted"
+                        };
+                        let error = BranchError::SpecialistUnavailable {
+                            agent: s.steps[i].agent.clone(),
+                            reason: message.to_owned(),
+                        };
+                        (i, BranchOutcome::Failed { error }, Instant::now(), 0)
+                    }
+                },
             },
         };
         let succeeded = outcome.is_ok();
         ledger.settle(i, &outcome, s.prices);
-        finish(&s, &mut records, &mut state, i, outcome, ended - s.started);
+        finish(
+            &s,
+            &mut records,
+            &mut state,
+            i,
+            outcome,
+            ended - s.started,
+            late,
+        );
         if let Some(r) = records[i].as_mut() {
             r.retries = retries;
         }
@@ -455,6 +512,7 @@ pub(crate) async fn execute(s: Schedule<'_>) -> Verdict {
                 started: None,
                 ended: Instant::now() - s.started,
                 retries: 0,
+                late: false,
             })
         })
         .collect();
@@ -478,6 +536,7 @@ fn finish(
     i: usize,
     outcome: BranchOutcome,
     at: Duration,
+    late: bool,
 ) {
     state[i] = State::Done;
     let agent = s.steps[i].agent.clone();
@@ -488,6 +547,7 @@ fn finish(
             agent: agent.clone(),
             outcome: outcome.clone(),
             at,
+            late,
         });
     }
     let started = records[i].as_ref().and_then(|r| r.started);
@@ -497,6 +557,7 @@ fn finish(
         started,
         ended: at,
         retries: 0,
+        late,
     });
 }
 
@@ -524,6 +585,7 @@ fn cancel_dependents(
                 d,
                 BranchOutcome::Cancelled { reason },
                 now,
+                false,
             );
             count += 1;
             stack.extend(dependents[d].iter().copied());
@@ -545,7 +607,7 @@ fn cancel_rest(
             let outcome = BranchOutcome::Cancelled {
                 reason: reason.clone(),
             };
-            finish(s, records, state, i, outcome, now);
+            finish(s, records, state, i, outcome, now, false);
         }
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod concurrency;
 mod deadlines;
+mod deferred;
 mod events;
 mod graph;
 mod llama;
