@@ -12,8 +12,8 @@ use fanfare::faults::{self, Faulty};
 use fanfare::mock::{self, MockConfig};
 use fanfare::pricing::PriceTable;
 use fanfare::provider::{
-    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig,
-    OpenAiProvider, Provider, Retry, RetryPolicy, SimConfig, SimProvider, Streamed,
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Hedge, HedgeConfig,
+    OpenAiConfig, OpenAiProvider, Provider, Retry, RetryPolicy, SimConfig, SimProvider, Streamed,
 };
 use fanfare::spec::{self, AgentSpec};
 use fanfare::supervisor::{Strategy, SupervisionConfig};
@@ -212,6 +212,14 @@ struct RunArgs {
     /// Tokens per minute allowed to the provider (estimated before, settled after).
     #[arg(long)]
     tpm: Option<u32>,
+    /// Hedge slow model calls: after this delay (or the observed p95, once known)
+    /// send one duplicate and keep the first answer; at most 2 hedges per run.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    hedge_after: Option<Duration>,
+    /// Merge without stragglers after this long if the quorum is met (partial
+    /// policies); their late answers still appear in the report, marked late.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    soft_deadline: Option<Duration>,
     /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
     #[arg(long, value_name = "N")]
     budget_tokens: Option<u64>,
@@ -381,6 +389,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .deadline(args.deadline)
         .branch_timeout(args.branch_timeout)
         .crash_retries(args.crash_retries);
+    if let Some(soft) = args.soft_deadline {
+        request = request.soft_deadline(soft);
+    }
     if args.budget_tokens.is_some() || args.budget_usd.is_some() {
         request = request.budget(Budget {
             max_tokens: args.budget_tokens,
@@ -462,7 +473,17 @@ fn build_provider(args: &RunArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> 
             p
         };
         let gate = Arc::new(Admission::new(p, admission));
-        (Arc::new(Retry::new(gate.clone(), policy)), Some(gate))
+        let hedged: Arc<dyn Provider> = match args.hedge_after {
+            Some(delay) => Arc::new(Hedge::new(
+                gate.clone(),
+                HedgeConfig {
+                    delay,
+                    ..HedgeConfig::default()
+                },
+            )),
+            None => gate.clone(),
+        };
+        (Arc::new(Retry::new(hedged, policy)), Some(gate))
     };
     match kind {
         ProviderKind::Sim => {

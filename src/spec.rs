@@ -309,6 +309,7 @@ impl Agent for AgentSpec {
         request.model = self.model.clone();
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
+        request.branch = Some(task.branch);
         let completion = ctx.provider.complete(request).await?;
         Ok(AgentOutput::from(completion))
     }

@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod anthropic;
+pub mod hedge;
 mod http;
 pub mod openai;
 pub mod retry;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use admission::{Admission, AdmissionConfig, AdmissionMetrics};
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use hedge::{Hedge, HedgeConfig};
 pub use http::ApiKey;
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use retry::{Retry, RetryPolicy};
@@ -82,6 +84,9 @@ pub struct CompletionRequest {
     /// completion is the same, assembled from the stream.
     #[serde(default)]
     pub stream: bool,
+    /// The branch this call serves, if any (wrappers use it for per-run limits).
+    #[serde(default)]
+    pub branch: Option<crate::task::BranchId>,
 }
 
 impl CompletionRequest {
@@ -100,6 +105,7 @@ impl CompletionRequest {
             stop: Vec::new(),
             agent: agent.into(),
             stream: false,
+            branch: None,
         }
     }
 }
@@ -168,6 +174,9 @@ pub struct Completion {
     /// The provider's rate-limit headers on the answer, if it sent any.
     #[serde(default)]
     pub rate_limit: Option<RateLimitInfo>,
+    /// A hedge (a duplicate request) was sent for this call.
+    #[serde(default)]
+    pub hedged: bool,
 }
 
 /// Why a completion failed: which provider, model and agent, after how many
