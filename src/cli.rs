@@ -42,6 +42,11 @@ fanfare run --file proposal.md --policy partial:3 --merge code --json\n  \
 echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s"
     )]
     Run(Box<RunArgs>),
+    /// Run many documents, each a fan-out, at most N at once; resumable.
+    #[command(
+        after_help = "Example:\n  fanfare batch docs/*.md --concurrency 10 --out results.jsonl"
+    )]
+    Batch(Box<BatchArgs>),
     /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
     #[command(
         name = "mock-llm",
@@ -145,6 +150,36 @@ struct RunArgs {
     /// Read the task text from a file.
     #[arg(long, short, value_name = "F")]
     file: Option<PathBuf>,
+    /// Print the report as JSON instead of the human view.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+struct BatchArgs {
+    /// Documents to process; each one's text is the task of one run.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+    /// Most documents in flight at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Where results go, one JSON line per document, in input order. Documents
+    /// already in it are skipped, so an interrupted batch resumes.
+    #[arg(long, default_value = "results.jsonl", value_name = "F")]
+    out: PathBuf,
+    /// On resume, run again the documents whose line says they failed (a new line is
+    /// appended; the last line for a document is the one that counts).
+    #[arg(long)]
+    retry_failed: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// What `run` and `batch` share: agents, policy, deadlines, merge, provider.
+#[derive(clap::Args)]
+struct CommonArgs {
     /// Directory of agent specs [default: ./agents/specs if present, else the built-in four].
     #[arg(long, value_name = "DIR")]
     agents: Option<PathBuf>,
@@ -164,9 +199,6 @@ struct RunArgs {
     /// How to merge the answers.
     #[arg(long, value_enum, default_value = "llm")]
     merge: Merge,
-    /// Print the report as JSON instead of the human view.
-    #[arg(long)]
-    json: bool,
     /// Seed of the simulated provider (its latencies and wording).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -331,8 +363,14 @@ fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     Ok(text)
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<bool> {
-    let input = read_input(&args)?;
+/// A started runtime for `run` and `batch`.
+struct Prepared {
+    fanfare: Fanfare,
+    names: Vec<String>,
+    gate: Option<Gate>,
+}
+
+async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     let (mut specs, source) = load_specs(args.agents.as_deref())?;
     if !args.only.is_empty() {
         for name in &args.only {
@@ -356,7 +394,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .set(&kind, trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
-    let (provider, gate, described) = build_provider(&args, &specs)?;
+    let (provider, gate, described) = build_provider(args, &specs)?;
     eprintln!(
         "fanfare: {described}. agents: {} from {source}",
         specs
@@ -384,7 +422,15 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .prices(prices)
         .start()
         .await?;
-    let mut request = RunRequest::fan_out(input, names)
+    Ok(Prepared {
+        fanfare,
+        names,
+        gate,
+    })
+}
+
+fn request_for(args: &CommonArgs, input: String, names: &[String]) -> RunRequest {
+    let mut request = RunRequest::fan_out(input, names.iter().cloned())
         .policy(args.policy)
         .deadline(args.deadline)
         .branch_timeout(args.branch_timeout)
@@ -405,6 +451,27 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         Merge::Best => Some(MergeStrategy::SelectBest(Scorer::distinct_words())),
         Merge::None => None,
     };
+    request
+}
+
+fn print_admission(gate: Option<&Gate>) {
+    if let Some(gate) = gate {
+        let m = gate.metrics();
+        eprintln!(
+            "fanfare: admission: {} calls, {} rate-limited (429), {} overloaded, max {} in flight, cap now {}",
+            m.admitted, m.rate_limited, m.overloaded, m.max_in_flight, m.cap
+        );
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let input = read_input(&args)?;
+    let Prepared {
+        fanfare,
+        names,
+        gate,
+    } = prepare(&args.common).await?;
+    let request = request_for(&args.common, input, &names);
     let outcome = tokio::select! {
         r = fanfare.run(request) => Some(r),
         _ = tokio::signal::ctrl_c() => None,
@@ -419,18 +486,180 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     } else {
         print!("{}", report.render());
     }
-    if let Some(gate) = gate {
-        let m = gate.metrics();
-        eprintln!(
-            "fanfare: admission: {} calls, {} rate-limited (429), {} overloaded, max {} in flight, cap now {}",
-            m.admitted, m.rate_limited, m.overloaded, m.max_in_flight, m.cap
-        );
-    }
+    print_admission(gate.as_ref());
     if let fanfare::RunStatus::Failed { reason } = &report.status {
         eprintln!("fanfare: run failed: {reason}");
         return Ok(false);
     }
     Ok(true)
+}
+
+/// One line of a batch's output file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BatchLine {
+    document: String,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<fanfare::RunReport>,
+}
+
+/// Documents already in `out` (so a rerun skips them).
+fn already_done(
+    out: &Path,
+    retry_failed: bool,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut done = std::collections::HashSet::new();
+    let text = match std::fs::read_to_string(out) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+    };
+    for (n, line) in text.lines().enumerate() {
+        match serde_json::from_str::<BatchLine>(line) {
+            Ok(l) if retry_failed && l.status != "succeeded" => {
+                done.remove(&l.document);
+            }
+            Ok(l) => {
+                done.insert(l.document);
+            }
+            // An interrupted write leaves a partial last line: redo that document.
+            Err(_) => eprintln!(
+                "fanfare: {}:{}: unreadable line ignored",
+                out.display(),
+                n + 1
+            ),
+        }
+    }
+    Ok(done)
+}
+
+async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
+    use futures::StreamExt;
+    use std::io::{IsTerminal, Write};
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let done = already_done(&args.out, args.retry_failed)?;
+    let todo: Vec<PathBuf> = args
+        .files
+        .iter()
+        .filter(|f| !done.contains(&f.display().to_string()))
+        .cloned()
+        .collect();
+    let skipped = args.files.len() - todo.len();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("opening {}", args.out.display()))?;
+    let Prepared {
+        fanfare,
+        names,
+        gate,
+    } = prepare(&args.common).await?;
+    let started = std::time::Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(todo.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} documents · {elapsed} · {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let total = todo.len();
+    let common = &args.common;
+    let names = &names;
+    let runs = futures::stream::iter(todo)
+        .map(|path| {
+            let fanfare = fanfare.clone();
+            async move {
+                let result = match std::fs::read_to_string(&path) {
+                    Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                    Ok(text) if text.trim().is_empty() => {
+                        Err(format!("{} is empty", path.display()))
+                    }
+                    Ok(text) => fanfare
+                        .run(request_for(common, text, names))
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                (path, result)
+            }
+        })
+        .buffered(args.concurrency);
+    futures::pin_mut!(runs);
+    let (mut ok, mut failed, mut usage, mut cost) =
+        (0usize, 0usize, fanfare::Usage::default(), 0.0f64);
+    let mut finished = 0usize;
+    let mut interrupted = false;
+    loop {
+        let next = tokio::select! {
+            n = runs.next() => n,
+            _ = tokio::signal::ctrl_c() => { interrupted = true; None }
+        };
+        let Some((path, result)) = next else { break };
+        finished += 1;
+        let document = path.display().to_string();
+        let line = match result {
+            Ok(report) => {
+                usage += report.totals.usage;
+                cost += report.totals.cost_usd.unwrap_or(0.0);
+                let (status, reason) = match &report.status {
+                    fanfare::RunStatus::Succeeded => ("succeeded", None),
+                    fanfare::RunStatus::Failed { reason } => ("failed", Some(reason.clone())),
+                };
+                BatchLine {
+                    document: document.clone(),
+                    status: status.to_owned(),
+                    reason,
+                    report: Some(report),
+                }
+            }
+            Err(reason) => BatchLine {
+                document: document.clone(),
+                status: "failed".to_owned(),
+                reason: Some(reason),
+                report: None,
+            },
+        };
+        if line.status == "succeeded" {
+            ok += 1
+        } else {
+            failed += 1
+        }
+        let verdict = match &line.reason {
+            None => "ok".to_owned(),
+            Some(r) => format!("FAILED: {r}"),
+        };
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        out.flush()?;
+        match &bar {
+            Some(bar) => {
+                bar.set_message(format!("{ok} ok, {failed} failed"));
+                bar.inc(1);
+            }
+            None => eprintln!("fanfare: [{finished}/{total}] {document}: {verdict}"),
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    fanfare.clone().shutdown().await;
+    eprintln!(
+        "batch: {ok} ok, {failed} failed, {skipped} skipped (already in {}) · tokens {} in / {} out · cost ${cost:.4} · {:.1}s",
+        args.out.display(),
+        usage.input_tokens,
+        usage.output_tokens,
+        started.elapsed().as_secs_f64()
+    );
+    print_admission(gate.as_ref());
+    if interrupted {
+        bail!("interrupted after {finished} of {total} documents; run the same command again to resume");
+    }
+    Ok(failed == 0)
 }
 
 /// The provider to run with, its admission gate (real providers), and a description.
@@ -439,7 +668,7 @@ type Built = (Arc<dyn Provider>, Option<Gate>, String);
 /// The admission gate in front of a real provider (for its metrics).
 type Gate = Arc<Admission<Arc<dyn Provider>>>;
 
-fn build_provider(args: &RunArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
+fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
     let file_key = match &args.api_key_file {
         Some(path) => Some(
             ApiKey::from_file(path)
@@ -621,6 +850,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args).await,
             Command::MockLlm(args) => mock_llm(args).await,
+            Command::Batch(args) => batch(*args).await,
             Command::Agents {
                 command: AgentsCommand::List { agents },
             } => list_agents(agents.as_deref()).map(|()| true),

@@ -55,7 +55,7 @@ impl Default for AdmissionConfig {
         Self {
             max_concurrency: 64,
             min_concurrency: 1,
-            initial_concurrency: 16,
+            initial_concurrency: 64,
             adaptive: true,
             decrease_factor: 0.75,
             rpm: None,

@@ -212,3 +212,84 @@ fn a_price_file_prices_a_custom_model_in_the_report() {
     assert_eq!(report["totals"]["unpriced_calls"], 0);
     drop(mock);
 }
+
+#[test]
+fn batch_writes_results_in_input_order_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents");
+    std::fs::create_dir(&agents).unwrap();
+    for (name, ms) in [("a", 30), ("b", 5)] {
+        let spec = format!("name = \"{name}\"\nprompt = \"p\"\n[sim]\nlatency_ms = {ms}\n");
+        std::fs::write(agents.join(format!("{name}.toml")), spec).unwrap();
+    }
+    let mut docs = Vec::new();
+    for i in 0..5 {
+        let path = dir.path().join(format!("doc{i}.md"));
+        std::fs::write(&path, format!("document number {i}")).unwrap();
+        docs.push(path.display().to_string());
+    }
+    docs.push(dir.path().join("missing.md").display().to_string());
+    let out = dir.path().join("out.jsonl");
+    let batch = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .arg("batch")
+            .args(&docs)
+            .args([
+                "--concurrency",
+                "2",
+                "--merge",
+                "code",
+                "--agents",
+                agents.to_str().unwrap(),
+                "--out",
+            ])
+            .arg(&out)
+            .args(extra)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let first = batch(&[]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "one document is missing: {stderr}"
+    );
+    assert!(
+        stderr.contains("batch: 5 ok, 1 failed, 0 skipped"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let order: Vec<&str> = lines
+        .iter()
+        .map(|l| l["document"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        docs.iter().map(String::as_str).collect::<Vec<_>>(),
+        "input order"
+    );
+    assert!(lines[5]["reason"].as_str().unwrap().contains("cannot read"));
+    assert_eq!(lines[0]["report"]["totals"]["ok"], 2);
+    // Resume: everything already in the file is skipped.
+    let again = batch(&[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("batch: 0 ok, 0 failed, 6 skipped"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
+    // --retry-failed runs the failed one again (and only it).
+    let retry = batch(&["--retry-failed"]);
+    let stderr = String::from_utf8_lossy(&retry.stderr);
+    assert!(
+        stderr.contains("batch: 0 ok, 1 failed, 5 skipped"),
+        "{stderr}"
+    );
+}
