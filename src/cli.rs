@@ -47,6 +47,11 @@ echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s"
         after_help = "Example:\n  fanfare batch docs/*.md --concurrency 10 --out results.jsonl"
     )]
     Batch(Box<BatchArgs>),
+    /// Measure fanfare side by side with references (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
     #[command(
         name = "mock-llm",
@@ -60,6 +65,52 @@ GET /stats reports requests, in-flight, peak in-flight, aborted and counts by st
     Agents {
         #[command(subcommand)]
         command: AgentsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Fan-out of N branches + one merge over HTTP (real anthropic provider) against an
+    /// in-process mock, beside bare reqwest + JoinSet and (with --python) asyncio.gather.
+    #[command(
+        after_help = "Prints one JSON line per case: framework, n, wall_s, overhead_s \
+(wall - 2 x latency), cpu_s, peak_rss_mb, ok, failed; then the overhead ratios.\n\
+With --base-url it drives that server instead and prints one fanfare line, last.\n\
+scripts/bench installs the Python baseline's venv and runs this with --python."
+    )]
+    Fanout {
+        /// Branch counts to run.
+        #[arg(long = "n", value_delimiter = ',', default_value = "4,100,1000,10000")]
+        sizes: Vec<usize>,
+        /// The mock's fixed latency.
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        /// Drive an external server instead (Anthropic wire format; base URL without /v1).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Most calls in flight [default: N].
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Warm-up runs before the measured one (with --base-url).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// A Python with the `anthropic` package, for the asyncio.gather baseline.
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
+        /// Measured repetitions per case, interleaved; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Orchestration costs on the zero-latency simulated provider: overhead per
+    /// branch, runs per second, memory per idle specialist, cost of a restart.
+    Inproc {
+        /// Branch counts for the per-branch overhead.
+        #[arg(
+            long = "n",
+            value_delimiter = ',',
+            default_value = "10,100,1000,10000,100000"
+        )]
+        sizes: Vec<usize>,
     },
 }
 
@@ -494,6 +545,36 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+async fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Fanout {
+            sizes,
+            latency_ms,
+            base_url,
+            concurrency,
+            warmup,
+            python,
+            repeat,
+        } => {
+            if sizes.is_empty() || sizes.contains(&0) {
+                bail!("--n takes branch counts of at least 1");
+            }
+            crate::bench::fanout(crate::bench::FanoutArgs {
+                sizes,
+                latency: Duration::from_millis(latency_ms),
+                base_url,
+                concurrency,
+                warmup,
+                python,
+                perspectives: builtin_specs()?,
+                repeat,
+            })
+            .await
+        }
+        BenchCommand::Inproc { sizes } => crate::bench::inproc(&sizes).await,
+    }
+}
+
 /// One line of a batch's output file.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BatchLine {
@@ -829,10 +910,16 @@ pub fn main() -> ExitCode {
         let what = info.payload_as_str().unwrap_or("non-string panic payload");
         eprintln!("fanfare: caught a panic ({what}); the branch is recorded as failed");
     }));
+    // Benchmarks provoke what other commands warn about (panics, restarts): quieter.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -851,6 +938,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(*args).await,
             Command::MockLlm(args) => mock_llm(args).await,
             Command::Batch(args) => batch(*args).await,
+            Command::Bench { command } => bench(command).await.map(|()| true),
             Command::Agents {
                 command: AgentsCommand::List { agents },
             } => list_agents(agents.as_deref()).map(|()| true),

@@ -1,5 +1,6 @@
-//! The `fanfare` command line: `fanfare run …`, `fanfare agents list`.
+//! The `fanfare` command line: `run`, `batch`, `mock-llm`, `bench`, `agents list`.
 
+mod bench;
 mod cli;
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,434 @@
+//! `fanfare bench`: measured side by side in one run, so ratios survive a noisy machine.
+//!
+//! - `bench fanout`: N branches through the real `anthropic` provider (HTTP on
+//!   127.0.0.1) against an in-process mock with a fixed latency, then one merge call
+//!   whose prompt holds every reply; the same workload with bare reqwest + a tokio
+//!   `JoinSet` (no actors, no policies); and, when a Python with the `anthropic` SDK is
+//!   available, the classic `asyncio.gather`. One JSON line per case; overhead is
+//!   wall − 2 × latency (the physical floor is one fan-out round plus one merge).
+//! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
+//!   per branch, runs per second, memory per idle specialist, the cost of a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use fanfare::mock::{MockConfig, MockServer};
+use fanfare::provider::{
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
+    SimProfile, SimProvider,
+};
+use fanfare::spec::AgentSpec;
+use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
+use serde_json::json;
+
+/// Process CPU time (user + system) and peak RSS, from /proc.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of those, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mb(field: &str) -> f64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0.0;
+    };
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Options of `bench fanout`.
+pub struct FanoutArgs {
+    pub sizes: Vec<usize>,
+    pub latency: Duration,
+    pub base_url: Option<String>,
+    pub concurrency: Option<usize>,
+    pub warmup: usize,
+    pub python: Option<PathBuf>,
+    pub perspectives: Vec<AgentSpec>,
+    /// Measured repetitions per case (interleaved); the median is reported.
+    pub repeat: usize,
+}
+
+/// The run with the median wall time, with its CPU time.
+fn median(mut runs: Vec<(Duration, f64, usize, usize)>) -> (Duration, f64, usize, usize) {
+    runs.sort_by_key(|r| r.0);
+    runs[runs.len() / 2]
+}
+
+fn agents(perspectives: &[AgentSpec]) -> Vec<AgentSpec> {
+    perspectives
+        .iter()
+        .map(|s| AgentSpec {
+            max_tokens: 512,
+            model: Some("bench-model".to_owned()),
+            ..s.clone()
+        })
+        .collect()
+}
+
+const TASK: &str =
+    "Our new API will process 1M requests/day, storing all user queries in plain text logs.";
+
+async fn fanfare_case(
+    base_url: &str,
+    n: usize,
+    concurrency: usize,
+    perspectives: &[AgentSpec],
+) -> anyhow::Result<(Duration, usize, usize)> {
+    let mut config = AnthropicConfig::new(ApiKey::new("bench"));
+    config.base_url = base_url.to_owned();
+    config.default_model = "bench-model".to_owned();
+    let gate = Admission::new(
+        AnthropicProvider::new(config),
+        AdmissionConfig {
+            max_concurrency: concurrency,
+            initial_concurrency: concurrency,
+            ..AdmissionConfig::default()
+        },
+    );
+    let provider = Arc::new(Retry::new(gate, RetryPolicy::default()));
+    let specs = agents(perspectives);
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let fanfare = Fanfare::builder(provider)
+        .agents_from(specs)
+        .start()
+        .await?;
+    let request = RunRequest::fan_out(TASK, (0..n).map(|i| names[i % names.len()].clone()))
+        .policy(Policy::TolerantPartial { quorum: 1 })
+        .deadline(Duration::from_secs(600))
+        .branch_timeout(Duration::from_secs(300))
+        .merge(MergeStrategy::Llm {
+            model: None,
+            max_tokens: 512,
+        });
+    let t0 = Instant::now();
+    let report = fanfare.run(request).await?;
+    let wall = t0.elapsed();
+    if std::env::var_os("FANFARE_BENCH_DEBUG").is_some() {
+        let first_start = report
+            .branches
+            .iter()
+            .filter_map(|b| b.start)
+            .max()
+            .unwrap_or_default();
+        let last_end = report
+            .branches
+            .iter()
+            .map(|b| b.end)
+            .max()
+            .unwrap_or_default();
+        let s = report.synthesis.as_ref().map(|s| (s.start, s.end));
+        eprintln!("n={n}: last dispatch {first_start:?}, last branch end {last_end:?}, merge {s:?}, wall {wall:?}");
+    }
+    fanfare.shutdown().await;
+    let ok = report.totals.ok;
+    Ok((wall, ok, n - ok))
+}
+
+async fn reqwest_case(
+    base_url: &str,
+    n: usize,
+    concurrency: usize,
+    perspectives: &[AgentSpec],
+) -> anyhow::Result<(Duration, usize, usize)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (client, url, limit) = (client.clone(), url.clone(), limit.clone());
+        let system = perspectives[i % perspectives.len()].prompt.clone();
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await.ok()?;
+            let body = json!({"model": "bench-model", "max_tokens": 512, "system": system,
+                              "messages": [{"role": "user", "content": TASK}]});
+            let r = client
+                .post(&url)
+                .header("x-api-key", "bench")
+                .header("anthropic-version", "2023-06-01")
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v.pointer("/content/0/text")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        });
+    }
+    let mut replies = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        replies.push(r.ok().flatten());
+    }
+    let ok = replies.iter().filter(|r| r.is_some()).count();
+    let merged: String = replies
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| format!("## {i}\n{t}\n"))
+        .collect();
+    let body = json!({"model": "bench-model", "max_tokens": 512, "system": "Merge these.",
+                      "messages": [{"role": "user", "content": merged}]});
+    client
+        .post(&url)
+        .header("x-api-key", "bench")
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok((t0.elapsed(), ok, n - ok))
+}
+
+fn line(
+    framework: &str,
+    n: usize,
+    wall: Duration,
+    floor: Duration,
+    cpu: f64,
+    ok: usize,
+    failed: usize,
+) -> serde_json::Value {
+    json!({
+        "framework": framework, "n": n, "wall_s": wall.as_secs_f64(),
+        "overhead_s": wall.as_secs_f64() - floor.as_secs_f64(), "cpu_s": cpu,
+        "peak_rss_mb": rss_mb("VmHWM:"), "ok": ok, "failed": failed,
+    })
+}
+
+fn python_case(
+    python: &PathBuf,
+    base_url: &str,
+    n: usize,
+    latency: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_asyncio.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--base-url",
+            base_url,
+            "--n",
+            &n.to_string(),
+            "--latency-ms",
+            &latency.as_millis().to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the Python baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("the Python baseline printed `{last}`"))
+}
+
+/// `bench fanout`; prints one JSON line per case and the ratios.
+pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+    let floor = args.latency * 2;
+    if let Some(url) = &args.base_url {
+        // External server: warm up, then one measured case, printed last.
+        let n = *args.sizes.first().unwrap_or(&1000);
+        let c = args.concurrency.unwrap_or(n.max(1));
+        for _ in 0..args.warmup {
+            fanfare_case(url, n.min(100), c, &args.perspectives).await?;
+        }
+        let cpu0 = cpu_seconds();
+        let (wall, ok, failed) = fanfare_case(url, n, c, &args.perspectives).await?;
+        println!(
+            "{}",
+            line("fanfare", n, wall, floor, cpu_seconds() - cpu0, ok, failed)
+        );
+        return Ok(());
+    }
+    let mock = MockServer::start(MockConfig {
+        latency: args.latency,
+        ..MockConfig::default()
+    })
+    .await?;
+    let url = mock.url();
+    // Warm the connection pools and allocator once.
+    fanfare_case(&url, 4, 4, &args.perspectives).await?;
+    reqwest_case(&url, 4, 4, &args.perspectives).await?;
+    for &n in &args.sizes {
+        let c = args.concurrency.unwrap_or(n.max(1));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat.max(1) {
+            let cpu0 = cpu_seconds();
+            let (wall, ok, failed) = fanfare_case(&url, n, c, &args.perspectives).await?;
+            a.push((wall, cpu_seconds() - cpu0, ok, failed));
+            let cpu0 = cpu_seconds();
+            let (wall, ok, failed) = reqwest_case(&url, n, c, &args.perspectives).await?;
+            b.push((wall, cpu_seconds() - cpu0, ok, failed));
+        }
+        let (wall, cpu, ok, failed) = median(a);
+        let ours = line("fanfare", n, wall, floor, cpu, ok, failed);
+        println!("{ours}");
+        let (wall, cpu, ok, failed) = median(b);
+        let reference = line("reqwest-joinset", n, wall, floor, cpu, ok, failed);
+        println!("{reference}");
+        let overhead = |v: &serde_json::Value| v["overhead_s"].as_f64().unwrap_or(f64::NAN);
+        let mut ratios = json!({"ratio": "overhead vs reqwest-joinset", "n": n, "value": overhead(&ours) / overhead(&reference)});
+        if let Some(python) = &args.python {
+            match python_case(python, &url, n, args.latency) {
+                Ok(py) => {
+                    println!("{py}");
+                    ratios["python_over_fanfare"] = json!(overhead(&py) / overhead(&ours));
+                }
+                Err(e) => eprintln!("fanfare bench: {e:#}"),
+            }
+        }
+        println!("{ratios}");
+    }
+    Ok(())
+}
+
+/// `bench inproc`: orchestration costs on the zero-latency simulated provider.
+pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
+    let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
+    let names = ["legal", "technical", "financial", "security"];
+    let specs: Vec<AgentSpec> = names
+        .iter()
+        .map(|n| AgentSpec {
+            name: (*n).to_owned(),
+            description: String::new(),
+            prompt: format!("You are the {n} reviewer."),
+            order: 100,
+            model: None,
+            max_tokens: 64,
+            temperature: None,
+            sim: None,
+            faults: Default::default(),
+            source: "bench".into(),
+        })
+        .collect();
+    let fanfare = Fanfare::builder(provider.clone())
+        .agents_from(specs.clone())
+        .start()
+        .await?;
+    // Warm-up.
+    fanfare.run(RunRequest::fan_out(TASK, names)).await?;
+    for &n in sizes {
+        let request = RunRequest::fan_out(TASK, (0..n).map(|i| names[i % 4]))
+            .policy(Policy::TolerantPartial { quorum: 1 });
+        let t0 = Instant::now();
+        let report = fanfare.run(request).await?;
+        let wall = t0.elapsed();
+        println!(
+            "{}",
+            json!({"case": "overhead_per_branch", "n": n, "wall_s": wall.as_secs_f64(),
+            "us_per_branch": wall.as_secs_f64() * 1e6 / n as f64, "ok": report.totals.ok})
+        );
+    }
+    // Runs per second: 4-branch fan-outs, 64 in flight, for ~2 s.
+    let t0 = Instant::now();
+    let mut done = 0usize;
+    while t0.elapsed() < Duration::from_secs(2) {
+        let batch = (0..64).map(|_| {
+            let f = fanfare.clone();
+            async move { f.run(RunRequest::fan_out(TASK, names)).await }
+        });
+        done += futures::future::join_all(batch)
+            .await
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+    }
+    println!(
+        "{}",
+        json!({"case": "runs_per_second", "fanout": 4, "in_flight": 64,
+        "runs_per_s": done as f64 / t0.elapsed().as_secs_f64()})
+    );
+    fanfare.shutdown().await;
+
+    // Memory per idle specialist: RSS before and after spawning many.
+    let count = 10_000;
+    let before = rss_mb("VmRSS:");
+    let many = Fanfare::builder(provider.clone())
+        .agents_from((0..count).map(|i| AgentSpec {
+            name: format!("idle-{i}"),
+            ..specs[0].clone()
+        }))
+        .start()
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_mb("VmRSS:");
+    println!(
+        "{}",
+        json!({"case": "rss_per_idle_specialist", "specialists": count,
+        "kib_each": (after - before) * 1024.0 / count as f64})
+    );
+    many.shutdown().await;
+
+    // One supervised restart: a panic, the supervisor's decision, the new actor up.
+    let flaky = fanfare::faults::Faulty::new(
+        specs[0].clone(),
+        fanfare::faults::Faults {
+            panic: Some(fanfare::faults::Trigger::every(1)),
+            ..Default::default()
+        },
+    );
+    let intensity = fanfare::RestartIntensity {
+        max_restarts: 1_000_000,
+        window: Duration::from_secs(1),
+        cool_down: Duration::from_secs(1),
+    };
+    let sup = fanfare::supervisor::SupervisionConfig {
+        intensity,
+        backoff: fanfare::supervisor::Backoff {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        },
+        ..Default::default()
+    };
+    let crashy = Fanfare::builder(provider)
+        .agent(flaky)
+        .supervision(sup)
+        .start()
+        .await?;
+    let mut events = crashy.supervision_events();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let restarts = 1_000;
+    let t0 = Instant::now();
+    for _ in 0..restarts {
+        let _ = crashy.run(RunRequest::fan_out(TASK, ["legal"])).await?;
+        while !matches!(
+            events.recv().await,
+            Ok(fanfare::supervisor::SupervisorEvent::Restarted { .. })
+        ) {}
+    }
+    let per = t0.elapsed() / restarts;
+    std::panic::set_hook(default_hook);
+    println!(
+        "{}",
+        json!({"case": "supervised_restart", "restarts": restarts,
+        "us_per_crash_to_restarted": per.as_secs_f64() * 1e6,
+        "note": "a run whose branch panics, plus the restart, end to end"})
+    );
+    crashy.shutdown().await;
+    Ok(())
+}
