@@ -296,19 +296,45 @@ fn batch_writes_results_in_input_order_and_resumes() {
 
 #[test]
 fn bench_fanout_prints_comparable_json_lines() {
-    let out = fanfare(&["bench", "fanout", "--n", "4,20", "--latency-ms", "20", "--repeat", "1"], repo());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fanfare(
+        &[
+            "bench",
+            "fanout",
+            "--n",
+            "4,20",
+            "--latency-ms",
+            "20",
+            "--repeat",
+            "1",
+        ],
+        repo(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for (framework, n) in [("fanfare", 4), ("reqwest-joinset", 4), ("fanfare", 20), ("reqwest-joinset", 20)] {
-        let line = lines.iter().find(|l| l["framework"] == framework && l["n"] == n).unwrap();
+    for (framework, n) in [
+        ("fanfare", 4),
+        ("reqwest-joinset", 4),
+        ("fanfare", 20),
+        ("reqwest-joinset", 20),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l["framework"] == framework && l["n"] == n)
+            .unwrap();
         assert_eq!(line["ok"], n, "{line}");
         assert_eq!(line["failed"], 0);
         for key in ["wall_s", "overhead_s", "cpu_s", "peak_rss_mb"] {
             assert!(line[key].is_number(), "{key} in {line}");
         }
     }
-    assert!(lines.iter().any(|l| l["ratio"] == "overhead vs reqwest-joinset" && l["n"] == 20));
+    assert!(lines
+        .iter()
+        .any(|l| l["ratio"] == "overhead vs reqwest-joinset" && l["n"] == 20));
 }
