@@ -99,6 +99,10 @@ pub enum AgentError {
         /// The panic message.
         message: String,
     },
+    /// The specialist is retiring after a panic and took no new work; the caller
+    /// should send the task to its replacement (the orchestrator does so).
+    #[error("the specialist is retiring; retry on its replacement")]
+    Retiring,
 }
 
 /// What a specialist answers on its reply port.
@@ -190,6 +194,7 @@ impl<A: Agent> AgentActor<A> {
 pub struct AgentState {
     tasks: TaskTable<BranchId>,
     retiring: bool,
+    draining: bool,
     _live: LiveGuard,
 }
 
@@ -216,6 +221,7 @@ impl<A: Agent> Actor for AgentActor<A> {
         Ok(AgentState {
             tasks: TaskTable::default(),
             retiring: false,
+            draining: false,
             _live: self.live.guard(),
         })
     }
@@ -229,6 +235,10 @@ impl<A: Agent> Actor for AgentActor<A> {
         match message {
             AgentMsg::Run { task, reply } => {
                 if reply.is_closed() {
+                    return Ok(());
+                }
+                if state.retiring {
+                    let _ = reply.send(Err(AgentError::Retiring));
                     return Ok(());
                 }
                 let branch = task.branch;
@@ -287,8 +297,15 @@ impl<A: Agent> Actor for AgentActor<A> {
                 }
             }
         }
-        if state.retiring && state.tasks.is_empty() {
-            myself.stop(Some("retired after a panic".to_owned()));
+        if state.retiring && state.tasks.is_empty() && !state.draining {
+            // Idle: tell the supervisor, which drains us (queued tasks are answered
+            // `Retiring`, so their callers go to the replacement, then we stop).
+            state.draining = true;
+            if let Some(supervisor) = myself.try_get_supervisor() {
+                let _ = supervisor.send_message(SupervisorMsg::Retired {
+                    actor: myself.get_id(),
+                });
+            }
         }
         Ok(())
     }

@@ -139,6 +139,8 @@ impl RunRequest {
     pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
     /// Default per-branch timeout.
     pub const DEFAULT_BRANCH_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The longest deadline or timeout accepted (30 days).
+    pub const LONGEST: Duration = Duration::from_secs(30 * 86_400);
 
     /// A fan-out of `input` to each agent, fail-fast, default deadlines, no synthesis.
     pub fn fan_out<S: Into<String>>(
@@ -237,6 +239,19 @@ impl RunRequest {
         if self.deadline.is_zero() {
             return bad("the deadline must be greater than zero".to_owned());
         }
+        let longest = Self::LONGEST;
+        for (what, d) in [
+            ("deadline", Some(self.deadline)),
+            ("branch timeout", Some(self.branch_timeout)),
+            ("soft deadline", self.soft_deadline),
+        ] {
+            if d.is_some_and(|d| d > longest) {
+                return bad(format!(
+                    "the {what} must be at most {} days",
+                    longest.as_secs() / 86_400
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -326,7 +341,7 @@ pub struct OrchestratorArgs {
 pub struct OrchestratorState {
     args: std::sync::Arc<OrchestratorArgs>,
     runs: TaskTable<RunId>,
-    draining: Option<RpcReplyPort<usize>>,
+    draining: Vec<RpcReplyPort<usize>>,
     refuse_new: bool,
     drain_timer: Option<tokio::task::JoinHandle<()>>,
     _live: LiveGuard,
@@ -356,7 +371,7 @@ impl Actor for Orchestrator {
         Ok(OrchestratorState {
             args: std::sync::Arc::new(args),
             runs: TaskTable::default(),
-            draining: None,
+            draining: Vec::new(),
             refuse_new: false,
             drain_timer: None,
             _live: live,
@@ -420,7 +435,7 @@ impl Actor for Orchestrator {
             OrchestratorMsg::Done(run) => {
                 state.runs.remove(&run);
                 if state.runs.is_empty() {
-                    if let Some(reply) = state.draining.take() {
+                    for reply in state.draining.drain(..) {
                         let _ = reply.send(0);
                     }
                 }
@@ -436,12 +451,15 @@ impl Actor for Orchestrator {
                     ?deadline,
                     "draining runs in flight"
                 );
-                state.draining = Some(reply);
-                let me = myself.clone();
-                state.drain_timer = Some(tokio::spawn(async move {
-                    tokio::time::sleep(deadline).await;
-                    let _ = me.cast(OrchestratorMsg::DrainDeadline);
-                }));
+                state.draining.push(reply);
+                // A second drain keeps the earlier (sooner or equal) deadline timer.
+                if state.drain_timer.is_none() {
+                    let me = myself.clone();
+                    state.drain_timer = Some(tokio::spawn(async move {
+                        tokio::time::sleep(deadline).await;
+                        let _ = me.cast(OrchestratorMsg::DrainDeadline);
+                    }));
+                }
             }
             OrchestratorMsg::DrainDeadline => {
                 let aborted = state.runs.len();
@@ -452,7 +470,8 @@ impl Actor for Orchestrator {
                     );
                 }
                 state.runs = TaskTable::default();
-                if let Some(reply) = state.draining.take() {
+                state.drain_timer = None;
+                for reply in state.draining.drain(..) {
                     let _ = reply.send(aborted);
                 }
             }

@@ -221,11 +221,17 @@ impl Fanfare {
     /// Starts `request` and returns at once with a handle to its events and report.
     pub fn start_run(&self, request: RunRequest) -> RunHandle {
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (report_tx, report) = oneshot::channel();
+        let (mut report_tx, report) = oneshot::channel();
         let this = self.clone();
         tokio::spawn(async move {
-            let result = this.dispatch(request, Some(events_tx)).await;
-            let _ = report_tx.send(result);
+            // Dropping the handle cancels the run: the call is abandoned, its reply
+            // port closes, and the orchestrator cancels the branches.
+            tokio::select! {
+                result = this.dispatch(request, Some(events_tx)) => {
+                    let _ = report_tx.send(result);
+                }
+                () = report_tx.closed() => {}
+            }
         });
         RunHandle { events, report }
     }
@@ -237,7 +243,7 @@ impl Fanfare {
     ) -> Result<RunReport, RunError> {
         // The run enforces its own deadline; the margin only guards against a
         // wedged orchestrator, so that this call cannot hang forever.
-        let limit = request.deadline + Duration::from_secs(5);
+        let limit = request.deadline.saturating_add(Duration::from_secs(5));
         let result = self
             .orchestrator
             .call(
@@ -303,7 +309,7 @@ impl Fanfare {
                     deadline: drain,
                     reply,
                 },
-                Some(drain + Duration::from_secs(10)),
+                Some(drain.saturating_add(Duration::from_secs(10))),
             )
             .await
         {

@@ -95,7 +95,7 @@ impl Ledger {
         let cost = tokens as f64 * per_token;
         if let Some(cap) = budget.max_tokens {
             let committed = self.spent_tokens + self.reserved_tokens;
-            if committed + tokens > cap {
+            if committed.saturating_add(tokens) > cap {
                 return Err(RefusalReason::TokenBudget {
                     cap,
                     committed,
@@ -226,6 +226,9 @@ async fn call_branch(
                         guard.disarm();
                         match reply {
                             Ok(output) => return (BranchOutcome::Ok(output), retried),
+                            // Not taken: the specialist is retiring. Wait for its
+                            // replacement, as if the task had not been delivered.
+                            Err(AgentError::Retiring) => None,
                             Err(error @ AgentError::Panicked { .. }) => {
                                 Some(BranchOutcome::Failed {
                                     error: BranchError::Agent(error),
@@ -353,7 +356,7 @@ pub(crate) async fn execute(s: Schedule<'_>, mut defer: Option<Defer>) -> Verdic
             };
             let now = Instant::now();
             if let Some(budget) = &s.budget {
-                let estimate = estimate_tokens(&task.prompt()) + budget.branch_tokens;
+                let estimate = estimate_tokens(&task.prompt()).saturating_add(budget.branch_tokens);
                 if let Err(reason) = ledger.reserve(budget, i, estimate) {
                     tracing::info!(branch = i, %reason, "refused by the run budget");
                     finished.push_back((i, BranchOutcome::Refused { reason }, now, 0));
@@ -407,7 +410,12 @@ pub(crate) async fn execute(s: Schedule<'_>, mut defer: Option<Defer>) -> Verdic
                 }
             }
         }
-        let soft = defer.as_ref().map(|d| d.at);
+        // Arm the soft-deadline timer only before it passes: afterwards, deferral is
+        // decided as branches end (re-arming a past timer would spin).
+        let soft = defer
+            .as_ref()
+            .map(|d| d.at)
+            .filter(|at| *at > Instant::now());
         let (i, outcome, ended, retries) = match finished.pop_front() {
             Some(refused) => refused,
             None => match tokio::select! {

@@ -367,14 +367,21 @@ pub enum SupervisorMsg {
     /// Stop restarting anything, and hand over the live specialists in start order
     /// so the caller can stop them (in reverse).
     ShutDown(RpcReplyPort<Vec<(String, ActorCell)>>),
-    /// An agent-backed specialist panicked in a task and is retiring: it finishes its
-    /// other tasks and stops. Counted as a crash; a replacement is started per the
-    /// strategy.
+    /// An agent-backed specialist panicked in a task and is retiring: it takes no
+    /// new work and finishes its other tasks. Counted as a crash; a replacement is
+    /// started per the strategy.
     Retiring {
         /// The retiring actor.
         actor: ActorId,
         /// The panic.
         reason: String,
+    },
+    /// A retiring specialist has finished its tasks; the supervisor drains it (its
+    /// queued messages are answered, then it stops). The supervisor, not the actor,
+    /// ends it, so its exit can never be mistaken for a normal stop.
+    Retired {
+        /// The retired actor.
+        actor: ActorId,
     },
     #[doc(hidden)]
     Respawn(String),
@@ -416,6 +423,8 @@ pub struct SupervisorState {
     entries: HashMap<String, Entry>,
     order: Vec<String>,
     timers: TaskTable<String>,
+    /// Specialists retiring after a panic, until they report `Retired`.
+    retiring: HashMap<ActorId, ActorCell>,
     shutting_down: bool,
     _live: LiveGuard,
 }
@@ -643,6 +652,7 @@ impl Actor for Supervisor {
             entries: HashMap::new(),
             order: Vec::new(),
             timers: TaskTable::default(),
+            retiring: HashMap::new(),
             shutting_down: false,
             _live: live,
         })
@@ -702,23 +712,39 @@ impl Actor for Supervisor {
             SupervisorMsg::ShutDown(reply) => {
                 state.shutting_down = true;
                 state.timers = TaskTable::default();
-                let live = state
-                    .order
-                    .iter()
-                    .filter_map(|n| {
-                        state
-                            .entries
-                            .get(n)
-                            .and_then(|e| e.actor.clone())
-                            .map(|c| (n.clone(), c))
-                    })
+                // Retiring specialists first (they are the oldest), then the rest in
+                // start order; the caller stops them in reverse.
+                let mut live: Vec<(String, ActorCell)> = state
+                    .retiring
+                    .drain()
+                    .map(|(_, c)| ("(retiring)".to_owned(), c))
                     .collect();
+                live.extend(state.order.iter().filter_map(|n| {
+                    state
+                        .entries
+                        .get(n)
+                        .and_then(|e| e.actor.clone())
+                        .map(|c| (n.clone(), c))
+                }));
                 let _ = reply.send(live);
             }
             SupervisorMsg::Retiring { actor, reason } => {
-                // Its own exit, later, is expected: stop tracking it now.
+                // Its own exit, later, is expected: stop tracking it as a child now.
                 if let Some(name) = state.children.remove(&actor) {
+                    let cell = state
+                        .entries
+                        .get(&name)
+                        .and_then(|e| e.actor.clone())
+                        .filter(|c| c.get_id() == actor);
+                    if let Some(cell) = cell {
+                        state.retiring.insert(actor, cell);
+                    }
                     state.on_exit(&myself, name, true, true, reason).await;
+                }
+            }
+            SupervisorMsg::Retired { actor } => {
+                if let Some(cell) = state.retiring.remove(&actor) {
+                    let _ = cell.drain();
                 }
             }
             SupervisorMsg::Respawn(name) => {

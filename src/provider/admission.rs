@@ -31,6 +31,9 @@ use tokio::time::Instant;
 
 use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind};
 
+/// The longest the gate holds calls back on a server's say-so.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+
 /// Limits of an [`Admission`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdmissionConfig {
@@ -225,6 +228,8 @@ impl Shared {
     }
 
     fn hold(&self, wait: Duration) {
+        // A server clock far off, or a silly header, must not stall every run.
+        let wait = wait.min(MAX_HOLD);
         if let Ok(mut h) = self.hold_until.lock() {
             let until = Instant::now() + wait;
             if h.is_none_or(|t| t < until) {
@@ -242,12 +247,21 @@ impl Shared {
         let grow = self.slow_start.load(Ordering::Relaxed) || n >= cap;
         if grow && cap < self.config.max_concurrency {
             self.successes.store(0, Ordering::Relaxed);
+            let max = self.config.max_concurrency;
             if self
                 .cap
-                .compare_exchange(cap, cap + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    (c < max).then_some(c + 1)
+                })
                 .is_ok()
             {
-                self.permits.add_permits(1);
+                // Growing while a cut is still owed: forgive one owed permit instead.
+                let forgiven = self
+                    .owed
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1));
+                if forgiven.is_err() {
+                    self.permits.add_permits(1);
+                }
             }
         }
     }
@@ -271,15 +285,18 @@ impl Shared {
         }
         self.slow_start.store(false, Ordering::Relaxed);
         self.successes.store(0, Ordering::Relaxed);
-        let cap = self.cap.load(Ordering::Relaxed);
         let factor = self.config.decrease_factor.clamp(0.05, 0.95);
-        let target = ((cap as f64 * factor) as usize).max(self.config.min_concurrency);
-        if target < cap
-            && self
-                .cap
-                .compare_exchange(cap, target, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        let min = self.config.min_concurrency;
+        // We won this round's epoch, so the cut must happen even if a concurrent
+        // success just raised the cap: retry the update until it lands.
+        let cut = self
+            .cap
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cap| {
+                let target = ((cap as f64 * factor) as usize).max(min);
+                (target < cap).then_some(target)
+            });
+        if let Ok(cap) = cut {
+            let target = ((cap as f64 * factor) as usize).max(min);
             self.decreases.fetch_add(1, Ordering::Relaxed);
             // Take back what is free now; the rest is taken as calls finish.
             let cut = cap - target;
@@ -309,14 +326,12 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Some(p) = self.permit.take() {
-            let owed = self.shared.owed.load(Ordering::Relaxed);
-            if owed > 0
-                && self
-                    .shared
-                    .owed
-                    .compare_exchange(owed, owed - 1, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+            let owed = self
+                .shared
+                .owed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1));
+            if owed.is_ok() {
+                // A cut is still owed: this permit pays it.
                 p.forget();
             }
         }
@@ -372,8 +387,11 @@ impl<P: Provider> Provider for Admission<P> {
                 Ok(mut completion) => {
                     s.on_success();
                     let used = completion.usage.total();
-                    if used > estimate {
-                        s.wait_tokens(used - estimate).await;
+                    if used > estimate && s.tpm.is_some() {
+                        // Settle the overage without holding back this answer: later
+                        // calls wait for it instead.
+                        let shared = self.shared.clone();
+                        tokio::spawn(async move { shared.wait_tokens(used - estimate).await });
                     }
                     if let Some(info) = completion.rate_limit {
                         if info.requests_remaining == Some(0) {

@@ -154,10 +154,17 @@ impl<P: Provider> Provider for Hedge<P> {
                         tracing::debug!(agent = %request.agent, ?delay, "hedging a slow call");
                         let second = self.inner.complete(request.clone());
                         tokio::pin!(second);
-                        // The first answer wins; the other future is dropped (aborted).
+                        // The first *answer* wins and the other future is dropped
+                        // (aborted); an error from one copy waits for the other.
                         let mut r = tokio::select! {
-                            r = &mut first => r,
-                            r = &mut second => r,
+                            r = &mut first => match r {
+                                Ok(c) => Ok(c),
+                                Err(_) => second.await,
+                            },
+                            r = &mut second => match r {
+                                Ok(c) => Ok(c),
+                                Err(_) => first.await,
+                            },
                         };
                         if let Ok(c) = &mut r {
                             c.hedged = true;
@@ -218,7 +225,7 @@ mod tests {
                 let wait = if n == 0 { 10_000 } else { 100 };
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 guard.1 = true;
-                if request.agent == "fail" {
+                if request.agent == "fail" || (request.agent == "fail-after-first" && n > 0) {
                     let kind = ProviderErrorKind::Status {
                         status: 500,
                         retry_after_ms: None,
@@ -276,6 +283,25 @@ mod tests {
             "the slow original was aborted"
         );
         assert_eq!(hedge.hedges_sent(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_failing_hedge_does_not_beat_a_healthy_original() {
+        // The original takes 10 s and succeeds; the hedge fails fast. The answer must
+        // be the original's, not the hedge's error.
+        let inner = SlowFirst::default();
+        let hedge = Hedge::new(
+            inner,
+            HedgeConfig {
+                delay: Duration::from_millis(500),
+                use_p95: false,
+                ..HedgeConfig::default()
+            },
+        );
+        let mut r = request(3);
+        r.agent = "fail-after-first".into();
+        let c = hedge.complete(r).await.unwrap();
+        assert_eq!(c.text, "answer 0");
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,3 +71,25 @@ async fn without_stragglers_the_soft_deadline_changes_nothing() {
     assert!(report.wall < Duration::from_millis(250));
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_passed_soft_deadline_without_quorum_does_not_spin() {
+    // Quorum 3 is not met at the 1 s soft deadline; it is at 3 s. The scheduler used
+    // to re-arm the passed timer and spin, so paused time never advanced (a hang).
+    let profiles = [
+        ("a", 100, 0.0),
+        ("b", 100, 0.0),
+        ("c", 3_000, 0.0),
+        ("d", 3_000, 0.0),
+    ];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let request = RunRequest::fan_out("t", ["a", "b", "c", "d"])
+        .policy(Policy::TolerantPartial { quorum: 3 })
+        .soft_deadline(Duration::from_secs(1))
+        .merge(MergeStrategy::Code);
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success());
+    assert_eq!(report.totals.ok, 4);
+    fanfare.shutdown().await;
+}

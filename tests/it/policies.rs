@@ -149,3 +149,38 @@ async fn dropping_the_run_future_cancels_its_branches() {
     eventually(Duration::from_secs(1), || provider.stats().aborted == 2).await;
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_dropping_a_run_handle_cancels_the_run() {
+    let profiles = [("a", 10_000, 0.0), ("b", 10_000, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let handle = fanfare.start_run(RunRequest::fan_out("t", ["a", "b"]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(handle);
+    eventually(Duration::from_secs(1), || provider.stats().aborted == 2).await;
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_deadlines_are_refused_instead_of_overflowing() {
+    let profiles = [("a", 10, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let err = fanfare
+        .run(RunRequest::fan_out("t", ["a"]).deadline(Duration::MAX))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the deadline must be at most 30 days"),
+        "{err}"
+    );
+    let err = fanfare
+        .run(RunRequest::fan_out("t", ["a"]).soft_deadline(Duration::MAX))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("soft deadline"), "{err}");
+    fanfare.shutdown().await;
+}

@@ -178,8 +178,13 @@ async fn transient_specialists_stay_stopped_after_a_normal_exit_and_permanent_on
 
 #[tokio::test(start_paused = true)]
 async fn branches_wait_out_the_restart_backoff_instead_of_failing() {
+    // A raw actor that panics in `handle` fails outright, so its restart is backed off
+    // (an agent task's panic retires the specialist instead; see the next test).
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let fanfare = Fanfare::builder(sim())
-        .agent(Scripted::panicking_every("flaky", 2))
+        .specialist(Specialist::actor("flaky", move || {
+            (Crasher(calls.clone()), ())
+        }))
         .supervision(SupervisionConfig {
             backoff: Backoff {
                 base: Duration::from_secs(2),
@@ -204,6 +209,74 @@ async fn branches_wait_out_the_restart_backoff_instead_of_failing() {
     assert!(r.branches[0].outcome.is_ok(), "{:?}", r.branches[0].outcome);
     assert!(r.wall >= Duration::from_millis(1900), "{:?}", r.wall);
     fanfare.shutdown().await;
+}
+
+/// Panics inside `handle` on every 2nd task it is given (counting across restarts).
+struct Crasher(Arc<std::sync::atomic::AtomicU32>);
+
+impl Actor for Crasher {
+    type Msg = AgentMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<AgentMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let AgentMsg::Run { reply, .. } = msg {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n.is_multiple_of(2) {
+                panic!("crasher fails on task {n}");
+            }
+            let _ = reply.send(Ok(AgentOutput::text("fine")));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_agent_task_retires_its_specialist_without_costing_its_siblings() {
+    // Two tasks in flight on one specialist; one panics. Only that branch fails, and
+    // the next run goes to the replacement at once (no backoff: nothing crash-looped).
+    let fanfare = Fanfare::builder(sim())
+        .agent(Faulty::new(
+            Scripted::new("twice"),
+            Faults {
+                panic: Some(Trigger::every(2)),
+                ..Faults::default()
+            },
+        ))
+        .supervision(SupervisionConfig {
+            backoff: Backoff {
+                base: Duration::from_secs(2),
+                cap: Duration::from_secs(2),
+            },
+            ..SupervisionConfig::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let request = RunRequest::fan_out("t", ["twice", "twice", "twice"])
+        .policy(Policy::TolerantPartial { quorum: 1 });
+    let r = fanfare.run(request).await.unwrap();
+    let labels: Vec<&str> = r.branches.iter().map(|b| b.outcome.label()).collect();
+    assert_eq!(labels, ["ok", "failed", "ok"], "one panic costs one branch");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(fanfare.status().await[0].restarts, 1);
+    let r = fanfare
+        .run(RunRequest::fan_out("t", ["twice"]))
+        .await
+        .unwrap();
+    assert!(r.wall < Duration::from_millis(100), "{:?}", r.wall);
+    let live = fanfare.live_actors();
+    fanfare.shutdown().await;
+    assert_eq!(live.get(), 0, "the retired actor is gone too");
 }
 
 #[tokio::test(start_paused = true)]
