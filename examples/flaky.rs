@@ -18,31 +18,12 @@ const AGENTS: [&str; 4] = ["legal", "technical", "financial", "security"];
 
 /// A perspective agent: one model call with a one-line system prompt.
 fn spec(name: &str) -> AgentSpec {
-    AgentSpec {
-        name: name.to_owned(),
-        description: String::new(),
-        prompt: format!("You review proposals from the {name} angle."),
-        order: 100,
-        model: None,
-        max_tokens: 256,
-        temperature: None,
-        sim: None,
-        faults: Faults::default(),
-        source: "example".into(),
-    }
+    AgentSpec::new(name, format!("You review proposals from the {name} angle."))
 }
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !info
-            .payload_as_str()
-            .is_some_and(|m| m.starts_with("injected panic"))
-        {
-            default_hook(info);
-        }
-    }));
+    fanfare::faults::silence_injected_panics();
     let setups = [
         ("fail-fast", Policy::FailFast, 0),
         ("partial:3", Policy::TolerantPartial { quorum: 3 }, 0),

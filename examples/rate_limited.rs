@@ -15,18 +15,7 @@ use fanfare::spec::AgentSpec;
 use fanfare::{Fanfare, Policy, RunRequest};
 
 fn spec(name: &str) -> AgentSpec {
-    AgentSpec {
-        name: name.to_owned(),
-        description: String::new(),
-        prompt: format!("You review proposals from the {name} angle."),
-        order: 100,
-        model: None,
-        max_tokens: 256,
-        temperature: None,
-        sim: None,
-        faults: Default::default(),
-        source: "example".into(),
-    }
+    AgentSpec::new(name, format!("You review proposals from the {name} angle."))
 }
 
 #[tokio::main]

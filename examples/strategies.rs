@@ -18,23 +18,12 @@ const AGENTS: [&str; 5] = ["intake", "flaky", "legal", "security", "finance"];
 
 /// A perspective agent: one model call with a one-line system prompt.
 fn spec(name: &str) -> AgentSpec {
-    AgentSpec {
-        name: name.to_owned(),
-        description: String::new(),
-        prompt: format!("You review proposals from the {name} angle."),
-        order: 100,
-        model: None,
-        max_tokens: 256,
-        temperature: None,
-        sim: None,
-        faults: Faults::default(),
-        source: "example".into(),
-    }
+    AgentSpec::new(name, format!("You review proposals from the {name} angle."))
 }
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    quiet_injected_panics();
+    fanfare::faults::silence_injected_panics();
     println!(
         "{:<13} {:>5} {:>8} {:>9} {:>9} {:>9} {:>12} {:>8} {:>8}",
         "strategy",
@@ -116,16 +105,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\none-for-one costs one branch per panic; one-for-all also stops every sibling and");
     println!("so their in-flight branches; rest-for-one stops those registered after `flaky`.");
     Ok(())
-}
-
-fn quiet_injected_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !info
-            .payload_as_str()
-            .is_some_and(|m| m.starts_with("injected panic"))
-        {
-            default(info);
-        }
-    }));
 }

@@ -164,6 +164,25 @@ impl Faults {
     }
 }
 
+/// Makes injected panics quiet: they are the experiment, not news. Installs a
+/// process-wide panic hook that drops panics whose message starts with "injected
+/// panic" and hands every other panic to the previous hook. For binaries, examples and
+/// tests; a library should not call it.
+pub fn silence_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let injected = info
+                .payload_as_str()
+                .is_some_and(|m| m.starts_with("injected panic"));
+            if !injected {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Parses a CLI fault: `AGENT:KIND:RATE` or `AGENT:KIND:every=N`, with an optional
 /// `:EXTRA_MS` for `slow`. Returns the agent, the kind and the trigger.
 pub fn parse_flag(s: &str) -> Result<(String, String, Trigger), String> {

@@ -134,6 +134,22 @@ pub enum SpecError {
 }
 
 impl AgentSpec {
+    /// A spec built in code: `name` and its system prompt, defaults for the rest.
+    pub fn new(name: impl Into<String>, prompt: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: String::new(),
+            prompt: prompt.into(),
+            order: default_order(),
+            model: None,
+            max_tokens: default_max_tokens(),
+            temperature: None,
+            sim: None,
+            faults: Faults::default(),
+            source: PathBuf::from("<code>"),
+        }
+    }
+
     /// Parses one spec. `read_prompt` resolves `prompt_file` (relative to the spec).
     pub fn parse(
         path: &Path,

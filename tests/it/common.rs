@@ -134,19 +134,7 @@ impl Provider for Recording {
     }
 }
 
-/// Keeps injected panics (the experiment) from flooding the output with backtraces;
-/// every other panic, test failures included, still goes to the default hook.
+/// Keeps injected panics (the experiment) from flooding the output with backtraces.
 pub fn quiet_injected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let injected = info
-                .payload_as_str()
-                .is_some_and(|m| m.starts_with("injected panic"));
-            if !injected {
-                default(info);
-            }
-        }));
-    });
+    fanfare::faults::silence_injected_panics();
 }
