@@ -26,6 +26,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::provider::estimate_tokens;
+
 /// What the mock server does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MockConfig {
@@ -284,10 +286,6 @@ fn content_text(content: &Value) -> String {
     }
 }
 
-fn tokens(text: &str) -> u64 {
-    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
-}
-
 const WORDS: &[&str] = &[
     "the",
     "risk",
@@ -380,7 +378,8 @@ fn parse(wire: Wire, body: &str) -> Result<Parsed, String> {
         .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
         .collect();
     let prompt = all.last().cloned().unwrap_or_default();
-    let input_tokens = tokens(&system) + all.iter().map(|t| tokens(t)).sum::<u64>() + 3;
+    let input_tokens =
+        estimate_tokens(&system) + all.iter().map(|t| estimate_tokens(t)).sum::<u64>() + 3;
     Ok(Parsed {
         model,
         max_tokens,
@@ -491,7 +490,7 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Strin
         return stream(guard, wire, parsed, text, latency, n);
     }
     tokio::time::sleep(latency).await;
-    let output_tokens = tokens(&text);
+    let output_tokens = estimate_tokens(&text);
     let body = match wire {
         Wire::Anthropic => json!({
             "id": format!("msg_mock_{n}"), "type": "message", "role": "assistant", "model": parsed.model,
@@ -532,7 +531,7 @@ fn stream(
         .map(|c| c.concat())
         .collect();
     let pause = latency / (chunks.len() as u32 + 1);
-    let output_tokens = tokens(&text);
+    let output_tokens = estimate_tokens(&text);
     let mut events: Vec<Event> = Vec::new();
     let data = |name: Option<&str>, v: Value| {
         let e = Event::default().data(v.to_string());

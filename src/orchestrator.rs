@@ -524,14 +524,7 @@ async fn execute_run(
             (Ok(snapshot), Some(strategy)) => {
                 let inputs = snapshot
                     .into_iter()
-                    .map(|(agent, outcome)| MergeBranch {
-                        agent,
-                        result: match outcome {
-                            Some(BranchOutcome::Ok(out)) => Ok(out.text),
-                            Some(other) => Err(other.problem().unwrap_or_default()),
-                            None => Err("deferred: still running at the soft deadline".to_owned()),
-                        },
-                    })
+                    .map(|(agent, outcome)| merge_input(agent, outcome.as_ref()))
                     .collect();
                 Some(
                     synthesise(
@@ -574,13 +567,7 @@ async fn execute_run(
         (None, None, Some(strategy)) => {
             let inputs = branches
                 .iter()
-                .map(|b| MergeBranch {
-                    agent: b.agent.clone(),
-                    result: match b.outcome.output() {
-                        Some(out) => Ok(out.text.clone()),
-                        None => Err(b.outcome.problem().unwrap_or_default()),
-                    },
-                })
+                .map(|b| merge_input(b.agent.clone(), Some(&b.outcome)))
                 .collect();
             Some(
                 synthesise(
@@ -619,6 +606,17 @@ async fn execute_run(
         branches,
         synthesis,
     )
+}
+
+/// What the synthesiser is told about one branch: its text, or why there is none
+/// (`None`: still running when a soft deadline sent the merge ahead).
+fn merge_input(agent: String, outcome: Option<&BranchOutcome>) -> MergeBranch {
+    let result = match outcome {
+        Some(BranchOutcome::Ok(out)) => Ok(out.text.clone()),
+        Some(other) => Err(other.problem().unwrap_or_default()),
+        None => Err("deferred: still running at the soft deadline".to_owned()),
+    };
+    MergeBranch { agent, result }
 }
 
 /// Asks the synthesiser to merge `inputs` within what is left of the run deadline.

@@ -29,6 +29,7 @@ use crate::outcome::{
     BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent,
 };
 use crate::pricing::PriceTable;
+use crate::provider::estimate_tokens;
 use crate::supervisor::{Roster, Slot};
 use crate::task::{BranchId, RunId, Task, UpstreamOutput};
 
@@ -291,11 +292,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// About four tokens for every three words.
-fn estimate_tokens(text: &str) -> u64 {
-    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
 }
 
 enum State {

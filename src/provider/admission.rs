@@ -194,13 +194,7 @@ impl<P> Admission<P> {
 
 /// Tokens a request may use: its prompt (≈ 4 tokens per 3 words) plus `max_tokens`.
 pub fn estimate_tokens(request: &CompletionRequest) -> u64 {
-    let words = request.system.split_whitespace().count()
-        + request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count())
-            .sum::<usize>();
-    (words as u64 * 4).div_ceil(3) + u64::from(request.max_tokens)
+    request.prompt_tokens() + u64::from(request.max_tokens)
 }
 
 impl Shared {

@@ -117,16 +117,6 @@ impl<P: Provider> Hedge<P> {
     }
 }
 
-fn prompt_tokens(request: &CompletionRequest) -> u64 {
-    let words = request.system.split_whitespace().count()
-        + request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count())
-            .sum::<usize>();
-    (words as u64 * 4).div_ceil(3)
-}
-
 impl<P: Provider> Provider for Hedge<P> {
     fn name(&self) -> &str {
         self.inner.name()
@@ -168,7 +158,7 @@ impl<P: Provider> Provider for Hedge<P> {
                         };
                         if let Ok(c) = &mut r {
                             c.hedged = true;
-                            c.usage.input_tokens += prompt_tokens(&request);
+                            c.usage.input_tokens += request.prompt_tokens();
                         }
                         r
                     } else {

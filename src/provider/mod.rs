@@ -108,6 +108,23 @@ impl CompletionRequest {
             branch: None,
         }
     }
+
+    /// Estimated prompt tokens: the system prompt and every message.
+    pub fn prompt_tokens(&self) -> u64 {
+        let words = self.system.split_whitespace().count()
+            + self
+                .messages
+                .iter()
+                .map(|m| m.content.split_whitespace().count())
+                .sum::<usize>();
+        (words as u64 * 4).div_ceil(3)
+    }
+}
+
+/// Roughly four tokens for every three words, as English text goes: the one estimate
+/// used wherever a count is needed before (or instead of) a provider's own.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
 }
 
 /// Token counts reported by a provider.

@@ -19,7 +19,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Usage,
+    estimate_tokens, BoxFuture, Completion, CompletionRequest, Provider, ProviderError,
+    ProviderErrorKind, Usage,
 };
 
 /// Latency, failure and size profile of simulated calls.
@@ -246,12 +247,6 @@ impl Provider for SimProvider {
             })
         })
     }
-}
-
-/// Roughly four tokens for every three words, as English text goes.
-fn estimate_tokens(text: &str) -> u64 {
-    let words = text.split_whitespace().count() as u64;
-    (words * 4).div_ceil(3)
 }
 
 const OPENINGS: &[&str] = &[
