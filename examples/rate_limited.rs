@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fanfare::mock::{MockConfig, MockServer};
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
 };
 use fanfare::spec::AgentSpec;
 use fanfare::{Fanfare, Policy, RunRequest};
+use fanfare_mock::{MockConfig, MockServer};
 
 fn spec(name: &str) -> AgentSpec {
     AgentSpec::new(name, format!("You review proposals from the {name} angle."))

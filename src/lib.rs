@@ -49,7 +49,6 @@
 
 pub mod agent;
 pub mod faults;
-pub mod mock;
 pub mod orchestrator;
 pub mod outcome;
 pub mod pricing;
@@ -76,3 +75,8 @@ pub use runtime::{Fanfare, FanfareBuilder, RunHandle, StartError};
 pub use supervisor::{RestartIntensity, Specialist, SpecialistStatus};
 pub use synthesiser::{MergeStrategy, Scorer};
 pub use task::{BranchId, RunId, Task, UpstreamOutput};
+
+/// The README's code blocks, compiled and run as doctests so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

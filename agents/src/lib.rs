@@ -1,26 +1,61 @@
 //! Ready-made fanfare specialists, written only against fanfare's public API.
 //!
 //! - The four perspective agents (legal, technical, financial, security) are
-//!   declarative specs under `agents/specs/` (TOML + prompt), loaded at run time with
-//!   [`perspectives`] or by the `fanfare` CLI.
+//!   declarative specs under `agents/specs/` (TOML + prompt). They are compiled into
+//!   this crate ([`perspectives`]), so an installed binary has them: the files are the
+//!   one source, read at build time.
 //! - [`DataHandlingAudit`] is a specialist written in Rust: a deterministic scan of
 //!   the task text for data-handling red flags, with no model call. It shows that a
 //!   specialist need not be an LLM, and gives a fan-out a cheap, exact check beside
 //!   the model's opinions.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use fanfare::spec::{self, AgentSpec, SpecError};
 use fanfare::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, Task};
 
-/// The directory holding the perspective specs shipped with this crate.
-pub fn specs_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs")
+/// One embedded spec file: its name, its text, and the prompt file it names.
+struct Embedded {
+    file: &'static str,
+    toml: &'static str,
+    prompt_file: &'static str,
+    prompt: &'static str,
 }
 
-/// Loads the shipped perspective specs (legal, technical, financial, security).
+macro_rules! embed {
+    ($($name:literal),* $(,)?) => {
+        &[$(Embedded {
+            file: concat!($name, ".toml"),
+            toml: include_str!(concat!("../specs/", $name, ".toml")),
+            prompt_file: concat!($name, ".md"),
+            prompt: include_str!(concat!("../specs/", $name, ".md")),
+        }),*]
+    };
+}
+
+/// The perspective specs under `agents/specs/`, compiled in.
+const PERSPECTIVES: &[Embedded] = embed!["legal", "technical", "financial", "security"];
+
+/// The shipped perspective specs (legal, technical, financial, security), parsed from
+/// the copies compiled into this crate. Errors name `<built-in>/FILE`.
 pub fn perspectives() -> Result<Vec<AgentSpec>, SpecError> {
-    spec::load_dir(&specs_dir())
+    let dir = Path::new("<built-in>");
+    let specs = PERSPECTIVES
+        .iter()
+        .map(|e| {
+            AgentSpec::parse(&dir.join(e.file), e.toml, |p| {
+                if p.file_name().is_some_and(|n| n == e.prompt_file) {
+                    Ok(e.prompt.to_owned())
+                } else {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "only the spec's own embedded prompt file is available",
+                    ))
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    spec::finish(specs, dir)
 }
 
 /// One red flag: what was found, how serious it is, and what to do.
@@ -160,6 +195,17 @@ mod tests {
     }
 
     #[test]
+    fn embedded_specs_match_the_files_on_disk() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs");
+        let on_disk = spec::load_dir(&dir).unwrap();
+        let embedded = perspectives().unwrap();
+        assert_eq!(on_disk.len(), embedded.len(), "a spec file is not embedded");
+        for (d, e) in on_disk.iter().zip(&embedded) {
+            assert_eq!((&d.name, &d.prompt), (&e.name, &e.prompt));
+        }
+    }
+
+    #[test]
     fn shipped_specs_load() {
         let names: Vec<String> = perspectives()
             .unwrap()
@@ -169,8 +215,3 @@ mod tests {
         assert_eq!(names, ["legal", "technical", "financial", "security"]);
     }
 }
-
-/// The README's code blocks, compiled and run as doctests so it stays true.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

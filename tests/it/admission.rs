@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::mock::{MockConfig, MockServer};
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
 };
 use fanfare::{Fanfare, Policy, RunRequest};
+use fanfare_mock::{MockConfig, MockServer};
 
 use crate::common::Scripted;
 

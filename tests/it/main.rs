@@ -4,7 +4,6 @@
 
 mod admission;
 mod budget;
-mod cli;
 mod common;
 mod concurrency;
 mod deadlines;

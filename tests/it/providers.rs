@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanfare::mock::{MockConfig, MockServer};
 use fanfare::provider::{
     AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Retry, RetryPolicy,
 };
@@ -12,6 +11,7 @@ use fanfare::{
     Agent, AgentContext, AgentReply, CompletionRequest, Fanfare, Policy, Provider,
     ProviderErrorKind, RunRequest, Task,
 };
+use fanfare_mock::{MockConfig, MockServer};
 
 use crate::common::Scripted;
 

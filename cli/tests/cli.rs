@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! The `fanfare` binary, run as a user would. These use real time but assert only
 //! on structure and ordering, never on speed.
 
@@ -17,8 +18,9 @@ fn fanfare(args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
+/// The repository's top, where `agents/specs` is.
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 const TASK: &str =
@@ -166,12 +168,10 @@ fn a_run_that_fails_its_policy_exits_1() {
 fn a_price_file_prices_a_custom_model_in_the_report() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt
-        .block_on(fanfare::mock::MockServer::start(
-            fanfare::mock::MockConfig {
-                latency: std::time::Duration::from_millis(1),
-                ..Default::default()
-            },
-        ))
+        .block_on(fanfare_mock::MockServer::start(fanfare_mock::MockConfig {
+            latency: std::time::Duration::from_millis(1),
+            ..Default::default()
+        }))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let prices = dir.path().join("prices.toml");

@@ -14,14 +14,46 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use fanfare::mock::{MockConfig, MockServer};
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
     SimProfile, SimProvider,
 };
 use fanfare::spec::AgentSpec;
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
+use fanfare_mock::{MockConfig, MockServer};
 use serde_json::json;
+
+use crate::args::BenchCommand;
+
+pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Fanout {
+            sizes,
+            latency_ms,
+            base_url,
+            concurrency,
+            warmup,
+            python,
+            repeat,
+        } => {
+            if sizes.is_empty() || sizes.contains(&0) {
+                bail!("--n takes branch counts of at least 1");
+            }
+            fanout(FanoutArgs {
+                sizes,
+                latency: Duration::from_millis(latency_ms),
+                base_url,
+                concurrency,
+                warmup,
+                python,
+                perspectives: fanfare_agents::perspectives()?,
+                repeat,
+            })
+            .await
+        }
+        BenchCommand::Inproc { sizes } => inproc(&sizes).await,
+    }
+}
 
 /// Process CPU time (user + system) and peak RSS, from /proc.
 fn cpu_seconds() -> f64 {
@@ -222,7 +254,7 @@ fn python_case(
     n: usize,
     latency: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_asyncio.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_asyncio.py");
     let out = std::process::Command::new(python)
         .arg(&script)
         .args([

@@ -1,0 +1,320 @@
+//! The command line's grammar: every command, flag and parser, with the help text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fanfare::supervisor::Strategy;
+use fanfare::Policy;
+
+#[derive(Parser)]
+#[command(
+    name = "fanfare",
+    version,
+    about = "Fan a task out to specialist LLM agents running as supervised actors, and merge their answers",
+    long_about = "Fan a task out to specialist LLM agents running as supervised actors, gather \
+their replies under deadlines and a failure policy, and merge them into one answer.\n\n\
+With no API key configured, runs use `sim`, an embedded simulated model, and say so."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run one task through every agent, then merge the answers.
+    #[command(
+        after_help = "Examples:\n  fanfare run \"Our new API stores user queries in plain text logs.\"\n  \
+fanfare run --file proposal.md --policy partial:3 --merge code --json\n  \
+echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s"
+    )]
+    Run(Box<RunArgs>),
+    /// Run many documents, each a fan-out, at most N at once; resumable.
+    #[command(
+        after_help = "Example:\n  fanfare batch docs/*.md --concurrency 10 --out results.jsonl"
+    )]
+    Batch(Box<BatchArgs>),
+    /// Measure fanfare side by side with references (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
+    #[command(
+        name = "mock-llm",
+        after_help = "Point fanfare (or any SDK) at it:\n  \
+ANTHROPIC_BASE_URL=http://127.0.0.1:PORT   (Anthropic: no /v1)\n  \
+OPENAI_BASE_URL=http://127.0.0.1:PORT/v1   (OpenAI: with /v1)\n\
+GET /stats reports requests, in-flight, peak in-flight, aborted and counts by status."
+    )]
+    MockLlm(MockArgs),
+    /// Inspect the agent specs.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Fan-out of N branches + one merge over HTTP (real anthropic provider) against an
+    /// in-process mock, beside bare reqwest + JoinSet and (with --python) asyncio.gather.
+    #[command(
+        after_help = "Prints one JSON line per case: framework, n, wall_s, overhead_s \
+(wall - 2 x latency), cpu_s, peak_rss_mb, ok, failed; then the overhead ratios.\n\
+With --base-url it drives that server instead and prints one fanfare line, last.\n\
+scripts/bench installs the Python baseline's venv and runs this with --python."
+    )]
+    Fanout {
+        /// Branch counts to run.
+        #[arg(long = "n", value_delimiter = ',', default_value = "4,100,1000,10000")]
+        sizes: Vec<usize>,
+        /// The mock's fixed latency.
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        /// Drive an external server instead (Anthropic wire format; base URL without /v1).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Most calls in flight [default: N].
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Warm-up runs before the measured one (with --base-url).
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// A Python with the `anthropic` package, for the asyncio.gather baseline.
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
+        /// Measured repetitions per case, interleaved; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Orchestration costs on the zero-latency simulated provider: overhead per
+    /// branch, runs per second, memory per idle specialist, cost of a restart.
+    Inproc {
+        /// Branch counts for the per-branch overhead.
+        #[arg(
+            long = "n",
+            value_delimiter = ',',
+            default_value = "10,100,1000,10000,100000"
+        )]
+        sizes: Vec<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// List the agents in the spec directory.
+    List {
+        /// Directory of agent specs (*.toml + prompt files).
+        #[arg(long, value_name = "DIR")]
+        agents: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct MockArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8089)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Fixed latency of every answer, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub latency_ms: u64,
+    /// Uniform extra latency, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Probability of an HTTP 500.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+    /// Probability of an HTTP 429 (with retry-after).
+    #[arg(long = "rate-429", default_value_t = 0.0, value_parser = parse_rate)]
+    pub rate_429: f64,
+    /// Answer 429 above this many requests in flight.
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    /// Probability of never answering.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub hang_rate: f64,
+    /// Probability of a 200 whose body is not JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub garbage_rate: f64,
+    /// The wait suggested with each 429, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub retry_after_ms: u64,
+    /// Require this API key (x-api-key or bearer); otherwise any is accepted.
+    #[arg(long, env = "FANFARE_MOCK_KEY", hide_env_values = true)]
+    pub require_key: Option<String>,
+    /// Seed of the fault rolls.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum ProviderKind {
+    /// Anthropic Messages API (key: ANTHROPIC_API_KEY; base: ANTHROPIC_BASE_URL).
+    Anthropic,
+    /// OpenAI Chat Completions or any compatible server (OPENAI_API_KEY, OPENAI_BASE_URL).
+    Openai,
+    /// The embedded simulated model.
+    Sim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Merge {
+    /// One LLM call over all successful answers.
+    Llm,
+    /// Deterministic merge, one section per agent, no model call.
+    Code,
+    /// The single answer with the most distinct words.
+    Best,
+    /// No merge.
+    None,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The task text; `-` reads it from standard input.
+    #[arg(value_name = "TEXT", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Read the task text from a file.
+    #[arg(long, short, value_name = "F")]
+    pub file: Option<PathBuf>,
+    /// Print the report as JSON instead of the human view.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    /// Documents to process; each one's text is the task of one run.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Most documents in flight at once.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Where results go, one JSON line per document, in input order. Documents
+    /// already in it are skipped, so an interrupted batch resumes.
+    #[arg(long, default_value = "results.jsonl", value_name = "F")]
+    pub out: PathBuf,
+    /// On resume, run again the documents whose line says they failed (a new line is
+    /// appended; the last line for a document is the one that counts).
+    #[arg(long)]
+    pub retry_failed: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What `run` and `batch` share: agents, policy, deadlines, merge, provider.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Directory of agent specs [default: ./agents/specs if present, else the built-in four].
+    #[arg(long, value_name = "DIR")]
+    pub agents: Option<PathBuf>,
+    /// Run only these agents (comma-separated names).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// fail-fast: the first failed branch ends the run. partial[:K]: succeed if at
+    /// least K branches (default 1) succeed.
+    #[arg(long, default_value = "fail-fast", value_parser = parse_policy)]
+    pub policy: Policy,
+    /// Overall deadline for branches and merge (e.g. 90s, 2m, 1500ms).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Deadline for each branch.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub branch_timeout: Duration,
+    /// How to merge the answers.
+    #[arg(long, value_enum, default_value = "llm")]
+    pub merge: Merge,
+    /// Seed of the simulated provider (its latencies and wording).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Model backend [default: anthropic if ANTHROPIC_API_KEY is set, else openai if
+    /// OPENAI_API_KEY is set, else sim].
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Default model (a spec's own `model` wins).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Base URL (Anthropic: without /v1; OpenAI: with /v1).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Read the API key from this file instead of the environment.
+    #[arg(long, value_name = "F")]
+    pub api_key_file: Option<PathBuf>,
+    /// Ask for streamed (SSE) answers.
+    #[arg(long)]
+    pub stream: bool,
+    /// Attempts per model call, retries included (429, 529, 5xx, connection errors).
+    #[arg(long, default_value_t = 10)]
+    pub max_attempts: u32,
+    /// TOML file of model prices (`[models."NAME"] input_per_mtok = …, output_per_mtok = …`)
+    /// that overrides or extends the built-in table.
+    #[arg(long, value_name = "F")]
+    pub prices: Option<PathBuf>,
+    /// Inject a fault: AGENT:KIND:RATE or AGENT:KIND:every=N (KIND: panic, hang, slow,
+    /// provider-500, provider-429, garbage; slow takes :EXTRA_MS). Repeatable.
+    #[arg(long = "fault", value_name = "A:K:R")]
+    pub faults: Vec<String>,
+    /// Which specialists restart when one crashes.
+    #[arg(long, default_value = "one-for-one", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
+    #[arg(long, default_value_t = 0)]
+    pub crash_retries: u32,
+    /// Most model calls in flight at once (real providers; the cap adapts to 429s below it).
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrency: usize,
+    /// Requests per minute allowed to the provider.
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute allowed to the provider (estimated before, settled after).
+    #[arg(long)]
+    pub tpm: Option<u32>,
+    /// Hedge slow model calls: after this delay (or the observed p95, once known)
+    /// send one duplicate and keep the first answer; at most 2 hedges per run.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub hedge_after: Option<Duration>,
+    /// Merge without stragglers after this long if the quorum is met (partial
+    /// policies); their late answers still appear in the report, marked late.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub soft_deadline: Option<Duration>,
+    /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
+    /// Cap on the run's cost in USD (priced with the price table).
+    #[arg(long, value_name = "USD")]
+    pub budget_usd: Option<f64>,
+    /// Limit on one HTTP call.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+}
+
+pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
+}
+
+pub fn parse_policy(s: &str) -> Result<Policy, String> {
+    s.parse()
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (try 30s, 2m or 500ms)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}

@@ -1,0 +1,34 @@
+//! `fanfare mock-llm`: serve the mock LLM until Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fanfare_mock::MockConfig;
+
+use crate::args::MockArgs;
+
+pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
+    let config = MockConfig {
+        latency: Duration::from_millis(args.latency_ms),
+        jitter: Duration::from_millis(args.jitter_ms),
+        error_rate: args.error_rate,
+        rate_429: args.rate_429,
+        max_concurrency: args.max_concurrency,
+        hang_rate: args.hang_rate,
+        garbage_rate: args.garbage_rate,
+        retry_after: Duration::from_millis(args.retry_after_ms),
+        require_key: args.require_key,
+        seed: args.seed,
+    };
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    println!("fanfare mock-llm listening on http://{addr}");
+    println!("  ANTHROPIC_BASE_URL=http://{addr}    OPENAI_BASE_URL=http://{addr}/v1    stats: http://{addr}/stats");
+    fanfare_mock::serve(listener, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(true)
+}

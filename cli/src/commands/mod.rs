@@ -1,0 +1,7 @@
+//! One module per command.
+
+pub mod agents;
+pub mod batch;
+pub mod bench;
+pub mod mock_llm;
+pub mod run;

@@ -1,0 +1,71 @@
+//! The `fanfare` command line: `run`, `batch`, `mock-llm`, `bench`, `agents list`.
+//!
+//! # Layout
+//! - `args`: the grammar (clap), help text and value parsers;
+//! - `setup`: from flags to a started runtime (specs, provider stack, prices, request);
+//! - `commands/`: one module per command.
+//!
+//! Exit codes: 0 success, 1 the run did not succeed, 2 bad input or configuration.
+
+mod args;
+mod commands;
+mod setup;
+
+use std::process::ExitCode;
+
+use args::{AgentsCommand, Cli, Command};
+use clap::Parser as _;
+
+/// Parses arguments, runs the command, and maps the result to an exit code:
+/// 0 success, 1 the run did not succeed, 2 bad input or configuration.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A panicking agent is caught and recorded as a failed branch; say so in one line
+    // rather than with a backtrace in the middle of the output.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info.payload_as_str().unwrap_or("non-string panic payload");
+        eprintln!("fanfare: caught a panic ({what}); the branch is recorded as failed");
+    }));
+    // Benchmarks provoke what other commands warn about (panics, restarts): quieter.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) {
+        "error"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fanfare: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(*args).await,
+            Command::MockLlm(args) => commands::mock_llm::mock_llm(args).await,
+            Command::Batch(args) => commands::batch::batch(*args).await,
+            Command::Bench { command } => commands::bench::bench(command).await.map(|()| true),
+            Command::Agents {
+                command: AgentsCommand::List { agents },
+            } => commands::agents::list_agents(agents.as_deref()).map(|()| true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("fanfare: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! From flags to a started runtime: agent specs, the provider stack, prices, and the
+//! run request. Shared by `run` and `batch`.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use fanfare::faults::{self, Faulty};
+use fanfare::pricing::PriceTable;
+use fanfare::provider::{
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Hedge, HedgeConfig,
+    OpenAiConfig, OpenAiProvider, Provider, Retry, RetryPolicy, SimConfig, SimProvider, Streamed,
+};
+use fanfare::spec::{self, AgentSpec};
+use fanfare::supervisor::SupervisionConfig;
+use fanfare::{Budget, Fanfare, MergeStrategy, RunRequest, Scorer};
+
+use crate::args::{CommonArgs, Merge, ProviderKind, RunArgs};
+
+pub fn load_specs(dir: Option<&Path>) -> anyhow::Result<(Vec<AgentSpec>, String)> {
+    match dir {
+        Some(dir) => Ok((spec::load_dir(dir)?, dir.display().to_string())),
+        None => {
+            let local = Path::new("agents/specs");
+            if local.is_dir() {
+                Ok((spec::load_dir(local)?, local.display().to_string()))
+            } else {
+                Ok((fanfare_agents::perspectives()?, "built-in".to_owned()))
+            }
+        }
+    }
+}
+
+pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
+    let text = match (&args.text, &args.file) {
+        (Some(t), _) if t == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the task from standard input")?;
+            s
+        }
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        (None, None) => bail!("no task given: pass TEXT, --file F, or - to read standard input"),
+    };
+    if text.trim().is_empty() {
+        bail!("the task text is empty");
+    }
+    Ok(text)
+}
+
+/// A started runtime for `run` and `batch`.
+pub struct Prepared {
+    pub fanfare: Fanfare,
+    pub names: Vec<String>,
+    pub gate: Option<Gate>,
+}
+
+pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
+    let (mut specs, source) = load_specs(args.agents.as_deref())?;
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !specs.iter().any(|s| &s.name == name) {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "--only: no agent named `{name}` in {source} (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+        specs.retain(|s| args.only.contains(&s.name));
+    }
+    for flag in &args.faults {
+        let (agent, kind, trigger) =
+            faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
+        let Some(spec) = specs.iter_mut().find(|s| s.name == agent) else {
+            bail!("--fault {flag}: no agent named `{agent}`");
+        };
+        spec.faults
+            .set(&kind, trigger)
+            .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
+    }
+    let (provider, gate, described) = build_provider(args, &specs)?;
+    eprintln!(
+        "fanfare: {described}. agents: {} from {source}",
+        specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let mut prices = PriceTable::default();
+    if let Some(path) = &args.prices {
+        prices.merge_file(path)?;
+    }
+    let agents = specs.into_iter().map(|s| {
+        let faults = s.faults.clone();
+        Faulty::new(s, faults)
+    });
+    let supervision = SupervisionConfig {
+        strategy: args.strategy,
+        ..SupervisionConfig::default()
+    };
+    let fanfare = Fanfare::builder(provider)
+        .agents_from(agents)
+        .supervision(supervision)
+        .prices(prices)
+        .start()
+        .await?;
+    Ok(Prepared {
+        fanfare,
+        names,
+        gate,
+    })
+}
+
+pub fn request_for(args: &CommonArgs, input: String, names: &[String]) -> RunRequest {
+    let mut request = RunRequest::fan_out(input, names.iter().cloned())
+        .policy(args.policy)
+        .deadline(args.deadline)
+        .branch_timeout(args.branch_timeout)
+        .crash_retries(args.crash_retries);
+    if let Some(soft) = args.soft_deadline {
+        request = request.soft_deadline(soft);
+    }
+    if args.budget_tokens.is_some() || args.budget_usd.is_some() {
+        request = request.budget(Budget {
+            max_tokens: args.budget_tokens,
+            max_cost_usd: args.budget_usd,
+            ..Budget::default()
+        });
+    }
+    request.merge = match args.merge {
+        Merge::Llm => Some(MergeStrategy::llm()),
+        Merge::Code => Some(MergeStrategy::Code),
+        Merge::Best => Some(MergeStrategy::SelectBest(Scorer::distinct_words())),
+        Merge::None => None,
+    };
+    request
+}
+
+pub fn print_admission(gate: Option<&Gate>) {
+    if let Some(gate) = gate {
+        let m = gate.metrics();
+        eprintln!(
+            "fanfare: admission: {} calls, {} rate-limited (429), {} overloaded, max {} in flight, cap now {}",
+            m.admitted, m.rate_limited, m.overloaded, m.max_in_flight, m.cap
+        );
+    }
+}
+
+/// The provider to run with, its admission gate (real providers), and a description.
+pub type Built = (Arc<dyn Provider>, Option<Gate>, String);
+
+/// The admission gate in front of a real provider (for its metrics).
+pub type Gate = Arc<Admission<Arc<dyn Provider>>>;
+
+pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
+    let file_key = match &args.api_key_file {
+        Some(path) => Some(
+            ApiKey::from_file(path)
+                .with_context(|| format!("reading the API key from {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let kind = match args.provider {
+        Some(kind) => kind,
+        None if ApiKey::from_env("ANTHROPIC_API_KEY").is_some() => ProviderKind::Anthropic,
+        None if ApiKey::from_env("OPENAI_API_KEY").is_some() => ProviderKind::Openai,
+        None if file_key.is_some() => {
+            bail!("--api-key-file needs --provider anthropic or --provider openai")
+        }
+        None => ProviderKind::Sim,
+    };
+    let policy = RetryPolicy {
+        max_attempts: args.max_attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    let admission = AdmissionConfig {
+        max_concurrency: args.max_concurrency.max(1),
+        rpm: args.rpm,
+        tpm: args.tpm,
+        ..AdmissionConfig::default()
+    };
+    let wrap = |p: Arc<dyn Provider>| -> (Arc<dyn Provider>, Option<Gate>) {
+        let p: Arc<dyn Provider> = if args.stream {
+            Arc::new(Streamed(p))
+        } else {
+            p
+        };
+        let gate = Arc::new(Admission::new(p, admission));
+        let hedged: Arc<dyn Provider> = match args.hedge_after {
+            Some(delay) => Arc::new(Hedge::new(
+                gate.clone(),
+                HedgeConfig {
+                    delay,
+                    ..HedgeConfig::default()
+                },
+            )),
+            None => gate.clone(),
+        };
+        (Arc::new(Retry::new(hedged, policy)), Some(gate))
+    };
+    match kind {
+        ProviderKind::Sim => {
+            if args.base_url.is_some() || args.model.is_some() {
+                bail!("--base-url and --model need --provider anthropic or --provider openai");
+            }
+            let sim = SimProvider::new(SimConfig {
+                seed: args.seed,
+                per_agent: spec::sim_profiles(specs),
+                ..SimConfig::default()
+            });
+            let why = if args.provider.is_some() {
+                "chosen with --provider"
+            } else {
+                "no ANTHROPIC_API_KEY or OPENAI_API_KEY set"
+            };
+            let described =
+                format!("provider `sim` ({why}) — output is SIMULATED, no model is called");
+            Ok((Arc::new(sim), None, described))
+        }
+        ProviderKind::Anthropic => {
+            let key = file_key
+                .or_else(|| ApiKey::from_env("ANTHROPIC_API_KEY"))
+                .context(
+                "the anthropic provider needs a key: set ANTHROPIC_API_KEY or pass --api-key-file \
+(local servers accept any value)",
+            )?;
+            let mut config =
+                AnthropicConfig::from_env().unwrap_or_else(|| AnthropicConfig::new(key.clone()));
+            config.api_key = key;
+            if let Some(url) = &args.base_url {
+                config.base_url = url.clone();
+            }
+            if let Some(model) = &args.model {
+                config.default_model = model.clone();
+            }
+            config.timeout = args.call_timeout;
+            let described = format!(
+                "provider `anthropic` at {} (default model {})",
+                config.base_url, config.default_model
+            );
+            let (provider, gate) = wrap(Arc::new(AnthropicProvider::new(config)));
+            Ok((provider, gate, described))
+        }
+        ProviderKind::Openai => {
+            let mut config = OpenAiConfig::from_env();
+            if file_key.is_some() {
+                config.api_key = file_key;
+            }
+            if let Some(url) = &args.base_url {
+                config.base_url = url.clone();
+            }
+            if let Some(model) = &args.model {
+                config.default_model = model.clone();
+            }
+            config.timeout = args.call_timeout;
+            let described = format!(
+                "provider `openai` at {} (default model {})",
+                config.base_url, config.default_model
+            );
+            let (provider, gate) = wrap(Arc::new(OpenAiProvider::new(config)));
+            Ok((provider, gate, described))
+        }
+    }
+}

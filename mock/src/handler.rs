@@ -1,0 +1,124 @@
+//! One request: authentication, parsing, then the injected faults (429, 500, hang,
+//! garbage) rolled from the seed and the request counter, then the answer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+
+use crate::wire::{self, mix, Wire};
+use crate::{InFlight, MockConfig, Shared};
+
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn authorised(config: &MockConfig, headers: &HeaderMap) -> bool {
+    let Some(key) = &config.require_key else {
+        return true;
+    };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    header("x-api-key") == key
+        || header("authorization").strip_prefix("Bearer ") == Some(key.as_str())
+}
+
+pub(crate) async fn anthropic(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    handle(shared, Wire::Anthropic, headers, body).await
+}
+
+pub(crate) async fn openai(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    handle(shared, Wire::OpenAi, headers, body).await
+}
+
+async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: String) -> Response {
+    let (guard, in_flight) = InFlight::enter(&shared);
+    let config = &shared.config;
+    let n = shared.counter.fetch_add(1, Ordering::SeqCst);
+    let key = mix(config.seed, n);
+    let reply = |guard: InFlight, status: StatusCode, body: Value| {
+        guard.finish(status.as_u16());
+        (status, Json(body)).into_response()
+    };
+    if !authorised(config, &headers) {
+        let body = wire::error_body(wire, "authentication_error", "invalid or missing API key");
+        return reply(guard, StatusCode::UNAUTHORIZED, body);
+    }
+    let parsed = match wire::parse(wire, &body) {
+        Ok(p) => p,
+        Err(message) => {
+            return reply(
+                guard,
+                StatusCode::BAD_REQUEST,
+                wire::error_body(wire, "invalid_request_error", &message),
+            );
+        }
+    };
+    let over_limit = config
+        .max_concurrency
+        .is_some_and(|max| in_flight > max as u64);
+    if over_limit || unit(mix(key, 1)) < config.rate_429 {
+        let why = if over_limit {
+            "too many requests in flight"
+        } else {
+            "rate limit (injected)"
+        };
+        let mut response = reply(
+            guard,
+            StatusCode::TOO_MANY_REQUESTS,
+            wire::error_body(wire, "rate_limit_error", why),
+        );
+        let ms = config.retry_after.as_millis() as u64;
+        let h = response.headers_mut();
+        h.insert("retry-after-ms", HeaderValue::from(ms));
+        h.insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+        return response;
+    }
+    if unit(mix(key, 2)) < config.error_rate {
+        return reply(
+            guard,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            wire::error_body(wire, "api_error", "internal error (injected)"),
+        );
+    }
+    if unit(mix(key, 3)) < config.hang_rate {
+        // Never answer; the client's timeout or cancellation ends this (counted as aborted).
+        std::future::pending::<()>().await;
+    }
+    let jitter_nanos = config.jitter.as_nanos() as u64;
+    let jitter = if jitter_nanos == 0 {
+        0
+    } else {
+        mix(key, 4) % (jitter_nanos + 1)
+    };
+    let latency = config.latency + Duration::from_nanos(jitter);
+    if unit(mix(key, 5)) < config.garbage_rate {
+        tokio::time::sleep(latency).await;
+        guard.finish(200);
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "<html>this is not json {",
+        )
+            .into_response();
+    }
+    let text = wire::reply_text(&parsed.prompt, parsed.max_tokens);
+    if parsed.stream {
+        return wire::stream(guard, wire, parsed, text, latency, n);
+    }
+    tokio::time::sleep(latency).await;
+    let body = wire::answer(wire, &parsed, &text, n);
+    reply(guard, StatusCode::OK, body)
+}

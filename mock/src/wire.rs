@@ -1,0 +1,276 @@
+//! The two wire formats, as a server speaks them: parsing a request, the error and
+//! answer bodies, and the server-sent events of a streamed answer.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::InFlight;
+
+/// Roughly four tokens for every three words: the mock's own token count.
+pub(crate) fn estimate_tokens(text: &str) -> u64 {
+    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Wire {
+    Anthropic,
+    OpenAi,
+}
+
+pub(crate) fn error_body(wire: Wire, kind: &str, message: &str) -> Value {
+    match wire {
+        Wire::Anthropic => json!({"type": "error", "error": {"type": kind, "message": message}}),
+        Wire::OpenAi => {
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+        }
+    }
+}
+
+/// splitmix64 finaliser over two inputs: the mock's only source of randomness.
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Text of a message's `content`: a string, or an array of `{type: text, text}` blocks.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "risk",
+    "is",
+    "that",
+    "volume",
+    "grows",
+    "faster",
+    "than",
+    "controls",
+    "so",
+    "measure",
+    "first",
+    "then",
+    "decide",
+    "logs",
+    "should",
+    "hold",
+    "less",
+    "data",
+    "and",
+    "expire",
+    "sooner",
+    "costs",
+    "scale",
+    "with",
+    "retention",
+    "while",
+    "value",
+    "does",
+    "not",
+];
+
+/// A deterministic reply: `n` words chosen by hashing the prompt.
+pub(crate) fn reply_text(prompt: &str, max_tokens: u64) -> String {
+    let h = prompt.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    let n = (24 + h % 16).min(max_tokens.saturating_mul(3) / 4).max(1);
+    let mut words: Vec<&str> = (0..n)
+        .map(|i| WORDS[(mix(h, i) % WORDS.len() as u64) as usize])
+        .collect();
+    if let Some(first) = words.first_mut() {
+        *first = "Mock";
+    }
+    format!("{}.", words.join(" "))
+}
+
+pub(crate) struct Parsed {
+    pub(crate) model: String,
+    pub(crate) max_tokens: u64,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    pub(crate) prompt: String,
+    pub(crate) input_tokens: u64,
+}
+
+pub(crate) fn parse(wire: Wire, body: &str) -> Result<Parsed, String> {
+    let v: Value =
+        serde_json::from_str(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("missing field `model`")?
+        .to_owned();
+    let messages = v
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("missing field `messages`")?;
+    if messages.is_empty() {
+        return Err("`messages` must not be empty".to_owned());
+    }
+    let max_tokens = match wire {
+        Wire::Anthropic => v
+            .get("max_tokens")
+            .and_then(Value::as_u64)
+            .ok_or("missing field `max_tokens`")?,
+        Wire::OpenAi => v
+            .get("max_completion_tokens")
+            .or_else(|| v.get("max_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(256),
+    };
+    let system = match v.get("system") {
+        Some(s) => content_text(s),
+        None => String::new(),
+    };
+    let all: Vec<String> = messages
+        .iter()
+        .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
+        .collect();
+    let prompt = all.last().cloned().unwrap_or_default();
+    let input_tokens =
+        estimate_tokens(&system) + all.iter().map(|t| estimate_tokens(t)).sum::<u64>() + 3;
+    Ok(Parsed {
+        model,
+        max_tokens,
+        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        include_usage: v
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        prompt,
+        input_tokens,
+    })
+}
+
+/// The body of a plain (not streamed) answer.
+pub(crate) fn answer(wire: Wire, parsed: &Parsed, text: &str, n: u64) -> Value {
+    let output_tokens = estimate_tokens(text);
+    match wire {
+        Wire::Anthropic => json!({
+            "id": format!("msg_mock_{n}"), "type": "message", "role": "assistant", "model": parsed.model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": parsed.input_tokens, "output_tokens": output_tokens,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        }),
+        Wire::OpenAi => json!({
+            "id": format!("chatcmpl-mock-{n}"), "object": "chat.completion", "created": unix_now(),
+            "model": parsed.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": parsed.input_tokens, "completion_tokens": output_tokens,
+                      "total_tokens": parsed.input_tokens + output_tokens}
+        }),
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Builds the SSE events of a streamed answer, the latency spread over the deltas.
+pub(crate) fn stream(
+    guard: InFlight,
+    wire: Wire,
+    p: Parsed,
+    text: String,
+    latency: Duration,
+    n: u64,
+) -> Response {
+    let words: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
+    let chunks: Vec<String> = words
+        .chunks(words.len().div_ceil(4).max(1))
+        .map(|c| c.concat())
+        .collect();
+    let pause = latency / (chunks.len() as u32 + 1);
+    let output_tokens = estimate_tokens(&text);
+    let mut events: Vec<Event> = Vec::new();
+    let data = |name: Option<&str>, v: Value| {
+        let e = Event::default().data(v.to_string());
+        match name {
+            Some(n) => e.event(n),
+            None => e,
+        }
+    };
+    let id = format!("mock-{n}");
+    match wire {
+        Wire::Anthropic => {
+            events.push(data(Some("message_start"), json!({"type": "message_start", "message": {
+                "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": p.model, "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": p.input_tokens, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})));
+            events.push(data(Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            events.push(data(Some("ping"), json!({"type": "ping"})));
+            for c in &chunks {
+                events.push(data(Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}})));
+            }
+            events.push(data(
+                Some("content_block_stop"),
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+            events.push(data(Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
+            events.push(data(Some("message_stop"), json!({"type": "message_stop"})));
+        }
+        Wire::OpenAi => {
+            let created = unix_now();
+            let chunk = |delta: Value, finish: Value| {
+                json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": p.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+            };
+            events.push(data(
+                None,
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            ));
+            for c in &chunks {
+                events.push(data(None, chunk(json!({"content": c}), Value::Null)));
+            }
+            events.push(data(None, chunk(json!({}), json!("stop"))));
+            if p.include_usage {
+                events.push(data(None, json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": p.model, "choices": [],
+                    "usage": {"prompt_tokens": p.input_tokens, "completion_tokens": output_tokens, "total_tokens": p.input_tokens + output_tokens}})));
+            }
+            events.push(Event::default().data("[DONE]"));
+        }
+    }
+    // The guard rides along with the stream: a client that hangs up mid-stream drops
+    // it unfinished, which counts as an abort.
+    let total = events.len();
+    let body = futures::stream::unfold(
+        (events.into_iter().enumerate(), Some(guard)),
+        move |(mut it, mut guard)| async move {
+            let (i, event) = it.next()?;
+            if i > 0 && i <= chunks_len(total) {
+                tokio::time::sleep(pause).await;
+            }
+            if i + 1 == total {
+                if let Some(g) = guard.take() {
+                    g.finish(200);
+                }
+            }
+            Some((Ok::<_, Infallible>(event), (it, guard)))
+        },
+    );
+    Sse::new(body).into_response()
+}
+
+/// The pause applies between the first and the last events (where the text is).
+fn chunks_len(total: usize) -> usize {
+    total.saturating_sub(1)
+}
