@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{SimConfig, SimProfile, SimProvider};
-use fanfare::spec::AgentSpec;
-use fanfare::{Fanfare, Policy, RestartIntensity, RunRequest};
+use fanfare::supervision::RestartIntensity;
+use fanfare::{Fanfare, Policy, RunRequest};
 use futures::StreamExt;
 
 const AGENTS: [&str; 4] = ["legal", "technical", "financial", "security"];
@@ -23,7 +24,7 @@ fn spec(name: &str) -> AgentSpec {
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    fanfare::faults::silence_injected_panics();
+    fanfare::agent::faults::silence_injected_panics();
     let setups = [
         ("fail-fast", Policy::FailFast, 0),
         ("partial:3", Policy::TolerantPartial { quorum: 3 }, 0),

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{SimProfile, SimProvider};
-use fanfare::spec::AgentSpec;
-use fanfare::{Fanfare, Policy, RestartIntensity, RunRequest};
+use fanfare::supervision::RestartIntensity;
+use fanfare::{Fanfare, Policy, RunRequest};
 
 /// A perspective agent: one model call with a one-line system prompt.
 fn spec(name: &str) -> AgentSpec {
@@ -19,7 +20,7 @@ fn spec(name: &str) -> AgentSpec {
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    fanfare::faults::silence_injected_panics();
+    fanfare::agent::faults::silence_injected_panics();
     let provider = Arc::new(SimProvider::with_profile(SimProfile::fixed(
         Duration::from_millis(120),
     )));
@@ -62,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             report.branches[0].outcome.label(),
             melting.restarts,
             melting.escalations,
-            if melting.up { "closed" } else { "OPEN" },
+            if melting.is_up() { "closed" } else { "OPEN" },
             branch
                 .error
                 .as_deref()

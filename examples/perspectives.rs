@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use fanfare::agent::spec;
 use fanfare::provider::{SimConfig, SimProvider};
-use fanfare::spec;
 use fanfare::{Fanfare, MergeStrategy, Policy, RunEvent, RunRequest};
 use fanfare_agents::{perspectives, DataHandlingAudit};
 

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
 };
-use fanfare::spec::AgentSpec;
 use fanfare::{Fanfare, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 

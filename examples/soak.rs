@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fanfare::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{SimConfig, SimProfile, SimProvider};
-use fanfare::spec::AgentSpec;
-use fanfare::supervisor::SupervisionConfig;
-use fanfare::{Fanfare, Policy, RestartIntensity, RunRequest};
+use fanfare::supervision::RestartIntensity;
+use fanfare::supervision::SupervisionConfig;
+use fanfare::{Fanfare, Policy, RunRequest};
 use futures::StreamExt;
 
 /// A perspective agent: one model call with a one-line system prompt.
@@ -22,7 +23,7 @@ fn spec(name: &str) -> AgentSpec {
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    fanfare::faults::silence_injected_panics();
+    fanfare::agent::faults::silence_injected_panics();
     let runs: usize = match std::env::args().nth(1) {
         Some(n) => n
             .parse()

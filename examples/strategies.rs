@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{SimConfig, SimProfile, SimProvider};
-use fanfare::spec::AgentSpec;
-use fanfare::supervisor::{Strategy, SupervisionConfig};
+use fanfare::supervision::{Strategy, SupervisionConfig};
 use fanfare::{Fanfare, Policy, RunRequest};
 use futures::StreamExt;
 
@@ -23,7 +23,7 @@ fn spec(name: &str) -> AgentSpec {
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    fanfare::faults::silence_injected_panics();
+    fanfare::agent::faults::silence_injected_panics();
     println!(
         "{:<13} {:>5} {:>8} {:>9} {:>9} {:>9} {:>12} {:>8} {:>8}",
         "strategy",

@@ -7,11 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fanfare::provider::CompletionRequest;
 use fanfare::provider::{SimProfile, SimProvider};
-use fanfare::{
-    Agent, AgentContext, AgentOutput, AgentReply, CompletionRequest, Fanfare, Policy, RunRequest,
-    Task,
-};
+use fanfare::{Agent, AgentContext, AgentOutput, AgentReply, Fanfare, Policy, RunRequest, Task};
 
 /// Asks the model, but panics on every `every`-th task it is given.
 struct Flaky {

@@ -7,16 +7,18 @@
 //! sum: *serialise what depends on something, parallelise everything else*.
 //!
 //! # Layout
-//! - [`agent`]: the [`Agent`] trait, the [`AgentMsg`] protocol, the actor wrapping an agent.
-//! - [`supervisor`]: spawns specialists linked, restarts them, keeps the [`Roster`].
-//! - [`orchestrator`]: the actor that accepts runs; [`RunRequest`], [`Policy`], [`Step`].
-//! - `schedule` (private): the scheduling core shared by fan-outs and step graphs.
-//! - [`synthesiser`]: merge strategies (LLM, code, select-best).
-//! - [`outcome`]: [`BranchOutcome`] and run events.
-//! - [`report`]: [`RunReport`], JSON and human view with a timeline.
-//! - [`provider`]: the [`Provider`] trait and the embedded simulated model.
-//! - [`spec`]: declarative agent specs (TOML + prompt files).
-//! - [`runtime`]: [`Fanfare`], the handle that starts, runs and shuts down.
+//! The modules follow a run's life, and each uses only the ones listed before it:
+//! - [`provider`]: the [`Provider`] trait (one request in, one completion out), the
+//!   `anthropic`, `openai` and simulated models, the wrappers that add retries,
+//!   admission control and hedging, and model prices;
+//! - [`agent`]: the [`Agent`] trait a user writes, what it receives ([`Task`]) and
+//!   answers ([`AgentOutput`]), the [`AgentMsg`] protocol every specialist speaks,
+//!   declarative specs ([`agent::spec`]) and fault injection ([`agent::faults`]);
+//! - [`supervision`]: the supervisor, its restart decision and the roster;
+//! - [`run`]: [`RunRequest`] and [`Policy`], the scheduler, the orchestrator and the
+//!   synthesiser; every branch ends in one [`BranchOutcome`];
+//! - [`report`]: [`RunReport`], built from what a run did, as JSON or a human view;
+//! - `runtime`: [`Fanfare`], the handle that starts, runs and shuts down.
 //!
 //! # Example
 //! ```
@@ -48,33 +50,20 @@
 //! ```
 
 pub mod agent;
-pub mod faults;
-pub mod orchestrator;
-pub mod outcome;
-pub mod pricing;
 pub mod provider;
 pub mod report;
-pub mod runtime;
-mod schedule;
-pub mod spec;
-pub mod supervisor;
-pub mod synthesiser;
-pub mod task;
-pub mod tasks;
+pub mod run;
+mod runtime;
+pub mod supervision;
+mod tasks;
 
-pub use agent::{Agent, AgentActor, AgentContext, AgentError, AgentMsg, AgentOutput, AgentReply};
-pub use orchestrator::{Budget, Policy, RunError, RunRequest, Step};
-pub use outcome::{
-    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent,
-};
-pub use provider::{
-    Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Usage,
-};
-pub use report::{BranchReport, RunReport, RunStatus};
+pub use agent::{Agent, AgentContext, AgentError, AgentMsg, AgentOutput, AgentReply, Task};
+pub use provider::Provider;
+pub use report::{RunReport, RunStatus};
+pub use run::{BranchOutcome, MergeStrategy, Policy, RunError, RunEvent, RunRequest, Step};
 pub use runtime::{Fanfare, FanfareBuilder, RunHandle, StartError};
-pub use supervisor::{RestartIntensity, Specialist, SpecialistStatus};
-pub use synthesiser::{MergeStrategy, Scorer};
-pub use task::{BranchId, RunId, Task, UpstreamOutput};
+pub use supervision::Specialist;
+pub use tasks::LiveCount;
 
 /// The README's code blocks, compiled and run as doctests so it stays true.
 #[doc = include_str!("../README.md")]

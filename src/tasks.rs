@@ -10,7 +10,7 @@ use std::hash::Hash;
 use tokio::task::AbortHandle;
 
 /// Spawned tasks keyed by `K`; dropping the table aborts every one of them.
-pub struct TaskTable<K: Eq + Hash> {
+pub(crate) struct TaskTable<K: Eq + Hash> {
     tasks: HashMap<K, AbortHandle>,
 }
 
@@ -76,7 +76,7 @@ impl LiveCount {
     }
 
     /// Counts one more live actor until the guard is dropped.
-    pub fn guard(&self) -> LiveGuard {
+    pub(crate) fn guard(&self) -> LiveGuard {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         LiveGuard(self.clone())
     }
@@ -85,7 +85,7 @@ impl LiveCount {
 /// Counts one live actor while it exists. Every fanfare actor keeps one in its
 /// state, so the count drops however the actor ends (stop, kill, panic).
 #[derive(Debug)]
-pub struct LiveGuard(LiveCount);
+pub(crate) struct LiveGuard(LiveCount);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use fanfare::spec::{self, AgentSpec, SpecError};
+use fanfare::agent::spec::{self, AgentSpec, SpecError};
 use fanfare::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, Task};
 
 /// One embedded spec file: its name, its text, and the prompt file it names.

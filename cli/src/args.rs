@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fanfare::supervisor::Strategy;
+use fanfare::supervision::Strategy;
 use fanfare::Policy;
 
 #[derive(Parser)]
@@ -304,10 +304,12 @@ pub struct CommonArgs {
 
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
+        .map_err(|e: fanfare::supervision::UnknownStrategy| e.to_string())
 }
 
 pub fn parse_policy(s: &str) -> Result<Policy, String> {
     s.parse()
+        .map_err(|e: fanfare::run::ParsePolicyError| e.to_string())
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

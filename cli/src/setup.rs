@@ -6,15 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use fanfare::faults::{self, Faulty};
-use fanfare::pricing::PriceTable;
+use fanfare::agent::faults::{self, Faulty};
+use fanfare::agent::spec::{self, AgentSpec};
+use fanfare::provider::PriceTable;
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Hedge, HedgeConfig,
     OpenAiConfig, OpenAiProvider, Provider, Retry, RetryPolicy, SimConfig, SimProvider, Streamed,
 };
-use fanfare::spec::{self, AgentSpec};
-use fanfare::supervisor::SupervisionConfig;
-use fanfare::{Budget, Fanfare, MergeStrategy, RunRequest, Scorer};
+use fanfare::run::{Budget, Scorer};
+use fanfare::supervision::SupervisionConfig;
+use fanfare::{Fanfare, MergeStrategy, RunRequest};
 
 use crate::args::{CommonArgs, Merge, ProviderKind, RunArgs};
 

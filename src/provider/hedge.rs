@@ -5,7 +5,7 @@
 //! the first answer wins and the other request is dropped (aborted). Both count in
 //! cost: the winner's usage is reported, plus the loser's prompt tokens (estimated,
 //! since an aborted request reports nothing). Hedges are capped per run (by the
-//! request's branch id) so a slow provider cannot double a run's spend.
+//! request's group, the run) so a slow provider cannot double a run's spend.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError};
-use crate::task::RunId;
 
 /// When to hedge.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,7 +47,7 @@ pub struct Hedge<P> {
     inner: P,
     config: HedgeConfig,
     latencies: Mutex<HashMap<String, VecDeque<Duration>>>,
-    per_run: Mutex<HashMap<RunId, u32>>,
+    per_run: Mutex<HashMap<u64, u32>>,
     sent: std::sync::atomic::AtomicU64,
 }
 
@@ -98,7 +97,7 @@ impl<P: Provider> Hedge<P> {
 
     /// Takes one hedge from the run's allowance.
     fn allow(&self, request: &CompletionRequest) -> bool {
-        let Some(branch) = request.branch else {
+        let Some(group) = request.group else {
             return true;
         };
         let Ok(mut runs) = self.per_run.lock() else {
@@ -108,7 +107,7 @@ impl<P: Provider> Hedge<P> {
             // A long-lived process: forget old runs rather than grow without bound.
             runs.clear();
         }
-        let used = runs.entry(branch.run).or_default();
+        let used = runs.entry(group).or_default();
         if *used >= self.config.max_per_run {
             return false;
         }
@@ -178,7 +177,6 @@ impl<P: Provider> Provider for Hedge<P> {
 mod tests {
     use super::*;
     use crate::provider::{ProviderErrorKind, Usage};
-    use crate::task::BranchId;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
@@ -238,10 +236,7 @@ mod tests {
 
     fn request(run: u64) -> CompletionRequest {
         let mut r = CompletionRequest::new("a", "one two three", "four five six");
-        r.branch = Some(BranchId {
-            run: RunId(run),
-            index: 0,
-        });
+        r.group = Some(run);
         r
     }
 

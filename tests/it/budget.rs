@@ -1,5 +1,6 @@
 use fanfare::provider::{SimProfile, SimProvider};
-use fanfare::{BranchOutcome, Budget, Fanfare, Policy, RefusalReason, RunRequest};
+use fanfare::run::{Budget, RefusalReason};
+use fanfare::{BranchOutcome, Fanfare, Policy, RunRequest};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,7 @@ async fn under_fail_fast_a_refusal_ends_the_run_with_the_reason() {
     let fanfare::RunStatus::Failed { reason } = &report.status else {
         panic!()
     };
+    let reason = reason.to_string();
     assert!(
         reason.contains("branch 1 (a) refused: token budget"),
         "{reason}"

@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanfare::provider::{BoxFuture, SimConfig, SimProfile, SimProvider};
+use fanfare::provider::{Completion, CompletionRequest, ProviderError, Usage};
 use fanfare::{
-    Agent, AgentContext, AgentOutput, AgentReply, Completion, CompletionRequest, Fanfare,
-    FanfareBuilder, Provider, ProviderError, Task, Usage,
+    Agent, AgentContext, AgentOutput, AgentReply, Fanfare, FanfareBuilder, Provider, Task,
 };
 
 /// An agent that asks the provider, optionally panicking on every `panic_every`-th task.
@@ -136,5 +136,5 @@ impl Provider for Recording {
 
 /// Keeps injected panics (the experiment) from flooding the output with backtraces.
 pub fn quiet_injected_panics() {
-    fanfare::faults::silence_injected_panics();
+    fanfare::agent::faults::silence_injected_panics();
 }

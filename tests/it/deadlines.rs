@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use fanfare::{BranchOutcome, DeadlineKind, Policy, RunRequest};
+use fanfare::run::DeadlineKind;
+use fanfare::{BranchOutcome, Policy, RunRequest};
 
 use crate::common::{eventually, runtime, sim};
 

@@ -29,8 +29,8 @@ async fn after_the_soft_deadline_the_merge_proceeds_and_the_straggler_arrives_la
                 if late { "(late)" } else { "" },
                 at.as_millis()
             )),
-            RunEvent::SynthesisFinished { text, .. } => {
-                let text = text.unwrap();
+            RunEvent::SynthesisFinished { result, .. } => {
+                let text = result.unwrap();
                 assert!(text.contains("## slow\n(no output: deferred"), "{text}");
                 order.push("merged".to_owned());
             }

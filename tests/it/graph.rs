@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use fanfare::{BranchOutcome, CancelReason, Policy, RunRequest, Step};
+use fanfare::run::CancelReason;
+use fanfare::{BranchOutcome, Policy, RunRequest, Step};
 
 use crate::common::{runtime, sim};
 

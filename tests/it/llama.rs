@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
     AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Retry, RetryPolicy,
     Streamed,
 };
-use fanfare::spec::AgentSpec;
-use fanfare::{CompletionRequest, Fanfare, MergeStrategy, Provider, ProviderErrorKind, RunRequest};
+use fanfare::provider::{CompletionRequest, ProviderErrorKind};
+use fanfare::{Fanfare, MergeStrategy, Provider, RunRequest};
 
 fn server() -> String {
     std::env::var("FANFARE_LLAMA_URL").expect(

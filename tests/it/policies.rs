@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use fanfare::{BranchError, BranchOutcome, CancelReason, Policy, RunRequest, RunStatus};
+use fanfare::run::{BranchError, CancelReason};
+use fanfare::{BranchOutcome, Policy, RunRequest, RunStatus};
 
 use crate::common::{eventually, runtime, sim};
 
@@ -23,6 +24,7 @@ async fn fail_fast_cancels_siblings_and_aborts_their_model_calls() {
     let RunStatus::Failed { reason } = &report.status else {
         panic!("run should fail")
     };
+    let reason = reason.to_string();
     assert!(reason.starts_with("branch 1 (bad)"), "{reason}");
     assert!(reason.contains("HTTP 500"), "{reason}");
     assert!(
@@ -83,6 +85,7 @@ async fn tolerate_partial_ends_as_soon_as_quorum_is_unreachable() {
     let RunStatus::Failed { reason } = &report.status else {
         panic!("run should fail")
     };
+    let reason = reason.to_string();
     assert!(reason.contains("quorum 4 unreachable"), "{reason}");
     assert!(
         report.wall < Duration::from_millis(100),

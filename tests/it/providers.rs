@@ -7,10 +7,8 @@ use std::time::Duration;
 use fanfare::provider::{
     AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Retry, RetryPolicy,
 };
-use fanfare::{
-    Agent, AgentContext, AgentReply, CompletionRequest, Fanfare, Policy, Provider,
-    ProviderErrorKind, RunRequest, Task,
-};
+use fanfare::provider::{CompletionRequest, ProviderErrorKind};
+use fanfare::{Agent, AgentContext, AgentReply, Fanfare, Policy, Provider, RunRequest, Task};
 use fanfare_mock::{MockConfig, MockServer};
 
 use crate::common::Scripted;

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::faults::Faulty;
-use fanfare::faults::{Faults, Trigger};
+use fanfare::agent::faults::Faulty;
+use fanfare::agent::faults::{Faults, Trigger};
 use fanfare::provider::{SimConfig, SimProfile, SimProvider};
-use fanfare::supervisor::SupervisionConfig;
-use fanfare::{Fanfare, Policy, RestartIntensity, RunRequest};
+use fanfare::supervision::RestartIntensity;
+use fanfare::supervision::SupervisionConfig;
+use fanfare::{Fanfare, Policy, RunRequest};
 use futures::StreamExt;
 
 use crate::common::Scripted;

@@ -4,13 +4,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::faults::{Faults, Faulty, Trigger};
+use fanfare::agent::faults::{Faults, Faulty, Trigger};
 use fanfare::provider::{SimProfile, SimProvider};
-use fanfare::supervisor::{Backoff, RestartType, Strategy, SupervisionConfig, SupervisorEvent};
-use fanfare::{
-    AgentMsg, AgentOutput, BranchOutcome, DeadlineKind, Fanfare, Policy, RestartIntensity,
-    RunRequest, Specialist,
-};
+use fanfare::run::DeadlineKind;
+use fanfare::supervision::RestartIntensity;
+use fanfare::supervision::{Backoff, RestartType, Strategy, SupervisionConfig, SupervisorEvent};
+use fanfare::{AgentMsg, AgentOutput, BranchOutcome, Fanfare, Policy, RunRequest, Specialist};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast;
 
@@ -101,9 +100,10 @@ async fn a_temporary_specialist_is_not_restarted() {
     let status = fanfare.status().await;
     assert_eq!(status[0].restarts, 0);
     assert!(status[0]
-        .down_reason
-        .as_deref()
+        .down
+        .as_ref()
         .unwrap()
+        .to_string()
         .contains("temporary specialist exited"));
     let r = fanfare.run(request()).await.unwrap();
     assert!(
@@ -164,14 +164,15 @@ async fn transient_specialists_stay_stopped_after_a_normal_exit_and_permanent_on
     tokio::time::sleep(Duration::from_millis(100)).await;
     let status = fanfare.status().await;
     assert!(
-        !status[0].up
+        !status[0].is_up()
             && status[0]
-                .down_reason
-                .as_deref()
+                .down
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .contains("asked to stop")
     );
-    assert!(status[1].up);
+    assert!(status[1].is_up());
     assert_eq!(status[1].restarts, 1);
     fanfare.shutdown().await;
 }
@@ -332,7 +333,7 @@ async fn exceeding_restart_intensity_opens_the_circuit_until_the_cool_down_passe
         matches!(events.try_recv(), Ok(SupervisorEvent::CircuitClosed { .. }))
     })
     .await;
-    assert!(fanfare.status().await[0].up);
+    assert!(fanfare.status().await[0].is_up());
     fanfare.shutdown().await;
 }
 

@@ -2,9 +2,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare::provider::{SimProfile, SimProvider};
+use fanfare::run::BranchError;
+use fanfare::supervision::RestartIntensity;
 use fanfare::{
-    AgentError, AgentMsg, AgentOutput, BranchError, BranchOutcome, Fanfare, Policy,
-    RestartIntensity, RunRequest, Specialist,
+    AgentError, AgentMsg, AgentOutput, BranchOutcome, Fanfare, Policy, RunRequest, Specialist,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -76,6 +77,7 @@ async fn under_fail_fast_a_panic_ends_the_run_and_names_the_branch() {
     let fanfare::RunStatus::Failed { reason } = &report.status else {
         panic!()
     };
+    let reason = reason.to_string();
     assert!(
         reason.contains("branch 1 (flaky)") && reason.contains("panicked"),
         "{reason}"
@@ -109,7 +111,7 @@ async fn restart_intensity_exceeded_marks_the_specialist_down() {
     }
     let status = fanfare.status().await;
     let doomed = status.iter().find(|s| s.name == "doomed").unwrap();
-    assert!(!doomed.up);
+    assert!(!doomed.is_up());
     assert_eq!(doomed.restarts, 2);
     let r = fanfare.run(request()).await.unwrap();
     match &r.branches[0].outcome {
@@ -117,7 +119,8 @@ async fn restart_intensity_exceeded_marks_the_specialist_down() {
             error: BranchError::SpecialistUnavailable { reason, .. },
         } => {
             assert!(
-                reason.contains("circuit open") && reason.contains("restart intensity"),
+                reason.to_string().contains("circuit open")
+                    && reason.to_string().contains("restart intensity"),
                 "{reason}"
             )
         }

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
-use fanfare::synthesiser::MERGE_SYSTEM_PROMPT;
-use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest, Scorer};
+use fanfare::run::Scorer;
+use fanfare::run::MERGE_SYSTEM_PROMPT;
+use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 
 use crate::common::{runtime, sim, Recording, Scripted};
 

@@ -105,7 +105,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         .buffered(args.concurrency);
     futures::pin_mut!(runs);
     let (mut ok, mut failed, mut usage, mut cost) =
-        (0usize, 0usize, fanfare::Usage::default(), 0.0f64);
+        (0usize, 0usize, fanfare::provider::Usage::default(), 0.0f64);
     let mut finished = 0usize;
     let mut interrupted = false;
     loop {
@@ -122,7 +122,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
                 cost += report.totals.cost_usd.unwrap_or(0.0);
                 let (status, reason) = match &report.status {
                     fanfare::RunStatus::Succeeded => ("succeeded", None),
-                    fanfare::RunStatus::Failed { reason } => ("failed", Some(reason.clone())),
+                    fanfare::RunStatus::Failed { reason } => ("failed", Some(reason.to_string())),
                 };
                 BatchLine {
                     document: document.clone(),

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
     SimProfile, SimProvider,
 };
-use fanfare::spec::AgentSpec;
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 use serde_json::json;
@@ -416,21 +416,21 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
     many.shutdown().await;
 
     // One supervised restart: a panic, the supervisor's decision, the new actor up.
-    let flaky = fanfare::faults::Faulty::new(
+    let flaky = fanfare::agent::faults::Faulty::new(
         specs[0].clone(),
-        fanfare::faults::Faults {
-            panic: Some(fanfare::faults::Trigger::every(1)),
+        fanfare::agent::faults::Faults {
+            panic: Some(fanfare::agent::faults::Trigger::every(1)),
             ..Default::default()
         },
     );
-    let intensity = fanfare::RestartIntensity {
+    let intensity = fanfare::supervision::RestartIntensity {
         max_restarts: 1_000_000,
         window: Duration::from_secs(1),
         cool_down: Duration::from_secs(1),
     };
-    let sup = fanfare::supervisor::SupervisionConfig {
+    let sup = fanfare::supervision::SupervisionConfig {
         intensity,
-        backoff: fanfare::supervisor::Backoff {
+        backoff: fanfare::supervision::Backoff {
             base: Duration::ZERO,
             cap: Duration::ZERO,
         },
@@ -450,7 +450,7 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
         let _ = crashy.run(RunRequest::fan_out(TASK, ["legal"])).await?;
         while !matches!(
             events.recv().await,
-            Ok(fanfare::supervisor::SupervisorEvent::Restarted { .. })
+            Ok(fanfare::supervision::SupervisorEvent::Restarted { .. })
         ) {}
     }
     let per = t0.elapsed() / restarts;

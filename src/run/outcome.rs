@@ -1,4 +1,6 @@
-//! How a branch ends, and the events a run streams while it goes on.
+//! How a branch ends ([`BranchOutcome`]), how a merge ends ([`Synthesis`],
+//! [`SynthesisError`]), why a run fails ([`RunFailure`]), and the events a run streams
+//! while it goes on ([`RunEvent`]).
 //!
 //! Every branch of every run ends in exactly one [`BranchOutcome`]; the scheduler
 //! never drops one, whatever the policy decides.
@@ -7,8 +9,43 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentError, AgentOutput};
-use crate::task::RunId;
+use crate::agent::{AgentError, AgentOutput, RunId};
+use crate::provider::{ProviderError, Usage};
+use crate::supervision::DownReason;
+
+/// Serialises a `Duration` as fractional seconds (the unit of reports and events).
+pub(crate) mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`secs`] for an optional `Duration`.
+pub(crate) mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
 
 /// The one terminal state of a branch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,8 +132,97 @@ pub enum BranchError {
         /// The specialist.
         agent: String,
         /// Why.
-        reason: String,
+        reason: Unavailable,
     },
+}
+
+/// Why a specialist could not take a branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// No specialist has this name.
+    UnknownName,
+    /// Its supervisor took it down (circuit open, not restarted, restart failed).
+    Down(DownReason),
+    /// The supervisor is gone (the runtime is shutting down).
+    SupervisorGone,
+    /// The task running the branch itself panicked.
+    BranchTaskPanicked,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::UnknownName => f.write_str("no specialist has this name"),
+            Unavailable::Down(reason) => write!(f, "{reason}"),
+            Unavailable::SupervisorGone => f.write_str("the supervisor is gone"),
+            Unavailable::BranchTaskPanicked => f.write_str("branch task panicked"),
+        }
+    }
+}
+
+/// Why a run did not succeed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunFailure {
+    /// Fail-fast: this branch did not succeed, so the run ended.
+    Branch {
+        /// Its index.
+        index: u32,
+        /// Its agent.
+        agent: String,
+        /// How it ended.
+        outcome: BranchOutcome,
+    },
+    /// Tolerate-partial: too many branches failed for the quorum to be met.
+    QuorumUnreachable {
+        /// The quorum.
+        quorum: usize,
+        /// Branches that did not succeed.
+        not_ok: usize,
+        /// Branches in all.
+        of: usize,
+    },
+    /// Tolerate-partial: every branch ended, too few succeeded.
+    QuorumNotMet {
+        /// The quorum.
+        quorum: usize,
+        /// Branches that succeeded.
+        ok: usize,
+        /// Branches in all.
+        of: usize,
+    },
+    /// The branches met the policy but the merge failed.
+    Synthesis(SynthesisError),
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunFailure::Branch {
+                index,
+                agent,
+                outcome,
+            } => write!(
+                f,
+                "branch {index} ({agent}) {}",
+                outcome.problem().unwrap_or_default()
+            ),
+            RunFailure::QuorumUnreachable { quorum, not_ok, of } => write!(
+                f,
+                "quorum {quorum} unreachable: {not_ok} of {of} branches did not succeed"
+            ),
+            RunFailure::QuorumNotMet { quorum, ok, of } => {
+                write!(
+                    f,
+                    "quorum {quorum} not met: {ok} of {of} branches succeeded"
+                )
+            }
+            RunFailure::Synthesis(e) => write!(f, "synthesis failed: {e}"),
+        }
+    }
 }
 
 /// Why a branch was refused before dispatch.
@@ -219,7 +345,7 @@ pub enum RunEvent {
         /// How it ended.
         outcome: BranchOutcome,
         /// When, since the run started.
-        #[serde(with = "crate::report::secs")]
+        #[serde(with = "secs")]
         at: Duration,
         /// It ended after the run had merged without it (soft deadline).
         late: bool,
@@ -231,15 +357,13 @@ pub enum RunEvent {
         /// Inputs to the merge.
         branches_ok: usize,
     },
-    /// Synthesis ended (with the merged text, or why not). With a soft deadline this
+    /// Synthesis ended, with the merged text or why not. With a soft deadline this
     /// comes before the stragglers' late `BranchFinished` events.
     SynthesisFinished {
         /// The run.
         run: RunId,
-        /// The merged text.
-        text: Option<String>,
-        /// Why the merge failed.
-        error: Option<String>,
+        /// The merged text, or why there is none.
+        result: Result<String, SynthesisError>,
     },
     /// The run is over; the report follows on the reply.
     RunFinished {
@@ -248,4 +372,38 @@ pub enum RunEvent {
         /// Whether it succeeded.
         succeeded: bool,
     },
+}
+
+/// A merged answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Synthesis {
+    /// The merged text.
+    pub text: String,
+    /// Tokens spent on the merge (zero for code merges).
+    pub usage: Usage,
+    /// The model that merged, for LLM merges.
+    pub model: Option<String>,
+    /// The chosen agent, for select-best.
+    pub chosen: Option<String>,
+}
+
+/// Why a merge failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SynthesisError {
+    /// No branch succeeded, so there is nothing to merge.
+    #[error("no branch succeeded; nothing to merge")]
+    NothingToMerge,
+    /// The merge model call failed.
+    #[error("merge call failed: {0}")]
+    Provider(Box<ProviderError>),
+    /// The select-best scorer panicked.
+    #[error("the select-best scorer panicked")]
+    ScorerPanicked,
+    /// The merge did not finish before the run deadline.
+    #[error("synthesis timed out (run deadline)")]
+    TimedOut,
+    /// The synthesiser is not running (the runtime is shutting down).
+    #[error("the synthesiser is not running")]
+    SynthesiserGone,
 }

@@ -13,10 +13,10 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::{Deserialize, Serialize};
 
-use crate::provider::{CompletionRequest, Provider, ProviderError, Usage};
-use crate::task::RunId;
+use super::outcome::{BranchOutcome, Synthesis, SynthesisError};
+use crate::agent::RunId;
+use crate::provider::{CompletionRequest, Provider, Usage};
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
 /// Scores a successful branch for [`MergeStrategy::SelectBest`]: `(agent, text)` → score.
@@ -86,18 +86,62 @@ impl MergeStrategy {
     }
 }
 
-/// One branch as the synthesiser sees it: the output, or why there is none.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MergeBranch {
+/// One branch as the synthesiser sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct MergeBranch {
     /// The agent.
     pub agent: String,
-    /// Its output, or a description of its failure.
-    pub result: Result<String, String>,
+    /// Its output, or why there is none.
+    pub state: MergeState,
+}
+
+/// What a branch brings to the merge.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum MergeState {
+    /// Its output.
+    Ok(String),
+    /// It ended without one.
+    NotOk(BranchOutcome),
+    /// Still running when a soft deadline sent the merge ahead.
+    Deferred,
+}
+
+impl MergeBranch {
+    /// What `outcome` brings (`None`: still running at the soft deadline).
+    pub(crate) fn new(agent: String, outcome: Option<&BranchOutcome>) -> Self {
+        let state = match outcome {
+            Some(BranchOutcome::Ok(out)) => MergeState::Ok(out.text.clone()),
+            Some(other) => MergeState::NotOk(other.clone()),
+            None => MergeState::Deferred,
+        };
+        Self { agent, state }
+    }
+
+    /// True when the branch brings an output.
+    pub(crate) fn is_ok(&self) -> bool {
+        matches!(self.state, MergeState::Ok(_))
+    }
+
+    fn text(&self) -> Option<&str> {
+        match &self.state {
+            MergeState::Ok(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Why there is no output, in a few words.
+    fn gap(&self) -> Option<String> {
+        match &self.state {
+            MergeState::Ok(_) => None,
+            MergeState::NotOk(outcome) => outcome.problem(),
+            MergeState::Deferred => Some("deferred: still running at the soft deadline".to_owned()),
+        }
+    }
 }
 
 /// What to merge.
 #[derive(Clone, Debug)]
-pub struct MergeRequest {
+pub(crate) struct MergeRequest {
     /// The run.
     pub run: RunId,
     /// The original task text.
@@ -108,38 +152,9 @@ pub struct MergeRequest {
     pub strategy: MergeStrategy,
 }
 
-/// A merged answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Synthesis {
-    /// The merged text.
-    pub text: String,
-    /// Tokens spent on the merge (zero for code merges).
-    pub usage: Usage,
-    /// The model that merged, for LLM merges.
-    pub model: Option<String>,
-    /// The chosen agent, for select-best.
-    pub chosen: Option<String>,
-}
-
-/// Why a merge failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum SynthesisError {
-    /// No branch succeeded, so there is nothing to merge.
-    #[error("no branch succeeded; nothing to merge")]
-    NothingToMerge,
-    /// The merge model call failed.
-    #[error("merge call failed: {0}")]
-    Provider(ProviderError),
-    /// The merge task ended without an answer (cancelled or panicked).
-    #[error("merge task ended without an answer")]
-    Aborted,
-}
-
 /// Messages to the [`Synthesiser`].
 #[derive(Debug)]
-#[non_exhaustive]
-pub enum SynthesiserMsg {
+pub(crate) enum SynthesiserMsg {
     /// Merge, answering on the port.
     Merge(
         Box<MergeRequest>,
@@ -147,7 +162,7 @@ pub enum SynthesiserMsg {
     ),
     /// Abandon the merge for this run (its caller gave up).
     Cancel(RunId),
-    #[doc(hidden)]
+    /// A merge task finished (sent by the task itself).
     Finished(RunId),
 }
 
@@ -159,21 +174,16 @@ is missing, say so and do not invent it.";
 
 /// Builds the user message of an LLM merge: the task, each successful output under
 /// its agent's name, and the failed branches named with their reason.
-pub fn merge_prompt(input: &str, branches: &[MergeBranch]) -> String {
+fn merge_prompt(input: &str, branches: &[MergeBranch]) -> String {
     let mut s = format!("Task:\n{input}\n");
     for b in branches {
-        if let Ok(text) = &b.result {
+        if let Some(text) = b.text() {
             s.push_str(&format!("\n## {}\n{}\n", b.agent, text.trim()));
         }
     }
     let failed: Vec<String> = branches
         .iter()
-        .filter_map(|b| {
-            b.result
-                .as_ref()
-                .err()
-                .map(|e| format!("{} ({e})", b.agent))
-        })
+        .filter_map(|b| b.gap().map(|e| format!("{} ({e})", b.agent)))
         .collect();
     if !failed.is_empty() {
         s.push_str(&format!("\nMissing perspectives: {}.\n", failed.join("; ")));
@@ -184,33 +194,55 @@ pub fn merge_prompt(input: &str, branches: &[MergeBranch]) -> String {
 fn code_merge(branches: &[MergeBranch]) -> String {
     let mut s = String::new();
     for b in branches {
-        match &b.result {
-            Ok(text) => s.push_str(&format!("## {}\n{}\n\n", b.agent, text.trim())),
-            Err(e) => s.push_str(&format!("## {}\n(no output: {e})\n\n", b.agent)),
+        match (b.text(), b.gap()) {
+            (Some(text), _) => s.push_str(&format!("## {}\n{}\n\n", b.agent, text.trim())),
+            (None, gap) => s.push_str(&format!(
+                "## {}\n(no output: {})\n\n",
+                b.agent,
+                gap.unwrap_or_default()
+            )),
         }
     }
     s.trim_end().to_owned()
 }
 
+/// The output `scorer` rates highest. The scorer is user code run inside the actor:
+/// a panic in it fails this merge, not the synthesiser.
+fn select_best(scorer: &Scorer, branches: &[MergeBranch]) -> Result<Synthesis, SynthesisError> {
+    let pick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut best: Option<(&MergeBranch, &str, f64)> = None;
+        for b in branches {
+            if let Some(text) = b.text() {
+                let score = (scorer.0)(&b.agent, text);
+                if best.is_none_or(|(_, _, s)| score > s) {
+                    best = Some((b, text, score));
+                }
+            }
+        }
+        best.map(|(b, text, _)| (b.agent.clone(), text.to_owned()))
+    }));
+    match pick {
+        Err(_) => Err(SynthesisError::ScorerPanicked),
+        Ok(None) => Err(SynthesisError::NothingToMerge),
+        Ok(Some((agent, text))) => Ok(Synthesis {
+            text,
+            usage: Usage::default(),
+            model: None,
+            chosen: Some(agent),
+        }),
+    }
+}
+
 /// The synthesiser actor; see the module docs.
-pub struct Synthesiser {
+pub(crate) struct Synthesiser {
     provider: Arc<dyn Provider>,
     live: LiveCount,
 }
 
 impl Synthesiser {
-    /// A synthesiser that makes LLM merges through `provider`.
-    pub fn new(provider: Arc<dyn Provider>) -> Self {
-        Self {
-            provider,
-            live: LiveCount::default(),
-        }
-    }
-
-    /// Counts this actor in `live` while it runs.
-    pub fn counted_in(mut self, live: LiveCount) -> Self {
-        self.live = live;
-        self
+    /// A synthesiser that makes LLM merges through `provider`, counted in `live`.
+    pub(crate) fn new(provider: Arc<dyn Provider>, live: LiveCount) -> Self {
+        Self { provider, live }
     }
 }
 
@@ -241,7 +273,7 @@ impl Actor for Synthesiser {
                     branches,
                     strategy,
                 } = *request;
-                if branches.iter().all(|b| b.result.is_err()) {
+                if branches.iter().all(|b| b.text().is_none()) {
                     let _ = reply.send(Err(SynthesisError::NothingToMerge));
                     return Ok(());
                 }
@@ -255,22 +287,7 @@ impl Actor for Synthesiser {
                         }));
                     }
                     MergeStrategy::SelectBest(scorer) => {
-                        let mut best: Option<(&MergeBranch, &String, f64)> = None;
-                        for b in &branches {
-                            if let Ok(text) = &b.result {
-                                let score = (scorer.0)(&b.agent, text);
-                                if best.is_none_or(|(_, _, s)| score > s) {
-                                    best = Some((b, text, score));
-                                }
-                            }
-                        }
-                        let synthesis = best.map(|(b, text, _)| Synthesis {
-                            text: text.clone(),
-                            usage: Usage::default(),
-                            model: None,
-                            chosen: Some(b.agent.clone()),
-                        });
-                        let _ = reply.send(synthesis.ok_or(SynthesisError::NothingToMerge));
+                        let _ = reply.send(select_best(&scorer, &branches));
                     }
                     MergeStrategy::Llm { model, max_tokens } => {
                         let mut req = CompletionRequest::new(
@@ -291,7 +308,7 @@ impl Actor for Synthesiser {
                                         model: Some(c.model),
                                         chosen: None,
                                     })
-                                    .map_err(SynthesisError::Provider),
+                                    .map_err(|e| SynthesisError::Provider(Box::new(e))),
                             );
                             let _ = myself.cast(SynthesiserMsg::Finished(run));
                         };

@@ -26,10 +26,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::agent::{Agent, AgentContext, AgentOutput, AgentReply};
-use crate::faults::Faults;
+use super::faults::Faults;
+use super::{Agent, AgentContext, AgentOutput, AgentReply, Task};
 use crate::provider::{CompletionRequest, SimProfile};
-use crate::task::Task;
 
 /// An agent defined by a spec file: one model call with the spec's system prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,7 +49,7 @@ pub struct AgentSpec {
     pub temperature: Option<f32>,
     /// Behaviour on the simulated provider.
     pub sim: Option<SimProfile>,
-    /// Injected faults (see [`crate::faults`]); empty by default.
+    /// Injected faults (see [`super::faults`]); empty by default.
     pub faults: Faults,
     /// The file it came from.
     pub source: PathBuf,
@@ -325,7 +324,7 @@ impl Agent for AgentSpec {
         request.model = self.model.clone();
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
-        request.branch = Some(task.branch);
+        request.group = Some(task.branch.run.0);
         let completion = ctx.provider.complete(request).await?;
         Ok(AgentOutput::from(completion))
     }

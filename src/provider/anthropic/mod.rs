@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
+
+mod wire;
+
+use wire::*;
 
 use super::http::{self, ApiKey};
 use super::{
@@ -64,127 +67,6 @@ pub struct AnthropicProvider {
     config: AnthropicConfig,
     url: String,
     client: reqwest::Client,
-}
-
-#[derive(Serialize)]
-struct WireRequest<'a> {
-    model: &'a str,
-    max_tokens: u32,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    system: &'a str,
-    messages: Vec<WireMessage<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    stop_sequences: &'a [String],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-}
-
-#[derive(Serialize)]
-struct WireMessage<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Deserialize)]
-struct WireResponse {
-    #[serde(default)]
-    model: Option<String>,
-    content: Vec<WireBlock>,
-    stop_reason: Option<String>,
-    usage: WireUsage,
-}
-
-#[derive(Deserialize)]
-struct WireBlock {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-struct WireUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-}
-
-impl WireUsage {
-    fn merge_into(self, usage: &mut Usage) {
-        if let Some(v) = self.input_tokens {
-            usage.input_tokens = v;
-        }
-        if let Some(v) = self.output_tokens {
-            usage.output_tokens = v;
-        }
-        if let Some(v) = self.cache_creation_input_tokens {
-            usage.cache_creation_input_tokens = v;
-        }
-        if let Some(v) = self.cache_read_input_tokens {
-            usage.cache_read_input_tokens = v;
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum WireEvent {
-    MessageStart {
-        message: WireStartMessage,
-    },
-    ContentBlockStart {},
-    ContentBlockDelta {
-        delta: WireDelta,
-    },
-    ContentBlockStop {},
-    MessageDelta {
-        #[serde(default)]
-        delta: WireMessageDelta,
-        #[serde(default)]
-        usage: WireUsage,
-    },
-    MessageStop {},
-    Ping {},
-    Error {
-        error: WireError,
-    },
-}
-
-#[derive(Deserialize)]
-struct WireStartMessage {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: WireUsage,
-}
-
-#[derive(Deserialize)]
-struct WireDelta {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct WireMessageDelta {
-    #[serde(default)]
-    stop_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    message: String,
 }
 
 impl AnthropicProvider {
@@ -314,71 +196,6 @@ impl AnthropicProvider {
                 None => {}
             }
         }
-    }
-}
-
-struct StreamState {
-    text: String,
-    usage: Usage,
-    stop_reason: Option<String>,
-    model: String,
-}
-
-enum StreamEvent {
-    Text(String),
-    Done(Completion),
-}
-
-/// Applies one SSE data payload; returns what to yield, if anything.
-fn on_event(state: &mut StreamState, data: &str) -> Result<Option<StreamEvent>, ProviderErrorKind> {
-    let event: WireEvent = serde_json::from_str(data).map_err(|e| ProviderErrorKind::Decode {
-        message: format!("bad stream event ({e}): {}", http::excerpt(data, 200)),
-    })?;
-    match event {
-        WireEvent::MessageStart { message } => {
-            if let Some(m) = message.model {
-                state.model = m;
-            }
-            message.usage.merge_into(&mut state.usage);
-            Ok(None)
-        }
-        WireEvent::ContentBlockDelta { delta } if delta.kind == "text_delta" => {
-            let text = delta.text.unwrap_or_default();
-            state.text.push_str(&text);
-            Ok(Some(StreamEvent::Text(text)))
-        }
-        WireEvent::MessageDelta { delta, usage } => {
-            usage.merge_into(&mut state.usage);
-            if delta.stop_reason.is_some() {
-                state.stop_reason = delta.stop_reason;
-            }
-            Ok(None)
-        }
-        WireEvent::MessageStop {} => Ok(Some(StreamEvent::Done(Completion {
-            text: std::mem::take(&mut state.text),
-            model: state.model.clone(),
-            usage: state.usage,
-            stop_reason: state.stop_reason.take(),
-            attempts: 1,
-            ..Completion::default()
-        }))),
-        WireEvent::Error { error } => {
-            let kind = if error.kind == "overloaded_error" {
-                ProviderErrorKind::Overloaded {
-                    status: 529,
-                    retry_after_ms: None,
-                    excerpt: error.message,
-                }
-            } else {
-                ProviderErrorKind::Status {
-                    status: 500,
-                    retry_after_ms: None,
-                    excerpt: format!("{}: {}", error.kind, error.message),
-                }
-            };
-            Err(kind)
-        }
-        _ => Ok(None),
     }
 }
 

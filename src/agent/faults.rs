@@ -21,9 +21,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Agent, AgentContext, AgentError, AgentReply};
+use super::{Agent, AgentContext, AgentError, AgentReply, Task};
 use crate::provider::{ProviderError, ProviderErrorKind};
-use crate::task::Task;
 
 /// When a fault fires: with a probability, or on every Nth task (1-based).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -14,18 +14,16 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::agent::Agent;
-use crate::orchestrator::{
-    Orchestrator, OrchestratorArgs, OrchestratorMsg, RunError, RunRequest, RunRequestEnvelope,
-};
-use crate::outcome::RunEvent;
-use crate::pricing::PriceTable;
-use crate::provider::Provider;
+use crate::provider::{PriceTable, Provider};
 use crate::report::RunReport;
-use crate::supervisor::{
-    RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig, Supervisor,
-    SupervisorArgs, SupervisorEvent, SupervisorMsg,
+use crate::run::{
+    Orchestrator, OrchestratorArgs, OrchestratorMsg, RunError, RunEvent, RunRequest, Synthesiser,
+    SynthesiserMsg,
 };
-use crate::synthesiser::{Synthesiser, SynthesiserMsg};
+use crate::supervision::{
+    AddError, RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig,
+    Supervisor, SupervisorArgs, SupervisorEvent, SupervisorMsg,
+};
 use crate::tasks::LiveCount;
 
 /// Why the runtime could not start.
@@ -41,8 +39,8 @@ pub enum StartError {
         source: ractor::SpawnErr,
     },
     /// A specialist could not be registered.
-    #[error("{0}")]
-    Specialist(String),
+    #[error(transparent)]
+    Specialist(#[from] AddError),
 }
 
 /// Collects specialists before [`FanfareBuilder::start`].
@@ -112,11 +110,12 @@ impl FanfareBuilder {
         .map_err(spawn_err("supervisor"))?;
         let (synthesiser, _) = Actor::spawn(
             None,
-            Synthesiser::new(self.provider.clone()).counted_in(live.clone()),
+            Synthesiser::new(self.provider.clone(), live.clone()),
             (),
         )
         .await
         .map_err(spawn_err("synthesiser"))?;
+        let prices = Arc::new(self.prices);
         let (orchestrator, _) = Actor::spawn(
             None,
             Orchestrator,
@@ -125,7 +124,7 @@ impl FanfareBuilder {
                 synthesiser: synthesiser.clone(),
                 provider: self.provider.name().to_owned(),
                 simulated: self.provider.is_simulated(),
-                prices: self.prices,
+                prices: prices.clone(),
                 live: live.clone(),
             },
         )
@@ -138,6 +137,7 @@ impl FanfareBuilder {
             roster,
             supervision_events,
             live,
+            prices,
         };
         for specialist in self.specialists {
             if let Err(e) = fanfare.add(specialist).await {
@@ -158,6 +158,7 @@ pub struct Fanfare {
     roster: Roster,
     supervision_events: broadcast::Sender<SupervisorEvent>,
     live: LiveCount,
+    prices: Arc<PriceTable>,
 }
 
 impl std::fmt::Debug for Fanfare {
@@ -207,9 +208,7 @@ impl Fanfare {
         {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
             Ok(CallResult::Success(Err(e))) => Err(StartError::Specialist(e)),
-            _ => Err(StartError::Specialist(
-                "the supervisor is not running".to_owned(),
-            )),
+            _ => Err(StartError::Specialist(AddError::SupervisorGone)),
         }
     }
 
@@ -241,23 +240,24 @@ impl Fanfare {
         request: RunRequest,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
     ) -> Result<RunReport, RunError> {
-        // The run enforces its own deadline; the margin only guards against a
-        // wedged orchestrator, so that this call cannot hang forever.
-        let limit = request.deadline.saturating_add(Duration::from_secs(5));
-        let result = self
-            .orchestrator
-            .call(
-                |reply| OrchestratorMsg::Run {
-                    request: RunRequestEnvelope(request),
-                    events,
-                    reply,
-                },
-                Some(limit),
-            )
-            .await;
-        match result {
-            Ok(CallResult::Success(r)) => r,
-            _ => Err(RunError::OrchestratorGone),
+        // The run watches `answer`: if this future is dropped (the caller gave up),
+        // the receiver goes with it and the orchestrator cancels the run at once.
+        let (reply, answer) = oneshot::channel();
+        let limit = request.deadline;
+        let message = OrchestratorMsg::Run {
+            request: Box::new(request),
+            events,
+            reply,
+        };
+        if self.orchestrator.cast(message).is_err() {
+            return Err(RunError::OrchestratorGone);
+        }
+        // The run enforces its own deadline; the margin only guards against a wedged
+        // orchestrator, so that this call cannot hang forever.
+        let limit = limit.saturating_add(Duration::from_secs(5));
+        match tokio::time::timeout(limit, answer).await {
+            Ok(Ok(record)) => Ok(RunReport::new(record?, &self.prices)),
+            Ok(Err(_)) | Err(_) => Err(RunError::OrchestratorGone),
         }
     }
 

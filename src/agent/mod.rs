@@ -1,0 +1,149 @@
+//! Specialists: the [`Agent`] trait, what flows in and out of one ([`Task`],
+//! [`AgentOutput`], [`AgentError`]), the message protocol ([`AgentMsg`]) and the actor
+//! that runs an `Agent`.
+//!
+//! # Lifecycle of one task
+//! The orchestrator `call`s a specialist with [`AgentMsg::Run`]. The actor does not
+//! await the work inside `handle`: it spawns it as a task, keeps the task's abort
+//! handle keyed by [`BranchId`], and returns, so the mailbox stays free for more
+//! tasks and for [`AgentMsg::Cancel`]. The task replies on the port itself. `Cancel`
+//! aborts the task, which drops the provider future (an HTTP request is cancelled).
+//! The handles live in a state type whose `Drop` aborts them all, so a specialist
+//! that is stopped, killed or crashes takes its in-flight work with it.
+//!
+//! A panic inside [`Agent::run`] is caught and reported on the reply port as
+//! [`AgentError::Panicked`]; that branch fails. The actor then *retires*: it tells its
+//! supervisor (a `Retiring` notice), which counts it as a crash (restart
+//! intensity, strategy, backoff) and publishes a fresh actor for new work, while the
+//! retiring actor finishes the other tasks it holds and then stops. Each task runs on
+//! its own tokio task, so one panicking task says nothing about its siblings: killing
+//! them would turn one failed branch into many. (A raw actor that panics in `handle`
+//! fails outright, as ractor does; its in-flight callers record `SpecialistDied`.)
+//!
+//! # Writing a specialist as a raw actor
+//! Any `ractor::Actor<Msg = AgentMsg>` can be a specialist: answer `Run` on its reply
+//! port, honour `Cancel`, and ignore every other variant (`AgentMsg` is
+//! `#[non_exhaustive]`; the runtime uses hidden variants for its own bookkeeping).
+
+//!
+//! # Layout
+//! - this file: the trait and its payloads;
+//! - [`task`]: ids and the [`Task`] a specialist receives;
+//! - `actor`: [`AgentMsg`] and the actor around an `Agent`;
+//! - [`spec`]: declarative agents (TOML + prompt file);
+//! - [`faults`]: the [`Faulty`](faults::Faulty) wrapper for supervision experiments.
+
+mod actor;
+pub mod faults;
+pub mod spec;
+pub mod task;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::provider::{Completion, Provider, ProviderError, Usage};
+
+pub use actor::AgentMsg;
+pub(crate) use actor::{AgentActor, Notice};
+pub use task::{BranchId, RunId, Task, UpstreamOutput};
+
+/// What a specialist produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentOutput {
+    /// The text of the answer.
+    pub text: String,
+    /// Tokens spent producing it.
+    pub usage: Usage,
+    /// Provider attempts it took (1 without retries; 0 when no model was called).
+    pub attempts: u32,
+    /// The model that answered, if one did.
+    pub model: Option<String>,
+    /// Time its model call waited for admission (concurrency and rate limits).
+    #[serde(default)]
+    pub permit_wait_ms: u64,
+}
+
+impl AgentOutput {
+    /// An output that did not involve a model call.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            usage: Usage::default(),
+            attempts: 0,
+            model: None,
+            permit_wait_ms: 0,
+        }
+    }
+}
+
+impl From<Completion> for AgentOutput {
+    /// An agent's output is often just the model's answer.
+    fn from(c: Completion) -> Self {
+        Self {
+            text: c.text,
+            usage: c.usage,
+            attempts: c.attempts,
+            model: Some(c.model),
+            permit_wait_ms: c.permit_wait_ms,
+        }
+    }
+}
+
+/// Why a specialist could not produce an output.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The model call failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The agent declined the task, with its reason.
+    #[error("rejected the task: {reason}")]
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// The agent's code panicked; the message is the panic payload.
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The specialist is retiring after a panic and took no new work; the caller
+    /// should send the task to its replacement (the orchestrator does so).
+    #[error("the specialist is retiring; retry on its replacement")]
+    Retiring,
+}
+
+/// What a specialist answers on its reply port.
+pub type AgentReply = Result<AgentOutput, AgentError>;
+
+/// Everything an [`Agent`] may use while running a task.
+#[derive(Clone)]
+pub struct AgentContext {
+    /// The model backend the runtime was built with.
+    pub provider: Arc<dyn Provider>,
+}
+
+impl std::fmt::Debug for AgentContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentContext")
+            .field("provider", &self.provider.name())
+            .finish()
+    }
+}
+
+/// A specialist: the one thing a user writes to add a perspective.
+///
+/// The runtime wraps it in an actor ([`AgentActor`]), runs each task on its own
+/// tokio task, and supervises it. `run` may be cancelled at any `.await` (the task
+/// is aborted), so keep no state that must be cleaned up by running to the end.
+pub trait Agent: Send + Sync + 'static {
+    /// The name the orchestrator routes by; unique within a runtime.
+    fn name(&self) -> &str;
+
+    /// Do the task. Called concurrently for different branches.
+    fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send;
+}

@@ -1,0 +1,196 @@
+//! The Messages API wire format: request and answer bodies and stream events, private to
+//! this provider and converted to the neutral types here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::provider::http;
+use crate::provider::{Completion, ProviderErrorKind, Usage};
+
+#[derive(Serialize)]
+pub(super) struct WireRequest<'a> {
+    pub(super) model: &'a str,
+    pub(super) max_tokens: u32,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub(super) system: &'a str,
+    pub(super) messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) temperature: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub(super) stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(super) stream: bool,
+}
+
+#[derive(Serialize)]
+pub(super) struct WireMessage<'a> {
+    pub(super) role: &'static str,
+    pub(super) content: &'a str,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireResponse {
+    #[serde(default)]
+    pub(super) model: Option<String>,
+    pub(super) content: Vec<WireBlock>,
+    pub(super) stop_reason: Option<String>,
+    pub(super) usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireBlock {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) text: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+pub(super) struct WireUsage {
+    #[serde(default)]
+    pub(super) input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(super) output_tokens: Option<u64>,
+    #[serde(default)]
+    pub(super) cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub(super) cache_read_input_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    pub(super) fn merge_into(self, usage: &mut Usage) {
+        if let Some(v) = self.input_tokens {
+            usage.input_tokens = v;
+        }
+        if let Some(v) = self.output_tokens {
+            usage.output_tokens = v;
+        }
+        if let Some(v) = self.cache_creation_input_tokens {
+            usage.cache_creation_input_tokens = v;
+        }
+        if let Some(v) = self.cache_read_input_tokens {
+            usage.cache_read_input_tokens = v;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum WireEvent {
+    MessageStart {
+        message: WireStartMessage,
+    },
+    ContentBlockStart {},
+    ContentBlockDelta {
+        delta: WireDelta,
+    },
+    ContentBlockStop {},
+    MessageDelta {
+        #[serde(default)]
+        delta: WireMessageDelta,
+        #[serde(default)]
+        usage: WireUsage,
+    },
+    MessageStop {},
+    Ping {},
+    Error {
+        error: WireError,
+    },
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireStartMessage {
+    #[serde(default)]
+    pub(super) model: Option<String>,
+    #[serde(default)]
+    pub(super) usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireDelta {
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) text: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct WireMessageDelta {
+    #[serde(default)]
+    pub(super) stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireError {
+    #[serde(rename = "type", default)]
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) message: String,
+}
+
+pub(super) struct StreamState {
+    pub(super) text: String,
+    pub(super) usage: Usage,
+    pub(super) stop_reason: Option<String>,
+    pub(super) model: String,
+}
+
+pub(super) enum StreamEvent {
+    Text(String),
+    Done(Completion),
+}
+
+/// Applies one SSE data payload; returns what to yield, if anything.
+pub(super) fn on_event(
+    state: &mut StreamState,
+    data: &str,
+) -> Result<Option<StreamEvent>, ProviderErrorKind> {
+    let event: WireEvent = serde_json::from_str(data).map_err(|e| ProviderErrorKind::Decode {
+        message: format!("bad stream event ({e}): {}", http::excerpt(data, 200)),
+    })?;
+    match event {
+        WireEvent::MessageStart { message } => {
+            if let Some(m) = message.model {
+                state.model = m;
+            }
+            message.usage.merge_into(&mut state.usage);
+            Ok(None)
+        }
+        WireEvent::ContentBlockDelta { delta } if delta.kind == "text_delta" => {
+            let text = delta.text.unwrap_or_default();
+            state.text.push_str(&text);
+            Ok(Some(StreamEvent::Text(text)))
+        }
+        WireEvent::MessageDelta { delta, usage } => {
+            usage.merge_into(&mut state.usage);
+            if delta.stop_reason.is_some() {
+                state.stop_reason = delta.stop_reason;
+            }
+            Ok(None)
+        }
+        WireEvent::MessageStop {} => Ok(Some(StreamEvent::Done(Completion {
+            text: std::mem::take(&mut state.text),
+            model: state.model.clone(),
+            usage: state.usage,
+            stop_reason: state.stop_reason.take(),
+            attempts: 1,
+            ..Completion::default()
+        }))),
+        WireEvent::Error { error } => {
+            let kind = if error.kind == "overloaded_error" {
+                ProviderErrorKind::Overloaded {
+                    status: 529,
+                    retry_after_ms: None,
+                    excerpt: error.message,
+                }
+            } else {
+                ProviderErrorKind::Status {
+                    status: 500,
+                    retry_after_ms: None,
+                    excerpt: format!("{}: {}", error.kind, error.message),
+                }
+            };
+            Err(kind)
+        }
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,167 @@
+//! The neutral request and answer types every provider converts its wire format to.
+
+use serde::{Deserialize, Serialize};
+
+/// One message of a conversation sent to a model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who speaks.
+    pub role: Role,
+    /// What they say.
+    pub content: String,
+}
+
+/// The speaker of a [`Message`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The caller.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl Message {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+}
+
+/// A provider-neutral completion request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    /// The model to ask; `None` lets the provider use its default.
+    pub model: Option<String>,
+    /// The system prompt.
+    pub system: String,
+    /// The conversation, oldest first.
+    pub messages: Vec<Message>,
+    /// Upper bound on generated tokens.
+    pub max_tokens: u32,
+    /// Sampling temperature, if the caller cares.
+    pub temperature: Option<f32>,
+    /// Sequences that end generation.
+    pub stop: Vec<String>,
+    /// Which agent (or `synthesiser`) asks: used for attribution in errors and logs,
+    /// and by the simulated provider for per-agent latency profiles.
+    pub agent: String,
+    /// Ask for a streamed answer (SSE) where the provider supports it; the
+    /// completion is the same, assembled from the stream.
+    #[serde(default)]
+    pub stream: bool,
+    /// The group of calls this one belongs to (the runtime uses the run's id), if
+    /// any: wrappers keep per-group limits, such as the hedge allowance, by it.
+    #[serde(default)]
+    pub group: Option<u64>,
+}
+
+impl CompletionRequest {
+    /// A single-turn request: `system` prompt plus one user message.
+    pub fn new(
+        agent: impl Into<String>,
+        system: impl Into<String>,
+        user: impl Into<String>,
+    ) -> Self {
+        Self {
+            model: None,
+            system: system.into(),
+            messages: vec![Message::user(user)],
+            max_tokens: 512,
+            temperature: None,
+            stop: Vec::new(),
+            agent: agent.into(),
+            stream: false,
+            group: None,
+        }
+    }
+
+    /// Estimated prompt tokens: the system prompt and every message.
+    pub fn prompt_tokens(&self) -> u64 {
+        let words = self.system.split_whitespace().count()
+            + self
+                .messages
+                .iter()
+                .map(|m| m.content.split_whitespace().count())
+                .sum::<usize>();
+        (words as u64 * 4).div_ceil(3)
+    }
+}
+
+/// Roughly four tokens for every three words, as English text goes: the one estimate
+/// used wherever a count is needed before (or instead of) a provider's own.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
+}
+
+/// Token counts reported by a provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens (not counting cache reads/writes, as Anthropic reports them).
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// All tokens: input (cache included) plus output.
+    pub fn total(&self) -> u64 {
+        self.input_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+            + self.output_tokens
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, rhs: Self) {
+        self.input_tokens += rhs.input_tokens;
+        self.output_tokens += rhs.output_tokens;
+        self.cache_creation_input_tokens += rhs.cache_creation_input_tokens;
+        self.cache_read_input_tokens += rhs.cache_read_input_tokens;
+    }
+}
+
+/// What a provider's rate-limit headers said about the remaining budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitInfo {
+    /// Requests left in the current window.
+    pub requests_remaining: Option<u64>,
+    /// Tokens left in the current window.
+    pub tokens_remaining: Option<u64>,
+    /// When the window resets, from now.
+    pub reset_ms: Option<u64>,
+}
+
+/// A finished completion.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The generated text.
+    pub text: String,
+    /// The model that answered.
+    pub model: String,
+    /// Token usage.
+    pub usage: Usage,
+    /// Why generation stopped (`end_turn`, `max_tokens`, …), as the provider said it.
+    pub stop_reason: Option<String>,
+    /// How many HTTP attempts this took (1 without retries).
+    pub attempts: u32,
+    /// Time spent waiting for admission (concurrency and rate limits), all attempts.
+    #[serde(default)]
+    pub permit_wait_ms: u64,
+    /// The provider's rate-limit headers on the answer, if it sent any.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitInfo>,
+    /// A hedge (a duplicate request) was sent for this call.
+    #[serde(default)]
+    pub hedged: bool,
+}

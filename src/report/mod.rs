@@ -1,0 +1,293 @@
+//! [`RunReport`]: what every branch of a run did, with the numbers derived from it
+//! (attempts, tokens, costs, totals), as JSON and as a human view with a text timeline
+//! (one bar per branch) that shows the straggler at a glance (`render`).
+//!
+//! A report is built from a run's record (the facts the orchestrator collected) and
+//! the price table; nothing in the run layer depends on this module.
+
+mod render;
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentError, RunId};
+use crate::provider::{PriceTable, Usage};
+use crate::run::{
+    opt_secs, secs, BranchError, BranchOutcome, BranchRecord, Policy, RunFailure, RunRecord,
+    SynthesisRecord,
+};
+
+/// Whether a run succeeded under its policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The branches met the policy and the merge (if any) succeeded.
+    Succeeded,
+    /// The run did not succeed, and why (its `Display` is one line naming the culprit).
+    Failed {
+        /// Why.
+        reason: RunFailure,
+    },
+}
+
+impl RunStatus {
+    /// True for `Succeeded`.
+    pub fn is_success(&self) -> bool {
+        matches!(self, RunStatus::Succeeded)
+    }
+}
+
+/// One branch of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BranchReport {
+    /// Position in the request.
+    pub index: usize,
+    /// The agent.
+    pub agent: String,
+    /// How it ended (with the output when it succeeded).
+    pub outcome: BranchOutcome,
+    /// Dispatch time since the run started (`None`: never dispatched).
+    #[serde(with = "opt_secs", rename = "start_s")]
+    pub start: Option<Duration>,
+    /// End time since the run started.
+    #[serde(with = "secs", rename = "end_s")]
+    pub end: Duration,
+    /// Provider attempts (0 when the branch made no model call it could report).
+    pub attempts: u32,
+    /// Times the branch was retried because its specialist crashed under it.
+    pub retries: u32,
+    /// It ended after the run had merged without it (a deferred straggler).
+    pub late: bool,
+    /// Time its model call waited for admission (concurrency and rate limits).
+    #[serde(with = "secs", rename = "permit_wait_s")]
+    pub permit_wait: Duration,
+    /// Tokens spent.
+    pub usage: Usage,
+    /// What the tokens cost in US dollars (`None`: the model's price is unknown).
+    pub cost_usd: Option<f64>,
+    /// Why it did not succeed, in one line.
+    pub error: Option<String>,
+}
+
+impl BranchReport {
+    fn new(index: usize, r: BranchRecord, prices: &PriceTable) -> Self {
+        let BranchRecord {
+            agent,
+            outcome,
+            started: start,
+            ended: end,
+            retries,
+            late,
+        } = r;
+        let (attempts, usage) = match &outcome {
+            BranchOutcome::Ok(o) => (o.attempts, o.usage),
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Provider(e)),
+            } => (e.attempts, Usage::default()),
+            _ => (0, Usage::default()),
+        };
+        let error = outcome.problem();
+        let permit_wait =
+            Duration::from_millis(outcome.output().map(|o| o.permit_wait_ms).unwrap_or(0));
+        let cost_usd = outcome
+            .output()
+            .and_then(|o| o.model.as_deref())
+            .and_then(|m| prices.cost(m, &usage));
+        Self {
+            index,
+            agent,
+            outcome,
+            start,
+            end,
+            attempts,
+            retries,
+            late,
+            permit_wait,
+            usage,
+            cost_usd,
+            error,
+        }
+    }
+
+    /// How long the branch ran.
+    pub fn duration(&self) -> Duration {
+        self.start
+            .map(|s| self.end.saturating_sub(s))
+            .unwrap_or_default()
+    }
+}
+
+/// The merge step of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SynthesisReport {
+    /// `llm`, `code` or `best`.
+    pub strategy: String,
+    /// The merged text (`None` if the merge failed).
+    pub text: Option<String>,
+    /// Why the merge failed.
+    pub error: Option<String>,
+    /// Tokens spent on the merge.
+    pub usage: Usage,
+    /// What the merge cost in US dollars, if known.
+    pub cost_usd: Option<f64>,
+    /// The model that merged.
+    pub model: Option<String>,
+    /// The chosen agent (select-best).
+    pub chosen: Option<String>,
+    /// Start since the run started.
+    #[serde(with = "secs", rename = "start_s")]
+    pub start: Duration,
+    /// End since the run started.
+    #[serde(with = "secs", rename = "end_s")]
+    pub end: Duration,
+}
+
+impl SynthesisReport {
+    fn new(r: SynthesisRecord, prices: &PriceTable) -> Self {
+        let strategy = r.strategy.to_owned();
+        match r.result {
+            Ok(s) => Self {
+                cost_usd: s.model.as_deref().and_then(|m| prices.cost(m, &s.usage)),
+                strategy,
+                text: Some(s.text),
+                error: None,
+                usage: s.usage,
+                model: s.model,
+                chosen: s.chosen,
+                start: r.start,
+                end: r.end,
+            },
+            Err(e) => Self {
+                strategy,
+                text: None,
+                error: Some(e.to_string()),
+                usage: Usage::default(),
+                cost_usd: None,
+                model: None,
+                chosen: None,
+                start: r.start,
+                end: r.end,
+            },
+        }
+    }
+}
+
+/// Counts over a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Branches that succeeded.
+    pub ok: usize,
+    /// Branches that failed.
+    pub failed: usize,
+    /// Branches that timed out.
+    pub timed_out: usize,
+    /// Branches cancelled.
+    pub cancelled: usize,
+    /// Branches refused by the run's budget.
+    pub refused: usize,
+    /// Provider attempts over all branches.
+    pub attempts: u64,
+    /// Tokens over all branches and the merge.
+    pub usage: Usage,
+    /// Cost in US dollars of the calls whose model price is known.
+    pub cost_usd: Option<f64>,
+    /// Calls that used tokens on a model with no known price (not in `cost_usd`).
+    pub unpriced_calls: usize,
+}
+
+/// Everything a run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The run.
+    pub run_id: RunId,
+    /// Its policy.
+    pub policy: Policy,
+    /// Whether it succeeded.
+    #[serde(flatten)]
+    pub status: RunStatus,
+    /// The provider used.
+    pub provider: String,
+    /// True when the provider's output is simulated.
+    pub simulated: bool,
+    /// Wall-clock start, as Unix seconds.
+    pub started_at_unix_s: f64,
+    /// Wall time of the whole run, merge included.
+    #[serde(with = "secs", rename = "wall_s")]
+    pub wall: Duration,
+    /// Branches in input order.
+    pub branches: Vec<BranchReport>,
+    /// The merge, if one was asked for and the branches allowed it.
+    pub synthesis: Option<SynthesisReport>,
+    /// Counts.
+    pub totals: Totals,
+}
+
+impl RunReport {
+    /// The report of a run's record, with costs from `prices`.
+    pub(crate) fn new(record: RunRecord, prices: &PriceTable) -> Self {
+        let RunRecord {
+            run: run_id,
+            policy,
+            failure,
+            provider,
+            simulated,
+            started_at,
+            wall,
+            branches,
+            synthesis,
+        } = record;
+        let status = match failure {
+            None => RunStatus::Succeeded,
+            Some(reason) => RunStatus::Failed { reason },
+        };
+        let branches: Vec<BranchReport> = branches
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| BranchReport::new(i, b, prices))
+            .collect();
+        let synthesis = synthesis.map(|s| SynthesisReport::new(s, prices));
+        let mut totals = Totals::default();
+        for b in &branches {
+            match b.outcome {
+                BranchOutcome::Ok(_) => totals.ok += 1,
+                BranchOutcome::Failed { .. } => totals.failed += 1,
+                BranchOutcome::TimedOut { .. } => totals.timed_out += 1,
+                BranchOutcome::Cancelled { .. } => totals.cancelled += 1,
+                BranchOutcome::Refused { .. } => totals.refused += 1,
+            }
+            totals.attempts += u64::from(b.attempts);
+            totals.usage += b.usage;
+        }
+        if let Some(s) = &synthesis {
+            totals.usage += s.usage;
+        }
+        let costs = branches
+            .iter()
+            .map(|b| (b.cost_usd, b.usage))
+            .chain(synthesis.iter().map(|s| (s.cost_usd, s.usage)));
+        for (cost, usage) in costs {
+            match cost {
+                Some(c) => *totals.cost_usd.get_or_insert(0.0) += c,
+                None if usage.total() > 0 => totals.unpriced_calls += 1,
+                None => {}
+            }
+        }
+        let started_at_unix_s = started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        Self {
+            run_id,
+            policy,
+            status,
+            provider,
+            simulated,
+            started_at_unix_s,
+            wall,
+            branches,
+            synthesis,
+            totals,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The human view of a [`RunReport`]: each branch's answer or failure, the merge, the
+//! totals, and a text timeline on a common scale.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{BranchReport, RunReport, RunStatus};
+use crate::run::BranchOutcome;
+
+impl RunReport {
+    /// The branch that finished last (the straggler), if any ran.
+    pub fn slowest(&self) -> Option<&BranchReport> {
+        self.branches
+            .iter()
+            .filter(|b| b.start.is_some())
+            .max_by_key(|b| b.end)
+    }
+
+    /// A text timeline: one bar per branch (and one for the merge) on a common scale
+    /// of `width` columns.
+    pub fn timeline(&self, width: usize) -> String {
+        let width = width.max(10);
+        let total = self.wall.as_secs_f64().max(1e-9);
+        let col = |d: Duration| ((d.as_secs_f64() / total) * width as f64).round() as usize;
+        let name_w = self
+            .branches
+            .iter()
+            .map(|b| b.agent.len())
+            .chain([9])
+            .max()
+            .unwrap_or(9);
+        let mut out = String::new();
+        let mut bar = |label: &str, start: Option<Duration>, end: Duration, tail: String| {
+            let (a, b) = match start {
+                Some(s) => (col(s).min(width), col(end).min(width)),
+                None => (width, width),
+            };
+            let b = b.max(a + usize::from(start.is_some() && a < width));
+            let line: String = (0..width)
+                .map(|i| if i >= a && i < b { '█' } else { '·' })
+                .collect();
+            let _ = writeln!(out, "  {label:<name_w$} |{line}| {tail}");
+        };
+        for br in &self.branches {
+            let tail = format!(
+                "{:<9} {:>7.2}s",
+                br.outcome.label(),
+                br.duration().as_secs_f64()
+            );
+            bar(&br.agent, br.start, br.end, tail);
+        }
+        if let Some(s) = &self.synthesis {
+            let status = if s.error.is_some() { "failed" } else { "ok" };
+            let tail = format!(
+                "{:<9} {:>7.2}s",
+                status,
+                s.end.saturating_sub(s.start).as_secs_f64()
+            );
+            bar("synthesis", Some(s.start), s.end, tail);
+        }
+        out
+    }
+
+    /// The human view: each branch's answer or failure, the merge, and the timeline.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.simulated {
+            let _ = writeln!(
+                out,
+                "NOTE: provider `{}` is simulated; the text below is generated without a model.\n",
+                self.provider
+            );
+        }
+        for b in &self.branches {
+            let _ = write!(out, "── {} · {}", b.agent, b.outcome.label());
+            if b.start.is_some() {
+                let _ = write!(out, " · {:.2}s", b.duration().as_secs_f64());
+            }
+            if b.usage.total() > 0 {
+                let _ = write!(out, " · {} tokens", b.usage.total());
+            }
+            if b.late {
+                let _ = write!(out, " · late (after the merge)");
+            }
+            let _ = writeln!(out, " ──");
+            match (&b.outcome, &b.error) {
+                (BranchOutcome::Ok(o), _) => {
+                    let _ = writeln!(out, "{}\n", o.text.trim());
+                }
+                (_, Some(e)) => {
+                    let _ = writeln!(out, "({e})\n");
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = &self.synthesis {
+            let _ = writeln!(out, "══ synthesis ({} merge) ══", s.strategy);
+            if let Some(agent) = &s.chosen {
+                let _ = writeln!(out, "(selected: {agent})");
+            }
+            match (&s.text, &s.error) {
+                (Some(t), _) => {
+                    let _ = writeln!(out, "{}\n", t.trim());
+                }
+                (None, Some(e)) => {
+                    let _ = writeln!(out, "({e})\n");
+                }
+                _ => {}
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} · {} · {} · wall {:.2}s",
+            self.run_id,
+            self.policy,
+            match &self.status {
+                RunStatus::Succeeded => "succeeded".to_owned(),
+                RunStatus::Failed { reason } => format!("FAILED: {reason}"),
+            },
+            self.wall.as_secs_f64()
+        );
+        let t = &self.totals;
+        let _ = writeln!(
+            out,
+            "branches: {} ok, {} failed, {} timed out, {} cancelled, {} refused · tokens: {} in / {} out",
+            t.ok,
+            t.failed,
+            t.timed_out,
+            t.cancelled,
+            t.refused,
+            t.usage.input_tokens,
+            t.usage.output_tokens
+        );
+        match (t.cost_usd, t.unpriced_calls) {
+            (Some(c), 0) => {
+                let _ = writeln!(out, "cost: ${c:.4}");
+            }
+            (Some(c), n) => {
+                let _ = writeln!(
+                    out,
+                    "cost: ${c:.4} + {n} calls on models with no known price"
+                );
+            }
+            (None, n) if n > 0 => {
+                let _ = writeln!(
+                    out,
+                    "cost: unknown ({n} calls on models with no known price)"
+                );
+            }
+            _ => {}
+        }
+        out.push_str(&self.timeline(40));
+        out
+    }
+}

@@ -1,0 +1,156 @@
+//! One branch: find the specialist, call it under the branch deadline, and map what
+//! happens to a [`BranchOutcome`]. Dropping the call (policy, deadline, caller gone)
+//! sends `Cancel` to the specialist, which aborts the model call.
+
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use tokio::sync::watch;
+use tokio::time::{timeout_at, Instant};
+
+use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
+use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Task};
+use crate::supervision::Slot;
+
+/// Sends `Cancel` to the specialist unless disarmed: dropping an unfinished call
+/// (deadline, policy, caller gone) must stop the work behind it.
+struct CancelOnDrop {
+    actor: Option<ActorRef<AgentMsg>>,
+    branch: BranchId,
+}
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.actor = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(actor) = self.actor.take() {
+            let _ = actor.cast(AgentMsg::Cancel(self.branch));
+        }
+    }
+}
+
+/// Runs one branch: resolve the agent, call it with the branch deadline, map the
+/// result to an outcome. If the actor it finds has just died (or is restarting),
+/// waits for the supervisor to publish its replacement (within the deadline) and
+/// tries that one. With `crash_retries`, a branch whose specialist crashed under it
+/// (a panic, or killed with a crashing sibling) is retried on the restarted actor.
+/// Returns the outcome and how many such retries it took.
+pub(crate) async fn call_branch(
+    agent: String,
+    slot: Option<watch::Receiver<Slot>>,
+    task: Task,
+    deadline: Instant,
+    deadline_kind: DeadlineKind,
+    crash_retries: u32,
+) -> (BranchOutcome, u32) {
+    let Some(mut slot) = slot else {
+        let error = BranchError::SpecialistUnavailable {
+            agent,
+            reason: Unavailable::UnknownName,
+        };
+        return (BranchOutcome::Failed { error }, 0);
+    };
+    let mut retried = 0;
+    loop {
+        let current = slot.borrow_and_update().clone();
+        let actor = match current {
+            Slot::Down { reason } => {
+                let error = BranchError::SpecialistUnavailable {
+                    agent,
+                    reason: Unavailable::Down(reason),
+                };
+                return (BranchOutcome::Failed { error }, retried);
+            }
+            Slot::Restarting => None,
+            Slot::Up { actor } => Some(actor),
+        };
+        let crashed = match actor {
+            None => None,
+            Some(actor) => {
+                let mut guard = CancelOnDrop {
+                    actor: Some(actor.clone()),
+                    branch: task.branch,
+                };
+                let call = actor.call(
+                    |reply| AgentMsg::Run {
+                        task: task.clone(),
+                        reply,
+                    },
+                    None,
+                );
+                let result: Result<Result<CallResult<AgentReply>, _>, _> =
+                    timeout_at(deadline, call).await;
+                match result {
+                    Err(_) | Ok(Ok(CallResult::Timeout)) => {
+                        return (
+                            BranchOutcome::TimedOut {
+                                deadline: deadline_kind,
+                            },
+                            retried,
+                        )
+                    }
+                    Ok(Ok(CallResult::Success(reply))) => {
+                        guard.disarm();
+                        match reply {
+                            Ok(output) => return (BranchOutcome::Ok(output), retried),
+                            // Not taken: the specialist is retiring. Wait for its
+                            // replacement, as if the task had not been delivered.
+                            Err(AgentError::Retiring) => None,
+                            Err(error @ AgentError::Panicked { .. }) => {
+                                Some(BranchOutcome::Failed {
+                                    error: BranchError::Agent(error),
+                                })
+                            }
+                            Err(error) => {
+                                let error = BranchError::Agent(error);
+                                return (BranchOutcome::Failed { error }, retried);
+                            }
+                        }
+                    }
+                    Ok(Ok(CallResult::SenderError)) => {
+                        guard.disarm();
+                        Some(BranchOutcome::Failed {
+                            error: BranchError::SpecialistDied {
+                                agent: agent.clone(),
+                            },
+                        })
+                    }
+                    // Not delivered: the actor is gone before it saw the task. Not a
+                    // retry; the supervisor will publish a replacement or mark it down.
+                    Ok(Err(_not_delivered)) => {
+                        guard.disarm();
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(outcome) = crashed {
+            if retried >= crash_retries {
+                return (outcome, retried);
+            }
+            retried += 1;
+        }
+        // Wait for the supervisor's next word on this specialist.
+        match timeout_at(deadline, slot.changed()).await {
+            Err(_elapsed) => {
+                return (
+                    BranchOutcome::TimedOut {
+                        deadline: deadline_kind,
+                    },
+                    retried,
+                )
+            }
+            Ok(Err(_closed)) => {
+                let error = BranchError::SpecialistUnavailable {
+                    agent,
+                    reason: Unavailable::SupervisorGone,
+                };
+                return (BranchOutcome::Failed { error }, retried);
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+}

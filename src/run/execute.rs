@@ -1,0 +1,180 @@
+//! The scheduler's driver: the thin async shell around [`Scheduler`]. It spawns a
+//! task per dispatched branch into a `JoinSet` it owns, feeds each branch's end (and
+//! the soft-deadline timer) to the scheduler, and carries out its commands: spawn,
+//! send the event, hand the merge a snapshot, stop.
+//!
+//! Invariant: no branch outlives [`execute`]. Each call lives in the `JoinSet`; when
+//! the scheduler says `Done`, or the future of `execute` is dropped (the caller gave
+//! up), the set is dropped, which aborts the calls, whose guards send `Cancel` to
+//! their specialists.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::branch::call_branch;
+use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent, RunFailure, Unavailable};
+use super::record::BranchRecord;
+use super::request::{Budget, Policy, Step};
+use super::scheduler::{BudgetPlan, Command, Scheduler};
+use crate::agent::{BranchId, RunId, Task};
+use crate::provider::{estimate_tokens, PriceTable};
+use crate::supervision::Roster;
+
+/// A soft deadline: once it has passed and the quorum is met, the scheduler hands a
+/// snapshot to `merge_now` (so synthesis can proceed without the stragglers) and keeps
+/// running them; what they return later is marked late.
+pub(crate) struct Defer {
+    pub at: Instant,
+    /// Each step's agent and outcome so far (`None`: still running).
+    pub merge_now: oneshot::Sender<Vec<(String, Option<BranchOutcome>)>>,
+}
+
+/// Everything one run's branches need.
+pub(crate) struct Schedule<'a> {
+    pub run: RunId,
+    pub input: &'a str,
+    pub steps: &'a [Step],
+    pub policy: Policy,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub branch_timeout: Duration,
+    pub roster: &'a Roster,
+    pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
+    pub crash_retries: u32,
+    pub budget: Option<Budget>,
+    pub prices: &'a PriceTable,
+}
+
+/// What one branch task returns: its step, outcome, end time and crash retries.
+type Ended = (usize, BranchOutcome, Instant, u32);
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The text a step's task prompt is made of (for the budget's estimate).
+fn prompt_of(input: &str, upstream: &[crate::agent::UpstreamOutput]) -> String {
+    Task {
+        branch: BranchId {
+            run: RunId(0),
+            index: 0,
+        },
+        input: input.to_owned(),
+        upstream: upstream.to_vec(),
+    }
+    .prompt()
+}
+
+/// Runs every step to a terminal outcome under `s.policy`; see the module docs.
+pub(crate) async fn execute(
+    s: Schedule<'_>,
+    mut defer: Option<Defer>,
+) -> (Vec<BranchRecord>, Option<RunFailure>) {
+    let budget = s.budget.map(|budget| BudgetPlan {
+        budget,
+        estimate: Box::new(move |_, upstream: &[_]| {
+            estimate_tokens(&prompt_of(s.input, upstream)).saturating_add(budget.branch_tokens)
+        }),
+        prices: s.prices,
+    });
+    let mut machine = Scheduler::new(s.steps, s.policy, budget, defer.is_some());
+    let since = |at: Instant| at.saturating_duration_since(s.started);
+    let mut set: JoinSet<Ended> = JoinSet::new();
+    let mut running = HashMap::new();
+    let mut commands: VecDeque<Command> = machine.start(since(Instant::now())).into();
+    'run: loop {
+        while let Some(command) = commands.pop_front() {
+            match command {
+                Command::Dispatch { index, upstream } => {
+                    let now = Instant::now();
+                    let (deadline, kind) = match now.checked_add(s.branch_timeout) {
+                        Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
+                        _ => (s.deadline, DeadlineKind::Run),
+                    };
+                    let agent = s.steps[index].agent.clone();
+                    let slot = s.roster.watch(&agent);
+                    let task = Task {
+                        branch: BranchId {
+                            run: s.run,
+                            index: index as u32,
+                        },
+                        input: s.input.to_owned(),
+                        upstream,
+                    };
+                    let crash_retries = s.crash_retries;
+                    let handle = set.spawn(async move {
+                        let (outcome, retries) =
+                            call_branch(agent, slot, task, deadline, kind, crash_retries).await;
+                        (index, outcome, Instant::now(), retries)
+                    });
+                    running.insert(handle.id(), index);
+                }
+                Command::Finished {
+                    index,
+                    outcome,
+                    at,
+                    late,
+                } => {
+                    if let Some(events) = s.events {
+                        let _ = events.send(RunEvent::BranchFinished {
+                            run: s.run,
+                            index: index as u32,
+                            agent: s.steps[index].agent.clone(),
+                            outcome,
+                            at,
+                            late,
+                        });
+                    }
+                }
+                Command::MergeNow(snapshot) => {
+                    if let Some(d) = defer.take() {
+                        let _ = d.merge_now.send(snapshot);
+                    }
+                }
+                Command::Done => break 'run,
+            }
+        }
+        // Arm the soft-deadline timer only before it passes: afterwards, deferral is
+        // decided as branches end (re-arming a past timer would spin).
+        let soft = defer
+            .as_ref()
+            .map(|d| d.at)
+            .filter(|_| machine.soft_deadline_armed());
+        tokio::select! {
+            joined = set.join_next_with_id() => match joined {
+                // Nothing runs and the scheduler is not done: cannot happen, but a
+                // loop with nothing to wait for must not spin.
+                None => break 'run,
+                Some(Ok((_, (index, outcome, ended, retries)))) => {
+                    commands.extend(machine.ended(index, outcome, retries, since(ended)));
+                }
+                Some(Err(e)) => {
+                    // The branch future itself panicked: still one outcome for that step.
+                    if let Some(&index) = running.get(&e.id()) {
+                        let error = BranchError::SpecialistUnavailable {
+                            agent: s.steps[index].agent.clone(),
+                            reason: Unavailable::BranchTaskPanicked,
+                        };
+                        let outcome = BranchOutcome::Failed { error };
+                        commands.extend(machine.ended(index, outcome, 0, since(Instant::now())));
+                    }
+                }
+            },
+            () = sleep_until_opt(soft) => {
+                commands.extend(machine.soft_deadline_passed(since(Instant::now())));
+            }
+        }
+    }
+    // Dropping the set aborts whatever still runs; their guards send Cancel. Every
+    // such branch already has its terminal record from the scheduler.
+    drop(set);
+    machine.into_verdict()
+}

@@ -1,0 +1,40 @@
+//! Runs: what to run, how its branches are scheduled, and how they are merged.
+//!
+//! A run is a list of steps ([`Step`]); a step may depend on earlier steps, whose
+//! outputs become its `Task::upstream`. A plain fan-out is the case with no
+//! dependencies. The orchestrator validates a [`RunRequest`], runs it on its own
+//! task, the scheduler dispatches each step the moment its dependencies have
+//! succeeded, every branch ends in exactly one [`BranchOutcome`], the [`Policy`]
+//! decides the verdict, and the synthesiser merges ([`MergeStrategy`]).
+//!
+//! # Layout
+//! - `request`: [`RunRequest`], [`Step`], [`Policy`], [`Budget`] and their errors;
+//! - `outcome`: [`BranchOutcome`] and its reasons, [`RunFailure`], [`RunEvent`];
+//! - `scheduler`: the scheduling decisions, a pure state machine with table-driven
+//!   tests; `budget`: the run's token and cost ledger it consults;
+//! - `execute`: the scheduler's async driver; `branch`: one branch's call;
+//! - `orchestrator`: the actor that accepts runs; `record`: what a run did;
+//! - `synthesis`: the synthesiser actor and the merge strategies.
+
+mod branch;
+mod budget;
+mod execute;
+mod orchestrator;
+mod outcome;
+mod record;
+mod request;
+mod scheduler;
+mod synthesis;
+
+pub(crate) use orchestrator::{Orchestrator, OrchestratorArgs, OrchestratorMsg};
+pub(crate) use outcome::{opt_secs, secs};
+pub use outcome::{
+    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent, RunFailure,
+    Synthesis, SynthesisError, Unavailable,
+};
+pub(crate) use record::{BranchRecord, RunRecord, SynthesisRecord};
+pub use request::{
+    Budget, Limit, ParsePolicyError, Policy, RequestError, RunError, RunRequest, Step,
+};
+pub use synthesis::{MergeStrategy, Scorer, MERGE_SYSTEM_PROMPT};
+pub(crate) use synthesis::{Synthesiser, SynthesiserMsg};

@@ -1,0 +1,368 @@
+//! The orchestrator actor: accepts runs, schedules their branches, asks the
+//! synthesiser to merge, and answers with the run's [`RunRecord`].
+//!
+//! Each run executes on its own tokio task, so a slow run never blocks the
+//! orchestrator's mailbox and many runs proceed at once. The orchestrator keeps each
+//! run's abort handle (aborted if the orchestrator stops). A run whose caller stops
+//! waiting — the receiving end of its answer channel is dropped — is cancelled at once
+//! (the run task awaits that signal), which cancels its branches.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::execute::{self, Defer, Schedule};
+use super::outcome::{RunEvent, RunFailure, SynthesisError};
+use super::record::{RunRecord, SynthesisRecord};
+use super::request::{Policy, RunError, RunRequest};
+use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
+use crate::agent::RunId;
+use crate::provider::PriceTable;
+use crate::supervision::Roster;
+use crate::tasks::{LiveCount, LiveGuard, TaskTable};
+
+/// Where a run's answer goes. Dropping the receiver cancels the run.
+pub(crate) type RunReply = oneshot::Sender<Result<RunRecord, RunError>>;
+
+/// Messages to the [`Orchestrator`].
+#[derive(Debug)]
+pub(crate) enum OrchestratorMsg {
+    /// Start a run; its branch events go to `events` (if given) in completion order,
+    /// and its record to `reply`.
+    Run {
+        request: Box<RunRequest>,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        reply: RunReply,
+    },
+    /// Stop accepting runs; answer when the runs in flight have ended, or abort
+    /// them (cancelling their branches) once `deadline` has passed. Answers how many
+    /// runs had to be aborted.
+    Drain {
+        deadline: Duration,
+        reply: RpcReplyPort<usize>,
+    },
+    /// A run's task ended (sent by the task itself).
+    Done(RunId),
+    /// The drain deadline passed (sent by the drain timer).
+    DrainDeadline,
+}
+
+/// The orchestrator actor; see the module docs.
+pub(crate) struct Orchestrator;
+
+/// Startup arguments of the [`Orchestrator`]. Cheap to clone, so that a restarted
+/// orchestrator starts with the same ones.
+#[derive(Clone)]
+pub(crate) struct OrchestratorArgs {
+    /// Routing table of specialists.
+    pub roster: Roster,
+    /// The synthesiser to merge with.
+    pub synthesiser: ActorRef<SynthesiserMsg>,
+    /// Name of the provider, for records.
+    pub provider: String,
+    /// Whether the provider is simulated, for records.
+    pub simulated: bool,
+    /// Prices for the budget ledger.
+    pub prices: Arc<PriceTable>,
+    /// Where this actor counts itself.
+    pub live: LiveCount,
+}
+
+/// Whether the orchestrator takes new runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intake {
+    Open,
+    Draining,
+}
+
+/// The orchestrator's state: its arguments and the runs in flight.
+pub(crate) struct OrchestratorState {
+    args: Arc<OrchestratorArgs>,
+    runs: TaskTable<RunId>,
+    draining: Vec<RpcReplyPort<usize>>,
+    intake: Intake,
+    drain_timer: Option<tokio::task::JoinHandle<()>>,
+    _live: LiveGuard,
+}
+
+impl Drop for OrchestratorState {
+    fn drop(&mut self) {
+        if let Some(t) = self.drain_timer.take() {
+            t.abort();
+        }
+    }
+}
+
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+impl Actor for Orchestrator {
+    type Msg = OrchestratorMsg;
+    type State = OrchestratorState;
+    type Arguments = OrchestratorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<OrchestratorMsg>,
+        args: OrchestratorArgs,
+    ) -> Result<OrchestratorState, ActorProcessingErr> {
+        let live = args.live.guard();
+        Ok(OrchestratorState {
+            args: Arc::new(args),
+            runs: TaskTable::default(),
+            draining: Vec::new(),
+            intake: Intake::Open,
+            drain_timer: None,
+            _live: live,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        message: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            OrchestratorMsg::Run {
+                request,
+                events,
+                mut reply,
+            } => {
+                if state.intake == Intake::Draining {
+                    let _ = reply.send(Err(RunError::ShuttingDown));
+                    return Ok(());
+                }
+                if let Err(e) = request.validate(&state.args.roster.names()) {
+                    let _ = reply.send(Err(e.into()));
+                    return Ok(());
+                }
+                let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+                let args = state.args.clone();
+                let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
+                let work = async move {
+                    let record = tokio::select! {
+                        record = execute_run(&args, run, *request, events.as_ref()) => Some(record),
+                        // The caller stopped waiting: dropping the run cancels its branches.
+                        () = reply.closed() => None,
+                    };
+                    match record {
+                        Some(record) => {
+                            if let Some(events) = &events {
+                                let _ = events.send(RunEvent::RunFinished {
+                                    run,
+                                    succeeded: record.failure.is_none(),
+                                });
+                            }
+                            let _ = reply.send(Ok(record));
+                        }
+                        None => tracing::info!("caller gone; run cancelled"),
+                    }
+                    let _ = myself.cast(OrchestratorMsg::Done(run));
+                };
+                let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
+                state.runs.insert(run, handle.abort_handle());
+            }
+            OrchestratorMsg::Done(run) => {
+                state.runs.remove(&run);
+                if state.runs.is_empty() {
+                    for reply in state.draining.drain(..) {
+                        let _ = reply.send(0);
+                    }
+                }
+            }
+            OrchestratorMsg::Drain { deadline, reply } => {
+                state.intake = Intake::Draining;
+                if state.runs.is_empty() {
+                    let _ = reply.send(0);
+                    return Ok(());
+                }
+                tracing::info!(
+                    runs = state.runs.len(),
+                    ?deadline,
+                    "draining runs in flight"
+                );
+                state.draining.push(reply);
+                // A second drain keeps the earlier (sooner or equal) deadline timer.
+                if state.drain_timer.is_none() {
+                    let me = myself.clone();
+                    state.drain_timer = Some(tokio::spawn(async move {
+                        tokio::time::sleep(deadline).await;
+                        let _ = me.cast(OrchestratorMsg::DrainDeadline);
+                    }));
+                }
+            }
+            OrchestratorMsg::DrainDeadline => {
+                let aborted = state.runs.len();
+                if aborted > 0 {
+                    tracing::warn!(
+                        aborted,
+                        "drain deadline passed; aborting runs still in flight"
+                    );
+                }
+                state.runs = TaskTable::default();
+                state.drain_timer = None;
+                for reply in state.draining.drain(..) {
+                    let _ = reply.send(aborted);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn execute_run(
+    args: &OrchestratorArgs,
+    run: RunId,
+    request: RunRequest,
+    events: Option<&mpsc::UnboundedSender<RunEvent>>,
+) -> RunRecord {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let deadline = started + request.deadline;
+    let (defer, merge_rx) = match (request.soft_deadline, &request.merge, request.policy) {
+        (Some(soft), Some(_), Policy::TolerantPartial { .. }) => {
+            let (merge_now, merge_rx) = oneshot::channel();
+            let at = started + soft;
+            (Some(Defer { at, merge_now }), Some(merge_rx))
+        }
+        _ => (None, None),
+    };
+    let branches = execute::execute(
+        Schedule {
+            run,
+            input: &request.input,
+            steps: &request.steps,
+            policy: request.policy,
+            started,
+            deadline,
+            branch_timeout: request.branch_timeout,
+            roster: &args.roster,
+            events,
+            crash_retries: request.crash_retries,
+            budget: request.budget,
+            prices: &args.prices,
+        },
+        defer,
+    );
+    let merge = Merge {
+        args,
+        run,
+        input: &request.input,
+        started,
+        deadline,
+        events,
+    };
+    // With a soft deadline the merge may start while stragglers still run.
+    let early_merge = async {
+        let snapshot = match merge_rx {
+            Some(rx) => rx.await,
+            None => return None,
+        };
+        match (snapshot, &request.merge) {
+            (Ok(snapshot), Some(strategy)) => {
+                let inputs = snapshot
+                    .into_iter()
+                    .map(|(agent, outcome)| MergeBranch::new(agent, outcome.as_ref()))
+                    .collect();
+                Some(merge.synthesise(strategy.clone(), inputs).await)
+            }
+            _ => None,
+        }
+    };
+    let ((records, mut failure), early) = tokio::join!(branches, early_merge);
+    let synthesis = match (early, &failure, &request.merge) {
+        (Some(merged), _, _) => Some(merged),
+        (None, None, Some(strategy)) => {
+            let inputs = records
+                .iter()
+                .map(|b| MergeBranch::new(b.agent.clone(), Some(&b.outcome)))
+                .collect();
+            Some(merge.synthesise(strategy.clone(), inputs).await)
+        }
+        _ => None,
+    };
+    if let (Some(SynthesisRecord { result: Err(e), .. }), None) = (&synthesis, &failure) {
+        failure = Some(RunFailure::Synthesis(e.clone()));
+    }
+    RunRecord {
+        run,
+        policy: request.policy,
+        failure,
+        provider: args.provider.clone(),
+        simulated: args.simulated,
+        started_at,
+        wall: started.elapsed(),
+        branches: records,
+        synthesis,
+    }
+}
+
+/// What a merge needs from its run.
+struct Merge<'a> {
+    args: &'a OrchestratorArgs,
+    run: RunId,
+    input: &'a str,
+    started: Instant,
+    deadline: Instant,
+    events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
+}
+
+impl Merge<'_> {
+    /// Asks the synthesiser to merge `inputs` within what is left of the run deadline.
+    async fn synthesise(
+        &self,
+        strategy: MergeStrategy,
+        inputs: Vec<MergeBranch>,
+    ) -> SynthesisRecord {
+        if let Some(events) = self.events {
+            let _ = events.send(RunEvent::SynthesisStarted {
+                run: self.run,
+                branches_ok: inputs.iter().filter(|b| b.is_ok()).count(),
+            });
+        }
+        let start = self.started.elapsed();
+        let label = strategy.label();
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let request = MergeRequest {
+            run: self.run,
+            input: self.input.to_owned(),
+            branches: inputs,
+            strategy,
+        };
+        let synthesiser = &self.args.synthesiser;
+        let result = synthesiser
+            .call(
+                |reply| SynthesiserMsg::Merge(Box::new(request), reply),
+                Some(remaining),
+            )
+            .await;
+        let result = match result {
+            Ok(CallResult::Success(r)) => r,
+            Ok(CallResult::Timeout) => {
+                let _ = synthesiser.cast(SynthesiserMsg::Cancel(self.run));
+                Err(SynthesisError::TimedOut)
+            }
+            Ok(CallResult::SenderError) | Err(_) => Err(SynthesisError::SynthesiserGone),
+        };
+        if let Some(events) = self.events {
+            let _ = events.send(RunEvent::SynthesisFinished {
+                run: self.run,
+                result: result
+                    .as_ref()
+                    .map(|s| s.text.clone())
+                    .map_err(Clone::clone),
+            });
+        }
+        SynthesisRecord {
+            strategy: label,
+            result,
+            start,
+            end: self.started.elapsed(),
+        }
+    }
+}

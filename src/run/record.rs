@@ -1,0 +1,51 @@
+//! What a run did, as facts: each branch's outcome and timing, the merge's result,
+//! and the verdict. The orchestrator produces a [`RunRecord`]; the report module
+//! turns it into the [`RunReport`](crate::report::RunReport) users read (derived
+//! counts, costs, rendering).
+
+use std::time::{Duration, SystemTime};
+
+use super::outcome::{BranchOutcome, RunFailure, Synthesis, SynthesisError};
+use super::request::Policy;
+use crate::agent::RunId;
+
+/// One step of a run, as it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct BranchRecord {
+    pub agent: String,
+    pub outcome: BranchOutcome,
+    /// Dispatch time since the run started; `None` if it was never dispatched.
+    pub started: Option<Duration>,
+    pub ended: Duration,
+    /// Retries after the specialist crashed under this branch.
+    pub retries: u32,
+    /// Ended after the run had already merged without it (a deferred straggler).
+    pub late: bool,
+}
+
+/// The merge step, as it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SynthesisRecord {
+    /// `llm`, `code` or `best`.
+    pub strategy: &'static str,
+    pub result: Result<Synthesis, SynthesisError>,
+    /// Start and end since the run started.
+    pub start: Duration,
+    pub end: Duration,
+}
+
+/// A whole run, as it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RunRecord {
+    pub run: RunId,
+    pub policy: Policy,
+    /// `None`: the run met its policy and its merge (if any) succeeded.
+    pub failure: Option<RunFailure>,
+    pub provider: String,
+    pub simulated: bool,
+    pub started_at: SystemTime,
+    pub wall: Duration,
+    /// In input order.
+    pub branches: Vec<BranchRecord>,
+    pub synthesis: Option<SynthesisRecord>,
+}

@@ -1,0 +1,338 @@
+//! What to run: [`RunRequest`] (steps, [`Policy`], deadlines, [`Budget`], merge), and
+//! why a request is refused ([`RequestError`]) or produces no report ([`RunError`]).
+//! Plain data: the scheduler and the orchestrator read it, nothing here acts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::synthesis::MergeStrategy;
+
+/// How the run treats a branch that does not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Policy {
+    /// The first branch that fails, times out or is unavailable ends the run; its
+    /// siblings are cancelled and their model calls aborted (OTP one-for-all).
+    FailFast,
+    /// Keep collecting until every branch ends or the deadline passes; the run
+    /// succeeds if at least `quorum` branches succeeded. It ends early, cancelling the
+    /// rest, as soon as the quorum can no longer be met (OTP one-for-one).
+    TolerantPartial {
+        /// Successful branches needed (≥ 1).
+        quorum: usize,
+    },
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::FailFast => f.write_str("fail-fast"),
+            Policy::TolerantPartial { quorum } => write!(f, "partial:{quorum}"),
+        }
+    }
+}
+
+/// A policy that could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParsePolicyError {
+    /// Not `fail-fast`, `partial` or `partial:K`.
+    #[error("unknown policy `{0}`: expected fail-fast, partial or partial:K")]
+    Unknown(String),
+    /// `partial:K` with a K that is not a whole number ≥ 1.
+    #[error("bad quorum `{quorum}` in `{policy}`: expected a whole number ≥ 1")]
+    BadQuorum {
+        /// The whole text.
+        policy: String,
+        /// The part after `partial:`.
+        quorum: String,
+    },
+}
+
+impl std::str::FromStr for Policy {
+    type Err = ParsePolicyError;
+
+    /// Parses `fail-fast`, `partial` (quorum 1) or `partial:K`.
+    fn from_str(s: &str) -> Result<Self, ParsePolicyError> {
+        match s {
+            "fail-fast" | "failfast" => Ok(Policy::FailFast),
+            "partial" => Ok(Policy::TolerantPartial { quorum: 1 }),
+            other => match other.strip_prefix("partial:") {
+                Some(k) => match k.parse::<usize>() {
+                    Ok(quorum) if quorum >= 1 => Ok(Policy::TolerantPartial { quorum }),
+                    _ => Err(ParsePolicyError::BadQuorum {
+                        policy: s.to_owned(),
+                        quorum: k.to_owned(),
+                    }),
+                },
+                None => Err(ParsePolicyError::Unknown(s.to_owned())),
+            },
+        }
+    }
+}
+
+/// One step of a run: an agent, and the steps whose outputs it needs first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// The specialist's routing name.
+    pub agent: String,
+    /// Indices of earlier steps this one waits for (empty in a fan-out).
+    #[serde(default)]
+    pub depends_on: Vec<usize>,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// The task text every step receives.
+    pub input: String,
+    /// The steps, in input order.
+    pub steps: Vec<Step>,
+    /// Policy for failed branches.
+    pub policy: Policy,
+    /// Overall deadline, covering branches and synthesis.
+    pub deadline: Duration,
+    /// Per-branch timeout (capped by what is left of the overall deadline).
+    pub branch_timeout: Duration,
+    /// How to merge; `None` skips synthesis.
+    pub merge: Option<MergeStrategy>,
+    /// How many times a branch whose specialist crashed under it (panicked, or was
+    /// taken down with a crashing sibling) is retried on the restarted specialist.
+    /// 0 (the default) records the crash as the branch's failure.
+    pub crash_retries: u32,
+    /// Caps on the run's tokens and cost; branches the cap cannot cover are refused.
+    pub budget: Option<Budget>,
+    /// Under tolerate-partial with a merge: once this much time has passed and the
+    /// quorum is met, merge without the stragglers. They keep running; their results
+    /// arrive as events and appear in the report marked `late`.
+    pub soft_deadline: Option<Duration>,
+}
+
+/// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
+/// tokens plus `branch_tokens`); a branch the remaining budget cannot cover ends
+/// `Refused` and is never sent. After it ends, the reservation is replaced by what
+/// it used. So a run overspends by at most what its calls in flight use beyond
+/// their estimates.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Most tokens (input + output) the run may use.
+    pub max_tokens: Option<u64>,
+    /// Most the run may cost, USD (priced with the runtime's price table).
+    pub max_cost_usd: Option<f64>,
+    /// Output tokens to reserve per branch, on top of its prompt.
+    pub branch_tokens: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max_tokens: None,
+            max_cost_usd: None,
+            branch_tokens: 512,
+        }
+    }
+}
+
+impl RunRequest {
+    /// Default overall deadline.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+    /// Default per-branch timeout.
+    pub const DEFAULT_BRANCH_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The longest deadline or timeout accepted (30 days).
+    pub const LONGEST: Duration = Duration::from_secs(30 * 86_400);
+
+    /// A fan-out of `input` to each agent, fail-fast, default deadlines, no synthesis.
+    pub fn fan_out<S: Into<String>>(
+        input: impl Into<String>,
+        agents: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            input: input.into(),
+            steps: agents
+                .into_iter()
+                .map(|a| Step {
+                    agent: a.into(),
+                    depends_on: Vec::new(),
+                })
+                .collect(),
+            policy: Policy::FailFast,
+            deadline: Self::DEFAULT_DEADLINE,
+            branch_timeout: Self::DEFAULT_BRANCH_TIMEOUT,
+            merge: None,
+            crash_retries: 0,
+            budget: None,
+            soft_deadline: None,
+        }
+    }
+
+    /// Sets the policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the overall deadline.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets the per-branch timeout.
+    pub fn branch_timeout(mut self, timeout: Duration) -> Self {
+        self.branch_timeout = timeout;
+        self
+    }
+
+    /// Retries a branch up to `n` times on the restarted specialist when the
+    /// specialist crashed under it.
+    pub fn crash_retries(mut self, n: u32) -> Self {
+        self.crash_retries = n;
+        self
+    }
+
+    /// Merges without stragglers after `soft` if the quorum is met (see the field).
+    pub fn soft_deadline(mut self, soft: Duration) -> Self {
+        self.soft_deadline = Some(soft);
+        self
+    }
+
+    /// Caps the run's tokens and cost.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Sets the merge strategy.
+    pub fn merge(mut self, merge: MergeStrategy) -> Self {
+        self.merge = Some(merge);
+        self
+    }
+
+    /// Checks the request against the agents known to the runtime, before anything
+    /// is dispatched.
+    pub(crate) fn validate(&self, known: &[String]) -> Result<(), RequestError> {
+        if self.steps.is_empty() {
+            return Err(RequestError::NoSteps);
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !known.iter().any(|k| k == &step.agent) {
+                return Err(RequestError::UnknownAgent {
+                    step: i,
+                    agent: step.agent.clone(),
+                    known: known.to_vec(),
+                });
+            }
+            if let Some(&d) = step.depends_on.iter().find(|&&d| d >= i) {
+                return Err(RequestError::BadDependency { step: i, on: d });
+            }
+        }
+        if let Policy::TolerantPartial { quorum } = self.policy {
+            if quorum == 0 || quorum > self.steps.len() {
+                return Err(RequestError::BadQuorum {
+                    quorum,
+                    steps: self.steps.len(),
+                });
+            }
+        }
+        if self.deadline.is_zero() {
+            return Err(RequestError::ZeroDeadline);
+        }
+        for (what, d) in [
+            (Limit::Deadline, Some(self.deadline)),
+            (Limit::BranchTimeout, Some(self.branch_timeout)),
+            (Limit::SoftDeadline, self.soft_deadline),
+        ] {
+            if d.is_some_and(|d| d > Self::LONGEST) {
+                return Err(RequestError::TooLong {
+                    what,
+                    max_days: Self::LONGEST.as_secs() / 86_400,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which duration of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// [`RunRequest::deadline`].
+    Deadline,
+    /// [`RunRequest::branch_timeout`].
+    BranchTimeout,
+    /// [`RunRequest::soft_deadline`].
+    SoftDeadline,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Deadline => "deadline",
+            Limit::BranchTimeout => "branch timeout",
+            Limit::SoftDeadline => "soft deadline",
+        })
+    }
+}
+
+/// What is wrong with a [`RunRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request has no step.
+    #[error("the run has no steps")]
+    NoSteps,
+    /// A step names an agent the runtime does not have.
+    #[error("step {step} names unknown agent `{agent}` (known: {})", known.join(", "))]
+    UnknownAgent {
+        /// The step's index.
+        step: usize,
+        /// The name it gave.
+        agent: String,
+        /// The names the runtime knows, sorted.
+        known: Vec<String>,
+    },
+    /// A step depends on itself or on a later step.
+    #[error("step {step} depends on step {on}, which does not come before it")]
+    BadDependency {
+        /// The step's index.
+        step: usize,
+        /// The step it names.
+        on: usize,
+    },
+    /// The quorum is 0 or more than the steps.
+    #[error("quorum {quorum} must be between 1 and the {steps} steps")]
+    BadQuorum {
+        /// The quorum asked.
+        quorum: usize,
+        /// The steps in the request.
+        steps: usize,
+    },
+    /// The overall deadline is zero.
+    #[error("the deadline must be greater than zero")]
+    ZeroDeadline,
+    /// A duration is longer than [`RunRequest::LONGEST`].
+    #[error("the {what} must be at most {max_days} days")]
+    TooLong {
+        /// Which duration.
+        what: Limit,
+        /// The longest accepted, in days.
+        max_days: u64,
+    },
+}
+
+/// Why a run produced no report at all. (A run that ran but did not succeed still
+/// produces a report whose status says it failed.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The request is malformed.
+    #[error("invalid run request: {0}")]
+    InvalidRequest(#[from] RequestError),
+    /// The orchestrator is not running.
+    #[error("the orchestrator is not running")]
+    OrchestratorGone,
+    /// The runtime is shutting down and accepts no new runs.
+    #[error("the runtime is shutting down; no new runs are accepted")]
+    ShuttingDown,
+}

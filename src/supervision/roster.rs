@@ -1,0 +1,68 @@
+//! The [`Roster`]: each specialist's name mapped to a `watch` slot that says where it
+//! routes now. Only the supervisor writes it; branches read it, and wait on it while a
+//! specialist restarts. A restart gives a new `ActorRef`, so nobody keeps refs.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use super::event::DownReason;
+use crate::agent::AgentMsg;
+
+/// Where a specialist's name currently routes.
+#[derive(Clone, Debug)]
+pub(crate) enum Slot {
+    /// Alive at this ref.
+    Up {
+        /// The current actor.
+        actor: ActorRef<AgentMsg>,
+    },
+    /// Being restarted (after a backoff); branches wait for it.
+    Restarting,
+    /// Not routable, and why.
+    Down {
+        /// Why it is down.
+        reason: DownReason,
+    },
+}
+
+/// Shared name → specialist routing table. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Roster {
+    slots: Arc<DashMap<String, watch::Sender<Slot>>>,
+}
+
+impl std::fmt::Debug for Roster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roster")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl Roster {
+    /// A watch on `name`'s slot, or `None` if no specialist has that name.
+    pub(crate) fn watch(&self, name: &str) -> Option<watch::Receiver<Slot>> {
+        self.slots.get(name).map(|s| s.subscribe())
+    }
+
+    /// The names known to the roster, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.slots.iter().map(|e| e.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    pub(crate) fn set(&self, name: &str, slot: Slot) {
+        match self.slots.get(name) {
+            Some(sender) => {
+                sender.send_replace(slot);
+            }
+            None => {
+                self.slots.insert(name.to_owned(), watch::Sender::new(slot));
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! [`Specialist`]: a name, a way to (re)spawn the actor behind it (an [`Agent`]
+//! wrapped in the runtime's actor, or a raw actor speaking [`AgentMsg`]), and its
+//! restart type.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorRef, DerivedActorRef, SpawnErr};
+
+use super::config::RestartType;
+use crate::agent::{Agent, AgentActor, AgentMsg, Notice};
+use crate::provider::{BoxFuture, Provider};
+use crate::tasks::LiveCount;
+
+/// A specialist to put under supervision: a name, a way to (re)spawn it, and its
+/// restart type.
+#[derive(Clone)]
+pub struct Specialist {
+    name: String,
+    factory: Arc<dyn SpawnSpecialist>,
+    restart: RestartType,
+}
+
+impl std::fmt::Debug for Specialist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Specialist")
+            .field("name", &self.name)
+            .field("restart", &self.restart)
+            .finish()
+    }
+}
+
+impl Specialist {
+    /// A specialist defined by an [`Agent`] implementation (permanent).
+    pub fn agent<A: Agent>(agent: A) -> Self {
+        Self {
+            name: agent.name().to_owned(),
+            factory: Arc::new(AgentFactory(Arc::new(agent))),
+            restart: RestartType::Permanent,
+        }
+    }
+
+    /// A specialist written as a raw `ractor::Actor` speaking [`AgentMsg`]. `make` is
+    /// called for the first spawn and again for every restart.
+    pub fn actor<T, F>(name: impl Into<String>, make: F) -> Self
+    where
+        T: Actor<Msg = AgentMsg>,
+        F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
+    {
+        Self {
+            name: name.into(),
+            factory: Arc::new(ActorFactory(make)),
+            restart: RestartType::Permanent,
+        }
+    }
+
+    /// Sets the restart type.
+    pub fn restart(mut self, restart: RestartType) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// The routing name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its restart type.
+    pub fn restart_type(&self) -> RestartType {
+        self.restart
+    }
+
+    /// Spawns it, linked under the supervisor described by `under`.
+    pub(crate) fn spawn(
+        &self,
+        under: Under,
+    ) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>> {
+        self.factory.spawn(under)
+    }
+}
+
+/// Knows how to (re)spawn one specialist linked under a supervisor.
+trait SpawnSpecialist: Send + Sync + 'static {
+    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>>;
+}
+
+/// What a spawn needs from its supervisor.
+pub(crate) struct Under {
+    /// The provider handed to agent-backed specialists.
+    pub provider: Arc<dyn Provider>,
+    /// The supervisor to link to.
+    pub supervisor: ActorCell,
+    /// Where agent-backed specialists send their notices.
+    pub notices: DerivedActorRef<Notice>,
+    /// Where agent-backed specialists count themselves.
+    pub live: LiveCount,
+}
+
+struct AgentFactory<A: Agent>(Arc<A>);
+
+impl<A: Agent> SpawnSpecialist for AgentFactory<A> {
+    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>> {
+        let actor = AgentActor::new(self.0.clone(), under.provider, under.live);
+        let notices = Some(under.notices);
+        Box::pin(async move {
+            Ok(Actor::spawn_linked(None, actor, notices, under.supervisor)
+                .await?
+                .0)
+        })
+    }
+}
+
+struct ActorFactory<F>(F);
+
+impl<T, F> SpawnSpecialist for ActorFactory<F>
+where
+    T: Actor<Msg = AgentMsg>,
+    F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
+{
+    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>> {
+        // `make` is user code, run inside the supervisor's handler: a panic in it must
+        // fail this spawn, not the supervisor.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)()));
+        Box::pin(async move {
+            let (actor, args) = made
+                .map_err(|_| SpawnErr::StartupFailed("the specialist's factory panicked".into()))?;
+            Ok(Actor::spawn_linked(None, actor, args, under.supervisor)
+                .await?
+                .0)
+        })
+    }
+}
