@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
-    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff,
+    Retry,
 };
 use fanfare::{Fanfare, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
@@ -37,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..AdmissionConfig::default()
         },
     ));
-    let provider = Arc::new(Retry::new(gate.clone(), RetryPolicy::default()));
+    let provider = Arc::new(Retry::new(gate.clone(), ExponentialBackoff::default()));
     let names = ["legal", "technical", "financial", "security"];
     let fanfare = Fanfare::builder(provider)
         .agents_from(names.map(spec))

@@ -10,8 +10,8 @@ use fanfare::agent::faults::{self, Faulty};
 use fanfare::agent::spec::{self, AgentSpec};
 use fanfare::provider::PriceTable;
 use fanfare::provider::{
-    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Hedge, HedgeConfig,
-    OpenAiConfig, OpenAiProvider, Provider, Retry, RetryPolicy, SimConfig, SimProvider, Streamed,
+    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, HedgeConfig,
+    OpenAiConfig, OpenAiProvider, Provider, SimConfig, SimProvider, Stack,
 };
 use fanfare::run::{Budget, Scorer};
 use fanfare::supervision::SupervisionConfig;
@@ -159,7 +159,7 @@ pub fn print_admission(gate: Option<&Gate>) {
 pub type Built = (Arc<dyn Provider>, Option<Gate>, String);
 
 /// The admission gate in front of a real provider (for its metrics).
-pub type Gate = Arc<Admission<Arc<dyn Provider>>>;
+pub type Gate = Arc<fanfare::provider::Gate>;
 
 pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
     let file_key = match &args.api_key_file {
@@ -178,35 +178,22 @@ pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<
         }
         None => ProviderKind::Sim,
     };
-    let policy = RetryPolicy {
-        max_attempts: args.max_attempts.max(1),
-        ..RetryPolicy::default()
-    };
-    let admission = AdmissionConfig {
-        max_concurrency: args.max_concurrency.max(1),
-        rpm: args.rpm,
-        tpm: args.tpm,
-        ..AdmissionConfig::default()
-    };
-    let wrap = |p: Arc<dyn Provider>| -> (Arc<dyn Provider>, Option<Gate>) {
-        let p: Arc<dyn Provider> = if args.stream {
-            Arc::new(Streamed(p))
-        } else {
-            p
-        };
-        let gate = Arc::new(Admission::new(p, admission));
-        let hedged: Arc<dyn Provider> = match args.hedge_after {
-            Some(delay) => Arc::new(Hedge::new(
-                gate.clone(),
-                HedgeConfig {
-                    delay,
-                    ..HedgeConfig::default()
-                },
-            )),
-            None => gate.clone(),
-        };
-        (Arc::new(Retry::new(hedged, policy)), Some(gate))
-    };
+    let mut stack = Stack::new()
+        .stream(args.stream)
+        .timeout(args.call_timeout)
+        .admission(AdmissionConfig {
+            max_concurrency: args.max_concurrency.max(1),
+            rpm: args.rpm,
+            tpm: args.tpm,
+            ..AdmissionConfig::default()
+        });
+    if let Some(delay) = args.hedge_after {
+        stack = stack.hedge(HedgeConfig {
+            delay,
+            ..HedgeConfig::default()
+        });
+    }
+    let stack = stack.retry(ExponentialBackoff::new(args.max_attempts));
     match kind {
         ProviderKind::Sim => {
             if args.base_url.is_some() || args.model.is_some() {
@@ -247,7 +234,7 @@ pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<
                 "provider `anthropic` at {} (default model {})",
                 config.base_url, config.default_model
             );
-            let (provider, gate) = wrap(Arc::new(AnthropicProvider::new(config)));
+            let (provider, gate) = stack.build(AnthropicProvider::new(config));
             Ok((provider, gate, described))
         }
         ProviderKind::Openai => {
@@ -266,7 +253,7 @@ pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<
                 "provider `openai` at {} (default model {})",
                 config.base_url, config.default_model
             );
-            let (provider, gate) = wrap(Arc::new(OpenAiProvider::new(config)));
+            let (provider, gate) = stack.build(OpenAiProvider::new(config));
             Ok((provider, gate, described))
         }
     }

@@ -16,8 +16,10 @@
 //! - [`anthropic`], [`openai`]: the wire providers, one folder each, wire types
 //!   private; `http`: what they share (the redacted [`ApiKey`], status mapping,
 //!   `retry-after` parsing, the SSE reader);
-//! - the wrappers: [`Retry`], [`Hedge`], [`Admission`], [`Streamed`];
-//! - [`sim`]: the embedded simulated model; [`pricing`]: prices per model.
+//! - the wrappers: [`Retry`] (with a [`RetryPolicy`]), [`Hedge`], [`Admission`],
+//!   [`Timeout`], [`Streamed`]; [`Stack`] composes them in the one right order;
+//! - [`sim`]: the embedded simulated model; [`pricing`]: prices per model;
+//! - `Scripted` (feature `testing`): a scripted test model that records requests.
 
 pub mod admission;
 pub mod anthropic;
@@ -28,8 +30,12 @@ pub mod openai;
 pub mod pricing;
 mod request;
 pub mod retry;
+#[cfg(any(test, feature = "testing"))]
+mod scripted;
 pub mod sim;
+mod stack;
 mod streamed;
+mod timeout;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,9 +50,13 @@ pub use pricing::{Price, PriceError, PriceTable};
 pub use request::{
     estimate_tokens, Completion, CompletionRequest, Message, RateLimitInfo, Role, Usage,
 };
-pub use retry::{Retry, RetryPolicy};
+pub use retry::{ExponentialBackoff, Retry, RetryPolicy};
+#[cfg(any(test, feature = "testing"))]
+pub use scripted::Scripted;
 pub use sim::{SimConfig, SimProfile, SimProvider, SimStats};
+pub use stack::{Gate, Stack};
 pub use streamed::Streamed;
+pub use timeout::Timeout;
 
 /// A boxed, sendable future, as returned by [`Provider::complete`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,8 +1,10 @@
 //! [`Retry`]: a provider wrapper that retries what may succeed on a second try.
 //!
-//! Retries 429, 529, 500–504 and transport errors; never 400/401/403/404/422, decode
-//! errors or timeouts. Waits what the server asked (`retry-after-ms`, `retry-after`,
-//! rate-limit reset headers — parsed into the error by the provider) or, without a
+//! *Whether* and *how long* are a [`RetryPolicy`]'s decision (tower's shape: the
+//! wrapper loops, the policy decides). The default, [`ExponentialBackoff`], retries
+//! 429, 529, 500–504 and transport errors — never 400/401/403/404/422, decode errors or
+//! timeouts — and waits what the server asked (`retry-after-ms`, `retry-after`,
+//! rate-limit reset headers, parsed into the error by the provider) or, without a
 //! hint, an exponential backoff with full jitter, capped. The attempts made are
 //! recorded on the completion or the final error.
 
@@ -11,29 +13,74 @@ use std::time::Duration;
 
 use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError};
 
-/// When and how long to retry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
+/// Decides whether a failed attempt is tried again, and after how long.
+pub trait RetryPolicy: Send + Sync + 'static {
+    /// Attempt number `attempt` (1-based) failed with `error`: the wait before the
+    /// next attempt, or `None` to give up and return `error`.
+    fn retry(&self, attempt: u32, error: &ProviderError) -> Option<Duration>;
+}
+
+/// The default [`RetryPolicy`]; see the module docs.
+#[derive(Debug)]
+pub struct ExponentialBackoff {
     /// Attempts in all, the first included (1 disables retries).
     pub max_attempts: u32,
     /// First backoff ceiling; doubles each retry.
     pub base: Duration,
     /// Upper bound of any wait, server hints included.
     pub cap: Duration,
+    seed: AtomicU64,
 }
 
-impl Default for RetryPolicy {
+impl Default for ExponentialBackoff {
     fn default() -> Self {
+        Self::new(10)
+    }
+}
+
+impl Clone for ExponentialBackoff {
+    fn clone(&self) -> Self {
         Self {
-            max_attempts: 10,
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(30),
+            seed: AtomicU64::new(self.seed.load(Ordering::Relaxed)),
+            ..*self
         }
     }
 }
 
-impl RetryPolicy {
-    /// The wait before retry number `retry` (1-based) after `error`.
+impl ExponentialBackoff {
+    /// Up to `max_attempts` attempts (at least 1), from 500 ms, capped at 30 s.
+    pub fn new(max_attempts: u32) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Self {
+            max_attempts: max_attempts.max(1),
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            seed: AtomicU64::new(seed),
+        }
+    }
+
+    /// Sets the first backoff ceiling (`base`, doubling each retry) and the cap on
+    /// any wait.
+    pub fn waits(mut self, base: Duration, cap: Duration) -> Self {
+        self.base = base;
+        self.cap = cap;
+        self
+    }
+
+    fn roll(&self) -> u64 {
+        // splitmix64 over a shared counter: cheap, lock-free, good enough for jitter.
+        let mut z = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The wait before retry number `retry` (1-based) after `error`, given `roll`.
     fn wait(&self, retry: u32, error: &ProviderError, roll: u64) -> Duration {
         if let Some(hint) = error.kind.retry_after() {
             return hint.min(self.cap);
@@ -48,40 +95,30 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy for ExponentialBackoff {
+    fn retry(&self, attempt: u32, error: &ProviderError) -> Option<Duration> {
+        if !error.kind.is_retryable() || attempt >= self.max_attempts {
+            return None;
+        }
+        Some(self.wait(attempt, error, self.roll()))
+    }
+}
+
 /// Wraps a provider with retries; see the module docs.
 #[derive(Debug)]
-pub struct Retry<P> {
+pub struct Retry<P, R = ExponentialBackoff> {
     inner: P,
-    policy: RetryPolicy,
-    seed: AtomicU64,
+    policy: R,
 }
 
-impl<P: Provider> Retry<P> {
-    /// Wraps `inner`.
-    pub fn new(inner: P, policy: RetryPolicy) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Self {
-            inner,
-            policy,
-            seed: AtomicU64::new(seed),
-        }
-    }
-
-    fn roll(&self) -> u64 {
-        // splitmix64 over a shared counter: cheap, lock-free, good enough for jitter.
-        let mut z = self
-            .seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+impl<P: Provider, R: RetryPolicy> Retry<P, R> {
+    /// Wraps `inner`, retrying as `policy` decides.
+    pub fn new(inner: P, policy: R) -> Self {
+        Self { inner, policy }
     }
 }
 
-impl<P: Provider> Provider for Retry<P> {
+impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -104,10 +141,9 @@ impl<P: Provider> Provider for Retry<P> {
                     }
                     Err(mut error) => {
                         error.attempts = attempt;
-                        if !error.kind.is_retryable() || attempt >= self.policy.max_attempts {
+                        let Some(wait) = self.policy.retry(attempt, &error) else {
                             return Err(error);
-                        }
-                        let wait = self.policy.wait(attempt, &error, self.roll());
+                        };
                         tracing::debug!(agent = %request.agent, attempt, ?wait, error = %error.kind, "retrying");
                         tokio::time::sleep(wait).await;
                         attempt += 1;
@@ -121,36 +157,15 @@ impl<P: Provider> Provider for Retry<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{ProviderErrorKind, Usage};
-    use std::sync::Mutex;
+    use crate::provider::{ProviderErrorKind, Scripted};
 
-    /// Fails with the scripted kinds in order, then succeeds.
-    struct Script(Mutex<Vec<ProviderErrorKind>>);
-
-    impl Provider for Script {
-        fn name(&self) -> &str {
-            "script"
+    /// Fails with `kinds` in order, then answers.
+    fn script(kinds: Vec<ProviderErrorKind>) -> Scripted {
+        let s = Scripted::new();
+        for kind in kinds {
+            s.push_error(kind);
         }
-
-        fn complete(
-            &self,
-            request: CompletionRequest,
-        ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
-            let next = self.0.lock().unwrap().pop();
-            Box::pin(async move {
-                match next {
-                    Some(kind) => Err(ProviderError::new("script", "m", &request, kind)),
-                    None => Ok(Completion {
-                        text: "ok".into(),
-                        model: "m".into(),
-                        usage: Usage::default(),
-                        stop_reason: None,
-                        attempts: 1,
-                        ..Completion::default()
-                    }),
-                }
-            })
-        }
+        s
     }
 
     fn status(status: u16, retry_after_ms: Option<u64>) -> ProviderErrorKind {
@@ -164,13 +179,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_5xx_and_429_honouring_retry_after() {
         let kinds = vec![
-            status(503, None),
             ProviderErrorKind::RateLimited {
                 retry_after_ms: Some(2000),
                 excerpt: String::new(),
             },
+            status(503, None),
         ];
-        let retry = Retry::new(Script(Mutex::new(kinds)), RetryPolicy::default());
+        let retry = Retry::new(script(kinds), ExponentialBackoff::default());
         let t0 = tokio::time::Instant::now();
         let c = retry
             .complete(CompletionRequest::new("a", "s", "u"))
@@ -189,8 +204,8 @@ mod tests {
     async fn never_retries_client_errors() {
         for code in [400, 401, 403, 404, 422] {
             let retry = Retry::new(
-                Script(Mutex::new(vec![status(code, None)])),
-                RetryPolicy::default(),
+                script(vec![status(code, None)]),
+                ExponentialBackoff::default(),
             );
             let e = retry
                 .complete(CompletionRequest::new("a", "s", "u"))
@@ -203,11 +218,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_max_attempts_and_says_so() {
         let kinds = vec![status(500, None); 10];
-        let policy = RetryPolicy {
-            max_attempts: 3,
-            ..RetryPolicy::default()
-        };
-        let retry = Retry::new(Script(Mutex::new(kinds)), policy);
+        let retry = Retry::new(script(kinds), ExponentialBackoff::new(3));
         let e = retry
             .complete(CompletionRequest::new("legal", "s", "u"))
             .await
@@ -221,7 +232,7 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_and_jittered() {
-        let policy = RetryPolicy::default();
+        let policy = ExponentialBackoff::default();
         let e = ProviderError::new(
             "p",
             "m",

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare::provider::{
-    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
+    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff,
+    Retry,
 };
 use fanfare::{Fanfare, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 
-use crate::common::Scripted;
+use crate::common::TestAgent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_branches_against_a_limit_of_fifty_adapt_instead_of_storming() {
@@ -30,11 +31,11 @@ async fn a_thousand_branches_against_a_limit_of_fifty_adapt_instead_of_storming(
             ..AdmissionConfig::default()
         },
     ));
-    let provider = Retry::new(admission.clone(), RetryPolicy::default());
+    let provider = Retry::new(admission.clone(), ExponentialBackoff::default());
     let names = ["legal", "technical", "financial", "security"];
     let mut b = Fanfare::builder(Arc::new(provider));
     for n in names {
-        b = b.agent(Scripted::new(n));
+        b = b.agent(TestAgent::new(n));
     }
     let fanfare = b.start().await.unwrap();
     let request = RunRequest::fan_out("task", (0..1000).map(|i| names[i % 4]))

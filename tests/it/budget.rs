@@ -4,7 +4,7 @@ use fanfare::{BranchOutcome, Fanfare, Policy, RunRequest};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::Scripted;
+use crate::common::TestAgent;
 
 #[tokio::test(start_paused = true)]
 async fn a_token_capped_run_stops_dispatching_at_the_cap_and_names_the_refused_branches() {
@@ -12,7 +12,7 @@ async fn a_token_capped_run_stops_dispatching_at_the_cap_and_names_the_refused_b
         Duration::from_millis(50),
     )));
     let fanfare = Fanfare::builder(provider)
-        .agent(Scripted::new("a"))
+        .agent(TestAgent::new("a"))
         .start()
         .await
         .unwrap();
@@ -59,7 +59,7 @@ async fn under_fail_fast_a_refusal_ends_the_run_with_the_reason() {
         Duration::from_millis(50),
     )));
     let fanfare = Fanfare::builder(provider)
-        .agent(Scripted::new("a"))
+        .agent(TestAgent::new("a"))
         .start()
         .await
         .unwrap();

@@ -1,22 +1,22 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare::provider::{BoxFuture, SimConfig, SimProfile, SimProvider};
-use fanfare::provider::{Completion, CompletionRequest, ProviderError, Usage};
+use fanfare::provider::CompletionRequest;
+use fanfare::provider::{SimConfig, SimProfile, SimProvider};
 use fanfare::{
     Agent, AgentContext, AgentOutput, AgentReply, Fanfare, FanfareBuilder, Provider, Task,
 };
 
 /// An agent that asks the provider, optionally panicking on every `panic_every`-th task.
-pub struct Scripted {
+pub struct TestAgent {
     pub name: String,
     pub panic_every: Option<u32>,
     pub calls: Arc<AtomicU32>,
 }
 
-impl Scripted {
+impl TestAgent {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -33,7 +33,7 @@ impl Scripted {
     }
 }
 
-impl Agent for Scripted {
+impl Agent for TestAgent {
     fn name(&self) -> &str {
         &self.name
     }
@@ -76,7 +76,7 @@ pub fn sim(profiles: &[(&str, u64, f64)]) -> SimProvider {
     })
 }
 
-/// A runtime with a `Scripted` agent per profile.
+/// A runtime with a `TestAgent` agent per profile.
 pub async fn runtime(provider: &SimProvider, profiles: &[(&str, u64, f64)]) -> Fanfare {
     builder(provider, profiles).start().await.unwrap()
 }
@@ -84,7 +84,7 @@ pub async fn runtime(provider: &SimProvider, profiles: &[(&str, u64, f64)]) -> F
 pub fn builder(provider: &SimProvider, profiles: &[(&str, u64, f64)]) -> FanfareBuilder {
     let mut b = Fanfare::builder(Arc::new(provider.clone()));
     for (name, _, _) in profiles {
-        b = b.agent(Scripted::new(name));
+        b = b.agent(TestAgent::new(name));
     }
     b
 }
@@ -98,39 +98,6 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) {
             "condition not met within {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// A provider that records every request and answers with a fixed text.
-#[derive(Clone, Default)]
-pub struct Recording {
-    pub requests: Arc<Mutex<Vec<CompletionRequest>>>,
-}
-
-impl Provider for Recording {
-    fn name(&self) -> &str {
-        "recording"
-    }
-
-    fn complete(
-        &self,
-        request: CompletionRequest,
-    ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
-        self.requests.lock().unwrap().push(request.clone());
-        Box::pin(async move {
-            Ok(Completion {
-                text: format!("merged by {}", request.agent),
-                model: "recorder-1".to_owned(),
-                usage: Usage {
-                    input_tokens: 10,
-                    output_tokens: 3,
-                    ..Usage::default()
-                },
-                stop_reason: None,
-                attempts: 1,
-                ..Completion::default()
-            })
-        })
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
-    AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Retry, RetryPolicy,
-    Streamed,
+    AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, OpenAiConfig, OpenAiProvider,
+    Retry, Streamed,
 };
 use fanfare::provider::{CompletionRequest, ProviderErrorKind};
 use fanfare::{Fanfare, MergeStrategy, Provider, RunRequest};
@@ -101,7 +101,7 @@ async fn fan_out_and_merge(provider: Arc<dyn Provider>, expect_provider: &str) {
 #[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
 async fn llama_anthropic_messages_fan_out_and_merge() {
     fan_out_and_merge(
-        Arc::new(Retry::new(anthropic(), RetryPolicy::default())),
+        Arc::new(Retry::new(anthropic(), ExponentialBackoff::default())),
         "anthropic",
     )
     .await;
@@ -111,7 +111,10 @@ async fn llama_anthropic_messages_fan_out_and_merge() {
 #[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
 async fn llama_anthropic_messages_streamed_fan_out_and_merge() {
     fan_out_and_merge(
-        Arc::new(Retry::new(Streamed(anthropic()), RetryPolicy::default())),
+        Arc::new(Retry::new(
+            Streamed(anthropic()),
+            ExponentialBackoff::default(),
+        )),
         "anthropic",
     )
     .await;
@@ -121,7 +124,7 @@ async fn llama_anthropic_messages_streamed_fan_out_and_merge() {
 #[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
 async fn llama_openai_chat_completions_fan_out_and_merge() {
     fan_out_and_merge(
-        Arc::new(Retry::new(openai(), RetryPolicy::default())),
+        Arc::new(Retry::new(openai(), ExponentialBackoff::default())),
         "openai",
     )
     .await;
@@ -131,7 +134,10 @@ async fn llama_openai_chat_completions_fan_out_and_merge() {
 #[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
 async fn llama_openai_chat_completions_streamed_fan_out_and_merge() {
     fan_out_and_merge(
-        Arc::new(Retry::new(Streamed(openai()), RetryPolicy::default())),
+        Arc::new(Retry::new(
+            Streamed(openai()),
+            ExponentialBackoff::default(),
+        )),
         "openai",
     )
     .await;
@@ -145,7 +151,7 @@ async fn llama_context_overflow_is_a_400_that_is_not_retried() {
         Box::new(anthropic()) as Box<dyn Provider>,
         Box::new(openai()),
     ] {
-        let retry = Retry::new(provider, RetryPolicy::default());
+        let retry = Retry::new(provider, ExponentialBackoff::default());
         let e = retry
             .complete(CompletionRequest::new("legal", "Be brief.", long.clone()))
             .await

@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanfare::provider::{
-    AnthropicConfig, AnthropicProvider, ApiKey, OpenAiConfig, OpenAiProvider, Retry, RetryPolicy,
+    AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, OpenAiConfig, OpenAiProvider,
+    Retry,
 };
 use fanfare::provider::{CompletionRequest, ProviderErrorKind};
 use fanfare::{Agent, AgentContext, AgentReply, Fanfare, Policy, Provider, RunRequest, Task};
 use fanfare_mock::{MockConfig, MockServer};
 
-use crate::common::Scripted;
+use crate::common::TestAgent;
 
 fn anthropic(url: &str, key: &str) -> AnthropicProvider {
     let mut c = AnthropicConfig::new(ApiKey::new(key));
@@ -103,16 +104,12 @@ async fn a_429_and_500_storm_ends_with_every_branch_ok_and_attempts_reported() {
     .unwrap();
     let provider = Retry::new(
         anthropic(&mock.url(), "k"),
-        RetryPolicy {
-            max_attempts: 12,
-            base: Duration::from_millis(5),
-            cap: Duration::from_millis(50),
-        },
+        ExponentialBackoff::new(12).waits(Duration::from_millis(5), Duration::from_millis(50)),
     );
     let names = ["legal", "technical", "financial", "security"];
     let mut b = Fanfare::builder(Arc::new(provider));
     for n in names {
-        b = b.agent(Scripted::new(n));
+        b = b.agent(TestAgent::new(n));
     }
     let fanfare = b.start().await.unwrap();
     let request = RunRequest::fan_out("task", (0..100).map(|i| names[i % 4]))
@@ -145,7 +142,10 @@ async fn client_errors_are_not_retried_and_name_provider_model_and_branch() {
     })
     .await
     .unwrap();
-    let provider = Retry::new(anthropic(&mock.url(), "wrong"), RetryPolicy::default());
+    let provider = Retry::new(
+        anthropic(&mock.url(), "wrong"),
+        ExponentialBackoff::default(),
+    );
     let e = provider.complete(request(false)).await.unwrap_err();
     assert_eq!(e.attempts, 1);
     assert!(
@@ -157,7 +157,7 @@ async fn client_errors_are_not_retried_and_name_provider_model_and_branch() {
         text.starts_with("anthropic (mock-model) for `legal`: HTTP 401"),
         "{text}"
     );
-    let e = Retry::new(openai(&mock.url(), None), RetryPolicy::default())
+    let e = Retry::new(openai(&mock.url(), None), ExponentialBackoff::default())
         .complete(request(true))
         .await
         .unwrap_err();
@@ -221,11 +221,8 @@ async fn connection_refused_is_a_retried_transport_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(5),
-    };
+    let policy =
+        ExponentialBackoff::new(2).waits(Duration::from_millis(1), Duration::from_millis(5));
     let e = Retry::new(anthropic(&url, "k"), policy)
         .complete(request(false))
         .await
@@ -260,8 +257,8 @@ async fn fail_fast_aborts_the_siblings_http_requests() {
     .await
     .unwrap();
     let fanfare = Fanfare::builder(Arc::new(anthropic(&mock.url(), "k")))
-        .agent(Scripted::new("a"))
-        .agent(Scripted::new("b"))
+        .agent(TestAgent::new("a"))
+        .agent(TestAgent::new("b"))
         .agent(CrashAfter(Duration::from_millis(300)))
         .start()
         .await
@@ -291,7 +288,7 @@ async fn a_branch_timeout_cancels_its_http_request() {
     .await
     .unwrap();
     let fanfare = Fanfare::builder(Arc::new(openai(&mock.url(), None)))
-        .agent(Scripted::new("slow"))
+        .agent(TestAgent::new("slow"))
         .start()
         .await
         .unwrap();
@@ -335,11 +332,14 @@ async fn api_keys_never_reach_debug_output_errors_reports_or_logs() {
     .unwrap();
     let provider = anthropic(&mock.url(), SECRET);
     let debug = format!("{provider:?}");
-    let fanfare = Fanfare::builder(Arc::new(Retry::new(provider, RetryPolicy::default())))
-        .agent(Scripted::new("legal"))
-        .start()
-        .await
-        .unwrap();
+    let fanfare = Fanfare::builder(Arc::new(Retry::new(
+        provider,
+        ExponentialBackoff::default(),
+    )))
+    .agent(TestAgent::new("legal"))
+    .start()
+    .await
+    .unwrap();
     let report = fanfare
         .run(RunRequest::fan_out("t", ["legal"]))
         .await

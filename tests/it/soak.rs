@@ -14,7 +14,7 @@ use fanfare::supervision::SupervisionConfig;
 use fanfare::{Fanfare, Policy, RunRequest};
 use futures::StreamExt;
 
-use crate::common::Scripted;
+use crate::common::TestAgent;
 
 pub const RUNS: usize = 10_000;
 
@@ -51,7 +51,7 @@ async fn soak_every_run_ends_by_its_deadline_and_nothing_leaks() {
         ..SupervisionConfig::default()
     });
     for (i, n) in names.iter().enumerate() {
-        builder = builder.agent(Faulty::new(Scripted::new(n), faults(i as u64)));
+        builder = builder.agent(Faulty::new(TestAgent::new(n), faults(i as u64)));
     }
     let fanfare = builder.start().await.unwrap();
     let live = fanfare.live_actors();
@@ -75,7 +75,10 @@ async fn soak_every_run_ends_by_its_deadline_and_nothing_leaks() {
     let mut met = 0;
     for r in &reports {
         let r = r.as_ref().expect("every run produces a report");
-        assert!(r.branches.iter().all(|b| b.end <= r.wall), "no branch outlives its run");
+        assert!(
+            r.branches.iter().all(|b| b.end <= r.wall),
+            "no branch outlives its run"
+        );
         assert_eq!(
             r.status.is_success(),
             r.totals.ok >= 3,

@@ -13,7 +13,7 @@ use fanfare::{AgentMsg, AgentOutput, BranchOutcome, Fanfare, Policy, RunRequest,
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast;
 
-use crate::common::{eventually, Scripted};
+use crate::common::{eventually, TestAgent};
 
 fn sim() -> Arc<SimProvider> {
     Arc::new(SimProvider::with_profile(SimProfile::fixed(
@@ -33,9 +33,9 @@ fn restarted(events: &mut broadcast::Receiver<SupervisorEvent>) -> BTreeSet<Stri
 
 async fn crash_b_under(strategy: Strategy) -> BTreeSet<String> {
     let fanfare = Fanfare::builder(sim())
-        .agent(Scripted::new("a"))
-        .agent(Scripted::panicking_every("b", 2))
-        .agent(Scripted::new("c"))
+        .agent(TestAgent::new("a"))
+        .agent(TestAgent::panicking_every("b", 2))
+        .agent(TestAgent::new("c"))
         .supervision(SupervisionConfig {
             strategy,
             ..SupervisionConfig::default()
@@ -86,9 +86,10 @@ async fn rest_for_one_restarts_the_crashed_one_and_those_started_after_it() {
 async fn a_temporary_specialist_is_not_restarted() {
     let fanfare = Fanfare::builder(sim())
         .specialist(
-            Specialist::agent(Scripted::panicking_every("once", 1)).restart(RestartType::Temporary),
+            Specialist::agent(TestAgent::panicking_every("once", 1))
+                .restart(RestartType::Temporary),
         )
-        .agent(Scripted::new("steady"))
+        .agent(TestAgent::new("steady"))
         .start()
         .await
         .unwrap();
@@ -247,7 +248,7 @@ async fn a_panicking_agent_task_retires_its_specialist_without_costing_its_sibli
     // the next run goes to the replacement at once (no backoff: nothing crash-looped).
     let fanfare = Fanfare::builder(sim())
         .agent(Faulty::new(
-            Scripted::new("twice"),
+            TestAgent::new("twice"),
             Faults {
                 panic: Some(Trigger::every(2)),
                 ..Faults::default()
@@ -284,13 +285,13 @@ async fn a_panicking_agent_task_retires_its_specialist_without_costing_its_sibli
 async fn exceeding_restart_intensity_opens_the_circuit_until_the_cool_down_passes() {
     let fanfare = Fanfare::builder(sim())
         .agent(Faulty::new(
-            Scripted::new("meltdown"),
+            TestAgent::new("meltdown"),
             Faults {
                 panic: Some(Trigger::every(1)),
                 ..Faults::default()
             },
         ))
-        .agent(Scripted::new("steady"))
+        .agent(TestAgent::new("steady"))
         .restart_intensity(RestartIntensity {
             max_restarts: 2,
             window: Duration::from_secs(60),
@@ -340,7 +341,7 @@ async fn exceeding_restart_intensity_opens_the_circuit_until_the_cool_down_passe
 #[tokio::test(start_paused = true)]
 async fn crash_retries_rerun_the_branch_on_the_restarted_specialist() {
     let fanfare = Fanfare::builder(sim())
-        .agent(Scripted::panicking_every("flaky", 2))
+        .agent(TestAgent::panicking_every("flaky", 2))
         .start()
         .await
         .unwrap();
@@ -359,35 +360,35 @@ async fn injected_faults_show_up_as_the_outcomes_they_imitate() {
     let every = |n| Some(Trigger::every(n));
     let fanfare = Fanfare::builder(sim())
         .agent(Faulty::new(
-            Scripted::new("five-hundred"),
+            TestAgent::new("five-hundred"),
             Faults {
                 provider_500: every(1),
                 ..Faults::default()
             },
         ))
         .agent(Faulty::new(
-            Scripted::new("rate-limited"),
+            TestAgent::new("rate-limited"),
             Faults {
                 provider_429: every(1),
                 ..Faults::default()
             },
         ))
         .agent(Faulty::new(
-            Scripted::new("garbage"),
+            TestAgent::new("garbage"),
             Faults {
                 garbage: every(1),
                 ..Faults::default()
             },
         ))
         .agent(Faulty::new(
-            Scripted::new("hangs"),
+            TestAgent::new("hangs"),
             Faults {
                 hang: every(1),
                 ..Faults::default()
             },
         ))
         .agent(Faulty::new(
-            Scripted::new("slow"),
+            TestAgent::new("slow"),
             Faults {
                 slow: Some(Trigger {
                     extra_ms: Some(3000),

@@ -9,7 +9,7 @@ use fanfare::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::common::{eventually, Scripted};
+use crate::common::{eventually, TestAgent};
 
 async fn restarts(fanfare: &Fanfare, name: &str) -> u32 {
     fanfare
@@ -27,8 +27,8 @@ async fn a_panicking_specialist_is_restarted_and_routing_follows_it() {
         Duration::from_millis(50),
     )));
     let fanfare = Fanfare::builder(provider)
-        .agent(Scripted::new("steady"))
-        .agent(Scripted::panicking_every("flaky", 2))
+        .agent(TestAgent::new("steady"))
+        .agent(TestAgent::panicking_every("flaky", 2))
         .start()
         .await
         .unwrap();
@@ -65,8 +65,8 @@ async fn under_fail_fast_a_panic_ends_the_run_and_names_the_branch() {
         Duration::from_millis(500),
     )));
     let fanfare = Fanfare::builder(provider.clone())
-        .agent(Scripted::new("steady"))
-        .agent(Scripted::panicking_every("flaky", 1))
+        .agent(TestAgent::new("steady"))
+        .agent(TestAgent::panicking_every("flaky", 1))
         .start()
         .await
         .unwrap();
@@ -91,8 +91,8 @@ async fn under_fail_fast_a_panic_ends_the_run_and_names_the_branch() {
 async fn restart_intensity_exceeded_marks_the_specialist_down() {
     let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
     let fanfare = Fanfare::builder(provider)
-        .agent(Scripted::panicking_every("doomed", 1))
-        .agent(Scripted::new("steady"))
+        .agent(TestAgent::panicking_every("doomed", 1))
+        .agent(TestAgent::new("steady"))
         .restart_intensity(RestartIntensity {
             max_restarts: 2,
             window: Duration::from_secs(60),
@@ -163,7 +163,7 @@ impl Actor for Echo {
 async fn a_raw_actor_specialist_is_routed_like_an_agent() {
     let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
     let fanfare = Fanfare::builder(provider)
-        .agent(Scripted::new("agent"))
+        .agent(TestAgent::new("agent"))
         .specialist(Specialist::actor("echo", || (Echo, "echo".to_owned())))
         .start()
         .await
@@ -184,8 +184,8 @@ async fn a_raw_actor_specialist_is_routed_like_an_agent() {
 async fn duplicate_specialist_names_are_refused() {
     let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
     let err = Fanfare::builder(provider)
-        .agent(Scripted::new("same"))
-        .agent(Scripted::new("same"))
+        .agent(TestAgent::new("same"))
+        .agent(TestAgent::new("same"))
         .start()
         .await
         .unwrap_err();

@@ -4,15 +4,18 @@ use fanfare::run::Scorer;
 use fanfare::run::MERGE_SYSTEM_PROMPT;
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 
-use crate::common::{runtime, sim, Recording, Scripted};
+use fanfare::provider::Scripted;
+
+use crate::common::{runtime, sim, TestAgent};
 
 #[tokio::test(start_paused = true)]
 async fn llm_merge_prompt_labels_outputs_and_names_failures() {
-    let recording = Recording::default();
-    // Branches use the recording provider too; it answers "merged by <agent>".
+    // Branches use the scripted provider too; it answers "{agent} answered" and
+    // records every request.
+    let recording = Scripted::new();
     let fanfare = Fanfare::builder(Arc::new(recording.clone()))
-        .agent(Scripted::new("legal"))
-        .agent(Scripted::panicking_every("security", 1))
+        .agent(TestAgent::new("legal"))
+        .agent(TestAgent::panicking_every("security", 1))
         .start()
         .await
         .unwrap();
@@ -21,18 +24,18 @@ async fn llm_merge_prompt_labels_outputs_and_names_failures() {
         .merge(MergeStrategy::llm());
     let report = fanfare.run(request).await.unwrap();
     assert!(report.status.is_success(), "{:?}", report.status);
-    let requests = recording.requests.lock().unwrap().clone();
+    let requests = recording.requests();
     let merge = requests.iter().find(|r| r.agent == "synthesiser").unwrap();
     assert_eq!(merge.system, MERGE_SYSTEM_PROMPT);
     let prompt = &merge.messages[0].content;
     assert!(prompt.contains("Task:\nStore logs?"), "{prompt}");
-    assert!(prompt.contains("## legal\nmerged by legal"), "{prompt}");
+    assert!(prompt.contains("## legal\nlegal answered"), "{prompt}");
     assert!(
         prompt.contains("Missing perspectives: security (panicked: security panics on task 1)"),
         "{prompt}"
     );
     let synthesis = report.synthesis.unwrap();
-    assert_eq!(synthesis.text.as_deref(), Some("merged by synthesiser"));
+    assert_eq!(synthesis.text.as_deref(), Some("synthesiser answered"));
     assert_eq!(report.totals.usage.input_tokens, 20);
     fanfare.shutdown().await;
 }

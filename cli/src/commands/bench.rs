@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
-    Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, Retry, RetryPolicy,
-    SimProfile, SimProvider,
+    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, SimProfile,
+    SimProvider, Stack,
 };
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
@@ -128,15 +128,14 @@ async fn fanfare_case(
     let mut config = AnthropicConfig::new(ApiKey::new("bench"));
     config.base_url = base_url.to_owned();
     config.default_model = "bench-model".to_owned();
-    let gate = Admission::new(
-        AnthropicProvider::new(config),
-        AdmissionConfig {
+    let (provider, _gate) = Stack::new()
+        .admission(AdmissionConfig {
             max_concurrency: concurrency,
             initial_concurrency: concurrency,
             ..AdmissionConfig::default()
-        },
-    );
-    let provider = Arc::new(Retry::new(gate, RetryPolicy::default()));
+        })
+        .retry(ExponentialBackoff::default())
+        .build(AnthropicProvider::new(config));
     let specs = agents(perspectives);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let fanfare = Fanfare::builder(provider)
