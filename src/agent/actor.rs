@@ -23,7 +23,7 @@ pub enum AgentMsg {
     },
     /// Stop working on this branch (its caller has given up or the run is over).
     Cancel(BranchId),
-    /// Runtime bookkeeping between an [`AgentActor`] and its own tasks. Raw actor
+    /// Runtime bookkeeping between the runtime's agent actor and its own tasks. Raw actor
     /// implementations never receive it and may ignore it.
     #[doc(hidden)]
     Internal(Internal),

@@ -137,7 +137,7 @@ impl std::fmt::Debug for AgentContext {
 
 /// A specialist: the one thing a user writes to add a perspective.
 ///
-/// The runtime wraps it in an actor ([`AgentActor`]), runs each task on its own
+/// The runtime wraps it in an actor (speaking [`AgentMsg`]), runs each task on its own
 /// tokio task, and supervises it. `run` may be cancelled at any `.await` (the task
 /// is aborted), so keep no state that must be cleaned up by running to the end.
 pub trait Agent: Send + Sync + 'static {

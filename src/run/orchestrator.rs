@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::execute::{self, Defer, Schedule};
@@ -61,8 +61,8 @@ pub(crate) struct Orchestrator;
 pub(crate) struct OrchestratorArgs {
     /// Routing table of specialists.
     pub roster: Roster,
-    /// The synthesiser to merge with.
-    pub synthesiser: ActorRef<SynthesiserMsg>,
+    /// The synthesiser to merge with, as it is now (`None` while it restarts).
+    pub synthesiser: watch::Receiver<Option<ActorRef<SynthesiserMsg>>>,
     /// Name of the provider, for records.
     pub provider: String,
     /// Whether the provider is simulated, for records.
@@ -334,20 +334,25 @@ impl Merge<'_> {
             branches: inputs,
             strategy,
         };
-        let synthesiser = &self.args.synthesiser;
-        let result = synthesiser
-            .call(
-                |reply| SynthesiserMsg::Merge(Box::new(request), reply),
-                Some(remaining),
-            )
-            .await;
-        let result = match result {
-            Ok(CallResult::Success(r)) => r,
-            Ok(CallResult::Timeout) => {
-                let _ = synthesiser.cast(SynthesiserMsg::Cancel(self.run));
-                Err(SynthesisError::TimedOut)
+        let synthesiser = self.args.synthesiser.borrow().clone();
+        let result = match synthesiser {
+            None => Err(SynthesisError::SynthesiserGone),
+            Some(synthesiser) => {
+                let merged = synthesiser
+                    .call(
+                        |reply| SynthesiserMsg::Merge(Box::new(request), reply),
+                        Some(remaining),
+                    )
+                    .await;
+                match merged {
+                    Ok(CallResult::Success(r)) => r,
+                    Ok(CallResult::Timeout) => {
+                        let _ = synthesiser.cast(SynthesiserMsg::Cancel(self.run));
+                        Err(SynthesisError::TimedOut)
+                    }
+                    Ok(CallResult::SenderError) | Err(_) => Err(SynthesisError::SynthesiserGone),
+                }
             }
-            Ok(CallResult::SenderError) | Err(_) => Err(SynthesisError::SynthesiserGone),
         };
         if let Some(events) = self.events {
             let _ = events.send(RunEvent::SynthesisFinished {

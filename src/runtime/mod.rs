@@ -1,30 +1,31 @@
 //! [`Fanfare`]: the handle that starts the actors, runs tasks, and shuts down.
 //!
-//! Start-up spawns the [`Supervisor`] (which spawns and links every specialist), the
-//! [`Synthesiser`] and the [`Orchestrator`]. Runs go to the orchestrator as messages.
+//! Start-up spawns the root actor (`root`), which spawns, links and restarts the
+//! three top-level actors: the supervisor (which spawns and links every specialist),
+//! the synthesiser and the orchestrator. Runs go to the orchestrator as messages.
 //! [`Fanfare::shutdown`] stops the orchestrator first (aborting runs still in flight,
 //! which cancels their branches), then the synthesiser, then the specialists and their
-//! supervisor, waiting for each.
+//! supervisor, then the root, waiting for each.
+
+mod root;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::agent::Agent;
 use crate::provider::{PriceTable, Provider};
 use crate::report::RunReport;
-use crate::run::{
-    Orchestrator, OrchestratorArgs, OrchestratorMsg, RunError, RunEvent, RunRequest, Synthesiser,
-    SynthesiserMsg,
-};
+use crate::run::{OrchestratorArgs, OrchestratorMsg, RunError, RunEvent, RunRequest};
 use crate::supervision::{
     AddError, RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig,
-    Supervisor, SupervisorArgs, SupervisorEvent, SupervisorMsg,
+    SupervisorArgs, SupervisorEvent, SupervisorMsg,
 };
 use crate::tasks::LiveCount;
+use root::{Current, Refs, Root, RootArgs, RootMsg};
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,46 +95,46 @@ impl FanfareBuilder {
         let roster = Roster::default();
         let (supervision_events, _) = broadcast::channel(1024);
         let live = LiveCount::default();
-        let spawn_err = |what| move |source| StartError::Spawn { what, source };
-        let (supervisor, _) = Actor::spawn(
-            None,
-            Supervisor,
-            SupervisorArgs {
+        let prices = Arc::new(self.prices);
+        let (supervisor, supervisor_rx) = watch::channel(None);
+        let (synthesiser, synthesiser_rx) = watch::channel(None);
+        let (orchestrator, orchestrator_rx) = watch::channel(None);
+        let args = RootArgs {
+            supervisor: SupervisorArgs {
                 roster: roster.clone(),
                 provider: self.provider.clone(),
                 config: self.supervision,
                 events: supervision_events.clone(),
                 live: live.clone(),
             },
-        )
-        .await
-        .map_err(spawn_err("supervisor"))?;
-        let (synthesiser, _) = Actor::spawn(
-            None,
-            Synthesiser::new(self.provider.clone(), live.clone()),
-            (),
-        )
-        .await
-        .map_err(spawn_err("synthesiser"))?;
-        let prices = Arc::new(self.prices);
-        let (orchestrator, _) = Actor::spawn(
-            None,
-            Orchestrator,
-            OrchestratorArgs {
+            provider: self.provider.clone(),
+            orchestrator: OrchestratorArgs {
                 roster: roster.clone(),
-                synthesiser: synthesiser.clone(),
+                synthesiser: synthesiser_rx.clone(),
                 provider: self.provider.name().to_owned(),
                 simulated: self.provider.is_simulated(),
                 prices: prices.clone(),
                 live: live.clone(),
             },
-        )
-        .await
-        .map_err(spawn_err("orchestrator"))?;
+            refs: Refs {
+                supervisor,
+                synthesiser,
+                orchestrator,
+            },
+            live: live.clone(),
+        };
+        let (root, _) =
+            Actor::spawn(None, Root, args)
+                .await
+                .map_err(|source| StartError::Spawn {
+                    what: "runtime's actors",
+                    source,
+                })?;
         let fanfare = Fanfare {
-            orchestrator,
-            synthesiser,
-            supervisor,
+            root,
+            orchestrator: orchestrator_rx,
+            synthesiser: synthesiser_rx,
+            supervisor: supervisor_rx,
             roster,
             supervision_events,
             live,
@@ -152,9 +153,10 @@ impl FanfareBuilder {
 /// A started runtime. Cheap to clone; every clone talks to the same actors.
 #[derive(Clone)]
 pub struct Fanfare {
-    orchestrator: ActorRef<OrchestratorMsg>,
-    synthesiser: ActorRef<SynthesiserMsg>,
-    supervisor: ActorRef<SupervisorMsg>,
+    root: ActorRef<RootMsg>,
+    orchestrator: Current<OrchestratorMsg>,
+    synthesiser: Current<crate::run::SynthesiserMsg>,
+    supervisor: Current<SupervisorMsg>,
     roster: Roster,
     supervision_events: broadcast::Sender<SupervisorEvent>,
     live: LiveCount,
@@ -199,10 +201,10 @@ impl Fanfare {
     /// Registers and spawns one more specialist.
     pub async fn add(&self, specialist: Specialist) -> Result<(), StartError> {
         match self
-            .supervisor
+            .root
             .call(
-                |reply| SupervisorMsg::Add(specialist, reply),
-                Some(Duration::from_secs(30)),
+                |reply| RootMsg::Add(specialist, reply),
+                Some(Duration::from_secs(60)),
             )
             .await
         {
@@ -249,7 +251,8 @@ impl Fanfare {
             events,
             reply,
         };
-        if self.orchestrator.cast(message).is_err() {
+        let orchestrator = self.orchestrator.borrow().clone();
+        if orchestrator.is_none_or(|o| o.cast(message).is_err()) {
             return Err(RunError::OrchestratorGone);
         }
         // The run enforces its own deadline; the margin only guards against a wedged
@@ -280,8 +283,10 @@ impl Fanfare {
 
     /// Supervision status of every specialist, in registration order.
     pub async fn status(&self) -> Vec<SpecialistStatus> {
-        match self
-            .supervisor
+        let Some(supervisor) = self.supervisor.borrow().clone() else {
+            return Vec::new();
+        };
+        match supervisor
             .call(SupervisorMsg::Status, Some(Duration::from_secs(10)))
             .await
         {
@@ -302,25 +307,36 @@ impl Fanfare {
     /// Returns how many runs had to be aborted.
     pub async fn shutdown_with_drain(self, drain: Duration) -> usize {
         let wait = Some(Duration::from_secs(10));
-        let aborted = match self
-            .orchestrator
-            .call(
-                |reply| OrchestratorMsg::Drain {
-                    deadline: drain,
-                    reply,
-                },
-                Some(drain.saturating_add(Duration::from_secs(10))),
-            )
-            .await
-        {
-            Ok(CallResult::Success(n)) => n,
-            _ => 0,
-        };
-        let _ = self.orchestrator.stop_and_wait(None, wait).await;
-        let _ = self.synthesiser.stop_and_wait(None, wait).await;
-        let children = match self.supervisor.call(SupervisorMsg::ShutDown, wait).await {
-            Ok(CallResult::Success(children)) => children,
-            _ => Vec::new(),
+        // From now on the root restarts nothing.
+        let _ = self.root.cast(RootMsg::Stopping);
+        let orchestrator = self.orchestrator.borrow().clone();
+        let synthesiser = self.synthesiser.borrow().clone();
+        let supervisor = self.supervisor.borrow().clone();
+        let mut aborted = 0;
+        if let Some(orchestrator) = orchestrator {
+            let drained = orchestrator
+                .call(
+                    |reply| OrchestratorMsg::Drain {
+                        deadline: drain,
+                        reply,
+                    },
+                    Some(drain.saturating_add(Duration::from_secs(10))),
+                )
+                .await;
+            if let Ok(CallResult::Success(n)) = drained {
+                aborted = n;
+            }
+            let _ = orchestrator.stop_and_wait(None, wait).await;
+        }
+        if let Some(synthesiser) = synthesiser {
+            let _ = synthesiser.stop_and_wait(None, wait).await;
+        }
+        let children = match &supervisor {
+            Some(s) => match s.call(SupervisorMsg::ShutDown, wait).await {
+                Ok(CallResult::Success(children)) => children,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
         };
         for (name, cell) in children.into_iter().rev() {
             if cell
@@ -332,7 +348,98 @@ impl Fanfare {
                 cell.kill();
             }
         }
-        let _ = self.supervisor.stop_and_wait(None, wait).await;
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.stop_and_wait(None, wait).await;
+        }
+        let _ = self.root.stop_and_wait(None, wait).await;
         aborted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{AgentContext, AgentOutput, AgentReply, Task};
+    use crate::provider::Scripted;
+
+    struct Echo;
+
+    impl Agent for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+
+        async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
+            Ok(AgentOutput::text(task.input))
+        }
+    }
+
+    async fn started() -> Fanfare {
+        Fanfare::builder(Arc::new(Scripted::new()))
+            .agent(Echo)
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (real time, briefly) until `f` gives `Some`.
+    async fn until<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..200 {
+            if let Some(v) = f() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("not within a second");
+    }
+
+    async fn runs(fanfare: &Fanfare) -> bool {
+        fanfare
+            .run(RunRequest::fan_out("hi", ["echo"]))
+            .await
+            .is_ok_and(|r| r.status.is_success())
+    }
+
+    #[tokio::test]
+    async fn a_top_level_actor_that_dies_is_restarted_and_the_runtime_goes_on() {
+        let fanfare = started().await;
+        assert!(runs(&fanfare).await);
+        for child in ["orchestrator", "synthesiser", "supervisor"] {
+            let before = match child {
+                "orchestrator" => fanfare.orchestrator.borrow().as_ref().map(|a| a.get_cell()),
+                "synthesiser" => fanfare.synthesiser.borrow().as_ref().map(|a| a.get_cell()),
+                _ => fanfare.supervisor.borrow().as_ref().map(|a| a.get_cell()),
+            }
+            .unwrap();
+            let old = before.get_id();
+            before.kill();
+            until(|| {
+                let now = match child {
+                    "orchestrator" => fanfare.orchestrator.borrow().as_ref().map(|a| a.get_id()),
+                    "synthesiser" => fanfare.synthesiser.borrow().as_ref().map(|a| a.get_id()),
+                    _ => fanfare.supervisor.borrow().as_ref().map(|a| a.get_id()),
+                };
+                now.filter(|id| *id != old)
+            })
+            .await;
+            // A new supervisor starts the registered specialists again.
+            until(|| {
+                fanfare.roster.watch("echo").and_then(|w| {
+                    matches!(*w.borrow(), crate::supervision::Slot::Up { .. }).then_some(())
+                })
+            })
+            .await;
+            let request =
+                RunRequest::fan_out("hi", ["echo"]).merge(crate::run::MergeStrategy::llm());
+            let report = fanfare.run(request).await.unwrap();
+            assert!(
+                report.status.is_success(),
+                "after the {child} restarted: {:?}",
+                report.status
+            );
+        }
+        let live = fanfare.live_actors();
+        fanfare.shutdown().await;
+        assert_eq!(live.get(), 0, "the shutdown left no actor behind");
     }
 }

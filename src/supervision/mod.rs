@@ -26,6 +26,7 @@ mod supervisor;
 pub use config::{
     Backoff, RestartIntensity, RestartType, Strategy, SupervisionConfig, UnknownStrategy,
 };
+pub(crate) use decision::{Decision, Restarts};
 pub use event::{DownReason, ExitReason, RestartCause, SpecialistStatus, SupervisorEvent};
 pub(crate) use roster::{Roster, Slot};
 pub use specialist::Specialist;

@@ -90,7 +90,9 @@ impl TryFrom<SupervisorMsg> for Notice {
 /// The supervisor actor; see the module docs.
 pub(crate) struct Supervisor;
 
-/// Startup arguments of the [`Supervisor`].
+/// Startup arguments of the [`Supervisor`]. Cheap to clone, so that a restarted
+/// supervisor starts with the same ones.
+#[derive(Clone)]
 pub(crate) struct SupervisorArgs {
     /// The roster to keep current.
     pub roster: Roster,

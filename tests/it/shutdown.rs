@@ -40,8 +40,8 @@ async fn past_the_drain_deadline_runs_are_aborted_and_nothing_is_left_behind() {
     let live = fanfare.live_actors();
     assert_eq!(
         live.get(),
-        6,
-        "supervisor, orchestrator, synthesiser, three specialists"
+        7,
+        "root, supervisor, orchestrator, synthesiser, three specialists"
     );
     let mut runs: Vec<_> = (0..3)
         .map(|_| {
