@@ -76,13 +76,12 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
         specs.retain(|s| args.only.contains(&s.name));
     }
     for flag in &args.faults {
-        let (agent, kind, trigger) =
-            faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
-        let Some(spec) = specs.iter_mut().find(|s| s.name == agent) else {
-            bail!("--fault {flag}: no agent named `{agent}`");
+        let fault = faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
+        let Some(spec) = specs.iter_mut().find(|s| s.name == fault.agent) else {
+            bail!("--fault {flag}: no agent named `{}`", fault.agent);
         };
         spec.faults
-            .set(&kind, trigger)
+            .set(fault.kind, fault.trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
     let (provider, gate, described) = build_provider(args, &specs)?;

@@ -30,6 +30,7 @@ pub enum AgentMsg {
 }
 
 /// Opaque runtime bookkeeping; see [`AgentMsg::Internal`].
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct Internal(InternalKind);
 

@@ -24,6 +24,136 @@ use serde::{Deserialize, Serialize};
 use super::{Agent, AgentContext, AgentError, AgentReply, Task};
 use crate::provider::{ProviderError, ProviderErrorKind};
 
+/// What is wrong with a [`Trigger`].
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TriggerError {
+    /// The probability is outside `[0, 1]`.
+    #[error("probability {0} is not between 0 and 1")]
+    Probability(f64),
+    /// `every = 0`.
+    #[error("every must be at least 1")]
+    EveryZero,
+    /// Neither or both of `probability` and `every`.
+    #[error("give exactly one of `probability` and `every`")]
+    NotExactlyOne,
+}
+
+/// The kinds of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Panic inside the agent.
+    Panic,
+    /// Never answer.
+    Hang,
+    /// Answer late.
+    Slow,
+    /// Fail as if the provider answered HTTP 500.
+    Provider500,
+    /// Fail as if the provider answered HTTP 429.
+    Provider429,
+    /// Fail as if the provider answered something undecodable.
+    Garbage,
+}
+
+impl FaultKind {
+    /// Every kind, in the order specs list them.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Panic,
+        FaultKind::Hang,
+        FaultKind::Slow,
+        FaultKind::Provider500,
+        FaultKind::Provider429,
+        FaultKind::Garbage,
+    ];
+}
+
+impl std::fmt::Display for FaultKind {
+    /// The name in a spec's `[faults]` table (`provider_500`, …).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FaultKind::Panic => "panic",
+            FaultKind::Hang => "hang",
+            FaultKind::Slow => "slow",
+            FaultKind::Provider500 => "provider_500",
+            FaultKind::Provider429 => "provider_429",
+            FaultKind::Garbage => "garbage",
+        })
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = FaultError;
+
+    /// Accepts the spec names and their `-` spellings (`provider-500`).
+    fn from_str(s: &str) -> Result<Self, FaultError> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.to_string() == s.replace('-', "_"))
+            .ok_or_else(|| FaultError::UnknownKind(s.to_owned()))
+    }
+}
+
+/// Why a fault could not be set or parsed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FaultError {
+    /// Not one of the [`FaultKind`]s.
+    #[error("unknown fault `{0}`: expected one of panic, hang, slow, provider-500, provider-429, garbage")]
+    UnknownKind(String),
+    /// The trigger of `kind` is invalid.
+    #[error("faults.{kind}: {error}")]
+    Trigger {
+        /// The fault.
+        kind: FaultKind,
+        /// What is wrong.
+        error: TriggerError,
+    },
+    /// A command-line fault that does not parse.
+    #[error("`{flag}`: {problem}")]
+    Flag {
+        /// The whole flag value.
+        flag: String,
+        /// What is wrong with it.
+        problem: FlagProblem,
+    },
+}
+
+/// What is wrong with a command-line fault (see [`parse_flag`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlagProblem {
+    /// Not `AGENT:KIND:RATE[:EXTRA_MS]` or `AGENT:KIND:every=N[:EXTRA_MS]`.
+    #[error("expected AGENT:KIND:RATE or AGENT:KIND:every=N")]
+    Shape,
+    /// `every=` not followed by a whole number.
+    #[error("`{0}` is not a whole number")]
+    Every(String),
+    /// The rate is not a number.
+    #[error("`{0}` is not a probability")]
+    Rate(String),
+    /// The extra delay is not a number of milliseconds.
+    #[error("bad extra delay `{0}`")]
+    Extra(String),
+    /// The fault kind.
+    #[error("{0}")]
+    Kind(Box<FaultError>),
+    /// The trigger.
+    #[error("{0}")]
+    Trigger(TriggerError),
+}
+
+/// A parsed command-line fault: which agent, which fault, when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultFlag {
+    /// The agent's name.
+    pub agent: String,
+    /// The fault.
+    pub kind: FaultKind,
+    /// When it fires.
+    pub trigger: Trigger,
+}
+
 /// When a fault fires: with a probability, or on every Nth task (1-based).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,13 +186,14 @@ impl Trigger {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks that exactly one of `probability` (in `[0, 1]`) and `every` (≥ 1) is set.
+    pub fn check(&self) -> Result<(), TriggerError> {
         match (self.probability, self.every) {
             (Some(p), None) if (0.0..=1.0).contains(&p) => Ok(()),
-            (Some(p), None) => Err(format!("probability {p} is not between 0 and 1")),
-            (None, Some(0)) => Err("every must be at least 1".to_owned()),
+            (Some(p), None) => Err(TriggerError::Probability(p)),
+            (None, Some(0)) => Err(TriggerError::EveryZero),
             (None, Some(_)) => Ok(()),
-            _ => Err("give exactly one of `probability` and `every`".to_owned()),
+            _ => Err(TriggerError::NotExactlyOne),
         }
     }
 
@@ -102,22 +233,13 @@ pub struct Faults {
     pub seed: u64,
 }
 
-/// The fault kinds, as named in specs and on the command line.
-pub const KINDS: &[&str] = &[
-    "panic",
-    "hang",
-    "slow",
-    "provider_500",
-    "provider_429",
-    "garbage",
-];
-
 impl Faults {
     /// Checks every trigger; the error names the fault.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, t) in self.triggers() {
+    pub fn validate(&self) -> Result<(), FaultError> {
+        for (kind, t) in self.triggers() {
             if let Some(t) = t {
-                t.check().map_err(|e| format!("faults.{name}: {e}"))?;
+                t.check()
+                    .map_err(|error| FaultError::Trigger { kind, error })?;
             }
         }
         Ok(())
@@ -128,36 +250,30 @@ impl Faults {
         self.triggers().iter().all(|(_, t)| t.is_none())
     }
 
-    fn triggers(&self) -> [(&'static str, Option<Trigger>); 6] {
+    fn triggers(&self) -> [(FaultKind, Option<Trigger>); 6] {
         [
-            ("panic", self.panic),
-            ("hang", self.hang),
-            ("slow", self.slow),
-            ("provider_500", self.provider_500),
-            ("provider_429", self.provider_429),
-            ("garbage", self.garbage),
+            (FaultKind::Panic, self.panic),
+            (FaultKind::Hang, self.hang),
+            (FaultKind::Slow, self.slow),
+            (FaultKind::Provider500, self.provider_500),
+            (FaultKind::Provider429, self.provider_429),
+            (FaultKind::Garbage, self.garbage),
         ]
     }
 
-    /// Sets fault `kind` (one of [`KINDS`], `-` or `_` separated) to `trigger`.
-    pub fn set(&mut self, kind: &str, trigger: Trigger) -> Result<(), String> {
-        let slot = match kind.replace('-', "_").as_str() {
-            "panic" => &mut self.panic,
-            "hang" => &mut self.hang,
-            "slow" => &mut self.slow,
-            "provider_500" => &mut self.provider_500,
-            "provider_429" => &mut self.provider_429,
-            "garbage" => &mut self.garbage,
-            other => {
-                return Err(format!(
-                    "unknown fault `{other}`: expected one of {}",
-                    KINDS.join(", ")
-                ))
-            }
-        };
+    /// Sets fault `kind` to `trigger`.
+    pub fn set(&mut self, kind: FaultKind, trigger: Trigger) -> Result<(), FaultError> {
         trigger
             .check()
-            .map_err(|e| format!("fault `{kind}`: {e}"))?;
+            .map_err(|error| FaultError::Trigger { kind, error })?;
+        let slot = match kind {
+            FaultKind::Panic => &mut self.panic,
+            FaultKind::Hang => &mut self.hang,
+            FaultKind::Slow => &mut self.slow,
+            FaultKind::Provider500 => &mut self.provider_500,
+            FaultKind::Provider429 => &mut self.provider_429,
+            FaultKind::Garbage => &mut self.garbage,
+        };
         *slot = Some(trigger);
         Ok(())
     }
@@ -183,37 +299,44 @@ pub fn silence_injected_panics() {
 }
 
 /// Parses a CLI fault: `AGENT:KIND:RATE` or `AGENT:KIND:every=N`, with an optional
-/// `:EXTRA_MS` for `slow`. Returns the agent, the kind and the trigger.
-pub fn parse_flag(s: &str) -> Result<(String, String, Trigger), String> {
+/// `:EXTRA_MS` for `slow`.
+pub fn parse_flag(s: &str) -> Result<FaultFlag, FaultError> {
+    let bad = |problem| FaultError::Flag {
+        flag: s.to_owned(),
+        problem,
+    };
     let parts: Vec<&str> = s.split(':').collect();
     let (agent, kind, when, extra) = match parts.as_slice() {
         [a, k, w] => (*a, *k, *w, None),
         [a, k, w, e] => (*a, *k, *w, Some(*e)),
-        _ => {
-            return Err(format!(
-                "`{s}`: expected AGENT:KIND:RATE or AGENT:KIND:every=N"
-            ))
-        }
+        _ => return Err(bad(FlagProblem::Shape)),
     };
+    let kind: FaultKind = kind
+        .parse()
+        .map_err(|e| bad(FlagProblem::Kind(Box::new(e))))?;
     let mut trigger = match when.strip_prefix("every=") {
         Some(n) => Trigger::every(
             n.parse()
-                .map_err(|_| format!("`{s}`: `{n}` is not a whole number"))?,
+                .map_err(|_| bad(FlagProblem::Every(n.to_owned())))?,
         ),
         None => Trigger::probability(
             when.parse()
-                .map_err(|_| format!("`{s}`: `{when}` is not a probability"))?,
+                .map_err(|_| bad(FlagProblem::Rate(when.to_owned())))?,
         ),
     };
     if let Some(e) = extra {
         trigger.extra_ms = Some(
             e.trim_end_matches("ms")
                 .parse()
-                .map_err(|_| format!("`{s}`: bad extra delay `{e}`"))?,
+                .map_err(|_| bad(FlagProblem::Extra(e.to_owned())))?,
         );
     }
-    trigger.check().map_err(|e| format!("`{s}`: {e}"))?;
-    Ok((agent.to_owned(), kind.to_owned(), trigger))
+    trigger.check().map_err(|e| bad(FlagProblem::Trigger(e)))?;
+    Ok(FaultFlag {
+        agent: agent.to_owned(),
+        kind,
+        trigger,
+    })
 }
 
 /// An agent with injected faults; see the module docs.
@@ -307,25 +430,29 @@ mod tests {
     #[test]
     fn flags_parse_and_name_their_mistakes() {
         assert_eq!(
-            parse_flag("legal:panic:every=3").unwrap().2,
+            parse_flag("legal:panic:every=3").unwrap().trigger,
             Trigger::every(3)
         );
-        let (_, kind, t) = parse_flag("legal:slow:0.5:1500ms").unwrap();
+        let flag = parse_flag("legal:slow:0.5:1500ms").unwrap();
         assert_eq!(
-            (kind.as_str(), t.probability, t.extra_ms),
-            ("slow", Some(0.5), Some(1500))
+            (flag.kind, flag.trigger.probability, flag.trigger.extra_ms),
+            (FaultKind::Slow, Some(0.5), Some(1500))
         );
         assert!(parse_flag("legal:panic:2.0")
             .unwrap_err()
+            .to_string()
             .contains("not between 0 and 1"));
         assert!(parse_flag("legal:panic")
             .unwrap_err()
+            .to_string()
             .contains("expected AGENT:KIND"));
-        let mut f = Faults::default();
-        assert!(f
-            .set("explode", Trigger::every(1))
+        assert!(parse_flag("legal:explode:every=1")
             .unwrap_err()
+            .to_string()
             .contains("unknown fault `explode`"));
+        assert_eq!("provider-500".parse(), Ok(FaultKind::Provider500));
+        let mut f = Faults::default();
+        assert!(f.set(FaultKind::Hang, Trigger::every(0)).is_err());
     }
 
     #[test]

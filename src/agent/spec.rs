@@ -221,11 +221,11 @@ impl AgentSpec {
                 return Err(invalid("sim.failure_rate", "must be between 0 and 1"));
             }
         }
-        if let Err(reason) = raw.faults.validate() {
+        if let Err(e) = raw.faults.validate() {
             return Err(SpecError::Invalid {
                 path: path.to_owned(),
                 field: "faults",
-                reason,
+                reason: e.to_string(),
             });
         }
         Ok(Self {

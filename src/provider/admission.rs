@@ -193,7 +193,7 @@ impl<P> Admission<P> {
 }
 
 /// Tokens a request may use: its prompt (≈ 4 tokens per 3 words) plus `max_tokens`.
-pub fn estimate_tokens(request: &CompletionRequest) -> u64 {
+fn estimate_tokens(request: &CompletionRequest) -> u64 {
     request.prompt_tokens() + u64::from(request.max_tokens)
 }
 
