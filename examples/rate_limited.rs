@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = AnthropicConfig::new(ApiKey::new("mock"));
     config.base_url = mock.url();
     let gate = Arc::new(Admission::new(
-        AnthropicProvider::new(config),
+        AnthropicProvider::new(config)?,
         AdmissionConfig {
             max_concurrency: 200,
             ..AdmissionConfig::default()

@@ -150,6 +150,9 @@ pub struct MockArgs {
     /// Seed of the fault rolls.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Answer as this model instead of the one asked for.
+    #[arg(long, value_name = "MODEL")]
+    pub answer_model: Option<String>,
 }
 
 pub fn parse_rate(s: &str) -> Result<f64, String> {

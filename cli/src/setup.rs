@@ -10,8 +10,8 @@ use fanfare::agent::faults::{self, Faulty};
 use fanfare::agent::spec::{self, AgentSpec};
 use fanfare::provider::PriceTable;
 use fanfare::provider::{
-    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, HedgeConfig,
-    OpenAiConfig, OpenAiProvider, Provider, SimConfig, SimProvider, Stack,
+    redact_url, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff,
+    HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, SimConfig, SimProvider, Stack,
 };
 use fanfare::run::{Budget, Scorer};
 use fanfare::supervision::SupervisionConfig;
@@ -231,9 +231,11 @@ pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<
             config.timeout = args.call_timeout;
             let described = format!(
                 "provider `anthropic` at {} (default model {})",
-                config.base_url, config.default_model
+                redact_url(&config.base_url),
+                config.default_model
             );
-            let (provider, gate) = stack.build(AnthropicProvider::new(config));
+            let (provider, gate) =
+                stack.build(AnthropicProvider::new(config).context("--provider anthropic")?);
             Ok((provider, gate, described))
         }
         ProviderKind::Openai => {
@@ -250,9 +252,11 @@ pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<
             config.timeout = args.call_timeout;
             let described = format!(
                 "provider `openai` at {} (default model {})",
-                config.base_url, config.default_model
+                redact_url(&config.base_url),
+                config.default_model
             );
-            let (provider, gate) = stack.build(OpenAiProvider::new(config));
+            let (provider, gate) =
+                stack.build(OpenAiProvider::new(config).context("--provider openai")?);
             Ok((provider, gate, described))
         }
     }

@@ -66,6 +66,10 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Strin
             );
         }
     };
+    let mut parsed = parsed;
+    if let Some(model) = &config.answer_model {
+        parsed.model = model.clone();
+    }
     let over_limit = config
         .max_concurrency
         .is_some_and(|max| in_flight > max as u64);

@@ -58,6 +58,9 @@ pub struct MockConfig {
     pub require_key: Option<String>,
     /// Seed of the fault rolls and jitter.
     pub seed: u64,
+    /// Answer as this model instead of the one asked for (as servers that rename or
+    /// alias models do).
+    pub answer_model: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -73,6 +76,7 @@ impl Default for MockConfig {
             retry_after: Duration::from_millis(200),
             require_key: None,
             seed: 0,
+            answer_model: None,
         }
     }
 }

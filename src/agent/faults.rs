@@ -375,6 +375,10 @@ impl<A: Agent> Agent for Faulty<A> {
         self.inner.name()
     }
 
+    fn call_estimate(&self, task: &Task) -> Option<super::CallEstimate> {
+        self.inner.call_estimate(task)
+    }
+
     async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
         let n = self.tasks.fetch_add(1, Ordering::SeqCst) + 1;
         let name = self.inner.name();

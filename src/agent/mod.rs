@@ -146,4 +146,24 @@ pub trait Agent: Send + Sync + 'static {
 
     /// Do the task. Called concurrently for different branches.
     fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send;
+
+    /// What one model call for `task` may use at most, if this agent makes one: run
+    /// budgets reserve it before dispatch (a cost cap prices it with the model's
+    /// price). `None` (the default): the runtime estimates the task's prompt plus the
+    /// budget's `branch_tokens`, on the provider's default model.
+    fn call_estimate(&self, task: &Task) -> Option<CallEstimate> {
+        let _ = task;
+        None
+    }
+}
+
+/// What one model call may use at most: its model and tokens in and out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallEstimate {
+    /// The model it asks for (`None`: the provider's default).
+    pub model: Option<String>,
+    /// Prompt tokens: the system prompt and the task (an estimate).
+    pub input_tokens: u64,
+    /// The cap on generated tokens (`max_tokens`).
+    pub max_output_tokens: u64,
 }

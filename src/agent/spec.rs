@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::faults::Faults;
-use super::{Agent, AgentContext, AgentOutput, AgentReply, Task};
-use crate::provider::{CompletionRequest, SimProfile};
+use super::{Agent, AgentContext, AgentOutput, AgentReply, CallEstimate, Task};
+use crate::provider::{estimate_tokens, CompletionRequest, SimProfile};
 
 /// An agent defined by a spec file: one model call with the spec's system prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -316,6 +316,14 @@ pub fn sim_profiles(specs: &[AgentSpec]) -> HashMap<String, SimProfile> {
 impl Agent for AgentSpec {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn call_estimate(&self, task: &Task) -> Option<CallEstimate> {
+        Some(CallEstimate {
+            model: self.model.clone(),
+            input_tokens: estimate_tokens(&self.prompt) + estimate_tokens(&task.prompt()),
+            max_output_tokens: u64::from(self.max_tokens),
+        })
     }
 
     async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {

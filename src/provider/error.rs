@@ -86,11 +86,14 @@ pub enum ProviderErrorKind {
         /// The timeout.
         after_ms: u64,
     },
-    /// The provider is misconfigured (no key, bad URL).
-    #[error("configuration: {message}")]
-    Config {
-        /// What is wrong.
-        message: String,
+    /// The server answered with a redirect, which is never followed (it would take
+    /// the key and the prompt to another host).
+    #[error("the server redirected (HTTP {status}) to {}; redirects are not followed, so the key never goes to another host — set the base URL to the final address", .location.as_deref().unwrap_or("an unnamed location"))]
+    Redirected {
+        /// The status code.
+        status: u16,
+        /// Where it pointed, if it said.
+        location: Option<String>,
     },
 }
 

@@ -125,6 +125,10 @@ impl<P: Provider> Provider for Hedge<P> {
         self.inner.is_simulated()
     }
 
+    fn default_model(&self) -> Option<&str> {
+        self.inner.default_model()
+    }
+
     fn complete(
         &self,
         request: CompletionRequest,

@@ -44,7 +44,7 @@ pub use admission::{Admission, AdmissionConfig, AdmissionMetrics};
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use error::{ProviderError, ProviderErrorKind};
 pub use hedge::{Hedge, HedgeConfig};
-pub use http::ApiKey;
+pub use http::{redact_url, ApiKey, ConfigError};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Price, PriceError, PriceTable};
 pub use request::{
@@ -72,6 +72,12 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// The model a request that names none is sent to, if the provider knows it
+    /// (budgets price such requests with it).
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+
     /// Ask the model. Dropping the returned future cancels the request.
     fn complete(
         &self,
@@ -90,6 +96,10 @@ macro_rules! forward_provider {
 
             fn is_simulated(&self) -> bool {
                 (**self).is_simulated()
+            }
+
+            fn default_model(&self) -> Option<&str> {
+                (**self).default_model()
             }
 
             fn complete(&self, request: CompletionRequest) -> BoxFuture<'_, Result<Completion, ProviderError>> {

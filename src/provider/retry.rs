@@ -127,6 +127,10 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
         self.inner.is_simulated()
     }
 
+    fn default_model(&self) -> Option<&str> {
+        self.inner.default_model()
+    }
+
     fn complete(
         &self,
         request: CompletionRequest,

@@ -96,6 +96,10 @@ impl Provider for Scripted {
         "scripted"
     }
 
+    fn default_model(&self) -> Option<&str> {
+        Some("scripted-1")
+    }
+
     fn complete(
         &self,
         request: CompletionRequest,

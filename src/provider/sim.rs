@@ -184,6 +184,10 @@ impl Provider for SimProvider {
         true
     }
 
+    fn default_model(&self) -> Option<&str> {
+        Some("sim-1")
+    }
+
     fn complete(
         &self,
         request: CompletionRequest,

@@ -15,6 +15,10 @@ impl<P: Provider> Provider for Streamed<P> {
         self.0.is_simulated()
     }
 
+    fn default_model(&self) -> Option<&str> {
+        self.0.default_model()
+    }
+
     fn complete(
         &self,
         mut request: CompletionRequest,

@@ -1,16 +1,32 @@
 //! The run's budget ledger: what a run has spent, and what its branches in flight
 //! have reserved. Pure bookkeeping; the scheduler asks it before each dispatch.
 //!
-//! Before dispatch a branch reserves an estimate; a branch the remaining budget cannot
-//! cover is refused (never sent). When it ends, its reservation is replaced by what it
-//! used. So a run overspends by at most what its calls in flight use beyond their
-//! estimates.
+//! Before dispatch a branch reserves its [`Estimate`]: its prompt plus the most it may
+//! generate (the agent's `max_tokens`), priced with its model's price. A branch the
+//! remaining budget cannot cover is refused (never sent); so is any branch under a cost
+//! cap whose model has no price, since the cap could not be kept. When a branch ends,
+//! its reservation is replaced by what it used, priced by the model that answered (or,
+//! if that one has no price, by the model asked for). A branch cut off while its call
+//! was in flight (timed out, cancelled) may have been billed for what it generated, so
+//! it keeps its whole reservation. So a run overspends by at most what its calls in
+//! flight use beyond their estimates.
 
 use std::collections::HashMap;
 
 use super::outcome::{BranchOutcome, RefusalReason};
 use super::request::Budget;
 use crate::provider::PriceTable;
+
+/// What one branch may use at most.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Estimate {
+    /// Prompt plus the most it may generate.
+    pub tokens: u64,
+    /// The model it will ask (the provider's default when the agent names none).
+    pub model: Option<String>,
+    /// What `tokens` cost on `model` (`None`: no price known).
+    pub cost_usd: Option<f64>,
+}
 
 /// What a run has spent and has reserved for branches in flight.
 #[derive(Debug, Default)]
@@ -20,66 +36,198 @@ pub(crate) struct Ledger {
     reserved_tokens: u64,
     reserved_cost: f64,
     /// Per running step: its reservation.
-    held: HashMap<usize, (u64, f64)>,
+    held: HashMap<usize, Estimate>,
 }
 
 impl Ledger {
-    /// Reserves step `i`'s estimate of `tokens`, or says why the budget cannot cover it.
+    /// Reserves step `i`'s estimate, or says why the budget cannot cover it.
     pub(crate) fn reserve(
         &mut self,
         budget: &Budget,
         i: usize,
-        tokens: u64,
+        estimate: &Estimate,
     ) -> Result<(), RefusalReason> {
-        // Cost per token seen so far prices the estimate; before any answer it is
-        // unknown (0), so the first wave goes out and the overspend is bounded by the
-        // calls in flight.
-        let per_token = if self.spent_tokens > 0 {
-            self.spent_cost / self.spent_tokens as f64
-        } else {
-            0.0
-        };
-        let cost = tokens as f64 * per_token;
         if let Some(cap) = budget.max_tokens {
-            let committed = self.spent_tokens + self.reserved_tokens;
-            if committed.saturating_add(tokens) > cap {
+            let committed = self.spent_tokens.saturating_add(self.reserved_tokens);
+            if committed.saturating_add(estimate.tokens) > cap {
                 return Err(RefusalReason::TokenBudget {
                     cap,
                     committed,
-                    needed: tokens,
+                    needed: estimate.tokens,
                 });
             }
         }
+        let cost = estimate.cost_usd.unwrap_or(0.0);
         if let Some(cap) = budget.max_cost_usd {
+            let Some(needed) = estimate.cost_usd else {
+                return Err(RefusalReason::Unpriced {
+                    model: estimate
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| "the provider's default model".to_owned()),
+                });
+            };
             let committed = self.spent_cost + self.reserved_cost;
-            if committed >= cap || committed + cost > cap {
+            if committed + needed > cap {
                 return Err(RefusalReason::CostBudget {
                     cap_usd: cap,
                     committed_usd: committed,
+                    needed_usd: needed,
                 });
             }
         }
-        self.reserved_tokens += tokens;
+        self.reserved_tokens = self.reserved_tokens.saturating_add(estimate.tokens);
         self.reserved_cost += cost;
-        self.held.insert(i, (tokens, cost));
+        self.held.insert(i, estimate.clone());
         Ok(())
     }
 
-    /// Releases step `i`'s reservation and books what it actually used.
+    /// Releases step `i`'s reservation and books what it used (see the module docs).
     pub(crate) fn settle(&mut self, i: usize, outcome: &BranchOutcome, prices: &PriceTable) {
-        if let Some((tokens, cost)) = self.held.remove(&i) {
-            self.reserved_tokens -= tokens;
-            self.reserved_cost -= cost;
-        }
-        if let Some(out) = outcome.output() {
-            self.spent_tokens += out.usage.total();
-            if let Some(c) = out
-                .model
-                .as_deref()
-                .and_then(|m| prices.cost(m, &out.usage))
-            {
-                self.spent_cost += c;
+        let Some(held) = self.held.remove(&i) else {
+            return;
+        };
+        self.reserved_tokens = self.reserved_tokens.saturating_sub(held.tokens);
+        self.reserved_cost = (self.reserved_cost - held.cost_usd.unwrap_or(0.0)).max(0.0);
+        match outcome {
+            BranchOutcome::Ok(out) => {
+                self.spent_tokens = self.spent_tokens.saturating_add(out.usage.total());
+                let answered = out.model.as_deref().and_then(|m| prices.price(m));
+                let asked = held.model.as_deref().and_then(|m| prices.price(m));
+                let cost = match answered.or(asked) {
+                    Some(price) => price.cost(&out.usage),
+                    None => held.cost_usd.unwrap_or(0.0),
+                };
+                self.spent_cost += cost;
             }
+            BranchOutcome::TimedOut { .. } | BranchOutcome::Cancelled { .. } => {
+                self.spent_tokens = self.spent_tokens.saturating_add(held.tokens);
+                self.spent_cost += held.cost_usd.unwrap_or(0.0);
+            }
+            BranchOutcome::Failed { .. } | BranchOutcome::Refused { .. } => {}
+        }
+    }
+
+    /// What the run has spent so far: tokens and US dollars (as the ledger counts).
+    #[cfg(test)]
+    pub(crate) fn spent(&self) -> (u64, f64) {
+        (self.spent_tokens, self.spent_cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::AgentOutput;
+    use crate::provider::Usage;
+    use crate::run::outcome::{CancelReason, DeadlineKind};
+
+    fn usd(cap: f64) -> Budget {
+        Budget {
+            max_cost_usd: Some(cap),
+            ..Budget::default()
+        }
+    }
+
+    fn est(tokens: u64, model: Option<&str>, cost: Option<f64>) -> Estimate {
+        Estimate {
+            tokens,
+            model: model.map(str::to_owned),
+            cost_usd: cost,
+        }
+    }
+
+    fn answered(model: &str, input: u64, output: u64) -> BranchOutcome {
+        BranchOutcome::Ok(AgentOutput {
+            usage: Usage {
+                input_tokens: input,
+                output_tokens: output,
+                ..Usage::default()
+            },
+            model: Some(model.to_owned()),
+            ..AgentOutput::text("x")
+        })
+    }
+
+    #[test]
+    fn regression_a_cost_cap_holds_before_any_answer_is_priced() {
+        // Once, the first wave was priced at $0 and every branch went out.
+        let mut l = Ledger::default();
+        let e = est(1_000, Some("claude-sonnet-4"), Some(0.004));
+        let granted = (0..500)
+            .filter(|&i| l.reserve(&usd(0.01), i, &e).is_ok())
+            .count();
+        assert_eq!(
+            granted, 2,
+            "two estimates of $0.004 fit under $0.01, not three"
+        );
+    }
+
+    #[test]
+    fn regression_a_cost_cap_refuses_a_model_without_a_price() {
+        let mut l = Ledger::default();
+        let e = est(10, Some("mystery"), None);
+        assert_eq!(
+            l.reserve(&usd(1.0), 0, &e),
+            Err(RefusalReason::Unpriced {
+                model: "mystery".into()
+            })
+        );
+        assert!(
+            l.reserve(&Budget::default(), 0, &e).is_ok(),
+            "no cost cap, no need"
+        );
+    }
+
+    #[test]
+    fn regression_an_answer_from_an_unknown_model_is_priced_as_the_model_asked() {
+        let prices = PriceTable::default();
+        let mut l = Ledger::default();
+        let e = est(2_000, Some("claude-sonnet-4"), Some(0.02));
+        l.reserve(&usd(1.0), 0, &e).unwrap();
+        l.settle(0, &answered("renamed-by-the-server", 1_000_000, 0), &prices);
+        let (_, cost) = l.spent();
+        assert!(
+            (cost - 3.0).abs() < 1e-9,
+            "priced at sonnet's input rate: {cost}"
+        );
+    }
+
+    #[test]
+    fn settling_books_what_was_used_and_keeps_the_reservation_of_cut_calls() {
+        let prices = PriceTable::default();
+        let table: [(BranchOutcome, u64); 4] = [
+            (answered("claude-sonnet-4", 100, 50), 150),
+            (
+                BranchOutcome::TimedOut {
+                    deadline: DeadlineKind::Branch,
+                },
+                1_000,
+            ),
+            (
+                BranchOutcome::Cancelled {
+                    reason: CancelReason::QuorumUnreachable,
+                },
+                1_000,
+            ),
+            (
+                BranchOutcome::Failed {
+                    error: crate::run::outcome::BranchError::SpecialistDied { agent: "a".into() },
+                },
+                0,
+            ),
+        ];
+        for (outcome, spent) in table {
+            let mut l = Ledger::default();
+            l.reserve(
+                &Budget::default(),
+                0,
+                &est(1_000, Some("claude-sonnet-4"), Some(0.01)),
+            )
+            .unwrap();
+            l.settle(0, &outcome, &prices);
+            assert_eq!(l.spent().0, spent, "{}", outcome.label());
+            assert_eq!((l.reserved_tokens, l.held.len()), (0, 0));
         }
     }
 }

@@ -16,12 +16,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::branch::call_branch;
+use super::budget::Estimate;
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent, RunFailure, Unavailable};
 use super::record::BranchRecord;
 use super::request::{Budget, Policy, Step};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
-use crate::agent::{BranchId, RunId, Task};
-use crate::provider::{estimate_tokens, PriceTable};
+use crate::agent::{BranchId, CallEstimate, RunId, Task, UpstreamOutput};
+use crate::provider::{estimate_tokens, PriceTable, Usage};
 use crate::supervision::Roster;
 
 /// A soft deadline: once it has passed and the quorum is met, the scheduler hands a
@@ -47,6 +48,8 @@ pub(crate) struct Schedule<'a> {
     pub crash_retries: u32,
     pub budget: Option<Budget>,
     pub prices: &'a PriceTable,
+    /// The provider's default model, for steps whose agent names none.
+    pub default_model: Option<&'a str>,
 }
 
 /// What one branch task returns: its step, outcome, end time and crash retries.
@@ -60,17 +63,37 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// The text a step's task prompt is made of (for the budget's estimate).
-fn prompt_of(input: &str, upstream: &[crate::agent::UpstreamOutput]) -> String {
-    Task {
+/// What step `i` may use: its agent's own estimate of its call, or (for agents that
+/// give none) the task's prompt plus the budget's `branch_tokens`; priced on the model
+/// it names, else the provider's default.
+fn estimate(s: &Schedule<'_>, budget: Budget, i: usize, upstream: &[UpstreamOutput]) -> Estimate {
+    let task = Task {
         branch: BranchId {
-            run: RunId(0),
-            index: 0,
+            run: s.run,
+            index: i as u32,
         },
-        input: input.to_owned(),
+        input: s.input.to_owned(),
         upstream: upstream.to_vec(),
+    };
+    let call = s
+        .roster
+        .estimate(&s.steps[i].agent, &task)
+        .unwrap_or_else(|| CallEstimate {
+            model: None,
+            input_tokens: estimate_tokens(&task.prompt()),
+            max_output_tokens: budget.branch_tokens,
+        });
+    let model = call.model.or_else(|| s.default_model.map(str::to_owned));
+    let usage = Usage {
+        input_tokens: call.input_tokens,
+        output_tokens: call.max_output_tokens,
+        ..Usage::default()
+    };
+    Estimate {
+        tokens: usage.total(),
+        cost_usd: model.as_deref().and_then(|m| s.prices.cost(m, &usage)),
+        model,
     }
-    .prompt()
 }
 
 /// Runs every step to a terminal outcome under `s.policy`; see the module docs.
@@ -78,11 +101,10 @@ pub(crate) async fn execute(
     s: Schedule<'_>,
     mut defer: Option<Defer>,
 ) -> (Vec<BranchRecord>, Option<RunFailure>) {
+    let plan = &s;
     let budget = s.budget.map(|budget| BudgetPlan {
         budget,
-        estimate: Box::new(move |_, upstream: &[_]| {
-            estimate_tokens(&prompt_of(s.input, upstream)).saturating_add(budget.branch_tokens)
-        }),
+        estimate: Box::new(move |i, upstream: &[_]| estimate(plan, budget, i, upstream)),
         prices: s.prices,
     });
     let mut machine = Scheduler::new(s.steps, s.policy, budget, defer.is_some());

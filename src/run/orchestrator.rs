@@ -69,6 +69,8 @@ pub(crate) struct OrchestratorArgs {
     pub simulated: bool,
     /// Prices for the budget ledger.
     pub prices: Arc<PriceTable>,
+    /// The provider's default model, to price branches whose agent names none.
+    pub default_model: Option<String>,
     /// Where this actor counts itself.
     pub live: LiveCount,
 }
@@ -246,6 +248,7 @@ async fn execute_run(
             crash_retries: request.crash_retries,
             budget: request.budget,
             prices: &args.prices,
+            default_model: args.default_model.as_deref(),
         },
         defer,
     );

@@ -239,12 +239,21 @@ pub enum RefusalReason {
         /// This branch's estimate.
         needed: u64,
     },
-    /// The run's cost cap is reached (or its estimate would pass it).
+    /// The run's cost cap could not cover the branch's estimate.
     CostBudget {
         /// The cap, USD.
         cap_usd: f64,
         /// Spent plus reserved, USD.
         committed_usd: f64,
+        /// This branch's estimate, USD.
+        #[serde(default)]
+        needed_usd: f64,
+    },
+    /// The run has a cost cap and the branch's model has no known price, so the cap
+    /// could not be kept.
+    Unpriced {
+        /// The model.
+        model: String,
     },
 }
 
@@ -262,12 +271,15 @@ impl std::fmt::Display for RefusalReason {
             RefusalReason::CostBudget {
                 cap_usd,
                 committed_usd,
-            } => {
-                write!(
-                    f,
-                    "cost budget: ${committed_usd:.4} of ${cap_usd:.4} committed"
-                )
-            }
+                needed_usd,
+            } => write!(
+                f,
+                "cost budget: ${committed_usd:.4} of ${cap_usd:.4} committed, this branch needs ~${needed_usd:.4}"
+            ),
+            RefusalReason::Unpriced { model } => write!(
+                f,
+                "no price for model `{model}`, so the cost cap cannot be kept (add its price with a price table)"
+            ),
         }
     }
 }

@@ -238,6 +238,11 @@ impl RunRequest {
         if self.deadline.is_zero() {
             return Err(RequestError::ZeroDeadline);
         }
+        if let Some(cap) = self.budget.and_then(|b| b.max_cost_usd) {
+            if !cap.is_finite() || cap < 0.0 {
+                return Err(RequestError::BadCostCap(cap));
+            }
+        }
         for (what, d) in [
             (Limit::Deadline, Some(self.deadline)),
             (Limit::BranchTimeout, Some(self.branch_timeout)),
@@ -276,7 +281,7 @@ impl std::fmt::Display for Limit {
 }
 
 /// What is wrong with a [`RunRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// The request has no step.
@@ -311,6 +316,9 @@ pub enum RequestError {
     /// The overall deadline is zero.
     #[error("the deadline must be greater than zero")]
     ZeroDeadline,
+    /// The cost cap is negative, infinite or not a number.
+    #[error("the cost cap must be a finite number of dollars ≥ 0, not {0}")]
+    BadCostCap(f64),
     /// A duration is longer than [`RunRequest::LONGEST`].
     #[error("the {what} must be at most {max_days} days")]
     TooLong {

@@ -114,6 +114,7 @@ impl FanfareBuilder {
                 provider: self.provider.name().to_owned(),
                 simulated: self.provider.is_simulated(),
                 prices: prices.clone(),
+                default_model: self.provider.default_model().map(str::to_owned),
                 live: live.clone(),
             },
             refs: Refs {

@@ -9,7 +9,8 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 
 use super::event::DownReason;
-use crate::agent::AgentMsg;
+use super::specialist::EstimateFn;
+use crate::agent::{AgentMsg, CallEstimate, Task};
 
 /// Where a specialist's name currently routes.
 #[derive(Clone, Debug)]
@@ -32,6 +33,7 @@ pub(crate) enum Slot {
 #[derive(Clone, Default)]
 pub(crate) struct Roster {
     slots: Arc<DashMap<String, watch::Sender<Slot>>>,
+    estimates: Arc<DashMap<String, Arc<EstimateFn>>>,
 }
 
 impl std::fmt::Debug for Roster {
@@ -53,6 +55,17 @@ impl Roster {
         let mut names: Vec<String> = self.slots.iter().map(|e| e.key().clone()).collect();
         names.sort();
         names
+    }
+
+    /// What specialist `name`'s agent says one call for `task` may use, if it says.
+    pub(crate) fn estimate(&self, name: &str, task: &Task) -> Option<CallEstimate> {
+        let f = self.estimates.get(name).map(|e| e.value().clone())?;
+        f(task)
+    }
+
+    /// Keeps `name`'s estimate.
+    pub(crate) fn set_estimate(&self, name: &str, estimate: Arc<EstimateFn>) {
+        self.estimates.insert(name.to_owned(), estimate);
     }
 
     pub(crate) fn set(&self, name: &str, slot: Slot) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorCell, ActorRef, DerivedActorRef, SpawnErr};
 
 use super::config::RestartType;
-use crate::agent::{Agent, AgentActor, AgentMsg, Notice};
+use crate::agent::{Agent, AgentActor, AgentMsg, CallEstimate, Notice, Task};
 use crate::provider::{BoxFuture, Provider};
 use crate::tasks::LiveCount;
 
@@ -18,7 +18,11 @@ pub struct Specialist {
     name: String,
     factory: Arc<dyn SpawnSpecialist>,
     restart: RestartType,
+    estimate: Option<Arc<EstimateFn>>,
 }
+
+/// An agent's [`Agent::call_estimate`], kept where the runtime can reach it.
+pub(crate) type EstimateFn = dyn Fn(&Task) -> Option<CallEstimate> + Send + Sync;
 
 impl std::fmt::Debug for Specialist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,10 +36,13 @@ impl std::fmt::Debug for Specialist {
 impl Specialist {
     /// A specialist defined by an [`Agent`] implementation (permanent).
     pub fn agent<A: Agent>(agent: A) -> Self {
+        let agent = Arc::new(agent);
+        let estimating = agent.clone();
         Self {
             name: agent.name().to_owned(),
-            factory: Arc::new(AgentFactory(Arc::new(agent))),
+            factory: Arc::new(AgentFactory(agent)),
             restart: RestartType::Permanent,
+            estimate: Some(Arc::new(move |task: &Task| estimating.call_estimate(task))),
         }
     }
 
@@ -50,6 +57,7 @@ impl Specialist {
             name: name.into(),
             factory: Arc::new(ActorFactory(make)),
             restart: RestartType::Permanent,
+            estimate: None,
         }
     }
 
@@ -67,6 +75,11 @@ impl Specialist {
     /// Its restart type.
     pub fn restart_type(&self) -> RestartType {
         self.restart
+    }
+
+    /// Its agent's call estimate, if it is an agent.
+    pub(crate) fn estimator(&self) -> Option<Arc<EstimateFn>> {
+        self.estimate.clone()
     }
 
     /// Spawns it, linked under the supervisor described by `under`.

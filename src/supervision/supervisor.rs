@@ -309,6 +309,9 @@ impl Actor for Supervisor {
                     let _ = reply.send(Err(AddError::Duplicate { name }));
                     return Ok(());
                 }
+                if let Some(estimate) = specialist.estimator() {
+                    state.args.roster.set_estimate(&name, estimate);
+                }
                 state.specialists.insert(name.clone(), specialist);
                 let result = state.spawn(&name, &myself).await;
                 if result.is_err() {

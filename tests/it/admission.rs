@@ -25,7 +25,7 @@ async fn a_thousand_branches_against_a_limit_of_fifty_adapt_instead_of_storming(
     let mut config = AnthropicConfig::new(ApiKey::new("k"));
     config.base_url = mock.url();
     let admission = Arc::new(Admission::new(
-        AnthropicProvider::new(config),
+        AnthropicProvider::new(config).unwrap(),
         AdmissionConfig {
             max_concurrency: 200,
             ..AdmissionConfig::default()

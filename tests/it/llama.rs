@@ -25,7 +25,7 @@ fn anthropic() -> AnthropicProvider {
     c.base_url = server();
     c.default_model = "smollm2-135m".into();
     c.timeout = Duration::from_secs(120);
-    AnthropicProvider::new(c)
+    AnthropicProvider::new(c).unwrap()
 }
 
 fn openai() -> OpenAiProvider {
@@ -33,7 +33,7 @@ fn openai() -> OpenAiProvider {
     c.base_url = format!("{}/v1", server());
     c.default_model = "smollm2-135m".into();
     c.timeout = Duration::from_secs(120);
-    OpenAiProvider::new(c)
+    OpenAiProvider::new(c).unwrap()
 }
 
 /// The four shipped perspectives, with short answers so the 135M model is quick.

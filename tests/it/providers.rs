@@ -19,7 +19,7 @@ fn anthropic(url: &str, key: &str) -> AnthropicProvider {
     c.base_url = url.to_owned();
     c.default_model = "mock-model".into();
     c.timeout = Duration::from_secs(10);
-    AnthropicProvider::new(c)
+    AnthropicProvider::new(c).unwrap()
 }
 
 fn openai(url: &str, key: Option<&str>) -> OpenAiProvider {
@@ -27,7 +27,7 @@ fn openai(url: &str, key: Option<&str>) -> OpenAiProvider {
     c.base_url = format!("{url}/v1");
     c.default_model = "mock-model".into();
     c.timeout = Duration::from_secs(10);
-    OpenAiProvider::new(c)
+    OpenAiProvider::new(c).unwrap()
 }
 
 fn fast() -> MockConfig {
@@ -206,6 +206,7 @@ async fn a_hanging_server_hits_the_call_timeout_and_the_request_is_dropped() {
     c.base_url = mock.url();
     c.timeout = Duration::from_millis(300);
     let e = AnthropicProvider::new(c)
+        .unwrap()
         .complete(request(false))
         .await
         .unwrap_err();
@@ -362,4 +363,116 @@ async fn api_keys_never_reach_debug_output_errors_reports_or_logs() {
             "the key leaked into {what}"
         );
     }
+}
+
+/// A plain TCP server on 127.0.0.1 that answers every connection with `response`
+/// and counts the connections it got.
+async fn raw_server(response: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+fn http_response(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn regression_redirects_are_not_followed_so_the_key_never_reaches_another_host() {
+    // The other host would answer properly: following the redirect would "work".
+    let answer = r#"{"model":"m","content":[{"type":"text","text":"stolen"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1},"choices":[{"message":{"content":"stolen"}}]}"#;
+    let (elsewhere, elsewhere_hits) = raw_server(http_response("200 OK", "", answer)).await;
+    for status in [
+        "307 Temporary Redirect",
+        "302 Found",
+        "301 Moved Permanently",
+    ] {
+        let location = format!("location: {elsewhere}/v1/messages\r\n");
+        // A 3xx whose body looks like an answer must not be taken for one either.
+        let (url, _) = raw_server(http_response(status, &location, answer)).await;
+        let anthropic = Retry::new(anthropic(&url, "sk-secret"), ExponentialBackoff::default());
+        let e = anthropic.complete(request(false)).await.unwrap_err();
+        assert!(
+            matches!(e.kind, ProviderErrorKind::Redirected { .. }),
+            "{status}: {e}"
+        );
+        assert_eq!(e.attempts, 1, "a redirect is not retried");
+        assert!(e.to_string().contains(&elsewhere), "{e}");
+        let openai = openai(&url, Some("sk-secret"));
+        let e = openai.complete(request(true)).await.unwrap_err();
+        assert!(
+            matches!(e.kind, ProviderErrorKind::Redirected { .. }),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        elsewhere_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request, and so no key, went to the other host"
+    );
+}
+
+#[test]
+fn regression_bad_base_urls_and_keys_are_refused_when_the_provider_is_built() {
+    for (url, want) in [
+        ("not a url", "is not a URL"),
+        ("", "is not a URL"),
+        ("ftp://example.com", "must start with http:// or https://"),
+    ] {
+        let mut c = AnthropicConfig::new(ApiKey::new("k"));
+        c.base_url = url.to_owned();
+        let e = AnthropicProvider::new(c).unwrap_err().to_string();
+        assert!(e.contains(want), "{url:?}: {e}");
+        let mut c = OpenAiConfig::new(None);
+        c.base_url = url.to_owned();
+        assert!(OpenAiProvider::new(c).is_err(), "{url:?}");
+    }
+    let e = AnthropicProvider::new(AnthropicConfig::new(ApiKey::new("sk-a\u{7}b")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot carry"), "{e}");
+    assert!(!e.contains("sk-a"), "the key is not shown: {e}");
+    // Credentials in a URL are never shown.
+    let mut c = AnthropicConfig::new(ApiKey::new("k"));
+    c.base_url = "ftp://user:hunter2@example.com".to_owned();
+    let e = AnthropicProvider::new(c).unwrap_err().to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+    assert_eq!(
+        fanfare::provider::redact_url("https://user:tok@host.example/v1"),
+        "https://host.example/v1"
+    );
+}
+
+#[tokio::test]
+async fn regression_a_404_hints_at_the_base_path() {
+    let mock = MockServer::start(fast()).await.unwrap();
+    // An Anthropic base URL given with /v1, as OpenAI's would be: the request goes
+    // to /v1/v1/messages, which the mock does not serve.
+    let e = anthropic(&format!("{}/v1", mock.url()), "k")
+        .complete(request(false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind, ProviderErrorKind::Status { status: 404, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Anthropic's has no /v1"), "{e}");
 }

@@ -135,7 +135,7 @@ async fn fanfare_case(
             ..AdmissionConfig::default()
         })
         .retry(ExponentialBackoff::default())
-        .build(AnthropicProvider::new(config));
+        .build(AnthropicProvider::new(config)?);
     let specs = agents(perspectives);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let fanfare = Fanfare::builder(provider)

@@ -19,6 +19,7 @@ pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
         retry_after: Duration::from_millis(args.retry_after_ms),
         require_key: args.require_key,
         seed: args.seed,
+        answer_model: args.answer_model,
     };
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await

@@ -12,7 +12,11 @@ mod wire;
 
 use wire::*;
 
-use super::http::{self, ApiKey};
+use super::http::{self, ApiKey, ConfigError};
+
+/// Where a 404 most likely comes from.
+const HINT_404: &str =
+    "is the base URL right? Anthropic's has no /v1 (e.g. https://api.anthropic.com)";
 use super::{
     BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
     Usage,
@@ -65,19 +69,21 @@ impl AnthropicConfig {
 #[derive(Clone, Debug)]
 pub struct AnthropicProvider {
     config: AnthropicConfig,
-    url: String,
+    url: reqwest::Url,
+    key: reqwest::header::HeaderValue,
     client: reqwest::Client,
 }
 
 impl AnthropicProvider {
-    /// A provider with `config`.
-    pub fn new(config: AnthropicConfig) -> Self {
-        let url = format!("{}/v1/messages", config.base_url.trim_end_matches('/'));
-        Self {
-            client: http::client(Duration::from_secs(10)),
-            url,
+    /// A provider with `config`; checks the base URL and the key first, so a bad one
+    /// is an error here rather than on every call.
+    pub fn new(config: AnthropicConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: http::endpoint(&config.base_url, "/v1/messages")?,
+            key: http::secret_header(config.api_key.expose())?,
+            client: http::client(Duration::from_secs(10))?,
             config,
-        }
+        })
     }
 
     fn model<'a>(&'a self, request: &'a CompletionRequest) -> &'a str {
@@ -108,8 +114,8 @@ impl AnthropicProvider {
             stream,
         };
         self.client
-            .post(&self.url)
-            .header("x-api-key", self.config.api_key.expose())
+            .post(self.url.clone())
+            .header("x-api-key", self.key.clone())
             .header("anthropic-version", AnthropicConfig::VERSION)
             .json(&body)
     }
@@ -123,6 +129,7 @@ impl AnthropicProvider {
             &request,
             self.post(&request, false),
             self.config.timeout,
+            HINT_404,
         )
         .await?;
         let rate_limit = http::rate_limits(response.headers());
@@ -169,6 +176,7 @@ impl AnthropicProvider {
             &request,
             self.post(&request, true),
             self.config.timeout,
+            HINT_404,
         )
         .await?;
         let rate_limit = http::rate_limits(response.headers());
@@ -202,6 +210,10 @@ impl AnthropicProvider {
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
         "anthropic"
+    }
+
+    fn default_model(&self) -> Option<&str> {
+        Some(&self.config.default_model)
     }
 
     fn complete(

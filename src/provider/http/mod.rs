@@ -54,14 +54,91 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// A client with sane connection defaults. Installs the ring TLS provider once.
-pub(crate) fn client(connect_timeout: Duration) -> reqwest::Client {
+/// Why a provider could not be configured. Found when the provider is built, before
+/// any request; the messages never show a key, and show a URL without its credentials.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The base URL does not parse.
+    #[error("base URL `{url}` is not a URL: {reason}")]
+    BadUrl {
+        /// The URL as given (credentials removed).
+        url: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The base URL is not http or https.
+    #[error("base URL `{url}` must start with http:// or https://, not `{scheme}:`")]
+    BadScheme {
+        /// The URL (credentials removed).
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The key has bytes an HTTP header cannot carry.
+    #[error("the API key contains characters an HTTP header cannot carry (a stray newline, space or non-ASCII character?)")]
+    BadKey,
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// A client with sane connection defaults that **never follows redirects**: a
+/// redirect would carry the key (and the prompt) to whatever host the server names.
+/// Installs the ring TLS provider once.
+pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|e| ConfigError::Client(e.to_string()))
+}
+
+/// `url` without the `user:password@` part, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Unparseable: drop anything up to an `@` that could be credentials.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("…@{host}"),
+            None => url.to_owned(),
+        },
+    }
+}
+
+/// Checks a base URL and joins `path` to it.
+pub(crate) fn endpoint(base: &str, path: &str) -> Result<reqwest::Url, ConfigError> {
+    let shown = redact_url(base);
+    let url = reqwest::Url::parse(base.trim()).map_err(|e| ConfigError::BadUrl {
+        url: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::BadScheme {
+            url: shown,
+            scheme: url.scheme().to_owned(),
+        });
+    }
+    let joined = format!("{}{path}", url.as_str().trim_end_matches('/'));
+    reqwest::Url::parse(&joined).map_err(|e| ConfigError::BadUrl {
+        url: shown,
+        reason: e.to_string(),
+    })
+}
+
+/// A header value holding a secret: checked, and marked sensitive so the HTTP stack
+/// never logs it.
+pub(crate) fn secret_header(value: &str) -> Result<reqwest::header::HeaderValue, ConfigError> {
+    let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| ConfigError::BadKey)?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// The first `max` characters of `body`, on one line.
@@ -186,13 +263,16 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderErrorKind {
     }
 }
 
-/// Sends `builder` and returns the successful response, or the typed error.
+/// Sends `builder` and returns the successful response, or the typed error. A redirect
+/// is an error (it is never followed); a 404 carries `hint_404` (where the base URL
+/// should point).
 pub(crate) async fn send(
     provider: &str,
     model: &str,
     request: &CompletionRequest,
     builder: reqwest::RequestBuilder,
     timeout: Duration,
+    hint_404: &str,
 ) -> Result<reqwest::Response, ProviderError> {
     let err = |kind| ProviderError::new(provider, model, request, kind);
     let response = match tokio::time::timeout(timeout, builder.send()).await {
@@ -209,8 +289,27 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let headers = response.headers().clone();
+    if status.is_redirection() {
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| excerpt(&redact_url(l), 200));
+        return Err(err(ProviderErrorKind::Redirected {
+            status: status.as_u16(),
+            location,
+        }));
+    }
     let body = response.text().await.unwrap_or_default();
-    Err(err(status_error(status.as_u16(), &headers, &body)))
+    let mut kind = status_error(status.as_u16(), &headers, &body);
+    if let ProviderErrorKind::Status {
+        status: 404,
+        excerpt,
+        ..
+    } = &mut kind
+    {
+        excerpt.push_str(&format!(" (hint: {hint_404})"));
+    }
+    Err(err(kind))
 }
 
 /// Checks that a streamed answer really is an event stream; if not, reads the body

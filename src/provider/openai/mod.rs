@@ -13,7 +13,11 @@ mod wire;
 
 use wire::*;
 
-use super::http::{self, ApiKey};
+use super::http::{self, ApiKey, ConfigError};
+
+/// Where a 404 most likely comes from.
+const HINT_404: &str =
+    "is the base URL right? OpenAI-compatible base URLs end in /v1 (e.g. http://127.0.0.1:8080/v1)";
 use super::{
     BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
     Usage,
@@ -64,19 +68,25 @@ impl OpenAiConfig {
 #[derive(Clone, Debug)]
 pub struct OpenAiProvider {
     config: OpenAiConfig,
-    url: String,
+    url: reqwest::Url,
+    auth: Option<reqwest::header::HeaderValue>,
     client: reqwest::Client,
 }
 
 impl OpenAiProvider {
-    /// A provider with `config`.
-    pub fn new(config: OpenAiConfig) -> Self {
-        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Self {
-            client: http::client(Duration::from_secs(10)),
-            url,
+    /// A provider with `config`; checks the base URL and the key first, so a bad one
+    /// is an error here rather than on every call.
+    pub fn new(config: OpenAiConfig) -> Result<Self, ConfigError> {
+        let auth = match &config.api_key {
+            Some(key) => Some(http::secret_header(&format!("Bearer {}", key.expose()))?),
+            None => None,
+        };
+        Ok(Self {
+            url: http::endpoint(&config.base_url, "/chat/completions")?,
+            auth,
+            client: http::client(Duration::from_secs(10))?,
             config,
-        }
+        })
     }
 
     fn model<'a>(&'a self, request: &'a CompletionRequest) -> &'a str {
@@ -112,9 +122,9 @@ impl OpenAiProvider {
                 include_usage: true,
             }),
         };
-        let builder = self.client.post(&self.url).json(&body);
-        match &self.config.api_key {
-            Some(key) => builder.bearer_auth(key.expose()),
+        let builder = self.client.post(self.url.clone()).json(&body);
+        match &self.auth {
+            Some(auth) => builder.header(reqwest::header::AUTHORIZATION, auth.clone()),
             None => builder,
         }
     }
@@ -128,6 +138,7 @@ impl OpenAiProvider {
             &request,
             self.post(&request, false),
             self.config.timeout,
+            HINT_404,
         )
         .await?;
         let rate_limit = http::rate_limits(response.headers());
@@ -172,6 +183,7 @@ impl OpenAiProvider {
             &request,
             self.post(&request, true),
             self.config.timeout,
+            HINT_404,
         )
         .await?;
         let rate_limit = http::rate_limits(response.headers());
@@ -224,6 +236,10 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
         "openai"
+    }
+
+    fn default_model(&self) -> Option<&str> {
+        Some(&self.config.default_model)
     }
 
     fn complete(

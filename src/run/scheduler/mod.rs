@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::budget::Ledger;
+use super::budget::{Estimate, Ledger};
 use super::outcome::{BranchOutcome, CancelReason, RunFailure};
 use super::record::BranchRecord;
 use super::request::{Budget, Policy, Step};
@@ -49,8 +49,8 @@ pub(crate) enum Command {
     Done,
 }
 
-/// Estimates the tokens step `index` will use, given its dependencies' outputs.
-pub(crate) type Estimator<'a> = Box<dyn Fn(usize, &[UpstreamOutput]) -> u64 + Send + 'a>;
+/// Estimates what step `index` may use, given its dependencies' outputs.
+pub(crate) type Estimator<'a> = Box<dyn Fn(usize, &[UpstreamOutput]) -> Estimate + Send + 'a>;
 
 /// A run's budget as the scheduler sees it.
 pub(crate) struct BudgetPlan<'a> {
@@ -249,7 +249,7 @@ impl<'a> Scheduler<'a> {
         self.state[i] = StepState::Running;
         if let Some((plan, ledger)) = &mut self.budget {
             let estimate = (plan.estimate)(i, &upstream);
-            if let Err(reason) = ledger.reserve(&plan.budget, i, estimate) {
+            if let Err(reason) = ledger.reserve(&plan.budget, i, &estimate) {
                 tracing::info!(branch = i, %reason, "refused by the run budget");
                 ended.push_back((i, BranchOutcome::Refused { reason }));
                 return;

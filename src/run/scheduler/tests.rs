@@ -222,7 +222,11 @@ fn budgets_refuse_what_they_cannot_cover_and_settle_what_was_used() {
             max_tokens: Some(max_tokens),
             ..Budget::default()
         },
-        estimate: Box::new(|_, _| 100),
+        estimate: Box::new(|_, _| Estimate {
+            tokens: 100,
+            model: None,
+            cost_usd: None,
+        }),
         prices: &prices,
     };
     // 250 tokens cover two estimates of 100, not three.
