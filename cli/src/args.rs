@@ -109,6 +109,9 @@ pub enum AgentsCommand {
         /// Directory of agent specs (*.toml + prompt files).
         #[arg(long, value_name = "DIR")]
         agents: Option<PathBuf>,
+        /// Let agent specs read prompt files from outside their directory.
+        #[arg(long)]
+        allow_prompts_outside: bool,
     },
 }
 
@@ -225,6 +228,9 @@ pub struct CommonArgs {
     /// Directory of agent specs [default: ./agents/specs if present, else the built-in four].
     #[arg(long, value_name = "DIR")]
     pub agents: Option<PathBuf>,
+    /// Let agent specs send prompt files from outside their directory to the model.
+    #[arg(long)]
+    pub allow_prompts_outside: bool,
     /// Run only these agents (comma-separated names).
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -261,7 +267,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub stream: bool,
     /// Attempts per model call, retries included (429, 529, 5xx, connection errors).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// TOML file of model prices (`[models."NAME"] input_per_mtok = …, output_per_mtok = …`)
     /// that overrides or extends the built-in table.
@@ -278,13 +284,13 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 0)]
     pub crash_retries: u32,
     /// Most model calls in flight at once (real providers; the cap adapts to 429s below it).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub max_concurrency: usize,
     /// Requests per minute allowed to the provider.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rpm: Option<u32>,
     /// Tokens per minute allowed to the provider (estimated before, settled after).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub tpm: Option<u32>,
     /// Hedge slow model calls: after this delay (or the observed p95, once known)
     /// send one duplicate and keep the first answer; at most 2 hedges per run.
@@ -298,11 +304,27 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,
     /// Cap on the run's cost in USD (priced with the price table).
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub budget_usd: Option<f64>,
     /// Limit on one HTTP call.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub call_timeout: Duration,
+}
+
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number ≥ 1")),
+    }
+}
+
+pub fn parse_usd(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!(
+            "`{s}` is not an amount of US dollars ≥ 0 (e.g. 0.50)"
+        )),
+    }
 }
 
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {

@@ -9,7 +9,9 @@
 
 mod args;
 mod commands;
+mod output;
 mod setup;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -17,7 +19,8 @@ use args::{AgentsCommand, Cli, Command};
 use clap::Parser as _;
 
 /// Parses arguments, runs the command, and maps the result to an exit code:
-/// 0 success, 1 the run did not succeed, 2 bad input or configuration.
+/// 0 success, 1 the run did not succeed, 2 bad input or configuration, 130/143
+/// interrupted by Ctrl-C / SIGTERM.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A panicking agent is caught and recorded as a failed branch; say so in one line
@@ -38,6 +41,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,8 +61,13 @@ fn main() -> ExitCode {
             Command::Batch(args) => commands::batch::batch(*args).await,
             Command::Bench { command } => commands::bench::bench(command).await.map(|()| true),
             Command::Agents {
-                command: AgentsCommand::List { agents },
-            } => commands::agents::list_agents(agents.as_deref()).map(|()| true),
+                command:
+                    AgentsCommand::List {
+                        agents,
+                        allow_prompts_outside,
+                    },
+            } => commands::agents::list_agents(agents.as_deref(), allow_prompts_outside)
+                .map(|()| true),
         }
     });
     match result {
@@ -65,7 +75,10 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("fanfare: {e:#}");
-            ExitCode::from(2)
+            match e.downcast_ref::<signals::Interrupted>() {
+                Some(i) => ExitCode::from(i.signal.exit_code()),
+                None => ExitCode::from(2),
+            }
         }
     }
 }

@@ -19,13 +19,22 @@ use fanfare::{Fanfare, MergeStrategy, RunRequest};
 
 use crate::args::{CommonArgs, Merge, ProviderKind, RunArgs};
 
-pub fn load_specs(dir: Option<&Path>) -> anyhow::Result<(Vec<AgentSpec>, String)> {
+pub fn load_specs(
+    dir: Option<&Path>,
+    options: spec::LoadOptions,
+) -> anyhow::Result<(Vec<AgentSpec>, String)> {
     match dir {
-        Some(dir) => Ok((spec::load_dir(dir)?, dir.display().to_string())),
+        Some(dir) => Ok((
+            spec::load_dir_with(dir, options)?,
+            dir.display().to_string(),
+        )),
         None => {
             let local = Path::new("agents/specs");
             if local.is_dir() {
-                Ok((spec::load_dir(local)?, local.display().to_string()))
+                Ok((
+                    spec::load_dir_with(local, options)?,
+                    local.display().to_string(),
+                ))
             } else {
                 Ok((fanfare_agents::perspectives()?, "built-in".to_owned()))
             }
@@ -62,7 +71,10 @@ pub struct Prepared {
 }
 
 pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
-    let (mut specs, source) = load_specs(args.agents.as_deref())?;
+    let options = spec::LoadOptions {
+        allow_prompts_outside: args.allow_prompts_outside,
+    };
+    let (mut specs, source) = load_specs(args.agents.as_deref(), options)?;
     if !args.only.is_empty() {
         for name in &args.only {
             if !specs.iter().any(|s| &s.name == name) {
@@ -97,6 +109,20 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     let mut prices = PriceTable::default();
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
+    }
+    if args.budget_usd.is_some() {
+        // A cost cap needs a price for every model it will pay for; find out now.
+        for s in &specs {
+            let model = s.model.as_deref().or(provider.default_model());
+            let Some(model) = model else { continue };
+            if prices.price(model).is_none() {
+                bail!(
+                    "--budget-usd: no price for model `{model}` (agent `{}`), so the cap could not be kept; \
+add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per_mtok = …)",
+                    s.name
+                );
+            }
+        }
     }
     let agents = specs.into_iter().map(|s| {
         let faults = s.faults.clone();

@@ -99,6 +99,14 @@ pub enum AgentError {
     /// The model call failed.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// The model answered with no text (only whitespace), which is no answer.
+    #[error("the model `{model}` answered with no text (stop reason: {})", .stop_reason.as_deref().unwrap_or("none given"))]
+    EmptyAnswer {
+        /// The model that answered.
+        model: String,
+        /// Why it stopped, as it said.
+        stop_reason: Option<String>,
+    },
     /// The agent declined the task, with its reason.
     #[error("rejected the task: {reason}")]
     Rejected {

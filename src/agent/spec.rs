@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::faults::Faults;
-use super::{Agent, AgentContext, AgentOutput, AgentReply, CallEstimate, Task};
+use super::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, CallEstimate, Task};
 use crate::provider::{estimate_tokens, CompletionRequest, SimProfile};
 
 /// An agent defined by a spec file: one model call with the spec's system prompt.
@@ -171,15 +171,10 @@ impl AgentSpec {
             field,
             reason: reason.to_owned(),
         };
-        if raw.name.trim().is_empty()
-            || raw
-                .name
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if !valid_name(&raw.name) {
             return Err(invalid(
                 "name",
-                "must be non-empty and contain no whitespace",
+                "use letters, digits, `-`, `_` and `.` only (it is a routing name, and lists of names are comma-separated)",
             ));
         }
         let prompt = match (raw.prompt, raw.prompt_file) {
@@ -242,13 +237,32 @@ impl AgentSpec {
         })
     }
 
-    /// Reads and parses one spec file.
+    /// Reads and parses one spec file; its `prompt_file` must be in the spec's own
+    /// directory (see [`LoadOptions`]).
     pub fn load(path: &Path) -> Result<Self, SpecError> {
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    /// [`AgentSpec::load`] with options.
+    pub fn load_with(path: &Path, options: LoadOptions) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text, |p| std::fs::read_to_string(p))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse(path, &text, |p| {
+            if !options.allow_prompts_outside {
+                let inside = std::fs::canonicalize(dir)
+                    .and_then(|d| std::fs::canonicalize(p).map(|f| f.starts_with(d)))?;
+                if !inside {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "it is outside the spec's directory (a spec may only send prompt files next to it to the model, unless prompts outside are allowed explicitly)",
+                    ));
+                }
+            }
+            std::fs::read_to_string(p)
+        })
     }
 }
 
@@ -264,8 +278,30 @@ fn line_col(text: &str, offset: usize) -> String {
     format!(":{line}:{col}")
 }
 
+/// How specs are loaded from files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Let a spec's `prompt_file` point outside its directory (`../x.md`, `/etc/…`).
+    /// Off by default: whoever wrote the spec would choose what file is sent to the
+    /// model.
+    pub allow_prompts_outside: bool,
+}
+
+/// Whether `name` is a usable routing name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Loads every `*.toml` spec in `dir`, sorted by `order` then name.
 pub fn load_dir(dir: &Path) -> Result<Vec<AgentSpec>, SpecError> {
+    load_dir_with(dir, LoadOptions::default())
+}
+
+/// [`load_dir`] with options.
+pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<Vec<AgentSpec>, SpecError> {
     let io = |source| SpecError::Io {
         path: dir.to_owned(),
         source,
@@ -279,7 +315,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<AgentSpec>, SpecError> {
     files.sort();
     let specs = files
         .iter()
-        .map(|f| AgentSpec::load(f))
+        .map(|f| AgentSpec::load_with(f, options))
         .collect::<Result<Vec<_>, _>>()?;
     finish(specs, dir)
 }
@@ -334,6 +370,12 @@ impl Agent for AgentSpec {
         request.temperature = self.temperature;
         request.group = Some(task.branch.run.0);
         let completion = ctx.provider.complete(request).await?;
+        if completion.text.trim().is_empty() {
+            return Err(AgentError::EmptyAnswer {
+                model: completion.model,
+                stop_reason: completion.stop_reason,
+            });
+        }
         Ok(AgentOutput::from(completion))
     }
 }
@@ -392,6 +434,49 @@ mod tests {
             e.contains("field `faults`: faults.panic: probability 3 is not between 0 and 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn regression_names_that_cannot_be_selected_are_refused() {
+        for name in ["a,b", "a b", "", "x/y"] {
+            let e = parse(&format!("name = {name:?}\nprompt = \"p\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("field `name`"), "{name:?}: {e}");
+        }
+        assert!(parse("name = \"legal-2.v1_x\"\nprompt = \"p\"\n").is_ok());
+    }
+
+    #[test]
+    fn regression_a_prompt_file_outside_the_spec_directory_is_refused() {
+        let top = tempfile_dir("outside");
+        let specs = top.join("specs");
+        std::fs::create_dir_all(&specs).unwrap();
+        std::fs::write(top.join("secret.md"), "not for the model").unwrap();
+        std::fs::write(specs.join("inside.md"), "You are X.").unwrap();
+        let spec = specs.join("x.toml");
+        std::fs::write(&spec, "name = \"x\"\nprompt_file = \"../secret.md\"\n").unwrap();
+        let e = AgentSpec::load(&spec).unwrap_err().to_string();
+        assert!(
+            e.contains("field `prompt_file`") && e.contains("outside"),
+            "{e}"
+        );
+        let allowed = LoadOptions {
+            allow_prompts_outside: true,
+        };
+        assert_eq!(
+            AgentSpec::load_with(&spec, allowed).unwrap().prompt,
+            "not for the model"
+        );
+        std::fs::write(&spec, "name = \"x\"\nprompt_file = \"inside.md\"\n").unwrap();
+        assert_eq!(AgentSpec::load(&spec).unwrap().prompt, "You are X.");
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fanfare-spec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
     }
 
     #[test]

@@ -131,6 +131,24 @@ impl PriceTable {
             path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
+        for (model, price) in &extra.models {
+            let rates = [
+                ("input_per_mtok", Some(price.input_per_mtok)),
+                ("output_per_mtok", Some(price.output_per_mtok)),
+                ("cache_write_per_mtok", price.cache_write_per_mtok),
+                ("cache_read_per_mtok", price.cache_read_per_mtok),
+            ];
+            for (field, rate) in rates {
+                if rate.is_some_and(|r| !r.is_finite() || r < 0.0) {
+                    return Err(PriceError::Parse {
+                        path: path.to_owned(),
+                        message: format!(
+                            "models.\"{model}\".{field}: a price must be a finite number ≥ 0"
+                        ),
+                    });
+                }
+            }
+        }
         self.models.extend(extra.models);
         Ok(())
     }
@@ -181,6 +199,16 @@ mod tests {
         std::fs::write(&path, "[models.x]\ninput_per_mtok = 1.0\n").unwrap();
         let e = t.merge_file(&path).unwrap_err().to_string();
         assert!(e.contains("output_per_mtok"), "{e}");
+        // Regression: negative and NaN prices were accepted (`cost: $NaN`).
+        for bad in ["-1.0", "nan"] {
+            std::fs::write(
+                &path,
+                format!("[models.x]\ninput_per_mtok = {bad}\noutput_per_mtok = 1.0\n"),
+            )
+            .unwrap();
+            let e = t.merge_file(&path).unwrap_err().to_string();
+            assert!(e.contains("models.\"x\".input_per_mtok"), "{bad}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

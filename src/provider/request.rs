@@ -87,7 +87,7 @@ impl CompletionRequest {
                 .iter()
                 .map(|m| m.content.split_whitespace().count())
                 .sum::<usize>();
-        (words as u64 * 4).div_ceil(3)
+        (words as u64).saturating_mul(4).div_ceil(3)
     }
 }
 
@@ -114,20 +114,26 @@ pub struct Usage {
 
 impl Usage {
     /// All tokens: input (cache included) plus output.
+    /// Saturates rather than overflows: counts come from servers.
     pub fn total(&self) -> u64 {
         self.input_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens
-            + self.output_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens)
+            .saturating_add(self.output_tokens)
     }
 }
 
 impl std::ops::AddAssign for Usage {
+    /// Saturates rather than overflows: counts come from servers.
     fn add_assign(&mut self, rhs: Self) {
-        self.input_tokens += rhs.input_tokens;
-        self.output_tokens += rhs.output_tokens;
-        self.cache_creation_input_tokens += rhs.cache_creation_input_tokens;
-        self.cache_read_input_tokens += rhs.cache_read_input_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(rhs.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(rhs.output_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(rhs.cache_creation_input_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(rhs.cache_read_input_tokens);
     }
 }
 

@@ -256,7 +256,7 @@ impl RunReport {
                 BranchOutcome::Cancelled { .. } => totals.cancelled += 1,
                 BranchOutcome::Refused { .. } => totals.refused += 1,
             }
-            totals.attempts += u64::from(b.attempts);
+            totals.attempts = totals.attempts.saturating_add(u64::from(b.attempts));
             totals.usage += b.usage;
         }
         if let Some(s) = &synthesis {

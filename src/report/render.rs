@@ -7,6 +7,27 @@ use std::time::Duration;
 use super::{BranchReport, RunReport, RunStatus};
 use crate::run::BranchOutcome;
 
+/// `text` safe to print on a terminal: control characters other than newlines and
+/// tabs (escape sequences could retitle, clear or rewrite the terminal) become `�`.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        text.chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    '\u{FFFD}'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 impl RunReport {
     /// The branch that finished last (the straggler), if any ran.
     pub fn slowest(&self) -> Option<&BranchReport> {
@@ -85,10 +106,10 @@ impl RunReport {
             let _ = writeln!(out, " ──");
             match (&b.outcome, &b.error) {
                 (BranchOutcome::Ok(o), _) => {
-                    let _ = writeln!(out, "{}\n", o.text.trim());
+                    let _ = writeln!(out, "{}\n", printable(o.text.trim()));
                 }
                 (_, Some(e)) => {
-                    let _ = writeln!(out, "({e})\n");
+                    let _ = writeln!(out, "({})\n", printable(e));
                 }
                 _ => {}
             }
@@ -100,10 +121,10 @@ impl RunReport {
             }
             match (&s.text, &s.error) {
                 (Some(t), _) => {
-                    let _ = writeln!(out, "{}\n", t.trim());
+                    let _ = writeln!(out, "{}\n", printable(t.trim()));
                 }
                 (None, Some(e)) => {
-                    let _ = writeln!(out, "({e})\n");
+                    let _ = writeln!(out, "({})\n", printable(e));
                 }
                 _ => {}
             }
@@ -151,5 +172,20 @@ impl RunReport {
         }
         out.push_str(&self.timeline(40));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_model_output_cannot_send_escape_sequences_to_the_terminal() {
+        let hostile = "fine\u{1b}]0;pwned\u{7}\u{1b}[2J text\nnext\tline";
+        assert_eq!(
+            printable(hostile),
+            "fine\u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2J text\nnext\tline"
+        );
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
     }
 }

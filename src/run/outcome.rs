@@ -409,6 +409,9 @@ pub enum SynthesisError {
     /// The merge model call failed.
     #[error("merge call failed: {0}")]
     Provider(Box<ProviderError>),
+    /// The merge model answered with no text.
+    #[error("the merge model answered with no text")]
+    EmptyAnswer,
     /// The select-best scorer panicked.
     #[error("the select-best scorer panicked")]
     ScorerPanicked,

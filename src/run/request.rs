@@ -238,6 +238,10 @@ impl RunRequest {
         if self.deadline.is_zero() {
             return Err(RequestError::ZeroDeadline);
         }
+        if self.soft_deadline.is_some() && (self.merge.is_none() || self.policy == Policy::FailFast)
+        {
+            return Err(RequestError::SoftDeadlineUnused);
+        }
         if let Some(cap) = self.budget.and_then(|b| b.max_cost_usd) {
             if !cap.is_finite() || cap < 0.0 {
                 return Err(RequestError::BadCostCap(cap));
@@ -316,6 +320,10 @@ pub enum RequestError {
     /// The overall deadline is zero.
     #[error("the deadline must be greater than zero")]
     ZeroDeadline,
+    /// A soft deadline lets the merge go ahead without stragglers: it needs a merge
+    /// and a tolerate-partial policy (under fail-fast every branch must succeed).
+    #[error("a soft deadline needs a merge and a partial policy (partial:K); under fail-fast or without a merge it would do nothing")]
+    SoftDeadlineUnused,
     /// The cost cap is negative, infinite or not a number.
     #[error("the cost cap must be a finite number of dollars ≥ 0, not {0}")]
     BadCostCap(f64),

@@ -299,17 +299,19 @@ impl Actor for Synthesiser {
                         req.max_tokens = max_tokens;
                         let provider = self.provider.clone();
                         let work = async move {
-                            let result = provider.complete(req).await;
-                            let _ = reply.send(
-                                result
-                                    .map(|c| Synthesis {
-                                        text: c.text,
-                                        usage: c.usage,
-                                        model: Some(c.model),
-                                        chosen: None,
-                                    })
-                                    .map_err(|e| SynthesisError::Provider(Box::new(e))),
-                            );
+                            let result = match provider.complete(req).await {
+                                Ok(c) if c.text.trim().is_empty() => {
+                                    Err(SynthesisError::EmptyAnswer)
+                                }
+                                Ok(c) => Ok(Synthesis {
+                                    text: c.text,
+                                    usage: c.usage,
+                                    model: Some(c.model),
+                                    chosen: None,
+                                }),
+                                Err(e) => Err(SynthesisError::Provider(Box::new(e))),
+                            };
+                            let _ = reply.send(result);
                             let _ = myself.cast(SynthesiserMsg::Finished(run));
                         };
                         state.0.insert(run, tokio::spawn(work).abort_handle());

@@ -215,6 +215,12 @@ impl Fanfare {
         }
     }
 
+    /// Checks `request` as the orchestrator would before running it (agents known,
+    /// dependencies, quorum, deadlines, budget), without running anything.
+    pub fn validate(&self, request: &RunRequest) -> Result<(), crate::run::RequestError> {
+        request.validate(&self.roster.names())
+    }
+
     /// Runs `request` and waits for its report.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
         self.dispatch(request, None).await

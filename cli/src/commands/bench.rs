@@ -289,10 +289,10 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         }
         let cpu0 = cpu_seconds();
         let (wall, ok, failed) = fanfare_case(url, n, c, &args.perspectives).await?;
-        println!(
+        crate::output::line(format_args!(
             "{}",
             line("fanfare", n, wall, floor, cpu_seconds() - cpu0, ok, failed)
-        );
+        ))?;
         return Ok(());
     }
     let mock = MockServer::start(MockConfig {
@@ -317,22 +317,22 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         }
         let (wall, cpu, ok, failed) = median(a);
         let ours = line("fanfare", n, wall, floor, cpu, ok, failed);
-        println!("{ours}");
+        crate::output::line(format_args!("{ours}"))?;
         let (wall, cpu, ok, failed) = median(b);
         let reference = line("reqwest-joinset", n, wall, floor, cpu, ok, failed);
-        println!("{reference}");
+        crate::output::line(format_args!("{reference}"))?;
         let overhead = |v: &serde_json::Value| v["overhead_s"].as_f64().unwrap_or(f64::NAN);
         let mut ratios = json!({"ratio": "overhead vs reqwest-joinset", "n": n, "value": overhead(&ours) / overhead(&reference)});
         if let Some(python) = &args.python {
             match python_case(python, &url, n, args.latency) {
                 Ok(py) => {
-                    println!("{py}");
+                    crate::output::line(format_args!("{py}"))?;
                     ratios["python_over_fanfare"] = json!(overhead(&py) / overhead(&ours));
                 }
                 Err(e) => eprintln!("fanfare bench: {e:#}"),
             }
         }
-        println!("{ratios}");
+        crate::output::line(format_args!("{ratios}"))?;
     }
     Ok(())
 }
@@ -368,11 +368,11 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let report = fanfare.run(request).await?;
         let wall = t0.elapsed();
-        println!(
+        crate::output::line(format_args!(
             "{}",
             json!({"case": "overhead_per_branch", "n": n, "wall_s": wall.as_secs_f64(),
             "us_per_branch": wall.as_secs_f64() * 1e6 / n as f64, "ok": report.totals.ok})
-        );
+        ))?;
     }
     // Runs per second: 4-branch fan-outs, 64 in flight, for ~2 s.
     let t0 = Instant::now();
@@ -388,11 +388,11 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
             .filter(|r| r.is_ok())
             .count();
     }
-    println!(
+    crate::output::line(format_args!(
         "{}",
         json!({"case": "runs_per_second", "fanout": 4, "in_flight": 64,
         "runs_per_s": done as f64 / t0.elapsed().as_secs_f64()})
-    );
+    ))?;
     fanfare.shutdown().await;
 
     // Memory per idle specialist: RSS before and after spawning many.
@@ -407,11 +407,11 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = rss_mb("VmRSS:");
-    println!(
+    crate::output::line(format_args!(
         "{}",
         json!({"case": "rss_per_idle_specialist", "specialists": count,
         "kib_each": (after - before) * 1024.0 / count as f64})
-    );
+    ))?;
     many.shutdown().await;
 
     // One supervised restart: a panic, the supervisor's decision, the new actor up.
@@ -454,12 +454,12 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
     }
     let per = t0.elapsed() / restarts;
     std::panic::set_hook(default_hook);
-    println!(
+    crate::output::line(format_args!(
         "{}",
         json!({"case": "supervised_restart", "restarts": restarts,
         "us_per_crash_to_restarted": per.as_secs_f64() * 1e6,
         "note": "a run whose branch panics, plus the restart, end to end"})
-    );
+    ))?;
     crashy.shutdown().await;
     Ok(())
 }

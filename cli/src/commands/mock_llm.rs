@@ -25,8 +25,8 @@ pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    println!("fanfare mock-llm listening on http://{addr}");
-    println!("  ANTHROPIC_BASE_URL=http://{addr}    OPENAI_BASE_URL=http://{addr}/v1    stats: http://{addr}/stats");
+    crate::output::line(format_args!("fanfare mock-llm listening on http://{addr}"))?;
+    crate::output::line(format_args!("  ANTHROPIC_BASE_URL=http://{addr}    OPENAI_BASE_URL=http://{addr}/v1    stats: http://{addr}/stats"))?;
     fanfare_mock::serve(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -1,9 +1,9 @@
 //! `fanfare run`: one task through every agent, then the merge.
 
-use anyhow::bail;
-
 use crate::args::RunArgs;
+use crate::output;
 use crate::setup::{prepare, print_admission, read_input, request_for, Prepared};
+use crate::signals::{stop_requested, Interrupted};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let input = read_input(&args)?;
@@ -14,18 +14,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     } = prepare(&args.common).await?;
     let request = request_for(&args.common, input, &names);
     let outcome = tokio::select! {
-        r = fanfare.run(request) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
+        r = fanfare.run(request) => Ok(r),
+        signal = stop_requested() => Err(signal),
     };
-    fanfare.shutdown().await;
-    let Some(report) = outcome else {
-        bail!("interrupted; in-flight branches were cancelled");
+    let report = match outcome {
+        Ok(report) => {
+            fanfare.shutdown().await;
+            report?
+        }
+        Err(signal) => {
+            // The run future is gone, so the run is cancelled; nothing to drain.
+            fanfare.shutdown_with_drain(std::time::Duration::ZERO).await;
+            return Err(Interrupted {
+                signal,
+                what: "in-flight branches were cancelled".to_owned(),
+            }
+            .into());
+        }
     };
-    let report = report?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        output::stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", report.render());
+        output::stdout(&report.render())?;
     }
     print_admission(gate.as_ref());
     if let fanfare::RunStatus::Failed { reason } = &report.status {
