@@ -50,6 +50,9 @@
 //! ```
 
 pub mod agent;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod provider;
 pub mod report;
 pub mod run;

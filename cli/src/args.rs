@@ -338,10 +338,5 @@ pub fn parse_policy(s: &str) -> Result<Policy, String> {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (try 30s, 2m or 500ms)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".to_owned());
-    }
-    Ok(d)
+    fanfare::run::parse_duration(s).map_err(|e| e.to_string())
 }

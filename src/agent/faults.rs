@@ -393,6 +393,8 @@ impl<A: Agent> Agent for Faulty<A> {
                 agent: name.to_owned(),
                 attempts: 1,
                 kind,
+                earlier: Vec::new(),
+                gave_up: None,
             })
         };
         if fires(&f.panic, 1) {

@@ -369,6 +369,7 @@ impl Agent for AgentSpec {
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
         request.group = Some(task.branch.run.0);
+        request.deadline = task.deadline;
         let completion = ctx.provider.complete(request).await?;
         if completion.text.trim().is_empty() {
             return Err(AgentError::EmptyAnswer {

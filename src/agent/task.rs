@@ -39,6 +39,12 @@ pub struct Task {
     pub input: String,
     /// Outputs of the steps this one depends on (empty in a plain fan-out).
     pub upstream: Vec<UpstreamOutput>,
+    /// When the branch stops waiting for this task. An agent that calls a model
+    /// passes it on ([`CompletionRequest::deadline`](crate::provider::CompletionRequest::deadline)),
+    /// so a call stopped by it says what it was doing. Local to this process; not
+    /// serialised.
+    #[serde(skip)]
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The output of a step that a later step depends on.

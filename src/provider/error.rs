@@ -11,7 +11,7 @@ use super::CompletionRequest;
 /// Plain data (no boxed sources) so that it can cross a process boundary with the
 /// branch reply it is part of. It never holds credentials or request headers.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("{provider} ({model}) for `{agent}`: {kind}{}", attempts_note(*.attempts))]
+#[error("{provider} ({model}) for `{agent}`: {kind}{}{}", attempts_note(*.attempts, .earlier), gave_up_note(.gave_up.as_ref()))]
 pub struct ProviderError {
     /// Provider name.
     pub provider: String,
@@ -21,15 +21,69 @@ pub struct ProviderError {
     pub agent: String,
     /// Attempts made, retries included.
     pub attempts: u32,
-    /// What went wrong.
+    /// What went wrong (on the last attempt).
     pub kind: ProviderErrorKind,
+    /// What went wrong on the earlier attempts, oldest first (at most
+    /// [`ProviderError::EARLIER_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<ProviderErrorKind>,
+    /// Set when the call stopped because of the caller's deadline, not on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up: Option<GaveUp>,
 }
 
-fn attempts_note(attempts: u32) -> String {
-    if attempts > 1 {
+/// Why a call stopped short of what it would otherwise have done: the deadline of
+/// the branch it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GaveUp {
+    /// The wait before the next attempt (the server's `retry-after`, or the backoff)
+    /// would pass the deadline, so the call failed at once instead of waiting it out.
+    WaitPastDeadline {
+        /// The wait, in milliseconds.
+        wait_ms: u64,
+        /// What was left before the deadline, in milliseconds.
+        left_ms: u64,
+    },
+    /// The deadline came while an attempt (or the wait for admission) was in flight.
+    DeadlineReached,
+}
+
+fn attempts_note(attempts: u32, earlier: &[ProviderErrorKind]) -> String {
+    if attempts <= 1 {
+        return String::new();
+    }
+    // "after 8 attempts; earlier: 7 × HTTP 529"
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for kind in earlier {
+        let label = kind.short();
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    let earlier: Vec<String> = counts
+        .into_iter()
+        .map(|(label, n)| format!("{n} × {label}"))
+        .collect();
+    if earlier.is_empty() {
         format!(" (after {attempts} attempts)")
     } else {
-        String::new()
+        format!(
+            " (after {attempts} attempts; earlier: {})",
+            earlier.join(", ")
+        )
+    }
+}
+
+fn gave_up_note(gave_up: Option<&GaveUp>) -> String {
+    match gave_up {
+        Some(GaveUp::WaitPastDeadline { wait_ms, left_ms }) => format!(
+            "; not retried: the next try was due in {wait_ms} ms, only {left_ms} ms were left before the branch deadline"
+        ),
+        Some(GaveUp::DeadlineReached) => "; stopped at the branch deadline".to_owned(),
+        None => String::new(),
     }
 }
 
@@ -86,6 +140,18 @@ pub enum ProviderErrorKind {
         /// The timeout.
         after_ms: u64,
     },
+    /// The answer was larger than the cap on response bodies.
+    #[error("the answer is larger than {limit_bytes} bytes; it was not read further")]
+    TooLarge {
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// The admission gate could not admit the call.
+    #[error("not admitted: {reason}")]
+    NotAdmitted {
+        /// Why.
+        reason: NotAdmitted,
+    },
     /// The server answered with a redirect, which is never followed (it would take
     /// the key and the prompt to another host).
     #[error("the server redirected (HTTP {status}) to {}; redirects are not followed, so the key never goes to another host — set the base URL to the final address", .location.as_deref().unwrap_or("an unnamed location"))]
@@ -97,12 +163,85 @@ pub enum ProviderErrorKind {
     },
 }
 
+/// Why the admission gate did not let a call out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NotAdmitted {
+    /// The call alone needs more tokens than the tokens-per-minute limit allows.
+    LargerThanTpm {
+        /// Its estimate.
+        tokens: u64,
+        /// The limit.
+        tpm: u32,
+    },
+    /// The deadline came while it waited for admission.
+    DeadlineWhileWaiting {
+        /// How long it waited, in milliseconds.
+        waited_ms: u64,
+        /// What it was waiting for.
+        waiting_for: Wait,
+    },
+}
+
+/// What a call waits for at the admission gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// A hold the server asked for (`retry-after`, exhausted rate-limit headers).
+    ServerHold,
+    /// The requests-per-minute limit.
+    Rpm,
+    /// The tokens-per-minute limit.
+    Tpm,
+    /// A free slot under the concurrency cap.
+    Concurrency,
+}
+
+impl std::fmt::Display for NotAdmitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotAdmitted::LargerThanTpm { tokens, tpm } => write!(
+                f,
+                "the call needs ~{tokens} tokens but the limit is {tpm} tokens per minute (raise --tpm or lower max_tokens)"
+            ),
+            NotAdmitted::DeadlineWhileWaiting {
+                waited_ms,
+                waiting_for,
+            } => {
+                let what = match waiting_for {
+                    Wait::ServerHold => "the server's retry-after hold",
+                    Wait::Rpm => "the requests-per-minute limit",
+                    Wait::Tpm => "the tokens-per-minute limit",
+                    Wait::Concurrency => "a free slot under the concurrency cap",
+                };
+                write!(f, "the deadline came after {waited_ms} ms waiting for {what}")
+            }
+        }
+    }
+}
+
 fn retry_note(ms: Option<u64>) -> String {
     ms.map(|ms| format!(", retry after {ms} ms"))
         .unwrap_or_default()
 }
 
 impl ProviderErrorKind {
+    /// A few words for summaries: `HTTP 529`, `transport error`, `timeout`, …
+    pub fn short(&self) -> String {
+        match self {
+            ProviderErrorKind::RateLimited { .. } => "HTTP 429".to_owned(),
+            ProviderErrorKind::Overloaded { status, .. }
+            | ProviderErrorKind::Status { status, .. }
+            | ProviderErrorKind::Redirected { status, .. } => format!("HTTP {status}"),
+            ProviderErrorKind::Transport { .. } => "transport error".to_owned(),
+            ProviderErrorKind::Decode { .. } => "undecodable answer".to_owned(),
+            ProviderErrorKind::Timeout { .. } => "timeout".to_owned(),
+            ProviderErrorKind::TooLarge { .. } => "answer too large".to_owned(),
+            ProviderErrorKind::NotAdmitted { .. } => "not admitted".to_owned(),
+        }
+    }
+
     /// Whether a retry may succeed: 429, 529, 500–504 and transport errors. Never
     /// 400/401/403/404/422, decode errors or timeouts.
     pub fn is_retryable(&self) -> bool {
@@ -128,6 +267,9 @@ impl ProviderErrorKind {
 }
 
 impl ProviderError {
+    /// How many earlier attempts' errors an error keeps.
+    pub const EARLIER_KEPT: usize = 20;
+
     /// An error of `kind` for `request`, attributed to `provider` and `model`.
     pub fn new(
         provider: &str,
@@ -141,6 +283,8 @@ impl ProviderError {
             agent: request.agent.clone(),
             attempts: 1,
             kind,
+            earlier: Vec::new(),
+            gave_up: None,
         }
     }
 }

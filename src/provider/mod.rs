@@ -25,7 +25,7 @@ pub mod admission;
 pub mod anthropic;
 mod error;
 pub mod hedge;
-mod http;
+pub(crate) mod http;
 pub mod openai;
 pub mod pricing;
 mod request;
@@ -42,7 +42,7 @@ use std::pin::Pin;
 
 pub use admission::{Admission, AdmissionConfig, AdmissionMetrics};
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
-pub use error::{ProviderError, ProviderErrorKind};
+pub use error::{GaveUp, NotAdmitted, ProviderError, ProviderErrorKind, Wait};
 pub use hedge::{Hedge, HedgeConfig};
 pub use http::{redact_url, ApiKey, ConfigError};
 pub use openai::{OpenAiConfig, OpenAiProvider};

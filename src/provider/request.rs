@@ -53,6 +53,11 @@ pub struct CompletionRequest {
     /// completion is the same, assembled from the stream.
     #[serde(default)]
     pub stream: bool,
+    /// When the caller stops waiting (its branch deadline), if it has one: the stack
+    /// fails a call at once rather than wait past it (`Retry`), and cuts an attempt
+    /// at it (`Timeout`). Local to this process; not serialised.
+    #[serde(skip)]
+    pub deadline: Option<tokio::time::Instant>,
     /// The group of calls this one belongs to (the runtime uses the run's id), if
     /// any: wrappers keep per-group limits, such as the hedge allowance, by it.
     #[serde(default)]
@@ -76,6 +81,7 @@ impl CompletionRequest {
             agent: agent.into(),
             stream: false,
             group: None,
+            deadline: None,
         }
     }
 

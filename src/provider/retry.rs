@@ -11,7 +11,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError};
+use tokio::time::Instant;
+
+use super::{BoxFuture, Completion, CompletionRequest, GaveUp, Provider, ProviderError};
 
 /// Decides whether a failed attempt is tried again, and after how long.
 pub trait RetryPolicy: Send + Sync + 'static {
@@ -137,6 +139,7 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
             let mut attempt = 1;
+            let mut earlier = Vec::new();
             loop {
                 match self.inner.complete(request.clone()).await {
                     Ok(mut completion) => {
@@ -145,10 +148,30 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
                     }
                     Err(mut error) => {
                         error.attempts = attempt;
+                        error.earlier = std::mem::take(&mut earlier);
                         let Some(wait) = self.policy.retry(attempt, &error) else {
                             return Err(error);
                         };
+                        if error.gave_up.is_some() {
+                            return Err(error);
+                        }
+                        // A wait that would pass the caller's deadline is not waited
+                        // out: fail now, saying why.
+                        if let Some(deadline) = request.deadline {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if wait >= left {
+                                error.gave_up = Some(GaveUp::WaitPastDeadline {
+                                    wait_ms: wait.as_millis() as u64,
+                                    left_ms: left.as_millis() as u64,
+                                });
+                                return Err(error);
+                            }
+                        }
                         tracing::debug!(agent = %request.agent, attempt, ?wait, error = %error.kind, "retrying");
+                        earlier = std::mem::take(&mut error.earlier);
+                        if earlier.len() < ProviderError::EARLIER_KEPT {
+                            earlier.push(error.kind);
+                        }
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }
@@ -231,6 +254,49 @@ mod tests {
         assert!(
             e.to_string().contains("after 3 attempts") && e.to_string().contains("`legal`"),
             "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_retry_after_past_the_deadline_fails_at_once_with_the_history() {
+        // Once, a 529 storm was retried until the branch timeout fired, and the
+        // report said `attempts: 0`, "timed out", with no 529 in sight.
+        let overloaded = |ms| ProviderErrorKind::Overloaded {
+            status: 529,
+            retry_after_ms: Some(ms),
+            excerpt: String::new(),
+        };
+        let retry = Retry::new(
+            script(vec![
+                overloaded(1_000),
+                overloaded(1_000),
+                overloaded(30_000),
+            ]),
+            ExponentialBackoff::default(),
+        );
+        let mut r = CompletionRequest::new("a", "s", "u");
+        let t0 = tokio::time::Instant::now();
+        r.deadline = Some(t0 + Duration::from_secs(10));
+        let e = retry.complete(r).await.unwrap_err();
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(2),
+            "did not wait out the 30 s hint"
+        );
+        assert_eq!(e.attempts, 3);
+        assert_eq!(e.earlier.len(), 2);
+        assert_eq!(
+            e.gave_up,
+            Some(GaveUp::WaitPastDeadline {
+                wait_ms: 30_000,
+                left_ms: 8_000
+            })
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("after 3 attempts; earlier: 2 × HTTP 529")
+                && shown.contains("only 8000 ms were left"),
+            "{shown}"
         );
     }
 

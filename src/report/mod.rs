@@ -85,6 +85,10 @@ impl BranchReport {
             BranchOutcome::Failed {
                 error: BranchError::Agent(AgentError::Provider(e)),
             } => (e.attempts, Usage::default()),
+            BranchOutcome::TimedOut {
+                last_error: Some(e),
+                ..
+            } => (e.attempts, Usage::default()),
             _ => (0, Usage::default()),
         };
         let error = outcome.problem();

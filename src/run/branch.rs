@@ -9,6 +9,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
 use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Task};
+use crate::provider::GaveUp;
 use crate::supervision::Slot;
 
 /// Sends `Cancel` to the specialist unless disarmed: dropping an unfinished call
@@ -88,6 +89,7 @@ pub(crate) async fn call_branch(
                         return (
                             BranchOutcome::TimedOut {
                                 deadline: deadline_kind,
+                                last_error: None,
                             },
                             retried,
                         )
@@ -99,6 +101,18 @@ pub(crate) async fn call_branch(
                             // Not taken: the specialist is retiring. Wait for its
                             // replacement, as if the task had not been delivered.
                             Err(AgentError::Retiring) => None,
+                            // The model call was cut by this branch's deadline: the
+                            // branch timed out, and the report shows what the call
+                            // was doing (its attempts and their errors).
+                            Err(AgentError::Provider(e))
+                                if e.gave_up == Some(GaveUp::DeadlineReached) =>
+                            {
+                                let outcome = BranchOutcome::TimedOut {
+                                    deadline: deadline_kind,
+                                    last_error: Some(Box::new(e)),
+                                };
+                                return (outcome, retried);
+                            }
                             Err(error @ AgentError::Panicked { .. }) => {
                                 Some(BranchOutcome::Failed {
                                     error: BranchError::Agent(error),
@@ -139,6 +153,7 @@ pub(crate) async fn call_branch(
                 return (
                     BranchOutcome::TimedOut {
                         deadline: deadline_kind,
+                        last_error: None,
                     },
                     retried,
                 )

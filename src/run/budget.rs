@@ -201,6 +201,7 @@ mod tests {
             (
                 BranchOutcome::TimedOut {
                     deadline: DeadlineKind::Branch,
+                    last_error: None,
                 },
                 1_000,
             ),

@@ -55,6 +55,12 @@ pub(crate) struct Schedule<'a> {
 /// What one branch task returns: its step, outcome, end time and crash retries.
 type Ended = (usize, BranchOutcome, Instant, u32);
 
+/// How much earlier than the branch deadline the task's own deadline is: enough for
+/// the specialist's answer to arrive first, a small share of a short branch.
+fn handover(branch_time: Duration) -> Duration {
+    (branch_time / 50).min(Duration::from_millis(25))
+}
+
 /// Sleeps until `at`, or forever without one.
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
@@ -74,6 +80,7 @@ fn estimate(s: &Schedule<'_>, budget: Budget, i: usize, upstream: &[UpstreamOutp
         },
         input: s.input.to_owned(),
         upstream: upstream.to_vec(),
+        deadline: None,
     };
     let call = s
         .roster
@@ -130,6 +137,9 @@ pub(crate) async fn execute(
                         },
                         input: s.input.to_owned(),
                         upstream,
+                        // A hair before the branch deadline, so that a model call cut
+                        // by it reports what it was doing before the branch gives up.
+                        deadline: Some(deadline - handover(deadline - now)),
                     };
                     let crash_retries = s.crash_retries;
                     let handle = set.spawn(async move {

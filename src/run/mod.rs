@@ -34,7 +34,8 @@ pub use outcome::{
 };
 pub(crate) use record::{BranchRecord, RunRecord, SynthesisRecord};
 pub use request::{
-    Budget, Limit, ParsePolicyError, Policy, RequestError, RunError, RunRequest, Step,
+    parse_duration, Budget, DurationError, Limit, ParsePolicyError, Policy, RequestError, RunError,
+    RunRequest, Step,
 };
 pub use synthesis::{MergeStrategy, Scorer, MERGE_SYSTEM_PROMPT};
 pub(crate) use synthesis::{Synthesiser, SynthesiserMsg};

@@ -62,6 +62,10 @@ pub enum BranchOutcome {
     TimedOut {
         /// Which deadline.
         deadline: DeadlineKind,
+        /// What the model call was doing when the deadline came (its attempts and
+        /// their errors), when the agent passed the deadline on to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_error: Option<Box<ProviderError>>,
     },
     /// The run no longer needed this branch; it was cancelled (or never dispatched).
     Cancelled {
@@ -105,7 +109,14 @@ impl BranchOutcome {
         match self {
             BranchOutcome::Ok(_) => None,
             BranchOutcome::Failed { error } => Some(error.to_string()),
-            BranchOutcome::TimedOut { deadline } => Some(format!("timed out ({deadline})")),
+            BranchOutcome::TimedOut {
+                deadline,
+                last_error: None,
+            } => Some(format!("timed out ({deadline})")),
+            BranchOutcome::TimedOut {
+                deadline,
+                last_error: Some(e),
+            } => Some(format!("timed out ({deadline}): {e}")),
             BranchOutcome::Cancelled { reason } => Some(format!("cancelled: {reason}")),
             BranchOutcome::Refused { reason } => Some(format!("refused: {reason}")),
         }
@@ -174,7 +185,7 @@ pub enum RunFailure {
         /// Its agent.
         agent: String,
         /// How it ended.
-        outcome: BranchOutcome,
+        outcome: Box<BranchOutcome>,
     },
     /// Tolerate-partial: too many branches failed for the quorum to be met.
     QuorumUnreachable {

@@ -284,6 +284,50 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// A duration that could not be parsed (see [`parse_duration`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Not a duration.
+    #[error("`{text}`: {reason} (try 30s, 2m or 500ms)")]
+    Unreadable {
+        /// The text.
+        text: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// Zero: a deadline or timeout of nothing.
+    #[error("`{0}`: must be greater than zero")]
+    Zero(String),
+    /// Longer than [`RunRequest::LONGEST`].
+    #[error("`{text}`: must be at most {max_days} days")]
+    TooLong {
+        /// The text.
+        text: String,
+        /// The longest accepted, in days.
+        max_days: u64,
+    },
+}
+
+/// Parses a deadline or timeout with its unit (`90s`, `2m`, `1500ms`, `1h 30m`): more
+/// than zero and at most [`RunRequest::LONGEST`].
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| DurationError::Unreadable {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if d.is_zero() {
+        return Err(DurationError::Zero(text.to_owned()));
+    }
+    if d > RunRequest::LONGEST {
+        return Err(DurationError::TooLong {
+            text: text.to_owned(),
+            max_days: RunRequest::LONGEST.as_secs() / 86_400,
+        });
+    }
+    Ok(d)
+}
+
 /// What is wrong with a [`RunRequest`].
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]

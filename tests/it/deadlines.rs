@@ -18,7 +18,8 @@ async fn branch_timeout_ends_the_branch_and_aborts_its_call() {
     assert_eq!(
         report.branches[0].outcome,
         BranchOutcome::TimedOut {
-            deadline: DeadlineKind::Branch
+            deadline: DeadlineKind::Branch,
+            last_error: None,
         }
     );
     let ended = report.branches[0].end;
@@ -48,7 +49,8 @@ async fn run_deadline_caps_every_branch() {
         assert_eq!(
             report.branches[i].outcome,
             BranchOutcome::TimedOut {
-                deadline: DeadlineKind::Run
+                deadline: DeadlineKind::Run,
+                last_error: None,
             }
         );
     }
@@ -79,4 +81,76 @@ async fn fail_fast_treats_a_timeout_as_a_failure() {
     assert_eq!(report.branches[2].outcome.label(), "cancelled");
     eventually(Duration::from_secs(1), || provider.stats().aborted == 2).await;
     fanfare.shutdown().await;
+}
+
+/// One spec agent through the full stack (timeout, admission, retries) against the
+/// mock, with a one-second branch timeout.
+async fn one_branch_against(mock: fanfare_mock::MockConfig) -> fanfare::RunReport {
+    use fanfare::agent::spec::AgentSpec;
+    use fanfare::provider::{
+        AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, Stack,
+    };
+    let mock = fanfare_mock::MockServer::start(mock).await.unwrap();
+    let mut config = AnthropicConfig::new(ApiKey::new("k"));
+    config.base_url = mock.url();
+    let (provider, _) = Stack::new()
+        .timeout(Duration::from_secs(60))
+        .admission(AdmissionConfig::default())
+        .retry(ExponentialBackoff::default())
+        .build(AnthropicProvider::new(config).unwrap());
+    let fanfare = fanfare::Fanfare::builder(provider)
+        .agent(AgentSpec::new("a", "Be brief."))
+        .start()
+        .await
+        .unwrap();
+    let request = RunRequest::fan_out("t", ["a"]).branch_timeout(Duration::from_secs(1));
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    report
+}
+
+#[tokio::test]
+async fn regression_a_retry_storm_cut_by_the_branch_timeout_keeps_its_history() {
+    // Once: 8 calls answered 429/529, and the report said `attempts: 0`, "timed out
+    // (branch timeout)", with no status in sight.
+    let report = one_branch_against(fanfare_mock::MockConfig {
+        latency: Duration::from_millis(5),
+        rate_429: 1.0,
+        retry_after: Duration::from_millis(300),
+        ..fanfare_mock::MockConfig::default()
+    })
+    .await;
+    let b = &report.branches[0];
+    let error = b.error.clone().unwrap_or_default();
+    assert!(b.attempts >= 3, "{} attempts: {error}", b.attempts);
+    assert!(error.contains("HTTP 429"), "{error}");
+    assert!(error.contains("before the branch deadline"), "{error}");
+    assert!(
+        b.end < Duration::from_secs(1),
+        "failed at once, not at the deadline"
+    );
+}
+
+#[tokio::test]
+async fn regression_a_call_hanging_at_the_branch_timeout_says_what_it_was_doing() {
+    let report = one_branch_against(fanfare_mock::MockConfig {
+        hang_rate: 1.0,
+        ..fanfare_mock::MockConfig::default()
+    })
+    .await;
+    let b = &report.branches[0];
+    let BranchOutcome::TimedOut {
+        deadline: DeadlineKind::Branch,
+        last_error: Some(e),
+    } = &b.outcome
+    else {
+        panic!("{:?}", b.outcome)
+    };
+    assert_eq!(e.attempts, 1);
+    assert!(b.attempts == 1, "the report counts the attempt");
+    assert!(b
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("stopped at the branch deadline"));
 }

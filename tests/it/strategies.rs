@@ -418,7 +418,8 @@ async fn injected_faults_show_up_as_the_outcomes_they_imitate() {
     assert_eq!(
         r.branches[3].outcome,
         BranchOutcome::TimedOut {
-            deadline: DeadlineKind::Branch
+            deadline: DeadlineKind::Branch,
+            last_error: None,
         }
     );
     assert!(r.branches[4].outcome.is_ok() && r.branches[4].duration() >= Duration::from_secs(3));

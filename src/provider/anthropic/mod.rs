@@ -11,16 +11,14 @@ use tokio::sync::mpsc::UnboundedSender;
 mod wire;
 
 use wire::*;
+pub(crate) use wire::{decode_answer, on_event, StreamState};
 
 use super::http::{self, ApiKey, ConfigError};
 
 /// Where a 404 most likely comes from.
 const HINT_404: &str =
     "is the base URL right? Anthropic's has no /v1 (e.g. https://api.anthropic.com)";
-use super::{
-    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
-    Usage,
-};
+use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, Role};
 
 /// Settings of an [`AnthropicProvider`].
 #[derive(Clone, Debug)]
@@ -33,6 +31,9 @@ pub struct AnthropicConfig {
     pub default_model: String,
     /// Limit on one HTTP call, response body included.
     pub timeout: Duration,
+    /// The most bytes an answer may have (streamed or not); a longer one is an
+    /// error, read no further.
+    pub max_response_bytes: u64,
 }
 
 impl AnthropicConfig {
@@ -50,6 +51,7 @@ impl AnthropicConfig {
             api_key,
             default_model: Self::DEFAULT_MODEL.to_owned(),
             timeout: Duration::from_secs(120),
+            max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -133,30 +135,17 @@ impl AnthropicProvider {
         )
         .await?;
         let rate_limit = http::rate_limits(response.headers());
-        let body = http::read_body(response, self.config.timeout)
-            .await
-            .map_err(err)?;
-        let wire: WireResponse = serde_json::from_str(&body).map_err(|e| {
-            err(ProviderErrorKind::Decode {
-                message: format!("{e}; body starts: {}", http::excerpt(&body, 200)),
-            })
-        })?;
-        let text: String = wire
-            .content
-            .iter()
-            .filter(|b| b.kind == "text")
-            .filter_map(|b| b.text.as_deref())
-            .collect();
-        let mut usage = Usage::default();
-        wire.usage.merge_into(&mut usage);
+        let body = http::read_body(
+            response,
+            self.config.timeout,
+            self.config.max_response_bytes,
+        )
+        .await
+        .map_err(err)?;
+        let completion = decode_answer(&body, &model).map_err(err)?;
         Ok(Completion {
-            text,
-            model: wire.model.unwrap_or(model),
-            usage,
-            stop_reason: wire.stop_reason,
-            attempts: 1,
             rate_limit,
-            ..Completion::default()
+            ..completion
         })
     }
 
@@ -181,14 +170,9 @@ impl AnthropicProvider {
         .await?;
         let rate_limit = http::rate_limits(response.headers());
         let response = http::expect_sse(response).await.map_err(err)?;
-        let events = http::sse_events(response);
+        let events = http::sse_events(response, self.config.max_response_bytes);
         futures::pin_mut!(events);
-        let mut state = StreamState {
-            text: String::new(),
-            usage: Usage::default(),
-            stop_reason: None,
-            model: model.clone(),
-        };
+        let mut state = StreamState::new(&model);
         loop {
             let event =
                 http::next_event(&mut events, deadline, self.config.timeout, "message_stop")

@@ -127,20 +127,55 @@ pub(super) struct WireError {
     pub(super) message: String,
 }
 
-pub(super) struct StreamState {
+pub(crate) struct StreamState {
     pub(super) text: String,
     pub(super) usage: Usage,
     pub(super) stop_reason: Option<String>,
     pub(super) model: String,
 }
 
-pub(super) enum StreamEvent {
+impl StreamState {
+    /// The state before the first event, for an answer from `model`.
+    pub(crate) fn new(model: &str) -> Self {
+        Self {
+            text: String::new(),
+            usage: Usage::default(),
+            stop_reason: None,
+            model: model.to_owned(),
+        }
+    }
+}
+
+/// Decodes a plain (not streamed) answer from `model`.
+pub(crate) fn decode_answer(body: &str, model: &str) -> Result<Completion, ProviderErrorKind> {
+    let wire: WireResponse = serde_json::from_str(body).map_err(|e| ProviderErrorKind::Decode {
+        message: format!("{e}; body starts: {}", http::excerpt(body, 200)),
+    })?;
+    let text: String = wire
+        .content
+        .iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect();
+    let mut usage = Usage::default();
+    wire.usage.merge_into(&mut usage);
+    Ok(Completion {
+        text,
+        model: wire.model.unwrap_or_else(|| model.to_owned()),
+        usage,
+        stop_reason: wire.stop_reason,
+        attempts: 1,
+        ..Completion::default()
+    })
+}
+
+pub(crate) enum StreamEvent {
     Text(String),
     Done(Completion),
 }
 
 /// Applies one SSE data payload; returns what to yield, if anything.
-pub(super) fn on_event(
+pub(crate) fn on_event(
     state: &mut StreamState,
     data: &str,
 ) -> Result<Option<StreamEvent>, ProviderErrorKind> {

@@ -10,6 +10,8 @@ use super::{CompletionRequest, ProviderError, ProviderErrorKind, RateLimitInfo};
 
 mod sse;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use sse::SseParser;
 pub(crate) use sse::{next_event, sse_events};
 
 /// An API key. Its `Debug` never shows the secret and it has no `Display`, so it
@@ -299,7 +301,12 @@ pub(crate) async fn send(
             location,
         }));
     }
-    let body = response.text().await.unwrap_or_default();
+    // Only an excerpt of an error body is kept; read no more than that needs.
+    let body = match read_capped(response, ERROR_BODY_BYTES).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(None) => "(an error body too large to show)".to_owned(),
+        Err(_) => String::new(),
+    };
     let mut kind = status_error(status.as_u16(), &headers, &body);
     if let ProviderErrorKind::Status {
         status: 404,
@@ -326,7 +333,10 @@ pub(crate) async fn expect_sse(
     if content_type.starts_with("text/event-stream") {
         return Ok(response);
     }
-    let body = response.text().await.unwrap_or_default();
+    let body = match read_capped(response, ERROR_BODY_BYTES).await {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    };
     Err(ProviderErrorKind::Decode {
         message: format!(
             "expected an event stream, got content-type `{content_type}`; body starts: {}",
@@ -335,17 +345,44 @@ pub(crate) async fn expect_sse(
     })
 }
 
-/// Reads the whole body within `timeout`.
+/// The default cap on an answer's body, streamed or not: far above any real answer
+/// (a 64k-token answer is well under 1 MiB of JSON), far below what hurts.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How much of an error body is read: only an excerpt is kept.
+const ERROR_BODY_BYTES: u64 = 64 * 1024;
+
+/// Reads at most `limit` bytes of the body. `Ok(None)`: it is longer.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// Reads the whole body within `timeout`, refusing one over `limit` bytes.
 pub(crate) async fn read_body(
     response: reqwest::Response,
     timeout: Duration,
+    limit: u64,
 ) -> Result<String, ProviderErrorKind> {
-    match tokio::time::timeout(timeout, response.text()).await {
+    match tokio::time::timeout(timeout, read_capped(response, limit)).await {
         Err(_) => Err(ProviderErrorKind::Timeout {
             after_ms: timeout.as_millis() as u64,
         }),
         Ok(Err(e)) => Err(transport_error(&e)),
-        Ok(Ok(body)) => Ok(body),
+        Ok(Ok(None)) => Err(ProviderErrorKind::TooLarge { limit_bytes: limit }),
+        Ok(Ok(Some(body))) => Ok(String::from_utf8_lossy(&body).into_owned()),
     }
 }
 

@@ -12,16 +12,14 @@ use tokio::sync::mpsc::UnboundedSender;
 mod wire;
 
 use wire::*;
+pub(crate) use wire::{decode_answer, on_chunk, Chunk};
 
 use super::http::{self, ApiKey, ConfigError};
 
 /// Where a 404 most likely comes from.
 const HINT_404: &str =
     "is the base URL right? OpenAI-compatible base URLs end in /v1 (e.g. http://127.0.0.1:8080/v1)";
-use super::{
-    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
-    Usage,
-};
+use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, Role, Usage};
 
 /// Settings of an [`OpenAiProvider`].
 #[derive(Clone, Debug)]
@@ -34,6 +32,9 @@ pub struct OpenAiConfig {
     pub default_model: String,
     /// Limit on one HTTP call, response body included.
     pub timeout: Duration,
+    /// The most bytes an answer may have (streamed or not); a longer one is an
+    /// error, read no further.
+    pub max_response_bytes: u64,
 }
 
 impl OpenAiConfig {
@@ -49,6 +50,7 @@ impl OpenAiConfig {
             api_key,
             default_model: Self::DEFAULT_MODEL.to_owned(),
             timeout: Duration::from_secs(120),
+            max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -142,28 +144,17 @@ impl OpenAiProvider {
         )
         .await?;
         let rate_limit = http::rate_limits(response.headers());
-        let body = http::read_body(response, self.config.timeout)
-            .await
-            .map_err(err)?;
-        let decode = |message: String| {
-            err(ProviderErrorKind::Decode {
-                message: format!("{message}; body starts: {}", http::excerpt(&body, 200)),
-            })
-        };
-        let wire: WireResponse = serde_json::from_str(&body).map_err(|e| decode(e.to_string()))?;
-        let choice = wire
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| decode("no choices".to_owned()))?;
+        let body = http::read_body(
+            response,
+            self.config.timeout,
+            self.config.max_response_bytes,
+        )
+        .await
+        .map_err(err)?;
+        let completion = decode_answer(&body, &model).map_err(err)?;
         Ok(Completion {
-            text: choice.message.and_then(|m| m.content).unwrap_or_default(),
-            model: wire.model.unwrap_or(model),
-            usage: wire.usage.map(Usage::from).unwrap_or_default(),
-            stop_reason: choice.finish_reason,
-            attempts: 1,
             rate_limit,
-            ..Completion::default()
+            ..completion
         })
     }
 
@@ -188,7 +179,7 @@ impl OpenAiProvider {
         .await?;
         let rate_limit = http::rate_limits(response.headers());
         let response = http::expect_sse(response).await.map_err(err)?;
-        let events = http::sse_events(response);
+        let events = http::sse_events(response, self.config.max_response_bytes);
         futures::pin_mut!(events);
         let mut completion = Completion {
             text: String::new(),
@@ -204,29 +195,14 @@ impl OpenAiProvider {
                 .await
                 .map_err(err)?
                 .data;
-            if data.trim() == "[DONE]" {
-                return Ok(completion);
-            }
-            let chunk: WireResponse = serde_json::from_str(&data).map_err(|e| {
-                err(ProviderErrorKind::Decode {
-                    message: format!("bad stream chunk ({e}): {}", http::excerpt(&data, 200)),
-                })
-            })?;
-            if let Some(m) = chunk.model {
-                completion.model = m;
-            }
-            if let Some(u) = chunk.usage {
-                completion.usage = u.into();
-            }
-            for choice in chunk.choices {
-                if let Some(text) = choice.delta.and_then(|d| d.content) {
-                    completion.text.push_str(&text);
+            match on_chunk(&mut completion, &data).map_err(err)? {
+                Chunk::Done => return Ok(completion),
+                Chunk::Deltas(texts) => {
                     if let Some(d) = deltas {
-                        let _ = d.send(text);
+                        for text in texts {
+                            let _ = d.send(text);
+                        }
                     }
-                }
-                if choice.finish_reason.is_some() {
-                    completion.stop_reason = choice.finish_reason;
                 }
             }
         }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::provider::Usage;
+use crate::provider::http;
+use crate::provider::{Completion, ProviderErrorKind, Usage};
 
 #[derive(Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -72,4 +73,66 @@ impl From<WireUsage> for Usage {
             ..Usage::default()
         }
     }
+}
+
+fn decode_error(what: &str, e: impl std::fmt::Display, text: &str) -> ProviderErrorKind {
+    ProviderErrorKind::Decode {
+        message: format!("{what} ({e}): {}", http::excerpt(text, 200)),
+    }
+}
+
+/// Decodes a plain (not streamed) answer from `model`.
+pub(crate) fn decode_answer(body: &str, model: &str) -> Result<Completion, ProviderErrorKind> {
+    let wire: WireResponse =
+        serde_json::from_str(body).map_err(|e| decode_error("bad answer", e, body))?;
+    let choice = wire
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| decode_error("bad answer", "no choices", body))?;
+    Ok(Completion {
+        text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+        model: wire.model.unwrap_or_else(|| model.to_owned()),
+        usage: wire.usage.map(Usage::from).unwrap_or_default(),
+        stop_reason: choice.finish_reason,
+        attempts: 1,
+        ..Completion::default()
+    })
+}
+
+/// What one stream chunk brought.
+pub(crate) enum Chunk {
+    /// `[DONE]`: the completion is whole.
+    Done,
+    /// Text deltas (possibly none), already appended to the completion.
+    Deltas(Vec<String>),
+}
+
+/// Applies one SSE data payload to `completion`.
+pub(crate) fn on_chunk(
+    completion: &mut Completion,
+    data: &str,
+) -> Result<Chunk, ProviderErrorKind> {
+    if data.trim() == "[DONE]" {
+        return Ok(Chunk::Done);
+    }
+    let chunk: WireResponse =
+        serde_json::from_str(data).map_err(|e| decode_error("bad stream chunk", e, data))?;
+    if let Some(m) = chunk.model {
+        completion.model = m;
+    }
+    if let Some(u) = chunk.usage {
+        completion.usage = u.into();
+    }
+    let mut deltas = Vec::new();
+    for choice in chunk.choices {
+        if let Some(text) = choice.delta.and_then(|d| d.content) {
+            completion.text.push_str(&text);
+            deltas.push(text);
+        }
+        if choice.finish_reason.is_some() {
+            completion.stop_reason = choice.finish_reason;
+        }
+    }
+    Ok(Chunk::Deltas(deltas))
 }

@@ -300,7 +300,7 @@ impl<'a> Scheduler<'a> {
                         self.failure = Some(RunFailure::Branch {
                             index: i as u32,
                             agent: self.agents[i].clone(),
-                            outcome,
+                            outcome: Box::new(outcome),
                         });
                         let reason = CancelReason::SiblingFailed {
                             index: i as u32,
