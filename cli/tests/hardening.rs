@@ -340,3 +340,38 @@ fn regression_credentials_in_a_base_url_are_not_printed() {
     assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
 }
+
+#[test]
+fn regression_an_io_error_prints_its_cause_once() {
+    let out = fanfare()
+        .args(["run", "--agents", "/nonexistent/specs", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
+#[test]
+fn regression_logs_written_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents(dir.path(), 1);
+    // A panicking agent makes the runtime log a warning.
+    let out = fanfare()
+        .args([
+            "run",
+            "--policy",
+            "partial:1",
+            "--fault",
+            "a:panic:every=1",
+            "--agents",
+        ])
+        .arg(&agents)
+        .arg("t")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("WARN"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

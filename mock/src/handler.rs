@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,10 +28,14 @@ fn authorised(config: &MockConfig, headers: &HeaderMap) -> bool {
         || header("authorization").strip_prefix("Bearer ") == Some(key.as_str())
 }
 
+/// The largest request body accepted: Anthropic's documented limit for the Messages
+/// API (32 MB), so the mock refuses nothing a real API would take.
+pub(crate) const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
 pub(crate) async fn anthropic(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
 ) -> Response {
     handle(shared, Wire::Anthropic, headers, body).await
 }
@@ -38,13 +43,23 @@ pub(crate) async fn anthropic(
 pub(crate) async fn openai(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
 ) -> Response {
     handle(shared, Wire::OpenAi, headers, body).await
 }
 
-async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: String) -> Response {
+async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body) -> Response {
     let (guard, in_flight) = InFlight::enter(&shared);
+    // Read here rather than in an extractor, so a refusal is counted like any answer.
+    let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => {
+            guard.finish(413);
+            let message = format!("request body over {MAX_REQUEST_BYTES} bytes");
+            let body = wire::error_body(wire, "request_too_large", &message);
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
+    };
     let config = &shared.config;
     let n = shared.counter.fetch_add(1, Ordering::SeqCst);
     let key = mix(config.seed, n);

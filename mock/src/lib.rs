@@ -92,7 +92,7 @@ pub struct MockStats {
     pub max_in_flight: u64,
     /// Requests whose client went away before the answer was complete.
     pub aborted: u64,
-    /// Responses by HTTP status.
+    /// Responses by HTTP status (413 included: bodies over the request limit).
     pub by_status: BTreeMap<u16, u64>,
 }
 
@@ -250,6 +250,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/v1/models",
             get(|| async { Json(json!({"object": "list", "data": [{"id": "mock-1", "object": "model", "owned_by": "fanfare"}]})) }),
         )
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(shared)
 }
 

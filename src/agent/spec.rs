@@ -87,7 +87,7 @@ fn default_max_tokens() -> u32 {
 #[non_exhaustive]
 pub enum SpecError {
     /// A file or directory could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read it", path.display())]
     Io {
         /// The path.
         path: PathBuf,

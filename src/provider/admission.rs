@@ -20,7 +20,7 @@
 //! 429s and permit waits; each completion carries its own permit wait.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +29,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind};
+use super::{
+    BoxFuture, Completion, CompletionRequest, GaveUp, NotAdmitted, Provider, ProviderError,
+    ProviderErrorKind, Wait,
+};
 
 /// The longest the gate holds calls back on a server's say-so.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
@@ -361,15 +364,64 @@ impl<P: Provider> Provider for Admission<P> {
         Box::pin(async move {
             let s = &*self.shared;
             let estimate = estimate_tokens(&request);
+            let refuse = |reason| {
+                let model = request
+                    .model
+                    .clone()
+                    .or_else(|| self.inner.default_model().map(str::to_owned))
+                    .unwrap_or_else(|| "default model".to_owned());
+                ProviderError::new(
+                    self.inner.name(),
+                    &model,
+                    &request,
+                    ProviderErrorKind::NotAdmitted { reason },
+                )
+            };
+            if let Some((_, tpm)) = &s.tpm {
+                if estimate > u64::from(*tpm) {
+                    // It would wait for minutes and then still not fit: say so now.
+                    return Err(refuse(NotAdmitted::LargerThanTpm {
+                        tokens: estimate,
+                        tpm: *tpm,
+                    }));
+                }
+            }
             let started = Instant::now();
             s.queued.fetch_add(1, Ordering::Relaxed);
             let queued = Queued(&s.queued);
-            s.hold_back().await;
-            if let Some(rpm) = &s.rpm {
-                rpm.until_ready().await;
-            }
-            s.wait_tokens(estimate).await;
-            let permit = s.permits.acquire().await.ok();
+            // What the call is waiting for, for the error if its deadline comes first.
+            let stage = AtomicU8::new(0);
+            let admit = async {
+                s.hold_back().await;
+                stage.store(1, Ordering::Relaxed);
+                if let Some(rpm) = &s.rpm {
+                    rpm.until_ready().await;
+                }
+                stage.store(2, Ordering::Relaxed);
+                s.wait_tokens(estimate).await;
+                stage.store(3, Ordering::Relaxed);
+                s.permits.acquire().await.ok()
+            };
+            let permit = match request.deadline {
+                None => admit.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, admit).await {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        let waiting_for = match stage.load(Ordering::Relaxed) {
+                            0 => Wait::ServerHold,
+                            1 => Wait::Rpm,
+                            2 => Wait::Tpm,
+                            _ => Wait::Concurrency,
+                        };
+                        let mut error = refuse(NotAdmitted::DeadlineWhileWaiting {
+                            waited_ms: started.elapsed().as_millis() as u64,
+                            waiting_for,
+                        });
+                        error.gave_up = Some(GaveUp::DeadlineReached);
+                        return Err(error);
+                    }
+                },
+            };
             drop(queued);
             let wait = started.elapsed();
             let epoch = s.epoch.load(Ordering::Relaxed);
@@ -462,5 +514,46 @@ mod tests {
             assert!(c.await.unwrap().is_ok());
         }
         assert_eq!(a.metrics().max_in_flight, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_rate_limits_that_cannot_admit_a_call_say_so() {
+        // Once, a TPM below one request's size waited for the branch timeout and
+        // then said "timed out", with no word of the rate limit.
+        let sim = SimProvider::with_profile(SimProfile::instant());
+        let a = Admission::new(
+            sim.clone(),
+            AdmissionConfig {
+                tpm: Some(100),
+                ..AdmissionConfig::default()
+            },
+        );
+        let mut r = CompletionRequest::new("a", "s", "u");
+        r.max_tokens = 500;
+        let e = a.complete(r).await.unwrap_err();
+        assert!(
+            e.to_string().contains("the limit is 100 tokens per minute"),
+            "{e}"
+        );
+        // One request per minute: the second call's deadline comes while it waits.
+        let a = Admission::new(
+            sim,
+            AdmissionConfig {
+                rpm: Some(1),
+                ..AdmissionConfig::default()
+            },
+        );
+        a.complete(CompletionRequest::new("a", "s", "u"))
+            .await
+            .unwrap();
+        let mut r = CompletionRequest::new("a", "s", "u");
+        r.deadline = Some(Instant::now() + Duration::from_secs(5));
+        let e = a.complete(r).await.unwrap_err();
+        assert_eq!(e.gave_up, Some(GaveUp::DeadlineReached));
+        assert!(
+            e.to_string()
+                .contains("waiting for the requests-per-minute limit"),
+            "{e}"
+        );
     }
 }

@@ -87,7 +87,7 @@ impl Default for PriceTable {
 #[derive(Debug, thiserror::Error)]
 pub enum PriceError {
     /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot read it", path.display())]
     Io {
         /// The file.
         path: std::path::PathBuf,

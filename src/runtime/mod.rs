@@ -32,7 +32,7 @@ use root::{Current, Refs, Root, RootArgs, RootMsg};
 #[non_exhaustive]
 pub enum StartError {
     /// An actor failed to spawn.
-    #[error("could not spawn the {what}: {source}")]
+    #[error("could not spawn the {what}")]
     Spawn {
         /// Which actor.
         what: &'static str,

@@ -40,7 +40,7 @@ pub enum AddError {
         name: String,
     },
     /// Its actor did not start.
-    #[error("could not start specialist `{name}`: {source}")]
+    #[error("could not start specialist `{name}`")]
     Spawn {
         /// The name.
         name: String,

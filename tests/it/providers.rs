@@ -476,3 +476,77 @@ async fn regression_a_404_hints_at_the_base_path() {
     );
     assert!(e.to_string().contains("Anthropic's has no /v1"), "{e}");
 }
+
+#[tokio::test]
+async fn regression_the_mock_takes_what_real_apis_take_and_counts_what_it_refuses() {
+    let mock = MockServer::start(fast()).await.unwrap();
+    let provider = anthropic(&mock.url(), "k");
+    let big = CompletionRequest::new("a", "s", "word ".repeat(600_000)); // 3 MB
+    assert!(
+        provider.complete(big).await.is_ok(),
+        "2 MB was the old limit"
+    );
+    let huge = CompletionRequest::new("a", "s", "word ".repeat(7_000_000)); // 35 MB
+    let e = provider.complete(huge).await.unwrap_err();
+    assert!(
+        matches!(e.kind, ProviderErrorKind::Status { status: 413, .. }),
+        "{e}"
+    );
+    assert_eq!(
+        mock.stats().by_status.get(&413),
+        Some(&1),
+        "the refusal is counted"
+    );
+}
+
+/// A server that answers 200 with an endless body (chunked, no length), as
+/// `content_type`.
+async fn endless_server(content_type: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                // Up to 1 GB, until the client hangs up.
+                for _ in 0..16 * 1024 {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn regression_an_endless_answer_is_cut_at_the_size_cap_not_read_into_memory() {
+    for (content_type, stream) in [("application/json", false), ("text/event-stream", true)] {
+        let url = endless_server(content_type).await;
+        let mut c = AnthropicConfig::new(ApiKey::new("k"));
+        c.base_url = url;
+        c.max_response_bytes = 1024 * 1024;
+        let e = AnthropicProvider::new(c)
+            .unwrap()
+            .complete(request(stream))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind,
+            ProviderErrorKind::TooLarge {
+                limit_bytes: 1024 * 1024
+            },
+            "{content_type}"
+        );
+    }
+}
