@@ -420,4 +420,6 @@ impl<'a> Scheduler<'a> {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

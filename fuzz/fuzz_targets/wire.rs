@@ -1,0 +1,4 @@
+//! Fuzzes both wire formats' answer and stream-event decoders: no input may panic or allocate without bound.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fanfare::fuzzing::wire(data));
