@@ -144,6 +144,12 @@ pub struct MockArgs {
     /// Probability of a 200 whose body is not JSON.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub garbage_rate: f64,
+    /// Probability of cutting the connection right after the headers.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub reset_rate: f64,
+    /// Probability of cutting a streamed answer halfway.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub midstream_close_rate: f64,
     /// The wait suggested with each 429, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub retry_after_ms: u64,

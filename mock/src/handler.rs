@@ -133,9 +133,15 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
         )
             .into_response();
     }
+    if unit(mix(key, 6)) < config.reset_rate {
+        tokio::time::sleep(latency).await;
+        guard.cut(false);
+        return wire::cut_off();
+    }
     let text = wire::reply_text(&parsed.prompt, parsed.max_tokens);
     if parsed.stream {
-        return wire::stream(guard, wire, parsed, text, latency, n);
+        let cut = unit(mix(key, 7)) < config.midstream_close_rate;
+        return wire::stream(guard, wire, parsed, text, latency, n, cut);
     }
     tokio::time::sleep(latency).await;
     let body = wire::answer(wire, &parsed, &text, n);

@@ -51,6 +51,10 @@ pub struct MockConfig {
     pub hang_rate: f64,
     /// Probability of a 200 whose body is not JSON.
     pub garbage_rate: f64,
+    /// Probability that the connection is cut after the headers (a reset).
+    pub reset_rate: f64,
+    /// Probability that a streamed answer is cut halfway through its events.
+    pub midstream_close_rate: f64,
     /// The wait suggested with each 429 (`retry-after-ms`, and `retry-after` in
     /// whole seconds, rounded up).
     pub retry_after: Duration,
@@ -73,6 +77,8 @@ impl Default for MockConfig {
             max_concurrency: None,
             hang_rate: 0.0,
             garbage_rate: 0.0,
+            reset_rate: 0.0,
+            midstream_close_rate: 0.0,
             retry_after: Duration::from_millis(200),
             require_key: None,
             seed: 0,
@@ -94,6 +100,12 @@ pub struct MockStats {
     pub aborted: u64,
     /// Responses by HTTP status (413 included: bodies over the request limit).
     pub by_status: BTreeMap<u16, u64>,
+    /// Connections cut on purpose after the headers (`reset_rate`).
+    #[serde(default)]
+    pub resets: u64,
+    /// Streams cut on purpose halfway (`midstream_close_rate`).
+    #[serde(default)]
+    pub midstream_closes: u64,
 }
 
 pub(crate) struct Shared {
@@ -107,6 +119,17 @@ impl Shared {
     fn count_status(&self, status: u16) {
         if let Ok(mut s) = self.stats.lock() {
             *s.by_status.entry(status).or_default() += 1;
+        }
+    }
+
+    /// Counts a connection cut on purpose (`midstream`: halfway through a stream).
+    pub(crate) fn count_cut(&self, midstream: bool) {
+        if let Ok(mut s) = self.stats.lock() {
+            if midstream {
+                s.midstream_closes += 1;
+            } else {
+                s.resets += 1;
+            }
         }
     }
 }
@@ -136,6 +159,12 @@ impl InFlight {
     pub(crate) fn finish(mut self, status: u16) {
         self.finished = true;
         self.shared.count_status(status);
+    }
+
+    /// Ends the request as cut on purpose (not counted as the client's abort).
+    pub(crate) fn cut(mut self, midstream: bool) {
+        self.finished = true;
+        self.shared.count_cut(midstream);
     }
 }
 

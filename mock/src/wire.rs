@@ -1,7 +1,6 @@
 //! The two wire formats, as a server speaks them: parsing a request, the error and
 //! answer bodies, and the server-sent events of a streamed answer.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::response::sse::{Event, Sse};
@@ -193,6 +192,7 @@ pub(crate) fn stream(
     text: String,
     latency: Duration,
     n: u64,
+    cut: bool,
 ) -> Response {
     let words: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
     let chunks: Vec<String> = words
@@ -252,6 +252,7 @@ pub(crate) fn stream(
     // The guard rides along with the stream: a client that hangs up mid-stream drops
     // it unfinished, which counts as an abort.
     let total = events.len();
+    let cut_at = cut.then_some(total / 2);
     let body = futures::stream::unfold(
         (events.into_iter().enumerate(), Some(guard)),
         move |(mut it, mut guard)| async move {
@@ -259,15 +260,37 @@ pub(crate) fn stream(
             if i > 0 && i <= chunks_len(total) {
                 tokio::time::sleep(pause).await;
             }
+            if Some(i) == cut_at {
+                // Cut the connection here: the client sees the stream end abruptly.
+                if let Some(g) = guard.take() {
+                    g.cut(true);
+                }
+                let error = std::io::Error::other("stream cut on purpose");
+                return Some((Err(error), (it, guard)));
+            }
             if i + 1 == total {
                 if let Some(g) = guard.take() {
                     g.finish(200);
                 }
             }
-            Some((Ok::<_, Infallible>(event), (it, guard)))
+            Some((Ok(event), (it, guard)))
         },
     );
     Sse::new(body).into_response()
+}
+
+/// A 200 whose body breaks off at once: the connection is cut after the headers.
+pub(crate) fn cut_off() -> Response {
+    let body = futures::stream::iter([
+        Ok(axum::body::Bytes::from_static(b"{\"id\": \"cut")),
+        Err(std::io::Error::other("connection cut on purpose")),
+    ]);
+    (
+        axum::http::StatusCode::OK,
+        [("content-type", "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// The pause applies between the first and the last events (where the text is).

@@ -16,6 +16,8 @@ pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
         max_concurrency: args.max_concurrency,
         hang_rate: args.hang_rate,
         garbage_rate: args.garbage_rate,
+        reset_rate: args.reset_rate,
+        midstream_close_rate: args.midstream_close_rate,
         retry_after: Duration::from_millis(args.retry_after_ms),
         require_key: args.require_key,
         seed: args.seed,
