@@ -93,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut lost, mut late, mut met, mut done) = (0usize, 0usize, 0usize, 0usize);
     let mut latest = Duration::ZERO;
     let mut outcomes = std::collections::BTreeMap::<&'static str, usize>::new();
+    let mut why = std::collections::BTreeMap::<String, usize>::new();
     let mut stream = futures::stream::iter(0..runs)
         .map(|i| {
             let fanfare = fanfare.clone();
@@ -124,6 +125,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 met += usize::from(report.status.is_success());
                 for b in &report.branches {
                     *outcomes.entry(b.outcome.label()).or_default() += 1;
+                    if let Some(e) = &b.error {
+                        let short: String = e
+                            .split(" for `")
+                            .nth(1)
+                            .unwrap_or(e)
+                            .chars()
+                            .skip_while(|c| *c != ':')
+                            .take(70)
+                            .collect();
+                        *why.entry(short).or_default() += 1;
+                    }
                 }
             }
         }
@@ -160,6 +172,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         admission.admitted, admission.rate_limited
     );
     println!("  branches: {outcomes:?}");
+    let mut reasons: Vec<(String, usize)> = why.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    for (reason, n) in reasons.iter().take(6) {
+        println!("    {n:>6} × {reason}");
+    }
     println!(
         "  runs meeting quorum 2: {met} ({:.2}%)",
         100.0 * met as f64 / runs as f64

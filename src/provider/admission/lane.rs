@@ -1,0 +1,268 @@
+//! One model's gate: the concurrency cap (a tokio `Semaphore` sized by the
+//! [`Window`]), the RPM/TPM limiters, the server's holds, and the counters.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use super::window::Window;
+use super::{AdmissionConfig, AdmissionMetrics, MAX_HOLD};
+use crate::provider::{NotAdmitted, Wait};
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
+}
+
+/// One model's gate; see the module docs.
+pub(super) struct Lane {
+    window: Mutex<Window>,
+    permits: Semaphore,
+    /// Permits owed by a cut: taken back as calls finish instead of returned.
+    owed: AtomicUsize,
+    hold_until: Mutex<Option<Instant>>,
+    rpm: Option<DefaultDirectRateLimiter>,
+    tpm: Option<(DefaultDirectRateLimiter, u32)>,
+    queued: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    admitted: AtomicU64,
+    rate_limited: AtomicU64,
+    overloaded: AtomicU64,
+    decreases: AtomicU64,
+    permit_wait_ms: AtomicU64,
+}
+
+/// An admitted call's place: dropping it frees the slot (or pays a cut).
+pub(super) struct Slot<'a> {
+    lane: &'a Lane,
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.lane.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(p) = self.permit.take() {
+            let owed = self
+                .lane
+                .owed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1));
+            if owed.is_ok() {
+                // A cut is still owed: this permit pays it.
+                p.forget();
+            }
+        }
+    }
+}
+
+/// Counts a queued call until it is admitted or dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Lane {
+    pub(super) fn new(config: &AdmissionConfig) -> Self {
+        let window = Window::new(config);
+        Self {
+            permits: Semaphore::new(window.cap()),
+            window: Mutex::new(window),
+            owed: AtomicUsize::new(0),
+            hold_until: Mutex::new(None),
+            rpm: config.rpm.map(|n| RateLimiter::direct(per_minute(n))),
+            tpm: config
+                .tpm
+                .map(|n| (RateLimiter::direct(per_minute(n)), n.max(1))),
+            queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            admitted: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            decreases: AtomicU64::new(0),
+            permit_wait_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until a call estimated at `tokens` may go out (server holds, RPM, TPM,
+    /// then a slot), or until `deadline`. Returns its slot and how long it waited.
+    pub(super) async fn admit(
+        &self,
+        tokens: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(Slot<'_>, Duration), NotAdmitted> {
+        if let Some((_, tpm)) = &self.tpm {
+            if tokens > u64::from(*tpm) {
+                // It would wait for minutes and then still not fit: say so now.
+                return Err(NotAdmitted::LargerThanTpm { tokens, tpm: *tpm });
+            }
+        }
+        let started = Instant::now();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let queued = Queued(&self.queued);
+        // What the call is waiting for, for the error if its deadline comes first.
+        let stage = AtomicU8::new(0);
+        let admit = async {
+            self.hold_back().await;
+            stage.store(1, Ordering::Relaxed);
+            if let Some(rpm) = &self.rpm {
+                rpm.until_ready().await;
+            }
+            stage.store(2, Ordering::Relaxed);
+            self.wait_tokens(tokens).await;
+            stage.store(3, Ordering::Relaxed);
+            self.permits.acquire().await.ok()
+        };
+        let permit = match deadline {
+            None => admit.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, admit).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let waiting_for = match stage.load(Ordering::Relaxed) {
+                        0 => Wait::ServerHold,
+                        1 => Wait::Rpm,
+                        2 => Wait::Tpm,
+                        _ => Wait::Concurrency,
+                    };
+                    return Err(NotAdmitted::DeadlineWhileWaiting {
+                        waited_ms: started.elapsed().as_millis() as u64,
+                        waiting_for,
+                    });
+                }
+            },
+        };
+        drop(queued);
+        let waited = started.elapsed();
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        self.permit_wait_ms
+            .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
+        Ok((Slot { lane: self, permit }, waited))
+    }
+
+    /// Whether this lane has a TPM limit (then overages are settled).
+    pub(super) fn limits_tokens(&self) -> bool {
+        self.tpm.is_some()
+    }
+
+    /// Takes `n` more tokens from the TPM budget, waiting for them.
+    pub(super) async fn wait_tokens(&self, n: u64) {
+        if let Some((limiter, burst)) = &self.tpm {
+            let mut left = n;
+            while left > 0 {
+                let step = left.min(u64::from(*burst)) as u32;
+                if let Some(cells) = NonZeroU32::new(step) {
+                    let _ = limiter.until_n_ready(cells).await;
+                }
+                left -= u64::from(step);
+            }
+        }
+    }
+
+    async fn hold_back(&self) {
+        loop {
+            let until = self.hold_until.lock().ok().and_then(|h| *h);
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Holds every new call back for `wait` (capped at [`MAX_HOLD`]): the server said
+    /// so, for the whole gate, not just for the call that heard it.
+    pub(super) fn hold(&self, wait: Duration) {
+        // A server clock far off, or a silly header, must not stall every run.
+        let wait = wait.min(MAX_HOLD);
+        if let Ok(mut h) = self.hold_until.lock() {
+            let until = Instant::now() + wait;
+            if h.is_none_or(|t| t < until) {
+                *h = Some(until);
+            }
+        }
+    }
+
+    /// A call succeeded.
+    pub(super) fn on_success(&self) {
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        let before = w.cap();
+        let after = w.on_success();
+        self.resize(before, after);
+    }
+
+    /// A call came back 429 (`overloaded`: 529/503 overload).
+    pub(super) fn on_pushback(&self, overloaded: bool) {
+        let counter = if overloaded {
+            &self.overloaded
+        } else {
+            &self.rate_limited
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        let before = w.cap();
+        let after = w.on_pushback(self.in_flight.load(Ordering::Relaxed));
+        if after < before {
+            self.decreases.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(cap = after, "admission: 429/529 seen, concurrency cap cut");
+        }
+        self.resize(before, after);
+    }
+
+    /// Makes the semaphore match a cap that went from `before` to `after`.
+    fn resize(&self, before: usize, after: usize) {
+        if after > before {
+            // Growing while a cut is still owed: forgive owed permits first.
+            let mut grow = after - before;
+            while grow > 0 {
+                let forgiven = self
+                    .owed
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1));
+                if forgiven.is_err() {
+                    break;
+                }
+                grow -= 1;
+            }
+            self.permits.add_permits(grow);
+        } else if after < before {
+            // Take back what is free now; the rest is taken as calls finish.
+            let cut = before - after;
+            let mut taken = 0;
+            while taken < cut {
+                match self.permits.try_acquire() {
+                    Ok(p) => {
+                        p.forget();
+                        taken += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.owed.fetch_add(cut - taken, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn metrics(&self) -> AdmissionMetrics {
+        AdmissionMetrics {
+            queued: self.queued.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            cap: self.window.lock().map(|w| w.cap()).unwrap_or(0),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            admitted: self.admitted.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            overloaded: self.overloaded.load(Ordering::Relaxed),
+            decreases: self.decreases.load(Ordering::Relaxed),
+            permit_wait_ms: self.permit_wait_ms.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! [`Admission`]: a provider wrapper that decides when a call may go out.
+//!
+//! One `Admission` is shared by every agent that uses the provider (wrap once, hand
+//! the same `Arc` to the runtime). Providers count their limits per model, so the gate
+//! keeps one lane per model (the request's, or the provider's default), each with:
+//!
+//! - a **concurrency cap** (a tokio `Semaphore`): a call holds a permit while in
+//!   flight; a cancelled or timed-out call drops it at once;
+//! - an **adaptive window** on the cap (`window`, a pure state machine): slow start
+//!   from `initial_concurrency` (doubling per round trip) until the first 429 or 529;
+//!   a pushback cuts the cap straight to what the server was carrying (the other calls
+//!   still in flight), so one wave of 429s is one round; then one more per `cap`
+//!   successes, up to `max_concurrency`;
+//! - **requests per minute** and **tokens per minute** budgets (`governor`, GCRA): a
+//!   call waits for one request cell and for its estimated tokens (prompt words × 4/3 +
+//!   `max_tokens`); after the answer, tokens used beyond the estimate are charged too;
+//!   a call larger than the TPM limit is refused at once;
+//! - the provider's **rate-limit headers**: when they say no requests are left, or a
+//!   429 names a wait, the whole lane holds back until the reset, not just that call.
+//!
+//! A call with a deadline that comes while it waits is refused with what it was
+//! waiting for. [`Admission::metrics`] sums the lanes (queue depth, in-flight count,
+//! cap, 429s, permit waits); [`Admission::metrics_by_model`] gives each; each
+//! completion carries its own permit wait.
+
+mod lane;
+mod window;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BoxFuture, Completion, CompletionRequest, GaveUp, Provider, ProviderError, ProviderErrorKind,
+};
+use lane::Lane;
+
+/// The longest the gate holds calls back on a server's say-so.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// Limits of an [`Admission`], per model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdmissionConfig {
+    /// Upper bound of calls in flight.
+    pub max_concurrency: usize,
+    /// Lower bound the adaptive cap never goes under.
+    pub min_concurrency: usize,
+    /// Where the adaptive cap starts (slow start grows it from there).
+    pub initial_concurrency: usize,
+    /// Adapt the cap to 429s/529s; otherwise it stays at `max_concurrency`.
+    pub adaptive: bool,
+    /// Requests per minute, if limited.
+    pub rpm: Option<u32>,
+    /// Tokens per minute, if limited.
+    pub tpm: Option<u32>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 64,
+            min_concurrency: 1,
+            initial_concurrency: 16,
+            adaptive: true,
+            rpm: None,
+            tpm: None,
+        }
+    }
+}
+
+/// A snapshot of an [`Admission`]'s state and counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionMetrics {
+    /// Calls waiting for admission now.
+    pub queued: usize,
+    /// Calls in flight now.
+    pub in_flight: usize,
+    /// The current (adaptive) concurrency cap.
+    pub cap: usize,
+    /// The most ever in flight at once.
+    pub max_in_flight: usize,
+    /// Calls admitted so far.
+    pub admitted: u64,
+    /// 429 answers seen.
+    pub rate_limited: u64,
+    /// 529 / overloaded answers seen.
+    pub overloaded: u64,
+    /// Times the cap was cut.
+    pub decreases: u64,
+    /// Total time calls spent waiting for admission, in milliseconds.
+    pub permit_wait_ms: u64,
+}
+
+impl std::ops::AddAssign for AdmissionMetrics {
+    fn add_assign(&mut self, o: Self) {
+        self.queued += o.queued;
+        self.in_flight += o.in_flight;
+        self.cap += o.cap;
+        self.max_in_flight += o.max_in_flight;
+        self.admitted += o.admitted;
+        self.rate_limited += o.rate_limited;
+        self.overloaded += o.overloaded;
+        self.decreases += o.decreases;
+        self.permit_wait_ms += o.permit_wait_ms;
+    }
+}
+
+/// Wraps a provider with admission control; see the module docs.
+pub struct Admission<P> {
+    inner: P,
+    config: AdmissionConfig,
+    lanes: DashMap<String, Arc<Lane>>,
+}
+
+impl<P> std::fmt::Debug for Admission<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+impl<P: Provider> Admission<P> {
+    /// Wraps `inner` with `config` (applied to each model).
+    pub fn new(inner: P, config: AdmissionConfig) -> Self {
+        let max = config.max_concurrency.max(1);
+        Self {
+            inner,
+            config: AdmissionConfig {
+                max_concurrency: max,
+                min_concurrency: config.min_concurrency.clamp(1, max),
+                ..config
+            },
+            lanes: DashMap::new(),
+        }
+    }
+
+    fn lane(&self, request: &CompletionRequest) -> Arc<Lane> {
+        let model = request
+            .model
+            .as_deref()
+            .or(self.inner.default_model())
+            .unwrap_or_default();
+        if let Some(lane) = self.lanes.get(model) {
+            return lane.clone();
+        }
+        self.lanes
+            .entry(model.to_owned())
+            .or_insert_with(|| Arc::new(Lane::new(&self.config)))
+            .clone()
+    }
+}
+
+impl<P> Admission<P> {
+    /// A snapshot of the counters, summed over the models.
+    pub fn metrics(&self) -> AdmissionMetrics {
+        let mut total = AdmissionMetrics::default();
+        for lane in self.lanes.iter() {
+            total += lane.metrics();
+        }
+        total
+    }
+
+    /// Each model's counters, sorted by model.
+    pub fn metrics_by_model(&self) -> Vec<(String, AdmissionMetrics)> {
+        let mut all: Vec<(String, AdmissionMetrics)> = self
+            .lanes
+            .iter()
+            .map(|l| (l.key().clone(), l.metrics()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// Tokens a request may use: its prompt (≈ 4 tokens per 3 words) plus `max_tokens`.
+fn estimate_tokens(request: &CompletionRequest) -> u64 {
+    request.prompt_tokens() + u64::from(request.max_tokens)
+}
+
+impl<P: Provider> Provider for Admission<P> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn is_simulated(&self) -> bool {
+        self.inner.is_simulated()
+    }
+
+    fn default_model(&self) -> Option<&str> {
+        self.inner.default_model()
+    }
+
+    fn complete(
+        &self,
+        request: CompletionRequest,
+    ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
+        Box::pin(async move {
+            let lane = self.lane(&request);
+            let estimate = estimate_tokens(&request);
+            let (slot, waited) = match lane.admit(estimate, request.deadline).await {
+                Ok(admitted) => admitted,
+                Err(reason) => {
+                    let model = request
+                        .model
+                        .clone()
+                        .or_else(|| self.inner.default_model().map(str::to_owned))
+                        .unwrap_or_else(|| "default model".to_owned());
+                    let deadline =
+                        matches!(reason, super::NotAdmitted::DeadlineWhileWaiting { .. });
+                    let kind = ProviderErrorKind::NotAdmitted { reason };
+                    let mut error = ProviderError::new(self.inner.name(), &model, &request, kind);
+                    if deadline {
+                        error.gave_up = Some(GaveUp::DeadlineReached);
+                    }
+                    return Err(error);
+                }
+            };
+            let result = self.inner.complete(request).await;
+            drop(slot);
+            match result {
+                Ok(mut completion) => {
+                    lane.on_success();
+                    let used = completion.usage.total();
+                    if used > estimate && lane.limits_tokens() {
+                        // Settle the overage without holding back this answer: later
+                        // calls wait for it instead.
+                        let lane = lane.clone();
+                        tokio::spawn(async move { lane.wait_tokens(used - estimate).await });
+                    }
+                    if let Some(info) = completion.rate_limit {
+                        if info.requests_remaining == Some(0) {
+                            lane.hold(Duration::from_millis(info.reset_ms.unwrap_or(1000)));
+                        }
+                    }
+                    completion.permit_wait_ms += waited.as_millis() as u64;
+                    Ok(completion)
+                }
+                Err(error) => {
+                    match &error.kind {
+                        ProviderErrorKind::RateLimited { .. } => lane.on_pushback(false),
+                        ProviderErrorKind::Overloaded { .. } => lane.on_pushback(true),
+                        _ => {}
+                    }
+                    if let (ProviderErrorKind::RateLimited { .. }, Some(wait)) =
+                        (&error.kind, error.kind.retry_after())
+                    {
+                        lane.hold(wait);
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{SimProfile, SimProvider};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_bounds_calls_in_flight_and_a_dropped_call_frees_its_permit() {
+        let sim = SimProvider::with_profile(SimProfile::fixed(Duration::from_millis(100)));
+        let a = Arc::new(Admission::new(
+            sim,
+            AdmissionConfig {
+                max_concurrency: 3,
+                adaptive: false,
+                ..AdmissionConfig::default()
+            },
+        ));
+        let calls: Vec<_> = (0..9)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    a.complete(CompletionRequest::new(format!("a{i}"), "s", "u"))
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(a.metrics().in_flight, 3);
+        assert_eq!(a.metrics().queued, 6);
+        calls[0].abort();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            a.metrics().in_flight,
+            3,
+            "the aborted call's permit went to a queued one"
+        );
+        for c in calls.into_iter().skip(1) {
+            assert!(c.await.unwrap().is_ok());
+        }
+        assert_eq!(a.metrics().max_in_flight, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_rate_limits_that_cannot_admit_a_call_say_so() {
+        // Once, a TPM below one request's size waited for the branch timeout and
+        // then said "timed out", with no word of the rate limit.
+        let sim = SimProvider::with_profile(SimProfile::instant());
+        let a = Admission::new(
+            sim.clone(),
+            AdmissionConfig {
+                tpm: Some(100),
+                ..AdmissionConfig::default()
+            },
+        );
+        let mut r = CompletionRequest::new("a", "s", "u");
+        r.max_tokens = 500;
+        let e = a.complete(r).await.unwrap_err();
+        assert!(
+            e.to_string().contains("the limit is 100 tokens per minute"),
+            "{e}"
+        );
+        // One request per minute: the second call's deadline comes while it waits.
+        let a = Admission::new(
+            sim,
+            AdmissionConfig {
+                rpm: Some(1),
+                ..AdmissionConfig::default()
+            },
+        );
+        a.complete(CompletionRequest::new("a", "s", "u"))
+            .await
+            .unwrap();
+        let mut r = CompletionRequest::new("a", "s", "u");
+        r.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+        let e = a.complete(r).await.unwrap_err();
+        assert_eq!(e.gave_up, Some(GaveUp::DeadlineReached));
+        assert!(
+            e.to_string()
+                .contains("waiting for the requests-per-minute limit"),
+            "{e}"
+        );
+    }
+}
