@@ -173,7 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  branches: {outcomes:?}");
     let mut reasons: Vec<(String, usize)> = why.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (reason, n) in reasons.iter().take(6) {
         println!("    {n:>6} × {reason}");
     }
