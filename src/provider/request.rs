@@ -177,3 +177,22 @@ pub struct Completion {
     #[serde(default)]
     pub hedged: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_token_counts_from_a_server_saturate_instead_of_overflowing() {
+        let huge = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            cache_creation_input_tokens: 1,
+            cache_read_input_tokens: 1,
+        };
+        assert_eq!(huge.total(), u64::MAX);
+        let mut sum = huge;
+        sum += huge;
+        assert_eq!((sum.input_tokens, sum.output_tokens), (u64::MAX, u64::MAX));
+    }
+}

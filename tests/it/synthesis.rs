@@ -70,3 +70,75 @@ async fn select_best_picks_the_highest_score() {
     assert!(synthesis.text.unwrap().starts_with("[simulated long]"));
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_an_empty_answer_is_a_failure_not_an_ok_branch_or_an_empty_synthesis() {
+    use fanfare::agent::spec::AgentSpec;
+    use fanfare::provider::Completion;
+    let blank = Scripted::answering(|r| Completion {
+        text: if r.agent == "quiet" {
+            "  \n".into()
+        } else {
+            format!("{} says", r.agent)
+        },
+        model: "scripted-1".into(),
+        attempts: 1,
+        ..Completion::default()
+    });
+    let fanfare = Fanfare::builder(Arc::new(blank))
+        .agent(AgentSpec::new("quiet", "p"))
+        .agent(AgentSpec::new("loud", "p"))
+        .start()
+        .await
+        .unwrap();
+    let report = fanfare
+        .run(
+            RunRequest::fan_out("t", ["quiet", "loud"])
+                .policy(Policy::TolerantPartial { quorum: 1 })
+                .merge(MergeStrategy::Code),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.branches[0].outcome.label(), "failed");
+    assert!(
+        report.branches[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("answered with no text"),
+        "{:?}",
+        report.branches[0].error
+    );
+    assert!(report.branches[1].outcome.is_ok());
+    fanfare.shutdown().await;
+    // An empty merge answer fails the synthesis with the reason.
+    let silent = Scripted::answering(|r| Completion {
+        text: if r.agent == "synthesiser" {
+            String::new()
+        } else {
+            "fine".into()
+        },
+        model: "scripted-1".into(),
+        attempts: 1,
+        ..Completion::default()
+    });
+    let fanfare = Fanfare::builder(Arc::new(silent))
+        .agent(AgentSpec::new("loud", "p"))
+        .start()
+        .await
+        .unwrap();
+    let report = fanfare
+        .run(RunRequest::fan_out("t", ["loud"]).merge(MergeStrategy::llm()))
+        .await
+        .unwrap();
+    let fanfare::RunStatus::Failed { reason } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert!(
+        reason
+            .to_string()
+            .contains("merge model answered with no text"),
+        "{reason}"
+    );
+    fanfare.shutdown().await;
+}
