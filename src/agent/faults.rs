@@ -387,7 +387,7 @@ impl<A: Agent> Agent for Faulty<A> {
             t.is_some_and(|t| t.fires(n, roll(f.seed, name, n, kind)))
         };
         let fail = |kind: ProviderErrorKind| {
-            AgentError::Provider(ProviderError {
+            AgentError::Provider(Box::new(ProviderError {
                 provider: "fault-injection".to_owned(),
                 model: "-".to_owned(),
                 agent: name.to_owned(),
@@ -395,7 +395,7 @@ impl<A: Agent> Agent for Faulty<A> {
                 kind,
                 earlier: Vec::new(),
                 gave_up: None,
-            })
+            }))
         };
         if fires(&f.panic, 1) {
             panic!("injected panic in `{name}` on task {n}");

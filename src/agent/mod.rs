@@ -98,7 +98,7 @@ impl From<Completion> for AgentOutput {
 pub enum AgentError {
     /// The model call failed.
     #[error(transparent)]
-    Provider(#[from] ProviderError),
+    Provider(Box<ProviderError>),
     /// The model answered with no text (only whitespace), which is no answer.
     #[error("the model `{model}` answered with no text (stop reason: {})", .stop_reason.as_deref().unwrap_or("none given"))]
     EmptyAnswer {
@@ -123,6 +123,13 @@ pub enum AgentError {
     /// should send the task to its replacement (the orchestrator does so).
     #[error("the specialist is retiring; retry on its replacement")]
     Retiring,
+}
+
+impl From<ProviderError> for AgentError {
+    /// So that an agent can `?` a model call.
+    fn from(e: ProviderError) -> Self {
+        AgentError::Provider(Box::new(e))
+    }
 }
 
 /// What a specialist answers on its reply port.

@@ -356,7 +356,7 @@ impl Agent for AgentSpec {
 
     fn call_estimate(&self, task: &Task) -> Option<CallEstimate> {
         Some(CallEstimate {
-            model: self.model.clone(),
+            model: task.model.clone().or_else(|| self.model.clone()),
             input_tokens: estimate_tokens(&self.prompt) + estimate_tokens(&task.prompt()),
             max_output_tokens: u64::from(self.max_tokens),
         })
@@ -365,7 +365,7 @@ impl Agent for AgentSpec {
     async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
         let mut request =
             CompletionRequest::new(self.name.clone(), self.prompt.clone(), task.prompt());
-        request.model = self.model.clone();
+        request.model = task.model.clone().or_else(|| self.model.clone());
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
         request.group = Some(task.branch.run.0);

@@ -22,11 +22,17 @@ pub struct BranchId {
     pub run: RunId,
     /// Position of the step in the run's request (input order).
     pub index: u32,
+    /// For a map step: which item (from 0).
+    #[serde(default)]
+    pub item: Option<u32>,
 }
 
 impl std::fmt::Display for BranchId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/branch-{}", self.run, self.index)
+        match self.item {
+            Some(item) => write!(f, "{}/branch-{}.{item}", self.run, self.index),
+            None => write!(f, "{}/branch-{}", self.run, self.index),
+        }
     }
 }
 
@@ -39,6 +45,14 @@ pub struct Task {
     pub input: String,
     /// Outputs of the steps this one depends on (empty in a plain fan-out).
     pub upstream: Vec<UpstreamOutput>,
+    /// The model the step asks for, if it names one (an agent that calls a model
+    /// should prefer it to its own choice).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Set when the step's input template already built `input` from the upstream
+    /// outputs: then [`Task::prompt`] is the input alone.
+    #[serde(default)]
+    pub templated: bool,
     /// When the branch stops waiting for this task. An agent that calls a model
     /// passes it on ([`CompletionRequest::deadline`](crate::provider::CompletionRequest::deadline)),
     /// so a call stopped by it says what it was doing. Local to this process; not
@@ -50,17 +64,20 @@ pub struct Task {
 /// The output of a step that a later step depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamOutput {
-    /// The agent that produced it.
+    /// The step that produced it (in a fan-out, its agent).
     pub agent: String,
     /// What it said.
     pub text: String,
+    /// For a map step: each item's output, in item order (`text` holds them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
 }
 
 impl Task {
     /// The input followed by any upstream outputs, labelled by agent: the user
     /// message an LLM-backed agent sends.
     pub fn prompt(&self) -> String {
-        if self.upstream.is_empty() {
+        if self.upstream.is_empty() || self.templated {
             return self.input.clone();
         }
         let mut s = self.input.clone();

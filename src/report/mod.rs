@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{AgentError, RunId};
 use crate::provider::{PriceTable, Usage};
 use crate::run::{
-    opt_secs, secs, BranchError, BranchOutcome, BranchRecord, Policy, RunFailure, RunRecord,
-    SynthesisRecord,
+    opt_secs, secs, BranchError, BranchOutcome, BranchRecord, Conflict, ItemRecord, Policy,
+    RunFailure, RunRecord, SynthesisRecord,
 };
 
 /// Whether a run succeeded under its policy.
@@ -38,13 +38,21 @@ impl RunStatus {
     }
 }
 
-/// One branch of a run.
+/// One branch of a run (one step; a map step's items are in `items`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BranchReport {
     /// Position in the request.
     pub index: usize,
-    /// The agent.
+    /// The step's name (in a fan-out, its agent).
+    pub step: String,
+    /// The agent, or `code:FUNCTION`.
     pub agent: String,
+    /// The steps it waited for.
+    #[serde(default)]
+    pub depends_on: Vec<usize>,
+    /// On the critical path: the chain of steps that decided the run's wall time.
+    #[serde(default)]
+    pub critical: bool,
     /// How it ended (with the output when it succeeded).
     pub outcome: BranchOutcome,
     /// Dispatch time since the run started (`None`: never dispatched).
@@ -68,39 +76,115 @@ pub struct BranchReport {
     pub cost_usd: Option<f64>,
     /// Why it did not succeed, in one line.
     pub error: Option<String>,
+    /// A map step's items, in item order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemReport>,
+    /// What a code step found upstream steps disagreeing on (with each side's step),
+    /// and how each was resolved, if it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One item of a map step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemReport {
+    /// Its position (from 0).
+    pub item: usize,
+    /// How it ended.
+    pub outcome: BranchOutcome,
+    /// Dispatch time since the run started (`None`: never dispatched).
+    #[serde(with = "opt_secs", rename = "start_s")]
+    pub start: Option<Duration>,
+    /// End time since the run started.
+    #[serde(with = "secs", rename = "end_s")]
+    pub end: Duration,
+    /// Provider attempts.
+    pub attempts: u32,
+    /// Times it was run again.
+    pub retries: u32,
+    /// It ended after the run had merged without it.
+    pub late: bool,
+    /// Tokens spent.
+    pub usage: Usage,
+    /// What they cost, if the price is known.
+    pub cost_usd: Option<f64>,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+}
+
+/// Attempts and tokens of an outcome.
+fn attempts_and_usage(outcome: &BranchOutcome) -> (u32, Usage) {
+    match outcome {
+        BranchOutcome::Ok(o) => (o.attempts, o.usage),
+        BranchOutcome::Failed {
+            error: BranchError::Agent(AgentError::Provider(e)),
+        } => (e.attempts, Usage::default()),
+        BranchOutcome::TimedOut {
+            last_error: Some(e),
+            ..
+        } => (e.attempts, Usage::default()),
+        _ => (0, Usage::default()),
+    }
+}
+
+fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Option<f64> {
+    outcome
+        .output()
+        .and_then(|o| o.model.as_deref())
+        .and_then(|m| prices.cost(m, usage))
+}
+
+impl ItemReport {
+    fn new(item: usize, r: ItemRecord, prices: &PriceTable) -> Self {
+        let (attempts, usage) = attempts_and_usage(&r.outcome);
+        Self {
+            item,
+            cost_usd: cost_of(&r.outcome, &usage, prices),
+            error: r.outcome.problem(),
+            outcome: r.outcome,
+            start: r.started,
+            end: r.ended,
+            attempts,
+            retries: r.retries,
+            late: r.late,
+            usage,
+        }
+    }
 }
 
 impl BranchReport {
-    fn new(index: usize, r: BranchRecord, prices: &PriceTable) -> Self {
+    fn new(index: usize, r: BranchRecord, depends_on: Vec<usize>, prices: &PriceTable) -> Self {
         let BranchRecord {
+            step,
             agent,
             outcome,
             started: start,
             ended: end,
             retries,
             late,
+            items,
+            conflicts,
         } = r;
-        let (attempts, usage) = match &outcome {
-            BranchOutcome::Ok(o) => (o.attempts, o.usage),
-            BranchOutcome::Failed {
-                error: BranchError::Agent(AgentError::Provider(e)),
-            } => (e.attempts, Usage::default()),
-            BranchOutcome::TimedOut {
-                last_error: Some(e),
-                ..
-            } => (e.attempts, Usage::default()),
-            _ => (0, Usage::default()),
-        };
+        let items: Vec<ItemReport> = items
+            .into_iter()
+            .enumerate()
+            .map(|(k, i)| ItemReport::new(k, i, prices))
+            .collect();
+        let (attempts, usage) = attempts_and_usage(&outcome);
         let error = outcome.problem();
         let permit_wait =
             Duration::from_millis(outcome.output().map(|o| o.permit_wait_ms).unwrap_or(0));
-        let cost_usd = outcome
-            .output()
-            .and_then(|o| o.model.as_deref())
-            .and_then(|m| prices.cost(m, &usage));
+        let cost_usd = if items.is_empty() {
+            cost_of(&outcome, &usage, prices)
+        } else {
+            items.iter().filter_map(|i| i.cost_usd).reduce(|a, b| a + b)
+        };
         Self {
             index,
+            step,
             agent,
+            depends_on,
+            critical: false,
             outcome,
             start,
             end,
@@ -111,6 +195,8 @@ impl BranchReport {
             usage,
             cost_usd,
             error,
+            items,
+            conflicts,
         }
     }
 
@@ -221,6 +307,10 @@ pub struct RunReport {
     pub wall: Duration,
     /// Branches in input order.
     pub branches: Vec<BranchReport>,
+    /// The steps of the critical path, first to last: each waited for the one before,
+    /// and the last ended last.
+    #[serde(default)]
+    pub critical_path: Vec<usize>,
     /// The merge, if one was asked for and the branches allowed it.
     pub synthesis: Option<SynthesisReport>,
     /// Counts.
@@ -240,16 +330,22 @@ impl RunReport {
             wall,
             branches,
             synthesis,
+            edges,
         } = record;
         let status = match failure {
             None => RunStatus::Succeeded,
             Some(reason) => RunStatus::Failed { reason },
         };
-        let branches: Vec<BranchReport> = branches
+        let mut branches: Vec<BranchReport> = branches
             .into_iter()
+            .zip(edges)
             .enumerate()
-            .map(|(i, b)| BranchReport::new(i, b, prices))
+            .map(|(i, (b, deps))| BranchReport::new(i, b, deps, prices))
             .collect();
+        let critical_path = critical_path(&branches);
+        for &i in &critical_path {
+            branches[i].critical = true;
+        }
         let synthesis = synthesis.map(|s| SynthesisReport::new(s, prices));
         let mut totals = Totals::default();
         for b in &branches {
@@ -290,8 +386,34 @@ impl RunReport {
             started_at_unix_s,
             wall,
             branches,
+            critical_path,
             synthesis,
             totals,
         }
     }
+}
+
+/// The chain of steps that decided the wall time: from the step that ended last, back
+/// through the dependency that ended last, to a step that waited for nothing.
+fn critical_path(branches: &[BranchReport]) -> Vec<usize> {
+    let Some(mut at) = branches
+        .iter()
+        .filter(|b| b.start.is_some())
+        .max_by_key(|b| b.end)
+        .map(|b| b.index)
+    else {
+        return Vec::new();
+    };
+    let mut path = vec![at];
+    while let Some(&before) = branches[at]
+        .depends_on
+        .iter()
+        .filter(|&&d| d < branches.len())
+        .max_by_key(|&&d| branches[d].end)
+    {
+        path.push(before);
+        at = before;
+    }
+    path.reverse();
+    path
 }

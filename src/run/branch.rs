@@ -109,7 +109,7 @@ pub(crate) async fn call_branch(
                             {
                                 let outcome = BranchOutcome::TimedOut {
                                     deadline: deadline_kind,
-                                    last_error: Some(Box::new(e)),
+                                    last_error: Some(e),
                                 };
                                 return (outcome, retried);
                             }

@@ -17,6 +17,9 @@ use super::outcome::{BranchOutcome, RefusalReason};
 use super::request::Budget;
 use crate::provider::PriceTable;
 
+/// Which branch: a step, and an item of a map step.
+pub(crate) type BranchKey = (usize, Option<usize>);
+
 /// What one branch may use at most.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Estimate {
@@ -36,15 +39,15 @@ pub(crate) struct Ledger {
     reserved_tokens: u64,
     reserved_cost: f64,
     /// Per running step: its reservation.
-    held: HashMap<usize, Estimate>,
+    held: HashMap<BranchKey, Estimate>,
 }
 
 impl Ledger {
-    /// Reserves step `i`'s estimate, or says why the budget cannot cover it.
+    /// Reserves branch `i`'s estimate, or says why the budget cannot cover it.
     pub(crate) fn reserve(
         &mut self,
         budget: &Budget,
-        i: usize,
+        i: BranchKey,
         estimate: &Estimate,
     ) -> Result<(), RefusalReason> {
         if let Some(cap) = budget.max_tokens {
@@ -82,8 +85,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// Releases step `i`'s reservation and books what it used (see the module docs).
-    pub(crate) fn settle(&mut self, i: usize, outcome: &BranchOutcome, prices: &PriceTable) {
+    /// Releases branch `i`'s reservation and books what it used (see the module docs).
+    pub(crate) fn settle(&mut self, i: BranchKey, outcome: &BranchOutcome, prices: &PriceTable) {
         let Some(held) = self.held.remove(&i) else {
             return;
         };
@@ -155,7 +158,7 @@ mod tests {
         let mut l = Ledger::default();
         let e = est(1_000, Some("claude-sonnet-4"), Some(0.004));
         let granted = (0..500)
-            .filter(|&i| l.reserve(&usd(0.01), i, &e).is_ok())
+            .filter(|&i| l.reserve(&usd(0.01), (i, None), &e).is_ok())
             .count();
         assert_eq!(
             granted, 2,
@@ -168,13 +171,13 @@ mod tests {
         let mut l = Ledger::default();
         let e = est(10, Some("mystery"), None);
         assert_eq!(
-            l.reserve(&usd(1.0), 0, &e),
+            l.reserve(&usd(1.0), (0, None), &e),
             Err(RefusalReason::Unpriced {
                 model: "mystery".into()
             })
         );
         assert!(
-            l.reserve(&Budget::default(), 0, &e).is_ok(),
+            l.reserve(&Budget::default(), (0, None), &e).is_ok(),
             "no cost cap, no need"
         );
     }
@@ -184,8 +187,12 @@ mod tests {
         let prices = PriceTable::default();
         let mut l = Ledger::default();
         let e = est(2_000, Some("claude-sonnet-4"), Some(0.02));
-        l.reserve(&usd(1.0), 0, &e).unwrap();
-        l.settle(0, &answered("renamed-by-the-server", 1_000_000, 0), &prices);
+        l.reserve(&usd(1.0), (0, None), &e).unwrap();
+        l.settle(
+            (0, None),
+            &answered("renamed-by-the-server", 1_000_000, 0),
+            &prices,
+        );
         let (_, cost) = l.spent();
         assert!(
             (cost - 3.0).abs() < 1e-9,
@@ -222,11 +229,11 @@ mod tests {
             let mut l = Ledger::default();
             l.reserve(
                 &Budget::default(),
-                0,
+                (0, None),
                 &est(1_000, Some("claude-sonnet-4"), Some(0.01)),
             )
             .unwrap();
-            l.settle(0, &outcome, &prices);
+            l.settle((0, None), &outcome, &prices);
             assert_eq!(l.spent().0, spent, "{}", outcome.label());
             assert_eq!((l.reserved_tokens, l.held.len()), (0, 0));
         }

@@ -1,27 +1,30 @@
 //! The scheduler's driver: the thin async shell around [`Scheduler`]. It spawns a
-//! task per dispatched branch into a `JoinSet` it owns, feeds each branch's end (and
-//! the soft-deadline timer) to the scheduler, and carries out its commands: spawn,
-//! send the event, hand the merge a snapshot, stop.
+//! task per dispatched branch into a `JoinSet` it owns (an agent's call, or a code
+//! function on the blocking pool), builds each branch's input (its template, or the
+//! run's input and upstream outputs), finds a map step's items, feeds each branch's
+//! end (and the soft-deadline timer) to the scheduler, and carries out its commands.
 //!
 //! Invariant: no branch outlives [`execute`]. Each call lives in the `JoinSet`; when
 //! the scheduler says `Done`, or the future of `execute` is dropped (the caller gave
 //! up), the set is dropped, which aborts the calls, whose guards send `Cancel` to
-//! their specialists.
+//! their specialists. A map item the scheduler cancels is aborted at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::branch::call_branch;
 use super::budget::Estimate;
+use super::code::{CodeInput, CodeRegistry, Conflict};
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent, RunFailure, Unavailable};
 use super::record::BranchRecord;
-use super::request::{Budget, Policy, Step};
+use super::request::{Action, Budget, MapSource, Policy, Step};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
-use crate::agent::{BranchId, CallEstimate, RunId, Task, UpstreamOutput};
+use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_tokens, PriceTable, Usage};
 use crate::supervision::Roster;
 
@@ -30,7 +33,7 @@ use crate::supervision::Roster;
 /// running them; what they return later is marked late.
 pub(crate) struct Defer {
     pub at: Instant,
-    /// Each step's agent and outcome so far (`None`: still running).
+    /// Each step's name and outcome so far (`None`: still running).
     pub merge_now: oneshot::Sender<Vec<(String, Option<BranchOutcome>)>>,
 }
 
@@ -44,6 +47,7 @@ pub(crate) struct Schedule<'a> {
     pub deadline: Instant,
     pub branch_timeout: Duration,
     pub roster: &'a Roster,
+    pub code: &'a CodeRegistry,
     pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
     pub crash_retries: u32,
     pub budget: Option<Budget>,
@@ -52,8 +56,15 @@ pub(crate) struct Schedule<'a> {
     pub default_model: Option<&'a str>,
 }
 
-/// What one branch task returns: its step, outcome, end time and crash retries.
-type Ended = (usize, BranchOutcome, Instant, u32);
+/// What one branch task returns.
+struct Ended {
+    index: usize,
+    item: Option<usize>,
+    outcome: BranchOutcome,
+    at: Instant,
+    retries: u32,
+    conflicts: Vec<Conflict>,
+}
 
 /// How much earlier than the branch deadline the task's own deadline is: enough for
 /// the specialist's answer to arrive first, a small share of a short branch.
@@ -69,37 +80,110 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// What step `i` may use: its agent's own estimate of its call, or (for agents that
-/// give none) the task's prompt plus the budget's `branch_tokens`; priced on the model
-/// it names, else the provider's default.
-fn estimate(s: &Schedule<'_>, budget: Budget, i: usize, upstream: &[UpstreamOutput]) -> Estimate {
-    let task = Task {
-        branch: BranchId {
-            run: s.run,
-            index: i as u32,
-        },
-        input: s.input.to_owned(),
-        upstream: upstream.to_vec(),
-        deadline: None,
-    };
-    let call = s
-        .roster
-        .estimate(&s.steps[i].agent, &task)
-        .unwrap_or_else(|| CallEstimate {
-            model: None,
-            input_tokens: estimate_tokens(&task.prompt()),
-            max_output_tokens: budget.branch_tokens,
-        });
-    let model = call.model.or_else(|| s.default_model.map(str::to_owned));
-    let usage = Usage {
-        input_tokens: call.input_tokens,
-        output_tokens: call.max_output_tokens,
-        ..Usage::default()
-    };
-    Estimate {
-        tokens: usage.total(),
-        cost_usd: model.as_deref().and_then(|m| s.prices.cost(m, &usage)),
-        model,
+/// A map step's items from an upstream output: its items if it was a map, else a
+/// JSON array (strings as they are, anything else as JSON), else its non-empty lines.
+fn items_of(upstream: &UpstreamOutput) -> Vec<String> {
+    if !upstream.items.is_empty() {
+        return upstream.items.clone();
+    }
+    if let Ok(serde_json::Value::Array(values)) = serde_json::from_str(upstream.text.trim()) {
+        return values
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect();
+    }
+    upstream
+        .text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The driver's view of one run; see the module docs.
+struct Driver<'s, 'a> {
+    s: &'s Schedule<'a>,
+    /// Each map step's items, once found.
+    items: HashMap<usize, Vec<String>>,
+}
+
+impl Driver<'_, '_> {
+    /// The task a branch of step `index` (item `item`) gets.
+    fn task(&self, index: usize, item: Option<usize>, upstream: &[UpstreamOutput]) -> Task {
+        let step = &self.s.steps[index];
+        let item_text = item.and_then(|k| self.items.get(&index)?.get(k).cloned());
+        let (input, templated) = match (&step.input, &item_text) {
+            (Some(t), _) => {
+                let rendered = t.render(self.s.input, item.zip(item_text.as_deref()), |name| {
+                    upstream
+                        .iter()
+                        .find(|u| u.agent == name)
+                        .map(|u| u.text.clone())
+                });
+                (rendered, true)
+            }
+            (None, Some(text)) => (text.clone(), true),
+            (None, None) => (self.s.input.to_owned(), false),
+        };
+        Task {
+            branch: BranchId {
+                run: self.s.run,
+                index: index as u32,
+                item: item.map(|k| k as u32),
+            },
+            input,
+            upstream: upstream.to_vec(),
+            model: step.model.clone(),
+            templated,
+            deadline: None,
+        }
+    }
+
+    /// What a branch may use: its agent's own estimate of its call, or (for agents that
+    /// give none) the task's prompt plus the budget's `branch_tokens`; priced on the
+    /// model it names, else the provider's default. A code step uses nothing.
+    fn estimate(
+        &self,
+        budget: Budget,
+        index: usize,
+        item: Option<usize>,
+        upstream: &[UpstreamOutput],
+    ) -> Estimate {
+        let step = &self.s.steps[index];
+        let Some(agent) = step.agent_name() else {
+            return Estimate {
+                tokens: 0,
+                model: None,
+                cost_usd: Some(0.0),
+            };
+        };
+        let task = self.task(index, item, upstream);
+        let call = self
+            .s
+            .roster
+            .estimate(agent, &task)
+            .unwrap_or_else(|| CallEstimate {
+                model: task.model.clone(),
+                input_tokens: estimate_tokens(&task.prompt()),
+                max_output_tokens: budget.branch_tokens,
+            });
+        let model = call
+            .model
+            .or_else(|| self.s.default_model.map(str::to_owned));
+        let usage = Usage {
+            input_tokens: call.input_tokens,
+            output_tokens: call.max_output_tokens,
+            ..Usage::default()
+        };
+        Estimate {
+            tokens: usage.total(),
+            cost_usd: model.as_deref().and_then(|m| self.s.prices.cost(m, &usage)),
+            model,
+        }
     }
 }
 
@@ -108,58 +192,78 @@ pub(crate) async fn execute(
     s: Schedule<'_>,
     mut defer: Option<Defer>,
 ) -> (Vec<BranchRecord>, Option<RunFailure>) {
+    let mut driver = Driver {
+        s: &s,
+        items: HashMap::new(),
+    };
+    // The estimator needs the items found so far; it reads them through a snapshot
+    // kept in step with the driver's (items are only added, at expansion).
+    let found: std::sync::Arc<std::sync::Mutex<HashMap<usize, Vec<String>>>> = Default::default();
+    let seen = found.clone();
     let plan = &s;
     let budget = s.budget.map(|budget| BudgetPlan {
         budget,
-        estimate: Box::new(move |i, upstream: &[_]| estimate(plan, budget, i, upstream)),
+        estimate: Box::new(move |i, item, upstream: &[_]| {
+            let items = seen.lock().map(|m| m.clone()).unwrap_or_default();
+            Driver { s: plan, items }.estimate(budget, i, item, upstream)
+        }),
         prices: s.prices,
     });
     let mut machine = Scheduler::new(s.steps, s.policy, budget, defer.is_some());
     let since = |at: Instant| at.saturating_duration_since(s.started);
     let mut set: JoinSet<Ended> = JoinSet::new();
-    let mut running = HashMap::new();
+    let mut running: HashMap<tokio::task::Id, (usize, Option<usize>)> = HashMap::new();
+    let mut handles: HashMap<(usize, Option<usize>), AbortHandle> = HashMap::new();
+    let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
     let mut commands: VecDeque<Command> = machine.start(since(Instant::now())).into();
     'run: loop {
         while let Some(command) = commands.pop_front() {
             match command {
-                Command::Dispatch { index, upstream } => {
-                    let now = Instant::now();
-                    let (deadline, kind) = match now.checked_add(s.branch_timeout) {
-                        Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
-                        _ => (s.deadline, DeadlineKind::Run),
+                Command::Dispatch {
+                    index,
+                    item,
+                    upstream,
+                } => {
+                    let handle = dispatch(&driver, &mut set, index, item, &upstream);
+                    running.insert(handle.id(), (index, item));
+                    handles.insert((index, item), handle);
+                }
+                Command::Expand { index, upstream } => {
+                    let items = match s.steps[index].map.as_ref().map(|m| &m.over) {
+                        Some(MapSource::Items(items)) => items.clone(),
+                        Some(MapSource::Step(from)) => upstream
+                            .iter()
+                            .find(|u| u.agent == s.steps[*from].name)
+                            .map(items_of)
+                            .unwrap_or_default(),
+                        None => Vec::new(),
                     };
-                    let agent = s.steps[index].agent.clone();
-                    let slot = s.roster.watch(&agent);
-                    let task = Task {
-                        branch: BranchId {
-                            run: s.run,
-                            index: index as u32,
-                        },
-                        input: s.input.to_owned(),
-                        upstream,
-                        // A hair before the branch deadline, so that a model call cut
-                        // by it reports what it was doing before the branch gives up.
-                        deadline: Some(deadline - handover(deadline - now)),
-                    };
-                    let crash_retries = s.crash_retries;
-                    let handle = set.spawn(async move {
-                        let (outcome, retries) =
-                            call_branch(agent, slot, task, deadline, kind, crash_retries).await;
-                        (index, outcome, Instant::now(), retries)
-                    });
-                    running.insert(handle.id(), index);
+                    let count = items.len();
+                    if let Ok(mut f) = found.lock() {
+                        f.insert(index, items.clone());
+                    }
+                    driver.items.insert(index, items);
+                    commands.extend(machine.expanded(index, count, since(Instant::now())));
+                }
+                Command::Abort { index, item } => {
+                    if let Some(h) = handles.remove(&(index, Some(item))) {
+                        h.abort();
+                    }
                 }
                 Command::Finished {
                     index,
+                    item,
                     outcome,
                     at,
                     late,
                 } => {
+                    handles.remove(&(index, item));
                     if let Some(events) = s.events {
                         let _ = events.send(RunEvent::BranchFinished {
                             run: s.run,
                             index: index as u32,
-                            agent: s.steps[index].agent.clone(),
+                            item: item.map(|k| k as u32),
+                            agent: s.steps[index].name.clone(),
                             outcome,
                             at,
                             late,
@@ -185,18 +289,23 @@ pub(crate) async fn execute(
                 // Nothing runs and the scheduler is not done: cannot happen, but a
                 // loop with nothing to wait for must not spin.
                 None => break 'run,
-                Some(Ok((_, (index, outcome, ended, retries)))) => {
-                    commands.extend(machine.ended(index, outcome, retries, since(ended)));
+                Some(Ok((_, ended))) => {
+                    if !ended.conflicts.is_empty() {
+                        conflicts.entry(ended.index).or_default().extend(ended.conflicts);
+                    }
+                    let at = since(ended.at);
+                    commands.extend(machine.ended(ended.index, ended.item, ended.outcome, ended.retries, at));
                 }
                 Some(Err(e)) => {
-                    // The branch future itself panicked: still one outcome for that step.
-                    if let Some(&index) = running.get(&e.id()) {
+                    // The branch future itself panicked (or was aborted: then its
+                    // outcome is already decided and this is ignored).
+                    if let Some(&(index, item)) = running.get(&e.id()) {
                         let error = BranchError::SpecialistUnavailable {
-                            agent: s.steps[index].agent.clone(),
+                            agent: s.steps[index].doer(),
                             reason: Unavailable::BranchTaskPanicked,
                         };
                         let outcome = BranchOutcome::Failed { error };
-                        commands.extend(machine.ended(index, outcome, 0, since(Instant::now())));
+                        commands.extend(machine.ended(index, item, outcome, 0, since(Instant::now())));
                     }
                 }
             },
@@ -208,5 +317,107 @@ pub(crate) async fn execute(
     // Dropping the set aborts whatever still runs; their guards send Cancel. Every
     // such branch already has its terminal record from the scheduler.
     drop(set);
-    machine.into_verdict()
+    let (mut records, failure) = machine.into_verdict();
+    for (index, found) in conflicts {
+        if let Some(r) = records.get_mut(index) {
+            r.conflicts = found;
+        }
+    }
+    (records, failure)
+}
+
+/// Spawns one branch: a code function on the blocking pool, or an agent's call.
+fn dispatch(
+    driver: &Driver<'_, '_>,
+    set: &mut JoinSet<Ended>,
+    index: usize,
+    item: Option<usize>,
+    upstream: &[UpstreamOutput],
+) -> AbortHandle {
+    let s = driver.s;
+    let step = &s.steps[index];
+    match &step.action {
+        Action::Code { function, options } => {
+            let code = s.code.get(function);
+            let task = s.input.to_owned();
+            let upstream = upstream.to_vec();
+            let options = options.clone();
+            let function = function.clone();
+            set.spawn(async move {
+                let run = move || {
+                    let Some(f) = code else {
+                        return Err(super::code::CodeError::BadOption {
+                            option: "code".to_owned(),
+                            problem: format!("no code function is named `{function}`"),
+                        });
+                    };
+                    f(&CodeInput {
+                        task: &task,
+                        upstream: &upstream,
+                        options: &options,
+                    })
+                };
+                let (outcome, conflicts) = match tokio::task::spawn_blocking(run).await {
+                    Ok(Ok(out)) => (
+                        BranchOutcome::Ok(AgentOutput::text(out.text)),
+                        out.conflicts,
+                    ),
+                    Ok(Err(e)) => {
+                        let conflicts = match &e {
+                            super::code::CodeError::Conflicts(c) => c.clone(),
+                            _ => Vec::new(),
+                        };
+                        let error = BranchError::Code(Box::new(e));
+                        (BranchOutcome::Failed { error }, conflicts)
+                    }
+                    Err(join) => {
+                        let message = if join.is_panic() {
+                            "a panic"
+                        } else {
+                            "cancelled"
+                        };
+                        let error = BranchError::Code(Box::new(super::code::CodeError::Panicked(
+                            message.to_owned(),
+                        )));
+                        (BranchOutcome::Failed { error }, Vec::new())
+                    }
+                };
+                Ended {
+                    index,
+                    item,
+                    outcome,
+                    at: Instant::now(),
+                    retries: 0,
+                    conflicts,
+                }
+            })
+        }
+        Action::Agent(agent) => {
+            let now = Instant::now();
+            let timeout = step.timeout.unwrap_or(s.branch_timeout);
+            let (deadline, kind) = match now.checked_add(timeout) {
+                Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
+                _ => (s.deadline, DeadlineKind::Run),
+            };
+            let mut task = driver.task(index, item, upstream);
+            // A hair before the branch deadline, so that a model call cut by it
+            // reports what it was doing before the branch gives up.
+            task.deadline = Some(deadline - handover(deadline - now));
+            let agent = agent.clone();
+            let slot = s.roster.watch(&agent);
+            let crash_retries = s.crash_retries;
+            set.spawn(async move {
+                let (outcome, retries) =
+                    call_branch(agent, slot, task, deadline, kind, crash_retries).await;
+                Ended {
+                    index,
+                    item,
+                    outcome,
+                    at: Instant::now(),
+                    retries,
+                    conflicts: Vec::new(),
+                }
+            })
+        }
+    }
 }

@@ -18,6 +18,7 @@
 
 mod branch;
 mod budget;
+mod code;
 mod execute;
 mod orchestrator;
 mod outcome;
@@ -25,17 +26,21 @@ mod record;
 mod request;
 mod scheduler;
 mod synthesis;
+mod template;
 
+pub use code::{CodeError, CodeFn, CodeInput, CodeOutput, CodeRegistry, Conflict};
 pub(crate) use orchestrator::{Orchestrator, OrchestratorArgs, OrchestratorMsg};
 pub(crate) use outcome::{opt_secs, secs};
 pub use outcome::{
     BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent, RunFailure,
     Synthesis, SynthesisError, Unavailable,
 };
-pub(crate) use record::{BranchRecord, RunRecord, SynthesisRecord};
+pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
+pub(crate) use request::Known;
 pub use request::{
-    parse_duration, Budget, DurationError, Limit, ParsePolicyError, Policy, RequestError, RunError,
-    RunRequest, Step,
+    parse_duration, Action, Budget, DurationError, Limit, Map, MapSource, ParsePolicyError, Policy,
+    RequestError, RunError, RunRequest, Step, StepProblem,
 };
 pub use synthesis::{MergeStrategy, Scorer, MERGE_SYSTEM_PROMPT};
 pub(crate) use synthesis::{Synthesiser, SynthesiserMsg};
+pub use template::{Template, TemplateError};

@@ -16,10 +16,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::code::CodeRegistry;
 use super::execute::{self, Defer, Schedule};
 use super::outcome::{RunEvent, RunFailure, SynthesisError};
 use super::record::{RunRecord, SynthesisRecord};
-use super::request::{Policy, RunError, RunRequest};
+use super::request::{Known, Policy, RunError, RunRequest};
 use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
 use crate::agent::RunId;
 use crate::provider::PriceTable;
@@ -71,6 +72,8 @@ pub(crate) struct OrchestratorArgs {
     pub prices: Arc<PriceTable>,
     /// The provider's default model, to price branches whose agent names none.
     pub default_model: Option<String>,
+    /// The code functions code steps may run.
+    pub code: Arc<CodeRegistry>,
     /// Where this actor counts itself.
     pub live: LiveCount,
 }
@@ -139,7 +142,13 @@ impl Actor for Orchestrator {
                     let _ = reply.send(Err(RunError::ShuttingDown));
                     return Ok(());
                 }
-                if let Err(e) = request.validate(&state.args.roster.names()) {
+                let agents = state.args.roster.names();
+                let code = state.args.code.names();
+                let known = Known {
+                    agents: &agents,
+                    code: &code,
+                };
+                if let Err(e) = request.validate(&known) {
                     let _ = reply.send(Err(e.into()));
                     return Ok(());
                 }
@@ -249,6 +258,7 @@ async fn execute_run(
             budget: request.budget,
             prices: &args.prices,
             default_model: args.default_model.as_deref(),
+            code: &args.code,
         },
         defer,
     );
@@ -283,7 +293,7 @@ async fn execute_run(
         (None, None, Some(strategy)) => {
             let inputs = records
                 .iter()
-                .map(|b| MergeBranch::new(b.agent.clone(), Some(&b.outcome)))
+                .map(|b| MergeBranch::new(b.step.clone(), Some(&b.outcome)))
                 .collect();
             Some(merge.synthesise(strategy.clone(), inputs).await)
         }
@@ -302,6 +312,7 @@ async fn execute_run(
         wall: started.elapsed(),
         branches: records,
         synthesis,
+        edges: request.steps.iter().map(|s| s.depends_on.clone()).collect(),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::code::CodeError;
 use crate::agent::{AgentError, AgentOutput, RunId};
 use crate::provider::{ProviderError, Usage};
 use crate::supervision::DownReason;
@@ -137,6 +138,19 @@ pub enum BranchError {
         /// The specialist.
         agent: String,
     },
+    /// Too few items of a map step succeeded.
+    #[error("only {ok} of {of} items succeeded ({quorum} needed)")]
+    Items {
+        /// Items that succeeded.
+        ok: usize,
+        /// Items in all.
+        of: usize,
+        /// Items needed.
+        quorum: usize,
+    },
+    /// A code step failed.
+    #[error("{0}")]
+    Code(Box<CodeError>),
     /// The specialist is not routable.
     #[error("specialist `{agent}` is unavailable: {reason}")]
     SpecialistUnavailable {
@@ -363,7 +377,10 @@ pub enum RunEvent {
         run: RunId,
         /// The branch's position in the request.
         index: u32,
-        /// Its agent.
+        /// For a map step: which item ended (`None`: the step itself).
+        #[serde(default)]
+        item: Option<u32>,
+        /// Its step's name (in a fan-out, its agent).
         agent: String,
         /// How it ended.
         outcome: BranchOutcome,

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::code::Conflict;
 use super::outcome::{BranchOutcome, RunFailure, Synthesis, SynthesisError};
 use super::request::Policy;
 use crate::agent::RunId;
@@ -12,6 +13,9 @@ use crate::agent::RunId;
 /// One step of a run, as it ended.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BranchRecord {
+    /// The step's name.
+    pub step: String,
+    /// Its agent, or `code:FUNCTION`.
     pub agent: String,
     pub outcome: BranchOutcome,
     /// Dispatch time since the run started; `None` if it was never dispatched.
@@ -20,6 +24,20 @@ pub(crate) struct BranchRecord {
     /// Retries after the specialist crashed under this branch.
     pub retries: u32,
     /// Ended after the run had already merged without it (a deferred straggler).
+    pub late: bool,
+    /// A map step's items, in item order.
+    pub items: Vec<ItemRecord>,
+    /// What a code step found upstream steps disagreeing on.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One item of a map step, as it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ItemRecord {
+    pub outcome: BranchOutcome,
+    pub started: Option<Duration>,
+    pub ended: Duration,
+    pub retries: u32,
     pub late: bool,
 }
 
@@ -47,5 +65,7 @@ pub(crate) struct RunRecord {
     pub wall: Duration,
     /// In input order.
     pub branches: Vec<BranchRecord>,
+    /// Each step's dependencies (the graph's edges), in input order.
+    pub edges: Vec<Vec<usize>>,
     pub synthesis: Option<SynthesisRecord>,
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome::opt_secs;
 use super::synthesis::MergeStrategy;
+use super::template::Template;
 
 /// How the run treats a branch that does not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,14 +74,139 @@ impl std::str::FromStr for Policy {
     }
 }
 
-/// One step of a run: an agent, and the steps whose outputs it needs first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a step does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Ask the specialist with this routing name.
+    Agent(String),
+    /// Run the code function registered under this name (see [`CodeFn`](crate::run::CodeFn)),
+    /// with these options.
+    Code {
+        /// The function's name.
+        function: String,
+        /// Its options (a JSON object; what a function reads is its own business).
+        #[serde(default)]
+        options: serde_json::Value,
+    },
+}
+
+/// Fanning one step out over a list: one branch per item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Map {
+    /// Where the items come from.
+    pub over: MapSource,
+    /// Most items in flight at once.
+    pub concurrency: usize,
+    /// How many items must succeed for the step to succeed (`FailFast`: all; the
+    /// first failure cancels the rest).
+    pub policy: Policy,
+}
+
+/// Where a map step's items come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapSource {
+    /// The output of this earlier step: a JSON array (of strings, or of anything,
+    /// each item then its JSON), else one item per non-empty line.
+    Step(usize),
+    /// These items, as given (for instance, the text of each of a set of files).
+    Items(Vec<String>),
+}
+
+/// One step of a run: a name, what it does, the steps whose outputs it needs first,
+/// and how its input is built.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Step {
-    /// The specialist's routing name.
-    pub agent: String,
+    /// Unique within the run; templates and reports name the step by it.
+    pub name: String,
+    /// What it does.
+    pub action: Action,
     /// Indices of earlier steps this one waits for (empty in a fan-out).
     #[serde(default)]
     pub depends_on: Vec<usize>,
+    /// Its input; without one, the run's input followed by its upstream outputs.
+    #[serde(default)]
+    pub input: Option<Template>,
+    /// Its own branch timeout (else the run's).
+    #[serde(default, with = "opt_secs")]
+    pub timeout: Option<Duration>,
+    /// Times a branch of this step that fails or times out is run again.
+    #[serde(default)]
+    pub retries: u32,
+    /// The model its agent should ask (else the agent's own choice).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Fan out over a list: one branch per item.
+    #[serde(default)]
+    pub map: Option<Map>,
+}
+
+impl Step {
+    /// A step that asks the specialist `agent` (and is named after it).
+    pub fn agent(agent: impl Into<String>) -> Self {
+        let agent = agent.into();
+        Self {
+            name: agent.clone(),
+            action: Action::Agent(agent),
+            depends_on: Vec::new(),
+            input: None,
+            timeout: None,
+            retries: 0,
+            model: None,
+            map: None,
+        }
+    }
+
+    /// A step that runs the code function `function` with `options`.
+    pub fn code(function: impl Into<String>, options: serde_json::Value) -> Self {
+        let function = function.into();
+        Self {
+            name: function.clone(),
+            action: Action::Code { function, options },
+            ..Self::agent("")
+        }
+    }
+
+    /// Names the step.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Waits for these earlier steps.
+    pub fn after(mut self, steps: impl IntoIterator<Item = usize>) -> Self {
+        self.depends_on = steps.into_iter().collect();
+        self
+    }
+
+    /// Builds its input from `template`.
+    pub fn input(mut self, template: Template) -> Self {
+        self.input = Some(template);
+        self
+    }
+
+    /// Fans it out over a list.
+    pub fn map(mut self, map: Map) -> Self {
+        self.map = Some(map);
+        self
+    }
+
+    /// The specialist it asks, if it asks one.
+    pub fn agent_name(&self) -> Option<&str> {
+        match &self.action {
+            Action::Agent(a) => Some(a),
+            Action::Code { .. } => None,
+        }
+    }
+
+    /// The agent's name, or `code:FUNCTION`.
+    pub fn doer(&self) -> String {
+        match &self.action {
+            Action::Agent(a) => a.clone(),
+            Action::Code { function, .. } => format!("code:{function}"),
+        }
+    }
 }
 
 /// What to run.
@@ -149,13 +276,7 @@ impl RunRequest {
     ) -> Self {
         Self {
             input: input.into(),
-            steps: agents
-                .into_iter()
-                .map(|a| Step {
-                    agent: a.into(),
-                    depends_on: Vec::new(),
-                })
-                .collect(),
+            steps: agents.into_iter().map(Step::agent).collect(),
             policy: Policy::FailFast,
             deadline: Self::DEFAULT_DEADLINE,
             branch_timeout: Self::DEFAULT_BRANCH_TIMEOUT,
@@ -211,20 +332,76 @@ impl RunRequest {
 
     /// Checks the request against the agents known to the runtime, before anything
     /// is dispatched.
-    pub(crate) fn validate(&self, known: &[String]) -> Result<(), RequestError> {
+    pub(crate) fn validate(&self, known: &Known<'_>) -> Result<(), RequestError> {
         if self.steps.is_empty() {
             return Err(RequestError::NoSteps);
         }
+        // Names may repeat (a fan-out may ask one agent many times), but not the ones
+        // a template refers to.
+        let mut names: std::collections::HashMap<&str, Vec<usize>> = Default::default();
         for (i, step) in self.steps.iter().enumerate() {
-            if !known.iter().any(|k| k == &step.agent) {
-                return Err(RequestError::UnknownAgent {
-                    step: i,
-                    agent: step.agent.clone(),
-                    known: known.to_vec(),
-                });
+            names.entry(step.name.as_str()).or_default().push(i);
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let bad = |problem| RequestError::BadStep {
+                step: i,
+                name: step.name.clone(),
+                problem,
+            };
+            match &step.action {
+                Action::Agent(agent) if !known.agents.iter().any(|k| k == agent) => {
+                    return Err(RequestError::UnknownAgent {
+                        step: i,
+                        agent: agent.clone(),
+                        known: known.agents.to_vec(),
+                    });
+                }
+                Action::Code { function, .. } if !known.code.iter().any(|k| k == function) => {
+                    return Err(bad(StepProblem::UnknownCode {
+                        function: function.clone(),
+                        known: known.code.to_vec(),
+                    }));
+                }
+                _ => {}
             }
             if let Some(&d) = step.depends_on.iter().find(|&&d| d >= i) {
                 return Err(RequestError::BadDependency { step: i, on: d });
+            }
+            if let Some(template) = &step.input {
+                for upstream in template.steps() {
+                    match names.get(upstream).map(Vec::as_slice) {
+                        Some([u]) if self.is_ancestor(*u, i) => {}
+                        Some([first, ..]) if names[upstream].len() > 1 => {
+                            return Err(bad(StepProblem::DuplicateName {
+                                name: upstream.to_owned(),
+                                first: *first,
+                            }));
+                        }
+                        _ => return Err(bad(StepProblem::NotUpstream(upstream.to_owned()))),
+                    }
+                }
+                if template.uses_item() && step.map.is_none() {
+                    return Err(bad(StepProblem::ItemOutsideMap));
+                }
+            }
+            if let Some(map) = &step.map {
+                if map.concurrency == 0 {
+                    return Err(bad(StepProblem::MapConcurrency));
+                }
+                if let MapSource::Step(from) = map.over {
+                    if !step.depends_on.contains(&from) {
+                        return Err(bad(StepProblem::MapNotUpstream(from)));
+                    }
+                }
+                if let Policy::TolerantPartial { quorum: 0 } = map.policy {
+                    return Err(bad(StepProblem::MapQuorum));
+                }
+            }
+            if step
+                .timeout
+                .is_some_and(|d| d.is_zero() || d > Self::LONGEST)
+            {
+                return Err(bad(StepProblem::Timeout));
             }
         }
         if let Policy::TolerantPartial { quorum } = self.policy {
@@ -261,6 +438,69 @@ impl RunRequest {
         }
         Ok(())
     }
+
+    /// True if step `a` is among step `b`'s transitive dependencies.
+    fn is_ancestor(&self, a: usize, b: usize) -> bool {
+        let mut stack = self.steps[b].depends_on.clone();
+        let mut seen = vec![false; self.steps.len()];
+        while let Some(s) = stack.pop() {
+            if s == a {
+                return true;
+            }
+            if s < seen.len() && !seen[s] {
+                seen[s] = true;
+                stack.extend(self.steps[s].depends_on.iter().copied());
+            }
+        }
+        false
+    }
+}
+
+/// What a runtime has, for checking a request: its specialists and code functions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Known<'a> {
+    pub agents: &'a [String],
+    pub code: &'a [String],
+}
+
+/// What is wrong with one step of a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepProblem {
+    /// Its input names a step whose name more than one step has.
+    #[error("its input names step `{name}`, but more than one step has that name (the first is step {first})")]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The first step with it.
+        first: usize,
+    },
+    /// No code function has this name.
+    #[error("no code function is named `{function}` (known: {})", known.join(", "))]
+    UnknownCode {
+        /// The name.
+        function: String,
+        /// The functions the runtime has.
+        known: Vec<String>,
+    },
+    /// Its input names a step that is not upstream of it.
+    #[error("its input names step `{0}`, which is not upstream of it (add it to `after`)")]
+    NotUpstream(String),
+    /// Its input uses `{{item}}` but it is not a map step.
+    #[error("its input uses {{{{item}}}}, but it maps over nothing")]
+    ItemOutsideMap,
+    /// A map with a concurrency of 0.
+    #[error("a map's concurrency must be at least 1")]
+    MapConcurrency,
+    /// A map whose quorum is 0.
+    #[error("a map's quorum must be at least 1")]
+    MapQuorum,
+    /// A map over a step it does not wait for.
+    #[error("it maps over step {0}, which it does not wait for")]
+    MapNotUpstream(usize),
+    /// A timeout of zero or beyond the longest accepted.
+    #[error("its timeout must be more than zero and at most 30 days")]
+    Timeout,
 }
 
 /// Which duration of a request.
@@ -344,6 +584,16 @@ pub enum RequestError {
         agent: String,
         /// The names the runtime knows, sorted.
         known: Vec<String>,
+    },
+    /// A step is malformed.
+    #[error("step {step} (`{name}`): {problem}")]
+    BadStep {
+        /// The step's index.
+        step: usize,
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        problem: StepProblem,
     },
     /// A step depends on itself or on a later step.
     #[error("step {step} depends on step {on}, which does not come before it")]

@@ -19,7 +19,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::agent::Agent;
 use crate::provider::{PriceTable, Provider};
 use crate::report::RunReport;
-use crate::run::{OrchestratorArgs, OrchestratorMsg, RunError, RunEvent, RunRequest};
+use crate::run::{
+    CodeError, CodeInput, CodeOutput, CodeRegistry, Known, OrchestratorArgs, OrchestratorMsg,
+    RunError, RunEvent, RunRequest,
+};
 use crate::supervision::{
     AddError, RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig,
     SupervisorArgs, SupervisorEvent, SupervisorMsg,
@@ -50,6 +53,7 @@ pub struct FanfareBuilder {
     specialists: Vec<Specialist>,
     supervision: SupervisionConfig,
     prices: PriceTable,
+    code: CodeRegistry,
 }
 
 impl FanfareBuilder {
@@ -78,6 +82,17 @@ impl FanfareBuilder {
         self
     }
 
+    /// Registers a code function that code steps may run by `name` (besides the
+    /// built-in `concat`, `json-merge`, `vote` and `select-best`).
+    pub fn code(
+        mut self,
+        name: impl Into<String>,
+        f: impl Fn(&CodeInput<'_>) -> Result<CodeOutput, CodeError> + Send + Sync + 'static,
+    ) -> Self {
+        self.code.register(name, f);
+        self
+    }
+
     /// Sets the restart limit and circuit cool-down for every specialist.
     pub fn restart_intensity(mut self, intensity: RestartIntensity) -> Self {
         self.supervision.intensity = intensity;
@@ -96,6 +111,7 @@ impl FanfareBuilder {
         let (supervision_events, _) = broadcast::channel(1024);
         let live = LiveCount::default();
         let prices = Arc::new(self.prices);
+        let code = Arc::new(self.code);
         let (supervisor, supervisor_rx) = watch::channel(None);
         let (synthesiser, synthesiser_rx) = watch::channel(None);
         let (orchestrator, orchestrator_rx) = watch::channel(None);
@@ -115,6 +131,7 @@ impl FanfareBuilder {
                 simulated: self.provider.is_simulated(),
                 prices: prices.clone(),
                 default_model: self.provider.default_model().map(str::to_owned),
+                code: code.clone(),
                 live: live.clone(),
             },
             refs: Refs {
@@ -132,6 +149,7 @@ impl FanfareBuilder {
                     source,
                 })?;
         let fanfare = Fanfare {
+            code,
             root,
             orchestrator: orchestrator_rx,
             synthesiser: synthesiser_rx,
@@ -154,6 +172,7 @@ impl FanfareBuilder {
 /// A started runtime. Cheap to clone; every clone talks to the same actors.
 #[derive(Clone)]
 pub struct Fanfare {
+    code: Arc<CodeRegistry>,
     root: ActorRef<RootMsg>,
     orchestrator: Current<OrchestratorMsg>,
     synthesiser: Current<crate::run::SynthesiserMsg>,
@@ -196,6 +215,7 @@ impl Fanfare {
             specialists: Vec::new(),
             supervision: SupervisionConfig::default(),
             prices: PriceTable::default(),
+            code: CodeRegistry::default(),
         }
     }
 
@@ -218,7 +238,12 @@ impl Fanfare {
     /// Checks `request` as the orchestrator would before running it (agents known,
     /// dependencies, quorum, deadlines, budget), without running anything.
     pub fn validate(&self, request: &RunRequest) -> Result<(), crate::run::RequestError> {
-        request.validate(&self.roster.names())
+        let agents = self.roster.names();
+        let code = self.code.names();
+        request.validate(&Known {
+            agents: &agents,
+            code: &code,
+        })
     }
 
     /// Runs `request` and waits for its report.

@@ -38,10 +38,7 @@ impl Agent for Relay {
 }
 
 fn step(agent: &str, deps: &[usize]) -> Step {
-    Step {
-        agent: agent.into(),
-        depends_on: deps.to_vec(),
-    }
+    Step::agent(agent).after(deps.iter().copied())
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,42 +2,62 @@
 //!
 //! It holds a run's steps (a DAG; a fan-out is the case with no dependencies), their
 //! states, the policy, the budget ledger and the soft deadline, and decides: which
-//! steps to dispatch and when, which to refuse, which to cancel, when to merge early,
-//! and the verdict. It never awaits, spawns or reads a clock: the driver
-//! (`execute`) passes the time since the run started with every event and carries the
-//! commands out. So every policy, dependency and budget case is a unit test below.
+//! steps (and map items) to dispatch and when, which to retry, refuse or cancel, when
+//! to merge early, and the verdict. It never awaits, spawns or reads a clock: the
+//! driver (`execute`) passes the time since the run started with every event and
+//! carries the commands out. So every policy, dependency, map and budget case is a
+//! unit test (`tests.rs`) and its invariants are properties (`properties.rs`).
 //!
 //! Invariants:
-//! - every step gets exactly one [`Command::Finished`], whatever the policy decides;
+//! - every step, and every item of a map step, gets exactly one [`Command::Finished`],
+//!   whatever the policy decides;
 //! - a step is dispatched only once every step it depends on has succeeded, and then
 //!   at once (no rounds: a fast chain never waits for an unrelated slow one); if a
 //!   dependency does not succeed, the step ends `Cancelled(UpstreamFailed)` without
-//!   being dispatched;
-//! - with a budget, a step is dispatched only after reserving its estimate; otherwise
-//!   it ends `Refused`, which the policy treats as a failure;
+//!   being dispatched — failures propagate to dependents only;
+//! - a map step has at most its concurrency of items in flight; its items' outcomes
+//!   under its own policy decide the step's;
+//! - a branch that fails or times out is dispatched again while its step has retries
+//!   left;
+//! - with a budget, a branch is dispatched only after reserving its estimate;
+//!   otherwise it ends `Refused`, which the policy treats as a failure;
 //! - after [`Command::Done`] it emits nothing more.
+
+mod map;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::budget::{Estimate, Ledger};
-use super::outcome::{BranchOutcome, CancelReason, RunFailure};
-use super::record::BranchRecord;
+use super::budget::{BranchKey, Estimate, Ledger};
+use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure};
+use super::record::{BranchRecord, ItemRecord};
 use super::request::{Budget, Policy, Step};
-use crate::agent::UpstreamOutput;
+use crate::agent::{AgentOutput, UpstreamOutput};
 use crate::provider::PriceTable;
+use map::MapRun;
 
 /// What the driver must do.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Command {
-    /// Start step `index`; its task carries `upstream` (its dependencies' outputs).
+    /// Start step `index` (item `item` of a map step); its task carries `upstream`
+    /// (its dependencies' outputs).
     Dispatch {
+        index: usize,
+        item: Option<usize>,
+        upstream: Vec<UpstreamOutput>,
+    },
+    /// Map step `index` is ready: find its items (from `upstream` or the request) and
+    /// answer with [`Scheduler::expanded`].
+    Expand {
         index: usize,
         upstream: Vec<UpstreamOutput>,
     },
-    /// Step `index` ended (already recorded): tell the caller.
+    /// Stop item `item` of step `index`, which is running (its outcome is decided).
+    Abort { index: usize, item: usize },
+    /// Step `index` (or its item) ended (already recorded): tell the caller.
     Finished {
         index: usize,
+        item: Option<usize>,
         outcome: BranchOutcome,
         at: Duration,
         late: bool,
@@ -49,8 +69,10 @@ pub(crate) enum Command {
     Done,
 }
 
-/// Estimates what step `index` may use, given its dependencies' outputs.
-pub(crate) type Estimator<'a> = Box<dyn Fn(usize, &[UpstreamOutput]) -> Estimate + Send + 'a>;
+/// Estimates what step `index` (its item `item`) may use, given its dependencies'
+/// outputs.
+pub(crate) type Estimator<'a> =
+    Box<dyn Fn(usize, Option<usize>, &[UpstreamOutput]) -> Estimate + Send + 'a>;
 
 /// A run's budget as the scheduler sees it.
 pub(crate) struct BudgetPlan<'a> {
@@ -59,22 +81,29 @@ pub(crate) struct BudgetPlan<'a> {
     pub prices: &'a PriceTable,
 }
 
-/// A step's record while the run goes on.
-#[derive(Clone, Debug)]
+/// A step's (or item's) record while the run goes on.
+#[derive(Clone, Debug, Default)]
 struct Entry {
-    agent: String,
     outcome: Option<BranchOutcome>,
     started: Option<Duration>,
     ended: Duration,
+    /// Crash retries (the branch call's own).
     retries: u32,
+    /// Times it was dispatched again after failing (the step's `retries`).
+    reruns: u32,
     late: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum StepState {
     /// Waiting on this many unfinished dependencies.
     Waiting(usize),
+    /// Dispatched (a single branch).
     Running,
+    /// A map step waiting for its items to be found.
+    Expanding(Vec<UpstreamOutput>),
+    /// A map step with its items.
+    Mapping(MapRun),
     Done,
 }
 
@@ -94,11 +123,16 @@ enum Soft {
 /// The state machine; see the module docs.
 pub(crate) struct Scheduler<'a> {
     policy: Policy,
-    agents: Vec<String>,
+    names: Vec<String>,
+    doers: Vec<String>,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
+    /// Per step: its map's concurrency and policy.
+    maps: Vec<Option<(usize, Policy)>>,
+    retries: Vec<u32>,
     state: Vec<StepState>,
     records: Vec<Entry>,
+    items: Vec<Vec<Entry>>,
     ok: usize,
     not_ok: usize,
     failure: Option<RunFailure>,
@@ -106,6 +140,9 @@ pub(crate) struct Scheduler<'a> {
     soft: Soft,
     done: bool,
 }
+
+/// A branch that ended and awaits processing.
+type Ended = (usize, Option<usize>, BranchOutcome);
 
 impl<'a> Scheduler<'a> {
     /// A scheduler for `steps` under `policy`; `soft_deadline` says whether the run
@@ -129,24 +166,21 @@ impl<'a> Scheduler<'a> {
         };
         Self {
             policy,
-            agents: steps.iter().map(|s| s.agent.clone()).collect(),
+            names: steps.iter().map(|s| s.name.clone()).collect(),
+            doers: steps.iter().map(Step::doer).collect(),
             deps: steps.iter().map(|s| s.depends_on.clone()).collect(),
             dependents,
+            maps: steps
+                .iter()
+                .map(|s| s.map.as_ref().map(|m| (m.concurrency.max(1), m.policy)))
+                .collect(),
+            retries: steps.iter().map(|s| s.retries).collect(),
             state: steps
                 .iter()
                 .map(|s| StepState::Waiting(s.depends_on.len()))
                 .collect(),
-            records: steps
-                .iter()
-                .map(|s| Entry {
-                    agent: s.agent.clone(),
-                    outcome: None,
-                    started: None,
-                    ended: Duration::ZERO,
-                    retries: 0,
-                    late: false,
-                })
-                .collect(),
+            records: vec![Entry::default(); n],
+            items: vec![Vec::new(); n],
             ok: 0,
             not_ok: 0,
             failure: None,
@@ -159,12 +193,12 @@ impl<'a> Scheduler<'a> {
     /// Starts the run: dispatches every step with no dependency, in input order.
     pub(crate) fn start(&mut self, now: Duration) -> Vec<Command> {
         let ready: Vec<usize> = (0..self.state.len())
-            .filter(|&i| self.state[i] == StepState::Waiting(0))
+            .filter(|&i| matches!(self.state[i], StepState::Waiting(0)))
             .collect();
         let mut out = Vec::new();
         let mut ended = VecDeque::new();
         for i in ready {
-            self.dispatch(i, now, &mut out, &mut ended);
+            self.begin(i, now, &mut out, &mut ended);
         }
         self.drain(ended, now, &mut out);
         if self.state.is_empty() {
@@ -173,31 +207,57 @@ impl<'a> Scheduler<'a> {
         out
     }
 
-    /// Step `index` ended with `outcome` after `retries` crash retries.
+    /// Map step `index` has `count` items.
+    pub(crate) fn expanded(&mut self, index: usize, count: usize, now: Duration) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        let StepState::Expanding(upstream) = &self.state[index] else {
+            return out;
+        };
+        let upstream = upstream.clone();
+        let (concurrency, policy) = self.maps[index].unwrap_or((1, Policy::FailFast));
+        self.items[index] = vec![Entry::default(); count];
+        self.state[index] = StepState::Mapping(MapRun::new(count, concurrency, policy, upstream));
+        let mut ended = VecDeque::new();
+        self.fill(index, now, &mut out, &mut ended);
+        self.settle_map(index, now, &mut out, &mut ended);
+        self.drain(ended, now, &mut out);
+        out
+    }
+
+    /// Step `index` (its item `item`) ended with `outcome` after `retries` crash
+    /// retries.
     pub(crate) fn ended(
         &mut self,
         index: usize,
+        item: Option<usize>,
         outcome: BranchOutcome,
         retries: u32,
         now: Duration,
     ) -> Vec<Command> {
         let mut out = Vec::new();
-        if self.done || self.state.get(index) != Some(&StepState::Running) {
+        let running = match (&self.state.get(index), item) {
+            (Some(StepState::Running), None) => true,
+            (Some(StepState::Mapping(m)), Some(k)) => m.is_running(k),
+            _ => false,
+        };
+        if self.done || !running {
             return out;
         }
-        self.records[index].retries = retries;
-        self.drain(VecDeque::from([(index, outcome)]), now, &mut out);
+        self.entry(index, item).retries += retries;
+        self.drain(VecDeque::from([(index, item, outcome)]), now, &mut out);
         out
     }
 
     /// The soft deadline's timer fired.
-    pub(crate) fn soft_deadline_passed(&mut self, now: Duration) -> Vec<Command> {
+    pub(crate) fn soft_deadline_passed(&mut self, _now: Duration) -> Vec<Command> {
         let mut out = Vec::new();
         if self.soft == Soft::Armed && !self.done {
             self.soft = Soft::Passed;
             self.maybe_merge_early(&mut out);
         }
-        let _ = now;
         out
     }
 
@@ -209,125 +269,329 @@ impl<'a> Scheduler<'a> {
     /// Each step's record, and why the run failed (`None`: it met its policy). Steps
     /// that never ended (the driver stopped early) end `Cancelled(CallerGone)`.
     pub(crate) fn into_verdict(self) -> (Vec<BranchRecord>, Option<RunFailure>) {
+        let gone = || BranchOutcome::Cancelled {
+            reason: CancelReason::CallerGone,
+        };
         let records = self
             .records
             .into_iter()
-            .map(|r| BranchRecord {
-                agent: r.agent,
-                outcome: r.outcome.unwrap_or(BranchOutcome::Cancelled {
-                    reason: CancelReason::CallerGone,
-                }),
+            .zip(self.items)
+            .zip(self.names.into_iter().zip(self.doers))
+            .map(|((r, items), (step, agent))| BranchRecord {
+                step,
+                agent,
+                outcome: r.outcome.unwrap_or_else(gone),
                 started: r.started,
                 ended: r.ended,
-                retries: r.retries,
+                retries: r.retries + r.reruns,
                 late: r.late,
+                items: items
+                    .into_iter()
+                    .map(|e| ItemRecord {
+                        outcome: e.outcome.unwrap_or_else(gone),
+                        started: e.started,
+                        ended: e.ended,
+                        retries: e.retries + e.reruns,
+                        late: e.late,
+                    })
+                    .collect(),
+                conflicts: Vec::new(),
             })
             .collect();
         (records, self.failure)
     }
 
-    fn dispatch(
+    fn entry(&mut self, index: usize, item: Option<usize>) -> &mut Entry {
+        match item {
+            None => &mut self.records[index],
+            Some(k) => &mut self.items[index][k],
+        }
+    }
+
+    /// The outputs of step `i`'s dependencies.
+    fn upstream(&self, i: usize) -> Vec<UpstreamOutput> {
+        self.deps[i]
+            .iter()
+            .filter_map(|&d| {
+                let output = self.records[d].outcome.as_ref()?.output()?;
+                Some(UpstreamOutput {
+                    agent: self.names[d].clone(),
+                    text: output.text.clone(),
+                    items: self.items[d]
+                        .iter()
+                        .filter_map(|e| e.outcome.as_ref()?.output().map(|o| o.text.clone()))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Step `i`'s dependencies have succeeded: dispatch it (or have it expanded).
+    fn begin(
         &mut self,
         i: usize,
         now: Duration,
         out: &mut Vec<Command>,
-        ended: &mut VecDeque<(usize, BranchOutcome)>,
+        ended: &mut VecDeque<Ended>,
     ) {
-        let upstream: Vec<UpstreamOutput> = self.deps[i]
-            .iter()
-            .filter_map(|&d| {
-                let r = &self.records[d];
-                r.outcome
-                    .as_ref()
-                    .and_then(BranchOutcome::output)
-                    .map(|o| UpstreamOutput {
-                        agent: r.agent.clone(),
-                        text: o.text.clone(),
-                    })
-            })
-            .collect();
+        let upstream = self.upstream(i);
+        if self.maps[i].is_some() {
+            self.records[i].started = Some(now);
+            self.state[i] = StepState::Expanding(upstream.clone());
+            out.push(Command::Expand { index: i, upstream });
+            return;
+        }
         self.state[i] = StepState::Running;
+        self.send(i, None, upstream, now, out, ended);
+    }
+
+    /// Reserves and dispatches one branch, or refuses it.
+    fn send(
+        &mut self,
+        index: usize,
+        item: Option<usize>,
+        upstream: Vec<UpstreamOutput>,
+        now: Duration,
+        out: &mut Vec<Command>,
+        ended: &mut VecDeque<Ended>,
+    ) {
         if let Some((plan, ledger)) = &mut self.budget {
-            let estimate = (plan.estimate)(i, &upstream);
-            if let Err(reason) = ledger.reserve(&plan.budget, i, &estimate) {
-                tracing::info!(branch = i, %reason, "refused by the run budget");
-                ended.push_back((i, BranchOutcome::Refused { reason }));
+            let estimate = (plan.estimate)(index, item, &upstream);
+            let key: BranchKey = (index, item);
+            if let Err(reason) = ledger.reserve(&plan.budget, key, &estimate) {
+                tracing::info!(branch = index, ?item, %reason, "refused by the run budget");
+                ended.push_back((index, item, BranchOutcome::Refused { reason }));
                 return;
             }
         }
-        self.records[i].started = Some(now);
-        out.push(Command::Dispatch { index: i, upstream });
+        let e = self.entry(index, item);
+        if e.started.is_none() {
+            e.started = Some(now);
+        }
+        out.push(Command::Dispatch {
+            index,
+            item,
+            upstream,
+        });
     }
 
-    /// Processes ended steps (and the refusals their consequences cause) in order.
-    fn drain(
+    /// Dispatches map step `i`'s next items, up to its concurrency.
+    fn fill(
         &mut self,
-        mut ended: VecDeque<(usize, BranchOutcome)>,
+        i: usize,
         now: Duration,
         out: &mut Vec<Command>,
+        ended: &mut VecDeque<Ended>,
     ) {
-        while let Some((i, outcome)) = ended.pop_front() {
+        loop {
+            let StepState::Mapping(m) = &mut self.state[i] else {
+                return;
+            };
+            let Some(k) = m.next_item() else {
+                return;
+            };
+            let upstream = m.upstream().to_vec();
+            self.send(i, Some(k), upstream, now, out, ended);
+        }
+    }
+
+    /// Processes ended branches (and the refusals their consequences cause) in order.
+    fn drain(&mut self, mut ended: VecDeque<Ended>, now: Duration, out: &mut Vec<Command>) {
+        while let Some((i, item, outcome)) = ended.pop_front() {
             if self.done {
                 return;
             }
-            let late = self.soft == Soft::Merged;
             if let Some((plan, ledger)) = &mut self.budget {
-                ledger.settle(i, &outcome, plan.prices);
+                ledger.settle((i, item), &outcome, plan.prices);
             }
-            let succeeded = outcome.is_ok();
-            self.finish_step(i, outcome.clone(), now, late, out);
-            if succeeded {
-                self.ok += 1;
-                let mut ready = Vec::new();
-                for &d in &self.dependents[i] {
-                    if let StepState::Waiting(k) = &mut self.state[d] {
-                        *k -= 1;
-                        if *k == 0 {
-                            ready.push(d);
-                        }
-                    }
+            let retriable = matches!(
+                outcome,
+                BranchOutcome::Failed { .. } | BranchOutcome::TimedOut { .. }
+            );
+            if retriable && self.entry(i, item).reruns < self.retries[i] {
+                self.entry(i, item).reruns += 1;
+                let upstream = match &self.state[i] {
+                    StepState::Mapping(m) => m.upstream().to_vec(),
+                    _ => self.upstream(i),
+                };
+                self.send(i, item, upstream, now, out, &mut ended);
+                continue;
+            }
+            match item {
+                Some(k) => {
+                    self.finish_item(i, k, outcome, now, out);
+                    self.fill(i, now, out, &mut ended);
+                    self.settle_map(i, now, out, &mut ended);
                 }
-                ready.sort_unstable();
-                for d in ready {
-                    self.dispatch(d, now, out, &mut ended);
-                }
-            } else {
-                self.not_ok += 1;
-                self.not_ok += self.cancel_dependents(i, now, out);
-                let n = self.state.len();
-                match self.policy {
-                    Policy::FailFast => {
-                        self.failure = Some(RunFailure::Branch {
-                            index: i as u32,
-                            agent: self.agents[i].clone(),
-                            outcome: Box::new(outcome),
-                        });
-                        let reason = CancelReason::SiblingFailed {
-                            index: i as u32,
-                            agent: self.agents[i].clone(),
-                        };
-                        self.cancel_rest(reason, now, out);
-                        self.finish_run(out);
-                        return;
-                    }
-                    Policy::TolerantPartial { quorum } if n - self.not_ok < quorum => {
-                        self.failure = Some(RunFailure::QuorumUnreachable {
-                            quorum,
-                            not_ok: self.not_ok,
-                            of: n,
-                        });
-                        self.cancel_rest(CancelReason::QuorumUnreachable, now, out);
-                        self.finish_run(out);
-                        return;
-                    }
-                    Policy::TolerantPartial { .. } => {}
-                }
+                None => self.step_ended(i, outcome, now, out, &mut ended),
+            }
+            if self.done {
+                return;
             }
             self.maybe_merge_early(out);
-            if self.state.iter().all(|s| *s == StepState::Done) {
+            if self.state.iter().all(|s| matches!(s, StepState::Done)) {
                 self.finish_run(out);
                 return;
             }
+        }
+    }
+
+    fn finish_item(
+        &mut self,
+        i: usize,
+        k: usize,
+        outcome: BranchOutcome,
+        now: Duration,
+        out: &mut Vec<Command>,
+    ) {
+        let late = self.soft == Soft::Merged;
+        if let StepState::Mapping(m) = &mut self.state[i] {
+            m.ended(k, outcome.is_ok());
+        }
+        let e = &mut self.items[i][k];
+        e.outcome = Some(outcome.clone());
+        e.ended = now;
+        e.late = late;
+        out.push(Command::Finished {
+            index: i,
+            item: Some(k),
+            outcome,
+            at: now,
+            late,
+        });
+    }
+
+    /// If map step `i`'s items have decided it, ends it (cancelling what is left).
+    fn settle_map(
+        &mut self,
+        i: usize,
+        now: Duration,
+        out: &mut Vec<Command>,
+        ended: &mut VecDeque<Ended>,
+    ) {
+        let StepState::Mapping(m) = &self.state[i] else {
+            return;
+        };
+        let Some(verdict) = m.verdict() else {
+            return;
+        };
+        let (running, pending) = m.unfinished();
+        let name = self.names[i].clone();
+        let outcome = match verdict {
+            map::Verdict::Succeeded => BranchOutcome::Ok(self.aggregate(i)),
+            map::Verdict::Failed {
+                first_failed,
+                ok,
+                of,
+                quorum,
+            } => {
+                let reason = match first_failed {
+                    Some(item) => CancelReason::SiblingFailed {
+                        index: item as u32,
+                        agent: format!("{name} item {}", item + 1),
+                    },
+                    None => CancelReason::QuorumUnreachable,
+                };
+                for k in running.iter().chain(&pending) {
+                    if running.contains(k) {
+                        out.push(Command::Abort { index: i, item: *k });
+                    }
+                    let outcome = BranchOutcome::Cancelled {
+                        reason: reason.clone(),
+                    };
+                    self.finish_item(i, *k, outcome, now, out);
+                }
+                BranchOutcome::Failed {
+                    error: BranchError::Items { ok, of, quorum },
+                }
+            }
+        };
+        self.step_ended(i, outcome, now, out, ended);
+    }
+
+    /// The output of a map step that succeeded: its items' outputs, in item order.
+    fn aggregate(&self, i: usize) -> AgentOutput {
+        let mut text = String::new();
+        let mut out = AgentOutput::text("");
+        for (k, e) in self.items[i].iter().enumerate() {
+            if let Some(o) = e.outcome.as_ref().and_then(BranchOutcome::output) {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(&format!(
+                    "### {} {}\n{}",
+                    self.names[i],
+                    k + 1,
+                    o.text.trim()
+                ));
+                out.usage += o.usage;
+                out.attempts += o.attempts;
+                out.permit_wait_ms += o.permit_wait_ms;
+                if out.model.is_none() {
+                    out.model.clone_from(&o.model);
+                }
+            }
+        }
+        out.text = text;
+        out
+    }
+
+    /// Step `i` has its outcome: record it, then what follows for the run.
+    fn step_ended(
+        &mut self,
+        i: usize,
+        outcome: BranchOutcome,
+        now: Duration,
+        out: &mut Vec<Command>,
+        ended: &mut VecDeque<Ended>,
+    ) {
+        let late = self.soft == Soft::Merged;
+        let succeeded = outcome.is_ok();
+        self.finish_step(i, outcome.clone(), now, late, out);
+        if succeeded {
+            self.ok += 1;
+            let mut ready = Vec::new();
+            for &d in &self.dependents[i] {
+                if let StepState::Waiting(k) = &mut self.state[d] {
+                    *k -= 1;
+                    if *k == 0 {
+                        ready.push(d);
+                    }
+                }
+            }
+            ready.sort_unstable();
+            for d in ready {
+                self.begin(d, now, out, ended);
+            }
+            return;
+        }
+        self.not_ok += 1;
+        self.not_ok += self.cancel_dependents(i, now, out);
+        let n = self.state.len();
+        match self.policy {
+            Policy::FailFast => {
+                self.failure = Some(RunFailure::Branch {
+                    index: i as u32,
+                    agent: self.names[i].clone(),
+                    outcome: Box::new(outcome),
+                });
+                let reason = CancelReason::SiblingFailed {
+                    index: i as u32,
+                    agent: self.names[i].clone(),
+                };
+                self.cancel_rest(reason, now, out);
+                self.finish_run(out);
+            }
+            Policy::TolerantPartial { quorum } if n - self.not_ok < quorum => {
+                self.failure = Some(RunFailure::QuorumUnreachable {
+                    quorum,
+                    not_ok: self.not_ok,
+                    of: n,
+                });
+                self.cancel_rest(CancelReason::QuorumUnreachable, now, out);
+                self.finish_run(out);
+            }
+            Policy::TolerantPartial { .. } => {}
         }
     }
 
@@ -346,6 +610,7 @@ impl<'a> Scheduler<'a> {
         r.late = late;
         out.push(Command::Finished {
             index: i,
+            item: None,
             outcome,
             at: now,
             late,
@@ -359,7 +624,7 @@ impl<'a> Scheduler<'a> {
         while let Some(d) = stack.pop() {
             if matches!(self.state[d], StepState::Waiting(_)) {
                 let reason = CancelReason::UpstreamFailed {
-                    agent: self.agents[i].clone(),
+                    agent: self.names[i].clone(),
                 };
                 self.finish_step(d, BranchOutcome::Cancelled { reason }, now, false, out);
                 count += 1;
@@ -369,10 +634,19 @@ impl<'a> Scheduler<'a> {
         count
     }
 
-    /// Ends every step not done yet with `Cancelled(reason)`.
+    /// Ends every step (and map item) not done yet with `Cancelled(reason)`.
     fn cancel_rest(&mut self, reason: CancelReason, now: Duration, out: &mut Vec<Command>) {
         for i in 0..self.state.len() {
-            if self.state[i] != StepState::Done {
+            if let StepState::Mapping(m) = &self.state[i] {
+                let (running, pending) = m.unfinished();
+                for k in running.into_iter().chain(pending) {
+                    let outcome = BranchOutcome::Cancelled {
+                        reason: reason.clone(),
+                    };
+                    self.finish_item(i, k, outcome, now, out);
+                }
+            }
+            if !matches!(self.state[i], StepState::Done) {
                 let outcome = BranchOutcome::Cancelled {
                     reason: reason.clone(),
                 };
@@ -386,7 +660,7 @@ impl<'a> Scheduler<'a> {
         let Policy::TolerantPartial { quorum } = self.policy else {
             return;
         };
-        let pending = self.state.iter().any(|s| *s != StepState::Done);
+        let pending = self.state.iter().any(|s| !matches!(s, StepState::Done));
         if self.soft == Soft::Passed && pending && self.ok >= quorum {
             tracing::info!(
                 ok = self.ok,
@@ -396,7 +670,8 @@ impl<'a> Scheduler<'a> {
             let snapshot = self
                 .records
                 .iter()
-                .map(|r| (r.agent.clone(), r.outcome.clone()))
+                .zip(&self.names)
+                .map(|(r, name)| (name.clone(), r.outcome.clone()))
                 .collect();
             out.push(Command::MergeNow(snapshot));
         }

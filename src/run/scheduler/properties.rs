@@ -88,13 +88,13 @@ proptest! {
             .deps
             .iter()
             .enumerate()
-            .map(|(i, d)| Step { agent: format!("s{i}"), depends_on: d.clone() })
+            .map(|(i, d)| Step::agent(format!("s{i}")).after(d.iter().copied()))
             .collect();
         let prices = PriceTable::default();
         let plan = c.plan.clone();
         let budget = c.token_cap.map(|cap| BudgetPlan {
             budget: Budget { max_tokens: Some(cap), ..Budget::default() },
-            estimate: Box::new(move |i, _| Estimate { tokens: plan[i].1, model: None, cost_usd: None }),
+            estimate: Box::new(move |i, _, _| Estimate { tokens: plan[i].1, model: None, cost_usd: None }),
             prices: &prices,
         });
         let mut s = Scheduler::new(&steps, c.policy, budget, false);
@@ -109,7 +109,7 @@ proptest! {
             for command in pending.drain(..) {
                 prop_assert!(!done, "a command after Done: {command:?}");
                 match command {
-                    Command::Dispatch { index, .. } => {
+                    Command::Dispatch { index, item: None, .. } => {
                         prop_assert!(!dispatched[index], "step {index} dispatched twice");
                         for &d in &c.deps[index] {
                             prop_assert!(
@@ -120,7 +120,7 @@ proptest! {
                         dispatched[index] = true;
                         running.push(index);
                     }
-                    Command::Finished { index, outcome, .. } => {
+                    Command::Finished { index, item: None, outcome, .. } => {
                         prop_assert!(finished[index].is_none(), "step {index} ended twice");
                         if matches!(outcome, BranchOutcome::Refused { .. }) {
                             prop_assert!(!dispatched[index], "a refused step was sent");
@@ -128,8 +128,8 @@ proptest! {
                         running.retain(|&r| r != index);
                         finished[index] = Some(outcome);
                     }
-                    Command::MergeNow(_) => prop_assert!(false, "no soft deadline here"),
                     Command::Done => done = true,
+                    other => prop_assert!(false, "no map or soft deadline here: {other:?}"),
                 }
             }
             if done {
@@ -140,7 +140,7 @@ proptest! {
             turn += 1;
             clock += 1;
             let (ok, _, used) = c.plan[pick];
-            pending = s.ended(pick, outcome(ok, used), 0, Duration::from_millis(clock));
+            pending = s.ended(pick, None, outcome(ok, used), 0, Duration::from_millis(clock));
         }
         prop_assert!(finished.iter().all(Option::is_some), "a step never ended");
         let (records, failure) = s.into_verdict();

@@ -30,10 +30,7 @@ fn failed() -> BranchOutcome {
 fn steps(deps: &[&[usize]]) -> Vec<Step> {
     deps.iter()
         .enumerate()
-        .map(|(i, d)| Step {
-            agent: format!("s{i}"),
-            depends_on: d.to_vec(),
-        })
+        .map(|(i, d)| Step::agent(format!("s{i}")).after(d.iter().copied()))
         .collect()
 }
 
@@ -53,7 +50,12 @@ fn dispatched(cmds: &[Command]) -> Vec<usize> {
 fn finished(cmds: &[Command]) -> Vec<(usize, &'static str)> {
     cmds.iter()
         .filter_map(|c| match c {
-            Command::Finished { index, outcome, .. } => Some((*index, outcome.label())),
+            Command::Finished {
+                index,
+                item: None,
+                outcome,
+                ..
+            } => Some((*index, outcome.label())),
             _ => None,
         })
         .collect()
@@ -104,7 +106,7 @@ fn policies_decide_when_a_fan_out_ends_and_how() {
         let mut seen = 0;
         let mut done = false;
         for (k, &good) in endings.iter().enumerate() {
-            let out = s.ended(k, if good { ok("a") } else { failed() }, 0, T);
+            let out = s.ended(k, None, if good { ok("a") } else { failed() }, 0, T);
             seen += 1;
             if is_done(&out) {
                 done = true;
@@ -133,7 +135,7 @@ fn fail_fast_cancels_siblings_naming_the_failed_branch() {
     let steps = fan_out(3);
     let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
     s.start(T);
-    let out = s.ended(1, failed(), 0, T);
+    let out = s.ended(1, None, failed(), 0, T);
     let reasons: Vec<_> = out
         .iter()
         .filter_map(|c| match c {
@@ -155,7 +157,7 @@ fn fail_fast_cancels_siblings_naming_the_failed_branch() {
         ]
     );
     assert!(
-        s.ended(0, ok("late"), 0, T).is_empty(),
+        s.ended(0, None, ok("late"), 0, T).is_empty(),
         "nothing after Done"
     );
 }
@@ -166,28 +168,38 @@ fn a_step_starts_the_moment_its_own_dependencies_are_done() {
     let steps = steps(&[&[], &[0], &[], &[2], &[1, 3]]);
     let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
     assert_eq!(dispatched(&s.start(T)), [0, 2]);
-    assert_eq!(dispatched(&s.ended(2, ok("c"), 0, T)), [3], "no rounds");
-    assert_eq!(dispatched(&s.ended(3, ok("d"), 0, T)), Vec::<usize>::new());
-    assert_eq!(dispatched(&s.ended(0, ok("a"), 0, T)), [1]);
-    let out = s.ended(1, ok("b"), 0, T);
+    assert_eq!(
+        dispatched(&s.ended(2, None, ok("c"), 0, T)),
+        [3],
+        "no rounds"
+    );
+    assert_eq!(
+        dispatched(&s.ended(3, None, ok("d"), 0, T)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(dispatched(&s.ended(0, None, ok("a"), 0, T)), [1]);
+    let out = s.ended(1, None, ok("b"), 0, T);
     assert_eq!(
         out[1],
         Command::Dispatch {
             index: 4,
+            item: None,
             upstream: vec![
                 UpstreamOutput {
                     agent: "s1".into(),
-                    text: "b".into()
+                    text: "b".into(),
+                    items: Vec::new(),
                 },
                 UpstreamOutput {
                     agent: "s3".into(),
-                    text: "d".into()
+                    text: "d".into(),
+                    items: Vec::new(),
                 }
             ]
         },
         "the join gets both outputs, in dependency order"
     );
-    assert!(is_done(&s.ended(4, ok("e"), 0, T)));
+    assert!(is_done(&s.ended(4, None, ok("e"), 0, T)));
 }
 
 #[test]
@@ -195,14 +207,14 @@ fn a_failure_cancels_its_dependents_only_and_independent_chains_go_on() {
     let steps = steps(&[&[], &[0], &[1], &[], &[3]]);
     let mut s = Scheduler::new(&steps, Policy::TolerantPartial { quorum: 2 }, None, false);
     assert_eq!(dispatched(&s.start(T)), [0, 3]);
-    let out = s.ended(0, failed(), 0, T);
+    let out = s.ended(0, None, failed(), 0, T);
     assert_eq!(
         finished(&out),
         [(0, "failed"), (1, "cancelled"), (2, "cancelled")]
     );
     assert!(!is_done(&out));
-    assert_eq!(dispatched(&s.ended(3, ok("d"), 0, T)), [4]);
-    assert!(is_done(&s.ended(4, ok("e"), 0, T)));
+    assert_eq!(dispatched(&s.ended(3, None, ok("d"), 0, T)), [4]);
+    assert!(is_done(&s.ended(4, None, ok("e"), 0, T)));
     let (records, failure) = s.into_verdict();
     assert_eq!(failure, None);
     assert_eq!(
@@ -222,7 +234,7 @@ fn budgets_refuse_what_they_cannot_cover_and_settle_what_was_used() {
             max_tokens: Some(max_tokens),
             ..Budget::default()
         },
-        estimate: Box::new(|_, _| Estimate {
+        estimate: Box::new(|_, _, _| Estimate {
             tokens: 100,
             model: None,
             cost_usd: None,
@@ -255,13 +267,13 @@ fn budgets_refuse_what_they_cannot_cover_and_settle_what_was_used() {
     let mut s = Scheduler::new(&steps, Policy::FailFast, Some(plan(250)), false);
     assert_eq!(dispatched(&s.start(T)), [0]);
     assert_eq!(
-        dispatched(&s.ended(0, ok_using(100), 0, T)),
+        dispatched(&s.ended(0, None, ok_using(100), 0, T)),
         [1],
         "100 used + 100 reserved ≤ 250"
     );
     let mut s = Scheduler::new(&steps, Policy::FailFast, Some(plan(250)), false);
     s.start(T);
-    let out = s.ended(0, ok_using(200), 0, T);
+    let out = s.ended(0, None, ok_using(200), 0, T);
     assert_eq!(finished(&out), [(0, "ok"), (1, "refused")]);
     assert!(is_done(&out), "fail-fast treats a refusal as a failure");
 }
@@ -276,14 +288,14 @@ fn a_soft_deadline_merges_once_the_quorum_is_met_and_marks_stragglers_late() {
     // Passed before the quorum: nothing yet, and the timer is not re-armed.
     assert!(s.soft_deadline_passed(T).is_empty());
     assert!(!s.soft_deadline_armed());
-    let out = s.ended(0, ok("a"), 0, T);
+    let out = s.ended(0, None, ok("a"), 0, T);
     let Some(Command::MergeNow(snapshot)) = out.last() else {
         panic!("{out:?}")
     };
     assert_eq!(snapshot.iter().filter(|(_, o)| o.is_none()).count(), 2);
-    let out = s.ended(1, ok("b"), 0, T);
+    let out = s.ended(1, None, ok("b"), 0, T);
     assert!(matches!(out[0], Command::Finished { late: true, .. }));
-    assert!(is_done(&s.ended(2, failed(), 0, T)));
+    assert!(is_done(&s.ended(2, None, failed(), 0, T)));
     // Fail-fast has no soft deadline.
     let s = Scheduler::new(&steps, Policy::FailFast, None, true);
     assert!(!s.soft_deadline_armed());
@@ -301,4 +313,154 @@ fn an_empty_run_is_done_at_once_and_unended_steps_are_caller_gone() {
         == BranchOutcome::Cancelled {
             reason: CancelReason::CallerGone
         }));
+}
+
+fn mapped(concurrency: usize, policy: Policy) -> Vec<Step> {
+    use crate::run::request::{Map, MapSource};
+    vec![
+        Step::agent("list"),
+        Step::agent("each").after([0]).map(Map {
+            over: MapSource::Step(0),
+            concurrency,
+            policy,
+        }),
+        Step::agent("digest").after([1]),
+    ]
+}
+
+fn items_dispatched(cmds: &[Command]) -> Vec<usize> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Dispatch { item: Some(k), .. } => Some(*k),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_map_step_runs_its_items_within_its_concurrency_then_its_dependents() {
+    let steps = mapped(2, Policy::FailFast);
+    let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
+    s.start(T);
+    let out = s.ended(0, None, ok("a\nb\nc\nd\ne"), 0, T);
+    assert!(matches!(
+        out[..],
+        [Command::Finished { .. }, Command::Expand { index: 1, .. }]
+    ));
+    assert_eq!(items_dispatched(&s.expanded(1, 5, T)), [0, 1]);
+    assert_eq!(items_dispatched(&s.ended(1, Some(1), ok("B"), 0, T)), [2]);
+    assert_eq!(items_dispatched(&s.ended(1, Some(0), ok("A"), 0, T)), [3]);
+    assert_eq!(items_dispatched(&s.ended(1, Some(3), ok("D"), 0, T)), [4]);
+    s.ended(1, Some(2), ok("C"), 0, T);
+    let out = s.ended(1, Some(4), ok("E"), 0, T);
+    // The step ends with every item's output, in item order, and its dependent goes.
+    let Some(Command::Dispatch {
+        index: 2, upstream, ..
+    }) = out.last()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(upstream[0].items, ["A", "B", "C", "D", "E"]);
+    assert!(upstream[0]
+        .text
+        .starts_with("### each 1\nA\n\n### each 2\nB"));
+    assert!(is_done(&s.ended(2, None, ok("digest"), 0, T)));
+    let (records, failure) = s.into_verdict();
+    assert_eq!((records[1].items.len(), failure), (5, None));
+}
+
+#[test]
+fn a_map_step_under_fail_fast_stops_its_other_items_at_the_first_failure() {
+    let steps = mapped(2, Policy::FailFast);
+    let mut s = Scheduler::new(&steps, Policy::TolerantPartial { quorum: 1 }, None, false);
+    s.start(T);
+    s.ended(0, None, ok("x"), 0, T);
+    s.expanded(1, 4, T);
+    let out = s.ended(1, Some(0), failed(), 0, T);
+    assert!(
+        out.contains(&Command::Abort { index: 1, item: 1 }),
+        "{out:?}"
+    );
+    let items: Vec<_> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::Finished {
+                item: Some(k),
+                outcome,
+                ..
+            } => Some((*k, outcome.label())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [
+            (0, "failed"),
+            (1, "cancelled"),
+            (2, "cancelled"),
+            (3, "cancelled")
+        ]
+    );
+    assert_eq!(
+        finished(&out),
+        [(1, "failed"), (2, "cancelled")],
+        "and its dependent"
+    );
+    assert!(is_done(&out), "list ok meets quorum 1");
+}
+
+#[test]
+fn a_partial_map_succeeds_with_its_quorum_and_an_empty_map_at_once() {
+    let steps = mapped(3, Policy::TolerantPartial { quorum: 2 });
+    let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
+    s.start(T);
+    s.ended(0, None, ok("x"), 0, T);
+    s.expanded(1, 3, T);
+    s.ended(1, Some(0), failed(), 0, T);
+    s.ended(1, Some(1), ok("b"), 0, T);
+    let out = s.ended(1, Some(2), ok("c"), 0, T);
+    assert_eq!(finished(&out), [(1, "ok")]);
+    let Some(Command::Dispatch { upstream, .. }) = out.last() else {
+        panic!()
+    };
+    assert_eq!(upstream[0].items, ["b", "c"], "failed items bring nothing");
+    // No items: done at once, with an empty output.
+    let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
+    s.start(T);
+    s.ended(0, None, ok(""), 0, T);
+    let out = s.expanded(1, 0, T);
+    assert_eq!(finished(&out), [(1, "ok")]);
+    assert_eq!(dispatched(&out), [2]);
+}
+
+#[test]
+fn a_step_with_retries_is_dispatched_again_until_they_run_out() {
+    let mut steps = fan_out(1);
+    steps[0].retries = 2;
+    let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
+    s.start(T);
+    assert_eq!(dispatched(&s.ended(0, None, failed(), 0, T)), [0]);
+    assert_eq!(dispatched(&s.ended(0, None, failed(), 0, T)), [0]);
+    let out = s.ended(0, None, failed(), 0, T);
+    assert_eq!(finished(&out), [(0, "failed")]);
+    let (records, _) = s.into_verdict();
+    assert_eq!(records[0].retries, 2);
+    // A refusal or a cancellation is not retried.
+    let mut steps = fan_out(1);
+    steps[0].retries = 2;
+    let prices = PriceTable::default();
+    let plan = BudgetPlan {
+        budget: Budget {
+            max_tokens: Some(1),
+            ..Budget::default()
+        },
+        estimate: Box::new(|_, _, _| Estimate {
+            tokens: 100,
+            model: None,
+            cost_usd: None,
+        }),
+        prices: &prices,
+    };
+    let mut s = Scheduler::new(&steps, Policy::FailFast, Some(plan), false);
+    assert_eq!(finished(&s.start(T)), [(0, "refused")]);
 }
