@@ -14,7 +14,9 @@
 //!   tests; `budget`: the run's token and cost ledger it consults;
 //! - `execute`: the scheduler's async driver; `branch`: one branch's call;
 //! - `orchestrator`: the actor that accepts runs; `record`: what a run did;
-//! - `synthesis`: the synthesiser actor and the merge strategies.
+//! - `synthesis`: the synthesiser actor and the merge strategies;
+//! - `template`: step input templates; `code`: code steps and their built-ins;
+//! - [`workflow`]: workflow files (a step graph in TOML) turned into requests.
 
 mod branch;
 mod budget;
@@ -27,6 +29,7 @@ mod request;
 mod scheduler;
 mod synthesis;
 mod template;
+pub mod workflow;
 
 pub use code::{CodeError, CodeFn, CodeInput, CodeOutput, CodeRegistry, Conflict};
 pub(crate) use orchestrator::{Orchestrator, OrchestratorArgs, OrchestratorMsg};

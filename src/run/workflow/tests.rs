@@ -1,0 +1,133 @@
+//! The workflow loader: what it accepts, and each mistake it names.
+
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Workflow, WorkflowError> {
+    Workflow::parse(Path::new("flows/w.toml"), text)
+}
+
+const CHAINS: &str = r#"
+name = "chains"
+merge = "none"
+
+[[steps]]
+name = "e"
+agent = "join"
+after = ["b", "d"]
+input = "{{step.b}} + {{step.d}}"
+
+[[steps]]
+name = "a"
+agent = "x"
+
+[[steps]]
+name = "b"
+agent = "slow"
+after = ["a"]
+
+[[steps]]
+name = "c"
+agent = "x"
+
+[[steps]]
+name = "d"
+agent = "x"
+after = ["c"]
+"#;
+
+#[test]
+fn steps_are_ordered_after_what_they_wait_for_and_compiled_into_a_request() {
+    let w = parse(CHAINS).unwrap();
+    let order: Vec<&str> = w.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c", "d", "e"]);
+    assert_eq!(w.levels(), [vec!["a", "c"], vec!["b", "d"], vec!["e"]]);
+    let (path, _) = w.critical_path(|s| if s.name == "b" { 10.0 } else { 1.0 });
+    assert_eq!(path, ["a", "b", "e"]);
+    let r = w.request("task", None).unwrap();
+    assert_eq!(r.steps[4].depends_on, [1, 3]);
+    assert!(r.merge.is_none());
+    assert_eq!(w.agents(), ["x", "slow", "join"]);
+}
+
+#[test]
+fn each_mistake_names_the_file_the_line_and_the_step() {
+    let table: &[(&str, &str)] = &[
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nafter = [\"b\"]\n[[steps]]\nname = \"b\"\nagent = \"x\"\nafter = [\"a\"]\n",
+            "flows/w.toml:2: step `a`: a cycle: a → b → a",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nafter = [\"nope\"]\n",
+            "flows/w.toml:2: step `a`: `after` names `nope`, which is no step here (steps: a)",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\n[[steps]]\nname = \"b\"\nagent = \"x\"\ninput = \"{{step.a}}\"\n",
+            "flows/w.toml:5: step `b`: its input uses {{step.a}}, but `a` is not upstream of it (add it to `after`)",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\n[[steps]]\nname = \"a\"\nagent = \"y\"\n",
+            "flows/w.toml:5: step `a`: the name is also used on line 2",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\ninput = \"{{item}}\"\n",
+            "flows/w.toml:2: step `a`: its input uses {{item}}, but it has no `map`",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\ncode = \"concat\"\n",
+            "flows/w.toml:2: step `a`: field `agent`: give `agent` or `code`, exactly one",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagnet = \"x\"\n",
+            "flows/w.toml:4: unknown field `agnet`",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\ntimeout = \"soon\"\n",
+            "flows/w.toml:2: step `a`: field `timeout`",
+        ),
+    ];
+    for (text, want) in table {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.starts_with(want), "\n got: {e}\nwant: {want}");
+    }
+    // A step that waits for a cycle can never run, and says which.
+    let e = parse("name = \"w\"\n[[steps]]\nname = \"late\"\nagent = \"x\"\nafter = [\"a\"]\n[[steps]]\nname = \"a\"\nagent = \"x\"\nafter = [\"b\"]\n[[steps]]\nname = \"b\"\nagent = \"x\"\nafter = [\"a\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("step `late`: it can never run: it waits for the cycle through"),
+        "{e}"
+    );
+}
+
+#[test]
+fn maps_over_a_step_or_the_given_items() {
+    let w = parse(
+        "name = \"s\"\nmerge = \"none\"\n[[steps]]\nname = \"each\"\nagent = \"sum\"\nmap = { over = \"items\", concurrency = 3, policy = \"partial:1\" }\ninput = \"{{item}}\"\n[[steps]]\nname = \"all\"\ncode = \"concat\"\nafter = [\"each\"]\n",
+    )
+    .unwrap();
+    let e = w.request("t", None).unwrap_err().to_string();
+    assert!(
+        e.contains("step `each`: it maps over the items given with --each"),
+        "{e}"
+    );
+    let r = w
+        .request("t", Some(vec!["d1".into(), "d2".into()]))
+        .unwrap();
+    let map = r.steps[0].map.as_ref().unwrap();
+    assert_eq!(
+        (map.concurrency, map.policy),
+        (3, Policy::TolerantPartial { quorum: 1 })
+    );
+    assert_eq!(map.over, MapSource::Items(vec!["d1".into(), "d2".into()]));
+    // Over a step: it is waited for even when `after` does not say so.
+    let w = parse("name = \"m\"\n[[steps]]\nname = \"list\"\nagent = \"x\"\n[[steps]]\nname = \"each\"\nagent = \"x\"\nmap = { over = \"list\" }\n").unwrap();
+    assert_eq!(w.steps[1].after, ["list"]);
+    let r = w.request("t", None).unwrap();
+    assert_eq!(r.steps[1].map.as_ref().unwrap().over, MapSource::Step(0));
+    assert!(
+        w.request("t", Some(vec!["x".into()])).is_err(),
+        "items nobody maps over"
+    );
+}
