@@ -74,7 +74,7 @@ impl Workflow {
             path: path.to_owned(),
             line,
             step: step.map(str::to_owned),
-            problem,
+            problem: Box::new(problem),
         };
         let raw: RawWorkflow = toml::from_str(text).map_err(|e| {
             let line = e
@@ -229,7 +229,7 @@ impl Workflow {
             path: path.to_owned(),
             line: None,
             step: None,
-            problem: WorkflowProblem::Io(e),
+            problem: Box::new(WorkflowProblem::Io(e)),
         })?;
         Self::parse(path, &text)
     }
@@ -240,7 +240,7 @@ impl Workflow {
             path: self.source.clone(),
             line: Some(step.line),
             step: Some(step.name.clone()),
-            problem,
+            problem: Box::new(problem),
         };
         let names: Vec<String> = self.steps.iter().map(|s| s.name.clone()).collect();
         let index: HashMap<&str, usize> = names
@@ -355,7 +355,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Workflow>, WorkflowError> {
         path: dir.to_owned(),
         line: None,
         step: None,
-        problem: WorkflowProblem::Io(e),
+        problem: Box::new(WorkflowProblem::Io(e)),
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?

@@ -132,7 +132,7 @@ pub struct WorkflowError {
     /// The step, when one is to blame.
     pub step: Option<String>,
     /// What is wrong.
-    pub problem: WorkflowProblem,
+    pub problem: Box<WorkflowProblem>,
 }
 
 /// What is wrong with a workflow.
@@ -228,7 +228,7 @@ impl Workflow {
                                         path: self.source.clone(),
                                         line: Some(step.line),
                                         step: Some(step.name.clone()),
-                                        problem: WorkflowProblem::NoItems,
+                                        problem: Box::new(WorkflowProblem::NoItems),
                                     })
                                 }
                             }
@@ -257,7 +257,7 @@ impl Workflow {
                 path: self.source.clone(),
                 line: None,
                 step: None,
-                problem: WorkflowProblem::ItemsUnused,
+                problem: Box::new(WorkflowProblem::ItemsUnused),
             });
         }
         let mut request = RunRequest::fan_out(input, Vec::<String>::new());
