@@ -1,9 +1,12 @@
 //! Ready-made fanfare specialists, written only against fanfare's public API.
 //!
-//! - The four perspective agents (legal, technical, financial, security) are
-//!   declarative specs under `agents/specs/` (TOML + prompt). They are compiled into
-//!   this crate ([`perspectives`]), so an installed binary has them: the files are the
-//!   one source, read at build time.
+//! - Declarative agents under `agents/specs/` (TOML + prompt): the four perspectives
+//!   (legal, technical, financial, security), the validation panel (grammar, facts,
+//!   tone) and the research crew (gatherer, summariser, critic); and the workflows
+//!   under `agents/workflows/` (`perspectives`, `validation`, `research`,
+//!   `summarise`). They are compiled into this crate ([`specs`], [`perspectives`],
+//!   [`workflows`]), so an installed binary has them: the files are the one source,
+//!   read at build time.
 //! - [`DataHandlingAudit`] is a specialist written in Rust: a deterministic scan of
 //!   the task text for data-handling red flags, with no model call. It shows that a
 //!   specialist need not be an LLM, and gives a fan-out a cheap, exact check beside
@@ -12,6 +15,7 @@
 use std::path::Path;
 
 use fanfare::agent::spec::{self, AgentSpec, SpecError};
+use fanfare::run::workflow::{Workflow, WorkflowError};
 use fanfare::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, Task};
 
 /// One embedded spec file: its name, its text, and the prompt file it names.
@@ -33,14 +37,65 @@ macro_rules! embed {
     };
 }
 
-/// The perspective specs under `agents/specs/`, compiled in.
-const PERSPECTIVES: &[Embedded] = embed!["legal", "technical", "financial", "security"];
+/// Every spec under `agents/specs/`, compiled in.
+const SPECS: &[Embedded] = embed![
+    "legal",
+    "technical",
+    "financial",
+    "security",
+    "grammar",
+    "facts",
+    "tone",
+    "gatherer",
+    "summariser",
+    "critic",
+];
+
+/// The perspective agents, by name.
+const PERSPECTIVES: [&str; 4] = ["legal", "technical", "financial", "security"];
+
+/// The workflows under `agents/workflows/`, compiled in: (file, text).
+const WORKFLOWS: &[(&str, &str)] = &[
+    (
+        "perspectives.toml",
+        include_str!("../workflows/perspectives.toml"),
+    ),
+    (
+        "validation.toml",
+        include_str!("../workflows/validation.toml"),
+    ),
+    ("research.toml", include_str!("../workflows/research.toml")),
+    (
+        "summarise.toml",
+        include_str!("../workflows/summarise.toml"),
+    ),
+];
 
 /// The shipped perspective specs (legal, technical, financial, security), parsed from
 /// the copies compiled into this crate. Errors name `<built-in>/FILE`.
 pub fn perspectives() -> Result<Vec<AgentSpec>, SpecError> {
+    let mut all = specs()?;
+    all.retain(|s| PERSPECTIVES.contains(&s.name.as_str()));
+    Ok(all)
+}
+
+/// The shipped workflows, parsed from the copies compiled into this crate, sorted by
+/// name. Errors name `<built-in>/FILE`.
+pub fn workflows() -> Result<Vec<Workflow>, WorkflowError> {
     let dir = Path::new("<built-in>");
-    let specs = PERSPECTIVES
+    let mut all = WORKFLOWS
+        .iter()
+        .map(|(file, text)| Workflow::parse(&dir.join(file), text))
+        .collect::<Result<Vec<_>, _>>()?;
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// Every shipped spec, parsed from the copies compiled into this crate, in listing
+/// order. Errors name `<built-in>/FILE`.
+pub fn specs() -> Result<Vec<AgentSpec>, SpecError> {
+    let dir = Path::new("<built-in>");
+    let specs = SPECS
         .iter()
         .map(|e| {
             AgentSpec::parse(&dir.join(e.file), e.toml, |p| {
@@ -195,10 +250,33 @@ mod tests {
     }
 
     #[test]
+    fn embedded_workflows_match_the_files_on_disk() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let on_disk = fanfare::run::workflow::load_dir(&dir).unwrap();
+        let embedded = workflows().unwrap();
+        let names = |w: &[Workflow]| w.iter().map(|w| w.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&on_disk),
+            names(&embedded),
+            "a workflow file is not embedded"
+        );
+        for (d, e) in on_disk.iter().zip(&embedded) {
+            assert_eq!(d.steps, e.steps);
+        }
+        // Every agent they ask is shipped.
+        let agents: Vec<String> = specs().unwrap().into_iter().map(|s| s.name).collect();
+        for w in &embedded {
+            for a in w.agents() {
+                assert!(agents.iter().any(|n| n == a), "{}: no agent `{a}`", w.name);
+            }
+        }
+    }
+
+    #[test]
     fn embedded_specs_match_the_files_on_disk() {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs");
         let on_disk = spec::load_dir(&dir).unwrap();
-        let embedded = perspectives().unwrap();
+        let embedded = specs().unwrap();
         assert_eq!(on_disk.len(), embedded.len(), "a spec file is not embedded");
         for (d, e) in on_disk.iter().zip(&embedded) {
             assert_eq!((&d.name, &d.prompt), (&e.name, &e.prompt));

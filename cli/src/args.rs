@@ -54,6 +54,11 @@ GET /stats reports requests, in-flight, peak in-flight, aborted and counts by st
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Inspect the workflows.
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +117,20 @@ pub enum AgentsCommand {
         /// Let agent specs read prompt files from outside their directory.
         #[arg(long)]
         allow_prompts_outside: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowsCommand {
+    /// List the workflows (./agents/workflows, else the built-in ones).
+    List,
+    /// Show a workflow's graph: its steps, what runs together, the critical path.
+    Show {
+        /// A workflow name or file.
+        name: String,
+        /// Directory of agent specs, for the agents' expected latencies.
+        #[arg(long, value_name = "DIR")]
+        agents: Option<PathBuf>,
     },
 }
 
@@ -204,6 +223,14 @@ pub struct RunArgs {
     /// Print the report as JSON instead of the human view.
     #[arg(long)]
     pub json: bool,
+    /// Files a workflow's map step fans out over (`map = { over = "items" }`), one
+    /// branch per file; a glob like 'docs/*.md'. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub each: Vec<String>,
+    /// Print the plan — steps, what runs together, estimated tokens and cost — and
+    /// call nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -231,7 +258,12 @@ pub struct BatchArgs {
 /// What `run` and `batch` share: agents, policy, deadlines, merge, provider.
 #[derive(clap::Args)]
 pub struct CommonArgs {
-    /// Directory of agent specs [default: ./agents/specs if present, else the built-in four].
+    /// Run this workflow: a name (./agents/workflows/NAME.toml, else a built-in one:
+    /// perspectives, validation, research, summarise) or a file [default: perspectives,
+    /// unless --agents or --only choose the agents of a plain fan-out].
+    #[arg(long, value_name = "NAME|FILE")]
+    pub workflow: Option<String>,
+    /// Directory of agent specs [default: ./agents/specs if present, else the built-in ones].
     #[arg(long, value_name = "DIR")]
     pub agents: Option<PathBuf>,
     /// Let agent specs send prompt files from outside their directory to the model.
@@ -242,17 +274,18 @@ pub struct CommonArgs {
     pub only: Vec<String>,
     /// fail-fast: the first failed branch ends the run. partial[:K]: succeed if at
     /// least K branches (default 1) succeed.
-    #[arg(long, default_value = "fail-fast", value_parser = parse_policy)]
-    pub policy: Policy,
+    /// [default: the workflow's, else fail-fast]
+    #[arg(long, value_parser = parse_policy)]
+    pub policy: Option<Policy>,
     /// Overall deadline for branches and merge (e.g. 90s, 2m, 1500ms).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub deadline: Duration,
     /// Deadline for each branch.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub branch_timeout: Duration,
-    /// How to merge the answers.
-    #[arg(long, value_enum, default_value = "llm")]
-    pub merge: Merge,
+    /// How to merge the answers [default: the workflow's, else llm].
+    #[arg(long, value_enum)]
+    pub merge: Option<Merge>,
     /// Seed of the simulated provider (its latencies and wording).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

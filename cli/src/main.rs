@@ -10,12 +10,13 @@
 mod args;
 mod commands;
 mod output;
+mod plan;
 mod setup;
 mod signals;
 
 use std::process::ExitCode;
 
-use args::{AgentsCommand, Cli, Command};
+use args::{AgentsCommand, Cli, Command, WorkflowsCommand};
 use clap::Parser as _;
 
 /// Parses arguments, runs the command, and maps the result to an exit code:
@@ -68,6 +69,13 @@ fn main() -> ExitCode {
                     },
             } => commands::agents::list_agents(agents.as_deref(), allow_prompts_outside)
                 .map(|()| true),
+            Command::Workflows { command } => match command {
+                WorkflowsCommand::List => commands::workflows::list(),
+                WorkflowsCommand::Show { name, agents } => {
+                    commands::workflows::show(&name, agents.as_deref())
+                }
+            }
+            .map(|()| true),
         }
     });
     match result {

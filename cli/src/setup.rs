@@ -2,7 +2,6 @@
 //! run request. Shared by `run` and `batch`.
 
 use std::io::Read as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -13,37 +12,16 @@ use fanfare::provider::{
     redact_url, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff,
     HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, SimConfig, SimProvider, Stack,
 };
-use fanfare::run::{Budget, Scorer};
 use fanfare::supervision::SupervisionConfig;
-use fanfare::{Fanfare, MergeStrategy, RunRequest};
+use fanfare::Fanfare;
 
-use crate::args::{CommonArgs, Merge, ProviderKind, RunArgs};
-
-pub fn load_specs(
-    dir: Option<&Path>,
-    options: spec::LoadOptions,
-) -> anyhow::Result<(Vec<AgentSpec>, String)> {
-    match dir {
-        Some(dir) => Ok((
-            spec::load_dir_with(dir, options)?,
-            dir.display().to_string(),
-        )),
-        None => {
-            let local = Path::new("agents/specs");
-            if local.is_dir() {
-                Ok((
-                    spec::load_dir_with(local, options)?,
-                    local.display().to_string(),
-                ))
-            } else {
-                Ok((fanfare_agents::perspectives()?, "built-in".to_owned()))
-            }
-        }
-    }
-}
+use crate::args::{CommonArgs, ProviderKind, RunArgs};
+use crate::plan::{load_specs, plan, Plan};
 
 pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     let text = match (&args.text, &args.file) {
+        // A map over files needs no task text of its own.
+        (None, None) if !args.each.is_empty() => return Ok("the documents".to_owned()),
         (Some(t), _) if t == "-" => {
             let mut s = String::new();
             std::io::stdin()
@@ -63,10 +41,10 @@ pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// A started runtime for `run` and `batch`.
+/// A started runtime for `run` and `batch`, and what it runs.
 pub struct Prepared {
     pub fanfare: Fanfare,
-    pub names: Vec<String>,
+    pub plan: Plan,
     pub gate: Option<Gate>,
 }
 
@@ -75,18 +53,10 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
         allow_prompts_outside: args.allow_prompts_outside,
     };
     let (mut specs, source) = load_specs(args.agents.as_deref(), options)?;
-    if !args.only.is_empty() {
-        for name in &args.only {
-            if !specs.iter().any(|s| &s.name == name) {
-                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                bail!(
-                    "--only: no agent named `{name}` in {source} (known: {})",
-                    known.join(", ")
-                );
-            }
-        }
-        specs.retain(|s| args.only.contains(&s.name));
-    }
+    let plan = plan(args, &specs, &source)?;
+    // Start only the agents the plan asks.
+    let needed = plan.agents();
+    specs.retain(|s| needed.contains(&s.name));
     for flag in &args.faults {
         let fault = faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
         let Some(spec) = specs.iter_mut().find(|s| s.name == fault.agent) else {
@@ -98,14 +68,9 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     }
     let (provider, gate, described) = build_provider(args, &specs)?;
     eprintln!(
-        "fanfare: {described}. agents: {} from {source}",
-        specs
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "fanfare: {described}. {}; agents from {source}",
+        plan.describe()
     );
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let mut prices = PriceTable::default();
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
@@ -140,34 +105,9 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         .await?;
     Ok(Prepared {
         fanfare,
-        names,
+        plan,
         gate,
     })
-}
-
-pub fn request_for(args: &CommonArgs, input: String, names: &[String]) -> RunRequest {
-    let mut request = RunRequest::fan_out(input, names.iter().cloned())
-        .policy(args.policy)
-        .deadline(args.deadline)
-        .branch_timeout(args.branch_timeout)
-        .crash_retries(args.crash_retries);
-    if let Some(soft) = args.soft_deadline {
-        request = request.soft_deadline(soft);
-    }
-    if args.budget_tokens.is_some() || args.budget_usd.is_some() {
-        request = request.budget(Budget {
-            max_tokens: args.budget_tokens,
-            max_cost_usd: args.budget_usd,
-            ..Budget::default()
-        });
-    }
-    request.merge = match args.merge {
-        Merge::Llm => Some(MergeStrategy::llm()),
-        Merge::Code => Some(MergeStrategy::Code),
-        Merge::Best => Some(MergeStrategy::SelectBest(Scorer::distinct_words())),
-        Merge::None => None,
-    };
-    request
 }
 
 pub fn print_admission(gate: Option<&Gate>) {

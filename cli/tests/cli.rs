@@ -77,7 +77,36 @@ fn built_in_agents_are_used_outside_the_repository() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.starts_with("agents from built-in:"), "{stdout}");
-    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert_eq!(stdout.lines().count(), 11, "{stdout}");
+    for name in ["legal", "security", "grammar", "summariser", "critic"] {
+        assert!(stdout.contains(&format!("  {name} ")), "{name}: {stdout}");
+    }
+}
+
+#[test]
+fn built_in_workflows_are_listed_and_a_dry_run_calls_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fanfare(&["workflows", "list"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for name in ["perspectives", "research", "summarise", "validation"] {
+        assert!(stdout.contains(&format!("  {name} ")), "{name}: {stdout}");
+    }
+    let out = fanfare(
+        &[
+            "run",
+            "--workflow",
+            "research",
+            "--dry-run",
+            "why is the sky blue",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("runs together:"), "{stdout}");
+    assert!(stdout.contains("critical path"), "{stdout}");
+    assert!(stdout.contains("nothing was called"), "{stdout}");
 }
 
 #[test]

@@ -28,6 +28,18 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+impl BranchReport {
+    /// How the branch is named to a reader: its step, and the agent or function
+    /// behind it when that has another name (`summary (summariser)`).
+    pub fn label(&self) -> String {
+        if self.step == self.agent {
+            self.step.clone()
+        } else {
+            format!("{} ({})", self.step, self.agent)
+        }
+    }
+}
+
 impl RunReport {
     /// The branch that finished last (the straggler), if any ran.
     pub fn slowest(&self) -> Option<&BranchReport> {
@@ -46,7 +58,7 @@ impl RunReport {
         let name_w = self
             .branches
             .iter()
-            .map(|b| b.agent.len())
+            .map(|b| b.step.len())
             .chain([9])
             .max()
             .unwrap_or(9);
@@ -68,7 +80,7 @@ impl RunReport {
                 br.outcome.label(),
                 br.duration().as_secs_f64()
             );
-            bar(&br.agent, br.start, br.end, tail);
+            bar(&br.step, br.start, br.end, tail);
         }
         if let Some(s) = &self.synthesis {
             let status = if s.error.is_some() { "failed" } else { "ok" };
@@ -93,7 +105,7 @@ impl RunReport {
             );
         }
         for b in &self.branches {
-            let _ = write!(out, "── {} · {}", b.agent, b.outcome.label());
+            let _ = write!(out, "── {} · {}", b.label(), b.outcome.label());
             if b.start.is_some() {
                 let _ = write!(out, " · {:.2}s", b.duration().as_secs_f64());
             }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::setup::load_specs;
+use crate::plan::load_specs;
 
 pub fn list_agents(dir: Option<&Path>, allow_prompts_outside: bool) -> anyhow::Result<()> {
     let options = fanfare::agent::spec::LoadOptions {

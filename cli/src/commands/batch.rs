@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use crate::args::BatchArgs;
-use crate::setup::{prepare, print_admission, request_for, Prepared};
+use crate::plan::request_for;
+use crate::setup::{prepare, print_admission, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
 /// One line of a batch's output file.
@@ -123,13 +124,15 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     }
     let Prepared {
         fanfare,
-        names,
+        plan,
         gate,
     } = prepare(&args.common).await?;
     // A configuration error fails every document the same way: say so once, run none.
-    if let Err(e) = fanfare.validate(&request_for(&args.common, "check".to_owned(), &names)) {
+    let checked = request_for(&args.common, "check".to_owned(), &plan, None)
+        .and_then(|r| fanfare.validate(&r).map_err(anyhow::Error::from));
+    if let Err(e) = checked {
         fanfare.shutdown().await;
-        bail!("{e}");
+        return Err(e);
     }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
@@ -164,7 +167,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         bar
     });
     let common = &args.common;
-    let names = &names;
+    let plan = &plan;
     let runs = futures::stream::iter(todo)
         .map(|doc| {
             let fanfare = fanfare.clone();
@@ -172,10 +175,10 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
                 let result = match std::fs::read_to_string(&doc.path) {
                     Err(e) => Err(format!("cannot read {}: {e}", doc.shown)),
                     Ok(text) if text.trim().is_empty() => Err(format!("{} is empty", doc.shown)),
-                    Ok(text) => fanfare
-                        .run(request_for(common, text, names))
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(text) => match request_for(common, text, plan, None) {
+                        Ok(request) => fanfare.run(request).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("{e:#}")),
+                    },
                 };
                 (doc, result)
             }

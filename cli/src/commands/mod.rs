@@ -3,5 +3,7 @@
 pub mod agents;
 pub mod batch;
 pub mod bench;
+pub mod dry_run;
 pub mod mock_llm;
 pub mod run;
+pub mod workflows;

@@ -2,17 +2,28 @@
 
 use crate::args::RunArgs;
 use crate::output;
-use crate::setup::{prepare, print_admission, read_input, request_for, Prepared};
+use crate::plan::{items, request_for};
+use crate::setup::{prepare, print_admission, read_input, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let input = read_input(&args)?;
+    let items = items(&args.each)?;
+    if args.dry_run {
+        return crate::commands::dry_run::dry_run(&args, &input, items).map(|()| true);
+    }
     let Prepared {
         fanfare,
-        names,
+        plan,
         gate,
     } = prepare(&args.common).await?;
-    let request = request_for(&args.common, input, &names);
+    let request = match request_for(&args.common, input, &plan, items) {
+        Ok(r) => r,
+        Err(e) => {
+            fanfare.shutdown().await;
+            return Err(e);
+        }
+    };
     let outcome = tokio::select! {
         r = fanfare.run(request) => Ok(r),
         signal = stop_requested() => Err(signal),

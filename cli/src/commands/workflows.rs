@@ -1,0 +1,103 @@
+//! `fanfare workflows list` and `fanfare workflows show NAME`.
+
+use std::path::Path;
+
+use fanfare::agent::spec::{AgentSpec, LoadOptions};
+use fanfare::run::workflow::{MapOver, Workflow, WorkflowMerge, WorkflowStep};
+use fanfare::run::Action;
+
+use crate::output;
+use crate::plan::{find_workflow, load_specs, load_workflows};
+
+pub fn list() -> anyhow::Result<()> {
+    let (all, source) = load_workflows()?;
+    output::line(format_args!("workflows from {source}:"))?;
+    let width = all.iter().map(|w| w.name.len()).max().unwrap_or(0);
+    for w in all {
+        output::line(format_args!(
+            "  {:<width$}  {}  [{} steps]",
+            w.name,
+            w.description,
+            w.steps.len()
+        ))?;
+    }
+    Ok(())
+}
+
+/// What a step does, in a few words.
+pub fn doing(step: &WorkflowStep) -> String {
+    let what = match &step.action {
+        Action::Agent(a) => format!("agent {a}"),
+        Action::Code { function, .. } => format!("code {function}"),
+    };
+    match &step.map {
+        None => what,
+        Some(m) => {
+            let over = match &m.over {
+                MapOver::Step(s) => format!("each line/item of `{s}`"),
+                MapOver::Given => "each --each file".to_owned(),
+            };
+            format!("{what}, over {over}, {} at once", m.concurrency)
+        }
+    }
+}
+
+/// A step's expected latency in seconds: its agent's simulated latency (plus half
+/// its jitter) when the spec gives one, else one second; a code step takes none.
+pub fn latency(step: &WorkflowStep, specs: &[AgentSpec]) -> f64 {
+    match &step.action {
+        Action::Code { .. } => 0.0,
+        Action::Agent(a) => specs
+            .iter()
+            .find(|s| &s.name == a)
+            .and_then(|s| s.sim.as_ref())
+            .map_or(1.0, |p| (p.latency + p.jitter / 2).as_secs_f64()),
+    }
+}
+
+/// The graph as text: steps, what runs together, the critical path, the merge.
+pub fn render(w: &Workflow, specs: &[AgentSpec]) -> String {
+    let mut out = format!("workflow `{}` ({})\n", w.name, w.source.display());
+    if !w.description.is_empty() {
+        out.push_str(&format!("  {}\n", w.description));
+    }
+    out.push_str("steps:\n");
+    let width = w.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in &w.steps {
+        let after = if s.after.is_empty() {
+            String::new()
+        } else {
+            format!("   after {}", s.after.join(", "))
+        };
+        out.push_str(&format!("  {:<width$}  {}{after}\n", s.name, doing(s)));
+    }
+    out.push_str("runs together:\n");
+    for (i, level) in w.levels().iter().enumerate() {
+        out.push_str(&format!("  {}. {}\n", i + 1, level.join(", ")));
+    }
+    let (path, secs) = w.critical_path(|s| latency(s, specs));
+    out.push_str(&format!(
+        "critical path (by the agents' expected latency): {} (≈ {secs:.1} s)\n",
+        path.join(" → ")
+    ));
+    let ends: Vec<&str> = w
+        .steps
+        .iter()
+        .filter(|s| !w.steps.iter().any(|o| o.after.contains(&s.name)))
+        .map(|s| s.name.as_str())
+        .collect();
+    out.push_str(&match w.merge {
+        WorkflowMerge::Llm => "merge: llm, over every step's output\n".to_owned(),
+        WorkflowMerge::Code => "merge: code, one section per step\n".to_owned(),
+        WorkflowMerge::Best => "merge: best, the output with the most distinct words\n".to_owned(),
+        WorkflowMerge::None => format!("merge: none; the answer is {}\n", ends.join(", ")),
+    });
+    out
+}
+
+pub fn show(name: &str, agents: Option<&Path>) -> anyhow::Result<()> {
+    let w = find_workflow(name)?;
+    let (specs, _) = load_specs(agents, LoadOptions::default())?;
+    output::stdout(&render(&w, &specs))?;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! What a command runs: a workflow, or a plain fan-out over chosen agents; where the
+//! agents and workflows come from; and the request for one task.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use fanfare::agent::spec::{self, AgentSpec};
+use fanfare::run::workflow::{self, Workflow};
+use fanfare::run::{Budget, Scorer};
+use fanfare::{MergeStrategy, Policy, RunRequest};
+
+use crate::args::{CommonArgs, Merge};
+
+/// What a run runs.
+pub enum Plan {
+    /// Every chosen agent on the same input, then the merge.
+    FanOut(Vec<String>),
+    /// A workflow.
+    Workflow(Box<Workflow>),
+}
+
+impl Plan {
+    /// The agents it needs started.
+    pub fn agents(&self) -> Vec<String> {
+        match self {
+            Plan::FanOut(names) => names.clone(),
+            Plan::Workflow(w) => w.agents().into_iter().map(str::to_owned).collect(),
+        }
+    }
+
+    /// One line on what it is.
+    pub fn describe(&self) -> String {
+        match self {
+            Plan::FanOut(names) => format!("a fan-out to {}", names.join(", ")),
+            Plan::Workflow(w) => format!("workflow `{}` ({})", w.name, w.source.display()),
+        }
+    }
+}
+
+/// The specs in `dir`, else `./agents/specs`, else the built-in ones; and where
+/// they came from.
+pub fn load_specs(
+    dir: Option<&Path>,
+    options: spec::LoadOptions,
+) -> anyhow::Result<(Vec<AgentSpec>, String)> {
+    match dir {
+        Some(dir) => Ok((
+            spec::load_dir_with(dir, options)?,
+            dir.display().to_string(),
+        )),
+        None => {
+            let local = Path::new("agents/specs");
+            if local.is_dir() {
+                Ok((
+                    spec::load_dir_with(local, options)?,
+                    local.display().to_string(),
+                ))
+            } else {
+                Ok((fanfare_agents::specs()?, "built-in".to_owned()))
+            }
+        }
+    }
+}
+
+/// The workflows in `./agents/workflows`, else the built-in ones; and where from.
+pub fn load_workflows() -> anyhow::Result<(Vec<Workflow>, String)> {
+    let local = Path::new("agents/workflows");
+    if local.is_dir() {
+        Ok((workflow::load_dir(local)?, local.display().to_string()))
+    } else {
+        Ok((fanfare_agents::workflows()?, "built-in".to_owned()))
+    }
+}
+
+/// The workflow `name`: a file if one is there, else one of [`load_workflows`].
+pub fn find_workflow(name: &str) -> anyhow::Result<Workflow> {
+    let path = PathBuf::from(name);
+    if path.is_file() {
+        return Ok(Workflow::load(&path)?);
+    }
+    let (all, source) = load_workflows()?;
+    let known: Vec<String> = all.iter().map(|w| w.name.clone()).collect();
+    all.into_iter().find(|w| w.name == name).with_context(|| {
+        format!(
+            "no workflow `{name}`: not a file, and not among the workflows in {source} ({})",
+            known.join(", ")
+        )
+    })
+}
+
+/// What `args` asks to run, given the loaded `specs` (from `source`).
+pub fn plan(args: &CommonArgs, specs: &[AgentSpec], source: &str) -> anyhow::Result<Plan> {
+    let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    if let Some(name) = &args.workflow {
+        if !args.only.is_empty() {
+            bail!("--only and --workflow choose the agents two ways; give one");
+        }
+        let w = find_workflow(name)?;
+        for agent in w.agents() {
+            if !known.contains(&agent) {
+                bail!(
+                    "{}: the workflow asks agent `{agent}`, which is not in {source} (known: {})",
+                    w.source.display(),
+                    known.join(", ")
+                );
+            }
+        }
+        return Ok(Plan::Workflow(Box::new(w)));
+    }
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !known.contains(&name.as_str()) {
+                bail!(
+                    "--only: no agent named `{name}` in {source} (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+        let chosen = known
+            .iter()
+            .filter(|n| args.only.iter().any(|o| o == *n))
+            .map(|n| (*n).to_owned())
+            .collect();
+        return Ok(Plan::FanOut(chosen));
+    }
+    if args.agents.is_some() {
+        return Ok(Plan::FanOut(
+            known.iter().map(|n| (*n).to_owned()).collect(),
+        ));
+    }
+    // The default: the perspectives workflow, as long as its agents are here.
+    let w = find_workflow("perspectives")?;
+    if w.agents().iter().all(|a| known.contains(a)) {
+        Ok(Plan::Workflow(Box::new(w)))
+    } else {
+        Ok(Plan::FanOut(
+            known.iter().map(|n| (*n).to_owned()).collect(),
+        ))
+    }
+}
+
+/// The texts of the files `patterns` match (sorted, each file once).
+pub fn items(patterns: &[String]) -> anyhow::Result<Option<Vec<String>>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for pattern in patterns {
+        let matched = glob::glob(pattern).with_context(|| format!("--each `{pattern}`"))?;
+        let before = files.len();
+        for path in matched {
+            let path = path.with_context(|| format!("--each `{pattern}`"))?;
+            if path.is_file() && !files.contains(&path) {
+                files.push(path);
+            }
+        }
+        if files.len() == before {
+            bail!("--each `{pattern}` matches no file");
+        }
+    }
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// The request for one task: the plan's, with what the flags override.
+pub fn request_for(
+    args: &CommonArgs,
+    input: String,
+    plan: &Plan,
+    items: Option<Vec<String>>,
+) -> anyhow::Result<RunRequest> {
+    let mut request = match plan {
+        Plan::FanOut(names) => {
+            if items.is_some() {
+                bail!("--each needs a workflow with a map step (--workflow NAME)");
+            }
+            RunRequest::fan_out(input, names.iter().cloned()).merge(MergeStrategy::llm())
+        }
+        Plan::Workflow(w) => w.request(&input, items)?,
+    };
+    request = request
+        .deadline(args.deadline)
+        .branch_timeout(args.branch_timeout)
+        .crash_retries(args.crash_retries);
+    if let Some(policy) = args.policy {
+        request.policy = policy;
+    }
+    if let Some(soft) = args.soft_deadline {
+        request = request.soft_deadline(soft);
+    }
+    if args.budget_tokens.is_some() || args.budget_usd.is_some() {
+        request = request.budget(Budget {
+            max_tokens: args.budget_tokens,
+            max_cost_usd: args.budget_usd,
+            ..Budget::default()
+        });
+    }
+    if let Some(merge) = args.merge {
+        request.merge = match merge {
+            Merge::Llm => Some(MergeStrategy::llm()),
+            Merge::Code => Some(MergeStrategy::Code),
+            Merge::Best => Some(MergeStrategy::SelectBest(Scorer::distinct_words())),
+            Merge::None => None,
+        };
+    }
+    if request.policy == Policy::FailFast && request.soft_deadline.is_some() {
+        bail!("--soft-deadline needs a partial policy (partial:K)");
+    }
+    Ok(request)
+}
