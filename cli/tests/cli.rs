@@ -370,3 +370,42 @@ fn bench_fanout_prints_comparable_json_lines() {
         .iter()
         .any(|l| l["ratio"] == "overhead vs reqwest-joinset" && l["n"] == 20));
 }
+
+#[test]
+fn every_shipped_workflow_runs_offline_on_the_simulated_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.md")),
+            format!("Document {name} is about topic {name}."),
+        )
+        .unwrap();
+    }
+    for (workflow, extra) in [
+        ("perspectives", vec![]),
+        ("validation", vec![]),
+        ("research", vec![]),
+        ("summarise", vec!["--each", "*.md"]),
+    ] {
+        let mut args = vec!["run", "--workflow", workflow, "--json"];
+        args.extend(extra);
+        args.push("Is a four-day week a good idea for a small team?");
+        let out = fanfare(&args, dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{workflow}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["status"], "succeeded", "{workflow}: {report}");
+        let branches = report["branches"].as_array().unwrap();
+        assert!(
+            branches.iter().all(|b| b["outcome"]["status"] == "ok"),
+            "{workflow}: {report}"
+        );
+        if workflow == "summarise" {
+            assert_eq!(
+                branches[0]["items"].as_array().unwrap().len(),
+                3,
+                "{report}"
+            );
+        }
+    }
+}

@@ -80,7 +80,12 @@ impl RunReport {
                 br.outcome.label(),
                 br.duration().as_secs_f64()
             );
-            bar(&br.step, br.start, br.end, tail);
+            let mark = if br.critical && self.critical_path.len() > 1 {
+                " ◆ critical path"
+            } else {
+                ""
+            };
+            bar(&br.step, br.start, br.end, format!("{tail}{mark}"));
         }
         if let Some(s) = &self.synthesis {
             let status = if s.error.is_some() { "failed" } else { "ok" };
@@ -124,6 +129,13 @@ impl RunReport {
                     let _ = writeln!(out, "({})\n", printable(e));
                 }
                 _ => {}
+            }
+            for c in &b.conflicts {
+                let how = c.resolved.as_deref().unwrap_or("unresolved");
+                let _ = writeln!(out, "conflict {} → {how}", printable(&c.to_string()));
+            }
+            if !b.conflicts.is_empty() {
+                out.push('\n');
             }
         }
         if let Some(s) = &self.synthesis {

@@ -18,3 +18,4 @@ mod soak;
 mod strategies;
 mod supervision;
 mod synthesis;
+mod workflows;
