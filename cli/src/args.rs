@@ -181,6 +181,10 @@ pub struct MockArgs {
     /// Answer as this model instead of the one asked for.
     #[arg(long, value_name = "MODEL")]
     pub answer_model: Option<String>,
+    /// Refuse prompts of more tokens than this with the 400 a real server gives
+    /// (llama.cpp's on the OpenAI route, Anthropic's on the Anthropic route).
+    #[arg(long, value_name = "TOKENS")]
+    pub context_window: Option<u64>,
 }
 
 pub fn parse_rate(s: &str) -> Result<f64, String> {

@@ -85,6 +85,10 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
     if let Some(model) = &config.answer_model {
         parsed.model = model.clone();
     }
+    if let Some(window) = config.context_window.filter(|&w| parsed.input_tokens > w) {
+        let body = wire::overflow_body(wire, parsed.input_tokens, window);
+        return reply(guard, StatusCode::BAD_REQUEST, body);
+    }
     let over_limit = config
         .max_concurrency
         .is_some_and(|max| in_flight > max as u64);

@@ -65,6 +65,11 @@ pub struct MockConfig {
     /// Answer as this model instead of the one asked for (as servers that rename or
     /// alias models do).
     pub answer_model: Option<String>,
+    /// Refuse prompts of more tokens than this, with the 400 a real server gives:
+    /// llama.cpp's `exceed_context_size_error` (with `n_ctx` and `n_prompt_tokens`) on
+    /// the OpenAI route, Anthropic's `prompt is too long: N tokens > M maximum` on the
+    /// Anthropic route (`None`: no limit).
+    pub context_window: Option<u64>,
 }
 
 impl Default for MockConfig {
@@ -83,6 +88,7 @@ impl Default for MockConfig {
             require_key: None,
             seed: 0,
             answer_model: None,
+            context_window: None,
         }
     }
 }

@@ -29,6 +29,24 @@ pub(crate) fn error_body(wire: Wire, kind: &str, message: &str) -> Value {
     }
 }
 
+/// The 400 a real server gives for a prompt longer than its context window.
+pub(crate) fn overflow_body(wire: Wire, prompt_tokens: u64, window: u64) -> Value {
+    match wire {
+        Wire::Anthropic => error_body(
+            wire,
+            "invalid_request_error",
+            &format!("prompt is too long: {prompt_tokens} tokens > {window} maximum"),
+        ),
+        Wire::OpenAi => json!({"error": {
+            "code": 400,
+            "message": format!("request ({prompt_tokens} tokens) exceeds the available context size ({window} tokens), try increasing it"),
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": prompt_tokens,
+            "n_ctx": window,
+        }}),
+    }
+}
+
 /// splitmix64 finaliser over two inputs: the mock's only source of randomness.
 pub(crate) fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);

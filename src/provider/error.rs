@@ -152,6 +152,15 @@ pub enum ProviderErrorKind {
         /// Why.
         reason: NotAdmitted,
     },
+    /// The prompt is longer than the model's context window (a 400 whose body says
+    /// so; see [`overflow`](super::context::overflow)). Not retried as it is.
+    #[error("the prompt does not fit the model's context window{}: {excerpt}", overflow_note(.overflow))]
+    ContextOverflow {
+        /// The numbers the server gave.
+        overflow: super::context::Overflow,
+        /// The start of the response body.
+        excerpt: String,
+    },
     /// The server answered with a redirect, which is never followed (it would take
     /// the key and the prompt to another host).
     #[error("the server redirected (HTTP {status}) to {}; redirects are not followed, so the key never goes to another host — set the base URL to the final address", .location.as_deref().unwrap_or("an unnamed location"))]
@@ -221,6 +230,15 @@ impl std::fmt::Display for NotAdmitted {
     }
 }
 
+fn overflow_note(o: &super::context::Overflow) -> String {
+    match (o.window, o.prompt_tokens) {
+        (Some(w), Some(p)) => format!(" ({p} tokens asked, {w} fit)"),
+        (Some(w), None) => format!(" ({w} tokens fit)"),
+        (None, Some(p)) => format!(" ({p} tokens asked)"),
+        (None, None) => String::new(),
+    }
+}
+
 fn retry_note(ms: Option<u64>) -> String {
     ms.map(|ms| format!(", retry after {ms} ms"))
         .unwrap_or_default()
@@ -239,6 +257,7 @@ impl ProviderErrorKind {
             ProviderErrorKind::Timeout { .. } => "timeout".to_owned(),
             ProviderErrorKind::TooLarge { .. } => "answer too large".to_owned(),
             ProviderErrorKind::NotAdmitted { .. } => "not admitted".to_owned(),
+            ProviderErrorKind::ContextOverflow { .. } => "context overflow".to_owned(),
         }
     }
 

@@ -19,10 +19,12 @@
 //! - the wrappers: [`Retry`] (with a [`RetryPolicy`]), [`Hedge`], [`Admission`],
 //!   [`Timeout`], [`Streamed`]; [`Stack`] composes them in the one right order;
 //! - [`sim`]: the embedded simulated model; [`pricing`]: prices per model;
+//!   [`context`]: context windows (known models, and what overflow errors say);
 //! - `Scripted` (feature `testing`): a scripted test model that records requests.
 
 pub mod admission;
 pub mod anthropic;
+pub mod context;
 mod error;
 pub mod hedge;
 pub(crate) mod http;

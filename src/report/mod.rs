@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{AgentError, RunId};
 use crate::provider::{PriceTable, Usage};
 use crate::run::{
-    opt_secs, secs, BranchError, BranchOutcome, BranchRecord, Conflict, ItemRecord, Policy,
-    RunFailure, RunRecord, SynthesisRecord,
+    opt_secs, secs, BranchError, BranchOutcome, BranchRecord, Conflict, ItemRecord, MergeTree,
+    Policy, RunFailure, RunRecord, SynthesisError, SynthesisRecord,
 };
 
 /// Whether a run succeeded under its policy.
@@ -225,6 +225,10 @@ pub struct SynthesisReport {
     pub model: Option<String>,
     /// The chosen agent (select-best).
     pub chosen: Option<String>,
+    /// How an LLM merge fitted its model's context window: the window, the levels
+    /// of partial merges when one call could not take every output, what was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<MergeTree>,
     /// Start since the run started.
     #[serde(with = "secs", rename = "start_s")]
     pub start: Duration,
@@ -245,12 +249,17 @@ impl SynthesisReport {
                 usage: s.usage,
                 model: s.model,
                 chosen: s.chosen,
+                tree: s.tree,
                 start: r.start,
                 end: r.end,
             },
             Err(e) => Self {
                 strategy,
                 text: None,
+                tree: match &e {
+                    SynthesisError::DoesNotFit { tree } => Some((**tree).clone()),
+                    _ => None,
+                },
                 error: Some(e.to_string()),
                 usage: Usage::default(),
                 cost_usd: None,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{BranchReport, RunReport, RunStatus};
-use crate::run::BranchOutcome;
+use crate::run::{BranchOutcome, MergeTree, WindowSource};
 
 /// `text` safe to print on a terminal: control characters other than newlines and
 /// tabs (escape sequences could retitle, clear or rewrite the terminal) become `�`.
@@ -26,6 +26,49 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(text)
     }
+}
+
+/// How the merge fitted, when there is anything to say: the levels of partial
+/// merges, what was cut, and where the window came from.
+fn merge_tree(out: &mut String, tree: &MergeTree) {
+    if !tree.is_hierarchical() && tree.cut.is_empty() && tree.overflows == 0 {
+        return;
+    }
+    let window = match (tree.window, tree.window_source) {
+        (Some(w), Some(WindowSource::Setting)) => format!("a {w}-token window (as set)"),
+        (Some(w), Some(WindowSource::Learned)) => {
+            format!("a {w}-token window (learned from the server's overflow error)")
+        }
+        (Some(w), _) => format!("a {w}-token window (known for the model)"),
+        (None, _) => "an unknown window".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "merge tree: {} level(s) of partial merges to fit {window}",
+        tree.levels.len()
+    );
+    for (i, level) in tree.levels.iter().enumerate() {
+        let parts: Vec<String> = level
+            .iter()
+            .map(|n| format!("{} ← {}", n.label, n.inputs.join(", ")))
+            .collect();
+        let _ = writeln!(out, "  level {}: {}", i + 1, printable(&parts.join(" · ")));
+    }
+    if let Some(last) = tree.levels.last() {
+        let labels: Vec<&str> = last.iter().map(|n| n.label.as_str()).collect();
+        let _ = writeln!(out, "  final ← {}", labels.join(", "));
+    }
+    if !tree.cut.is_empty() {
+        let _ = writeln!(out, "  cut to fit: {}", printable(&tree.cut.join(", ")));
+    }
+    if tree.overflows > 0 {
+        let _ = writeln!(
+            out,
+            "  {} call(s) refused as too long, then planned again",
+            tree.overflows
+        );
+    }
+    out.push('\n');
 }
 
 impl BranchReport {
@@ -151,6 +194,9 @@ impl RunReport {
                     let _ = writeln!(out, "({})\n", printable(e));
                 }
                 _ => {}
+            }
+            if let Some(tree) = &s.tree {
+                merge_tree(&mut out, tree);
             }
         }
         let _ = writeln!(

@@ -14,7 +14,8 @@
 //!   tests; `budget`: the run's token and cost ledger it consults;
 //! - `execute`: the scheduler's async driver; `branch`: one branch's call;
 //! - `orchestrator`: the actor that accepts runs; `record`: what a run did;
-//! - `synthesis`: the synthesiser actor and the merge strategies;
+//! - `synthesis`: the synthesiser actor and the merge strategies (the LLM merge
+//!   made to fit its model's context window);
 //! - `template`: step input templates; `code`: code steps and their built-ins;
 //! - [`workflow`]: workflow files (a step graph in TOML) turned into requests.
 
@@ -44,6 +45,8 @@ pub use request::{
     parse_duration, Action, Budget, DurationError, Limit, Map, MapSource, ParsePolicyError, Policy,
     RequestError, RunError, RunRequest, Step, StepProblem,
 };
-pub use synthesis::{MergeStrategy, Scorer, MERGE_SYSTEM_PROMPT};
-pub(crate) use synthesis::{Synthesiser, SynthesiserMsg};
+pub(crate) use synthesis::{Learned, Synthesiser, SynthesiserMsg};
+pub use synthesis::{
+    MergeNode, MergeStrategy, MergeTree, Scorer, WindowSource, MERGE_SYSTEM_PROMPT,
+};
 pub use template::{Template, TemplateError};

@@ -293,7 +293,10 @@ async fn execute_run(
         (None, None, Some(strategy)) => {
             let inputs = records
                 .iter()
-                .map(|b| MergeBranch::new(b.step.clone(), Some(&b.outcome)))
+                .map(|b| {
+                    MergeBranch::new(b.step.clone(), Some(&b.outcome))
+                        .with_conflicts(b.conflicts.clone())
+                })
                 .collect();
             Some(merge.synthesise(strategy.clone(), inputs).await)
         }

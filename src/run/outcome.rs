@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::code::CodeError;
+use super::synthesis::fit::MergeTree;
 use crate::agent::{AgentError, AgentOutput, RunId};
 use crate::provider::{ProviderError, Usage};
 use crate::supervision::DownReason;
@@ -425,6 +426,8 @@ pub struct Synthesis {
     pub model: Option<String>,
     /// The chosen agent, for select-best.
     pub chosen: Option<String>,
+    /// How an LLM merge was made to fit its model's context window.
+    pub tree: Option<MergeTree>,
 }
 
 /// Why a merge failed.
@@ -446,6 +449,22 @@ pub enum SynthesisError {
     /// The merge did not finish before the run deadline.
     #[error("synthesis timed out (run deadline)")]
     TimedOut,
+    /// The merge model's context window cannot hold even the fixed part of a merge
+    /// prompt and a short answer.
+    #[error("the merge model's context window ({window} tokens) is too small for a merge: the system prompt, the task and the notes need about {needed}; use a model with a larger window, or a code merge")]
+    WindowTooSmall {
+        /// The window, in tokens.
+        window: u32,
+        /// About what a merge needs.
+        needed: u32,
+    },
+    /// The server kept refusing the merge prompts as too long, or the partial merges
+    /// did not shrink the work.
+    #[error("the merge did not fit the model's context window after {} refused call(s) and {} level(s) of partial merges", .tree.overflows, .tree.levels.len())]
+    DoesNotFit {
+        /// How far it got.
+        tree: Box<MergeTree>,
+    },
     /// The synthesiser is not running (the runtime is shutting down).
     #[error("the synthesiser is not running")]
     SynthesiserGone,

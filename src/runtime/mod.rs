@@ -20,8 +20,8 @@ use crate::agent::Agent;
 use crate::provider::{PriceTable, Provider};
 use crate::report::RunReport;
 use crate::run::{
-    CodeError, CodeInput, CodeOutput, CodeRegistry, Known, OrchestratorArgs, OrchestratorMsg,
-    RunError, RunEvent, RunRequest,
+    CodeError, CodeInput, CodeOutput, CodeRegistry, Known, Learned, OrchestratorArgs,
+    OrchestratorMsg, RunError, RunEvent, RunRequest,
 };
 use crate::supervision::{
     AddError, RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig,
@@ -140,6 +140,7 @@ impl FanfareBuilder {
                 orchestrator,
             },
             live: live.clone(),
+            learned: Learned::default(),
         };
         let (root, _) =
             Actor::spawn(None, Root, args)

@@ -24,7 +24,9 @@ use ractor::{
 use tokio::sync::watch;
 
 use crate::provider::Provider;
-use crate::run::{Orchestrator, OrchestratorArgs, OrchestratorMsg, Synthesiser, SynthesiserMsg};
+use crate::run::{
+    Learned, Orchestrator, OrchestratorArgs, OrchestratorMsg, Synthesiser, SynthesiserMsg,
+};
 use crate::supervision::{
     AddError, Backoff, Decision, ExitReason, RestartIntensity, RestartType, Restarts, Specialist,
     Strategy, SupervisionConfig, Supervisor, SupervisorArgs, SupervisorMsg,
@@ -82,6 +84,8 @@ pub(crate) struct RootArgs {
     pub orchestrator: OrchestratorArgs,
     pub refs: Refs,
     pub live: LiveCount,
+    /// What the synthesiser learned about context windows: outlives its restarts.
+    pub learned: Learned,
 }
 
 /// The root's state.
@@ -125,8 +129,11 @@ impl RootState {
                 actor.get_cell()
             }
             Child::Synthesiser => {
-                let synthesiser =
-                    Synthesiser::new(self.args.provider.clone(), self.args.live.clone());
+                let synthesiser = Synthesiser::new(
+                    self.args.provider.clone(),
+                    self.args.live.clone(),
+                    self.args.learned.clone(),
+                );
                 let (actor, _) = Actor::spawn_linked(None, synthesiser, (), link).await?;
                 self.args.refs.synthesiser.send_replace(Some(actor.clone()));
                 actor.get_cell()

@@ -63,6 +63,7 @@ async fn fan_out_and_merge(provider: Arc<dyn Provider>, expect_provider: &str) {
         .merge(MergeStrategy::Llm {
             model: None,
             max_tokens: 32,
+            context_window: None,
         });
     let report = fanfare.run(request).await.unwrap();
     fanfare.shutdown().await;

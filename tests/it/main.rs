@@ -11,6 +11,7 @@ mod deferred;
 mod events;
 mod graph;
 mod llama;
+mod merge_fit;
 mod policies;
 mod providers;
 mod shutdown;

@@ -149,6 +149,7 @@ async fn fanfare_case(
         .merge(MergeStrategy::Llm {
             model: None,
             max_tokens: 512,
+            context_window: None,
         });
     let t0 = Instant::now();
     let report = fanfare.run(request).await?;

@@ -22,6 +22,7 @@ pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
         require_key: args.require_key,
         seed: args.seed,
         answer_model: args.answer_model,
+        context_window: args.context_window,
     };
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
-use super::{CompletionRequest, ProviderError, ProviderErrorKind, RateLimitInfo};
+use super::{context, CompletionRequest, ProviderError, ProviderErrorKind, RateLimitInfo};
 
 mod sse;
 
@@ -228,6 +228,11 @@ pub(crate) fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
 pub(crate) fn status_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderErrorKind {
     let retry_after_ms = retry_after(headers, SystemTime::now()).map(|d| d.as_millis() as u64);
     let excerpt = excerpt(body, 300);
+    if matches!(status, 400 | 413 | 422) {
+        if let Some(overflow) = context::overflow(body) {
+            return ProviderErrorKind::ContextOverflow { overflow, excerpt };
+        }
+    }
     match status {
         429 => ProviderErrorKind::RateLimited {
             retry_after_ms,
@@ -479,6 +484,30 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn a_context_overflow_400_is_its_own_kind_and_not_retried() {
+        let h = HeaderMap::new();
+        let llama = r#"{"error":{"code":400,"message":"request (1344 tokens) exceeds the available context size (1024 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":1344,"n_ctx":1024}}"#;
+        let kind = status_error(400, &h, llama);
+        let ProviderErrorKind::ContextOverflow { overflow, .. } = &kind else {
+            panic!("{kind:?}")
+        };
+        assert_eq!(overflow.window, Some(1024));
+        assert_eq!(overflow.prompt_tokens, Some(1344));
+        assert!(!kind.is_retryable());
+        assert!(
+            kind.to_string().starts_with(
+                "the prompt does not fit the model's context window (1344 tokens asked, 1024 fit)"
+            ),
+            "{kind}"
+        );
+        // The same words under a status that is not a client error are not read.
+        assert!(matches!(
+            status_error(500, &h, llama),
+            ProviderErrorKind::Status { status: 500, .. }
+        ));
     }
 
     #[test]

@@ -1,23 +1,38 @@
 //! The synthesiser actor: merges a run's branch results into one answer.
 //!
 //! Strategies ([`MergeStrategy`]):
-//! - `Llm`: one model call whose prompt holds every successful branch output,
-//!   labelled by agent, and names the branches that failed and why;
-//! - `Code`: a deterministic merge keyed by agent, no model call;
+//! - `Llm`: a model call whose prompt holds every successful branch output, labelled
+//!   by step, the conflicts code steps found and the branches that failed and why;
+//!   made to fit the model's context window, hierarchically when it must (`tree`);
+//! - `Code`: a deterministic merge keyed by step, no model call;
 //! - `SelectBest`: the successful output a scoring function rates highest.
 //!
-//! Like a specialist, it never awaits the model call in `handle`: the call runs on a
+//! Files: `prompt` (what the merges say), `fit` (the pure window arithmetic and the
+//! merge tree the report shows), `tree` (the LLM merge that fits).
+//!
+//! Like a specialist, it never awaits the model call in `handle`: the merge runs on a
 //! task kept in a [`TaskTable`] keyed by run, aborted on `Cancel` or when the actor
 //! goes away.
+
+pub(crate) mod fit;
+mod prompt;
+mod tree;
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+pub use fit::{MergeNode, MergeTree, WindowSource};
+pub use prompt::MERGE_SYSTEM_PROMPT;
+
+use super::code::Conflict;
 use super::outcome::{BranchOutcome, Synthesis, SynthesisError};
 use crate::agent::RunId;
-use crate::provider::{CompletionRequest, Provider, Usage};
+use crate::provider::{Provider, Usage};
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
+use prompt::{code_merge, select_best};
+pub(crate) use tree::Learned;
+use tree::LlmMerge;
 
 /// Scores a successful branch for [`MergeStrategy::SelectBest`]: `(agent, text)` → score.
 #[derive(Clone)]
@@ -54,12 +69,17 @@ impl std::fmt::Debug for Scorer {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum MergeStrategy {
-    /// One LLM call over every successful branch output.
+    /// An LLM merge of every successful branch output: one call when they fit the
+    /// model's context window, else groups that fit and then the merge of those.
     Llm {
         /// Model for the merge call (`None`: the provider's default).
         model: Option<String>,
         /// Token cap of the merge call.
         max_tokens: u32,
+        /// The merge model's context window in tokens, when the caller knows it
+        /// (`None`: the table of known models, or what the server's overflow error
+        /// says).
+        context_window: Option<u32>,
     },
     /// Deterministic: the outputs under one heading per agent, in input order.
     Code,
@@ -73,6 +93,7 @@ impl MergeStrategy {
         MergeStrategy::Llm {
             model: None,
             max_tokens: 1024,
+            context_window: None,
         }
     }
 
@@ -89,10 +110,12 @@ impl MergeStrategy {
 /// One branch as the synthesiser sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct MergeBranch {
-    /// The agent.
+    /// The step.
     pub agent: String,
     /// Its output, or why there is none.
     pub state: MergeState,
+    /// Conflicts it found (a code step's fan-in), for the merge prompt.
+    pub conflicts: Vec<Conflict>,
 }
 
 /// What a branch brings to the merge.
@@ -114,7 +137,17 @@ impl MergeBranch {
             Some(other) => MergeState::NotOk(other.clone()),
             None => MergeState::Deferred,
         };
-        Self { agent, state }
+        Self {
+            agent,
+            state,
+            conflicts: Vec::new(),
+        }
+    }
+
+    /// The same, listing `conflicts` in the merge prompt.
+    pub(crate) fn with_conflicts(mut self, conflicts: Vec<Conflict>) -> Self {
+        self.conflicts = conflicts;
+        self
     }
 
     /// True when the branch brings an output.
@@ -122,6 +155,7 @@ impl MergeBranch {
         matches!(self.state, MergeState::Ok(_))
     }
 
+    /// Its output, if it has one.
     fn text(&self) -> Option<&str> {
         match &self.state {
             MergeState::Ok(t) => Some(t),
@@ -166,83 +200,24 @@ pub(crate) enum SynthesiserMsg {
     Finished(RunId),
 }
 
-/// The system prompt of LLM merges.
-pub const MERGE_SYSTEM_PROMPT: &str = "You are the synthesiser of a panel of specialists. \
-Merge their analyses below into one answer: where they agree, where they conflict, and a \
-recommendation. Attribute each point to the perspective it comes from. If a perspective \
-is missing, say so and do not invent it.";
-
-/// Builds the user message of an LLM merge: the task, each successful output under
-/// its agent's name, and the failed branches named with their reason.
-fn merge_prompt(input: &str, branches: &[MergeBranch]) -> String {
-    let mut s = format!("Task:\n{input}\n");
-    for b in branches {
-        if let Some(text) = b.text() {
-            s.push_str(&format!("\n## {}\n{}\n", b.agent, text.trim()));
-        }
-    }
-    let failed: Vec<String> = branches
-        .iter()
-        .filter_map(|b| b.gap().map(|e| format!("{} ({e})", b.agent)))
-        .collect();
-    if !failed.is_empty() {
-        s.push_str(&format!("\nMissing perspectives: {}.\n", failed.join("; ")));
-    }
-    s
-}
-
-fn code_merge(branches: &[MergeBranch]) -> String {
-    let mut s = String::new();
-    for b in branches {
-        match (b.text(), b.gap()) {
-            (Some(text), _) => s.push_str(&format!("## {}\n{}\n\n", b.agent, text.trim())),
-            (None, gap) => s.push_str(&format!(
-                "## {}\n(no output: {})\n\n",
-                b.agent,
-                gap.unwrap_or_default()
-            )),
-        }
-    }
-    s.trim_end().to_owned()
-}
-
-/// The output `scorer` rates highest. The scorer is user code run inside the actor:
-/// a panic in it fails this merge, not the synthesiser.
-fn select_best(scorer: &Scorer, branches: &[MergeBranch]) -> Result<Synthesis, SynthesisError> {
-    let pick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut best: Option<(&MergeBranch, &str, f64)> = None;
-        for b in branches {
-            if let Some(text) = b.text() {
-                let score = (scorer.0)(&b.agent, text);
-                if best.is_none_or(|(_, _, s)| score > s) {
-                    best = Some((b, text, score));
-                }
-            }
-        }
-        best.map(|(b, text, _)| (b.agent.clone(), text.to_owned()))
-    }));
-    match pick {
-        Err(_) => Err(SynthesisError::ScorerPanicked),
-        Ok(None) => Err(SynthesisError::NothingToMerge),
-        Ok(Some((agent, text))) => Ok(Synthesis {
-            text,
-            usage: Usage::default(),
-            model: None,
-            chosen: Some(agent),
-        }),
-    }
-}
-
 /// The synthesiser actor; see the module docs.
 pub(crate) struct Synthesiser {
     provider: Arc<dyn Provider>,
     live: LiveCount,
+    /// Context windows learned from overflow errors, kept across runs (and across
+    /// restarts of the actor).
+    learned: Learned,
 }
 
 impl Synthesiser {
-    /// A synthesiser that makes LLM merges through `provider`, counted in `live`.
-    pub(crate) fn new(provider: Arc<dyn Provider>, live: LiveCount) -> Self {
-        Self { provider, live }
+    /// A synthesiser that makes LLM merges through `provider`, counted in `live`,
+    /// keeping what it learns about context windows in `learned`.
+    pub(crate) fn new(provider: Arc<dyn Provider>, live: LiveCount, learned: Learned) -> Self {
+        Self {
+            provider,
+            live,
+            learned,
+        }
     }
 }
 
@@ -284,33 +259,26 @@ impl Actor for Synthesiser {
                             usage: Usage::default(),
                             model: None,
                             chosen: None,
+                            tree: None,
                         }));
                     }
                     MergeStrategy::SelectBest(scorer) => {
                         let _ = reply.send(select_best(&scorer, &branches));
                     }
-                    MergeStrategy::Llm { model, max_tokens } => {
-                        let mut req = CompletionRequest::new(
-                            "synthesiser",
-                            MERGE_SYSTEM_PROMPT,
-                            merge_prompt(&input, &branches),
-                        );
-                        req.model = model;
-                        req.max_tokens = max_tokens;
-                        let provider = self.provider.clone();
+                    MergeStrategy::Llm {
+                        model,
+                        max_tokens,
+                        context_window,
+                    } => {
+                        let merge = LlmMerge {
+                            provider: self.provider.clone(),
+                            model,
+                            max_tokens,
+                            context_window,
+                            learned: self.learned.clone(),
+                        };
                         let work = async move {
-                            let result = match provider.complete(req).await {
-                                Ok(c) if c.text.trim().is_empty() => {
-                                    Err(SynthesisError::EmptyAnswer)
-                                }
-                                Ok(c) => Ok(Synthesis {
-                                    text: c.text,
-                                    usage: c.usage,
-                                    model: Some(c.model),
-                                    chosen: None,
-                                }),
-                                Err(e) => Err(SynthesisError::Provider(Box::new(e))),
-                            };
+                            let result = merge.run(input, branches).await;
                             let _ = reply.send(result);
                             let _ = myself.cast(SynthesiserMsg::Finished(run));
                         };
