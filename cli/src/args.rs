@@ -290,6 +290,11 @@ pub struct CommonArgs {
     /// How to merge the answers [default: the workflow's, else llm].
     #[arg(long, value_enum)]
     pub merge: Option<Merge>,
+    /// The merge model's context window in tokens, when it is not a known model
+    /// (e.g. a local server with 1024 tokens per slot). Without it, a window too
+    /// small is learned from the server's error and the merge planned again.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub context_window: Option<u32>,
     /// Seed of the simulated provider (its latencies and wording).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

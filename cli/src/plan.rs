@@ -207,6 +207,12 @@ pub fn request_for(
             Merge::None => None,
         };
     }
+    if let Some(window) = args.context_window {
+        match &mut request.merge {
+            Some(MergeStrategy::Llm { context_window, .. }) => *context_window = Some(window),
+            _ => bail!("--context-window is for an llm merge; this run's merge is not one"),
+        }
+    }
     if request.policy == Policy::FailFast && request.soft_deadline.is_some() {
         bail!("--soft-deadline needs a partial policy (partial:K)");
     }

@@ -146,7 +146,7 @@ async fn llama_openai_chat_completions_streamed_fan_out_and_merge() {
 
 #[tokio::test]
 #[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
-async fn llama_context_overflow_is_a_400_that_is_not_retried() {
+async fn llama_context_overflow_is_a_typed_400_with_the_window_and_is_not_retried() {
     let long = "plain text logs ".repeat(1500);
     for provider in [
         Box::new(anthropic()) as Box<dyn Provider>,
@@ -157,11 +157,219 @@ async fn llama_context_overflow_is_a_400_that_is_not_retried() {
             .complete(CompletionRequest::new("legal", "Be brief.", long.clone()))
             .await
             .unwrap_err();
-        assert!(
-            matches!(e.kind, ProviderErrorKind::Status { status: 400, .. }),
-            "{e}"
-        );
+        let ProviderErrorKind::ContextOverflow { overflow, .. } = &e.kind else {
+            panic!("{e}")
+        };
+        // The server's own numbers: 1024 tokens per slot (8192 over 8 slots).
+        assert_eq!(overflow.window, Some(1024), "{e}");
+        assert!(overflow.prompt_tokens.unwrap() > 1024, "{e}");
         assert_eq!(e.attempts, 1);
-        assert!(e.to_string().contains("context"), "{e}");
+        assert!(e.to_string().contains("context window"), "{e}");
     }
+}
+
+/// The perspectives as shipped (600-token answers) through `provider`, with the
+/// merge model's window unknown: the merge must learn it and fit, never a 400.
+async fn perspectives_merge_fits(provider: Arc<dyn Provider>) {
+    let specs: Vec<AgentSpec> = fanfare_agents::perspectives()
+        .unwrap()
+        .into_iter()
+        .map(|mut s| {
+            s.temperature = Some(0.0);
+            s
+        })
+        .collect();
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let fanfare = Fanfare::builder(provider)
+        .agents_from(specs)
+        .start()
+        .await
+        .unwrap();
+    let request = RunRequest::fan_out(
+        "We will store all user queries in plain text logs for a year.",
+        names,
+    )
+    .deadline(Duration::from_secs(600))
+    .branch_timeout(Duration::from_secs(300))
+    .merge(MergeStrategy::Llm {
+        model: None,
+        max_tokens: 1024,
+        context_window: None,
+    });
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    let text = report.render();
+    assert!(report.status.is_success(), "{text}");
+    assert!(!text.contains("HTTP 400"), "{text}");
+    let synthesis = report.synthesis.as_ref().unwrap();
+    assert!(!synthesis.text.as_deref().unwrap().trim().is_empty());
+    let tree = synthesis.tree.as_ref().unwrap();
+    // Whether the four answers fit one call depends on how long they came out;
+    // when they did not, the window was learned and the merge went in levels.
+    let answers: u64 = report
+        .branches
+        .iter()
+        .map(|b| b.outcome.output().unwrap().usage.output_tokens)
+        .sum();
+    if answers > 1024 {
+        assert!(
+            tree.is_hierarchical(),
+            "{answers} tokens of answers: {tree:?}"
+        );
+    }
+    if tree.is_hierarchical() || tree.overflows > 0 {
+        assert_eq!(tree.window, Some(1024), "{tree:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_openai_perspectives_as_shipped_merge_within_a_1024_token_slot() {
+    perspectives_merge_fits(Arc::new(Retry::new(
+        openai(),
+        ExponentialBackoff::default(),
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_anthropic_perspectives_as_shipped_merge_within_a_1024_token_slot() {
+    perspectives_merge_fits(Arc::new(Retry::new(
+        anthropic(),
+        ExponentialBackoff::default(),
+    )))
+    .await;
+}
+
+/// 32 branches of short answers: far more than one 1024-token call holds.
+async fn thirty_two_branches_merge_in_levels(provider: Arc<dyn Provider>) {
+    let mut spec = AgentSpec::new(
+        "reviewer",
+        "You review plans. List every risk you see, one per line, with a sentence on each.",
+    );
+    spec.max_tokens = 48;
+    spec.temperature = Some(0.0);
+    let fanfare = Fanfare::builder(provider)
+        .agent(spec)
+        .start()
+        .await
+        .unwrap();
+    let request = RunRequest::fan_out(
+        "We will store all user queries in plain text logs for a year.",
+        vec!["reviewer"; 32],
+    )
+    .policy(fanfare::Policy::TolerantPartial { quorum: 24 })
+    .deadline(Duration::from_secs(600))
+    .branch_timeout(Duration::from_secs(300))
+    .merge(MergeStrategy::Llm {
+        model: None,
+        max_tokens: 256,
+        context_window: None,
+    });
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    let text = report.render();
+    assert!(report.status.is_success(), "{text}");
+    assert!(!text.contains("HTTP 400"), "{text}");
+    let synthesis = report.synthesis.as_ref().unwrap();
+    assert!(
+        !synthesis.text.as_deref().unwrap().trim().is_empty(),
+        "{text}"
+    );
+    let tree = synthesis.tree.as_ref().unwrap();
+    assert!(tree.is_hierarchical(), "{tree:?}");
+    assert_eq!(tree.window, Some(1024), "{tree:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_openai_32_branch_fan_out_merges_in_levels() {
+    thirty_two_branches_merge_in_levels(Arc::new(Retry::new(
+        openai(),
+        ExponentialBackoff::default(),
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_anthropic_32_branch_fan_out_merges_in_levels() {
+    thirty_two_branches_merge_in_levels(Arc::new(Retry::new(
+        anthropic(),
+        ExponentialBackoff::default(),
+    )))
+    .await;
+}
+
+/// Every shipped workflow, with short answers, through `provider`.
+async fn shipped_workflows_run(provider: Arc<dyn Provider>) {
+    let specs: Vec<AgentSpec> = fanfare_agents::specs()
+        .unwrap()
+        .into_iter()
+        .map(|mut s| {
+            s.max_tokens = s.max_tokens.min(48);
+            s.temperature = Some(0.0);
+            s
+        })
+        .collect();
+    let fanfare = Fanfare::builder(provider)
+        .agents_from(specs)
+        .start()
+        .await
+        .unwrap();
+    let documents = vec![
+        "Plain text logs are easy to search but keep every query readable.".to_owned(),
+        "Encrypted logs protect queries but make debugging slower.".to_owned(),
+        "Sampling one query in a hundred keeps costs and exposure low.".to_owned(),
+    ];
+    for workflow in fanfare_agents::workflows().unwrap() {
+        let items = workflow
+            .steps
+            .iter()
+            .any(|s| {
+                s.map
+                    .as_ref()
+                    .is_some_and(|m| m.over == fanfare::run::workflow::MapOver::Given)
+            })
+            .then(|| documents.clone());
+        let request = workflow
+            .request("Should we keep plain text logs of user queries?", items)
+            .unwrap()
+            .deadline(Duration::from_secs(600))
+            .branch_timeout(Duration::from_secs(300));
+        let report = fanfare.run(request).await.unwrap();
+        let text = report.render();
+        assert!(report.status.is_success(), "{}: {text}", workflow.name);
+        assert!(!text.contains("HTTP 400"), "{}: {text}", workflow.name);
+        assert!(
+            report.branches.iter().all(|b| b.outcome.is_ok()),
+            "{}: {text}",
+            workflow.name
+        );
+        if let Some(s) = &report.synthesis {
+            assert!(s.error.is_none(), "{}: {text}", workflow.name);
+        }
+    }
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_openai_every_shipped_workflow_runs() {
+    shipped_workflows_run(Arc::new(Retry::new(
+        openai(),
+        ExponentialBackoff::default(),
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_anthropic_every_shipped_workflow_runs() {
+    shipped_workflows_run(Arc::new(Retry::new(
+        anthropic(),
+        ExponentialBackoff::default(),
+    )))
+    .await;
 }

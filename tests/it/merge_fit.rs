@@ -214,3 +214,29 @@ async fn the_simulated_provider_has_no_window_and_merges_in_one_call() {
     assert!(!tree.is_hierarchical());
     fanfare.shutdown().await;
 }
+
+#[tokio::test]
+async fn partial_merges_longer_than_asked_are_cut_so_each_level_still_halves_the_work() {
+    // The simulated model writes more tokens (as estimated) than a partial merge
+    // asks for: without a cut, each part would stand alone at every level.
+    let provider = Arc::new(SimProvider::with_profile(SimProfile {
+        words: 90,
+        ..SimProfile::instant()
+    }));
+    let mut agent = AgentSpec::new("reviewer", "You review plans.");
+    agent.max_tokens = 600;
+    let fanfare = Fanfare::builder(provider)
+        .agent(agent)
+        .start()
+        .await
+        .unwrap();
+    let report = fanfare.run(request(4, merge(Some(500)))).await.unwrap();
+    assert!(report.status.is_success(), "{}", report.render());
+    let tree = report.synthesis.as_ref().unwrap().tree.clone().unwrap();
+    assert!(tree.is_hierarchical());
+    for pair in tree.levels.windows(2) {
+        assert!(pair[1].len() <= pair[0].len().div_ceil(2), "{tree:?}");
+    }
+    assert!(tree.levels.len() <= 4, "{tree:?}");
+    fanfare.shutdown().await;
+}

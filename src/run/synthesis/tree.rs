@@ -148,7 +148,7 @@ impl LlmMerge {
                 Ok(f) => f,
                 Err(needed) => return Err(SynthesisError::WindowTooSmall { window, needed }),
             };
-            let sizes: Vec<u32> = sections.iter().map(|s| size(&est, s)).collect();
+            let sizes: Vec<u32> = sections.iter().map(|s| size_of(&est, s)).collect();
             let total: u64 = sizes.iter().map(|&s| u64::from(s)).sum();
             if total <= u64::from(fit.final_in) {
                 let prompt = merge_prompt(&task, &sections, &notes);
@@ -182,6 +182,21 @@ impl LlmMerge {
             }
             // One level of partial merges, all groups at once.
             let level = tree.levels.len();
+            let mut sizes = sizes;
+            if level > 0 {
+                // Parts a model made longer than it was asked would stand alone and
+                // never shrink: cut each to half a group, so that every group
+                // merges at least two and each level halves the work.
+                let half = fit.part_in / 2;
+                for (section, size) in sections.iter_mut().zip(sizes.iter_mut()) {
+                    if *size > half {
+                        let room = est.bytes(half.saturating_sub(est.tokens(&section.label) + 8));
+                        section.text = cut(&section.text, room).0;
+                        tree.cut.push(section.label.clone());
+                        *size = size_of(&est, section);
+                    }
+                }
+            }
             let packed = groups(&sizes, fit.part_in);
             let mut nodes = Vec::with_capacity(packed.len());
             let mut calls = Vec::with_capacity(packed.len());
@@ -319,7 +334,7 @@ fn finish(c: Completion, mut usage: Usage, tree: MergeTree) -> Synthesis {
 }
 
 /// A section's estimated tokens in a prompt: its label, its text and the markup.
-fn size(est: &Estimator, s: &Section) -> u32 {
+fn size_of(est: &Estimator, s: &Section) -> u32 {
     est.tokens(&s.label)
         .saturating_add(est.tokens(&s.text))
         .saturating_add(4)

@@ -19,6 +19,7 @@ struct RawWorkflow {
     description: String,
     policy: Option<String>,
     merge: Option<String>,
+    context_window: Option<u32>,
     #[serde(default)]
     steps: Vec<RawStep>,
 }
@@ -124,6 +125,16 @@ impl Workflow {
                 ))
             }
         };
+        if raw.context_window == Some(0) {
+            return Err(err(
+                None,
+                None,
+                WorkflowProblem::Invalid {
+                    field: "context_window",
+                    reason: "must be at least 1 token".to_owned(),
+                },
+            ));
+        }
         let mut steps = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, s) in raw.steps.into_iter().enumerate() {
@@ -217,6 +228,7 @@ impl Workflow {
             description: raw.description,
             policy: run_policy,
             merge,
+            context_window: raw.context_window,
             steps,
             source: path.to_owned(),
         };

@@ -115,6 +115,8 @@ pub struct Workflow {
     pub policy: Option<Policy>,
     /// How the end is merged.
     pub merge: WorkflowMerge,
+    /// The LLM merge model's context window in tokens, if the workflow sets it.
+    pub context_window: Option<u32>,
     /// The steps, in an order where every step comes after what it waits for.
     pub steps: Vec<WorkflowStep>,
     /// The file it came from.
@@ -266,7 +268,11 @@ impl Workflow {
             request.policy = p;
         }
         request.merge = match self.merge {
-            WorkflowMerge::Llm => Some(MergeStrategy::llm()),
+            WorkflowMerge::Llm => Some(MergeStrategy::Llm {
+                model: None,
+                max_tokens: 1024,
+                context_window: self.context_window,
+            }),
             WorkflowMerge::Code => Some(MergeStrategy::Code),
             WorkflowMerge::Best => Some(MergeStrategy::SelectBest(Scorer::distinct_words())),
             WorkflowMerge::None => None,
