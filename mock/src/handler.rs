@@ -142,7 +142,11 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
         guard.cut(false);
         return wire::cut_off();
     }
-    let text = wire::reply_text(&parsed.prompt, parsed.max_tokens);
+    let text = match &parsed.schema {
+        // A structured request gets an answer of the asked shape.
+        Some((_, schema)) => wire::example(schema, &parsed.prompt).to_string(),
+        None => wire::reply_text(&parsed.prompt, parsed.max_tokens),
+    };
     if parsed.stream {
         let cut = unit(mix(key, 7)) < config.midstream_close_rate;
         return wire::stream(guard, wire, parsed, text, latency, n, cut);

@@ -117,6 +117,9 @@ pub(crate) fn reply_text(prompt: &str, max_tokens: u64) -> String {
 }
 
 pub(crate) struct Parsed {
+    /// A structured request's schema, with its name: OpenAI's
+    /// `response_format.json_schema`, or Anthropic's forced tool.
+    pub(crate) schema: Option<(String, Value)>,
     pub(crate) model: String,
     pub(crate) max_tokens: u64,
     pub(crate) stream: bool,
@@ -160,9 +163,31 @@ pub(crate) fn parse(wire: Wire, body: &str) -> Result<Parsed, String> {
         .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
         .collect();
     let prompt = all.last().cloned().unwrap_or_default();
+    let schema = match wire {
+        Wire::OpenAi => v
+            .pointer("/response_format/json_schema")
+            .filter(|_| {
+                v.pointer("/response_format/type").and_then(Value::as_str) == Some("json_schema")
+            })
+            .and_then(|j| {
+                let name = j.get("name").and_then(Value::as_str)?;
+                Some((name.to_owned(), j.get("schema")?.clone()))
+            }),
+        Wire::Anthropic => v
+            .pointer("/tool_choice/name")
+            .and_then(Value::as_str)
+            .and_then(|name| {
+                let tools = v.get("tools").and_then(Value::as_array)?;
+                let tool = tools
+                    .iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some(name))?;
+                Some((name.to_owned(), tool.get("input_schema")?.clone()))
+            }),
+    };
     let input_tokens =
         estimate_tokens(&system) + all.iter().map(|t| estimate_tokens(t)).sum::<u64>() + 3;
     Ok(Parsed {
+        schema,
         model,
         max_tokens,
         stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
@@ -175,10 +200,64 @@ pub(crate) fn parse(wire: Wire, body: &str) -> Result<Parsed, String> {
     })
 }
 
+/// A value of the shape `schema` describes (its `enum`'s first value, every property
+/// of an object, one item of an array), with strings drawn from `seed`'s words.
+pub(crate) fn example(schema: &Value, seed: &str) -> Value {
+    fn go(schema: &Value, h: u64, depth: u32) -> Value {
+        if let Some(first) = schema
+            .get("enum")
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
+            return first.clone();
+        }
+        if depth > 8 {
+            return Value::Null;
+        }
+        let word = || Value::from(WORDS[(h % WORDS.len() as u64) as usize]);
+        match schema.get("type").and_then(Value::as_str) {
+            Some("object") => {
+                let mut out = serde_json::Map::new();
+                if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                    for (i, (k, s)) in props.iter().enumerate() {
+                        out.insert(k.clone(), go(s, mix(h, i as u64), depth + 1));
+                    }
+                }
+                Value::Object(out)
+            }
+            Some("array") => Value::Array(vec![go(
+                schema.get("items").unwrap_or(&Value::Null),
+                mix(h, 99),
+                depth + 1,
+            )]),
+            Some("integer") => Value::from(h % 10),
+            Some("number") => Value::from((h % 100) as f64 / 10.0),
+            Some("boolean") => Value::from(h.is_multiple_of(2)),
+            Some("null") => Value::Null,
+            _ => word(),
+        }
+    }
+    let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    go(schema, h, 0)
+}
+
 /// The body of a plain (not streamed) answer.
 pub(crate) fn answer(wire: Wire, parsed: &Parsed, text: &str, n: u64) -> Value {
     let output_tokens = estimate_tokens(text);
     match wire {
+        Wire::Anthropic if parsed.schema.is_some() => {
+            let name = parsed.schema.as_ref().map(|(n, _)| n.as_str());
+            let input: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            json!({
+                "id": format!("msg_mock_{n}"), "type": "message", "role": "assistant", "model": parsed.model,
+                "content": [{"type": "tool_use", "id": format!("toolu_mock_{n}"), "name": name, "input": input}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": parsed.input_tokens, "output_tokens": output_tokens,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+            })
+        }
         Wire::Anthropic => json!({
             "id": format!("msg_mock_{n}"), "type": "message", "role": "assistant", "model": parsed.model,
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
@@ -234,16 +313,38 @@ pub(crate) fn stream(
                 "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": p.model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": p.input_tokens, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})));
-            events.push(data(Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            let tool = p.schema.as_ref().map(|(name, _)| name.clone());
+            let block = match &tool {
+                Some(name) => {
+                    json!({"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": {}})
+                }
+                None => json!({"type": "text", "text": ""}),
+            };
+            events.push(data(
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0, "content_block": block}),
+            ));
             events.push(data(Some("ping"), json!({"type": "ping"})));
             for c in &chunks {
-                events.push(data(Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}})));
+                let delta = match &tool {
+                    Some(_) => json!({"type": "input_json_delta", "partial_json": c}),
+                    None => json!({"type": "text_delta", "text": c}),
+                };
+                events.push(data(
+                    Some("content_block_delta"),
+                    json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+                ));
             }
             events.push(data(
                 Some("content_block_stop"),
                 json!({"type": "content_block_stop", "index": 0}),
             ));
-            events.push(data(Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
+            let stop = if tool.is_some() {
+                "tool_use"
+            } else {
+                "end_turn"
+            };
+            events.push(data(Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}})));
             events.push(data(Some("message_stop"), json!({"type": "message_stop"})));
         }
         Wire::OpenAi => {

@@ -36,6 +36,7 @@
 mod actor;
 pub mod faults;
 pub mod spec;
+pub mod structured;
 pub mod task;
 
 use std::future::Future;
@@ -106,6 +107,16 @@ pub enum AgentError {
         model: String,
         /// Why it stopped, as it said.
         stop_reason: Option<String>,
+    },
+    /// The step asked for a shaped answer (a JSON schema) and the model's answers did
+    /// not have it, on the first try nor on the one more it was given with the
+    /// problems.
+    #[error("no answer of the asked shape after {tries} tries: {problem}")]
+    InvalidOutput {
+        /// What was wrong with the last answer.
+        problem: String,
+        /// Answers asked for.
+        tries: u32,
     },
     /// The agent declined the task, with its reason.
     #[error("rejected the task: {reason}")]

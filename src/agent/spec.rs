@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::faults::Faults;
+use super::structured;
 use super::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, CallEstimate, Task};
-use crate::provider::{estimate_tokens, CompletionRequest, SimProfile};
+use crate::provider::{estimate_tokens, Completion, CompletionRequest, Message, SimProfile};
 
 /// An agent defined by a spec file: one model call with the spec's system prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -370,15 +371,58 @@ impl Agent for AgentSpec {
         request.temperature = self.temperature;
         request.group = Some(task.branch.run.0);
         request.deadline = task.deadline;
-        let completion = ctx.provider.complete(request).await?;
-        if completion.text.trim().is_empty() {
-            return Err(AgentError::EmptyAnswer {
-                model: completion.model,
-                stop_reason: completion.stop_reason,
-            });
+        let Some(schema) = task.schema.clone() else {
+            let completion = ctx.provider.complete(request).await?;
+            return answered(completion);
+        };
+        // A shaped answer: asked of the server, said in the system prompt for servers
+        // that do not enforce it, checked, and asked once more with the problems.
+        request.system.push_str(&format!(
+            "\n\nAnswer with one JSON object that satisfies this JSON schema, and nothing else:\n{}",
+            schema.schema
+        ));
+        request.schema = Some(schema.clone());
+        let first = answered(ctx.provider.complete(request.clone()).await?)?;
+        let problem = match structured::check(&schema, &first.text) {
+            Ok(value) => {
+                return Ok(AgentOutput {
+                    text: value.to_string(),
+                    ..first
+                })
+            }
+            Err(problem) => problem,
+        };
+        request
+            .messages
+            .push(Message::assistant(first.text.clone()));
+        request.messages.push(Message::user(format!(
+            "{problem}. Answer again with only the JSON object, satisfying the schema."
+        )));
+        let second = answered(ctx.provider.complete(request).await?)?;
+        let mut usage = first.usage;
+        usage += second.usage;
+        match structured::check(&schema, &second.text) {
+            Ok(value) => Ok(AgentOutput {
+                text: value.to_string(),
+                usage,
+                attempts: first.attempts + second.attempts,
+                permit_wait_ms: first.permit_wait_ms + second.permit_wait_ms,
+                ..second
+            }),
+            Err(problem) => Err(AgentError::InvalidOutput { problem, tries: 2 }),
         }
-        Ok(AgentOutput::from(completion))
     }
+}
+
+/// A completion as an output; an answer with no text is an error.
+fn answered(completion: Completion) -> Result<AgentOutput, AgentError> {
+    if completion.text.trim().is_empty() {
+        return Err(AgentError::EmptyAnswer {
+            model: completion.model,
+            stop_reason: completion.stop_reason,
+        });
+    }
+    Ok(AgentOutput::from(completion))
 }
 
 #[cfg(test)]

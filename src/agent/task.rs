@@ -53,6 +53,11 @@ pub struct Task {
     /// outputs: then [`Task::prompt`] is the input alone.
     #[serde(default)]
     pub templated: bool,
+    /// The shape the answer must have, if the step sets one: an agent that calls a
+    /// model asks for it and checks the answer
+    /// ([`structured::check`](crate::agent::structured::check)).
+    #[serde(default)]
+    pub schema: Option<std::sync::Arc<crate::provider::OutputSchema>>,
     /// When the branch stops waiting for this task. An agent that calls a model
     /// passes it on ([`CompletionRequest::deadline`](crate::provider::CompletionRequest::deadline)),
     /// so a call stopped by it says what it was doing. Local to this process; not

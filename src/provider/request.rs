@@ -29,6 +29,14 @@ impl Message {
             content: content.into(),
         }
     }
+
+    /// A message from the model (an earlier answer, in a multi-turn request).
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
+    }
 }
 
 /// A provider-neutral completion request.
@@ -62,6 +70,22 @@ pub struct CompletionRequest {
     /// any: wrappers keep per-group limits, such as the hedge allowance, by it.
     #[serde(default)]
     pub group: Option<u64>,
+    /// The shape the answer must have, when the caller needs structured output: the
+    /// OpenAI wire asks for it as a JSON-schema `response_format`, the Anthropic wire
+    /// as a forced tool call whose input is the answer. Either way the answer's text
+    /// is the JSON; the caller still validates it (not every server enforces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<std::sync::Arc<OutputSchema>>,
+}
+
+/// A JSON schema an answer must satisfy, under a name (the OpenAI `json_schema.name`,
+/// the Anthropic tool name: letters, digits, `_` and `-`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputSchema {
+    /// Its name.
+    pub name: String,
+    /// The JSON schema.
+    pub schema: serde_json::Value,
 }
 
 impl CompletionRequest {
@@ -82,6 +106,7 @@ impl CompletionRequest {
             stream: false,
             group: None,
             deadline: None,
+            schema: None,
         }
     }
 

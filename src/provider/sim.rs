@@ -228,7 +228,13 @@ impl Provider for SimProvider {
                 };
                 return Err(ProviderError::new("sim", &model, &request, kind));
             }
-            let text = compose(&request, &profile, key);
+            let text = match &request.schema {
+                // A structured request gets an answer of the asked shape.
+                Some(schema) => {
+                    shaped(&schema.schema, &compose(&request, &profile, key), key).to_string()
+                }
+                None => compose(&request, &profile, key),
+            };
             let input_tokens = estimate_tokens(&request.system)
                 + request
                     .messages
@@ -276,6 +282,55 @@ const STOPWORDS: &[&str] = &[
     "their", "there", "these", "thing", "think", "those", "through", "under", "where", "which",
     "while", "would", "should", "other", "might", "shall", "still", "since", "until", "whose",
 ];
+
+/// A value of the shape `schema` describes — an `enum`'s value, every property of
+/// an object, one or two items of an array — with strings taken from `prose`.
+fn shaped(schema: &serde_json::Value, prose: &str, key: u64) -> serde_json::Value {
+    use serde_json::Value;
+    fn go(schema: &Value, sentences: &[&str], key: u64, depth: u32) -> Value {
+        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+            if !values.is_empty() {
+                return values[(key % values.len() as u64) as usize].clone();
+            }
+        }
+        if depth > 8 {
+            return Value::Null;
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            Some("object") => Value::Object(
+                schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, (k, s))| (k.clone(), go(s, sentences, mix(key, i as u64), depth + 1)))
+                    .collect(),
+            ),
+            Some("array") => {
+                let item = schema.get("items").unwrap_or(&Value::Null);
+                (0..1 + key % 2)
+                    .map(|i| go(item, sentences, mix(key, 100 + i), depth + 1))
+                    .collect()
+            }
+            Some("integer") => Value::from(key % 10),
+            Some("number") => Value::from((key % 100) as f64 / 10.0),
+            Some("boolean") => Value::from(key.is_multiple_of(2)),
+            Some("null") => Value::Null,
+            _ => Value::from(sentences[(key % sentences.len() as u64) as usize].trim()),
+        }
+    }
+    let sentences: Vec<&str> = prose
+        .split_inclusive(". ")
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    let sentences = if sentences.is_empty() {
+        vec!["ok"]
+    } else {
+        sentences
+    };
+    go(schema, &sentences, key, 0)
+}
 
 /// Builds a deterministic reply from the prompt's salient words and the phrase bank.
 fn compose(request: &CompletionRequest, profile: &SimProfile, key: u64) -> String {

@@ -139,6 +139,7 @@ impl Driver<'_, '_> {
             upstream: upstream.to_vec(),
             model: step.model.clone(),
             templated,
+            schema: step.schema.clone(),
             deadline: None,
         }
     }

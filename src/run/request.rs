@@ -2,6 +2,7 @@
 //! why a request is refused ([`RequestError`]) or produces no report ([`RunError`]).
 //! Plain data: the scheduler and the orchestrator read it, nothing here acts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::outcome::opt_secs;
 use super::synthesis::MergeStrategy;
 use super::template::Template;
+use crate::provider::OutputSchema;
 
 /// How the run treats a branch that does not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +142,11 @@ pub struct Step {
     /// Fan out over a list: one branch per item.
     #[serde(default)]
     pub map: Option<Map>,
+    /// The JSON schema its answer must satisfy: asked of the model (a JSON-schema
+    /// response format, or a forced tool call) and checked, with one more try on an
+    /// answer that does not satisfy it.
+    #[serde(default)]
+    pub schema: Option<Arc<OutputSchema>>,
 }
 
 impl Step {
@@ -155,6 +162,7 @@ impl Step {
             retries: 0,
             model: None,
             map: None,
+            schema: None,
         }
     }
 
@@ -189,6 +197,12 @@ impl Step {
     /// Fans it out over a list.
     pub fn map(mut self, map: Map) -> Self {
         self.map = Some(map);
+        self
+    }
+
+    /// Asks for (and checks) an answer of this shape.
+    pub fn schema(mut self, schema: OutputSchema) -> Self {
+        self.schema = Some(Arc::new(schema));
         self
     }
 

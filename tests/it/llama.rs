@@ -373,3 +373,46 @@ async fn llama_anthropic_every_shipped_workflow_runs() {
     )))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_openai_enforces_a_steps_json_schema() {
+    let mut spec = AgentSpec::new("legal", "You review plans for legal risk.");
+    spec.max_tokens = 96;
+    spec.temperature = Some(0.0);
+    let fanfare = Fanfare::builder(Arc::new(Retry::new(
+        openai(),
+        ExponentialBackoff::default(),
+    )))
+    .agent(spec)
+    .start()
+    .await
+    .unwrap();
+    let schema = fanfare::provider::OutputSchema {
+        name: "risk".into(),
+        schema: serde_json::json!({
+            "type": "object",
+            "properties": {
+                "risk": {"type": "string", "enum": ["low", "medium", "high"]},
+                "reason": {"type": "string", "maxLength": 80}
+            },
+            "required": ["risk", "reason"]
+        }),
+    };
+    let mut request = RunRequest::fan_out(
+        "We will store all user queries in plain text logs.",
+        Vec::<String>::new(),
+    )
+    .deadline(Duration::from_secs(120));
+    request.steps = vec![fanfare::Step::agent("legal").schema(schema)];
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    let out = report.branches[0].outcome.output().unwrap();
+    let value: serde_json::Value = serde_json::from_str(&out.text).unwrap();
+    assert!(
+        ["low", "medium", "high"].contains(&value["risk"].as_str().unwrap()),
+        "{value}"
+    );
+    assert!(value["reason"].is_string(), "{value}");
+}

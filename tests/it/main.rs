@@ -17,6 +17,7 @@ mod providers;
 mod shutdown;
 mod soak;
 mod strategies;
+mod structured;
 mod supervision;
 mod synthesis;
 mod workflows;

@@ -58,6 +58,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
         upstream: Vec::new(),
         model: None,
         templated: true,
+        schema: None,
         deadline: None,
     };
     // One call of `agent` on `text`: model, tokens in + out at most.

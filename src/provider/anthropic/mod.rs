@@ -114,6 +114,20 @@ impl AnthropicProvider {
             temperature: request.temperature,
             stop_sequences: &request.stop,
             stream,
+            tools: request
+                .schema
+                .as_deref()
+                .map(|s| WireTool {
+                    name: &s.name,
+                    description: ANSWER_TOOL,
+                    input_schema: &s.schema,
+                })
+                .into_iter()
+                .collect(),
+            tool_choice: request.schema.as_deref().map(|s| ToolChoice {
+                kind: "tool",
+                name: &s.name,
+            }),
         };
         self.client
             .post(self.url.clone())

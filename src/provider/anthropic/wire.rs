@@ -19,7 +19,31 @@ pub(super) struct WireRequest<'a> {
     pub(super) stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(super) stream: bool,
+    /// For a structured answer: one tool whose input schema is the answer's.
+    #[serde(skip_serializing_if = "<[WireTool<'a>]>::is_empty")]
+    pub(super) tools: Vec<WireTool<'a>>,
+    /// For a structured answer: that tool, forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tool_choice: Option<ToolChoice<'a>>,
 }
+
+#[derive(Serialize)]
+pub(super) struct WireTool<'a> {
+    pub(super) name: &'a str,
+    pub(super) description: &'static str,
+    pub(super) input_schema: &'a serde_json::Value,
+}
+
+#[derive(Serialize)]
+pub(super) struct ToolChoice<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) name: &'a str,
+}
+
+/// The description of the answer tool of a structured request.
+pub(super) const ANSWER_TOOL: &str =
+    "Give your answer by calling this tool; its input is the whole answer.";
 
 #[derive(Serialize)]
 pub(super) struct WireMessage<'a> {
@@ -42,6 +66,9 @@ pub(super) struct WireBlock {
     pub(super) kind: String,
     #[serde(default)]
     pub(super) text: Option<String>,
+    /// A `tool_use` block's input (a structured answer).
+    #[serde(default)]
+    pub(super) input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -79,7 +106,9 @@ pub(super) enum WireEvent {
     MessageStart {
         message: WireStartMessage,
     },
-    ContentBlockStart {},
+    ContentBlockStart {
+        content_block: WireBlock,
+    },
     ContentBlockDelta {
         delta: WireDelta,
     },
@@ -111,6 +140,9 @@ pub(super) struct WireDelta {
     pub(super) kind: String,
     #[serde(default)]
     pub(super) text: Option<String>,
+    /// An `input_json_delta`'s piece of a tool call's input.
+    #[serde(default)]
+    pub(super) partial_json: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -129,6 +161,8 @@ pub(super) struct WireError {
 
 pub(crate) struct StreamState {
     pub(super) text: String,
+    /// A tool call's input, as streamed (`None`: no tool call began).
+    pub(super) tool_input: Option<String>,
     pub(super) usage: Usage,
     pub(super) stop_reason: Option<String>,
     pub(super) model: String,
@@ -139,6 +173,7 @@ impl StreamState {
     pub(crate) fn new(model: &str) -> Self {
         Self {
             text: String::new(),
+            tool_input: None,
             usage: Usage::default(),
             stop_reason: None,
             model: model.to_owned(),
@@ -151,12 +186,21 @@ pub(crate) fn decode_answer(body: &str, model: &str) -> Result<Completion, Provi
     let wire: WireResponse = serde_json::from_str(body).map_err(|e| ProviderErrorKind::Decode {
         message: format!("{e}; body starts: {}", http::excerpt(body, 200)),
     })?;
-    let text: String = wire
+    // A structured answer is the input of its tool call; else the text blocks.
+    let tool = wire
         .content
         .iter()
-        .filter(|b| b.kind == "text")
-        .filter_map(|b| b.text.as_deref())
-        .collect();
+        .find(|b| b.kind == "tool_use")
+        .and_then(|b| b.input.as_ref());
+    let text: String = match tool {
+        Some(input) => input.to_string(),
+        None => wire
+            .content
+            .iter()
+            .filter(|b| b.kind == "text")
+            .filter_map(|b| b.text.as_deref())
+            .collect(),
+    };
     let mut usage = Usage::default();
     wire.usage.merge_into(&mut usage);
     Ok(Completion {
@@ -190,6 +234,18 @@ pub(crate) fn on_event(
             message.usage.merge_into(&mut state.usage);
             Ok(None)
         }
+        WireEvent::ContentBlockStart { content_block } if content_block.kind == "tool_use" => {
+            state.tool_input.get_or_insert_with(String::new);
+            Ok(None)
+        }
+        WireEvent::ContentBlockDelta { delta } if delta.kind == "input_json_delta" => {
+            let piece = delta.partial_json.unwrap_or_default();
+            state
+                .tool_input
+                .get_or_insert_with(String::new)
+                .push_str(&piece);
+            Ok(None)
+        }
         WireEvent::ContentBlockDelta { delta } if delta.kind == "text_delta" => {
             let text = delta.text.unwrap_or_default();
             state.text.push_str(&text);
@@ -203,7 +259,12 @@ pub(crate) fn on_event(
             Ok(None)
         }
         WireEvent::MessageStop {} => Ok(Some(StreamEvent::Done(Completion {
-            text: std::mem::take(&mut state.text),
+            // A structured answer is its tool call's input (`{}` if it streamed none).
+            text: match state.tool_input.take() {
+                Some(input) if input.trim().is_empty() => "{}".to_owned(),
+                Some(input) => input,
+                None => std::mem::take(&mut state.text),
+            },
             model: state.model.clone(),
             usage: state.usage,
             stop_reason: state.stop_reason.take(),

@@ -123,6 +123,13 @@ impl OpenAiProvider {
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            response_format: request.schema.as_deref().map(|s| ResponseFormat {
+                kind: "json_schema",
+                json_schema: JsonSchema {
+                    name: &s.name,
+                    schema: &s.schema,
+                },
+            }),
         };
         let builder = self.client.post(self.url.clone()).json(&body);
         match &self.auth {

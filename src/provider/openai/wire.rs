@@ -19,6 +19,22 @@ pub(super) struct WireRequest<'a> {
     pub(super) stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) response_format: Option<ResponseFormat<'a>>,
+}
+
+/// `{"type": "json_schema", "json_schema": {"name": …, "schema": …}}`.
+#[derive(Serialize)]
+pub(super) struct ResponseFormat<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) json_schema: JsonSchema<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct JsonSchema<'a> {
+    pub(super) name: &'a str,
+    pub(super) schema: &'a serde_json::Value,
 }
 
 #[derive(Serialize)]

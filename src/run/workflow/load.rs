@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::{
     MapOver, Workflow, WorkflowError, WorkflowMap, WorkflowMerge, WorkflowProblem, WorkflowStep,
 };
+use crate::agent::structured;
+use crate::provider::OutputSchema;
 use crate::run::request::{parse_duration, Action, Policy};
 use crate::run::template::Template;
 
@@ -40,6 +43,7 @@ struct RawStep {
     retries: u32,
     model: Option<String>,
     map: Option<RawMap>,
+    schema: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +65,20 @@ fn step_lines(text: &str) -> Vec<usize> {
         .enumerate()
         .filter(|(_, l)| l.trim() == "[[steps]]")
         .map(|(n, _)| n + 1)
+        .collect()
+}
+
+/// A step's name as a schema name (the OpenAI `json_schema.name` and the Anthropic
+/// tool name take letters, digits, `_` and `-`).
+fn schema_name(step: &str) -> String {
+    step.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -201,6 +219,23 @@ impl Workflow {
                     })
                 }
             };
+            let schema = match s.schema {
+                None => None,
+                Some(raw) => {
+                    if !matches!(action, Action::Agent(_)) {
+                        return Err(invalid(
+                            "schema",
+                            "only an agent step asks a model for a shaped answer".to_owned(),
+                        ));
+                    }
+                    let schema = toml_to_json(raw);
+                    structured::usable(&schema).map_err(|e| invalid("schema", e))?;
+                    Some(Arc::new(OutputSchema {
+                        name: schema_name(&name),
+                        schema,
+                    }))
+                }
+            };
             let mut after = s.after;
             if let Some(WorkflowMap {
                 over: MapOver::Step(from),
@@ -220,6 +255,7 @@ impl Workflow {
                 retries: s.retries,
                 model: s.model,
                 map,
+                schema,
                 line: line.unwrap_or(0),
             });
         }

@@ -39,11 +39,13 @@ mod load;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::request::{Action, Map, MapSource, Policy, RunRequest, Step};
 use super::synthesis::{MergeStrategy, Scorer};
 use super::template::Template;
+use crate::provider::OutputSchema;
 
 pub use load::load_dir;
 
@@ -98,6 +100,8 @@ pub struct WorkflowStep {
     pub retries: u32,
     /// The model its agent should ask.
     pub model: Option<String>,
+    /// The JSON schema its answer must satisfy, if it sets one.
+    pub schema: Option<Arc<OutputSchema>>,
     /// Its map.
     pub map: Option<WorkflowMap>,
     /// The line of its `[[steps]]` header.
@@ -252,6 +256,7 @@ impl Workflow {
                 retries: step.retries,
                 model: step.model.clone(),
                 map,
+                schema: step.schema.clone(),
             });
         }
         if given.is_some() && !used_items {

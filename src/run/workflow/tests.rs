@@ -85,6 +85,13 @@ fn each_mistake_names_the_file_the_line_and_the_step() {
         (
             "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\ntimeout = \"soon\"\n",
             "flows/w.toml:2: step `a`: field `timeout`",
+        ),        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nschema = { type = \"array\" }\n",
+            "flows/w.toml:2: step `a`: field `schema`: must describe an object",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\ncode = \"concat\"\nschema = { type = \"object\" }\n",
+            "flows/w.toml:2: step `a`: field `schema`: only an agent step",
         ),
     ];
     for (text, want) in table {
@@ -130,4 +137,16 @@ fn maps_over_a_step_or_the_given_items() {
         w.request("t", Some(vec!["x".into()])).is_err(),
         "items nobody maps over"
     );
+}
+
+#[test]
+fn a_schema_is_carried_to_the_step_under_the_step_name() {
+    let w = parse(
+        "name = \"s\"\n[[steps]]\nname = \"legal view\"\nagent = \"legal\"\nschema = { type = \"object\", properties = { risk = { type = \"string\" } }, required = [\"risk\"] }\n",
+    )
+    .unwrap();
+    let request = w.request("t", None).unwrap();
+    let schema = request.steps[0].schema.as_deref().unwrap();
+    assert_eq!(schema.name, "legal_view");
+    assert_eq!(schema.schema["required"], serde_json::json!(["risk"]));
 }
