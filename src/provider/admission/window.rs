@@ -98,7 +98,8 @@ impl Window {
             return self.cap;
         }
         self.phase = Phase::Probing;
-        self.successes = 0;
+        // Progress towards the next step up is kept: resetting it on every 429 let
+        // sparse random 429s (not load) sink the cap to the minimum over time.
         self.ceiling = Some(others + 1);
         self.cap = others.min(self.cap).max(self.min);
         self.cap
@@ -215,6 +216,33 @@ mod tests {
             w.on_success();
         }
         assert_eq!(w.cap(), 64, "never above the maximum");
+    }
+
+    #[test]
+    fn random_429s_hold_the_cap_at_a_level_not_the_minimum() {
+        // Regression: 3% random 429s (not load) at a saturated window sank the cap to
+        // the minimum over a few thousand calls, and a long chaos soak met quorum in
+        // 10% of its runs. (429s per 1,000 calls, lowest cap allowed after warm-up)
+        for (per_mille, floor) in [(10, 30), (30, 8), (50, 3)] {
+            let mut w = window(64, 64);
+            let mut low = usize::MAX;
+            let mut seed: u64 = 7;
+            for call in 1..=50_000 {
+                // A fixed-seed LCG: 429s at random, so they sometimes come in clusters.
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                if (seed >> 33) % 1_000 < per_mille {
+                    w.on_pushback(w.cap() - 1);
+                } else {
+                    w.on_success();
+                }
+                if call > 5_000 {
+                    low = low.min(w.cap());
+                }
+            }
+            assert!(low >= floor, "{per_mille} 429s per 1,000: the cap fell to {low}");
+        }
     }
 
     #[test]
