@@ -6,9 +6,11 @@ use std::path::Path;
 
 use crate::agent::faults;
 use crate::agent::spec::AgentSpec;
+use crate::agent::structured;
 use crate::provider::http::SseParser;
-use crate::provider::{anthropic, http, openai, Completion};
-use crate::run::{parse_duration, Policy};
+use crate::provider::{anthropic, http, openai, Completion, OutputSchema};
+use crate::run::workflow::Workflow;
+use crate::run::{parse_duration, Policy, Template};
 
 /// The SSE reader, fed `data` in chunks whose sizes come from the data itself.
 pub fn sse(data: &[u8]) {
@@ -70,6 +72,29 @@ pub fn headers(data: &[u8]) {
 pub fn spec(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = AgentSpec::parse(Path::new("fuzz.toml"), &text, |_| Ok("p".to_owned()));
+}
+
+/// The workflow loader on `data` as a workflow file; a workflow it accepts is also
+/// compiled into a request (with and without items) and drawn (levels, critical path).
+/// And the structured-answer check on `data` as a model's answer.
+pub fn workflow(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(w) = Workflow::parse(Path::new("fuzz.toml"), &text) {
+        let _ = w.request("t", None);
+        let _ = w.request("t", Some(vec!["a".to_owned(), "b".to_owned()]));
+        let _ = w.levels();
+        let _ = w.critical_path(|_| 1.0);
+    }
+    let _ = Template::parse(&text);
+    let schema = OutputSchema {
+        name: "fuzz".to_owned(),
+        schema: serde_json::json!({
+            "type": "object",
+            "properties": {"risk": {"type": "string", "enum": ["low", "high"]}},
+            "required": ["risk"]
+        }),
+    };
+    let _ = structured::check(&schema, &text);
 }
 
 /// Policy, duration and fault-flag parsing on `data`.

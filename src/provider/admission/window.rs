@@ -241,7 +241,10 @@ mod tests {
                     low = low.min(w.cap());
                 }
             }
-            assert!(low >= floor, "{per_mille} 429s per 1,000: the cap fell to {low}");
+            assert!(
+                low >= floor,
+                "{per_mille} 429s per 1,000: the cap fell to {low}"
+            );
         }
     }
 
