@@ -8,7 +8,8 @@
 //! decides the verdict, and the synthesiser merges ([`MergeStrategy`]).
 //!
 //! # Layout
-//! - `request`: [`RunRequest`], [`Step`], [`Policy`], [`Budget`] and their errors;
+//! - `request`: [`RunRequest`], [`Budget`] and their errors; `step`: [`Step`] and
+//!   maps; `policy`: [`Policy`];
 //! - `outcome`: [`BranchOutcome`] and its reasons, [`RunFailure`], [`RunEvent`];
 //! - `scheduler`: the scheduling decisions, a pure state machine with table-driven
 //!   tests; `budget`: the run's token and cost ledger it consults;
@@ -25,9 +26,11 @@ mod code;
 mod execute;
 mod orchestrator;
 mod outcome;
+mod policy;
 mod record;
 mod request;
 mod scheduler;
+mod step;
 mod synthesis;
 mod template;
 pub mod workflow;
@@ -39,12 +42,13 @@ pub use outcome::{
     BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent, RunFailure,
     Synthesis, SynthesisError, Unavailable,
 };
+pub use policy::{ParsePolicyError, Policy};
 pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;
 pub use request::{
-    parse_duration, Action, Budget, DurationError, Limit, Map, MapSource, ParsePolicyError, Policy,
-    RequestError, RunError, RunRequest, Step, StepProblem,
+    parse_duration, Budget, DurationError, Limit, RequestError, RunError, RunRequest, StepProblem,
 };
+pub use step::{Action, Map, MapSource, Step};
 pub(crate) use synthesis::{Learned, Synthesiser, SynthesiserMsg};
 pub use synthesis::{
     MergeNode, MergeStrategy, MergeTree, Scorer, WindowSource, MERGE_SYSTEM_PROMPT,

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use super::code::CodeRegistry;
 use super::execute::{self, Defer, Schedule};
 use super::outcome::{RunEvent, RunFailure, SynthesisError};
+use super::policy::Policy;
 use super::record::{RunRecord, SynthesisRecord};
-use super::request::{Known, Policy, RunError, RunRequest};
+use super::request::{Known, RunError, RunRequest};
 use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
 use crate::agent::RunId;
 use crate::provider::PriceTable;
@@ -270,6 +271,16 @@ async fn execute_run(
         deadline,
         events,
     };
+    // The merge takes the ends of the graph: the steps no other step waits for (in a
+    // flat fan-out, all of them); a chain's earlier steps reach it through its end.
+    let mut sink = vec![true; request.steps.len()];
+    for step in &request.steps {
+        for &d in &step.depends_on {
+            if let Some(s) = sink.get_mut(d) {
+                *s = false;
+            }
+        }
+    }
     // With a soft deadline the merge may start while stragglers still run.
     let early_merge = async {
         let snapshot = match merge_rx {
@@ -280,7 +291,9 @@ async fn execute_run(
             (Ok(snapshot), Some(strategy)) => {
                 let inputs = snapshot
                     .into_iter()
-                    .map(|(agent, outcome)| MergeBranch::new(agent, outcome.as_ref()))
+                    .zip(&sink)
+                    .filter(|(_, &sink)| sink)
+                    .map(|((agent, outcome), _)| MergeBranch::new(agent, outcome.as_ref()))
                     .collect();
                 Some(merge.synthesise(strategy.clone(), inputs).await)
             }
@@ -293,7 +306,9 @@ async fn execute_run(
         (None, None, Some(strategy)) => {
             let inputs = records
                 .iter()
-                .map(|b| {
+                .zip(&sink)
+                .filter(|(_, &sink)| sink)
+                .map(|(b, _)| {
                     MergeBranch::new(b.step.clone(), Some(&b.outcome))
                         .with_conflicts(b.conflicts.clone())
                 })

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::code::Conflict;
 use super::outcome::{BranchOutcome, RunFailure, Synthesis, SynthesisError};
-use super::request::Policy;
+use super::policy::Policy;
 use crate::agent::RunId;
 
 /// One step of a run, as it ended.

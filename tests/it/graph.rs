@@ -109,3 +109,37 @@ async fn a_step_may_only_depend_on_earlier_steps() {
     assert!(err.contains("step 0 depends on step 1"), "{err}");
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_merge_takes_the_ends_of_the_graph_not_a_chains_earlier_steps() {
+    let scripted = fanfare::provider::Scripted::new();
+    let fanfare = Fanfare::builder(Arc::new(scripted.clone()))
+        .agent(Relay {
+            name: "draft",
+            ms: 10,
+        })
+        .agent(Relay {
+            name: "review",
+            ms: 10,
+        })
+        .agent(Relay {
+            name: "side",
+            ms: 10,
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut request =
+        RunRequest::fan_out("t", Vec::<String>::new()).merge(fanfare::MergeStrategy::llm());
+    request.steps = vec![step("draft", &[]), step("review", &[0]), step("side", &[])];
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success(), "{}", report.render());
+    let prompt = &scripted.requests()[0].messages[0].content;
+    assert!(
+        prompt.contains("## review") && prompt.contains("## side"),
+        "{prompt}"
+    );
+    // The draft reached the merge through the review, not beside it.
+    assert!(!prompt.contains("## draft"), "{prompt}");
+    fanfare.shutdown().await;
+}

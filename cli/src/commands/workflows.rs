@@ -87,9 +87,12 @@ pub fn render(w: &Workflow, specs: &[AgentSpec]) -> String {
         .map(|s| s.name.as_str())
         .collect();
     out.push_str(&match w.merge {
-        WorkflowMerge::Llm => "merge: llm, over every step's output\n".to_owned(),
-        WorkflowMerge::Code => "merge: code, one section per step\n".to_owned(),
-        WorkflowMerge::Best => "merge: best, the output with the most distinct words\n".to_owned(),
+        WorkflowMerge::Llm => format!("merge: llm, over {}\n", ends.join(", ")),
+        WorkflowMerge::Code => format!("merge: code, one section each for {}\n", ends.join(", ")),
+        WorkflowMerge::Best => format!(
+            "merge: best, the one of {} with the most distinct words\n",
+            ends.join(", ")
+        ),
         WorkflowMerge::None => format!("merge: none; the answer is {}\n", ends.join(", ")),
     });
     out

@@ -2,7 +2,7 @@
 //! concurrency), and whether the items have decided the step under its policy.
 
 use crate::agent::UpstreamOutput;
-use crate::run::request::Policy;
+use crate::run::policy::Policy;
 
 /// Where an item stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

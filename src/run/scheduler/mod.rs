@@ -30,8 +30,10 @@ use std::time::Duration;
 
 use super::budget::{BranchKey, Estimate, Ledger};
 use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure};
+use super::policy::Policy;
 use super::record::{BranchRecord, ItemRecord};
-use super::request::{Budget, Policy, Step};
+use super::request::Budget;
+use super::step::Step;
 use crate::agent::{AgentOutput, UpstreamOutput};
 use crate::provider::PriceTable;
 use map::MapRun;

@@ -316,7 +316,7 @@ fn an_empty_run_is_done_at_once_and_unended_steps_are_caller_gone() {
 }
 
 fn mapped(concurrency: usize, policy: Policy) -> Vec<Step> {
-    use crate::run::request::{Map, MapSource};
+    use crate::run::step::{Map, MapSource};
     vec![
         Step::agent("list"),
         Step::agent("each").after([0]).map(Map {

@@ -11,7 +11,9 @@ use super::{
 };
 use crate::agent::structured;
 use crate::provider::OutputSchema;
-use crate::run::request::{parse_duration, Action, Policy};
+use crate::run::policy::Policy;
+use crate::run::request::parse_duration;
+use crate::run::step::Action;
 use crate::run::template::Template;
 
 #[derive(Deserialize)]

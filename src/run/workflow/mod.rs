@@ -42,17 +42,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::request::{Action, Map, MapSource, Policy, RunRequest, Step};
+use super::policy::Policy;
+use super::request::RunRequest;
+use super::step::{Action, Map, MapSource, Step};
 use super::synthesis::{MergeStrategy, Scorer};
 use super::template::Template;
 use crate::provider::OutputSchema;
 
 pub use load::load_dir;
 
-/// How a workflow's branch outputs are merged at the end.
+/// How a workflow's end is merged: the outputs of the steps nothing depends on (in a
+/// flat fan-out, every step).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WorkflowMerge {
-    /// One LLM call over every step's output.
+    /// An LLM merge (made to fit the model's context window).
     #[default]
     Llm,
     /// Deterministic sections, no model call.
