@@ -364,8 +364,15 @@ impl Agent for AgentSpec {
     }
 
     async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
-        let mut request =
-            CompletionRequest::new(self.name.clone(), self.prompt.clone(), task.prompt());
+        let mut request = if task.templated {
+            CompletionRequest::new(self.name.clone(), self.prompt.clone(), task.prompt())
+        } else {
+            // Every branch of a fan-out reads the same task: it leads the prompt (the
+            // shared prefix servers cache), the specialist's instructions follow.
+            let mut r = CompletionRequest::new(self.name.clone(), self.prompt.clone(), FAN_OUT_ASK);
+            r.shared_prefix = Some(format!("Task:\n{}", task.prompt()).into());
+            r
+        };
         request.model = task.model.clone().or_else(|| self.model.clone());
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
@@ -413,6 +420,10 @@ impl Agent for AgentSpec {
         }
     }
 }
+
+/// The user message of a fan-out branch, whose task leads the system prompt.
+pub const FAN_OUT_ASK: &str =
+    "Answer the task above as the instructions after it say, from your perspective.";
 
 /// A completion as an output; an answer with no text is an error.
 fn answered(completion: Completion) -> Result<AgentOutput, AgentError> {

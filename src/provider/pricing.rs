@@ -52,6 +52,15 @@ impl Price {
             + usage.cache_read_input_tokens as f64 * read)
             / 1_000_000.0
     }
+
+    /// What the prompt-cache reads in `usage` saved against paying for them as
+    /// plain input, in US dollars.
+    pub fn cache_savings(&self, usage: &Usage) -> f64 {
+        let read = self
+            .cache_read_per_mtok
+            .unwrap_or(self.input_per_mtok * 0.1);
+        usage.cache_read_input_tokens as f64 * (self.input_per_mtok - read).max(0.0) / 1_000_000.0
+    }
 }
 
 /// Model → price.
@@ -119,6 +128,11 @@ impl PriceTable {
     /// The cost of `usage` on `model`, if its price is known.
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         self.price(model).map(|p| p.cost(usage))
+    }
+
+    /// What the cache reads in `usage` saved on `model`, if its price is known.
+    pub fn cache_savings(&self, model: &str, usage: &Usage) -> Option<f64> {
+        self.price(model).map(|p| p.cache_savings(usage))
     }
 
     /// Adds or replaces the prices in a TOML file of `[models."name"]` tables.

@@ -76,6 +76,13 @@ pub struct CompletionRequest {
     /// is the JSON; the caller still validates it (not every server enforces it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<std::sync::Arc<OutputSchema>>,
+    /// Text every call of a group shares (the task all of a fan-out's specialists
+    /// read), sent *before* the system prompt so that every such prompt starts with
+    /// the same bytes — the prefix servers cache (llama.cpp's prompt cache, OpenAI's
+    /// automatic prefix caching) — and marked for caching on Anthropic
+    /// (`cache_control`). The wires put it first in the system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_prefix: Option<std::sync::Arc<str>>,
 }
 
 /// A JSON schema an answer must satisfy, under a name (the OpenAI `json_schema.name`,
@@ -107,12 +114,27 @@ impl CompletionRequest {
             group: None,
             deadline: None,
             schema: None,
+            shared_prefix: None,
+        }
+    }
+
+    /// The system prompt as a wire without separate cache marks sends it: the shared
+    /// prefix, if any, then the system prompt.
+    pub fn system_with_prefix(&self) -> std::borrow::Cow<'_, str> {
+        match &self.shared_prefix {
+            Some(prefix) if self.system.is_empty() => std::borrow::Cow::Borrowed(prefix),
+            Some(prefix) => std::borrow::Cow::Owned(format!("{prefix}\n\n{}", self.system)),
+            None => std::borrow::Cow::Borrowed(&self.system),
         }
     }
 
     /// Estimated prompt tokens: the system prompt and every message.
     pub fn prompt_tokens(&self) -> u64 {
         let words = self.system.split_whitespace().count()
+            + self
+                .shared_prefix
+                .as_deref()
+                .map_or(0, |p| p.split_whitespace().count())
             + self
                 .messages
                 .iter()

@@ -334,11 +334,15 @@ fn shaped(schema: &serde_json::Value, prose: &str, key: u64) -> serde_json::Valu
 
 /// Builds a deterministic reply from the prompt's salient words and the phrase bank.
 fn compose(request: &CompletionRequest, profile: &SimProfile, key: u64) -> String {
-    let prompt = request
-        .messages
-        .last()
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
+    // A fan-out branch's task is its shared prefix; otherwise the last message.
+    let prompt = match request.shared_prefix.as_deref() {
+        Some(prefix) => prefix,
+        None => request
+            .messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or(""),
+    };
     // A merge prompt lists perspectives under `## name` headings: take the topics
     // from the task part only, and name the perspectives being merged.
     let (task_part, merged): (&str, Vec<&str>) = match prompt.find("\n## ") {

@@ -293,6 +293,11 @@ pub struct Totals {
     pub cost_usd: Option<f64>,
     /// Calls that used tokens on a model with no known price (not in `cost_usd`).
     pub unpriced_calls: usize,
+    /// What prompt-cache reads saved against paying for them as plain input, over
+    /// the branches whose model price is known (`usage.cache_read_input_tokens` says
+    /// how many tokens were read from the cache).
+    #[serde(default)]
+    pub cache_saved_usd: Option<f64>,
 }
 
 /// Everything a run did.
@@ -370,6 +375,14 @@ impl RunReport {
         }
         if let Some(s) = &synthesis {
             totals.usage += s.usage;
+        }
+        for b in &branches {
+            let model = b.outcome.output().and_then(|o| o.model.as_deref());
+            if b.usage.cache_read_input_tokens > 0 {
+                if let Some(saved) = model.and_then(|m| prices.cache_savings(m, &b.usage)) {
+                    *totals.cache_saved_usd.get_or_insert(0.0) += saved;
+                }
+            }
         }
         let costs = branches
             .iter()

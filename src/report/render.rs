@@ -240,6 +240,17 @@ impl RunReport {
             }
             _ => {}
         }
+        if t.usage.cache_read_input_tokens > 0 {
+            let saved = t
+                .cache_saved_usd
+                .map(|s| format!(" (saved ${s:.4})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "prompt cache: {} input tokens read from the cache{saved}",
+                t.usage.cache_read_input_tokens
+            );
+        }
         out.push_str(&self.timeline(40));
         out
     }

@@ -416,3 +416,67 @@ async fn llama_openai_enforces_a_steps_json_schema() {
     );
     assert!(value["reason"].is_string(), "{value}");
 }
+
+/// Four specialists over one ~600-token document, one call at a time: the task leads
+/// every prompt, so the server's prompt cache serves it to every branch after the
+/// first, as its own usage says.
+async fn branches_after_the_first_read_the_document_from_the_cache<P: Provider>(wire: P) {
+    use fanfare::provider::{AdmissionConfig, Stack};
+    let (provider, _) = Stack::new()
+        .admission(AdmissionConfig {
+            max_concurrency: 1,
+            adaptive: false,
+            ..AdmissionConfig::default()
+        })
+        .build(wire);
+    let specs: Vec<AgentSpec> = fanfare_agents::perspectives()
+        .unwrap()
+        .into_iter()
+        .map(|mut s| {
+            s.max_tokens = 8;
+            s.temperature = Some(0.0);
+            s
+        })
+        .collect();
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let fanfare = Fanfare::builder(provider)
+        .agents_from(specs)
+        .start()
+        .await
+        .unwrap();
+    let document = (0..40)
+        .map(|i| format!("We will store user query number {i} in plain text logs for audit."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let request = RunRequest::fan_out(document, names)
+        .deadline(Duration::from_secs(240))
+        .branch_timeout(Duration::from_secs(180));
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    let mut by_start: Vec<_> = report.branches.iter().collect();
+    by_start.sort_by_key(|b| b.start);
+    let cached: Vec<u64> = by_start
+        .iter()
+        .map(|b| b.usage.cache_read_input_tokens)
+        .collect();
+    // The document is ~560 tokens; every branch after the first reads it all from
+    // the cache (its own instructions after it are not shared).
+    assert!(
+        cached[1..].iter().all(|&c| c >= 500),
+        "cached prompt tokens by start order: {cached:?}"
+    );
+    assert!(report.render().contains("prompt cache:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_openai_fan_out_branches_read_the_shared_task_from_the_prompt_cache() {
+    branches_after_the_first_read_the_document_from_the_cache(openai()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_anthropic_fan_out_branches_read_the_shared_task_from_the_prompt_cache() {
+    branches_after_the_first_read_the_document_from_the_cache(anthropic()).await;
+}

@@ -4,6 +4,7 @@
 
 mod admission;
 mod budget;
+mod caching;
 mod common;
 mod concurrency;
 mod deadlines;

@@ -99,7 +99,26 @@ impl AnthropicProvider {
         let body = WireRequest {
             model: self.model(request),
             max_tokens: request.max_tokens,
-            system: &request.system,
+            system: match request.shared_prefix.as_deref() {
+                None => WireSystem::Plain(&request.system),
+                Some(prefix) => WireSystem::Blocks(
+                    [
+                        SystemBlock {
+                            kind: "text",
+                            text: prefix,
+                            cache_control: Some(CacheControl { kind: "ephemeral" }),
+                        },
+                        SystemBlock {
+                            kind: "text",
+                            text: &request.system,
+                            cache_control: None,
+                        },
+                    ]
+                    .into_iter()
+                    .filter(|b| !b.text.is_empty())
+                    .collect(),
+                ),
+            },
             messages: request
                 .messages
                 .iter()
@@ -225,5 +244,53 @@ impl Provider for AnthropicProvider {
                 self.complete_once(request).await
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON body `request` is sent with.
+    fn body(request: &CompletionRequest) -> serde_json::Value {
+        let provider = AnthropicProvider::new(AnthropicConfig::new(ApiKey::new("k"))).unwrap();
+        let built = provider.post(request, false).build().unwrap();
+        serde_json::from_slice(built.body().unwrap().as_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_shared_prefix_leads_the_system_prompt_marked_for_caching() {
+        let mut request = CompletionRequest::new("legal", "You are the legal reviewer.", "Go.");
+        let plain = body(&request);
+        assert_eq!(plain["system"], "You are the legal reviewer.");
+        request.shared_prefix = Some("Task:\nThe document.".into());
+        let cached = body(&request);
+        assert_eq!(
+            cached["system"],
+            serde_json::json!([
+                {"type": "text", "text": "Task:\nThe document.", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "You are the legal reviewer."}
+            ])
+        );
+        assert_eq!(cached["messages"][0]["content"], "Go.");
+    }
+
+    #[test]
+    fn a_schema_is_a_forced_tool() {
+        let mut request = CompletionRequest::new("legal", "s", "u");
+        request.schema = Some(std::sync::Arc::new(crate::provider::OutputSchema {
+            name: "risk".into(),
+            schema: serde_json::json!({"type": "object"}),
+        }));
+        let b = body(&request);
+        assert_eq!(b["tools"][0]["name"], "risk");
+        assert_eq!(
+            b["tools"][0]["input_schema"],
+            serde_json::json!({"type": "object"})
+        );
+        assert_eq!(
+            b["tool_choice"],
+            serde_json::json!({"type": "tool", "name": "risk"})
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::provider::{Completion, ProviderErrorKind, Usage};
 pub(super) struct WireRequest<'a> {
     pub(super) model: &'a str,
     pub(super) max_tokens: u32,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub(super) system: &'a str,
+    #[serde(skip_serializing_if = "WireSystem::is_empty")]
+    pub(super) system: WireSystem<'a>,
     pub(super) messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) temperature: Option<f32>,
@@ -25,6 +25,40 @@ pub(super) struct WireRequest<'a> {
     /// For a structured answer: that tool, forced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) tool_choice: Option<ToolChoice<'a>>,
+}
+
+/// The system prompt: a string, or (with a shared prefix) two blocks, the first
+/// marked for caching.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum WireSystem<'a> {
+    Plain(&'a str),
+    Blocks(Vec<SystemBlock<'a>>),
+}
+
+impl WireSystem<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            WireSystem::Plain(s) => s.is_empty(),
+            WireSystem::Blocks(b) => b.is_empty(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct SystemBlock<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cache_control: Option<CacheControl>,
+}
+
+/// `{"type": "ephemeral"}`: cache the prompt up to and including this block.
+#[derive(Serialize)]
+pub(super) struct CacheControl {
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
 }
 
 #[derive(Serialize)]

@@ -100,10 +100,13 @@ impl OpenAiProvider {
 
     fn post(&self, request: &CompletionRequest, stream: bool) -> reqwest::RequestBuilder {
         let mut messages = Vec::with_capacity(request.messages.len() + 1);
-        if !request.system.is_empty() {
+        // The shared prefix leads the system message: the same bytes first in every
+        // branch's prompt, which OpenAI and llama.cpp cache.
+        let system = request.system_with_prefix();
+        if !system.is_empty() {
             messages.push(WireMessage {
                 role: "system",
-                content: &request.system,
+                content: &system,
             });
         }
         messages.extend(request.messages.iter().map(|m| WireMessage {
@@ -236,5 +239,61 @@ impl Provider for OpenAiProvider {
                 self.complete_once(request).await
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON body `request` is sent with.
+    fn body(request: &CompletionRequest) -> serde_json::Value {
+        let provider = OpenAiProvider::new(OpenAiConfig::new(None)).unwrap();
+        let built = provider.post(request, false).build().unwrap();
+        serde_json::from_slice(built.body().unwrap().as_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_shared_prefix_starts_the_system_message_byte_for_byte() {
+        let mut request = CompletionRequest::new("legal", "You are the legal reviewer.", "Go.");
+        request.shared_prefix = Some("Task:\nThe document.".into());
+        let b = body(&request);
+        assert_eq!(b["messages"][0]["role"], "system");
+        assert_eq!(
+            b["messages"][0]["content"],
+            "Task:\nThe document.\n\nYou are the legal reviewer."
+        );
+        assert_eq!(b["messages"][1]["content"], "Go.");
+    }
+
+    #[test]
+    fn a_schema_is_a_json_schema_response_format() {
+        let mut request = CompletionRequest::new("legal", "s", "u");
+        request.schema = Some(std::sync::Arc::new(crate::provider::OutputSchema {
+            name: "risk".into(),
+            schema: serde_json::json!({"type": "object"}),
+        }));
+        let b = body(&request);
+        assert_eq!(
+            b["response_format"],
+            serde_json::json!({"type": "json_schema", "json_schema": {"name": "risk", "schema": {"type": "object"}}})
+        );
+    }
+
+    #[test]
+    fn cached_prompt_tokens_are_counted_apart() {
+        let answer = r#"{"model": "m", "choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 673, "completion_tokens": 8, "prompt_tokens_details": {"cached_tokens": 644}}}"#;
+        let c = decode_answer(answer, "m").unwrap();
+        assert_eq!(c.usage.input_tokens, 29);
+        assert_eq!(c.usage.cache_read_input_tokens, 644);
+        assert_eq!(c.usage.output_tokens, 8);
+        // A server counting more cached tokens than prompt tokens is not believed.
+        let odd = answer.replace("644", "9999");
+        let c = decode_answer(&odd, "m").unwrap();
+        assert_eq!(
+            (c.usage.input_tokens, c.usage.cache_read_input_tokens),
+            (0, 673)
+        );
     }
 }

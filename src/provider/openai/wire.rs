@@ -79,13 +79,29 @@ pub(super) struct WireUsage {
     pub(super) prompt_tokens: u64,
     #[serde(default)]
     pub(super) completion_tokens: u64,
+    #[serde(default)]
+    pub(super) prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+pub(super) struct WirePromptDetails {
+    #[serde(default)]
+    pub(super) cached_tokens: u64,
 }
 
 impl From<WireUsage> for Usage {
+    /// OpenAI counts cached prompt tokens inside `prompt_tokens`; here, as Anthropic
+    /// reports them, they are apart (`cache_read_input_tokens`), so that each is
+    /// priced at its rate.
     fn from(u: WireUsage) -> Self {
+        let cached = u
+            .prompt_tokens_details
+            .map_or(0, |d| d.cached_tokens)
+            .min(u.prompt_tokens);
         Usage {
-            input_tokens: u.prompt_tokens,
+            input_tokens: u.prompt_tokens - cached,
             output_tokens: u.completion_tokens,
+            cache_read_input_tokens: cached,
             ..Usage::default()
         }
     }
