@@ -100,9 +100,13 @@ fn number_after(text: &str, marker: &str) -> Option<u32> {
 fn number_before(text: &str, marker: &str, nth: usize) -> Option<u32> {
     let at = text.match_indices(marker).nth(nth)?.0;
     let before = text[..at].trim_end();
+    // Where the digits start: after the last character that is not one (which may
+    // be several bytes long).
     let start = before
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map_or(0, |(i, c)| i + c.len_utf8());
     before[start..].parse().ok()
 }
 
@@ -142,6 +146,16 @@ mod tests {
                 // Overflow named without numbers
                 r#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#,
                 Some(Overflow { window: None, prompt_tokens: None }),
+            ),
+            (
+                // Regression (found by fuzzing): a multi-byte character just before
+                // the number once split a character and panicked.
+                "prompt is too long: \u{FFFD}maximum",
+                Some(Overflow { window: None, prompt_tokens: None }),
+            ),
+            (
+                "prompt is too long: 12 tokens > \u{e9}300 maximum",
+                Some(Overflow { window: Some(300), prompt_tokens: Some(12) }),
             ),
             // Other client errors are not overflows.
             (r#"{"error":{"message":"model not found"}}"#, None),
