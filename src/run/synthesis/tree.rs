@@ -142,8 +142,11 @@ impl LlmMerge {
             }
             let mut notes_text = String::new();
             notes.write_to(&mut notes_text);
-            let overhead =
-                est.tokens(MERGE_SYSTEM_PROMPT) + est.tokens(&task) + est.tokens(&notes_text) + 16;
+            let overhead = est
+                .tokens(MERGE_SYSTEM_PROMPT)
+                .saturating_add(est.tokens(&task))
+                .saturating_add(est.tokens(&notes_text))
+                .saturating_add(16);
             let fit = match Fit::new(window, self.max_tokens, overhead) {
                 Ok(f) => f,
                 Err(needed) => return Err(SynthesisError::WindowTooSmall { window, needed }),
@@ -190,7 +193,9 @@ impl LlmMerge {
                 let half = fit.part_in / 2;
                 for (section, size) in sections.iter_mut().zip(sizes.iter_mut()) {
                     if *size > half {
-                        let room = est.bytes(half.saturating_sub(est.tokens(&section.label) + 8));
+                        let room = est.bytes(
+                            half.saturating_sub(est.tokens(&section.label).saturating_add(8)),
+                        );
                         section.text = cut(&section.text, room).0;
                         tree.cut.push(section.label.clone());
                         *size = size_of(&est, section);
@@ -203,8 +208,10 @@ impl LlmMerge {
             for (n, range) in packed.into_iter().enumerate() {
                 let mut group: Vec<Section> = sections[range.clone()].to_vec();
                 if group.len() == 1 && sizes[range.start] > fit.part_in {
-                    let room =
-                        est.bytes(fit.part_in.saturating_sub(est.tokens(&group[0].label) + 8));
+                    let room = est.bytes(
+                        fit.part_in
+                            .saturating_sub(est.tokens(&group[0].label).saturating_add(8)),
+                    );
                     let (text, _) = cut(&group[0].text, room);
                     tree.cut.push(group[0].label.clone());
                     group[0].text = text;
@@ -213,7 +220,7 @@ impl LlmMerge {
                 nodes.push(MergeNode {
                     label,
                     inputs: group.iter().map(|s| s.label.clone()).collect(),
-                    tokens_in: sizes[range].iter().sum(),
+                    tokens_in: sizes[range].iter().fold(0u32, |a, &b| a.saturating_add(b)),
                 });
                 let prompt = part_prompt(&task, &group);
                 calls.push(self.call(&key, PART_SYSTEM_PROMPT, prompt, fit.part_out, Some(window)));
