@@ -23,11 +23,13 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run one task through every agent, then merge the answers.
+    /// Run a task through a workflow (default: the four perspectives), then merge.
     #[command(
         after_help = "Examples:\n  fanfare run \"Our new API stores user queries in plain text logs.\"\n  \
 fanfare run --file proposal.md --policy partial:3 --merge code --json\n  \
-echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s"
+echo \"…\" | fanfare run - --deadline 30s --branch-timeout 10s\n  \
+fanfare run --workflow summarise --each 'docs/*.md' \"A digest for the board\"\n  \
+fanfare run --workflow research --dry-run \"Why do small teams adopt four-day weeks?\""
     )]
     Run(Box<RunArgs>),
     /// Run many documents, each a fan-out, at most N at once; resumable.
@@ -206,9 +208,9 @@ pub enum ProviderKind {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Merge {
-    /// One LLM call over all successful answers.
+    /// An LLM merge of the ends of the graph, in levels when they do not fit the model.
     Llm,
-    /// Deterministic merge, one section per agent, no model call.
+    /// Deterministic merge, one section per step, no model call.
     Code,
     /// The single answer with the most distinct words.
     Best,
