@@ -419,7 +419,8 @@ async fn llama_openai_enforces_a_steps_json_schema() {
 
 /// Four specialists over one ~600-token document, one call at a time: the task leads
 /// every prompt, so the server's prompt cache serves it to every branch after the
-/// first, as its own usage says.
+/// first, as its own usage says. The cache is per slot: run these alone
+/// (`--test-threads=1`, as CI does), or another test's request may take the warm slot.
 async fn branches_after_the_first_read_the_document_from_the_cache<P: Provider>(wire: P) {
     use fanfare::provider::{AdmissionConfig, Stack};
     let (provider, _) = Stack::new()
