@@ -42,6 +42,21 @@ fanfare run --workflow research --dry-run \"Why do small teams adopt four-day we
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Run a long-lived orchestrator: a runs API over HTTP with live event streams and a
+    /// durable journal; unfinished runs resume at the next start.
+    #[command(after_help = "API (JSON):\n  \
+POST   /v1/runs               submit {\"input\": \"…\", \"workflow\": \"perspectives\"} or {\"input\": \"…\", \"agents\": [\"…\"]};\n                         \
+optional: policy, deadline, branch_timeout, budget {tokens, usd}, merge, items;\n                         \
+header Idempotency-Key returns the same run on a retry\n  \
+GET    /v1/runs[?status=&limit=&before=]   recent runs, newest first\n  \
+GET    /v1/runs/{id}          status, and the report once it ended\n  \
+DELETE /v1/runs/{id}          cancel (the in-flight model calls are aborted)\n  \
+GET    /v1/runs/{id}/events   Server-Sent Events; reconnect with Last-Event-ID\n  \
+GET    /healthz, /readyz\n\n\
+Example:\n  fanfare serve --db runs.db &\n  \
+curl -s localhost:7878/v1/runs -d '{\"input\": \"Should we adopt a four-day week?\"}'\n  \
+curl -N localhost:7878/v1/runs/run-1/events")]
+    Serve(Box<ServeArgs>),
     /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
     #[command(
         name = "mock-llm",
@@ -261,7 +276,48 @@ pub struct BatchArgs {
     pub common: CommonArgs,
 }
 
-/// What `run` and `batch` share: agents, policy, deadlines, merge, provider.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs --token-file.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The journal (SQLite), created if missing.
+    #[arg(long, default_value = "fanfare.db", value_name = "F")]
+    pub db: PathBuf,
+    /// File holding the bearer token clients must send (Authorization: Bearer …).
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// Most runs in progress at once.
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    pub max_runs: usize,
+    /// Most runs waiting for a slot; beyond it submissions get 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queued: usize,
+    /// On SIGTERM or Ctrl-C, how long runs in progress may take to end before they
+    /// are interrupted (and resumed at the next start).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Largest request body, KiB.
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    pub max_body_kib: usize,
+    /// The workflow of a run that names neither a workflow nor agents.
+    #[arg(long, default_value = "perspectives", value_name = "NAME")]
+    pub workflow: String,
+    /// A run's deadline when it gives none.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Each branch's deadline when the run gives none.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub branch_timeout: Duration,
+    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
+    #[arg(long, default_value_t = 0)]
+    pub crash_retries: u32,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// What `run` and `batch` share: the workflow or agents, policy, deadlines, merge,
+/// and the runtime.
 #[derive(clap::Args)]
 pub struct CommonArgs {
     /// Run this workflow: a name (./agents/workflows/NAME.toml, else a built-in one:
@@ -269,12 +325,6 @@ pub struct CommonArgs {
     /// unless --agents or --only choose the agents of a plain fan-out].
     #[arg(long, value_name = "NAME|FILE")]
     pub workflow: Option<String>,
-    /// Directory of agent specs [default: ./agents/specs if present, else the built-in ones].
-    #[arg(long, value_name = "DIR")]
-    pub agents: Option<PathBuf>,
-    /// Let agent specs send prompt files from outside their directory to the model.
-    #[arg(long)]
-    pub allow_prompts_outside: bool,
     /// Run only these agents (comma-separated names).
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -297,6 +347,33 @@ pub struct CommonArgs {
     /// small is learned from the server's error and the merge planned again.
     #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..))]
     pub context_window: Option<u32>,
+    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
+    #[arg(long, default_value_t = 0)]
+    pub crash_retries: u32,
+    /// Merge without stragglers after this long if the quorum is met (partial
+    /// policies); their late answers still appear in the report, marked late.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub soft_deadline: Option<Duration>,
+    /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
+    /// Cap on the run's cost in USD (priced with the price table).
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub budget_usd: Option<f64>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// What every command that starts the runtime shares: where the agents come from,
+/// the provider and its limits, supervision, fault injection.
+#[derive(clap::Args)]
+pub struct RuntimeArgs {
+    /// Directory of agent specs [default: ./agents/specs if present, else the built-in ones].
+    #[arg(long, value_name = "DIR")]
+    pub agents: Option<PathBuf>,
+    /// Let agent specs send prompt files from outside their directory to the model.
+    #[arg(long)]
+    pub allow_prompts_outside: bool,
     /// Seed of the simulated provider (its latencies and wording).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -330,9 +407,6 @@ pub struct CommonArgs {
     /// Which specialists restart when one crashes.
     #[arg(long, default_value = "one-for-one", value_parser = parse_strategy)]
     pub strategy: Strategy,
-    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
-    #[arg(long, default_value_t = 0)]
-    pub crash_retries: u32,
     /// Most model calls in flight at once (real providers; the cap adapts to 429s below it).
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub max_concurrency: usize,
@@ -346,16 +420,6 @@ pub struct CommonArgs {
     /// send one duplicate and keep the first answer; at most 2 hedges per run.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub hedge_after: Option<Duration>,
-    /// Merge without stragglers after this long if the quorum is met (partial
-    /// policies); their late answers still appear in the report, marked late.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
-    pub soft_deadline: Option<Duration>,
-    /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
-    #[arg(long, value_name = "N")]
-    pub budget_tokens: Option<u64>,
-    /// Cap on the run's cost in USD (priced with the price table).
-    #[arg(long, value_name = "USD", value_parser = parse_usd)]
-    pub budget_usd: Option<f64>,
     /// Limit on one HTTP call.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub call_timeout: Duration,

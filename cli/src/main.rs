@@ -1,4 +1,5 @@
-//! The `fanfare` command line: `run`, `batch`, `mock-llm`, `bench`, `agents list`.
+//! The `fanfare` command line: `run`, `batch`, `serve`, `mock-llm`, `bench`, `agents list`,
+//! `workflows list|show`.
 //!
 //! # Layout
 //! - `args`: the grammar (clap), help text and value parsers;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
+            Command::Serve(args) => commands::serve::serve(*args).await,
             Command::MockLlm(args) => commands::mock_llm::mock_llm(args).await,
             Command::Batch(args) => commands::batch::batch(*args).await,
             Command::Bench { command } => commands::bench::bench(command).await.map(|()| true),

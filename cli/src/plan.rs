@@ -123,7 +123,7 @@ pub fn plan(args: &CommonArgs, specs: &[AgentSpec], source: &str) -> anyhow::Res
             .collect();
         return Ok(Plan::FanOut(chosen));
     }
-    if args.agents.is_some() {
+    if args.runtime.agents.is_some() {
         return Ok(Plan::FanOut(
             known.iter().map(|n| (*n).to_owned()).collect(),
         ));

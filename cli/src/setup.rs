@@ -15,7 +15,7 @@ use fanfare::provider::{
 use fanfare::supervision::SupervisionConfig;
 use fanfare::Fanfare;
 
-use crate::args::{CommonArgs, ProviderKind, RunArgs};
+use crate::args::{CommonArgs, ProviderKind, RunArgs, RuntimeArgs};
 use crate::plan::{load_specs, plan, Plan};
 
 pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
@@ -50,13 +50,41 @@ pub struct Prepared {
 
 pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     let options = spec::LoadOptions {
-        allow_prompts_outside: args.allow_prompts_outside,
+        allow_prompts_outside: args.runtime.allow_prompts_outside,
     };
-    let (mut specs, source) = load_specs(args.agents.as_deref(), options)?;
+    let (mut specs, source) = load_specs(args.runtime.agents.as_deref(), options)?;
     let plan = plan(args, &specs, &source)?;
     // Start only the agents the plan asks.
     let needed = plan.agents();
     specs.retain(|s| needed.contains(&s.name));
+    let (fanfare, gate) = start_runtime(
+        &args.runtime,
+        specs,
+        args.budget_usd.is_some(),
+        |described| {
+            eprintln!(
+                "fanfare: {described}. {}; agents from {source}",
+                plan.describe()
+            );
+        },
+    )
+    .await?;
+    Ok(Prepared {
+        fanfare,
+        plan,
+        gate,
+    })
+}
+
+/// Starts the runtime with `specs` (faults from the flags applied) on the provider
+/// the flags choose; `described` gets one line on that provider. With `cost_cap`,
+/// every model the agents will use must have a price.
+pub async fn start_runtime(
+    args: &RuntimeArgs,
+    mut specs: Vec<AgentSpec>,
+    cost_cap: bool,
+    described: impl FnOnce(&str),
+) -> anyhow::Result<(Fanfare, Option<Gate>)> {
     for flag in &args.faults {
         let fault = faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
         let Some(spec) = specs.iter_mut().find(|s| s.name == fault.agent) else {
@@ -66,16 +94,13 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
             .set(fault.kind, fault.trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
-    let (provider, gate, described) = build_provider(args, &specs)?;
-    eprintln!(
-        "fanfare: {described}. {}; agents from {source}",
-        plan.describe()
-    );
+    let (provider, gate, line) = build_provider(args, &specs)?;
+    described(&line);
     let mut prices = PriceTable::default();
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
     }
-    if args.budget_usd.is_some() {
+    if cost_cap {
         // A cost cap needs a price for every model it will pay for; find out now.
         for s in &specs {
             let model = s.model.as_deref().or(provider.default_model());
@@ -103,11 +128,7 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         .prices(prices)
         .start()
         .await?;
-    Ok(Prepared {
-        fanfare,
-        plan,
-        gate,
-    })
+    Ok((fanfare, gate))
 }
 
 pub fn print_admission(gate: Option<&Gate>) {
@@ -126,7 +147,7 @@ pub type Built = (Arc<dyn Provider>, Option<Gate>, String);
 /// The admission gate in front of a real provider (for its metrics).
 pub type Gate = Arc<fanfare::provider::Gate>;
 
-pub fn build_provider(args: &CommonArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
+pub fn build_provider(args: &RuntimeArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
     let file_key = match &args.api_key_file {
         Some(path) => Some(
             ApiKey::from_file(path)

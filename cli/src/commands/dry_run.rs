@@ -12,12 +12,12 @@ use crate::plan::{load_specs, plan, Plan};
 
 /// The model a request naming none would go to, by the provider the flags choose.
 fn default_model(args: &RunArgs) -> String {
-    if let Some(m) = &args.common.model {
+    if let Some(m) = &args.common.runtime.model {
         return m.clone();
     }
     let anthropic = std::env::var("ANTHROPIC_API_KEY").is_ok_and(|k| !k.trim().is_empty());
     let openai = std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.trim().is_empty());
-    match args.common.provider {
+    match args.common.runtime.provider {
         Some(ProviderKind::Anthropic) => AnthropicConfig::DEFAULT_MODEL.to_owned(),
         Some(ProviderKind::Openai) => OpenAiConfig::DEFAULT_MODEL.to_owned(),
         Some(ProviderKind::Sim) => "sim-1".to_owned(),
@@ -39,12 +39,12 @@ struct Line {
 pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyhow::Result<()> {
     let common = &args.common;
     let options = LoadOptions {
-        allow_prompts_outside: common.allow_prompts_outside,
+        allow_prompts_outside: common.runtime.allow_prompts_outside,
     };
-    let (specs, source) = load_specs(common.agents.as_deref(), options)?;
+    let (specs, source) = load_specs(common.runtime.agents.as_deref(), options)?;
     let plan = plan(common, &specs, &source)?;
     let mut prices = PriceTable::default();
-    if let Some(path) = &common.prices {
+    if let Some(path) = &common.runtime.prices {
         prices.merge_file(path)?;
     }
     let default = default_model(args);

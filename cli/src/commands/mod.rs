@@ -6,4 +6,5 @@ pub mod bench;
 pub mod dry_run;
 pub mod mock_llm;
 pub mod run;
+pub mod serve;
 pub mod workflows;

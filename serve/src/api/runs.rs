@@ -1,0 +1,179 @@
+//! `POST /v1/runs`, `GET /v1/runs`, `GET /v1/runs/{id}`, `DELETE /v1/runs/{id}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, App};
+use crate::journal::{RunRow, Status};
+use crate::runs::{CancelError, SubmitError};
+
+/// The longest idempotency key accepted.
+const MAX_KEY: usize = 255;
+
+/// `run-N` → N.
+pub(super) fn run_id(text: &str) -> Result<i64, ApiError> {
+    text.strip_prefix("run-")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no run `{text}` (run ids look like run-42)"),
+            )
+        })
+}
+
+/// A run as the API shows it.
+fn view(row: &RunRow, full: bool) -> Value {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    let mut v = json!({
+        "id": format!("run-{}", row.id),
+        "status": row.status,
+        "created_at_ms": row.created_ms,
+        "updated_at_ms": row.updated_ms,
+        "error": row.error,
+    });
+    if full {
+        v["request"] = serde_json::from_str(&row.spec).unwrap_or(Value::Null);
+        v["report"] = parse(&row.report).unwrap_or(Value::Null);
+    }
+    v
+}
+
+pub(super) async fn submit(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Some(k.to_owned()),
+            _ => return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the Idempotency-Key header must be 1 to {MAX_KEY} visible ASCII characters"
+                ),
+            )),
+        },
+    };
+    let spec = crate::spec::parse(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.message).field(e.field))?;
+    match app.runs.submit(spec, key).await {
+        Ok(s) => {
+            let code = if s.created {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            let body = json!({ "id": format!("run-{}", s.id), "status": s.status });
+            Ok((code, Json(body)).into_response())
+        }
+        Err(SubmitError::Invalid(e)) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.message).field(e.field))
+        }
+        Err(e @ SubmitError::Full { .. }) => {
+            Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(5))
+        }
+        Err(e @ SubmitError::Closing) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5))
+        }
+        Err(e @ SubmitError::KeyReused { .. }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )),
+        Err(SubmitError::Journal(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+pub(super) async fn get(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n = run_id(&id)?;
+    match app.runs.journal().get(n).await {
+        Ok(Some(row)) => Ok(Json(view(&row, true))),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run `{id}`"),
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+pub(super) async fn list(
+    State(app): State<App>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{s}` is not a status ({})", known.join(", ")),
+            )
+            .field("status")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "limit must be 1 to 500").field("limit"),
+        );
+    }
+    let before = match &q.before {
+        None => None,
+        Some(b) => Some(run_id(b).map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("`{b}` is not a run id")).field("before")
+        })?),
+    };
+    let rows = app
+        .runs
+        .journal()
+        .list(status, before, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| format!("run-{}", r.id)))
+        .flatten();
+    let runs: Vec<Value> = rows.iter().map(|r| view(r, false)).collect();
+    Ok(Json(json!({ "runs": runs, "next": next })))
+}
+
+pub(super) async fn cancel(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n = run_id(&id)?;
+    match app.runs.cancel(n).await {
+        Ok(status) => Ok(Json(json!({ "id": id, "status": status }))),
+        Err(CancelError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run `{id}`"),
+        )),
+        Err(e @ CancelError::Ended { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(CancelError::Journal(e)) => Err(ApiError::internal(e)),
+    }
+}

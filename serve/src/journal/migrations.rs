@@ -1,0 +1,100 @@
+//! The journal's schema, as numbered migrations. The database's `user_version` is
+//! the number of migrations applied; opening a journal applies the rest in one
+//! transaction each. A journal written by a newer fanfare (a higher version than
+//! this build knows) is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+/// Each migration, in order; never edit one that has shipped, add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs and their events.
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        status TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        report TEXT,
+        error TEXT
+    );
+    CREATE INDEX runs_by_status ON runs (status, id);
+    CREATE TABLE events (
+        run INTEGER NOT NULL REFERENCES runs (id),
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (run, seq)
+    ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub const CURRENT: u32 = MIGRATIONS.len() as u32;
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// The file was written by a newer fanfare.
+    #[error("the journal's schema is version {found}, newer than this fanfare knows ({CURRENT}); use a newer fanfare or another --db")]
+    Newer {
+        /// The file's version.
+        found: u32,
+    },
+    /// SQLite refused a statement.
+    #[error("migrating the journal to version {version}")]
+    Sql {
+        /// The migration that failed.
+        version: u32,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+/// Applies the migrations `conn` has not had yet.
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
+    let sql = |version, source| MigrationError::Sql { version, source };
+    let found: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql(0, e))?;
+    if found > CURRENT {
+        return Err(MigrationError::Newer { found });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as u32 + 1;
+        let tx = conn.transaction().map_err(|e| sql(version, e))?;
+        tx.execute_batch(migration).map_err(|e| sql(version, e))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(|e| sql(version, e))?;
+        tx.commit().map_err(|e| sql(version, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, CURRENT);
+    }
+
+    #[test]
+    fn a_journal_from_a_newer_fanfare_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", CURRENT + 1)
+            .unwrap();
+        let e = migrate(&mut conn).unwrap_err();
+        assert!(
+            e.to_string().contains("newer than this fanfare knows"),
+            "{e}"
+        );
+    }
+}

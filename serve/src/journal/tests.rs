@@ -1,0 +1,127 @@
+use super::*;
+
+fn open() -> (tempfile::TempDir, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    (dir, j)
+}
+
+#[tokio::test]
+async fn a_run_and_its_events_survive_reopening_the_file() {
+    let (dir, j) = open();
+    let Inserted::New(id) = j.insert_run("{}".into(), None).await.unwrap() else {
+        panic!("not new")
+    };
+    j.set_status(id, Status::Running, None).await.unwrap();
+    j.append_events(id, vec![("branch_finished".into(), "{\"a\":1}".into())])
+        .await
+        .unwrap();
+    j.finish(id, Status::Succeeded, Some("{\"r\":1}".into()), None)
+        .await
+        .unwrap();
+    drop(j);
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let row = j.get(id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Succeeded);
+    assert_eq!(row.report.as_deref(), Some("{\"r\":1}"));
+    let events = j.events_after(id, 0, 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["status", "status", "branch_finished", "done"]);
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(j.events_after(id, 2, 100).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_run_it_first_made() {
+    let (_dir, j) = open();
+    let first = j
+        .insert_run("{\"a\":1}".into(), Some("k1".into()))
+        .await
+        .unwrap();
+    let Inserted::New(id) = first else {
+        panic!("not new")
+    };
+    match j
+        .insert_run("{\"a\":1}".into(), Some("k1".into()))
+        .await
+        .unwrap()
+    {
+        Inserted::Existing(row) => assert_eq!(row.id, id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        j.insert_run("{\"a\":1}".into(), Some("k2".into()))
+            .await
+            .unwrap(),
+        Inserted::New(_)
+    ));
+}
+
+#[tokio::test]
+async fn unfinished_runs_are_the_queued_running_and_interrupted_ones() {
+    let (_dir, j) = open();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let Inserted::New(id) = j.insert_run("{}".into(), None).await.unwrap() else {
+            panic!()
+        };
+        ids.push(id);
+    }
+    j.set_status(ids[1], Status::Running, None).await.unwrap();
+    j.set_status(ids[2], Status::Interrupted, None)
+        .await
+        .unwrap();
+    j.finish(ids[3], Status::Cancelled, None, Some("by a client".into()))
+        .await
+        .unwrap();
+    let left: Vec<i64> = j.unfinished().await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(left, ids[..3]);
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_and_filters_by_status() {
+    let (_dir, j) = open();
+    for _ in 0..5 {
+        j.insert_run("{}".into(), None).await.unwrap();
+    }
+    j.set_status(2, Status::Running, None).await.unwrap();
+    let page: Vec<i64> = j
+        .list(None, None, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(page, [5, 4]);
+    let next: Vec<i64> = j
+        .list(None, Some(4), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(next, [3, 2]);
+    let running: Vec<i64> = j
+        .list(Some(Status::Running), None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(running, [2]);
+}
+
+#[tokio::test]
+async fn a_status_this_build_does_not_know_is_an_error_naming_the_run() {
+    let (_dir, j) = open();
+    j.insert_run("{}".into(), None).await.unwrap();
+    j.call(|c| Ok(c.execute("UPDATE runs SET status = 'paused'", [])?))
+        .await
+        .unwrap();
+    let e = j.get(1).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "journal: run 1 has an unknown status `paused`"
+    );
+}

@@ -1,0 +1,248 @@
+//! `fanfare serve`: a long-lived orchestrator process. Clients submit runs over HTTP,
+//! follow them as Server-Sent Events, fetch their reports and cancel them; every
+//! accepted run and every event is in a SQLite journal first, so a crash or a
+//! restart loses nothing: unfinished runs resume at the next start.
+//!
+//! ```no_run
+//! # async fn demo(fanfare: fanfare::Fanfare) -> Result<(), fanfare_serve::ServeError> {
+//! use fanfare_serve::{Catalog, ServeConfig, Server};
+//! let config = ServeConfig::new("fanfare.db");
+//! let server = Server::start(fanfare, Catalog::default(), config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - `spec`: what a client submits ([`RunSpec`]) and the runtime request it becomes;
+//! - `queue`: runs in progress and waiting, a pure state machine;
+//! - `journal/`: the SQLite journal and its migrations;
+//! - `runs`: the run manager (submit, drive, cancel, drain, resume);
+//! - `api/`: the routes, the token check, the event streams.
+//!
+//! The runtime ([`fanfare::Fanfare`]) is started by the caller with its agents and
+//! provider and handed in; the server shuts it down last.
+
+mod api;
+pub mod journal;
+mod queue;
+mod runs;
+pub mod spec;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare::Fanfare;
+
+pub use journal::{Journal, JournalError, Status};
+pub use spec::{Catalog, Defaults, FieldError, RunSpec};
+
+/// A bearer token clients must present. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A token; surrounding whitespace is dropped. `None` when empty.
+    pub fn new(text: &str) -> Option<Token> {
+        let t = text.trim();
+        (!t.is_empty()).then(|| Token(t.to_owned()))
+    }
+
+    /// Reads a token from a file (its first line).
+    pub fn from_file(path: &Path) -> Result<Token, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServeError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Token::new(text.lines().next().unwrap_or("")).ok_or_else(|| ServeError::EmptyToken {
+            path: path.to_owned(),
+        })
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Where to listen (default 127.0.0.1:7878; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The journal file.
+    pub db: PathBuf,
+    /// The bearer token; required to listen on anything but loopback.
+    pub token: Option<Token>,
+    /// Most runs in progress at once.
+    pub max_running: usize,
+    /// Most runs waiting for a slot; more are refused with 429.
+    pub max_queued: usize,
+    /// How long a shutdown waits for runs in progress before interrupting them.
+    pub drain: Duration,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// What a submitted run gets for what it leaves out.
+    pub defaults: Defaults,
+}
+
+impl ServeConfig {
+    /// The defaults, with the journal at `db`.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            db: db.into(),
+            token: None,
+            max_running: 16,
+            max_queued: 256,
+            drain: Duration::from_secs(30),
+            body_limit: 1 << 20,
+            defaults: Defaults::default(),
+        }
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A non-loopback address without a token.
+    #[error("refusing to listen on {0} without a bearer token: anyone who can reach it could spend your API budget; give --token-file, or listen on 127.0.0.1")]
+    Unprotected(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The token file could not be read.
+    #[error("cannot read the token file {path}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The token file is empty.
+    #[error("the token file {path} is empty")]
+    EmptyToken {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Serving HTTP failed.
+    #[error("serving HTTP")]
+    Http(#[source] std::io::Error),
+}
+
+/// What a finished [`Server::run`] did at shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Runs still in progress at the drain deadline, journaled `interrupted`.
+    pub interrupted: usize,
+}
+
+/// A bound server with its journal open and its unfinished runs resumed.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    runs: Arc<runs::Runs>,
+    fanfare: Fanfare,
+    config: ServeConfig,
+    resumed: usize,
+}
+
+impl Server {
+    /// Opens the journal, binds, and resumes the runs an earlier process left
+    /// unfinished.
+    pub async fn start(
+        fanfare: Fanfare,
+        catalog: Catalog,
+        config: ServeConfig,
+    ) -> Result<Server, ServeError> {
+        if !config.listen.ip().is_loopback() && config.token.is_none() {
+            return Err(ServeError::Unprotected(config.listen));
+        }
+        let db = config.db.clone();
+        let journal = tokio::task::spawn_blocking(move || Journal::open(&db))
+            .await
+            .map_err(|_| JournalError::Task)??;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let runs = runs::Runs::new(
+            fanfare.clone(),
+            journal,
+            catalog,
+            config.defaults.clone(),
+            config.max_running,
+            config.max_queued,
+        );
+        let resumed = runs.resume().await?;
+        Ok(Server {
+            listener,
+            runs,
+            fanfare,
+            config,
+            resumed,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// How many unfinished runs it took back from the journal at start.
+    pub fn resumed(&self) -> usize {
+        self.resumed
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, ends the event
+    /// streams, gives runs in progress up to the drain time, journals the rest as
+    /// interrupted, and shuts the runtime down.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Stopped, ServeError> {
+        let Server {
+            listener,
+            runs,
+            fanfare,
+            config,
+            ..
+        } = self;
+        let app = api::App {
+            runs: runs.clone(),
+            token: config.token.map(Arc::new),
+        };
+        let router = api::router(app, config.body_limit);
+        let closing = runs.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Event streams watch this and end, so the graceful shutdown does
+                // not wait on them.
+                closing.begin_closing();
+            })
+            .await;
+        let interrupted = runs.shut_down(config.drain).await;
+        fanfare.shutdown_with_drain(Duration::ZERO).await;
+        served.map_err(ServeError::Http)?;
+        Ok(Stopped { interrupted })
+    }
+}

@@ -1,0 +1,536 @@
+//! The run manager: accepts runs into the journal and the queue, drives each one on
+//! the runtime, journals its events as they come, cancels, drains and resumes.
+//!
+//! Lifecycle of a run: `queued` (journaled, in the [`RunQueue`]) → `running` (a
+//! driver task holds the runtime's [`RunHandle`]) → `succeeded` | `failed` |
+//! `cancelled`, or `interrupted` when the server stops first. A run found queued,
+//! running or interrupted at start-up is resumed.
+//!
+//! Invariants: a run's id is answered only after its row is committed; each event
+//! is committed before the `changed` counter moves (the event streams wait on it);
+//! every driver task is tracked, so a shutdown knows when the last run is journaled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fanfare::{Fanfare, RunEvent, RunHandle, RunRequest};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::journal::{Inserted, Journal, JournalError, RunRow, Status};
+use crate::queue::{Admit, RunQueue};
+use crate::spec::{Catalog, Defaults, FieldError, RunSpec};
+
+/// Why a run was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The request is not valid.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// Too many runs are in progress and waiting.
+    #[error("too many runs: {running} in progress and {waiting} waiting")]
+    Full {
+        /// In progress.
+        running: usize,
+        /// Waiting.
+        waiting: usize,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Closing,
+    /// The idempotency key was used before for a different request.
+    #[error("the Idempotency-Key was used before (run-{run}) with a different request")]
+    KeyReused {
+        /// The run that has it.
+        run: i64,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What a submission produced.
+#[derive(Debug)]
+pub struct Submitted {
+    /// The run.
+    pub id: i64,
+    /// Its status now.
+    pub status: Status,
+    /// False when an idempotency key matched an earlier run.
+    pub created: bool,
+}
+
+/// Why a cancel did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No run has this id.
+    #[error("no run-{0}")]
+    NotFound(i64),
+    /// The run already ended.
+    #[error("run-{id} already ended ({})", .status.as_str())]
+    Ended {
+        /// The run.
+        id: i64,
+        /// How it ended.
+        status: Status,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Why a driver stops a run before it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// A client cancelled it.
+    Cancel,
+    /// The server is stopping; resume it at the next start.
+    Interrupt,
+}
+
+/// A run being driven.
+struct Driven {
+    stop: Option<oneshot::Sender<Stop>>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Option<RunQueue<i64>>,
+    /// Requests of the runs waiting in the queue.
+    waiting: HashMap<i64, RunRequest>,
+    driven: HashMap<i64, Driven>,
+}
+
+/// The run manager; shared by every request handler.
+pub struct Runs {
+    fanfare: Fanfare,
+    journal: Journal,
+    catalog: Catalog,
+    defaults: Defaults,
+    state: Mutex<State>,
+    /// Moves after every journal commit that a stream may want to read.
+    changed: watch::Sender<u64>,
+    /// True once the server is shutting down.
+    closing: watch::Sender<bool>,
+}
+
+impl Runs {
+    /// A manager over `journal`, running at most `max_running` at once with at most
+    /// `max_waiting` queued.
+    pub fn new(
+        fanfare: Fanfare,
+        journal: Journal,
+        catalog: Catalog,
+        defaults: Defaults,
+        max_running: usize,
+        max_waiting: usize,
+    ) -> Arc<Runs> {
+        Arc::new(Runs {
+            fanfare,
+            journal,
+            catalog,
+            defaults,
+            state: Mutex::new(State {
+                queue: Some(RunQueue::new(max_running, max_waiting)),
+                ..State::default()
+            }),
+            changed: watch::channel(0).0,
+            closing: watch::channel(false).0,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue<T>(&self, f: impl FnOnce(&mut RunQueue<i64>) -> T) -> Option<T> {
+        self.state().queue.as_mut().map(f)
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// A receiver that changes after each journal commit.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// A receiver that turns true when the server starts shutting down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Runs in progress and waiting.
+    pub fn load(&self) -> (usize, usize) {
+        self.queue(|q| (q.running(), q.waiting())).unwrap_or((0, 0))
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Checks `spec`, journals it, and starts or queues it. With `key`, a retry of
+    /// the same request returns the run it first made.
+    pub async fn submit(
+        self: &Arc<Self>,
+        spec: RunSpec,
+        key: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
+        let request = spec.request(&self.catalog, &self.defaults)?;
+        self.fanfare.validate(&request).map_err(|e| {
+            let field = if spec.workflow.is_some() || spec.agents.is_none() {
+                "workflow"
+            } else {
+                "agents"
+            };
+            FieldError {
+                field: field.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        let text = serde_json::to_string(&spec).map_err(|e| FieldError {
+            field: String::new(),
+            message: e.to_string(),
+        })?;
+        if let Some(key) = &key {
+            if let Some(row) = self.journal.find_key(key.clone()).await? {
+                return Self::same_request(row, &text);
+            }
+        }
+        // Shed load before writing anything.
+        if *self.closing.borrow() {
+            return Err(SubmitError::Closing);
+        }
+        match self.queue(|q| (q.has_room(), q.running(), q.waiting())) {
+            None => return Err(SubmitError::Closing),
+            Some((false, running, waiting)) => return Err(SubmitError::Full { running, waiting }),
+            Some((true, ..)) => {}
+        }
+        let id = match self.journal.insert_run(text.clone(), key).await? {
+            Inserted::Existing(row) => return Self::same_request(row, &text),
+            Inserted::New(id) => id,
+        };
+        self.bump();
+        let admit = self.queue(|q| q.submit(id)).unwrap_or(Admit::Closing);
+        match admit {
+            Admit::Start => self.start(id, request),
+            Admit::Wait { .. } => {
+                self.state().waiting.insert(id, request);
+            }
+            Admit::Full | Admit::Closing => {
+                // Refused after all (the queue filled, or shutdown began, since the
+                // check): the run was never acknowledged, so it leaves no trace.
+                self.journal.forget(id).await?;
+                let (running, waiting) = self.load();
+                return Err(if admit == Admit::Full {
+                    SubmitError::Full { running, waiting }
+                } else {
+                    SubmitError::Closing
+                });
+            }
+        }
+        Ok(Submitted {
+            id,
+            status: Status::Queued,
+            created: true,
+        })
+    }
+
+    /// The answer to a submission whose idempotency key `row` already has.
+    fn same_request(row: RunRow, text: &str) -> Result<Submitted, SubmitError> {
+        if row.spec != text {
+            return Err(SubmitError::KeyReused { run: row.id });
+        }
+        Ok(Submitted {
+            id: row.id,
+            status: row.status,
+            created: false,
+        })
+    }
+
+    /// Starts driving run `id` (the queue has admitted it).
+    fn start(self: &Arc<Self>, id: i64, request: RunRequest) {
+        let (stop, stopped) = oneshot::channel();
+        let this = self.clone();
+        let mut state = self.state();
+        let task = tokio::spawn(async move { this.drive(id, request, stopped).await });
+        state.driven.insert(
+            id,
+            Driven {
+                stop: Some(stop),
+                task: Some(task),
+            },
+        );
+    }
+
+    /// Drives one run to its end, journaling as it goes.
+    async fn drive(
+        self: Arc<Self>,
+        id: i64,
+        request: RunRequest,
+        mut stop: oneshot::Receiver<Stop>,
+    ) {
+        if let Err(e) = self.journal.set_status(id, Status::Running, None).await {
+            tracing::error!(run = id, error = %e, "journal: cannot mark the run running");
+        }
+        self.bump();
+        let mut handle: RunHandle = self.fanfare.start_run(request);
+        let stopped = loop {
+            tokio::select! {
+                event = handle.events.recv() => match event {
+                    Some(first) => {
+                        let mut batch = vec![first];
+                        while let Ok(more) = handle.events.try_recv() {
+                            batch.push(more);
+                        }
+                        self.record(id, batch).await;
+                    }
+                    None => break None,
+                },
+                Ok(why) = &mut stop => break Some(why),
+            }
+        };
+        let (status, report, error) = match stopped {
+            Some(why) => {
+                // Dropping the handle cancels the run: its branches' calls are aborted.
+                drop(handle);
+                match why {
+                    Stop::Cancel => (
+                        Status::Cancelled,
+                        None,
+                        Some("cancelled by a client".to_owned()),
+                    ),
+                    Stop::Interrupt => (
+                        Status::Interrupted,
+                        None,
+                        Some(
+                            "the server stopped before the run ended; it resumes at the next start"
+                                .to_owned(),
+                        ),
+                    ),
+                }
+            }
+            None => match handle.report().await {
+                Ok(report) => {
+                    let status = if report.status.is_success() {
+                        Status::Succeeded
+                    } else {
+                        Status::Failed
+                    };
+                    let error = match &report.status {
+                        fanfare::RunStatus::Failed { reason } => Some(reason.to_string()),
+                        fanfare::RunStatus::Succeeded => None,
+                    };
+                    (status, serde_json::to_string(&report).ok(), error)
+                }
+                Err(e) => (Status::Failed, None, Some(e.to_string())),
+            },
+        };
+        let result = if status == Status::Interrupted {
+            self.journal.set_status(id, status, error).await
+        } else {
+            self.journal.finish(id, status, report, error).await
+        };
+        if let Err(e) = result {
+            tracing::error!(run = id, error = %e, "journal: cannot record the run's end");
+        }
+        self.bump();
+        self.ended(id);
+    }
+
+    /// Journals a batch of a run's events in one transaction.
+    async fn record(&self, id: i64, batch: Vec<RunEvent>) {
+        let rows = batch
+            .iter()
+            .filter_map(|e| {
+                let mut value = serde_json::to_value(e).ok()?;
+                let kind = value.get("event")?.as_str()?.to_owned();
+                // The runtime's own run number means nothing to a client: name the
+                // run as the API does.
+                value["run"] = serde_json::Value::String(format!("run-{id}"));
+                Some((kind, value.to_string()))
+            })
+            .collect();
+        if let Err(e) = self.journal.append_events(id, rows).await {
+            tracing::error!(run = id, error = %e, "journal: cannot record events");
+        }
+        self.bump();
+    }
+
+    /// A driven run ended: forget it, and start what the queue lets start.
+    fn ended(self: &Arc<Self>, id: i64) {
+        let next = {
+            let mut state = self.state();
+            state.driven.remove(&id);
+            let next = state
+                .queue
+                .as_mut()
+                .map(|q| q.finished(id))
+                .unwrap_or_default();
+            next.into_iter()
+                .filter_map(|k| state.waiting.remove(&k).map(|r| (k, r)))
+                .collect::<Vec<_>>()
+        };
+        for (k, request) in next {
+            self.start(k, request);
+        }
+    }
+
+    /// Cancels run `id`: a waiting run leaves the queue; a running one has its
+    /// branches' calls aborted. Returns once the journal says `cancelled`.
+    pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<Status, CancelError> {
+        let driven = {
+            let mut state = self.state();
+            if state.queue.as_mut().is_some_and(|q| q.withdraw(id)) {
+                state.waiting.remove(&id);
+                None
+            } else {
+                state
+                    .driven
+                    .get_mut(&id)
+                    .map(|d| (d.stop.take(), d.task.take()))
+            }
+        };
+        let row = self
+            .journal
+            .get(id)
+            .await?
+            .ok_or(CancelError::NotFound(id))?;
+        match driven {
+            Some((stop, task)) => {
+                if let Some(stop) = stop {
+                    let _ = stop.send(Stop::Cancel);
+                }
+                if let Some(task) = task {
+                    let _ = task.await;
+                }
+            }
+            None if row.status.is_final() => {
+                return Err(CancelError::Ended {
+                    id,
+                    status: row.status,
+                })
+            }
+            None => {
+                // Waiting (withdrawn above), or interrupted and not resumed.
+                self.journal
+                    .finish(
+                        id,
+                        Status::Cancelled,
+                        None,
+                        Some("cancelled by a client".to_owned()),
+                    )
+                    .await?;
+                self.bump();
+            }
+        }
+        let row = self
+            .journal
+            .get(id)
+            .await?
+            .ok_or(CancelError::NotFound(id))?;
+        Ok(row.status)
+    }
+
+    /// Takes back the runs an earlier process left unfinished: each is checked
+    /// again and started or queued (never refused).
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, JournalError> {
+        let rows = self.journal.unfinished().await?;
+        let count = rows.len();
+        for row in rows {
+            self.resume_one(row).await?;
+        }
+        Ok(count)
+    }
+
+    async fn resume_one(self: &Arc<Self>, row: RunRow) -> Result<(), JournalError> {
+        let id = row.id;
+        let request = crate::spec::parse(row.spec.as_bytes())
+            .and_then(|spec| spec.request(&self.catalog, &self.defaults))
+            .and_then(|r| {
+                self.fanfare
+                    .validate(&r)
+                    .map(|()| r)
+                    .map_err(|e| FieldError {
+                        field: String::new(),
+                        message: e.to_string(),
+                    })
+            });
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                let why =
+                    format!("could not resume: {e} (the server's agents or workflows changed)");
+                self.journal
+                    .finish(id, Status::Failed, None, Some(why))
+                    .await?;
+                self.bump();
+                return Ok(());
+            }
+        };
+        self.journal
+            .set_status(
+                id,
+                Status::Queued,
+                Some(format!("resumed after {}", row.status.as_str())),
+            )
+            .await?;
+        self.bump();
+        match self.queue(|q| q.resume(id)) {
+            Some(Admit::Start) => self.start(id, request),
+            _ => {
+                self.state().waiting.insert(id, request);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and starting runs; event streams end.
+    pub fn begin_closing(&self) {
+        self.closing.send_replace(true);
+        let _ = self.queue(|q| q.close());
+    }
+
+    /// Stops accepting runs, gives the running ones up to `drain` to end, then
+    /// interrupts the rest (journaled `interrupted`, resumed at the next start).
+    /// Waiting runs stay `queued` in the journal. Returns how many were interrupted.
+    pub async fn shut_down(&self, drain: Duration) -> usize {
+        self.begin_closing();
+        let mut changed = self.subscribe();
+        let until = tokio::time::Instant::now() + drain;
+        loop {
+            changed.borrow_and_update();
+            if self.state().driven.is_empty() {
+                return 0;
+            }
+            if tokio::time::timeout_at(until, changed.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut state = self.state();
+            state
+                .driven
+                .values_mut()
+                .filter_map(|d| {
+                    if let Some(stop) = d.stop.take() {
+                        let _ = stop.send(Stop::Interrupt);
+                    }
+                    d.task.take()
+                })
+                .collect()
+        };
+        let interrupted = tasks.len();
+        for task in tasks {
+            let _ = task.await;
+        }
+        interrupted
+    }
+}

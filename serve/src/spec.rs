@@ -1,0 +1,353 @@
+//! What a client submits (`POST /v1/runs`), how it is checked, and the runtime's
+//! [`RunRequest`] it becomes. Every problem is a [`FieldError`] naming the field, so
+//! the API can answer a 422 a client can act on.
+
+use std::time::Duration;
+
+use fanfare::run::workflow::Workflow;
+use fanfare::run::{parse_duration, Budget, Scorer};
+use fanfare::{MergeStrategy, Policy, RunRequest};
+use serde::{Deserialize, Serialize};
+
+/// A run as submitted. Unknown fields are refused (a misspelt `deadline` must not
+/// silently run with the default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// The task text.
+    pub input: String,
+    /// A workflow by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Or a plain fan-out to these agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<String>>,
+    /// The items a workflow's map over given items fans out over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<String>>,
+    /// `fail-fast`, `partial` or `partial:K`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The run's deadline, e.g. `"90s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Each branch's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_timeout: Option<String>,
+    /// Caps on tokens and cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
+    /// `llm`, `code`, `best` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<String>,
+}
+
+/// A run's caps.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Most tokens, input and output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Most US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
+}
+
+/// A problem with one field of a submitted run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field, as a path (`budget.usd`, `agents[2]`); empty for the body as a whole.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a request body, naming the field a problem is in.
+pub fn parse(body: &[u8]) -> Result<RunSpec, FieldError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| FieldError::new("", format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(FieldError::new("", "the body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        FieldError::new(field, e.into_inner().to_string())
+    })
+}
+
+/// What the server can run: its workflows and agents.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// The workflows a run may name.
+    pub workflows: Vec<Workflow>,
+    /// The agents a plain fan-out may name (the runtime's specialists).
+    pub agents: Vec<String>,
+}
+
+/// What a submitted run gets for what it leaves out (the server's flags).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Defaults {
+    /// The run deadline.
+    pub deadline: Duration,
+    /// Each branch's deadline.
+    pub branch_timeout: Duration,
+    /// Retries of a branch whose specialist crashed.
+    pub crash_retries: u32,
+    /// The workflow of a run that names neither a workflow nor agents.
+    pub workflow: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            deadline: RunRequest::DEFAULT_DEADLINE,
+            branch_timeout: RunRequest::DEFAULT_BRANCH_TIMEOUT,
+            crash_retries: 0,
+            workflow: "perspectives".to_owned(),
+        }
+    }
+}
+
+fn duration(field: &str, text: &str) -> Result<Duration, FieldError> {
+    parse_duration(text).map_err(|e| FieldError::new(field, e.to_string()))
+}
+
+impl RunSpec {
+    /// The runtime request for this run, or the first problem found.
+    pub fn request(
+        &self,
+        catalog: &Catalog,
+        defaults: &Defaults,
+    ) -> Result<RunRequest, FieldError> {
+        if self.input.trim().is_empty() {
+            return Err(FieldError::new("input", "the task text is empty"));
+        }
+        let mut request = match (&self.workflow, &self.agents) {
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "agents",
+                    "give `workflow` or `agents`, not both",
+                ))
+            }
+            (Some(name), None) => self.workflow_request(catalog, name, "workflow")?,
+            (None, Some(agents)) => {
+                if agents.is_empty() {
+                    return Err(FieldError::new("agents", "the list is empty"));
+                }
+                for (i, a) in agents.iter().enumerate() {
+                    if !catalog.agents.contains(a) {
+                        return Err(FieldError::new(
+                            format!("agents[{i}]"),
+                            format!(
+                                "no agent named `{a}` (known: {})",
+                                catalog.agents.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                if self.items.is_some() {
+                    return Err(FieldError::new(
+                        "items",
+                        "items need a workflow with a map step",
+                    ));
+                }
+                RunRequest::fan_out(self.input.clone(), agents.iter().cloned())
+                    .merge(MergeStrategy::llm())
+            }
+            (None, None) => self.workflow_request(catalog, &defaults.workflow, "workflow")?,
+        };
+        request = request
+            .deadline(defaults.deadline)
+            .branch_timeout(defaults.branch_timeout)
+            .crash_retries(defaults.crash_retries);
+        if let Some(p) = &self.policy {
+            request.policy = p
+                .parse::<Policy>()
+                .map_err(|e| FieldError::new("policy", e.to_string()))?;
+        }
+        if let Some(d) = &self.deadline {
+            request.deadline = duration("deadline", d)?;
+        }
+        if let Some(d) = &self.branch_timeout {
+            request.branch_timeout = duration("branch_timeout", d)?;
+        }
+        if let Some(b) = self.budget {
+            if let Some(usd) = b.usd {
+                if !usd.is_finite() || usd < 0.0 {
+                    return Err(FieldError::new(
+                        "budget.usd",
+                        "not an amount of US dollars ≥ 0",
+                    ));
+                }
+            }
+            request = request.budget(Budget {
+                max_tokens: b.tokens,
+                max_cost_usd: b.usd,
+                ..Budget::default()
+            });
+        }
+        if let Some(m) = &self.merge {
+            request.merge = match m.as_str() {
+                "llm" => Some(MergeStrategy::llm()),
+                "code" => Some(MergeStrategy::Code),
+                "best" => Some(MergeStrategy::SelectBest(Scorer::distinct_words())),
+                "none" => None,
+                other => {
+                    return Err(FieldError::new(
+                        "merge",
+                        format!("`{other}` is not one of llm, code, best, none"),
+                    ))
+                }
+            };
+        }
+        Ok(request)
+    }
+
+    fn workflow_request(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        field: &str,
+    ) -> Result<RunRequest, FieldError> {
+        let Some(w) = catalog.workflows.iter().find(|w| w.name == name) else {
+            let known: Vec<&str> = catalog.workflows.iter().map(|w| w.name.as_str()).collect();
+            return Err(FieldError::new(
+                field,
+                format!("no workflow named `{name}` (known: {})", known.join(", ")),
+            ));
+        };
+        w.request(&self.input, self.items.clone()).map_err(|e| {
+            FieldError::new(
+                if self.items.is_some() { "items" } else { field },
+                e.to_string(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog {
+            workflows: Vec::new(),
+            agents: vec!["a".into(), "b".into()],
+        }
+    }
+
+    fn problem(body: &str) -> FieldError {
+        match parse(body.as_bytes()) {
+            Err(e) => e,
+            Ok(spec) => spec
+                .request(&catalog(), &Defaults::default())
+                .expect_err("a problem"),
+        }
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let table = [
+            (r#"{"agents": ["a"]}"#, "", "missing field `input`"),
+            (
+                r#"{"input": "x", "agents": ["a"], "deadlin": "3s"}"#,
+                "deadlin",
+                "unknown field",
+            ),
+            (r#"{"input": 3}"#, "input", "invalid type"),
+            (r#"{"input": " ", "agents": ["a"]}"#, "input", "empty"),
+            (
+                r#"{"input": "x", "agents": ["a", "zz"]}"#,
+                "agents[1]",
+                "no agent named `zz`",
+            ),
+            (r#"{"input": "x", "agents": []}"#, "agents", "empty"),
+            (
+                r#"{"input": "x", "agents": ["a"], "workflow": "w"}"#,
+                "agents",
+                "not both",
+            ),
+            (
+                r#"{"input": "x", "workflow": "w"}"#,
+                "workflow",
+                "no workflow named `w`",
+            ),
+            (
+                r#"{"input": "x"}"#,
+                "workflow",
+                "no workflow named `perspectives`",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "policy": "most"}"#,
+                "policy",
+                "",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "deadline": "soon"}"#,
+                "deadline",
+                "",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "branch_timeout": "0s"}"#,
+                "branch_timeout",
+                "",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "budget": {"usd": -1}}"#,
+                "budget.usd",
+                "≥ 0",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "budget": {"usds": 1}}"#,
+                "budget.usds",
+                "unknown field",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "merge": "vote"}"#,
+                "merge",
+                "not one of",
+            ),
+            (
+                r#"{"input": "x", "agents": ["a"], "items": ["i"]}"#,
+                "items",
+                "map step",
+            ),
+            ("[1, 2]", "", "JSON object"),
+            ("{", "", "not JSON"),
+        ];
+        for (body, field, message) in table {
+            let e = problem(body);
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(e.message.contains(message), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_fan_out_takes_the_given_settings() {
+        let spec = parse(
+            br#"{"input": "x", "agents": ["b", "a"], "policy": "partial:1", "deadline": "9s",
+                 "branch_timeout": "2s", "budget": {"tokens": 500}, "merge": "code"}"#,
+        )
+        .unwrap();
+        let r = spec.request(&catalog(), &Defaults::default()).unwrap();
+        assert_eq!(r.policy, Policy::TolerantPartial { quorum: 1 });
+        assert_eq!(r.deadline, Duration::from_secs(9));
+        assert_eq!(r.branch_timeout, Duration::from_secs(2));
+        assert_eq!(r.budget.and_then(|b| b.max_tokens), Some(500));
+        assert!(matches!(r.merge, Some(MergeStrategy::Code)));
+        let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+    }
+}

@@ -1,0 +1,546 @@
+//! The runs API against a real server on 127.0.0.1:0, with in-process agents whose
+//! calls can be held, counted and seen to be aborted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare::agent::{Agent, AgentContext, AgentOutput, AgentReply, Task};
+use fanfare::provider::{SimConfig, SimProvider};
+use fanfare::Fanfare;
+use fanfare_serve::{Catalog, ServeConfig, Server, Stopped, Token};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Counts of one agent's calls.
+#[derive(Clone, Default)]
+struct Calls {
+    started: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+    aborted: Arc<AtomicUsize>,
+}
+
+/// Answers its input after `delay`; counts calls, and calls dropped unfinished.
+struct Held {
+    name: &'static str,
+    delay: Duration,
+    calls: Calls,
+}
+
+struct AbortGuard(Option<Arc<AtomicUsize>>);
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Agent for Held {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
+        self.calls.started.fetch_add(1, Ordering::SeqCst);
+        let mut guard = AbortGuard(Some(self.calls.aborted.clone()));
+        tokio::time::sleep(self.delay).await;
+        guard.0 = None;
+        self.calls.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(AgentOutput::text(format!(
+            "{} read: {}",
+            self.name, task.input
+        )))
+    }
+}
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Stopped>,
+    fast: Calls,
+    slow: Calls,
+}
+
+impl Running {
+    async fn stop(mut self) -> Stopped {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap()
+    }
+}
+
+struct Options {
+    max_running: usize,
+    max_queued: usize,
+    slow: Duration,
+    token: Option<&'static str>,
+    drain: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_running: 4,
+            max_queued: 16,
+            slow: Duration::from_millis(50),
+            token: None,
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+async fn start(db: &Path, o: Options) -> Running {
+    let fast = Calls::default();
+    let slow = Calls::default();
+    let fanfare = Fanfare::builder(Arc::new(SimProvider::new(SimConfig::default())))
+        .agent(Held {
+            name: "fast",
+            delay: Duration::from_millis(1),
+            calls: fast.clone(),
+        })
+        .agent(Held {
+            name: "slow",
+            delay: o.slow,
+            calls: slow.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    let catalog = Catalog {
+        workflows: Vec::new(),
+        agents: fanfare.agents(),
+    };
+    let mut config = ServeConfig::new(db);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.max_running = o.max_running;
+    config.max_queued = o.max_queued;
+    config.token = o.token.and_then(Token::new);
+    config.drain = o.drain;
+    config.body_limit = 4096;
+    let server = Server::start(fanfare, catalog, config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    Running {
+        base,
+        stop: Some(stop),
+        task,
+        fast,
+        slow,
+    }
+}
+
+fn client() -> reqwest::Client {
+    // The workspace builds reqwest without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn submit(base: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}/v1/runs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, id: &str) -> Value {
+    client()
+        .get(format!("{base}/v1/runs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits (real time, bounded) until run `id` has status `want`.
+async fn until_status(base: &str, id: &str, want: &str) -> Value {
+    for _ in 0..500 {
+        let run = get(base, id).await;
+        if run["status"] == want {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("run {id} never became {want}: {}", get(base, id).await);
+}
+
+/// The events of a run's stream, read to its end, as (id, kind, data).
+async fn events(base: &str, id: &str, last: Option<&str>) -> Vec<(String, String, Value)> {
+    let mut request = client().get(format!("{base}/v1/runs/{id}/events"));
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last);
+    }
+    let text = request.send().await.unwrap().text().await.unwrap();
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            (
+                field("id"),
+                field("event"),
+                serde_json::from_str(&field("data")).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let (code, body) = submit(
+        &s.base,
+        json!({"input": "the plan", "agents": ["fast", "slow"], "merge": "code"}),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let all = events(&s.base, &id, None).await;
+    let kinds: Vec<&str> = all.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"status"));
+    assert_eq!(kinds.last(), Some(&"done"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "branch_finished").count(), 2);
+    let ids: Vec<String> = all.iter().map(|(i, _, _)| i.clone()).collect();
+    let expected: Vec<String> = (1..=all.len()).map(|n| n.to_string()).collect();
+    assert_eq!(ids, expected, "events are numbered from 1 without gaps");
+    let branch = &all
+        .iter()
+        .find(|(_, k, _)| k == "branch_finished")
+        .unwrap()
+        .2;
+    assert_eq!(branch["run"], id.as_str());
+    // Reconnecting after event 2 gives exactly the rest.
+    let rest = events(&s.base, &id, Some("2")).await;
+    assert_eq!(rest.len(), all.len() - 2);
+    assert_eq!(rest[0].0, "3");
+    let run = get(&s.base, &id).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["report"]["status"], "succeeded");
+    assert_eq!(run["report"]["branches"].as_array().unwrap().len(), 2);
+    assert_eq!(run["request"]["agents"], json!(["fast", "slow"]));
+    let list: Value = client()
+        .get(format!("{}/v1/runs?status=succeeded", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["runs"][0]["id"], id.as_str());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_first_run_and_refuses_a_different_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let send = |body: Value| {
+        client()
+            .post(format!("{}/v1/runs", s.base))
+            .header("Idempotency-Key", "order-7")
+            .json(&body)
+            .send()
+    };
+    let body = json!({"input": "x", "agents": ["fast"], "merge": "none"});
+    let first = send(body.clone()).await.unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = send(body).await.unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let other = send(json!({"input": "y", "agents": ["fast"]}))
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 422);
+    let other: Value = other.json().await.unwrap();
+    assert!(other["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("different request"));
+    assert_eq!(s.fast.started.load(Ordering::SeqCst), 1, "billed once");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let (code, body) = submit(&s.base, json!({"input": "x", "agents": ["fast", "nobody"]})).await;
+    assert_eq!(code, 422);
+    assert_eq!(body["error"]["field"], "agents[1]");
+    let (code, body) = submit(
+        &s.base,
+        json!({"input": "x", "agents": ["fast"], "deadline": "soon"}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("deadline"))
+    );
+    let big = "x".repeat(10_000);
+    let (code, body) = submit(&s.base, json!({"input": big, "agents": ["fast"]})).await;
+    assert_eq!(code, 413, "{body}");
+    assert!(body["error"]["message"].is_string());
+    let r = client()
+        .get(format!("{}/v1/runs/run-99", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = client()
+        .get(format!("{}/v1/runs/banana", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = client()
+        .get(format!("{}/v1/runs?limit=0", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = client()
+        .post(format!("{}/v1/runs", s.base))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert_eq!(s.fast.started.load(Ordering::SeqCst), 0, "nothing ran");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_queue_a_submission_is_shed_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            max_running: 1,
+            max_queued: 1,
+            slow: Duration::from_secs(30),
+            drain: Duration::ZERO,
+            ..Options::default()
+        },
+    )
+    .await;
+    let body = json!({"input": "x", "agents": ["slow"], "merge": "none"});
+    assert_eq!(submit(&s.base, body.clone()).await.0, 202);
+    assert_eq!(submit(&s.base, body.clone()).await.0, 202);
+    let r = client()
+        .post(format!("{}/v1/runs", s.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let list: Value = client()
+        .get(format!("{}/v1/runs", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["runs"].as_array().unwrap().len(),
+        2,
+        "a shed run leaves no row"
+    );
+    let stopped = s.stop().await;
+    assert_eq!(stopped.interrupted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_run_aborts_its_calls_and_a_queued_one_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            max_running: 1,
+            slow: Duration::from_secs(30),
+            ..Options::default()
+        },
+    )
+    .await;
+    let body = json!({"input": "x", "agents": ["slow"], "merge": "none"});
+    let (_, first) = submit(&s.base, body.clone()).await;
+    let (_, second) = submit(&s.base, body).await;
+    let (first, second) = (
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+    until_status(&s.base, first, "running").await;
+    while s.slow.started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancel = |id: String| client().delete(format!("{}/v1/runs/{id}", s.base)).send();
+    let r: Value = cancel(second.to_owned())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "cancelled");
+    let r: Value = cancel(first.to_owned())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "cancelled");
+    for _ in 0..200 {
+        if s.slow.aborted.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        s.slow.aborted.load(Ordering::SeqCst),
+        1,
+        "the call was aborted"
+    );
+    assert_eq!(
+        s.slow.started.load(Ordering::SeqCst),
+        1,
+        "the queued run never started"
+    );
+    let again = cancel(first.to_owned()).await.unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+    let kinds: Vec<String> = events(&s.base, first, None)
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(kinds.last().map(String::as_str), Some("done"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interrupted_by_shutdown_resumes_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let s = start(
+        &db,
+        Options {
+            slow: Duration::from_secs(30),
+            drain: Duration::from_millis(100),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "x", "agents": ["fast", "slow"], "merge": "code"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    while s.slow.started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = s.stop().await;
+    assert_eq!(stopped.interrupted, 1);
+    // The next process takes it back and finishes it.
+    let s = start(&db, Options::default()).await;
+    let run = until_status(&s.base, &id, "succeeded").await;
+    assert_eq!(run["report"]["branches"].as_array().unwrap().len(), 2);
+    let kinds: Vec<String> = events(&s.base, &id, None)
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| *k == "status").count() >= 4,
+        "{kinds:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_every_run_route_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            token: Some("s3cret-token"),
+            ..Options::default()
+        },
+    )
+    .await;
+    let r = client()
+        .get(format!("{}/v1/runs", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client()
+        .get(format!("{}/v1/runs", s.base))
+        .bearer_auth("s3cret-tokeN")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client()
+        .get(format!("{}/v1/runs", s.base))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn listening_beyond_loopback_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fanfare = Fanfare::builder(Arc::new(SimProvider::new(SimConfig::default())))
+        .start()
+        .await
+        .unwrap();
+    let mut config = ServeConfig::new(dir.path().join("j.db"));
+    config.listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let e = Server::start(fanfare.clone(), Catalog::default(), config)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("without a bearer token"), "{e}");
+    fanfare.shutdown().await;
+}
