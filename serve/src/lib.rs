@@ -9,7 +9,9 @@
 //! let config = ServeConfig::new("fanfare.db");
 //! let server = Server::start(fanfare, Catalog::default(), config).await?;
 //! println!("listening on {}", server.local_addr());
-//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! // Serves until `_stop` is used or dropped (a binary would wait for Ctrl-C).
+//! server.run(async { let _ = stopped.await; }).await?;
 //! # Ok(()) }
 //! ```
 //!

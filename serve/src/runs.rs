@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fanfare::{Fanfare, RunEvent, RunHandle, RunRequest};
+use fanfare::run::Reuse;
+use fanfare::{BranchOutcome, Fanfare, RunEvent, RunHandle, RunRequest};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -461,7 +462,7 @@ impl Runs {
                     })
             });
         let request = match request {
-            Ok(r) => r,
+            Ok(r) => r.reuse(self.earlier_outputs(id).await?),
             Err(e) => {
                 let why =
                     format!("could not resume: {e} (the server's agents or workflows changed)");
@@ -487,6 +488,30 @@ impl Runs {
             }
         }
         Ok(())
+    }
+
+    /// What run `id`'s branches answered before it was interrupted: each
+    /// successful `branch_finished` event in the journal.
+    async fn earlier_outputs(&self, id: i64) -> Result<Vec<Reuse>, JournalError> {
+        #[derive(serde::Deserialize)]
+        struct Finished {
+            index: u32,
+            item: Option<u32>,
+            outcome: BranchOutcome,
+        }
+        let rows = self.journal.events_of_kind(id, "branch_finished").await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| serde_json::from_str::<Finished>(&row.data).ok())
+            .filter_map(|f| {
+                let output = f.outcome.output()?.clone();
+                Some(Reuse {
+                    index: f.index,
+                    item: f.item,
+                    output,
+                })
+            })
+            .collect())
     }
 
     /// Stops accepting and starting runs; event streams end.

@@ -213,6 +213,25 @@ async fn events(base: &str, id: &str, last: Option<&str>) -> Vec<(String, String
         .collect()
 }
 
+/// Reads run `id`'s event stream until `text` appears in it.
+async fn until_streamed(base: &str, id: &str, text: &str) {
+    use futures::StreamExt as _;
+    let response = client()
+        .get(format!("{base}/v1/runs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if seen.contains(text) {
+            return;
+        }
+    }
+    panic!("the stream of {id} ended without `{text}`: {seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -467,15 +486,20 @@ async fn a_run_interrupted_by_shutdown_resumes_at_the_next_start() {
     )
     .await;
     let id = body["id"].as_str().unwrap().to_owned();
-    while s.slow.started.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Wait until the fast branch's end is in the journal (its event is streamed).
+    until_streamed(&s.base, &id, "event: branch_finished").await;
     let stopped = s.stop().await;
     assert_eq!(stopped.interrupted, 1);
-    // The next process takes it back and finishes it.
+    // The next process takes it back and finishes it, without calling again the
+    // branch that had answered.
     let s = start(&db, Options::default()).await;
     let run = until_status(&s.base, &id, "succeeded").await;
-    assert_eq!(run["report"]["branches"].as_array().unwrap().len(), 2);
+    let branches = run["report"]["branches"].as_array().unwrap();
+    assert_eq!(branches.len(), 2);
+    assert_eq!(branches[0]["reused"], true, "{}", branches[0]);
+    assert!(branches[1].get("reused").is_none());
+    assert_eq!(s.fast.started.load(Ordering::SeqCst), 0, "not billed twice");
+    assert_eq!(s.slow.started.load(Ordering::SeqCst), 1);
     let kinds: Vec<String> = events(&s.base, &id, None)
         .await
         .into_iter()

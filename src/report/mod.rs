@@ -83,6 +83,10 @@ pub struct BranchReport {
     /// and how each was resolved, if it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
+    /// Its output was taken from an earlier attempt at this run (a resumed run):
+    /// no call was made for it this time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 /// One item of a map step.
@@ -110,6 +114,9 @@ pub struct ItemReport {
     pub cost_usd: Option<f64>,
     /// Why it did not succeed.
     pub error: Option<String>,
+    /// Taken from an earlier attempt at this run; not called this time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 /// Attempts and tokens of an outcome.
@@ -147,6 +154,7 @@ impl ItemReport {
             attempts,
             retries: r.retries,
             late: r.late,
+            reused: r.reused,
             usage,
         }
     }
@@ -164,6 +172,7 @@ impl BranchReport {
             late,
             items,
             conflicts,
+            reused,
         } = r;
         let items: Vec<ItemReport> = items
             .into_iter()
@@ -197,6 +206,7 @@ impl BranchReport {
             error,
             items,
             conflicts,
+            reused,
         }
     }
 

@@ -163,6 +163,9 @@ impl RunReport {
             if b.late {
                 let _ = write!(out, " · late (after the merge)");
             }
+            if b.reused {
+                let _ = write!(out, " · reused (answered before the run resumed)");
+            }
             let _ = writeln!(out, " ──");
             match (&b.outcome, &b.error) {
                 (BranchOutcome::Ok(o), _) => {

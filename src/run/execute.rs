@@ -23,7 +23,7 @@ use super::code::{CodeInput, CodeRegistry, Conflict};
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent, RunFailure, Unavailable};
 use super::policy::Policy;
 use super::record::BranchRecord;
-use super::request::Budget;
+use super::request::{Budget, Reuse};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
 use super::step::{Action, MapSource, Step};
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
@@ -56,6 +56,8 @@ pub(crate) struct Schedule<'a> {
     pub prices: &'a PriceTable,
     /// The provider's default model, for steps whose agent names none.
     pub default_model: Option<&'a str>,
+    /// Outputs from an earlier attempt at this run, taken instead of calling.
+    pub reuse: &'a [Reuse],
 }
 
 /// What one branch task returns.
@@ -218,6 +220,7 @@ pub(crate) async fn execute(
     let mut running: HashMap<tokio::task::Id, (usize, Option<usize>)> = HashMap::new();
     let mut handles: HashMap<(usize, Option<usize>), AbortHandle> = HashMap::new();
     let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
+    let mut reused: Vec<(usize, Option<usize>)> = Vec::new();
     let mut commands: VecDeque<Command> = machine.start(since(Instant::now())).into();
     'run: loop {
         while let Some(command) = commands.pop_front() {
@@ -227,7 +230,25 @@ pub(crate) async fn execute(
                     item,
                     upstream,
                 } => {
-                    let handle = dispatch(&driver, &mut set, index, item, &upstream);
+                    let earlier = s
+                        .reuse
+                        .iter()
+                        .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item);
+                    let handle = match earlier {
+                        Some(r) => {
+                            reused.push((index, item));
+                            let outcome = BranchOutcome::Ok(r.output.clone());
+                            set.spawn(std::future::ready(Ended {
+                                index,
+                                item,
+                                outcome,
+                                at: Instant::now(),
+                                retries: 0,
+                                conflicts: Vec::new(),
+                            }))
+                        }
+                        None => dispatch(&driver, &mut set, index, item, &upstream),
+                    };
                     running.insert(handle.id(), (index, item));
                     handles.insert((index, item), handle);
                 }
@@ -324,6 +345,19 @@ pub(crate) async fn execute(
     for (index, found) in conflicts {
         if let Some(r) = records.get_mut(index) {
             r.conflicts = found;
+        }
+    }
+    for (index, item) in reused {
+        let Some(r) = records.get_mut(index) else {
+            continue;
+        };
+        match item {
+            None => r.reused = true,
+            Some(k) => {
+                if let Some(i) = r.items.get_mut(k) {
+                    i.reused = true;
+                }
+            }
         }
     }
     (records, failure)

@@ -46,7 +46,8 @@ pub use policy::{ParsePolicyError, Policy};
 pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;
 pub use request::{
-    parse_duration, Budget, DurationError, Limit, RequestError, RunError, RunRequest, StepProblem,
+    parse_duration, Budget, DurationError, Limit, RequestError, Reuse, RunError, RunRequest,
+    StepProblem,
 };
 pub use step::{Action, Map, MapSource, Step};
 pub(crate) use synthesis::{Learned, Synthesiser, SynthesiserMsg};

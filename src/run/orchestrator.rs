@@ -260,6 +260,7 @@ async fn execute_run(
             prices: &args.prices,
             default_model: args.default_model.as_deref(),
             code: &args.code,
+            reuse: &request.reuse,
         },
         defer,
     );

@@ -29,6 +29,8 @@ pub(crate) struct BranchRecord {
     pub items: Vec<ItemRecord>,
     /// What a code step found upstream steps disagreeing on.
     pub conflicts: Vec<Conflict>,
+    /// Its output was taken from an earlier attempt at the run, not called again.
+    pub reused: bool,
 }
 
 /// One item of a map step, as it ended.
@@ -39,6 +41,8 @@ pub(crate) struct ItemRecord {
     pub ended: Duration,
     pub retries: u32,
     pub late: bool,
+    /// Taken from an earlier attempt at the run.
+    pub reused: bool,
 }
 
 /// The merge step, as it ended.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::policy::Policy;
 use super::step::{Action, MapSource, Step};
 use super::synthesis::MergeStrategy;
+use crate::agent::AgentOutput;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -36,6 +37,22 @@ pub struct RunRequest {
     /// quorum is met, merge without the stragglers. They keep running; their results
     /// arrive as events and appear in the report marked `late`.
     pub soft_deadline: Option<Duration>,
+    /// Outputs of branches that already succeeded in an earlier attempt at this
+    /// run (a run resumed after a crash or a restart): they are not called again,
+    /// their output is taken as it was, and the report marks them `reused`.
+    pub reuse: Vec<Reuse>,
+}
+
+/// One branch's output from an earlier attempt at the same run (see
+/// [`RunRequest::reuse`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reuse {
+    /// The step's position in the request.
+    pub index: u32,
+    /// For a map step, the item (`None`: the step itself).
+    pub item: Option<u32>,
+    /// What it answered.
+    pub output: AgentOutput,
 }
 
 /// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
@@ -86,6 +103,7 @@ impl RunRequest {
             crash_retries: 0,
             budget: None,
             soft_deadline: None,
+            reuse: Vec::new(),
         }
     }
 
@@ -123,6 +141,13 @@ impl RunRequest {
     /// Caps the run's tokens and cost.
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Takes these branches' outputs from an earlier attempt at this run instead of
+    /// calling them again (see the field).
+    pub fn reuse(mut self, outputs: impl IntoIterator<Item = Reuse>) -> Self {
+        self.reuse = outputs.into_iter().collect();
         self
     }
 
@@ -235,6 +260,16 @@ impl RunRequest {
                 return Err(RequestError::TooLong {
                     what,
                     max_days: Self::LONGEST.as_secs() / 86_400,
+                });
+            }
+        }
+        for r in &self.reuse {
+            let step = self.steps.get(r.index as usize);
+            let fits = step.is_some_and(|s| s.map.is_some() == r.item.is_some());
+            if !fits {
+                return Err(RequestError::BadReuse {
+                    index: r.index,
+                    item: r.item,
                 });
             }
         }
@@ -377,6 +412,15 @@ pub enum RequestError {
     /// The request has no step.
     #[error("the run has no steps")]
     NoSteps,
+    /// A reused output names no step of this request (or an item of a step that is
+    /// not a map, or no item of one that is).
+    #[error("a reused output names step {index}{}, which this run does not have", .item.map(|k| format!(" item {k}")).unwrap_or_default())]
+    BadReuse {
+        /// The step it named.
+        index: u32,
+        /// The item it named.
+        item: Option<u32>,
+    },
     /// A step names an agent the runtime does not have.
     #[error("step {step} names unknown agent `{agent}` (known: {})", known.join(", "))]
     UnknownAgent {

@@ -282,3 +282,76 @@ async fn two_branches_disagreeing_on_a_key_is_a_conflict_named_with_both_sides()
     );
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_takes_reused_outputs_without_calling_and_runs_the_rest() {
+    let fanfare = start(vec![
+        Fixed::says("lister", 1000, r#"["alpha", "beta"]"#),
+        Fixed::echo("each", 100),
+        Fixed::echo("join", 10),
+    ])
+    .await;
+    let earlier = |index, item, text: &str| fanfare::run::Reuse {
+        index,
+        item,
+        output: AgentOutput::text(text),
+    };
+    let started = tokio::time::Instant::now();
+    let report = fanfare
+        .run(
+            request(vec![
+                Step::agent("lister"),
+                Step::agent("each")
+                    .after([0])
+                    .input(Template::parse("item={{item}}").unwrap())
+                    .map(Map {
+                        over: MapSource::Step(0),
+                        concurrency: 2,
+                        policy: Policy::FailFast,
+                    }),
+                Step::agent("join").after([1]),
+            ])
+            .reuse([
+                earlier(0, None, r#"["one", "two"]"#),
+                earlier(1, Some(1), "each: item=two (from before)"),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    // The lister was not called (it would have taken 1 s and listed alpha, beta).
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(report.branches[0].reused);
+    let each = &report.branches[1];
+    let texts: Vec<&str> = each
+        .items
+        .iter()
+        .map(|i| i.outcome.output().unwrap().text.as_str())
+        .collect();
+    assert_eq!(texts, ["each: item=one", "each: item=two (from before)"]);
+    assert_eq!(
+        each.items.iter().map(|i| i.reused).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert!(!report.branches[2].reused);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["branches"][0]["reused"], true);
+    assert!(json["branches"][2].get("reused").is_none());
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_output_naming_a_step_the_run_lacks_is_refused() {
+    let fanfare = start(vec![Fixed::echo("a", 10)]).await;
+    let reuse = fanfare::run::Reuse {
+        index: 3,
+        item: None,
+        output: AgentOutput::text("x"),
+    };
+    let e = fanfare
+        .run(request(vec![Step::agent("a")]).reuse([reuse]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("step 3"), "{e}");
+    fanfare.shutdown().await;
+}

@@ -59,12 +59,14 @@ pub(super) async fn submit(
         None => None,
         Some(v) => match v.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Some(k.to_owned()),
-            _ => return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
                     "the Idempotency-Key header must be 1 to {MAX_KEY} visible ASCII characters"
                 ),
-            )),
+                ))
+            }
         },
     };
     let spec = crate::spec::parse(&body)

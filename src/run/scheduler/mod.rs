@@ -295,9 +295,11 @@ impl<'a> Scheduler<'a> {
                         ended: e.ended,
                         retries: e.retries + e.reruns,
                         late: e.late,
+                        reused: false,
                     })
                     .collect(),
                 conflicts: Vec::new(),
+                reused: false,
             })
             .collect();
         (records, self.failure)
