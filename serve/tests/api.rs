@@ -248,6 +248,7 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
     let kinds: Vec<&str> = all.iter().map(|(_, k, _)| k.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"status"));
     assert_eq!(kinds.last(), Some(&"done"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "branch_started").count(), 2);
     assert_eq!(kinds.iter().filter(|k| **k == "branch_finished").count(), 2);
     let ids: Vec<String> = all.iter().map(|(i, _, _)| i.clone()).collect();
     let expected: Vec<String> = (1..=all.len()).map(|n| n.to_string()).collect();

@@ -378,6 +378,7 @@ impl Agent for AgentSpec {
         request.temperature = self.temperature;
         request.group = Some(task.branch.run.0);
         request.deadline = task.deadline;
+        request.deltas = task.deltas.clone();
         let Some(schema) = task.schema.clone() else {
             let completion = ctx.provider.complete(request).await?;
             return answered(completion);

@@ -64,6 +64,11 @@ pub struct Task {
     /// serialised.
     #[serde(skip)]
     pub deadline: Option<tokio::time::Instant>,
+    /// Where an agent that streams its model call sends the text as it comes
+    /// ([`CompletionRequest::deltas`](crate::provider::CompletionRequest::deltas));
+    /// set when someone watches the run's events. Local to this process.
+    #[serde(skip)]
+    pub deltas: Option<crate::provider::DeltaSink>,
 }
 
 /// The output of a step that a later step depends on.

@@ -145,7 +145,10 @@ impl<P: Provider> Provider for Hedge<P> {
                     if self.allow(&request) {
                         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::debug!(agent = %request.agent, ?delay, "hedging a slow call");
-                        let second = self.inner.complete(request.clone());
+                        // The duplicate streams nowhere: one live preview per call.
+                        let mut duplicate = request.clone();
+                        duplicate.deltas = None;
+                        let second = self.inner.complete(duplicate);
                         tokio::pin!(second);
                         // The first *answer* wins and the other future is dropped
                         // (aborted); an error from one copy waits for the other.

@@ -50,8 +50,8 @@ pub use http::{redact_url, ApiKey, ConfigError};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Price, PriceError, PriceTable};
 pub use request::{
-    estimate_tokens, Completion, CompletionRequest, Message, OutputSchema, RateLimitInfo, Role,
-    Usage,
+    estimate_tokens, Completion, CompletionRequest, Delta, DeltaSink, Message, OutputSchema,
+    RateLimitInfo, Role, Usage,
 };
 pub use retry::{ExponentialBackoff, Retry, RetryPolicy};
 #[cfg(any(test, feature = "testing"))]

@@ -83,6 +83,53 @@ pub struct CompletionRequest {
     /// (`cache_control`). The wires put it first in the system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_prefix: Option<std::sync::Arc<str>>,
+    /// Where a streamed answer's text goes as it arrives (with `stream`), for a
+    /// caller that shows it live. Local to this process; not serialised.
+    #[serde(skip)]
+    pub deltas: Option<DeltaSink>,
+}
+
+/// What a streamed call reports as it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delta {
+    /// More text of the answer.
+    Text(String),
+    /// A new attempt begins (the call is retried): the text sent so far will not be
+    /// part of the answer.
+    Restart {
+        /// The attempt that begins (2 for the first retry).
+        attempt: u32,
+    },
+}
+
+/// A receiver of [`Delta`]s; cheap to clone. A live preview only: the answer is the
+/// completion the call returns (a hedged duplicate, for one, streams nowhere).
+#[derive(Clone)]
+pub struct DeltaSink(std::sync::Arc<dyn Fn(Delta) + Send + Sync>);
+
+impl DeltaSink {
+    /// A sink that hands each delta to `f` (which must not block).
+    pub fn new(f: impl Fn(Delta) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// Sends one delta.
+    pub fn send(&self, delta: Delta) {
+        (self.0)(delta);
+    }
+}
+
+impl std::fmt::Debug for DeltaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeltaSink")
+    }
+}
+
+impl PartialEq for DeltaSink {
+    /// The same sink.
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// A JSON schema an answer must satisfy, under a name (the OpenAI `json_schema.name`,
@@ -115,6 +162,7 @@ impl CompletionRequest {
             deadline: None,
             schema: None,
             shared_prefix: None,
+            deltas: None,
         }
     }
 

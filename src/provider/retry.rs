@@ -174,6 +174,9 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
                         }
                         tokio::time::sleep(wait).await;
                         attempt += 1;
+                        if let Some(sink) = &request.deltas {
+                            sink.send(super::Delta::Restart { attempt });
+                        }
                     }
                 }
             }
@@ -224,6 +227,27 @@ mod tests {
         assert!(
             waited >= Duration::from_secs(2) && waited <= Duration::from_secs(3),
             "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_tells_the_delta_sink_a_new_attempt_begins() {
+        let kinds = vec![status(503, None), status(503, None)];
+        let retry = Retry::new(script(kinds), ExponentialBackoff::default());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut request = CompletionRequest::new("a", "s", "u");
+        let log = seen.clone();
+        request.deltas = Some(crate::provider::DeltaSink::new(move |d| {
+            log.lock().unwrap().push(d);
+        }));
+        retry.complete(request).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                crate::provider::Delta::Restart { attempt: 2 },
+                crate::provider::Delta::Restart { attempt: 3 }
+            ]
         );
     }
 

@@ -175,6 +175,9 @@ impl Drop for AbortWatch {
     }
 }
 
+/// How many pieces a simulated answer is streamed in, to a caller with a sink.
+const STREAM_PIECES: usize = 8;
+
 impl Provider for SimProvider {
     fn name(&self) -> &str {
         "sim"
@@ -211,12 +214,28 @@ impl Provider for SimProvider {
                 mix(key, 1) % (jitter_nanos + 1)
             };
             let delay = profile.latency + Duration::from_nanos(jitter);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+            let roll = (mix(key, 2) >> 11) as f64 / (1u64 << 53) as f64;
+            let fails = roll < profile.failure_rate;
+            match &request.deltas {
+                // A caller watching the text live gets it in pieces over the latency,
+                // as a streamed answer would come.
+                Some(sink) if !fails && request.schema.is_none() => {
+                    let text = compose(&request, &profile, key);
+                    let words: Vec<&str> = text.split_inclusive(' ').collect();
+                    let pieces = words.chunks(words.len().div_ceil(STREAM_PIECES).max(1));
+                    let step = delay / STREAM_PIECES as u32;
+                    for piece in pieces {
+                        if !step.is_zero() {
+                            tokio::time::sleep(step).await;
+                        }
+                        sink.send(super::Delta::Text(piece.concat()));
+                    }
+                }
+                _ if !delay.is_zero() => tokio::time::sleep(delay).await,
+                _ => {}
             }
             watch.done = true;
-            let roll = (mix(key, 2) >> 11) as f64 / (1u64 << 53) as f64;
-            if roll < profile.failure_rate {
+            if fails {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 let kind = ProviderErrorKind::Status {
                     status: 500,

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +28,7 @@ use super::request::{Budget, Reuse};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
 use super::step::{Action, MapSource, Step};
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
-use crate::provider::{estimate_tokens, PriceTable, Usage};
+use crate::provider::{estimate_tokens, Delta, DeltaSink, PriceTable, Usage};
 use crate::supervision::Roster;
 
 /// A soft deadline: once it has passed and the quorum is met, the scheduler hands a
@@ -145,6 +146,7 @@ impl Driver<'_, '_> {
             templated,
             schema: step.schema.clone(),
             deadline: None,
+            deltas: None,
         }
     }
 
@@ -230,6 +232,15 @@ pub(crate) async fn execute(
                     item,
                     upstream,
                 } => {
+                    if let Some(events) = s.events {
+                        let _ = events.send(RunEvent::BranchStarted {
+                            run: s.run,
+                            index: index as u32,
+                            item: item.map(|k| k as u32),
+                            agent: s.steps[index].name.clone(),
+                            at: since(Instant::now()),
+                        });
+                    }
                     let earlier = s
                         .reuse
                         .iter()
@@ -363,6 +374,32 @@ pub(crate) async fn execute(
     (records, failure)
 }
 
+/// A sink that turns a branch's streamed text into `BranchDelta` events, each
+/// with the attempt it belongs to.
+fn branch_sink(
+    events: &mpsc::UnboundedSender<RunEvent>,
+    run: RunId,
+    index: u32,
+    item: Option<u32>,
+    agent: String,
+) -> DeltaSink {
+    let events = events.clone();
+    let attempt = AtomicU32::new(1);
+    DeltaSink::new(move |delta| match delta {
+        Delta::Restart { attempt: a } => attempt.store(a, Ordering::Relaxed),
+        Delta::Text(text) => {
+            let _ = events.send(RunEvent::BranchDelta {
+                run,
+                index,
+                item,
+                agent: agent.clone(),
+                attempt: attempt.load(Ordering::Relaxed),
+                text,
+            });
+        }
+    })
+}
+
 /// Spawns one branch: a code function on the blocking pool, or an agent's call.
 fn dispatch(
     driver: &Driver<'_, '_>,
@@ -440,6 +477,15 @@ fn dispatch(
             // A hair before the branch deadline, so that a model call cut by it
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
+            task.deltas = s.events.map(|events| {
+                branch_sink(
+                    events,
+                    s.run,
+                    index as u32,
+                    item.map(|k| k as u32),
+                    step.name.clone(),
+                )
+            });
             let agent = agent.clone();
             let slot = s.roster.watch(&agent);
             let crash_retries = s.crash_retries;

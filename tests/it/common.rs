@@ -43,14 +43,10 @@ impl Agent for TestAgent {
         if self.panic_every.is_some_and(|n| call.is_multiple_of(n)) {
             panic!("{} panics on task {call}", self.name);
         }
-        let c = ctx
-            .provider
-            .complete(CompletionRequest::new(
-                self.name.clone(),
-                "system",
-                task.prompt(),
-            ))
-            .await?;
+        let mut request = CompletionRequest::new(self.name.clone(), "system", task.prompt());
+        // Whoever watches the run sees the answer as it streams.
+        request.deltas = task.deltas.clone();
+        let c = ctx.provider.complete(request).await?;
         Ok(AgentOutput::from(c))
     }
 }

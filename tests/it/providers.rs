@@ -61,6 +61,29 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
+async fn a_streamed_call_on_either_wire_hands_its_text_to_the_delta_sink_as_it_comes() {
+    let mock = MockServer::start(fast()).await.unwrap();
+    let providers: [Box<dyn Provider>; 2] = [
+        Box::new(anthropic(&mock.url(), "k")),
+        Box::new(openai(&mock.url(), Some("k"))),
+    ];
+    for provider in &providers {
+        let pieces = Arc::new(Mutex::new(Vec::new()));
+        let log = pieces.clone();
+        let mut r = request(true);
+        r.deltas = Some(fanfare::provider::DeltaSink::new(move |d| {
+            if let fanfare::provider::Delta::Text(t) = d {
+                log.lock().unwrap().push(t);
+            }
+        }));
+        let c = provider.complete(r).await.unwrap();
+        let pieces = pieces.lock().unwrap().clone();
+        assert!(pieces.len() > 1, "{}: {pieces:?}", provider.name());
+        assert_eq!(pieces.concat(), c.text, "{}", provider.name());
+    }
+}
+
+#[tokio::test]
 async fn both_wire_formats_round_trip_plain_and_streamed() {
     let mock = MockServer::start(fast()).await.unwrap();
     let providers: [Box<dyn Provider>; 2] = [

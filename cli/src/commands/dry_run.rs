@@ -60,6 +60,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
         templated: true,
         schema: None,
         deadline: None,
+        deltas: None,
     };
     // One call of `agent` on `text`: model, tokens in + out at most.
     let call = |agent: &str, text: &str, model: Option<&str>| -> (String, u64) {

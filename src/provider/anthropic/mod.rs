@@ -189,6 +189,20 @@ impl AnthropicProvider {
         request: CompletionRequest,
         deltas: Option<&UnboundedSender<String>>,
     ) -> Result<Completion, ProviderError> {
+        self.stream(request, |text| {
+            if let Some(d) = deltas {
+                let _ = d.send(text);
+            }
+        })
+        .await
+    }
+
+    /// Asks for a streamed answer and hands each text delta to `on_text`.
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        on_text: impl Fn(String),
+    ) -> Result<Completion, ProviderError> {
         let model = self.model(&request).to_owned();
         let err = |kind| ProviderError::new("anthropic", &model, &request, kind);
         let deadline = tokio::time::Instant::now() + self.config.timeout;
@@ -212,11 +226,7 @@ impl AnthropicProvider {
                     .await
                     .map_err(err)?;
             match on_event(&mut state, &event.data).map_err(err)? {
-                Some(StreamEvent::Text(t)) => {
-                    if let Some(d) = deltas {
-                        let _ = d.send(t);
-                    }
-                }
+                Some(StreamEvent::Text(t)) => on_text(t),
                 Some(StreamEvent::Done(c)) => return Ok(Completion { rate_limit, ..c }),
                 None => {}
             }
@@ -239,7 +249,13 @@ impl Provider for AnthropicProvider {
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
             if request.stream {
-                self.complete_streaming(request, None).await
+                let sink = request.deltas.clone();
+                self.stream(request, |text| {
+                    if let Some(sink) = &sink {
+                        sink.send(crate::provider::Delta::Text(text));
+                    }
+                })
+                .await
             } else {
                 self.complete_once(request).await
             }

@@ -175,6 +175,20 @@ impl OpenAiProvider {
         request: CompletionRequest,
         deltas: Option<&UnboundedSender<String>>,
     ) -> Result<Completion, ProviderError> {
+        self.stream(request, |text| {
+            if let Some(d) = deltas {
+                let _ = d.send(text);
+            }
+        })
+        .await
+    }
+
+    /// Asks for a streamed answer and hands each text delta to `on_text`.
+    async fn stream(
+        &self,
+        request: CompletionRequest,
+        on_text: impl Fn(String),
+    ) -> Result<Completion, ProviderError> {
         let model = self.model(&request).to_owned();
         let err = |kind| ProviderError::new("openai", &model, &request, kind);
         let deadline = tokio::time::Instant::now() + self.config.timeout;
@@ -207,13 +221,7 @@ impl OpenAiProvider {
                 .data;
             match on_chunk(&mut completion, &data).map_err(err)? {
                 Chunk::Done => return Ok(completion),
-                Chunk::Deltas(texts) => {
-                    if let Some(d) = deltas {
-                        for text in texts {
-                            let _ = d.send(text);
-                        }
-                    }
-                }
+                Chunk::Deltas(texts) => texts.into_iter().for_each(&on_text),
             }
         }
     }
@@ -234,7 +242,13 @@ impl Provider for OpenAiProvider {
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
             if request.stream {
-                self.complete_streaming(request, None).await
+                let sink = request.deltas.clone();
+                self.stream(request, |text| {
+                    if let Some(sink) = &sink {
+                        sink.send(crate::provider::Delta::Text(text));
+                    }
+                })
+                .await
             } else {
                 self.complete_once(request).await
             }

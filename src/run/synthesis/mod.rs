@@ -184,6 +184,8 @@ pub(crate) struct MergeRequest {
     pub branches: Vec<MergeBranch>,
     /// How.
     pub strategy: MergeStrategy,
+    /// Where the final merge call's text goes as it streams, if anyone watches.
+    pub deltas: Option<crate::provider::DeltaSink>,
 }
 
 /// Messages to the [`Synthesiser`].
@@ -247,6 +249,7 @@ impl Actor for Synthesiser {
                     input,
                     branches,
                     strategy,
+                    deltas,
                 } = *request;
                 if branches.iter().all(|b| b.text().is_none()) {
                     let _ = reply.send(Err(SynthesisError::NothingToMerge));
@@ -276,6 +279,7 @@ impl Actor for Synthesiser {
                             max_tokens,
                             context_window,
                             learned: self.learned.clone(),
+                            deltas,
                         };
                         let work = async move {
                             let result = merge.run(input, branches).await;

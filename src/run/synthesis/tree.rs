@@ -67,6 +67,8 @@ pub(crate) struct LlmMerge {
     pub max_tokens: u32,
     pub context_window: Option<u32>,
     pub learned: Learned,
+    /// Where the final merge call streams its text (partial merges stream nowhere).
+    pub deltas: Option<crate::provider::DeltaSink>,
 }
 
 /// Where a call's failure leaves the merge.
@@ -268,6 +270,9 @@ impl LlmMerge {
         let mut req = CompletionRequest::new("synthesiser", system, user);
         req.model = self.model.clone();
         req.max_tokens = max_tokens;
+        if system == MERGE_SYSTEM_PROMPT {
+            req.deltas = self.deltas.clone();
+        }
         match self.provider.complete(req).await {
             Ok(c) if c.text.trim().is_empty() => Err(Failed::Fatal(SynthesisError::EmptyAnswer)),
             Ok(c) => Ok(c),
