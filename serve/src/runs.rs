@@ -150,6 +150,11 @@ impl Runs {
         self.state().queue.as_mut().map(f)
     }
 
+    /// What runs may run.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
     /// The journal.
     pub fn journal(&self) -> &Journal {
         &self.journal

@@ -59,6 +59,18 @@ impl Agent for Held {
     }
 }
 
+/// A workflow `pair`: both agents, merged by code; written beside the journal.
+fn pair_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
+    let path = db.with_file_name("pair.toml");
+    std::fs::write(
+        &path,
+        "name = \"pair\"\ndescription = \"both, merged by code\"\nmerge = \"code\"\n\
+         [[steps]]\nname = \"fast\"\nagent = \"fast\"\n[[steps]]\nname = \"slow\"\nagent = \"slow\"\n",
+    )
+    .unwrap();
+    fanfare::run::workflow::Workflow::load(&path).unwrap()
+}
+
 struct Running {
     base: String,
     stop: Option<oneshot::Sender<()>>,
@@ -114,7 +126,7 @@ async fn start(db: &Path, o: Options) -> Running {
         .await
         .unwrap();
     let catalog = Catalog {
-        workflows: Vec::new(),
+        workflows: vec![pair_workflow(db)],
         agents: fanfare.agents(),
     };
     let mut config = ServeConfig::new(db);
@@ -568,4 +580,76 @@ async fn listening_beyond_loopback_without_a_token_is_refused() {
         .unwrap();
     assert!(e.to_string().contains("without a bearer token"), "{e}");
     fanfare.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_answers_as_an_openai_model_plain_and_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let models: Value = client()
+        .get(format!("{}/v1/models", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "fanfare/pair");
+    let ask = |stream: bool| {
+        client()
+            .post(format!("{}/v1/chat/completions", s.base))
+            .json(&json!({
+                "model": "fanfare/pair", "stream": stream, "temperature": 0.3,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "the plan"}]}],
+            }))
+            .send()
+    };
+    let plain: Value = ask(false).await.unwrap().json().await.unwrap();
+    let answer = plain["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        answer.contains("fast read: the plan") && answer.contains("slow read: the plan"),
+        "{answer}"
+    );
+    assert_eq!(plain["choices"][0]["finish_reason"], "stop");
+    assert!(plain["id"].as_str().unwrap().starts_with("chatcmpl-run-"));
+    let text = ask(true).await.unwrap().text().await.unwrap();
+    let chunks: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(chunks.last(), Some(&"[DONE]"));
+    let streamed: String = chunks[..chunks.len() - 1]
+        .iter()
+        .map(|c| serde_json::from_str::<Value>(c).unwrap())
+        .map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, answer);
+    // Each call is a run like any other.
+    let list: Value = client()
+        .get(format!("{}/v1/runs", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["runs"].as_array().unwrap().len(), 2);
+    let wrong = client()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 404);
+    let wrong: Value = wrong.json().await.unwrap();
+    assert_eq!(wrong["error"]["param"], "model");
+    s.stop().await;
 }

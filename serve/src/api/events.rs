@@ -21,7 +21,10 @@ use crate::journal::{EventRow, Journal};
 /// Events read from the journal per query.
 const PAGE: u32 = 256;
 
-struct Cursor {
+/// Follows one run's events in the journal, from after event `last`, waiting for
+/// new ones as they are committed. Ends after the run's `done` event, or when the
+/// server shuts down.
+pub(super) struct Follow {
     journal: Journal,
     run: i64,
     last: i64,
@@ -29,6 +32,54 @@ struct Cursor {
     done: bool,
     changed: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
+}
+
+impl Follow {
+    pub(super) fn new(app: &App, run: i64, last: i64) -> Self {
+        Self {
+            journal: app.runs.journal().clone(),
+            run,
+            last,
+            buffer: VecDeque::new(),
+            done: false,
+            changed: app.runs.subscribe(),
+            closing: app.runs.closing(),
+        }
+    }
+
+    /// The next event, or `None` once the run is done (or the server closing).
+    pub(super) async fn next(&mut self) -> Option<EventRow> {
+        loop {
+            if let Some(row) = self.buffer.pop_front() {
+                return Some(row);
+            }
+            if self.done || *self.closing.borrow() {
+                return None;
+            }
+            // Mark what is seen before reading, so that a commit after the read
+            // wakes the wait below.
+            self.changed.borrow_and_update();
+            let rows = match self.journal.events_after(self.run, self.last, PAGE).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(run = self.run, error = %e, "event stream: journal read failed");
+                    return None;
+                }
+            };
+            if rows.is_empty() {
+                tokio::select! {
+                    r = self.changed.changed() => if r.is_err() { return None },
+                    _ = self.closing.changed() => return None,
+                }
+                continue;
+            }
+            for row in rows {
+                self.last = row.seq;
+                self.done |= row.kind == "done";
+                self.buffer.push_back(row);
+            }
+        }
+    }
 }
 
 pub(super) async fn stream(
@@ -63,55 +114,19 @@ pub(super) async fn stream(
                 )
             })?,
     };
-    let cursor = Cursor {
-        journal,
-        run,
-        last,
-        buffer: VecDeque::new(),
-        done: false,
-        changed: app.runs.subscribe(),
-        closing: app.runs.closing(),
-    };
-    Ok(Sse::new(events(cursor))
+    let follow = Follow::new(&app, run, last);
+    Ok(Sse::new(events(follow))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(row) = c.buffer.pop_front() {
-                let event = Event::default()
-                    .id(row.seq.to_string())
-                    .event(row.kind)
-                    .data(row.data);
-                return Some((Ok(event), c));
-            }
-            if c.done || *c.closing.borrow() {
-                return None;
-            }
-            // Mark what is seen before reading, so that a commit after the read
-            // wakes the wait below.
-            c.changed.borrow_and_update();
-            let rows = match c.journal.events_after(c.run, c.last, PAGE).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(run = c.run, error = %e, "event stream: journal read failed");
-                    return None;
-                }
-            };
-            if rows.is_empty() {
-                tokio::select! {
-                    r = c.changed.changed() => if r.is_err() { return None },
-                    _ = c.closing.changed() => return None,
-                }
-                continue;
-            }
-            for row in rows {
-                c.last = row.seq;
-                c.done |= row.kind == "done";
-                c.buffer.push_back(row);
-            }
-        }
+fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(follow, |mut f| async move {
+        let row = f.next().await?;
+        let event = Event::default()
+            .id(row.seq.to_string())
+            .event(row.kind)
+            .data(row.data);
+        Some((Ok(event), f))
     })
 }

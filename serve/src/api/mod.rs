@@ -6,6 +6,7 @@
 //! `Authorization: Bearer <token>`, compared in constant time.
 
 mod events;
+mod openai;
 mod runs;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub(crate) fn router(app: App, body_limit: usize) -> Router {
         .route("/v1/runs", get(runs::list).post(runs::submit))
         .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
         .route("/v1/runs/{id}/events", get(events::stream))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", axum::routing::post(openai::chat))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

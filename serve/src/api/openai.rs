@@ -1,0 +1,380 @@
+//! The OpenAI-compatible face: `GET /v1/models` lists each workflow as the model
+//! `fanfare/<workflow>`, and `POST /v1/chat/completions` runs that workflow on the
+//! conversation and answers with its merge — streamed as `chat.completion.chunk`s
+//! when asked — with `usage` summed over every branch and the merge. Each such call
+//! is an ordinary run: journaled, queued, listed in `/v1/runs`, cancellable there.
+//! A client that goes away does not cancel it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::events::Follow;
+use super::{ApiError, App};
+use crate::runs::SubmitError;
+use crate::spec::RunSpec;
+
+/// The prefix that marks a workflow as a model.
+const PREFIX: &str = "fanfare/";
+
+pub(super) async fn models(State(app): State<App>) -> Json<Value> {
+    let data: Vec<Value> = app
+        .runs
+        .catalog()
+        .workflows
+        .iter()
+        .map(|w| {
+            json!({
+                "id": format!("{PREFIX}{}", w.name),
+                "object": "model",
+                "created": 0,
+                "owned_by": "fanfare",
+                "description": w.description,
+            })
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+/// The parts of a chat request fanfare reads; other fields (temperature, …) are
+/// accepted and ignored, as the workflow's agents carry their own settings.
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Content,
+}
+
+/// A message's content: a string, or a list of parts of which the text ones count.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+    #[default]
+    Null,
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Content {
+    fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Content::Null => String::new(),
+        }
+    }
+}
+
+/// The task text of a conversation: a lone user message as it is; otherwise each
+/// message under its role, in order.
+fn task_of(messages: &[ChatMessage]) -> String {
+    match messages {
+        [only] if only.role == "user" => only.content.text(),
+        _ => messages
+            .iter()
+            .map(|m| format!("{}: {}", m.role, m.content.text()))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    }
+}
+
+fn openai_error(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> Response {
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let body = json!({
+        "error": { "message": message.into(), "type": kind, "param": param, "code": Value::Null }
+    });
+    (status, Json(body)).into_response()
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(super) async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return openai_error(e.status(), e.body_text(), None),
+    };
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let request: ChatRequest = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => {
+            let param = e.path().to_string();
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                e.into_inner().to_string(),
+                Some(&param),
+            );
+        }
+    };
+    let Some(workflow) = request.model.strip_prefix(PREFIX) else {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            format!("model `{}` is not served here: fanfare serves its workflows as `{PREFIX}<workflow>` (GET /v1/models)", request.model),
+            Some("model"),
+        );
+    };
+    if !app
+        .runs
+        .catalog()
+        .workflows
+        .iter()
+        .any(|w| w.name == workflow)
+    {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            format!("no workflow `{workflow}` (GET /v1/models lists them)"),
+            Some("model"),
+        );
+    }
+    let input = task_of(&request.messages);
+    if input.trim().is_empty() {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "the conversation has no text",
+            Some("messages"),
+        );
+    }
+    let spec = RunSpec {
+        input,
+        workflow: Some(workflow.to_owned()),
+        agents: None,
+        items: None,
+        policy: None,
+        deadline: None,
+        branch_timeout: None,
+        budget: None,
+        merge: None,
+    };
+    let id = match app.runs.submit(spec, None).await {
+        Ok(s) => s.id,
+        Err(SubmitError::Invalid(e)) => {
+            return openai_error(StatusCode::BAD_REQUEST, e.to_string(), None)
+        }
+        Err(e @ (SubmitError::Full { .. } | SubmitError::Closing)) => {
+            let mut r = openai_error(StatusCode::TOO_MANY_REQUESTS, e.to_string(), None);
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(5u64),
+            );
+            return r;
+        }
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let answer = Answer {
+        id: format!("chatcmpl-run-{id}"),
+        model: request.model.clone(),
+        created: now_s(),
+    };
+    if request.stream {
+        stream(app, id, answer).into_response()
+    } else {
+        whole(app, id, answer).await
+    }
+}
+
+/// What every chunk or answer of one call repeats.
+#[derive(Clone)]
+struct Answer {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl Answer {
+    fn chunk(&self, delta: Value, finish: Option<&str>, usage: Option<Value>) -> Event {
+        let mut v = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        Event::default().data(v.to_string())
+    }
+}
+
+/// The merge's text and the usage, from a finished run's row; or why not.
+async fn outcome(app: &App, id: i64) -> Result<(String, Value), String> {
+    let row = match app.runs.journal().get(id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(format!("run-{id} vanished")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let report: Value = row
+        .report
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .ok_or_else(|| {
+            format!(
+                "run-{id} ended {}: {}",
+                row.status.as_str(),
+                row.error.clone().unwrap_or_default()
+            )
+        })?;
+    let text = report["synthesis"]["text"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            let why = row
+                .error
+                .clone()
+                .or_else(|| report["synthesis"]["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "its workflow has no merge".to_owned());
+            format!("run-{id} has no merged answer: {why}")
+        })?;
+    let u = &report["totals"]["usage"];
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let prompt =
+        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
+    let completion = n("output_tokens");
+    let usage = json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": { "cached_tokens": n("cache_read_input_tokens") },
+    });
+    Ok((text, usage))
+}
+
+async fn whole(app: App, id: i64, answer: Answer) -> Response {
+    let mut follow = Follow::new(&app, id, 0);
+    while follow.next().await.is_some() {}
+    match outcome(&app, id).await {
+        Ok((text, usage)) => Json(json!({
+            "id": answer.id, "object": "chat.completion", "created": answer.created,
+            "model": answer.model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": text },
+                "finish_reason": "stop",
+            }],
+            "usage": usage,
+        }))
+        .into_response(),
+        Err(why) => openai_error(StatusCode::INTERNAL_SERVER_ERROR, why, None),
+    }
+}
+
+/// What a streamed answer has sent so far.
+struct Streaming {
+    app: App,
+    follow: Follow,
+    answer: Answer,
+    id: i64,
+    sent: String,
+    attempt: u64,
+    broken: bool,
+    phase: Phase,
+}
+
+#[derive(PartialEq)]
+enum Phase {
+    Role,
+    Text,
+    Finished,
+}
+
+fn stream(app: App, id: i64, answer: Answer) -> Response {
+    let state = Streaming {
+        follow: Follow::new(&app, id, 0),
+        app,
+        answer,
+        id,
+        sent: String::new(),
+        attempt: 1,
+        broken: false,
+        phase: Phase::Role,
+    };
+    let events = futures::stream::unfold(state, |mut s| async move {
+        let event = match s.phase {
+            Phase::Role => {
+                s.phase = Phase::Text;
+                s.answer
+                    .chunk(json!({ "role": "assistant", "content": "" }), None, None)
+            }
+            Phase::Finished => return None,
+            Phase::Text => loop {
+                match s.follow.next().await {
+                    Some(row) if row.kind == "synthesis_delta" => {
+                        let v: Value = serde_json::from_str(&row.data).unwrap_or(Value::Null);
+                        let attempt = v["attempt"].as_u64().unwrap_or(1);
+                        let text = v["text"].as_str().unwrap_or("");
+                        if attempt != s.attempt {
+                            if s.sent.is_empty() {
+                                s.attempt = attempt;
+                            } else {
+                                // What an earlier attempt sent cannot be taken back:
+                                // stop streaming; the end sends the answer in full.
+                                s.broken = true;
+                            }
+                        }
+                        if s.broken || text.is_empty() {
+                            continue;
+                        }
+                        s.sent.push_str(text);
+                        break s.answer.chunk(json!({ "content": text }), None, None);
+                    }
+                    Some(_) => continue,
+                    None => {
+                        s.phase = Phase::Finished;
+                        break match outcome(&s.app, s.id).await {
+                            Ok((text, usage)) => {
+                                let rest = match text.strip_prefix(s.sent.as_str()) {
+                                    Some(rest) => rest.to_owned(),
+                                    None => format!("\n\n[the merge was retried; its answer in full:]\n\n{text}"),
+                                };
+                                s.answer.chunk(
+                                    json!({ "content": rest }),
+                                    Some("stop"),
+                                    Some(usage),
+                                )
+                            }
+                            Err(why) => Event::default().data(
+                                json!({ "error": { "message": why, "type": "server_error" } })
+                                    .to_string(),
+                            ),
+                        };
+                    }
+                }
+            },
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), s))
+    });
+    let done = futures::stream::once(async { Ok(Event::default().data("[DONE]")) });
+    Sse::new(futures::StreamExt::chain(events, done)).into_response()
+}
