@@ -20,13 +20,16 @@
 //! - `queue`: runs in progress and waiting, a pure state machine;
 //! - `journal/`: the SQLite journal and its migrations;
 //! - `runs`: the run manager (submit, drive, cancel, drain, resume);
-//! - `api/`: the routes, the token check, the event streams.
+//! - `metrics`: what `/metrics` reports;
+//! - `api/`: the routes, the token check, the event streams, the OpenAI-compatible
+//!   endpoint.
 //!
 //! The runtime ([`fanfare::Fanfare`]) is started by the caller with its agents and
 //! provider and handed in; the server shuts it down last.
 
 mod api;
 pub mod journal;
+mod metrics;
 mod queue;
 mod runs;
 pub mod spec;
@@ -94,6 +97,9 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// What a submitted run gets for what it leaves out.
     pub defaults: Defaults,
+    /// The provider's admission gate, for `/metrics` (`None`: the simulated
+    /// provider, which has none).
+    pub gate: Option<Arc<fanfare::provider::Gate>>,
 }
 
 impl ServeConfig {
@@ -108,6 +114,7 @@ impl ServeConfig {
             drain: Duration::from_secs(30),
             body_limit: 1 << 20,
             defaults: Defaults::default(),
+            gate: None,
         }
     }
 }
@@ -163,6 +170,8 @@ pub struct Server {
     fanfare: Fanfare,
     config: ServeConfig,
     resumed: usize,
+    /// Counts supervision events for the metrics; stopped with the server.
+    supervision: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -195,12 +204,14 @@ impl Server {
             config.max_queued,
         );
         let resumed = runs.resume().await?;
+        let supervision = runs.watch_supervision();
         Ok(Server {
             listener,
             runs,
             fanfare,
             config,
             resumed,
+            supervision,
         })
     }
 
@@ -226,11 +237,13 @@ impl Server {
             runs,
             fanfare,
             config,
+            supervision,
             ..
         } = self;
         let app = api::App {
             runs: runs.clone(),
             token: config.token.map(Arc::new),
+            gate: config.gate,
         };
         let router = api::router(app, config.body_limit);
         let closing = runs.clone();
@@ -244,6 +257,7 @@ impl Server {
             .await;
         let interrupted = runs.shut_down(config.drain).await;
         fanfare.shutdown_with_drain(Duration::ZERO).await;
+        supervision.abort();
         served.map_err(ServeError::Http)?;
         Ok(Stopped { interrupted })
     }

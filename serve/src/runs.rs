@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::journal::{Inserted, Journal, JournalError, RunRow, Status};
+use crate::metrics::Metrics;
 use crate::queue::{Admit, RunQueue};
 use crate::spec::{Catalog, Defaults, FieldError, RunSpec};
 
@@ -115,6 +116,7 @@ pub struct Runs {
     changed: watch::Sender<u64>,
     /// True once the server is shutting down.
     closing: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Runs {
@@ -139,6 +141,7 @@ impl Runs {
             }),
             changed: watch::channel(0).0,
             closing: watch::channel(false).0,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -148,6 +151,28 @@ impl Runs {
 
     fn queue<T>(&self, f: impl FnOnce(&mut RunQueue<i64>) -> T) -> Option<T> {
         self.state().queue.as_mut().map(f)
+    }
+
+    /// The metrics runs feed.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Counts what the supervisor does, until the runtime stops.
+    pub fn watch_supervision(self: &Arc<Self>) -> JoinHandle<()> {
+        let mut events = self.fanfare.supervision_events();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => metrics.supervision(&e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "metrics: supervision events lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
     }
 
     /// What runs may run.
@@ -285,6 +310,7 @@ impl Runs {
         }
         self.bump();
         let mut handle: RunHandle = self.fanfare.start_run(request);
+        let mut starts: HashMap<(u32, Option<u32>), Duration> = HashMap::new();
         let stopped = loop {
             tokio::select! {
                 event = handle.events.recv() => match event {
@@ -293,6 +319,7 @@ impl Runs {
                         while let Ok(more) = handle.events.try_recv() {
                             batch.push(more);
                         }
+                        self.observe(&batch, &mut starts);
                         self.record(id, batch).await;
                     }
                     None => break None,
@@ -327,6 +354,7 @@ impl Runs {
                     } else {
                         Status::Failed
                     };
+                    self.metrics.report(&report);
                     let error = match &report.status {
                         fanfare::RunStatus::Failed { reason } => Some(reason.to_string()),
                         fanfare::RunStatus::Succeeded => None,
@@ -346,6 +374,34 @@ impl Runs {
         }
         self.bump();
         self.ended(id);
+    }
+
+    /// Feeds branch latencies to the metrics.
+    fn observe(&self, batch: &[RunEvent], starts: &mut HashMap<(u32, Option<u32>), Duration>) {
+        for event in batch {
+            match event {
+                RunEvent::BranchStarted {
+                    index, item, at, ..
+                } => {
+                    starts.insert((*index, *item), *at);
+                }
+                RunEvent::BranchFinished {
+                    index,
+                    item,
+                    agent,
+                    outcome,
+                    at,
+                    ..
+                } => {
+                    let took = starts
+                        .remove(&(*index, *item))
+                        .map_or(Duration::ZERO, |s| at.saturating_sub(s));
+                    self.metrics
+                        .branch(agent, outcome.label(), took.as_secs_f64());
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Journals a batch of a run's events in one transaction.

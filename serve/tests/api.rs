@@ -289,6 +289,25 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
         .await
         .unwrap();
     assert_eq!(list["runs"][0]["id"], id.as_str());
+    let metrics = client()
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "fanfare_runs{status=\"succeeded\"} 1",
+        "fanfare_branch_duration_seconds_count{agent=\"fast\",outcome=\"ok\"} 1",
+        "fanfare_branch_duration_seconds_count{agent=\"slow\",outcome=\"ok\"} 1",
+        "fanfare_runs_in_progress 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
     s.stop().await;
 }
 

@@ -27,7 +27,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         Some(path) => Some(Token::from_file(path)?),
         None => None,
     };
-    let (fanfare, _gate) = start_runtime(&args.runtime, specs, false, |described| {
+    let (fanfare, gate) = start_runtime(&args.runtime, specs, false, |described| {
         eprintln!("fanfare: {described}; agents from {source}, workflows from {workflow_source}");
     })
     .await?;
@@ -49,6 +49,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
             crash_retries: args.crash_retries,
             workflow: args.workflow.clone(),
         },
+        gate,
     };
     let server = match Server::start(fanfare.clone(), catalog, config).await {
         Ok(s) => s,

@@ -27,6 +27,7 @@ use crate::Token;
 pub(crate) struct App {
     pub runs: Arc<Runs>,
     pub token: Option<Arc<Token>>,
+    pub gate: Option<Arc<fanfare::provider::Gate>>,
 }
 
 /// The routes, with the token check and the body limit.
@@ -36,6 +37,7 @@ pub(crate) fn router(app: App, body_limit: usize) -> Router {
         .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/models", get(openai::models))
+        .route("/metrics", get(metrics))
         .route("/v1/chat/completions", axum::routing::post(openai::chat))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     Router::new()
@@ -61,6 +63,28 @@ async fn ready(State(app): State<App>) -> Response {
         Ok(_) => "ready\n".into_response(),
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
+}
+
+/// The Prometheus text (behind the token like the API: it names agents and models;
+/// Prometheus sends a bearer token with `authorization` in its scrape config).
+async fn metrics(State(app): State<App>) -> Response {
+    let counts = match app.runs.journal().status_counts().await {
+        Ok(c) => c,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let admission = app.gate.as_ref().map(|g| g.metrics());
+    let text = app
+        .runs
+        .metrics()
+        .render(&counts, app.runs.load(), admission);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The bearer-token check.

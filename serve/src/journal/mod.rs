@@ -286,6 +286,24 @@ impl Journal {
         .await
     }
 
+    /// How many runs have each status.
+    pub async fn status_counts(&self) -> Result<Vec<(Status, i64)>, JournalError> {
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, n) = row?;
+                if let Some(s) = Status::parse(&status) {
+                    out.push((s, n));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// The run that has idempotency key `key`.
     pub async fn find_key(&self, key: String) -> Result<Option<RunRow>, JournalError> {
         self.call(move |conn| {
