@@ -41,12 +41,33 @@ pub(crate) fn router(app: App, body_limit: usize) -> Router {
         .route("/v1/chat/completions", axum::routing::post(openai::chat))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     Router::new()
+        .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
+}
+
+/// The live page: recent runs, and a run's branches as bars that grow from its
+/// event stream with their text as it streams. Plain HTML and JS in the binary; it
+/// holds no data itself (it asks the API, with the token the user types).
+async fn page() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        include_str!("page.html"),
+    )
+        .into_response()
 }
 
 /// Ready while the journal answers and the server is not shutting down.
