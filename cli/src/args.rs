@@ -252,6 +252,11 @@ pub struct RunArgs {
     /// call nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Mend an earlier run: REPORT is its `--json` output. Run the same task and
+    /// workflow again, reusing the branches that succeeded there (not called again);
+    /// only the others run, then the merge.
+    #[arg(long, value_name = "REPORT")]
+    pub repair: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }

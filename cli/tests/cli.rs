@@ -409,3 +409,68 @@ fn every_shipped_workflow_runs_offline_on_the_simulated_provider() {
         }
     }
 }
+
+#[test]
+fn run_repair_reuses_what_succeeded_and_runs_only_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = fanfare(
+        &[
+            "run",
+            TASK,
+            "--json",
+            "--policy",
+            "partial:3",
+            "--fault",
+            "security:provider-500:every=1",
+            "--max-attempts",
+            "1",
+        ],
+        repo(),
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, &first.stdout).unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(before["branches"][3]["outcome"]["status"], "failed");
+
+    let second = fanfare(
+        &["run", TASK, "--json", "--repair", report.to_str().unwrap()],
+        repo(),
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("3 answer(s) reused"), "{stderr}");
+    let after: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    let branches = after["branches"].as_array().unwrap();
+    let reused: Vec<bool> = branches.iter().map(|b| b["reused"] == true).collect();
+    assert_eq!(reused, [true, true, true, false]);
+    assert!(branches.iter().all(|b| b["outcome"]["status"] == "ok"));
+    // The reused answers are the earlier ones, word for word.
+    assert_eq!(
+        branches[0]["outcome"]["text"],
+        before["branches"][0]["outcome"]["text"]
+    );
+
+    // A report of another workflow is refused, naming the mismatch.
+    let wrong = fanfare(
+        &[
+            "run",
+            TASK,
+            "--only",
+            "legal",
+            "--repair",
+            report.to_str().unwrap(),
+        ],
+        repo(),
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("has 4 branches, this run has 1 steps"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

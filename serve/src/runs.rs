@@ -211,7 +211,10 @@ impl Runs {
         spec: RunSpec,
         key: Option<String>,
     ) -> Result<Submitted, SubmitError> {
-        let request = spec.request(&self.catalog, &self.defaults)?;
+        let mut request = spec.request(&self.catalog, &self.defaults)?;
+        if let Some(of) = &spec.repair_of {
+            request = request.reuse(self.repairable(of, &spec).await?);
+        }
         self.fanfare.validate(&request).map_err(|e| {
             let field = if spec.workflow.is_some() || spec.agents.is_none() {
                 "workflow"
@@ -269,6 +272,46 @@ impl Runs {
             status: Status::Queued,
             created: true,
         })
+    }
+
+    /// What a repair of run `of` reuses: its successful branches, once it has
+    /// ended and if it ran the same request.
+    async fn repairable(&self, of: &str, spec: &RunSpec) -> Result<Vec<Reuse>, SubmitError> {
+        let bad = |message: String| {
+            SubmitError::Invalid(FieldError {
+                field: "repair_of".to_owned(),
+                message,
+            })
+        };
+        let id = of
+            .strip_prefix("run-")
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(|| bad(format!("`{of}` is not a run id (run-N)")))?;
+        let row = self
+            .journal
+            .get(id)
+            .await?
+            .ok_or_else(|| bad(format!("no run `{of}`")))?;
+        if !row.status.is_final() {
+            return Err(bad(format!(
+                "{of} has not ended ({}); repair it once it has",
+                row.status.as_str()
+            )));
+        }
+        let earlier = crate::spec::parse(row.spec.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let same = RunSpec {
+            repair_of: None,
+            ..earlier
+        } == RunSpec {
+            repair_of: None,
+            ..spec.clone()
+        };
+        if !same {
+            return Err(bad(format!(
+                "{of} ran a different request; a repair runs the same one again"
+            )));
+        }
+        Ok(self.earlier_outputs(id).await?)
     }
 
     /// The answer to a submission whose idempotency key `row` already has.
@@ -523,7 +566,21 @@ impl Runs {
                     })
             });
         let request = match request {
-            Ok(r) => r.reuse(self.earlier_outputs(id).await?),
+            Ok(r) => {
+                let mut reuse = self.earlier_outputs(id).await?;
+                let repaired = crate::spec::parse(row.spec.as_bytes())
+                    .ok()
+                    .and_then(|s| s.repair_of)
+                    .and_then(|of| of.strip_prefix("run-")?.parse::<i64>().ok());
+                if let Some(of) = repaired {
+                    for r in self.earlier_outputs(of).await? {
+                        if !reuse.iter().any(|k| k.index == r.index && k.item == r.item) {
+                            reuse.push(r);
+                        }
+                    }
+                }
+                r.reuse(reuse)
+            }
             Err(e) => {
                 let why =
                     format!("could not resume: {e} (the server's agents or workflows changed)");

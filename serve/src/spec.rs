@@ -40,6 +40,10 @@ pub struct RunSpec {
     /// `llm`, `code`, `best` or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<String>,
+    /// Repair an earlier run (`run-N`) of the same request: its successful branches
+    /// are reused, not called again; only the others run, then the merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_of: Option<String>,
 }
 
 /// A run's caps.

@@ -92,9 +92,10 @@ impl From<Completion> for AgentOutput {
     }
 }
 
-/// Why a specialist could not produce an output.
+/// Why a specialist could not produce an output. In JSON the variant is `error`
+/// (a provider error it wraps has a `kind` of its own).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "error", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AgentError {
     /// The model call failed.

@@ -1,10 +1,69 @@
 //! `fanfare run`: one task through every agent, then the merge.
 
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use fanfare::run::Reuse;
+
 use crate::args::RunArgs;
 use crate::output;
 use crate::plan::{items, request_for};
 use crate::setup::{prepare, print_admission, read_input, Prepared};
 use crate::signals::{stop_requested, Interrupted};
+
+/// `request` reusing the successful branches of the report at `path`.
+fn repairing(request: fanfare::RunRequest, path: &Path) -> anyhow::Result<fanfare::RunRequest> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--repair: reading {}", path.display()))?;
+    let report: fanfare::RunReport = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--repair: {} is not a run report (`fanfare run --json` writes one)",
+            path.display()
+        )
+    })?;
+    if report.branches.len() != request.steps.len() {
+        bail!(
+            "--repair: {} has {} branches, this run has {} steps; repair with the same workflow and agents",
+            path.display(),
+            report.branches.len(),
+            request.steps.len()
+        );
+    }
+    let mut reuse = Vec::new();
+    for (i, (b, step)) in report.branches.iter().zip(&request.steps).enumerate() {
+        if b.step != step.name {
+            bail!(
+                "--repair: branch {i} of {} is `{}`, this run's step {i} is `{}`; repair with the same workflow and agents",
+                path.display(),
+                b.step,
+                step.name
+            );
+        }
+        // A map step is mended item by item.
+        if let Some(output) = b.outcome.output().filter(|_| b.items.is_empty()) {
+            reuse.push(Reuse {
+                index: i as u32,
+                item: None,
+                output: output.clone(),
+            });
+        }
+        for item in &b.items {
+            if let Some(output) = item.outcome.output() {
+                reuse.push(Reuse {
+                    index: i as u32,
+                    item: Some(item.item as u32),
+                    output: output.clone(),
+                });
+            }
+        }
+    }
+    eprintln!(
+        "fanfare: repairing {}: {} answer(s) reused, the rest run again",
+        path.display(),
+        reuse.len()
+    );
+    Ok(request.reuse(reuse))
+}
 
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let input = read_input(&args)?;
@@ -17,13 +76,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         plan,
         gate,
     } = prepare(&args.common).await?;
-    let request = match request_for(&args.common, input, &plan, items) {
-        Ok(r) => r,
-        Err(e) => {
-            fanfare.shutdown().await;
-            return Err(e);
-        }
-    };
+    let request =
+        match request_for(&args.common, input, &plan, items).and_then(|r| match &args.repair {
+            Some(path) => repairing(r, path),
+            None => Ok(r),
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                fanfare.shutdown().await;
+                return Err(e);
+            }
+        };
     let outcome = tokio::select! {
         r = fanfare.run(request) => Ok(r),
         signal = stop_requested() => Err(signal),

@@ -36,6 +36,7 @@ pub(crate) fn router(app: App, body_limit: usize) -> Router {
         .route("/v1/runs", get(runs::list).post(runs::submit))
         .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
         .route("/v1/runs/{id}/events", get(events::stream))
+        .route("/v1/runs/{id}/repair", axum::routing::post(runs::repair))
         .route("/v1/models", get(openai::models))
         .route("/metrics", get(metrics))
         .route("/v1/chat/completions", axum::routing::post(openai::chat))

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::{ApiError, App};
 use crate::journal::{RunRow, Status};
 use crate::runs::{CancelError, SubmitError};
+use crate::spec::RunSpec;
 
 /// The longest idempotency key accepted.
 const MAX_KEY: usize = 255;
@@ -49,28 +50,24 @@ fn view(row: &RunRow, full: bool) -> Value {
     v
 }
 
-pub(super) async fn submit(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
+/// The client's Idempotency-Key, if it sent a usable one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Some(k.to_owned()),
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!(
+            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Ok(Some(k.to_owned())),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
                     "the Idempotency-Key header must be 1 to {MAX_KEY} visible ASCII characters"
                 ),
-                ))
-            }
+            )),
         },
-    };
-    let spec = crate::spec::parse(&body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.message).field(e.field))?;
+    }
+}
+
+/// Submits `spec` and answers as `POST /v1/runs` does.
+async fn accept(app: &App, spec: RunSpec, key: Option<String>) -> Result<Response, ApiError> {
     match app.runs.submit(spec, key).await {
         Ok(s) => {
             let code = if s.created {
@@ -96,6 +93,41 @@ pub(super) async fn submit(
         )),
         Err(SubmitError::Journal(e)) => Err(ApiError::internal(e)),
     }
+}
+
+pub(super) async fn submit(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let key = idempotency_key(&headers)?;
+    let spec = crate::spec::parse(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.message).field(e.field))?;
+    accept(&app, spec, key).await
+}
+
+/// `POST /v1/runs/{id}/repair`: the same request again, reusing what succeeded.
+pub(super) async fn repair(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let n = run_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let row = match app.runs.journal().get(n).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no run `{id}`"),
+            ))
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let mut spec = crate::spec::parse(row.spec.as_bytes()).map_err(ApiError::internal)?;
+    spec.repair_of = Some(format!("run-{n}"));
+    accept(&app, spec, key).await
 }
 
 pub(super) async fn get(

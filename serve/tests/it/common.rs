@@ -1,0 +1,252 @@
+//! What the serve tests share: a server on 127.0.0.1:0 with agents whose calls can be
+//! held, counted and seen to be aborted, and small HTTP helpers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare::agent::{Agent, AgentContext, AgentOutput, AgentReply, Task};
+use fanfare::provider::{SimConfig, SimProvider};
+use fanfare::Fanfare;
+use fanfare_serve::{Catalog, ServeConfig, Server, Stopped, Token};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Counts of one agent's calls.
+#[derive(Clone, Default)]
+pub struct Calls {
+    pub started: Arc<AtomicUsize>,
+    pub finished: Arc<AtomicUsize>,
+    pub aborted: Arc<AtomicUsize>,
+}
+
+/// Answers its input after `delay`; counts calls, and calls dropped unfinished.
+struct Held {
+    name: &'static str,
+    delay: Duration,
+    calls: Calls,
+}
+
+struct AbortGuard(Option<Arc<AtomicUsize>>);
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Agent for Held {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
+        self.calls.started.fetch_add(1, Ordering::SeqCst);
+        let mut guard = AbortGuard(Some(self.calls.aborted.clone()));
+        // Whoever watches sees the answer come in two pieces, the delay between.
+        let send = |text: String| {
+            if let Some(sink) = &task.deltas {
+                sink.send(fanfare::provider::Delta::Text(text));
+            }
+        };
+        send(format!("{} read: ", self.name));
+        tokio::time::sleep(self.delay).await;
+        send(task.input.clone());
+        guard.0 = None;
+        self.calls.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(AgentOutput::text(format!(
+            "{} read: {}",
+            self.name, task.input
+        )))
+    }
+}
+
+/// A workflow `pair`: both agents, merged by code; written beside the journal.
+pub fn pair_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
+    let path = db.with_file_name("pair.toml");
+    std::fs::write(
+        &path,
+        "name = \"pair\"\ndescription = \"both, merged by code\"\nmerge = \"code\"\n\
+         [[steps]]\nname = \"fast\"\nagent = \"fast\"\n[[steps]]\nname = \"slow\"\nagent = \"slow\"\n",
+    )
+    .unwrap();
+    fanfare::run::workflow::Workflow::load(&path).unwrap()
+}
+
+pub struct Running {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Stopped>,
+    pub fast: Calls,
+    pub slow: Calls,
+}
+
+impl Running {
+    pub async fn stop(mut self) -> Stopped {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap()
+    }
+}
+
+pub struct Options {
+    pub max_running: usize,
+    pub max_queued: usize,
+    pub slow: Duration,
+    pub token: Option<&'static str>,
+    pub drain: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_running: 4,
+            max_queued: 16,
+            slow: Duration::from_millis(50),
+            token: None,
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+pub async fn start(db: &Path, o: Options) -> Running {
+    let fast = Calls::default();
+    let slow = Calls::default();
+    let fanfare = Fanfare::builder(Arc::new(SimProvider::new(SimConfig::default())))
+        .agent(Held {
+            name: "fast",
+            delay: Duration::from_millis(1),
+            calls: fast.clone(),
+        })
+        .agent(Held {
+            name: "slow",
+            delay: o.slow,
+            calls: slow.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    let catalog = Catalog {
+        workflows: vec![pair_workflow(db)],
+        agents: fanfare.agents(),
+    };
+    let mut config = ServeConfig::new(db);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.max_running = o.max_running;
+    config.max_queued = o.max_queued;
+    config.token = o.token.and_then(Token::new);
+    config.drain = o.drain;
+    config.body_limit = 4096;
+    let server = Server::start(fanfare, catalog, config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    Running {
+        base,
+        stop: Some(stop),
+        task,
+        fast,
+        slow,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    // The workspace builds reqwest without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn submit(base: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}/v1/runs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get(base: &str, id: &str) -> Value {
+    client()
+        .get(format!("{base}/v1/runs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits (real time, bounded) until run `id` has status `want`.
+pub async fn until_status(base: &str, id: &str, want: &str) -> Value {
+    for _ in 0..500 {
+        let run = get(base, id).await;
+        if run["status"] == want {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("run {id} never became {want}: {}", get(base, id).await);
+}
+
+/// The events of a run's stream, read to its end, as (id, kind, data).
+pub async fn events(base: &str, id: &str, last: Option<&str>) -> Vec<(String, String, Value)> {
+    let mut request = client().get(format!("{base}/v1/runs/{id}/events"));
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last);
+    }
+    let text = request.send().await.unwrap().text().await.unwrap();
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty() && !block.starts_with(':'))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            (
+                field("id"),
+                field("event"),
+                serde_json::from_str(&field("data")).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// Reads run `id`'s event stream until `text` appears in it.
+pub async fn until_streamed(base: &str, id: &str, text: &str) {
+    use futures::StreamExt as _;
+    let response = client()
+        .get(format!("{base}/v1/runs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if seen.contains(text) {
+            return;
+        }
+    }
+    panic!("the stream of {id} ended without `{text}`: {seen}");
+}

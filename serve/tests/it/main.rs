@@ -1,0 +1,8 @@
+//! fanfare-serve's integration tests, compiled as one binary: a real server on
+//! 127.0.0.1:0 driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod common;
+mod page;
+mod repair;

@@ -1,0 +1,132 @@
+//! Repair: a partly failed run mended by calling only what failed, against the mock
+//! LLM server over the real Anthropic wire format.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fanfare::agent::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, Task};
+use fanfare::provider::{AnthropicConfig, AnthropicProvider, ApiKey, CompletionRequest};
+use fanfare::Fanfare;
+use fanfare_mock::{MockConfig, MockServer};
+use fanfare_serve::{Catalog, ServeConfig, Server};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::common::*;
+
+/// Calls the model; the agents named in `fail_once` refuse their first task.
+struct Flaky {
+    name: String,
+    fail_once: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Agent for Flaky {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
+        if self.fail_once.lock().unwrap().remove(&self.name) {
+            return Err(AgentError::Rejected {
+                reason: "not today".to_owned(),
+            });
+        }
+        let request = CompletionRequest::new(self.name.clone(), "Be brief.", task.prompt());
+        Ok(AgentOutput::from(ctx.provider.complete(request).await?))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_all_8() {
+    let mock = MockServer::start(MockConfig {
+        latency: Duration::from_millis(5),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = AnthropicConfig::new(ApiKey::new("k"));
+    config.base_url = mock.url();
+    config.default_model = "mock-model".into();
+    let provider = Arc::new(AnthropicProvider::new(config).unwrap());
+    let names: Vec<String> = (0..8).map(|i| format!("a{i}")).collect();
+    let fail_once = Arc::new(Mutex::new(HashSet::from([
+        "a2".to_owned(),
+        "a5".to_owned(),
+    ])));
+    let mut builder = Fanfare::builder(provider);
+    for name in &names {
+        builder = builder.agent(Flaky {
+            name: name.clone(),
+            fail_once: fail_once.clone(),
+        });
+    }
+    let fanfare = builder.start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = ServeConfig::new(dir.path().join("j.db"));
+    serve.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let catalog = Catalog {
+        workflows: Vec::new(),
+        agents: fanfare.agents(),
+    };
+    let server = Server::start(fanfare, catalog, serve).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let (code, body) = submit(
+        &base,
+        json!({"input": "Should we keep logs?", "agents": names, "policy": "partial:6", "merge": "llm"}),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    let first = body["id"].as_str().unwrap().to_owned();
+    let run = until_status(&base, &first, "succeeded").await;
+    assert_eq!(
+        run["report"]["totals"]["failed"], 2,
+        "{}",
+        run["report"]["totals"]
+    );
+    let before = mock.stats().requests;
+    assert_eq!(before, 6 + 1, "six branches and the merge");
+
+    let repaired: Value = client()
+        .post(format!("{base}/v1/runs/{first}/repair"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = repaired["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let run = until_status(&base, &second, "succeeded").await;
+    assert_eq!(
+        mock.stats().requests - before,
+        2 + 1,
+        "the two failed branches and the merge"
+    );
+    let branches = run["report"]["branches"].as_array().unwrap();
+    assert_eq!(branches.len(), 8);
+    assert!(branches.iter().all(|b| b["outcome"]["status"] == "ok"));
+    let reused: Vec<bool> = branches.iter().map(|b| b["reused"] == true).collect();
+    assert_eq!(reused, [true, true, false, true, true, false, true, true]);
+    assert_eq!(run["request"]["repair_of"], first.as_str());
+
+    // A repair must run the same request, of a run that has ended.
+    let (code, body) = submit(
+        &base,
+        json!({"input": "Another question", "agents": names, "repair_of": first}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("repair_of")),
+        "{body}"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
