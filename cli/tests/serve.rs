@@ -22,11 +22,17 @@ fn agents(dir: &Path, name: &str, b_ms: u64) -> PathBuf {
 
 /// Starts `fanfare serve` and returns it with the address it says it serves on.
 fn serve(db: &Path, agents: &Path) -> (Child, String) {
+    serve_with(db, agents, &[])
+}
+
+/// `serve` with more flags.
+fn serve_with(db: &Path, agents: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
         .args(["serve", "--listen", "127.0.0.1:0", "--drain", "1s", "--db"])
         .arg(db)
         .arg("--agents")
         .arg(agents)
+        .args(extra)
         .env_remove("RUST_LOG")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
@@ -68,6 +74,17 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 
 /// Reads a run's event stream until `n` branches have finished.
 fn until_branches(addr: &str, id: &str, n: usize) {
+    read_stream(addr, id, |seen| {
+        seen.matches("event: branch_finished").count() >= n
+    });
+}
+
+/// Reads a run's event stream until `text` is in it; returns what was read.
+fn stream_until(addr: &str, id: &str, text: &str) -> String {
+    read_stream(addr, id, |seen| seen.contains(text))
+}
+
+fn read_stream(addr: &str, id: &str, enough: impl Fn(&str) -> bool) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -77,11 +94,12 @@ fn until_branches(addr: &str, id: &str, n: usize) {
     .unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
-    while seen.matches("event: branch_finished").count() < n {
+    while !enough(&seen) {
         let got = s.read(&mut buf).unwrap();
         assert!(got > 0, "the stream ended: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..got]));
     }
+    seen
 }
 
 fn status_of(addr: &str, id: &str) -> serde_json::Value {
@@ -124,11 +142,168 @@ fn a_serve_killed_mid_run_resumes_it_at_the_next_start_without_calling_again_wha
     assert_eq!(branches[0]["reused"], true, "{}", branches[0]);
     assert!(branches[1].get("reused").is_none(), "{}", branches[1]);
 
+    signal_term(&second);
+    let exit = second.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn a_hundred_runs_in_flight_survive_kill_9_and_no_finished_branch_is_called_twice() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt
+        .block_on(fanfare_mock::MockServer::start(fanfare_mock::MockConfig {
+            latency: Duration::from_secs(2),
+            ..Default::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let agents = agents(dir.path(), "specs", 20);
+    let key = dir.path().join("key");
+    std::fs::write(&key, "test-key").unwrap();
+    let flags = [
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &mock.url(),
+        "--api-key-file",
+        key.to_str().unwrap(),
+        "--max-runs",
+        "100",
+        // Odd, so that a wave of answers ends in the middle of some run.
+        "--max-concurrency",
+        "63",
+    ];
+    let (mut first, addr) = serve_with(&db, &agents, &flags);
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let body = format!(r#"{{"input": "question {i}", "agents": ["a", "b"], "merge": "code"}}"#);
+        let (code, answer) = http(&addr, "POST", "/v1/runs", &body);
+        assert_eq!(code, 202, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // Kill it between two waves of answers: once at least 63 branch ends are
+    // journaled (the metrics count a branch once its end is journaled), every answer
+    // the mock gave is among them, and that has held for a moment; the next wave is
+    // in flight, about two seconds from answering.
+    let ok =
+        |mock: &fanfare_mock::MockServer| mock.stats().by_status.get(&200).copied().unwrap_or(0);
+    let started = Instant::now();
+    let mut quiet = 0;
+    while quiet < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            mock.stats()
+        );
+        let journaled = journaled_branches(&addr);
+        quiet = if journaled >= 63 && journaled == ok(&mock) {
+            quiet + 1
+        } else {
+            0
+        };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let answered_before = ok(&mock);
+    assert!(
+        answered_before < 200,
+        "the kill came after everything answered"
+    );
+
+    let (mut second, addr) = serve_with(&db, &agents, &flags);
+    let mut reused = 0;
+    let mut untouched = 0;
+    for id in &ids {
+        let started = Instant::now();
+        let run = loop {
+            let run = status_of(&addr, id);
+            if run["status"] == "succeeded" || run["status"] == "failed" {
+                break run;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{run}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let branches = run["report"]["branches"].as_array().unwrap();
+        if stream_until(&addr, id, "event: done").contains("resumed after") {
+            reused += branches.iter().filter(|b| b["reused"] == true).count();
+        } else {
+            // It had ended before the kill: none of its branches runs again.
+            untouched += branches.len();
+        }
+    }
+    // No branch answered before the kill is asked again: it is reused, or its run
+    // had already ended; every other branch is answered once, after the restart.
+    let (reused, untouched) = (reused as u64, untouched as u64);
+    assert_eq!(reused + untouched, answered_before, "{:?}", mock.stats());
+    assert!(reused > 0, "no run was cut mid-way");
+    assert_eq!(
+        ok(&mock),
+        200,
+        "a branch was answered twice: {:?}",
+        mock.stats()
+    );
+    signal_term(&second);
+    assert_eq!(second.wait().unwrap().code(), Some(0));
+}
+
+/// Branch ends journaled so far, from `/metrics`.
+fn journaled_branches(addr: &str) -> u64 {
+    let (code, text) = http(addr, "GET", "/metrics", "");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with("fanfare_branch_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn signal_term(child: &Child) {
     let ok = Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
-    let exit = second.wait().unwrap();
+}
+
+#[test]
+fn sigterm_with_runs_in_flight_exits_within_the_drain_and_the_next_start_resumes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let (first, addr) = serve(&db, &agents(dir.path(), "slow", 60_000));
+    let (code, body) = http(
+        &addr,
+        "POST",
+        "/v1/runs",
+        r#"{"input": "x", "agents": ["a", "b"], "merge": "code"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    until_branches(&addr, "run-1", 1);
+    let asked = Instant::now();
+    signal_term(&first);
+    let mut first = first;
+    let exit = first.wait().unwrap();
+    // --drain 1s: the slow branch cannot finish, so it is interrupted at 1 s.
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(exit.code(), Some(0));
+
+    let (mut second, addr) = serve(&db, &agents(dir.path(), "fast", 20));
+    let started = Instant::now();
+    loop {
+        let run = status_of(&addr, "run-1");
+        if run["status"] == "succeeded" {
+            assert_eq!(run["report"]["branches"][0]["reused"], true, "{run}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{run}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_term(&second);
+    assert_eq!(second.wait().unwrap().code(), Some(0));
 }

@@ -362,8 +362,10 @@ impl Runs {
                         while let Ok(more) = handle.events.try_recv() {
                             batch.push(more);
                         }
+                        // Journal first: a branch the metrics count is one a crash
+                        // cannot lose.
+                        self.record(id, &batch).await;
                         self.observe(&batch, &mut starts);
-                        self.record(id, batch).await;
                     }
                     None => break None,
                 },
@@ -448,7 +450,7 @@ impl Runs {
     }
 
     /// Journals a batch of a run's events in one transaction.
-    async fn record(&self, id: i64, batch: Vec<RunEvent>) {
+    async fn record(&self, id: i64, batch: &[RunEvent]) {
         let rows = batch
             .iter()
             .filter_map(|e| {

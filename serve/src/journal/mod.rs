@@ -110,6 +110,9 @@ pub enum JournalError {
     /// The blocking task running the query panicked or was cancelled.
     #[error("journal: the query's task ended abnormally")]
     Task,
+    /// The group-commit writer could not start or has stopped.
+    #[error("journal writer: {0}")]
+    Writer(String),
 }
 
 /// One run as stored.
@@ -160,6 +163,116 @@ pub enum Inserted {
 pub struct Journal {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The group-commit writer (see [`Journal::append_events`]).
+    writer: std::sync::mpsc::Sender<Pending>,
+}
+
+/// A write the group commit applies.
+#[derive(Debug)]
+enum Write {
+    /// Events appended to a run.
+    Events {
+        run: i64,
+        events: Vec<(String, String)>,
+    },
+    /// A run moved to a status that is not final, with a `status` event.
+    Status {
+        run: i64,
+        status: Status,
+        note: Option<String>,
+    },
+    /// A run ended, with its `done` event.
+    Finish {
+        run: i64,
+        status: Status,
+        report: Option<String>,
+        error: Option<String>,
+    },
+}
+
+impl Write {
+    fn apply(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+        match self {
+            Write::Events { run, events } => {
+                for (kind, data) in events {
+                    append(tx, *run, kind, data, now)?;
+                }
+            }
+            Write::Status { run, status, note } => {
+                tx.execute(
+                    "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![run, status.as_str(), now],
+                )?;
+                append(
+                    tx,
+                    *run,
+                    "status",
+                    &status_data(*status, note.as_deref()),
+                    now,
+                )?;
+            }
+            Write::Finish {
+                run,
+                status,
+                report,
+                error,
+            } => {
+                tx.execute(
+                    "UPDATE runs SET status = ?2, updated_ms = ?3, report = ?4, error = ?5 WHERE id = ?1",
+                    params![run, status.as_str(), now, report, error],
+                )?;
+                append(
+                    tx,
+                    *run,
+                    "done",
+                    &status_data(*status, error.as_deref()),
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A write waiting for the group commit, and who waits for it.
+struct Pending {
+    write: Write,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Applies `writes` in one transaction.
+fn commit(conn: &mut Connection, writes: &[&Write]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    for w in writes {
+        w.apply(&tx, now)?;
+    }
+    tx.commit()
+}
+
+/// The group-commit writer: takes every write waiting, applies them all in one
+/// transaction (one sync to disk), and answers each. If that transaction fails,
+/// each write is tried alone, so that one bad write fails only its own caller.
+/// Ends when every `Journal` clone is gone.
+fn group_commit(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Receiver<Pending>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let all: Vec<&Write> = batch.iter().map(|p| &p.write).collect();
+        if commit(&mut guard, &all).is_ok() {
+            for p in batch {
+                let _ = p.done.send(Ok(()));
+            }
+            continue;
+        }
+        for p in batch {
+            let result = commit(&mut guard, &[&p.write]).map_err(|e| e.to_string());
+            let _ = p.done.send(result);
+        }
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -224,9 +337,17 @@ impl Journal {
             path: path.to_owned(),
             source,
         })?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (writer, rx) = std::sync::mpsc::channel();
+        let shared = conn.clone();
+        std::thread::Builder::new()
+            .name("journal-writer".to_owned())
+            .spawn(move || group_commit(shared, rx))
+            .map_err(|e| JournalError::Writer(e.to_string()))?;
         Ok(Journal {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
             path: path.to_owned(),
+            writer,
         })
     }
 
@@ -339,42 +460,19 @@ impl Journal {
         status: Status,
         note: Option<String>,
     ) -> Result<(), JournalError> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let now = now_ms();
-            tx.execute(
-                "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id = ?1",
-                params![run, status.as_str(), now],
-            )?;
-            append(
-                &tx,
-                run,
-                "status",
-                &status_data(status, note.as_deref()),
-                now,
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.write(Write::Status { run, status, note }).await
     }
 
-    /// Appends events (kind, JSON) to a run, in one transaction.
+    /// Appends events (kind, JSON) to a run. Writes from every run that arrive
+    /// together are committed together (group commit: one sync to disk for all of
+    /// them), so a burst of branch ends across many runs is durable within one
+    /// commit's time rather than one per run. Returns once committed.
     pub async fn append_events(
         &self,
         run: i64,
         events: Vec<(String, String)>,
     ) -> Result<(), JournalError> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let now = now_ms();
-            for (kind, data) in &events {
-                append(&tx, run, kind, data, now)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.write(Write::Events { run, events }).await
     }
 
     /// Ends a run: its status, report or error, and its `done` event, at once.
@@ -385,18 +483,25 @@ impl Journal {
         report: Option<String>,
         error: Option<String>,
     ) -> Result<(), JournalError> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let now = now_ms();
-            tx.execute(
-                "UPDATE runs SET status = ?2, updated_ms = ?3, report = ?4, error = ?5 WHERE id = ?1",
-                params![run, status.as_str(), now, report, error],
-            )?;
-            append(&tx, run, "done", &status_data(status, error.as_deref()), now)?;
-            tx.commit()?;
-            Ok(())
+        self.write(Write::Finish {
+            run,
+            status,
+            report,
+            error,
         })
         .await
+    }
+
+    /// Hands `write` to the group commit and waits until it is committed.
+    async fn write(&self, write: Write) -> Result<(), JournalError> {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(Pending { write, done })
+            .map_err(|_| JournalError::Writer("stopped".to_owned()))?;
+        committed
+            .await
+            .map_err(|_| JournalError::Writer("stopped".to_owned()))?
+            .map_err(JournalError::Writer)
     }
 
     /// The run `id`.
