@@ -440,3 +440,139 @@ async fn a_workflow_answers_as_an_openai_model_plain_and_streamed() {
     assert_eq!(wrong["error"]["param"], "model");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_mid_run_with_last_event_id_gets_every_event_exactly_once() {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            slow: Duration::from_millis(300),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "x", "agents": ["fast", "slow"], "merge": "code"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    // Read until the fast branch has finished, then hang up.
+    let response = client()
+        .get(format!("{}/v1/runs/{id}/events", s.base))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut first = String::new();
+    while !first.contains("event: branch_finished") {
+        first.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    drop(body);
+    // Keep only whole events; the rest is read again after reconnecting.
+    let whole = &first[..first.rfind("\n\n").unwrap() + 2];
+    let seen: Vec<i64> = whole
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let last = seen.last().unwrap().to_string();
+    let rest = events(&s.base, &id, Some(&last)).await;
+    let mut ids = seen.clone();
+    ids.extend(rest.iter().map(|(i, _, _)| i.parse::<i64>().unwrap()));
+    let all = events(&s.base, &id, None).await;
+    let expected: Vec<i64> = (1..=all.len() as i64).collect();
+    assert_eq!(ids, expected, "every event once, in order");
+    assert_eq!(rest.last().unwrap().1, "done");
+    assert!(!rest.is_empty() && seen.len() >= 3);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_submissions_are_each_accepted_or_shed_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            max_running: 16,
+            max_queued: 300,
+            slow: Duration::from_millis(1),
+            ..Options::default()
+        },
+    )
+    .await;
+    let base = s.base.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let base = base.clone();
+        tasks.spawn(async move {
+            let body = json!({"input": format!("q{i}"), "agents": ["fast"], "merge": "none"});
+            let r = client()
+                .post(format!("{base}/v1/runs"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (code, v["id"].as_str().map(str::to_owned))
+        });
+    }
+    let mut accepted = Vec::new();
+    let mut shed = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (202, Some(id)) => accepted.push(id),
+            (429, None) => shed += 1,
+            other => panic!("neither accepted nor shed: {other:?}"),
+        }
+    }
+    assert_eq!(accepted.len() + shed, 1000);
+    assert!(
+        accepted.len() >= 316,
+        "at least the slots and the queue: {}",
+        accepted.len()
+    );
+    for id in &accepted {
+        until_status(&base, id, "succeeded").await;
+    }
+    let listed: Value = client()
+        .get(format!("{base}/v1/runs?limit=500&status=succeeded"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut count = listed["runs"].as_array().unwrap().len();
+    let mut next = listed["next"].as_str().map(str::to_owned);
+    while let Some(before) = next {
+        let page: Value = client()
+            .get(format!(
+                "{base}/v1/runs?limit=500&status=succeeded&before={before}"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        count += page["runs"].as_array().unwrap().len();
+        next = page["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(
+        count,
+        accepted.len(),
+        "every accepted run is in the journal, ended"
+    );
+    assert_eq!(
+        s.fast.finished.load(Ordering::SeqCst),
+        accepted.len(),
+        "each ran once"
+    );
+    s.stop().await;
+}

@@ -87,3 +87,82 @@ async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_b
     assert!(dom.contains(&format!(r#"data-id="{id}""#)), "{dom}");
     s.stop().await;
 }
+
+/// A screenshot of the page, as RGB(A) pixels, once its script has run.
+fn screenshot(url: &str) -> (png::OutputInfo, Vec<u8>) {
+    let chromium = std::env::var("FANFARE_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("page.png");
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1200,800",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {chromium}: {e}"));
+    assert!(
+        out.status.success(),
+        "{chromium}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Ok(keep) = std::env::var("FANFARE_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    (info, pixels)
+}
+
+/// Pixels of about colour `rgb`.
+fn count(info: &png::OutputInfo, pixels: &[u8], rgb: [u8; 3]) -> usize {
+    let step = info.color_type.samples();
+    pixels
+        .chunks(step)
+        .filter(|p| p.len() >= 3 && (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 6))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
+async fn a_screenshot_of_a_finished_run_shows_its_bars_in_the_colour_of_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "the plan", "agents": ["fast", "slow"], "merge": "code"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "succeeded").await;
+    let url = format!("{}/#{id}", s.base);
+    let (info, pixels) = tokio::task::spawn_blocking(move || screenshot(&url))
+        .await
+        .unwrap();
+    let ok = count(&info, &pixels, [0x2e, 0x8b, 0x57]);
+    let running = count(&info, &pixels, [0x2e, 0x86, 0xc1]);
+    // Two finished bars (and the run's badge) in green, hundreds of pixels each; no
+    // bar left in the colour of a branch still running.
+    assert!(ok > 2_000, "{ok} green pixels");
+    assert_eq!(running, 0, "{running} pixels of a running bar");
+    s.stop().await;
+}
