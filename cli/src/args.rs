@@ -122,6 +122,19 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         )]
         sizes: Vec<usize>,
     },
+    /// N runs submitted at once to `fanfare serve` (in process, journal on disk):
+    /// submit latency p50/p99/max, accepted vs shed, runs per second.
+    Serve {
+        /// Runs to submit at once.
+        #[arg(long = "n", default_value_t = 1000)]
+        n: usize,
+        /// Most runs in progress at once.
+        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+        max_runs: usize,
+        /// Most runs waiting [default: N, so that none is shed].
+        #[arg(long)]
+        max_queued: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]

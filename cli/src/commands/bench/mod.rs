@@ -8,6 +8,9 @@
 //!   wall − 2 × latency (the physical floor is one fan-out round plus one merge).
 //! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
 //!   per branch, runs per second, memory per idle specialist, the cost of a restart.
+//! - `bench serve` (`serve.rs`): N runs submitted at once to `fanfare serve`.
+
+mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +55,11 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             .await
         }
         BenchCommand::Inproc { sizes } => inproc(&sizes).await,
+        BenchCommand::Serve {
+            n,
+            max_runs,
+            max_queued,
+        } => serve::serve(n, max_runs, max_queued).await,
     }
 }
 
