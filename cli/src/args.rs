@@ -57,6 +57,24 @@ Example:\n  fanfare serve --db runs.db &\n  \
 curl -s localhost:7878/v1/runs -d '{\"input\": \"Should we adopt a four-day week?\"}'\n  \
 curl -N localhost:7878/v1/runs/run-1/events")]
     Serve(Box<ServeArgs>),
+    /// Send a run to a running `fanfare serve` and follow it live; prints the same
+    /// report as `run`.
+    #[command(
+        after_help = "Examples:\n  fanfare submit \"Should we adopt a four-day week?\"\n  \
+fanfare submit --file proposal.md --workflow validation --detach\n  \
+FANFARE_SERVER=http://10.0.0.5:7878 FANFARE_TOKEN=… fanfare submit -"
+    )]
+    Submit(Box<SubmitArgs>),
+    /// Follow a run of a running `fanfare serve` until it ends, then print its report.
+    Watch {
+        /// The run (run-N).
+        id: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Serve a local mock LLM speaking the Anthropic and OpenAI wire formats.
     #[command(
         name = "mock-llm",
@@ -292,6 +310,66 @@ pub struct BatchArgs {
     pub retry_failed: bool,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Where the server is.
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "FANFARE_SERVER",
+        default_value = "http://127.0.0.1:7878",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// File holding the server's bearer token [default: $FANFARE_TOKEN].
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// The task text; `-` reads it from standard input.
+    #[arg(value_name = "TEXT", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Read the task text from a file.
+    #[arg(long, short, value_name = "F")]
+    pub file: Option<PathBuf>,
+    /// A workflow the server has [default: the server's].
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// A plain fan-out to these agents instead (comma-separated).
+    #[arg(
+        long,
+        value_name = "A,B",
+        value_delimiter = ',',
+        conflicts_with = "workflow"
+    )]
+    pub only: Vec<String>,
+    /// fail-fast, partial or partial:K [default: the workflow's].
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// The run's deadline (e.g. 90s) [default: the server's].
+    #[arg(long)]
+    pub deadline: Option<String>,
+    /// Each branch's deadline [default: the server's].
+    #[arg(long)]
+    pub branch_timeout: Option<String>,
+    /// llm, code, best or none [default: the workflow's].
+    #[arg(long)]
+    pub merge: Option<String>,
+    /// Sent as Idempotency-Key: a retry with the same key returns the same run.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Print the run's id and return at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(clap::Args)]

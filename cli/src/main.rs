@@ -10,6 +10,7 @@
 
 mod args;
 mod commands;
+mod live;
 mod output;
 mod plan;
 mod setup;
@@ -60,6 +61,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
             Command::Serve(args) => commands::serve::serve(*args).await,
+            Command::Submit(args) => commands::submit::submit(*args).await,
+            Command::Watch { id, json, client } => {
+                commands::submit::watch(&id, json, &client).await
+            }
             Command::MockLlm(args) => commands::mock_llm::mock_llm(args).await,
             Command::Batch(args) => commands::batch::batch(*args).await,
             Command::Bench { command } => commands::bench::bench(command).await.map(|()| true),

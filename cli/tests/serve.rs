@@ -307,3 +307,65 @@ fn sigterm_with_runs_in_flight_exits_within_the_drain_and_the_next_start_resumes
     signal_term(&second);
     assert_eq!(second.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn submit_and_watch_use_a_running_server_and_print_the_report_run_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = serve(
+        &dir.path().join("runs.db"),
+        &agents(dir.path(), "specs", 20),
+    );
+    let url = format!("http://{addr}");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(args)
+            .env("FANFARE_SERVER", &url)
+            .env_remove("FANFARE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "submit",
+        "Should we keep logs?",
+        "--only",
+        "a,b",
+        "--merge",
+        "code",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("── a · ok") && stdout.contains("── b · ok"),
+        "{stdout}"
+    );
+    // Not a terminal: one plain line per event, in order.
+    let started = stderr.find("a: started").expect(&stderr);
+    let ended = stderr.find("a: ok").expect(&stderr);
+    assert!(started < ended, "{stderr}");
+
+    let out = cli(&["submit", "x", "--only", "a", "--detach"]);
+    assert!(out.status.success());
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(id, "run-2");
+    let out = cli(&["watch", &id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+
+    let out = cli(&["submit", "x", "--only", "nobody"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("agents[0]: no agent named `nobody`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal_term(&server);
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+}

@@ -7,4 +7,5 @@ pub mod dry_run;
 pub mod mock_llm;
 pub mod run;
 pub mod serve;
+pub mod submit;
 pub mod workflows;

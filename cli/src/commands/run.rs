@@ -6,6 +6,7 @@ use anyhow::{bail, Context as _};
 use fanfare::run::Reuse;
 
 use crate::args::RunArgs;
+use crate::live::{Live, Progress};
 use crate::output;
 use crate::plan::{items, request_for};
 use crate::setup::{prepare, print_admission, read_input, Prepared};
@@ -87,10 +88,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
                 return Err(e);
             }
         };
+    let mut handle = fanfare.start_run(request);
+    let mut live = Live::new();
     let outcome = tokio::select! {
-        r = fanfare.run(request) => Ok(r),
+        r = async {
+            while let Some(event) = handle.events.recv().await {
+                if let Some(p) = Progress::of_event(&event) {
+                    live.show(p);
+                }
+            }
+            handle.report().await
+        } => Ok(r),
         signal = stop_requested() => Err(signal),
     };
+    live.finish();
+    // Dropping the handle cancels a run the signal interrupted.
+    drop(handle);
     let report = match outcome {
         Ok(report) => {
             fanfare.shutdown().await;

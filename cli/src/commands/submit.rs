@@ -1,0 +1,230 @@
+//! `fanfare submit` and `fanfare watch`: a running `fanfare serve` used from the
+//! terminal. `submit` sends a run and (unless `--detach`) follows it; `watch`
+//! follows a run by id. Both show it live as `fanfare run` does and print the same
+//! report at the end (or its JSON with `--json`); the exit code is `run`'s.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use crate::args::{ClientArgs, SubmitArgs};
+use crate::live::{Live, Progress};
+use crate::output;
+
+/// A client of one server.
+struct Server {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn new(args: &ClientArgs) -> anyhow::Result<Server> {
+        let token = match &args.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the token from {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("FANFARE_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Server {
+            base: args.server.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// The JSON answer, or the server's error message as the error.
+    async fn json(&self, r: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = r
+            .send()
+            .await
+            .with_context(|| format!("cannot reach fanfare serve at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            match body["error"]["field"].as_str() {
+                Some(field) => bail!("the server answered {status}: {field}: {message}"),
+                None => bail!("the server answered {status}: {message}"),
+            }
+        }
+        Ok(body)
+    }
+}
+
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<bool> {
+    let server = Server::new(&args.client)?;
+    let input = match (&args.text, &args.file) {
+        (Some(t), _) if t == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the task from standard input")?;
+            s
+        }
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        (None, None) => bail!("no task given: pass TEXT, --file F, or - to read standard input"),
+    };
+    let mut body = json!({ "input": input });
+    let fields = [
+        ("workflow", args.workflow.clone().map(Value::from)),
+        (
+            "agents",
+            (!args.only.is_empty()).then(|| Value::from(args.only.clone())),
+        ),
+        ("policy", args.policy.clone().map(Value::from)),
+        ("deadline", args.deadline.clone().map(Value::from)),
+        (
+            "branch_timeout",
+            args.branch_timeout.clone().map(Value::from),
+        ),
+        ("merge", args.merge.clone().map(Value::from)),
+    ];
+    for (name, value) in fields {
+        if let Some(v) = value {
+            body[name] = v;
+        }
+    }
+    let mut request = server
+        .request(reqwest::Method::POST, "/v1/runs")
+        .json(&body);
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let answer = server.json(request).await?;
+    let id = answer["id"]
+        .as_str()
+        .context("the server answered no run id")?
+        .to_owned();
+    if args.detach {
+        output::stdout(&format!("{id}\n"))?;
+        return Ok(true);
+    }
+    eprintln!("fanfare: {id} submitted to {}", server.base);
+    follow(&server, &id, args.json).await
+}
+
+pub async fn watch(id: &str, json: bool, client: &ClientArgs) -> anyhow::Result<bool> {
+    let server = Server::new(client)?;
+    follow(&server, id, json).await
+}
+
+/// Shows run `id` live until it ends, then prints its report. Reconnects (with
+/// `Last-Event-ID`) when the stream drops, as long as the server answers.
+async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
+    let mut live = Live::new();
+    let mut last: u64 = 0;
+    let mut failures = 0;
+    'stream: loop {
+        let mut request = server.request(reqwest::Method::GET, &format!("/v1/runs/{id}/events"));
+        if last > 0 {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let mut response = match request.send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                let status = r.status();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                bail!(
+                    "the server answered {status}: {}",
+                    body["error"]["message"].as_str().unwrap_or("no message")
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                if failures > 30 {
+                    return Err(e)
+                        .with_context(|| format!("lost fanfare serve at {}", server.base));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let mut buffer = String::new();
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(c)) => c,
+                // The stream ended (the server stopped): pick it up again.
+                Ok(None) | Err(_) => break,
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+            while let Some(cut) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..cut + 2).collect();
+                let (mut kind, mut data, mut seq) = ("message".to_owned(), String::new(), None);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        seq = v.trim().parse::<u64>().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if let Some(n) = seq {
+                    last = n;
+                }
+                let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if kind == "done" {
+                    break 'stream;
+                }
+                if kind == "status" {
+                    if let Some(note) = value["note"].as_str() {
+                        eprintln!("fanfare: {id}: {note}");
+                    }
+                }
+                if let Some(p) = Progress::of_json(&kind, &value) {
+                    live.show(p);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    live.finish();
+    let run = server
+        .json(server.request(reqwest::Method::GET, &format!("/v1/runs/{id}")))
+        .await?;
+    let status = run["status"].as_str().unwrap_or("?");
+    match run.get("report").filter(|r| !r.is_null()) {
+        Some(report) if json => {
+            output::stdout(&format!("{}\n", serde_json::to_string_pretty(report)?))?;
+        }
+        Some(report) => {
+            let report: fanfare::RunReport = serde_json::from_value(report.clone())
+                .context("the server's report is not one this fanfare reads")?;
+            output::stdout(&report.render())?;
+        }
+        None => {}
+    }
+    if status != "succeeded" {
+        let why = run["error"].as_str().unwrap_or("no reason given");
+        eprintln!("fanfare: {id} {status}: {why}");
+        return Ok(false);
+    }
+    Ok(true)
+}

@@ -1,0 +1,336 @@
+//! A run shown live while it goes on: one line per branch with a spinner, its
+//! elapsed time and (when the model streams) a growing token count, replaced by its
+//! outcome the moment it ends; then the merge. When stdout or stderr is not a
+//! terminal, one plain line per event instead. Either way on stderr, so that stdout
+//! keeps only the report.
+//!
+//! Events come from the runtime (`fanfare run`) or from a server's event stream
+//! (`fanfare submit`, `fanfare watch`); both become [`Progress`].
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use fanfare::RunEvent;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+/// What the live view shows.
+#[derive(Debug, PartialEq)]
+pub enum Progress {
+    /// A branch (or map item) was dispatched.
+    Started { key: String, label: String },
+    /// More streamed text of a branch, on attempt `attempt`.
+    Delta {
+        key: String,
+        label: String,
+        attempt: u32,
+        text: String,
+    },
+    /// A branch ended.
+    Finished {
+        key: String,
+        label: String,
+        outcome: String,
+        late: bool,
+    },
+    /// The merge began.
+    MergeStarted { inputs: usize },
+    /// More streamed text of the merge.
+    MergeDelta { text: String },
+    /// The merge ended.
+    MergeFinished { ok: bool },
+}
+
+fn key_label(index: u32, item: Option<u32>, agent: &str) -> (String, String) {
+    match item {
+        None => (index.to_string(), agent.to_owned()),
+        Some(k) => (format!("{index}.{k}"), format!("{agent} #{k}")),
+    }
+}
+
+impl Progress {
+    /// From the runtime's event.
+    pub fn of_event(e: &RunEvent) -> Option<Progress> {
+        Some(match e {
+            RunEvent::BranchStarted {
+                index, item, agent, ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Started { key, label }
+            }
+            RunEvent::BranchDelta {
+                index,
+                item,
+                agent,
+                attempt,
+                text,
+                ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Delta {
+                    key,
+                    label,
+                    attempt: *attempt,
+                    text: text.clone(),
+                }
+            }
+            RunEvent::BranchFinished {
+                index,
+                item,
+                agent,
+                outcome,
+                late,
+                ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Finished {
+                    key,
+                    label,
+                    outcome: outcome.label().to_owned(),
+                    late: *late,
+                }
+            }
+            RunEvent::SynthesisStarted { branches_ok, .. } => Progress::MergeStarted {
+                inputs: *branches_ok,
+            },
+            RunEvent::SynthesisDelta { text, .. } => Progress::MergeDelta { text: text.clone() },
+            RunEvent::SynthesisFinished { result, .. } => {
+                Progress::MergeFinished { ok: result.is_ok() }
+            }
+            _ => return None,
+        })
+    }
+
+    /// From a server's event (`kind`, its JSON data).
+    pub fn of_json(kind: &str, v: &Value) -> Option<Progress> {
+        let index = v["index"].as_u64().map(|n| n as u32);
+        let item = v["item"].as_u64().map(|n| n as u32);
+        let agent = v["agent"].as_str().unwrap_or("?");
+        let branch = || index.map(|i| key_label(i, item, agent));
+        Some(match kind {
+            "branch_started" => {
+                let (key, label) = branch()?;
+                Progress::Started { key, label }
+            }
+            "branch_delta" => {
+                let (key, label) = branch()?;
+                Progress::Delta {
+                    key,
+                    label,
+                    attempt: v["attempt"].as_u64().unwrap_or(1) as u32,
+                    text: v["text"].as_str()?.to_owned(),
+                }
+            }
+            "branch_finished" => {
+                let (key, label) = branch()?;
+                Progress::Finished {
+                    key,
+                    label,
+                    outcome: v["outcome"]["status"].as_str().unwrap_or("?").to_owned(),
+                    late: v["late"].as_bool().unwrap_or(false),
+                }
+            }
+            "synthesis_started" => Progress::MergeStarted {
+                inputs: v["branches_ok"].as_u64().unwrap_or(0) as usize,
+            },
+            "synthesis_delta" => Progress::MergeDelta {
+                text: v["text"].as_str()?.to_owned(),
+            },
+            "synthesis_finished" => Progress::MergeFinished {
+                ok: v["result"].get("Ok").is_some(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// One branch's line.
+struct Row {
+    bar: Option<ProgressBar>,
+    label: String,
+    since: Instant,
+    attempt: u32,
+    chars: usize,
+}
+
+/// The live view of one run.
+pub struct Live {
+    multi: Option<MultiProgress>,
+    started: Instant,
+    rows: HashMap<String, Row>,
+}
+
+impl Live {
+    /// Spinners when both stdout and stderr are terminals; plain lines otherwise.
+    pub fn new() -> Self {
+        let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        Self {
+            multi: terminal.then(MultiProgress::new),
+            started: Instant::now(),
+            rows: HashMap::new(),
+        }
+    }
+
+    fn at(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn spinner(&self, label: &str) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let bar = multi.add(ProgressBar::new_spinner());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        bar.set_message(label.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Some(bar)
+    }
+
+    /// Shows one event.
+    pub fn show(&mut self, p: Progress) {
+        match p {
+            Progress::Started { key, label } => {
+                let bar = self.spinner(&label);
+                if bar.is_none() {
+                    eprintln!("[{:7.2}s] {label}: started", self.at());
+                }
+                self.rows.insert(
+                    key,
+                    Row {
+                        bar,
+                        label,
+                        since: Instant::now(),
+                        attempt: 1,
+                        chars: 0,
+                    },
+                );
+            }
+            Progress::Delta {
+                key, attempt, text, ..
+            } => {
+                let Some(row) = self.rows.get_mut(&key) else {
+                    return;
+                };
+                if attempt != row.attempt {
+                    row.attempt = attempt;
+                    row.chars = 0;
+                }
+                row.chars += text.chars().count();
+                if let Some(bar) = &row.bar {
+                    bar.set_message(format!("{} · ~{} tokens", row.label, row.chars.div_ceil(4)));
+                }
+            }
+            Progress::Finished {
+                key,
+                label,
+                outcome,
+                late,
+            } => {
+                let late = if late { " (late, after the merge)" } else { "" };
+                let mark = if outcome == "ok" { "✓" } else { "✗" };
+                match self.rows.remove(&key) {
+                    Some(Row {
+                        bar: Some(bar),
+                        since,
+                        ..
+                    }) => {
+                        if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                            bar.set_style(style);
+                        }
+                        bar.finish_with_message(format!(
+                            "{mark} {label} · {outcome} · {:.2}s{late}",
+                            since.elapsed().as_secs_f64()
+                        ));
+                    }
+                    _ => eprintln!("[{:7.2}s] {label}: {outcome}{late}", self.at()),
+                }
+            }
+            Progress::MergeStarted { inputs } => {
+                let label = format!("merge of {inputs}");
+                let bar = self.spinner(&label);
+                if bar.is_none() {
+                    eprintln!("[{:7.2}s] {label}: started", self.at());
+                }
+                self.rows.insert(
+                    "merge".to_owned(),
+                    Row {
+                        bar,
+                        label,
+                        since: Instant::now(),
+                        attempt: 1,
+                        chars: 0,
+                    },
+                );
+            }
+            Progress::MergeDelta { text } => self.show(Progress::Delta {
+                key: "merge".to_owned(),
+                label: String::new(),
+                attempt: 1,
+                text,
+            }),
+            Progress::MergeFinished { ok } => {
+                let label = self
+                    .rows
+                    .get("merge")
+                    .map(|r| r.label.clone())
+                    .unwrap_or_else(|| "merge".to_owned());
+                self.show(Progress::Finished {
+                    key: "merge".to_owned(),
+                    label,
+                    outcome: if ok { "ok" } else { "failed" }.to_owned(),
+                    late: false,
+                });
+            }
+        }
+    }
+
+    /// Clears what is still spinning (the run ended without their events).
+    pub fn finish(&mut self) {
+        for (_, row) in self.rows.drain() {
+            if let Some(bar) = row.bar {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_servers_events_read_as_the_runtimes_do() {
+        let table = [
+            (
+                "branch_started",
+                json!({"index": 2, "item": null, "agent": "legal", "at": 0.1}),
+                Some(Progress::Started {
+                    key: "2".into(),
+                    label: "legal".into(),
+                }),
+            ),
+            (
+                "branch_finished",
+                json!({"index": 1, "item": 3, "agent": "each", "late": true, "outcome": {"status": "timed_out"}}),
+                Some(Progress::Finished {
+                    key: "1.3".into(),
+                    label: "each #3".into(),
+                    outcome: "timed_out".into(),
+                    late: true,
+                }),
+            ),
+            (
+                "synthesis_finished",
+                json!({"result": {"Ok": "merged"}}),
+                Some(Progress::MergeFinished { ok: true }),
+            ),
+            ("status", json!({"status": "running"}), None),
+            ("branch_started", json!({"agent": "no index"}), None),
+        ];
+        for (kind, data, want) in table {
+            assert_eq!(Progress::of_json(kind, &data), want, "{kind} {data}");
+        }
+    }
+}
