@@ -170,6 +170,9 @@ pub struct Journal {
 /// A write the group commit applies.
 #[derive(Debug)]
 enum Write {
+    /// A new run, queued, with its first event (or the run its idempotency key
+    /// already names).
+    Insert { spec: String, key: Option<String> },
     /// Events appended to a run.
     Events {
         run: i64,
@@ -190,9 +193,38 @@ enum Write {
     },
 }
 
+/// What a write did.
+#[derive(Debug)]
+enum Applied {
+    Done,
+    Inserted(Inserted),
+}
+
 impl Write {
-    fn apply(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+    fn apply(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Applied, JournalError> {
         match self {
+            Write::Insert { spec, key } => {
+                if let Some(key) = key {
+                    let existing = tx
+                        .query_row(
+                            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1"),
+                            [key],
+                            run_row,
+                        )
+                        .optional()?;
+                    if let Some(row) = existing {
+                        return Ok(Applied::Inserted(Inserted::Existing(with_status(row)?)));
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO runs (status, spec, idempotency_key, created_ms, updated_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![Status::Queued.as_str(), spec, key, now],
+                )?;
+                let id = tx.last_insert_rowid();
+                append(tx, id, "status", &status_data(Status::Queued, None), now)?;
+                return Ok(Applied::Inserted(Inserted::New(id)));
+            }
             Write::Events { run, events } => {
                 for (kind, data) in events {
                     append(tx, *run, kind, data, now)?;
@@ -230,24 +262,26 @@ impl Write {
                 )?;
             }
         }
-        Ok(())
+        Ok(Applied::Done)
     }
 }
 
 /// A write waiting for the group commit, and who waits for it.
 struct Pending {
     write: Write,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    done: tokio::sync::oneshot::Sender<Result<Applied, String>>,
 }
 
 /// Applies `writes` in one transaction.
-fn commit(conn: &mut Connection, writes: &[&Write]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, writes: &[&Write]) -> Result<Vec<Applied>, JournalError> {
     let tx = conn.transaction()?;
     let now = now_ms();
-    for w in writes {
-        w.apply(&tx, now)?;
-    }
-    tx.commit()
+    let applied = writes
+        .iter()
+        .map(|w| w.apply(&tx, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(applied)
 }
 
 /// The group-commit writer: takes every write waiting, applies them all in one
@@ -262,14 +296,16 @@ fn group_commit(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Receiver<Pend
         }
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         let all: Vec<&Write> = batch.iter().map(|p| &p.write).collect();
-        if commit(&mut guard, &all).is_ok() {
-            for p in batch {
-                let _ = p.done.send(Ok(()));
+        if let Ok(applied) = commit(&mut guard, &all) {
+            for (p, a) in batch.into_iter().zip(applied) {
+                let _ = p.done.send(Ok(a));
             }
             continue;
         }
         for p in batch {
-            let result = commit(&mut guard, &[&p.write]).map_err(|e| e.to_string());
+            let result = commit(&mut guard, &[&p.write])
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| a.pop().ok_or_else(|| "nothing applied".to_owned()));
             let _ = p.done.send(result);
         }
     }
@@ -379,32 +415,12 @@ impl Journal {
         spec: String,
         key: Option<String>,
     ) -> Result<Inserted, JournalError> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            if let Some(key) = &key {
-                let existing = tx
-                    .query_row(
-                        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?1"),
-                        [key],
-                        run_row,
-                    )
-                    .optional()?;
-                if let Some(row) = existing {
-                    return Ok(Inserted::Existing(with_status(row)?));
-                }
-            }
-            let now = now_ms();
-            tx.execute(
-                "INSERT INTO runs (status, spec, idempotency_key, created_ms, updated_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![Status::Queued.as_str(), spec, key, now],
-            )?;
-            let id = tx.last_insert_rowid();
-            append(&tx, id, "status", &status_data(Status::Queued, None), now)?;
-            tx.commit()?;
-            Ok(Inserted::New(id))
-        })
-        .await
+        match self.write(Write::Insert { spec, key }).await? {
+            Applied::Inserted(i) => Ok(i),
+            Applied::Done => Err(JournalError::Writer(
+                "an insert inserted nothing".to_owned(),
+            )),
+        }
     }
 
     /// How many runs have each status.
@@ -460,7 +476,9 @@ impl Journal {
         status: Status,
         note: Option<String>,
     ) -> Result<(), JournalError> {
-        self.write(Write::Status { run, status, note }).await
+        self.write(Write::Status { run, status, note })
+            .await
+            .map(drop)
     }
 
     /// Appends events (kind, JSON) to a run. Writes from every run that arrive
@@ -472,7 +490,7 @@ impl Journal {
         run: i64,
         events: Vec<(String, String)>,
     ) -> Result<(), JournalError> {
-        self.write(Write::Events { run, events }).await
+        self.write(Write::Events { run, events }).await.map(drop)
     }
 
     /// Ends a run: its status, report or error, and its `done` event, at once.
@@ -490,10 +508,11 @@ impl Journal {
             error,
         })
         .await
+        .map(drop)
     }
 
     /// Hands `write` to the group commit and waits until it is committed.
-    async fn write(&self, write: Write) -> Result<(), JournalError> {
+    async fn write(&self, write: Write) -> Result<Applied, JournalError> {
         let (done, committed) = tokio::sync::oneshot::channel();
         self.writer
             .send(Pending { write, done })
