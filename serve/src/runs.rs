@@ -249,13 +249,9 @@ impl Runs {
             Inserted::New(id) => id,
         };
         self.bump();
-        let admit = self.queue(|q| q.submit(id)).unwrap_or(Admit::Closing);
-        match admit {
-            Admit::Start => self.start(id, request),
-            Admit::Wait { .. } => {
-                self.state().waiting.insert(id, request);
-            }
-            Admit::Full | Admit::Closing => {
+        match self.admit(id, request, RunQueue::submit) {
+            Admit::Start | Admit::Wait { .. } => {}
+            admit @ (Admit::Full | Admit::Closing) => {
                 // Refused after all (the queue filled, or shutdown began, since the
                 // check): the run was never acknowledged, so it leaves no trace.
                 self.journal.forget(id).await?;
@@ -326,11 +322,31 @@ impl Runs {
         })
     }
 
-    /// Starts driving run `id` (the queue has admitted it).
-    fn start(self: &Arc<Self>, id: i64, request: RunRequest) {
+    /// Puts run `id` to the queue with `how` (submit or resume) and starts it or
+    /// keeps its request waiting — under one lock, so that a slot freed meanwhile
+    /// cannot pick the run before its request is there.
+    fn admit(
+        self: &Arc<Self>,
+        id: i64,
+        request: RunRequest,
+        how: fn(&mut RunQueue<i64>, i64) -> Admit,
+    ) -> Admit {
+        let mut state = self.state();
+        let admit = state.queue.as_mut().map_or(Admit::Closing, |q| how(q, id));
+        match admit {
+            Admit::Start => self.start_locked(&mut state, id, request),
+            Admit::Wait { .. } => {
+                state.waiting.insert(id, request);
+            }
+            Admit::Full | Admit::Closing => {}
+        }
+        admit
+    }
+
+    /// Starts driving run `id` (the queue has admitted it); the state is locked.
+    fn start_locked(self: &Arc<Self>, state: &mut State, id: i64, request: RunRequest) {
         let (stop, stopped) = oneshot::channel();
         let this = self.clone();
-        let mut state = self.state();
         let task = tokio::spawn(async move { this.drive(id, request, stopped).await });
         state.driven.insert(
             id,
@@ -470,20 +486,18 @@ impl Runs {
 
     /// A driven run ended: forget it, and start what the queue lets start.
     fn ended(self: &Arc<Self>, id: i64) {
-        let next = {
-            let mut state = self.state();
-            state.driven.remove(&id);
-            let next = state
-                .queue
-                .as_mut()
-                .map(|q| q.finished(id))
-                .unwrap_or_default();
-            next.into_iter()
-                .filter_map(|k| state.waiting.remove(&k).map(|r| (k, r)))
-                .collect::<Vec<_>>()
-        };
-        for (k, request) in next {
-            self.start(k, request);
+        // Under one lock: a cancel sees each run either waiting or driven.
+        let mut state = self.state();
+        state.driven.remove(&id);
+        let next = state
+            .queue
+            .as_mut()
+            .map(|q| q.finished(id))
+            .unwrap_or_default();
+        for k in next {
+            if let Some(request) = state.waiting.remove(&k) {
+                self.start_locked(&mut state, k, request);
+            }
         }
     }
 
@@ -601,12 +615,7 @@ impl Runs {
             )
             .await?;
         self.bump();
-        match self.queue(|q| q.resume(id)) {
-            Some(Admit::Start) => self.start(id, request),
-            _ => {
-                self.state().waiting.insert(id, request);
-            }
-        }
+        self.admit(id, request, RunQueue::resume);
         Ok(())
     }
 
