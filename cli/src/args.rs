@@ -450,6 +450,11 @@ pub struct CommonArgs {
     /// policies); their late answers still appear in the report, marked late.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub soft_deadline: Option<Duration>,
+    /// Warm the provider's prompt cache first: the first branch goes alone and the
+    /// others once its answer starts (with --stream; else once it ends), so that they
+    /// read the shared task from the cache instead of each paying for it.
+    #[arg(long)]
+    pub cache_warm: bool,
     /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,

@@ -185,7 +185,8 @@ pub fn request_for(
     request = request
         .deadline(args.deadline)
         .branch_timeout(args.branch_timeout)
-        .crash_retries(args.crash_retries);
+        .crash_retries(args.crash_retries)
+        .cache_warm(args.cache_warm);
     if let Some(policy) = args.policy {
         request.policy = policy;
     }

@@ -40,6 +40,9 @@ pub struct RunSpec {
     /// `llm`, `code`, `best` or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<String>,
+    /// Warm the provider's prompt cache with the first branch before the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_warm: Option<bool>,
     /// Repair an earlier run (`run-N`) of the same request: its successful branches
     /// are reused, not called again; only the others run, then the merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +204,9 @@ impl RunSpec {
                 max_cost_usd: b.usd,
                 ..Budget::default()
             });
+        }
+        if let Some(on) = self.cache_warm {
+            request = request.cache_warm(on);
         }
         if let Some(m) = &self.merge {
             request.merge = match m.as_str() {

@@ -27,6 +27,7 @@ use super::record::BranchRecord;
 use super::request::{Budget, Reuse};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
 use super::step::{Action, MapSource, Step};
+use super::warm::{Go, Held, Warm};
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_tokens, Delta, DeltaSink, PriceTable, Usage};
 use crate::supervision::Roster;
@@ -59,6 +60,8 @@ pub(crate) struct Schedule<'a> {
     pub default_model: Option<&'a str>,
     /// Outputs from an earlier attempt at this run, taken instead of calling.
     pub reuse: &'a [Reuse],
+    /// Send the first agent branch alone until its answer starts (see `warm`).
+    pub cache_warm: bool,
 }
 
 /// What one branch task returns.
@@ -218,13 +221,19 @@ pub(crate) async fn execute(
     });
     let mut machine = Scheduler::new(s.steps, s.policy, budget, defer.is_some());
     let since = |at: Instant| at.saturating_duration_since(s.started);
-    let mut set: JoinSet<Ended> = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, (usize, Option<usize>)> = HashMap::new();
-    let mut handles: HashMap<(usize, Option<usize>), AbortHandle> = HashMap::new();
+    let mut live = Launched::default();
     let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
-    let mut reused: Vec<(usize, Option<usize>)> = Vec::new();
+    let mut warm = Warm::new(s.cache_warm);
+    let mut warm_signal: Option<oneshot::Receiver<()>> = None;
+    let mut release: Vec<Held> = Vec::new();
+    let mut held_until: Vec<(usize, Option<usize>, Duration)> = Vec::new();
     let mut commands: VecDeque<Command> = machine.start(since(Instant::now())).into();
     'run: loop {
+        for h in release.drain(..) {
+            live.launch(&driver, h.index, h.item, &h.upstream, None);
+            // It was held: it started now, not when the scheduler dispatched it.
+            held_until.push((h.index, h.item, since(Instant::now())));
+        }
         while let Some(command) = commands.pop_front() {
             match command {
                 Command::Dispatch {
@@ -232,36 +241,22 @@ pub(crate) async fn execute(
                     item,
                     upstream,
                 } => {
-                    if let Some(events) = s.events {
-                        let _ = events.send(RunEvent::BranchStarted {
-                            run: s.run,
-                            index: index as u32,
-                            item: item.map(|k| k as u32),
-                            agent: s.steps[index].name.clone(),
-                            at: since(Instant::now()),
-                        });
-                    }
-                    let earlier = s
-                        .reuse
-                        .iter()
-                        .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item);
-                    let handle = match earlier {
-                        Some(r) => {
-                            reused.push((index, item));
-                            let outcome = BranchOutcome::Ok(r.output.clone());
-                            set.spawn(std::future::ready(Ended {
-                                index,
-                                item,
-                                outcome,
-                                at: Instant::now(),
-                                retries: 0,
-                                conflicts: Vec::new(),
-                            }))
-                        }
-                        None => dispatch(&driver, &mut set, index, item, &upstream),
+                    let calls =
+                        s.steps[index].agent_name().is_some() && !live.reuses(&s, index, item);
+                    let go = if calls {
+                        warm.dispatch(index, item, &upstream)
+                    } else {
+                        Go::Now
                     };
-                    running.insert(handle.id(), (index, item));
-                    handles.insert((index, item), handle);
+                    match go {
+                        Go::Now => live.launch(&driver, index, item, &upstream, None),
+                        Go::First => {
+                            let (tx, rx) = oneshot::channel();
+                            warm_signal = Some(rx);
+                            live.launch(&driver, index, item, &upstream, Some(first_text(tx)));
+                        }
+                        Go::Held => {}
+                    }
                 }
                 Command::Expand { index, upstream } => {
                     let items = match s.steps[index].map.as_ref().map(|m| &m.over) {
@@ -281,8 +276,10 @@ pub(crate) async fn execute(
                     commands.extend(machine.expanded(index, count, since(Instant::now())));
                 }
                 Command::Abort { index, item } => {
-                    if let Some(h) = handles.remove(&(index, Some(item))) {
-                        h.abort();
+                    if !warm.abort(index, Some(item)) {
+                        if let Some(h) = live.handles.remove(&(index, Some(item))) {
+                            h.abort();
+                        }
                     }
                 }
                 Command::Finished {
@@ -292,7 +289,7 @@ pub(crate) async fn execute(
                     at,
                     late,
                 } => {
-                    handles.remove(&(index, item));
+                    live.handles.remove(&(index, item));
                     if let Some(events) = s.events {
                         let _ = events.send(RunEvent::BranchFinished {
                             run: s.run,
@@ -320,7 +317,7 @@ pub(crate) async fn execute(
             .map(|d| d.at)
             .filter(|_| machine.soft_deadline_armed());
         tokio::select! {
-            joined = set.join_next_with_id() => match joined {
+            joined = live.set.join_next_with_id() => match joined {
                 // Nothing runs and the scheduler is not done: cannot happen, but a
                 // loop with nothing to wait for must not spin.
                 None => break 'run,
@@ -329,12 +326,13 @@ pub(crate) async fn execute(
                         conflicts.entry(ended.index).or_default().extend(ended.conflicts);
                     }
                     let at = since(ended.at);
+                    release.extend(warm.ended(ended.index, ended.item));
                     commands.extend(machine.ended(ended.index, ended.item, ended.outcome, ended.retries, at));
                 }
                 Some(Err(e)) => {
                     // The branch future itself panicked (or was aborted: then its
                     // outcome is already decided and this is ignored).
-                    if let Some(&(index, item)) = running.get(&e.id()) {
+                    if let Some(&(index, item)) = live.running.get(&e.id()) {
                         let error = BranchError::SpecialistUnavailable {
                             agent: s.steps[index].doer(),
                             reason: Unavailable::BranchTaskPanicked,
@@ -347,15 +345,35 @@ pub(crate) async fn execute(
             () = sleep_until_opt(soft) => {
                 commands.extend(machine.soft_deadline_passed(since(Instant::now())));
             }
+            // The first branch's answer started (or it ended without text): the
+            // cache is warm; the held branches go.
+            _ = recv_opt(&mut warm_signal), if warm.warming() => {
+                warm_signal = None;
+                release.extend(warm.warmed());
+            }
         }
     }
     // Dropping the set aborts whatever still runs; their guards send Cancel. Every
     // such branch already has its terminal record from the scheduler.
-    drop(set);
+    let reused = std::mem::take(&mut live.reused);
+    drop(live);
     let (mut records, failure) = machine.into_verdict();
     for (index, found) in conflicts {
         if let Some(r) = records.get_mut(index) {
             r.conflicts = found;
+        }
+    }
+    for (index, item, at) in held_until {
+        let Some(r) = records.get_mut(index) else {
+            continue;
+        };
+        match item {
+            None => r.started = Some(at),
+            Some(k) => {
+                if let Some(i) = r.items.get_mut(k) {
+                    i.started = Some(at);
+                }
+            }
         }
     }
     for (index, item) in reused {
@@ -372,6 +390,90 @@ pub(crate) async fn execute(
         }
     }
     (records, failure)
+}
+
+/// The branches the driver has launched, and how to reach them.
+#[derive(Default)]
+struct Launched {
+    set: JoinSet<Ended>,
+    running: HashMap<tokio::task::Id, (usize, Option<usize>)>,
+    handles: HashMap<(usize, Option<usize>), AbortHandle>,
+    /// Branches whose output came from an earlier attempt at the run.
+    reused: Vec<(usize, Option<usize>)>,
+}
+
+impl Launched {
+    /// Whether branch (`index`, `item`) takes an earlier output instead of a call.
+    fn reuses(&self, s: &Schedule<'_>, index: usize, item: Option<usize>) -> bool {
+        s.reuse
+            .iter()
+            .any(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
+    }
+
+    /// Launches a branch the scheduler dispatched: its started event, then its
+    /// earlier output if the run reuses one, else its call (with `extra` receiving
+    /// its streamed text too).
+    fn launch(
+        &mut self,
+        driver: &Driver<'_, '_>,
+        index: usize,
+        item: Option<usize>,
+        upstream: &[UpstreamOutput],
+        extra: Option<DeltaSink>,
+    ) {
+        let s = driver.s;
+        if let Some(events) = s.events {
+            let _ = events.send(RunEvent::BranchStarted {
+                run: s.run,
+                index: index as u32,
+                item: item.map(|k| k as u32),
+                agent: s.steps[index].name.clone(),
+                at: Instant::now().saturating_duration_since(s.started),
+            });
+        }
+        let earlier = s
+            .reuse
+            .iter()
+            .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item);
+        let handle = match earlier {
+            Some(r) => {
+                self.reused.push((index, item));
+                self.set.spawn(std::future::ready(Ended {
+                    index,
+                    item,
+                    outcome: BranchOutcome::Ok(r.output.clone()),
+                    at: Instant::now(),
+                    retries: 0,
+                    conflicts: Vec::new(),
+                }))
+            }
+            None => dispatch(driver, &mut self.set, index, item, upstream, extra),
+        };
+        self.running.insert(handle.id(), (index, item));
+        self.handles.insert((index, item), handle);
+    }
+}
+
+/// A sink that fires `tx` at the first text of an answer.
+fn first_text(tx: oneshot::Sender<()>) -> DeltaSink {
+    let tx = std::sync::Mutex::new(Some(tx));
+    DeltaSink::new(move |delta| {
+        if matches!(&delta, Delta::Text(t) if !t.is_empty()) {
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+        }
+    })
+}
+
+/// Waits on `rx`, or forever without one.
+async fn recv_opt(rx: &mut Option<oneshot::Receiver<()>>) {
+    match rx {
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A sink that turns a branch's streamed text into `BranchDelta` events, each
@@ -407,6 +509,7 @@ fn dispatch(
     index: usize,
     item: Option<usize>,
     upstream: &[UpstreamOutput],
+    extra: Option<DeltaSink>,
 ) -> AbortHandle {
     let s = driver.s;
     let step = &s.steps[index];
@@ -477,7 +580,7 @@ fn dispatch(
             // A hair before the branch deadline, so that a model call cut by it
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
-            task.deltas = s.events.map(|events| {
+            let watched = s.events.map(|events| {
                 branch_sink(
                     events,
                     s.run,
@@ -486,6 +589,13 @@ fn dispatch(
                     step.name.clone(),
                 )
             });
+            task.deltas = match (watched, extra) {
+                (Some(a), Some(b)) => Some(DeltaSink::new(move |d| {
+                    b.send(d.clone());
+                    a.send(d);
+                })),
+                (a, b) => a.or(b),
+            };
             let agent = agent.clone();
             let slot = s.roster.watch(&agent);
             let crash_retries = s.crash_retries;

@@ -33,6 +33,7 @@ mod scheduler;
 mod step;
 mod synthesis;
 mod template;
+mod warm;
 pub mod workflow;
 
 pub use code::{CodeError, CodeFn, CodeInput, CodeOutput, CodeRegistry, Conflict};

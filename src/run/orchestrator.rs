@@ -261,6 +261,7 @@ async fn execute_run(
             default_model: args.default_model.as_deref(),
             code: &args.code,
             reuse: &request.reuse,
+            cache_warm: request.cache_warm,
         },
         defer,
     );

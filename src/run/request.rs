@@ -41,6 +41,12 @@ pub struct RunRequest {
     /// run (a run resumed after a crash or a restart): they are not called again,
     /// their output is taken as it was, and the report marks them `reused`.
     pub reuse: Vec<Reuse>,
+    /// Warm the provider's prompt cache first: the first agent branch goes alone, the
+    /// others when its answer starts to stream (or it ends), so that they read the
+    /// shared prefix from the cache instead of each paying for it. Costs the first
+    /// branch's time to first token; pays off on providers whose cache an answer
+    /// fills for every later call (Anthropic, OpenAI).
+    pub cache_warm: bool,
 }
 
 /// One branch's output from an earlier attempt at the same run (see
@@ -104,6 +110,7 @@ impl RunRequest {
             budget: None,
             soft_deadline: None,
             reuse: Vec::new(),
+            cache_warm: false,
         }
     }
 
@@ -148,6 +155,12 @@ impl RunRequest {
     /// calling them again (see the field).
     pub fn reuse(mut self, outputs: impl IntoIterator<Item = Reuse>) -> Self {
         self.reuse = outputs.into_iter().collect();
+        self
+    }
+
+    /// Warms the prompt cache with the first branch before the others (see the field).
+    pub fn cache_warm(mut self, on: bool) -> Self {
+        self.cache_warm = on;
         self
     }
 

@@ -100,3 +100,38 @@ async fn the_report_counts_cache_reads_and_what_they_saved() {
         "{text}"
     );
 }
+
+/// Dispatch times of a 3-way fan-out on a streaming 100 ms model, with and without
+/// the warm-up.
+async fn starts(cache_warm: bool) -> Vec<std::time::Duration> {
+    let profiles = [("a", 100, 0.0), ("b", 100, 0.0), ("c", 100, 0.0)];
+    let provider = crate::common::sim(&profiles);
+    let fanfare = crate::common::runtime(&provider, &profiles).await;
+    let report = fanfare
+        .run(RunRequest::fan_out("one long document", ["a", "b", "c"]).cache_warm(cache_warm))
+        .await
+        .unwrap();
+    assert!(report.status.is_success());
+    fanfare.shutdown().await;
+    report.branches.iter().map(|b| b.start.unwrap()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_cache_warm_the_others_go_when_the_first_answer_starts_not_before() {
+    use std::time::Duration;
+    let cold = starts(false).await;
+    assert!(
+        cold.iter().all(|s| *s < Duration::from_millis(1)),
+        "{cold:?}"
+    );
+    let warm = starts(true).await;
+    assert!(warm[0] < Duration::from_millis(1), "{warm:?}");
+    // The simulated model streams its answer in 8 pieces over its 100 ms: the first
+    // at 12.5 ms. The others go then — after the first text, long before its end.
+    for s in &warm[1..] {
+        assert!(
+            *s >= Duration::from_millis(12) && *s < Duration::from_millis(20),
+            "{warm:?}"
+        );
+    }
+}

@@ -422,8 +422,15 @@ async fn llama_openai_enforces_a_steps_json_schema() {
 /// first, as its own usage says. The cache is per slot: run these alone
 /// (`--test-threads=1`, as CI does), or another test's request may take the warm slot.
 async fn branches_after_the_first_read_the_document_from_the_cache<P: Provider>(wire: P) {
+    read_from_the_cache(wire, false).await;
+}
+
+/// A fan-out of the perspectives over one document at concurrency 1 (`warm`: with the
+/// cache warm-up, streamed, so the others go at the first branch's first token).
+async fn read_from_the_cache<P: Provider>(wire: P, warm: bool) {
     use fanfare::provider::{AdmissionConfig, Stack};
     let (provider, _) = Stack::new()
+        .stream(warm)
         .admission(AdmissionConfig {
             max_concurrency: 1,
             adaptive: false,
@@ -451,7 +458,8 @@ async fn branches_after_the_first_read_the_document_from_the_cache<P: Provider>(
         .join(" ");
     let request = RunRequest::fan_out(document, names)
         .deadline(Duration::from_secs(240))
-        .branch_timeout(Duration::from_secs(180));
+        .branch_timeout(Duration::from_secs(180))
+        .cache_warm(warm);
     let report = fanfare.run(request).await.unwrap();
     fanfare.shutdown().await;
     assert!(report.status.is_success(), "{}", report.render());
@@ -474,6 +482,12 @@ async fn branches_after_the_first_read_the_document_from_the_cache<P: Provider>(
 #[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
 async fn llama_openai_fan_out_branches_read_the_shared_task_from_the_prompt_cache() {
     branches_after_the_first_read_the_document_from_the_cache(openai()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a llama.cpp server: FANFARE_LLAMA_URL=$(scripts/llm-server start)"]
+async fn llama_openai_with_cache_warm_the_branches_read_the_prompt_cache_the_first_filled() {
+    read_from_the_cache(openai(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
