@@ -222,14 +222,18 @@ impl Provider for SimProvider {
                 Some(sink) if !fails && request.schema.is_none() => {
                     let text = compose(&request, &profile, key);
                     let words: Vec<&str> = text.split_inclusive(' ').collect();
-                    let pieces = words.chunks(words.len().div_ceil(STREAM_PIECES).max(1));
-                    let step = delay / STREAM_PIECES as u32;
-                    for piece in pieces {
-                        if !step.is_zero() {
-                            tokio::time::sleep(step).await;
-                        }
-                        sink.send(super::Delta::Text(piece.concat()));
+                    let pieces: Vec<String> = words
+                        .chunks(words.len().div_ceil(STREAM_PIECES).max(1))
+                        .map(|p| p.concat())
+                        .collect();
+                    // Piece i of n at i/n of the latency: the last one exactly at it.
+                    let start = tokio::time::Instant::now();
+                    let n = pieces.len().max(1) as u32;
+                    for (i, piece) in (1u32..).zip(pieces) {
+                        tokio::time::sleep_until(start + delay * i / n).await;
+                        sink.send(super::Delta::Text(piece));
                     }
+                    tokio::time::sleep_until(start + delay).await;
                 }
                 _ if !delay.is_zero() => tokio::time::sleep(delay).await,
                 _ => {}

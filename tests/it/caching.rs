@@ -126,11 +126,12 @@ async fn with_cache_warm_the_others_go_when_the_first_answer_starts_not_before()
     );
     let warm = starts(true).await;
     assert!(warm[0] < Duration::from_millis(1), "{warm:?}");
-    // The simulated model streams its answer in 8 pieces over its 100 ms: the first
-    // at 12.5 ms. The others go then — after the first text, long before its end.
+    // The simulated model streams its answer in up to 8 pieces over its 100 ms: the
+    // first at an eighth or so. The others go then — after the first text, long
+    // before its end.
     for s in &warm[1..] {
         assert!(
-            *s >= Duration::from_millis(12) && *s < Duration::from_millis(20),
+            *s >= Duration::from_millis(10) && *s < Duration::from_millis(40),
             "{warm:?}"
         );
     }
