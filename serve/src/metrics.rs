@@ -63,6 +63,8 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     cost_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
     supervision: Family<SupervisionLabels, Counter>,
+    wasted_calls: Counter,
+    wasted_rate_limited: Counter,
     admission_queued: Gauge,
     admission_in_flight: Gauge,
     admission_cap: Gauge,
@@ -96,6 +98,8 @@ impl Metrics {
             tokens: Family::default(),
             cost_usd: Family::default(),
             supervision: Family::default(),
+            wasted_calls: Counter::default(),
+            wasted_rate_limited: Counter::default(),
             admission_queued: Gauge::default(),
             admission_in_flight: Gauge::default(),
             admission_cap: Gauge::default(),
@@ -135,6 +139,16 @@ impl Metrics {
             "supervision_events",
             "Specialist restarts, escalations and circuit closings",
             m.supervision.clone(),
+        );
+        r.register(
+            "wasted_calls",
+            "Model calls whose answer was not used (retried failures, hedges' losers, shaped answers asked again)",
+            m.wasted_calls.clone(),
+        );
+        r.register(
+            "wasted_rate_limited_calls",
+            "Of the wasted calls, the ones refused for load (429 / 529)",
+            m.wasted_rate_limited.clone(),
         );
         r.register(
             "admission_queued",
@@ -222,6 +236,8 @@ impl Metrics {
         if let Some(s) = &report.synthesis {
             add(s.model.as_deref(), &s.usage, s.cost_usd);
         }
+        self.wasted_calls.inc_by(report.totals.wasted_calls);
+        self.wasted_rate_limited.inc_by(report.totals.rate_limited);
     }
 
     /// The supervisor did something.

@@ -64,6 +64,18 @@ pub struct AgentOutput {
     /// Time its model call waited for admission (concurrency and rate limits).
     #[serde(default)]
     pub permit_wait_ms: u64,
+    /// Calls made for it whose answer was not used: failed attempts that were
+    /// retried, a hedge's loser, a shaped answer that had to be asked again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wasted_calls: u32,
+    /// How many of its attempts the provider refused as rate-limited or overloaded
+    /// (429 / 529).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_limited: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl AgentOutput {
@@ -75,6 +87,8 @@ impl AgentOutput {
             attempts: 0,
             model: None,
             permit_wait_ms: 0,
+            wasted_calls: 0,
+            rate_limited: 0,
         }
     }
 }
@@ -88,6 +102,8 @@ impl From<Completion> for AgentOutput {
             attempts: c.attempts,
             model: Some(c.model),
             permit_wait_ms: c.permit_wait_ms,
+            wasted_calls: c.attempts.saturating_sub(1) + u32::from(c.hedged),
+            rate_limited: c.rate_limited,
         }
     }
 }

@@ -415,6 +415,9 @@ impl Agent for AgentSpec {
                 usage,
                 attempts: first.attempts + second.attempts,
                 permit_wait_ms: first.permit_wait_ms + second.permit_wait_ms,
+                // The first answer, not of the asked shape, was not used.
+                wasted_calls: first.wasted_calls + second.wasted_calls + 1,
+                rate_limited: first.rate_limited + second.rate_limited,
                 ..second
             }),
             Err(problem) => Err(AgentError::InvalidOutput { problem, tries: 2 }),

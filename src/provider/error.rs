@@ -272,6 +272,14 @@ impl ProviderErrorKind {
         }
     }
 
+    /// A refusal for load: 429 (rate-limited) or 529 / overloaded.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Overloaded { .. }
+        )
+    }
+
     /// The wait the server asked for, if any.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

@@ -271,6 +271,10 @@ pub struct Completion {
     /// A hedge (a duplicate request) was sent for this call.
     #[serde(default)]
     pub hedged: bool,
+    /// Attempts the provider refused as rate-limited or overloaded (429 / 529)
+    /// before this answer.
+    #[serde(default)]
+    pub rate_limited: u32,
 }
 
 #[cfg(test)]

@@ -140,10 +140,12 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
         Box::pin(async move {
             let mut attempt = 1;
             let mut earlier = Vec::new();
+            let mut refused = 0;
             loop {
                 match self.inner.complete(request.clone()).await {
                     Ok(mut completion) => {
                         completion.attempts = attempt;
+                        completion.rate_limited = refused;
                         return Ok(completion);
                     }
                     Err(mut error) => {
@@ -168,6 +170,9 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
                             }
                         }
                         tracing::debug!(agent = %request.agent, attempt, ?wait, error = %error.kind, "retrying");
+                        if error.kind.is_rate_limit() {
+                            refused += 1;
+                        }
                         earlier = std::mem::take(&mut error.earlier);
                         if earlier.len() < ProviderError::EARLIER_KEPT {
                             earlier.push(error.kind);
@@ -222,6 +227,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.attempts, 3);
+        assert_eq!(c.rate_limited, 1, "the 429, not the 503");
         // 2 s from the 429's hint, plus at most 1 s of jittered backoff after the 503.
         let waited = t0.elapsed();
         assert!(

@@ -65,6 +65,10 @@ pub struct BranchReport {
     pub attempts: u32,
     /// Times the branch was retried because its specialist crashed under it.
     pub retries: u32,
+    /// Calls made for it whose answer was not used (failed attempts, a hedge's
+    /// loser, a shaped answer asked again); for a map step, over its items.
+    #[serde(default)]
+    pub wasted_calls: u32,
     /// It ended after the run had merged without it (a deferred straggler).
     pub late: bool,
     /// Time its model call waited for admission (concurrency and rate limits).
@@ -106,6 +110,9 @@ pub struct ItemReport {
     pub attempts: u32,
     /// Times it was run again.
     pub retries: u32,
+    /// Calls made for it whose answer was not used.
+    #[serde(default)]
+    pub wasted_calls: u32,
     /// It ended after the run had merged without it.
     pub late: bool,
     /// Tokens spent.
@@ -117,6 +124,29 @@ pub struct ItemReport {
     /// Taken from an earlier attempt at this run; not called this time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+}
+
+/// Calls made for an outcome whose answer was not used, and how many of its
+/// attempts were refused for load (429 / 529).
+fn waste_of(outcome: &BranchOutcome) -> (u32, u32) {
+    let failed = |e: &crate::provider::ProviderError| {
+        let refused = std::iter::once(&e.kind)
+            .chain(&e.earlier)
+            .filter(|k| k.is_rate_limit())
+            .count() as u32;
+        (e.attempts, refused)
+    };
+    match outcome {
+        BranchOutcome::Ok(o) => (o.wasted_calls, o.rate_limited),
+        BranchOutcome::Failed {
+            error: BranchError::Agent(AgentError::Provider(e)),
+        } => failed(e),
+        BranchOutcome::TimedOut {
+            last_error: Some(e),
+            ..
+        } => failed(e),
+        _ => (0, 0),
+    }
 }
 
 /// Attempts and tokens of an outcome.
@@ -144,8 +174,10 @@ fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Optio
 impl ItemReport {
     fn new(item: usize, r: ItemRecord, prices: &PriceTable) -> Self {
         let (attempts, usage) = attempts_and_usage(&r.outcome);
+        let (wasted_calls, _) = waste_of(&r.outcome);
         Self {
             item,
+            wasted_calls,
             cost_usd: cost_of(&r.outcome, &usage, prices),
             error: r.outcome.problem(),
             outcome: r.outcome,
@@ -188,9 +220,15 @@ impl BranchReport {
         } else {
             items.iter().filter_map(|i| i.cost_usd).reduce(|a, b| a + b)
         };
+        let wasted_calls = if items.is_empty() {
+            waste_of(&outcome).0
+        } else {
+            items.iter().map(|i| i.wasted_calls).sum()
+        };
         Self {
             index,
             step,
+            wasted_calls,
             agent,
             depends_on,
             critical: false,
@@ -297,6 +335,14 @@ pub struct Totals {
     pub refused: usize,
     /// Provider attempts over all branches.
     pub attempts: u64,
+    /// Calls over all branches whose answer was not used: failed attempts that were
+    /// retried or gave up, hedges' losers, shaped answers asked again. What the
+    /// provider billed or counted against the rate limit for nothing.
+    #[serde(default)]
+    pub wasted_calls: u64,
+    /// Attempts over all branches the provider refused for load (429 / 529).
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Tokens over all branches and the merge.
     pub usage: Usage,
     /// Cost in US dollars of the calls whose model price is known.
@@ -382,6 +428,16 @@ impl RunReport {
             }
             totals.attempts = totals.attempts.saturating_add(u64::from(b.attempts));
             totals.usage += b.usage;
+            let (wasted, refused) = if b.items.is_empty() {
+                waste_of(&b.outcome)
+            } else {
+                b.items
+                    .iter()
+                    .map(|i| waste_of(&i.outcome))
+                    .fold((0, 0), |(w, r), (a, b)| (w + a, r + b))
+            };
+            totals.wasted_calls += u64::from(wasted);
+            totals.rate_limited += u64::from(refused);
         }
         if let Some(s) = &synthesis {
             totals.usage += s.usage;

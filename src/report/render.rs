@@ -254,6 +254,13 @@ impl RunReport {
                 t.usage.cache_read_input_tokens
             );
         }
+        if t.wasted_calls > 0 {
+            let _ = writeln!(
+                out,
+                "wasted calls: {} ({} refused for load: 429/529) — calls whose answer was not used",
+                t.wasted_calls, t.rate_limited
+            );
+        }
         out.push_str(&self.timeline(40));
         out
     }

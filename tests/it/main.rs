@@ -21,4 +21,5 @@ mod strategies;
 mod structured;
 mod supervision;
 mod synthesis;
+mod waste;
 mod workflows;

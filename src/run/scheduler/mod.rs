@@ -531,6 +531,8 @@ impl<'a> Scheduler<'a> {
                 out.usage += o.usage;
                 out.attempts += o.attempts;
                 out.permit_wait_ms += o.permit_wait_ms;
+                out.wasted_calls += o.wasted_calls;
+                out.rate_limited += o.rate_limited;
                 if out.model.is_none() {
                     out.model.clone_from(&o.model);
                 }
