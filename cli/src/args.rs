@@ -140,6 +140,19 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         )]
         sizes: Vec<usize>,
     },
+    /// N branches with the admission cap starting at N against a mock that answers
+    /// 429 above LIMIT in flight: 429s per useful call, wasted calls, wall vs floor.
+    Admission {
+        /// Branches.
+        #[arg(long = "n", default_value_t = 1000, value_parser = at_least_one)]
+        n: usize,
+        /// Calls the mock allows in flight.
+        #[arg(long, default_value_t = 50, value_parser = at_least_one)]
+        limit: usize,
+        /// The mock's latency.
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+    },
     /// N runs submitted at once to `fanfare serve` (in process, journal on disk):
     /// submit latency p50/p99/max, accepted vs shed, runs per second.
     Serve {

@@ -163,6 +163,20 @@ pub struct Stopped {
     pub interrupted: usize,
 }
 
+/// Binds `addr` with a deep accept queue: a burst of clients connecting at once (a
+/// thousand submissions) must not overflow the default one, whose dropped SYNs cost
+/// each unlucky client a retransmit of a second or more.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// A bound server with its journal open and its unfinished runs resumed.
 pub struct Server {
     listener: tokio::net::TcpListener,
@@ -189,12 +203,10 @@ impl Server {
         let journal = tokio::task::spawn_blocking(move || Journal::open(&db))
             .await
             .map_err(|_| JournalError::Task)??;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = bind(config.listen).map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let runs = runs::Runs::new(
             fanfare.clone(),
             journal,

@@ -506,12 +506,20 @@ async fn a_thousand_concurrent_submissions_are_each_accepted_or_shed_and_none_is
     )
     .await;
     let base = s.base.clone();
+    // One client for all (as a load generator would be), patient: on a loaded
+    // machine a debug build takes its time, and this test is about none being lost.
+    tls();
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(180))
+        .build()
+        .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..1000 {
         let base = base.clone();
+        let patient = patient.clone();
         tasks.spawn(async move {
             let body = json!({"input": format!("q{i}"), "agents": ["fast"], "merge": "none"});
-            let r = client()
+            let r = patient
                 .post(format!("{base}/v1/runs"))
                 .json(&body)
                 .send()

@@ -163,9 +163,13 @@ pub async fn start(db: &Path, o: Options) -> Running {
     }
 }
 
-pub fn client() -> reqwest::Client {
-    // The workspace builds reqwest without a default TLS provider.
+/// Installs the TLS provider (the workspace builds reqwest without a default one).
+pub fn tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn client() -> reqwest::Client {
+    tls();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -9,7 +9,10 @@
 //! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
 //!   per branch, runs per second, memory per idle specialist, the cost of a restart.
 //! - `bench serve` (`serve.rs`): N runs submitted at once to `fanfare serve`.
+//! - `bench admission` (`admission.rs`): the cap starting at N against a server that
+//!   allows fewer in flight: 429s, wasted calls, wall against the floor.
 
+mod admission;
 mod serve;
 
 use std::path::PathBuf;
@@ -55,6 +58,11 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             .await
         }
         BenchCommand::Inproc { sizes } => inproc(&sizes).await,
+        BenchCommand::Admission {
+            n,
+            limit,
+            latency_ms,
+        } => admission::admission(n, limit, Duration::from_millis(latency_ms)).await,
         BenchCommand::Serve {
             n,
             max_runs,
