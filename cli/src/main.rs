@@ -2,7 +2,8 @@
 //! `workflows list|show`.
 //!
 //! # Layout
-//! - `args`: the grammar (clap), help text and value parsers;
+//! - `args/`: the grammar (clap), help text and value parsers;
+//! - `live`: a run shown live while it goes on;
 //! - `setup`: from flags to a started runtime (specs, provider stack, prices, request);
 //! - `commands/`: one module per command.
 //!

@@ -1,8 +1,8 @@
-//! The scheduler's driver: the thin async shell around [`Scheduler`]. It spawns a
-//! task per dispatched branch into a `JoinSet` it owns (an agent's call, or a code
-//! function on the blocking pool), builds each branch's input (its template, or the
-//! run's input and upstream outputs), finds a map step's items, feeds each branch's
-//! end (and the soft-deadline timer) to the scheduler, and carries out its commands.
+//! The scheduler's driver: the thin async shell around [`Scheduler`]. It launches
+//! each dispatched branch (`launch`: a task in a `JoinSet` it owns — an agent's
+//! call, or a code function on the blocking pool), holds branches back during a
+//! cache warm-up (`warm`), finds a map step's items, feeds each branch's end (and
+//! the soft-deadline timer) to the scheduler, and carries out its commands.
 //!
 //! Invariant: no branch outlives [`execute`]. Each call lives in the `JoinSet`; when
 //! the scheduler says `Done`, or the future of `execute` is dropped (the caller gave
@@ -11,26 +11,22 @@
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::branch::call_branch;
-use super::budget::Estimate;
-use super::code::{CodeInput, CodeRegistry, Conflict};
-use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent, RunFailure, Unavailable};
-use super::policy::Policy;
+use super::code::Conflict;
+use super::launch::{Driver, Launched};
+use super::outcome::{BranchError, BranchOutcome, RunEvent, RunFailure, Unavailable};
 use super::record::BranchRecord;
-use super::request::{Budget, Reuse};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
-use super::step::{Action, MapSource, Step};
+use super::step::MapSource;
+use super::stream;
 use super::warm::{Go, Held, Warm};
-use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
-use crate::provider::{estimate_tokens, Delta, DeltaSink, PriceTable, Usage};
-use crate::supervision::Roster;
+use crate::agent::UpstreamOutput;
+
+pub(crate) use super::launch::Schedule;
 
 /// A soft deadline: once it has passed and the quorum is met, the scheduler hands a
 /// snapshot to `merge_now` (so synthesis can proceed without the stragglers) and keeps
@@ -39,45 +35,6 @@ pub(crate) struct Defer {
     pub at: Instant,
     /// Each step's name and outcome so far (`None`: still running).
     pub merge_now: oneshot::Sender<Vec<(String, Option<BranchOutcome>)>>,
-}
-
-/// Everything one run's branches need.
-pub(crate) struct Schedule<'a> {
-    pub run: RunId,
-    pub input: &'a str,
-    pub steps: &'a [Step],
-    pub policy: Policy,
-    pub started: Instant,
-    pub deadline: Instant,
-    pub branch_timeout: Duration,
-    pub roster: &'a Roster,
-    pub code: &'a CodeRegistry,
-    pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
-    pub crash_retries: u32,
-    pub budget: Option<Budget>,
-    pub prices: &'a PriceTable,
-    /// The provider's default model, for steps whose agent names none.
-    pub default_model: Option<&'a str>,
-    /// Outputs from an earlier attempt at this run, taken instead of calling.
-    pub reuse: &'a [Reuse],
-    /// Send the first agent branch alone until its answer starts (see `warm`).
-    pub cache_warm: bool,
-}
-
-/// What one branch task returns.
-struct Ended {
-    index: usize,
-    item: Option<usize>,
-    outcome: BranchOutcome,
-    at: Instant,
-    retries: u32,
-    conflicts: Vec<Conflict>,
-}
-
-/// How much earlier than the branch deadline the task's own deadline is: enough for
-/// the specialist's answer to arrive first, a small share of a short branch.
-fn handover(branch_time: Duration) -> Duration {
-    (branch_time / 50).min(Duration::from_millis(25))
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -110,91 +67,6 @@ fn items_of(upstream: &UpstreamOutput) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// The driver's view of one run; see the module docs.
-struct Driver<'s, 'a> {
-    s: &'s Schedule<'a>,
-    /// Each map step's items, once found.
-    items: HashMap<usize, Vec<String>>,
-}
-
-impl Driver<'_, '_> {
-    /// The task a branch of step `index` (item `item`) gets.
-    fn task(&self, index: usize, item: Option<usize>, upstream: &[UpstreamOutput]) -> Task {
-        let step = &self.s.steps[index];
-        let item_text = item.and_then(|k| self.items.get(&index)?.get(k).cloned());
-        let (input, templated) = match (&step.input, &item_text) {
-            (Some(t), _) => {
-                let rendered = t.render(self.s.input, item.zip(item_text.as_deref()), |name| {
-                    upstream
-                        .iter()
-                        .find(|u| u.agent == name)
-                        .map(|u| u.text.clone())
-                });
-                (rendered, true)
-            }
-            (None, Some(text)) => (text.clone(), true),
-            (None, None) => (self.s.input.to_owned(), false),
-        };
-        Task {
-            branch: BranchId {
-                run: self.s.run,
-                index: index as u32,
-                item: item.map(|k| k as u32),
-            },
-            input,
-            upstream: upstream.to_vec(),
-            model: step.model.clone(),
-            templated,
-            schema: step.schema.clone(),
-            deadline: None,
-            deltas: None,
-        }
-    }
-
-    /// What a branch may use: its agent's own estimate of its call, or (for agents that
-    /// give none) the task's prompt plus the budget's `branch_tokens`; priced on the
-    /// model it names, else the provider's default. A code step uses nothing.
-    fn estimate(
-        &self,
-        budget: Budget,
-        index: usize,
-        item: Option<usize>,
-        upstream: &[UpstreamOutput],
-    ) -> Estimate {
-        let step = &self.s.steps[index];
-        let Some(agent) = step.agent_name() else {
-            return Estimate {
-                tokens: 0,
-                model: None,
-                cost_usd: Some(0.0),
-            };
-        };
-        let task = self.task(index, item, upstream);
-        let call = self
-            .s
-            .roster
-            .estimate(agent, &task)
-            .unwrap_or_else(|| CallEstimate {
-                model: task.model.clone(),
-                input_tokens: estimate_tokens(&task.prompt()),
-                max_output_tokens: budget.branch_tokens,
-            });
-        let model = call
-            .model
-            .or_else(|| self.s.default_model.map(str::to_owned));
-        let usage = Usage {
-            input_tokens: call.input_tokens,
-            output_tokens: call.max_output_tokens,
-            ..Usage::default()
-        };
-        Estimate {
-            tokens: usage.total(),
-            cost_usd: model.as_deref().and_then(|m| self.s.prices.cost(m, &usage)),
-            model,
-        }
-    }
 }
 
 /// Runs every step to a terminal outcome under `s.policy`; see the module docs.
@@ -253,7 +125,13 @@ pub(crate) async fn execute(
                         Go::First => {
                             let (tx, rx) = oneshot::channel();
                             warm_signal = Some(rx);
-                            live.launch(&driver, index, item, &upstream, Some(first_text(tx)));
+                            live.launch(
+                                &driver,
+                                index,
+                                item,
+                                &upstream,
+                                Some(stream::first_text(tx)),
+                            );
                         }
                         Go::Held => {}
                     }
@@ -392,80 +270,6 @@ pub(crate) async fn execute(
     (records, failure)
 }
 
-/// The branches the driver has launched, and how to reach them.
-#[derive(Default)]
-struct Launched {
-    set: JoinSet<Ended>,
-    running: HashMap<tokio::task::Id, (usize, Option<usize>)>,
-    handles: HashMap<(usize, Option<usize>), AbortHandle>,
-    /// Branches whose output came from an earlier attempt at the run.
-    reused: Vec<(usize, Option<usize>)>,
-}
-
-impl Launched {
-    /// Whether branch (`index`, `item`) takes an earlier output instead of a call.
-    fn reuses(&self, s: &Schedule<'_>, index: usize, item: Option<usize>) -> bool {
-        s.reuse
-            .iter()
-            .any(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
-    }
-
-    /// Launches a branch the scheduler dispatched: its started event, then its
-    /// earlier output if the run reuses one, else its call (with `extra` receiving
-    /// its streamed text too).
-    fn launch(
-        &mut self,
-        driver: &Driver<'_, '_>,
-        index: usize,
-        item: Option<usize>,
-        upstream: &[UpstreamOutput],
-        extra: Option<DeltaSink>,
-    ) {
-        let s = driver.s;
-        if let Some(events) = s.events {
-            let _ = events.send(RunEvent::BranchStarted {
-                run: s.run,
-                index: index as u32,
-                item: item.map(|k| k as u32),
-                agent: s.steps[index].name.clone(),
-                at: Instant::now().saturating_duration_since(s.started),
-            });
-        }
-        let earlier = s
-            .reuse
-            .iter()
-            .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item);
-        let handle = match earlier {
-            Some(r) => {
-                self.reused.push((index, item));
-                self.set.spawn(std::future::ready(Ended {
-                    index,
-                    item,
-                    outcome: BranchOutcome::Ok(r.output.clone()),
-                    at: Instant::now(),
-                    retries: 0,
-                    conflicts: Vec::new(),
-                }))
-            }
-            None => dispatch(driver, &mut self.set, index, item, upstream, extra),
-        };
-        self.running.insert(handle.id(), (index, item));
-        self.handles.insert((index, item), handle);
-    }
-}
-
-/// A sink that fires `tx` at the first text of an answer.
-fn first_text(tx: oneshot::Sender<()>) -> DeltaSink {
-    let tx = std::sync::Mutex::new(Some(tx));
-    DeltaSink::new(move |delta| {
-        if matches!(&delta, Delta::Text(t) if !t.is_empty()) {
-            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(());
-            }
-        }
-    })
-}
-
 /// Waits on `rx`, or forever without one.
 async fn recv_opt(rx: &mut Option<oneshot::Receiver<()>>) {
     match rx {
@@ -473,144 +277,5 @@ async fn recv_opt(rx: &mut Option<oneshot::Receiver<()>>) {
             let _ = rx.await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// A sink that turns a branch's streamed text into `BranchDelta` events, each
-/// with the attempt it belongs to.
-fn branch_sink(
-    events: &mpsc::UnboundedSender<RunEvent>,
-    run: RunId,
-    index: u32,
-    item: Option<u32>,
-    agent: String,
-) -> DeltaSink {
-    let events = events.clone();
-    let attempt = AtomicU32::new(1);
-    DeltaSink::new(move |delta| match delta {
-        Delta::Restart { attempt: a } => attempt.store(a, Ordering::Relaxed),
-        Delta::Text(text) => {
-            let _ = events.send(RunEvent::BranchDelta {
-                run,
-                index,
-                item,
-                agent: agent.clone(),
-                attempt: attempt.load(Ordering::Relaxed),
-                text,
-            });
-        }
-    })
-}
-
-/// Spawns one branch: a code function on the blocking pool, or an agent's call.
-fn dispatch(
-    driver: &Driver<'_, '_>,
-    set: &mut JoinSet<Ended>,
-    index: usize,
-    item: Option<usize>,
-    upstream: &[UpstreamOutput],
-    extra: Option<DeltaSink>,
-) -> AbortHandle {
-    let s = driver.s;
-    let step = &s.steps[index];
-    match &step.action {
-        Action::Code { function, options } => {
-            let code = s.code.get(function);
-            let task = s.input.to_owned();
-            let upstream = upstream.to_vec();
-            let options = options.clone();
-            let function = function.clone();
-            set.spawn(async move {
-                let run = move || {
-                    let Some(f) = code else {
-                        return Err(super::code::CodeError::BadOption {
-                            option: "code".to_owned(),
-                            problem: format!("no code function is named `{function}`"),
-                        });
-                    };
-                    f(&CodeInput {
-                        task: &task,
-                        upstream: &upstream,
-                        options: &options,
-                    })
-                };
-                let (outcome, conflicts) = match tokio::task::spawn_blocking(run).await {
-                    Ok(Ok(out)) => (
-                        BranchOutcome::Ok(AgentOutput::text(out.text)),
-                        out.conflicts,
-                    ),
-                    Ok(Err(e)) => {
-                        let conflicts = match &e {
-                            super::code::CodeError::Conflicts(c) => c.clone(),
-                            _ => Vec::new(),
-                        };
-                        let error = BranchError::Code(Box::new(e));
-                        (BranchOutcome::Failed { error }, conflicts)
-                    }
-                    Err(join) => {
-                        let message = if join.is_panic() {
-                            "a panic"
-                        } else {
-                            "cancelled"
-                        };
-                        let error = BranchError::Code(Box::new(super::code::CodeError::Panicked(
-                            message.to_owned(),
-                        )));
-                        (BranchOutcome::Failed { error }, Vec::new())
-                    }
-                };
-                Ended {
-                    index,
-                    item,
-                    outcome,
-                    at: Instant::now(),
-                    retries: 0,
-                    conflicts,
-                }
-            })
-        }
-        Action::Agent(agent) => {
-            let now = Instant::now();
-            let timeout = step.timeout.unwrap_or(s.branch_timeout);
-            let (deadline, kind) = match now.checked_add(timeout) {
-                Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
-                _ => (s.deadline, DeadlineKind::Run),
-            };
-            let mut task = driver.task(index, item, upstream);
-            // A hair before the branch deadline, so that a model call cut by it
-            // reports what it was doing before the branch gives up.
-            task.deadline = Some(deadline - handover(deadline - now));
-            let watched = s.events.map(|events| {
-                branch_sink(
-                    events,
-                    s.run,
-                    index as u32,
-                    item.map(|k| k as u32),
-                    step.name.clone(),
-                )
-            });
-            task.deltas = match (watched, extra) {
-                (Some(a), Some(b)) => Some(DeltaSink::new(move |d| {
-                    b.send(d.clone());
-                    a.send(d);
-                })),
-                (a, b) => a.or(b),
-            };
-            let agent = agent.clone();
-            let slot = s.roster.watch(&agent);
-            let crash_retries = s.crash_retries;
-            set.spawn(async move {
-                let (outcome, retries) =
-                    call_branch(agent, slot, task, deadline, kind, crash_retries).await;
-                Ended {
-                    index,
-                    item,
-                    outcome,
-                    at: Instant::now(),
-                    retries,
-                    conflicts: Vec::new(),
-                }
-            })
-        }
     }
 }

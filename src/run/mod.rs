@@ -13,7 +13,9 @@
 //! - `outcome`: [`BranchOutcome`] and its reasons, [`RunFailure`], [`RunEvent`];
 //! - `scheduler`: the scheduling decisions, a pure state machine with table-driven
 //!   tests; `budget`: the run's token and cost ledger it consults;
-//! - `execute`: the scheduler's async driver; `branch`: one branch's call;
+//! - `execute`: the scheduler's async driver; `launch`: what a branch gets and how
+//!   it is spawned; `branch`: one branch's call; `warm`: the cache warm-up;
+//!   `stream`: streamed text as events;
 //! - `orchestrator`: the actor that accepts runs; `record`: what a run did;
 //! - `synthesis`: the synthesiser actor and the merge strategies (the LLM merge
 //!   made to fit its model's context window);
@@ -24,6 +26,7 @@ mod branch;
 mod budget;
 mod code;
 mod execute;
+mod launch;
 mod orchestrator;
 mod outcome;
 mod policy;
@@ -31,6 +34,7 @@ mod record;
 mod request;
 mod scheduler;
 mod step;
+mod stream;
 mod synthesis;
 mod template;
 mod warm;

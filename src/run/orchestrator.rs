@@ -7,7 +7,7 @@
 //! waiting — the receiving end of its answer channel is dropped — is cancelled at once
 //! (the run task awaits that signal), which cancels its branches.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,9 +22,10 @@ use super::outcome::{RunEvent, RunFailure, SynthesisError};
 use super::policy::Policy;
 use super::record::{RunRecord, SynthesisRecord};
 use super::request::{Known, RunError, RunRequest};
+use super::stream;
 use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
 use crate::agent::RunId;
-use crate::provider::{Delta, DeltaSink, PriceTable};
+use crate::provider::PriceTable;
 use crate::supervision::Roster;
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
@@ -367,21 +368,9 @@ impl Merge<'_> {
             input: self.input.to_owned(),
             branches: inputs,
             strategy,
-            deltas: self.events.map(|events| {
-                let events = events.clone();
-                let run = self.run;
-                let attempt = AtomicU32::new(1);
-                DeltaSink::new(move |delta| match delta {
-                    Delta::Restart { attempt: a } => attempt.store(a, Ordering::Relaxed),
-                    Delta::Text(text) => {
-                        let _ = events.send(RunEvent::SynthesisDelta {
-                            run,
-                            attempt: attempt.load(Ordering::Relaxed),
-                            text,
-                        });
-                    }
-                })
-            }),
+            deltas: self
+                .events
+                .map(|events| stream::synthesis(events, self.run)),
         };
         let synthesiser = self.args.synthesiser.borrow().clone();
         let result = match synthesiser {

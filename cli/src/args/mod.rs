@@ -1,11 +1,18 @@
 //! The command line's grammar: every command, flag and parser, with the help text.
 
+mod parse;
+mod runtime;
+mod serve;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fanfare::supervision::Strategy;
 use fanfare::Policy;
+
+pub use parse::{at_least_one, parse_duration, parse_policy, parse_rate, parse_usd};
+pub use runtime::{ProviderKind, RuntimeArgs};
+pub use serve::{ClientArgs, ServeArgs, SubmitArgs};
 
 #[derive(Parser)]
 #[command(
@@ -248,23 +255,6 @@ pub struct MockArgs {
     pub context_window: Option<u64>,
 }
 
-pub fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-pub enum ProviderKind {
-    /// Anthropic Messages API (key: ANTHROPIC_API_KEY; base: ANTHROPIC_BASE_URL).
-    Anthropic,
-    /// OpenAI Chat Completions or any compatible server (OPENAI_API_KEY, OPENAI_BASE_URL).
-    Openai,
-    /// The embedded simulated model.
-    Sim,
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Merge {
     /// An LLM merge of the ends of the graph, in levels when they do not fit the model.
@@ -325,106 +315,6 @@ pub struct BatchArgs {
     pub common: CommonArgs,
 }
 
-/// Where the server is.
-#[derive(clap::Args)]
-pub struct ClientArgs {
-    /// The server's address.
-    #[arg(
-        long,
-        env = "FANFARE_SERVER",
-        default_value = "http://127.0.0.1:7878",
-        value_name = "URL"
-    )]
-    pub server: String,
-    /// File holding the server's bearer token [default: $FANFARE_TOKEN].
-    #[arg(long, value_name = "F")]
-    pub token_file: Option<PathBuf>,
-}
-
-#[derive(clap::Args)]
-pub struct SubmitArgs {
-    /// The task text; `-` reads it from standard input.
-    #[arg(value_name = "TEXT", conflicts_with = "file")]
-    pub text: Option<String>,
-    /// Read the task text from a file.
-    #[arg(long, short, value_name = "F")]
-    pub file: Option<PathBuf>,
-    /// A workflow the server has [default: the server's].
-    #[arg(long, value_name = "NAME")]
-    pub workflow: Option<String>,
-    /// A plain fan-out to these agents instead (comma-separated).
-    #[arg(
-        long,
-        value_name = "A,B",
-        value_delimiter = ',',
-        conflicts_with = "workflow"
-    )]
-    pub only: Vec<String>,
-    /// fail-fast, partial or partial:K [default: the workflow's].
-    #[arg(long)]
-    pub policy: Option<String>,
-    /// The run's deadline (e.g. 90s) [default: the server's].
-    #[arg(long)]
-    pub deadline: Option<String>,
-    /// Each branch's deadline [default: the server's].
-    #[arg(long)]
-    pub branch_timeout: Option<String>,
-    /// llm, code, best or none [default: the workflow's].
-    #[arg(long)]
-    pub merge: Option<String>,
-    /// Sent as Idempotency-Key: a retry with the same key returns the same run.
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
-    /// Print the run's id and return at once.
-    #[arg(long)]
-    pub detach: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub client: ClientArgs,
-}
-
-#[derive(clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on. Anything but loopback needs --token-file.
-    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
-    pub listen: std::net::SocketAddr,
-    /// The journal (SQLite), created if missing.
-    #[arg(long, default_value = "fanfare.db", value_name = "F")]
-    pub db: PathBuf,
-    /// File holding the bearer token clients must send (Authorization: Bearer …).
-    #[arg(long, value_name = "F")]
-    pub token_file: Option<PathBuf>,
-    /// Most runs in progress at once.
-    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
-    pub max_runs: usize,
-    /// Most runs waiting for a slot; beyond it submissions get 429 with Retry-After.
-    #[arg(long, default_value_t = 256)]
-    pub max_queued: usize,
-    /// On SIGTERM or Ctrl-C, how long runs in progress may take to end before they
-    /// are interrupted (and resumed at the next start).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub drain: Duration,
-    /// Largest request body, KiB.
-    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
-    pub max_body_kib: usize,
-    /// The workflow of a run that names neither a workflow nor agents.
-    #[arg(long, default_value = "perspectives", value_name = "NAME")]
-    pub workflow: String,
-    /// A run's deadline when it gives none.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
-    pub deadline: Duration,
-    /// Each branch's deadline when the run gives none.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub branch_timeout: Duration,
-    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
-    #[arg(long, default_value_t = 0)]
-    pub crash_retries: u32,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
-
 /// What `run` and `batch` share: the workflow or agents, policy, deadlines, merge,
 /// and the runtime.
 #[derive(clap::Args)]
@@ -476,95 +366,4 @@ pub struct CommonArgs {
     pub budget_usd: Option<f64>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-/// What every command that starts the runtime shares: where the agents come from,
-/// the provider and its limits, supervision, fault injection.
-#[derive(clap::Args)]
-pub struct RuntimeArgs {
-    /// Directory of agent specs [default: ./agents/specs if present, else the built-in ones].
-    #[arg(long, value_name = "DIR")]
-    pub agents: Option<PathBuf>,
-    /// Let agent specs send prompt files from outside their directory to the model.
-    #[arg(long)]
-    pub allow_prompts_outside: bool,
-    /// Seed of the simulated provider (its latencies and wording).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Model backend [default: anthropic if ANTHROPIC_API_KEY is set, else openai if
-    /// OPENAI_API_KEY is set, else sim].
-    #[arg(long, value_enum)]
-    pub provider: Option<ProviderKind>,
-    /// Default model (a spec's own `model` wins).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Base URL (Anthropic: without /v1; OpenAI: with /v1).
-    #[arg(long, value_name = "URL")]
-    pub base_url: Option<String>,
-    /// Read the API key from this file instead of the environment.
-    #[arg(long, value_name = "F")]
-    pub api_key_file: Option<PathBuf>,
-    /// Ask for streamed (SSE) answers.
-    #[arg(long)]
-    pub stream: bool,
-    /// Attempts per model call, retries included (429, 529, 5xx, connection errors).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_attempts: u32,
-    /// TOML file of model prices (`[models."NAME"] input_per_mtok = …, output_per_mtok = …`)
-    /// that overrides or extends the built-in table.
-    #[arg(long, value_name = "F")]
-    pub prices: Option<PathBuf>,
-    /// Inject a fault: AGENT:KIND:RATE or AGENT:KIND:every=N (KIND: panic, hang, slow,
-    /// provider-500, provider-429, garbage; slow takes :EXTRA_MS). Repeatable.
-    #[arg(long = "fault", value_name = "A:K:R")]
-    pub faults: Vec<String>,
-    /// Which specialists restart when one crashes.
-    #[arg(long, default_value = "one-for-one", value_parser = parse_strategy)]
-    pub strategy: Strategy,
-    /// Most model calls in flight at once (real providers; the cap adapts to 429s below it).
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-    pub max_concurrency: usize,
-    /// Requests per minute allowed to the provider.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rpm: Option<u32>,
-    /// Tokens per minute allowed to the provider (estimated before, settled after).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub tpm: Option<u32>,
-    /// Hedge slow model calls: after this delay (or the observed p95, once known)
-    /// send one duplicate and keep the first answer; at most 2 hedges per run.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
-    pub hedge_after: Option<Duration>,
-    /// Limit on one HTTP call.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
-    pub call_timeout: Duration,
-}
-
-pub fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("`{s}` is not a whole number ≥ 1")),
-    }
-}
-
-pub fn parse_usd(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(format!(
-            "`{s}` is not an amount of US dollars ≥ 0 (e.g. 0.50)"
-        )),
-    }
-}
-
-pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    s.parse()
-        .map_err(|e: fanfare::supervision::UnknownStrategy| e.to_string())
-}
-
-pub fn parse_policy(s: &str) -> Result<Policy, String> {
-    s.parse()
-        .map_err(|e: fanfare::run::ParsePolicyError| e.to_string())
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    fanfare::run::parse_duration(s).map_err(|e| e.to_string())
 }

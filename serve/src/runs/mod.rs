@@ -2,7 +2,7 @@
 //! the runtime, journals its events as they come, cancels, drains and resumes.
 //!
 //! Lifecycle of a run: `queued` (journaled, in the [`RunQueue`]) → `running` (a
-//! driver task holds the runtime's [`RunHandle`]) → `succeeded` | `failed` |
+//! driver task holds the runtime's [`RunHandle`](fanfare::RunHandle)) → `succeeded` | `failed` |
 //! `cancelled`, or `interrupted` when the server stops first. A run found queued,
 //! running or interrupted at start-up is resumed.
 //!
@@ -10,12 +10,14 @@
 //! is committed before the `changed` counter moves (the event streams wait on it);
 //! every driver task is tracked, so a shutdown knows when the last run is journaled.
 
+mod drive;
+mod repair;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fanfare::run::Reuse;
-use fanfare::{BranchOutcome, Fanfare, RunEvent, RunHandle, RunRequest};
+use fanfare::{Fanfare, RunRequest};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -270,46 +272,6 @@ impl Runs {
         })
     }
 
-    /// What a repair of run `of` reuses: its successful branches, once it has
-    /// ended and if it ran the same request.
-    async fn repairable(&self, of: &str, spec: &RunSpec) -> Result<Vec<Reuse>, SubmitError> {
-        let bad = |message: String| {
-            SubmitError::Invalid(FieldError {
-                field: "repair_of".to_owned(),
-                message,
-            })
-        };
-        let id = of
-            .strip_prefix("run-")
-            .and_then(|n| n.parse::<i64>().ok())
-            .ok_or_else(|| bad(format!("`{of}` is not a run id (run-N)")))?;
-        let row = self
-            .journal
-            .get(id)
-            .await?
-            .ok_or_else(|| bad(format!("no run `{of}`")))?;
-        if !row.status.is_final() {
-            return Err(bad(format!(
-                "{of} has not ended ({}); repair it once it has",
-                row.status.as_str()
-            )));
-        }
-        let earlier = crate::spec::parse(row.spec.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let same = RunSpec {
-            repair_of: None,
-            ..earlier
-        } == RunSpec {
-            repair_of: None,
-            ..spec.clone()
-        };
-        if !same {
-            return Err(bad(format!(
-                "{of} ran a different request; a repair runs the same one again"
-            )));
-        }
-        Ok(self.earlier_outputs(id).await?)
-    }
-
     /// The answer to a submission whose idempotency key `row` already has.
     fn same_request(row: RunRow, text: &str) -> Result<Submitted, SubmitError> {
         if row.spec != text {
@@ -355,133 +317,6 @@ impl Runs {
                 task: Some(task),
             },
         );
-    }
-
-    /// Drives one run to its end, journaling as it goes.
-    async fn drive(
-        self: Arc<Self>,
-        id: i64,
-        request: RunRequest,
-        mut stop: oneshot::Receiver<Stop>,
-    ) {
-        if let Err(e) = self.journal.set_status(id, Status::Running, None).await {
-            tracing::error!(run = id, error = %e, "journal: cannot mark the run running");
-        }
-        self.bump();
-        let mut handle: RunHandle = self.fanfare.start_run(request);
-        let mut starts: HashMap<(u32, Option<u32>), Duration> = HashMap::new();
-        let stopped = loop {
-            tokio::select! {
-                event = handle.events.recv() => match event {
-                    Some(first) => {
-                        let mut batch = vec![first];
-                        while let Ok(more) = handle.events.try_recv() {
-                            batch.push(more);
-                        }
-                        // Journal first: a branch the metrics count is one a crash
-                        // cannot lose.
-                        self.record(id, &batch).await;
-                        self.observe(&batch, &mut starts);
-                    }
-                    None => break None,
-                },
-                Ok(why) = &mut stop => break Some(why),
-            }
-        };
-        let (status, report, error) = match stopped {
-            Some(why) => {
-                // Dropping the handle cancels the run: its branches' calls are aborted.
-                drop(handle);
-                match why {
-                    Stop::Cancel => (
-                        Status::Cancelled,
-                        None,
-                        Some("cancelled by a client".to_owned()),
-                    ),
-                    Stop::Interrupt => (
-                        Status::Interrupted,
-                        None,
-                        Some(
-                            "the server stopped before the run ended; it resumes at the next start"
-                                .to_owned(),
-                        ),
-                    ),
-                }
-            }
-            None => match handle.report().await {
-                Ok(report) => {
-                    let status = if report.status.is_success() {
-                        Status::Succeeded
-                    } else {
-                        Status::Failed
-                    };
-                    self.metrics.report(&report);
-                    let error = match &report.status {
-                        fanfare::RunStatus::Failed { reason } => Some(reason.to_string()),
-                        fanfare::RunStatus::Succeeded => None,
-                    };
-                    (status, serde_json::to_string(&report).ok(), error)
-                }
-                Err(e) => (Status::Failed, None, Some(e.to_string())),
-            },
-        };
-        let result = if status == Status::Interrupted {
-            self.journal.set_status(id, status, error).await
-        } else {
-            self.journal.finish(id, status, report, error).await
-        };
-        if let Err(e) = result {
-            tracing::error!(run = id, error = %e, "journal: cannot record the run's end");
-        }
-        self.bump();
-        self.ended(id);
-    }
-
-    /// Feeds branch latencies to the metrics.
-    fn observe(&self, batch: &[RunEvent], starts: &mut HashMap<(u32, Option<u32>), Duration>) {
-        for event in batch {
-            match event {
-                RunEvent::BranchStarted {
-                    index, item, at, ..
-                } => {
-                    starts.insert((*index, *item), *at);
-                }
-                RunEvent::BranchFinished {
-                    index,
-                    item,
-                    agent,
-                    outcome,
-                    at,
-                    ..
-                } => {
-                    let took = starts
-                        .remove(&(*index, *item))
-                        .map_or(Duration::ZERO, |s| at.saturating_sub(s));
-                    self.metrics
-                        .branch(agent, outcome.label(), took.as_secs_f64());
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Journals a batch of a run's events in one transaction.
-    async fn record(&self, id: i64, batch: &[RunEvent]) {
-        let rows = batch
-            .iter()
-            .filter_map(|e| {
-                let mut value = serde_json::to_value(e).ok()?;
-                let kind = value.get("event")?.as_str()?.to_owned();
-                // The runtime's own run number means nothing to a client: name the
-                // run as the API does.
-                value["run"] = serde_json::Value::String(format!("run-{id}"));
-                Some((kind, value.to_string()))
-            })
-            .collect();
-        if let Err(e) = self.journal.append_events(id, rows).await {
-            tracing::error!(run = id, error = %e, "journal: cannot record events");
-        }
-        self.bump();
     }
 
     /// A driven run ended: forget it, and start what the queue lets start.
@@ -555,92 +390,6 @@ impl Runs {
             .await?
             .ok_or(CancelError::NotFound(id))?;
         Ok(row.status)
-    }
-
-    /// Takes back the runs an earlier process left unfinished: each is checked
-    /// again and started or queued (never refused).
-    pub async fn resume(self: &Arc<Self>) -> Result<usize, JournalError> {
-        let rows = self.journal.unfinished().await?;
-        let count = rows.len();
-        for row in rows {
-            self.resume_one(row).await?;
-        }
-        Ok(count)
-    }
-
-    async fn resume_one(self: &Arc<Self>, row: RunRow) -> Result<(), JournalError> {
-        let id = row.id;
-        let request = crate::spec::parse(row.spec.as_bytes())
-            .and_then(|spec| spec.request(&self.catalog, &self.defaults))
-            .and_then(|r| {
-                self.fanfare
-                    .validate(&r)
-                    .map(|()| r)
-                    .map_err(|e| FieldError {
-                        field: String::new(),
-                        message: e.to_string(),
-                    })
-            });
-        let request = match request {
-            Ok(r) => {
-                let mut reuse = self.earlier_outputs(id).await?;
-                let repaired = crate::spec::parse(row.spec.as_bytes())
-                    .ok()
-                    .and_then(|s| s.repair_of)
-                    .and_then(|of| of.strip_prefix("run-")?.parse::<i64>().ok());
-                if let Some(of) = repaired {
-                    for r in self.earlier_outputs(of).await? {
-                        if !reuse.iter().any(|k| k.index == r.index && k.item == r.item) {
-                            reuse.push(r);
-                        }
-                    }
-                }
-                r.reuse(reuse)
-            }
-            Err(e) => {
-                let why =
-                    format!("could not resume: {e} (the server's agents or workflows changed)");
-                self.journal
-                    .finish(id, Status::Failed, None, Some(why))
-                    .await?;
-                self.bump();
-                return Ok(());
-            }
-        };
-        self.journal
-            .set_status(
-                id,
-                Status::Queued,
-                Some(format!("resumed after {}", row.status.as_str())),
-            )
-            .await?;
-        self.bump();
-        self.admit(id, request, RunQueue::resume);
-        Ok(())
-    }
-
-    /// What run `id`'s branches answered before it was interrupted: each
-    /// successful `branch_finished` event in the journal.
-    async fn earlier_outputs(&self, id: i64) -> Result<Vec<Reuse>, JournalError> {
-        #[derive(serde::Deserialize)]
-        struct Finished {
-            index: u32,
-            item: Option<u32>,
-            outcome: BranchOutcome,
-        }
-        let rows = self.journal.events_of_kind(id, "branch_finished").await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| serde_json::from_str::<Finished>(&row.data).ok())
-            .filter_map(|f| {
-                let output = f.outcome.output()?.clone();
-                Some(Reuse {
-                    index: f.index,
-                    item: f.item,
-                    output,
-                })
-            })
-            .collect())
     }
 
     /// Stops accepting and starting runs; event streams end.

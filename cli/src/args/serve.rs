@@ -1,0 +1,107 @@
+//! The server's flags, and its clients' (`submit`, `watch`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{at_least_one, parse_duration};
+use super::runtime::RuntimeArgs;
+
+/// Where the server is.
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "FANFARE_SERVER",
+        default_value = "http://127.0.0.1:7878",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// File holding the server's bearer token [default: $FANFARE_TOKEN].
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// The task text; `-` reads it from standard input.
+    #[arg(value_name = "TEXT", conflicts_with = "file")]
+    pub text: Option<String>,
+    /// Read the task text from a file.
+    #[arg(long, short, value_name = "F")]
+    pub file: Option<PathBuf>,
+    /// A workflow the server has [default: the server's].
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// A plain fan-out to these agents instead (comma-separated).
+    #[arg(
+        long,
+        value_name = "A,B",
+        value_delimiter = ',',
+        conflicts_with = "workflow"
+    )]
+    pub only: Vec<String>,
+    /// fail-fast, partial or partial:K [default: the workflow's].
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// The run's deadline (e.g. 90s) [default: the server's].
+    #[arg(long)]
+    pub deadline: Option<String>,
+    /// Each branch's deadline [default: the server's].
+    #[arg(long)]
+    pub branch_timeout: Option<String>,
+    /// llm, code, best or none [default: the workflow's].
+    #[arg(long)]
+    pub merge: Option<String>,
+    /// Sent as Idempotency-Key: a retry with the same key returns the same run.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Print the run's id and return at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs --token-file.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The journal (SQLite), created if missing.
+    #[arg(long, default_value = "fanfare.db", value_name = "F")]
+    pub db: PathBuf,
+    /// File holding the bearer token clients must send (Authorization: Bearer …).
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// Most runs in progress at once.
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    pub max_runs: usize,
+    /// Most runs waiting for a slot; beyond it submissions get 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queued: usize,
+    /// On SIGTERM or Ctrl-C, how long runs in progress may take to end before they
+    /// are interrupted (and resumed at the next start).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain: Duration,
+    /// Largest request body, KiB.
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    pub max_body_kib: usize,
+    /// The workflow of a run that names neither a workflow nor agents.
+    #[arg(long, default_value = "perspectives", value_name = "NAME")]
+    pub workflow: String,
+    /// A run's deadline when it gives none.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Each branch's deadline when the run gives none.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub branch_timeout: Duration,
+    /// Retry a branch up to N times on the restarted specialist when it crashed under it.
+    #[arg(long, default_value_t = 0)]
+    pub crash_retries: u32,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}

@@ -1,0 +1,64 @@
+//! Reading and writing rows: the columns of a run, the payload of a status event,
+//! and appending an event numbered after the run's last.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::params;
+
+use super::types::{JournalError, RunRow, Status};
+
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) const RUN_COLUMNS: &str =
+    "id, status, spec, idempotency_key, created_ms, updated_ms, report, error";
+
+pub(super) fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String)> {
+    let status: String = r.get(1)?;
+    Ok((
+        RunRow {
+            id: r.get(0)?,
+            status: Status::Queued,
+            spec: r.get(2)?,
+            idempotency_key: r.get(3)?,
+            created_ms: r.get(4)?,
+            updated_ms: r.get(5)?,
+            report: r.get(6)?,
+            error: r.get(7)?,
+        },
+        status,
+    ))
+}
+
+pub(super) fn with_status((mut row, status): (RunRow, String)) -> Result<RunRow, JournalError> {
+    row.status = Status::parse(&status).ok_or(JournalError::BadStatus {
+        run: row.id,
+        status,
+    })?;
+    Ok(row)
+}
+
+/// The payload of a `status` or `done` event.
+pub(super) fn status_data(status: Status, note: Option<&str>) -> String {
+    serde_json::json!({ "status": status, "note": note }).to_string()
+}
+
+/// Appends one event to `run`, numbered after its last.
+pub(super) fn append(
+    tx: &rusqlite::Transaction<'_>,
+    run: i64,
+    kind: &str,
+    data: &str,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (run, seq, kind, data, at_ms) \
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run = ?1), ?2, ?3, ?4)",
+        params![run, kind, data, at],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The journal's data: a run's [`Status`], what is stored of a run and of an event,
+//! and [`JournalError`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::migrations::MigrationError;
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted, waiting for a slot.
+    Queued,
+    /// Its branches are running.
+    Running,
+    /// It ended and met its policy.
+    Succeeded,
+    /// It ended without meeting its policy, or could not run.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+    /// The server stopped before it ended; the next start resumes it.
+    Interrupted,
+}
+
+impl Status {
+    /// Every status, for parsing and listing.
+    pub const ALL: [Status; 6] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::Interrupted,
+    ];
+
+    /// The name used on the wire and in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status named `s`.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// True once the run will not change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The file could not be opened or set up.
+    #[error("cannot open the journal {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("journal {path}")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: MigrationError,
+    },
+    /// A read or write failed.
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored status is not one this build knows.
+    #[error("journal: run {run} has an unknown status `{status}`")]
+    BadStatus {
+        /// The run.
+        run: i64,
+        /// What was stored.
+        status: String,
+    },
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("journal: the query's task ended abnormally")]
+    Task,
+    /// The group-commit writer could not start or has stopped.
+    #[error("journal writer: {0}")]
+    Writer(String),
+}
+
+/// One run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    /// Its number (`run-N` on the wire).
+    pub id: i64,
+    /// Where it is.
+    pub status: Status,
+    /// The submitted request, as JSON.
+    pub spec: String,
+    /// The client's idempotency key, if it gave one.
+    pub idempotency_key: Option<String>,
+    /// When it was accepted, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it last changed, Unix milliseconds.
+    pub updated_ms: i64,
+    /// The final report (JSON), once it ended with one.
+    pub report: Option<String>,
+    /// Why it failed without a report, or was cancelled or interrupted.
+    pub error: Option<String>,
+}
+
+/// One event of a run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRow {
+    /// Its number within the run, from 1.
+    pub seq: i64,
+    /// Its kind (`status`, `branch_finished`, …, `done`).
+    pub kind: String,
+    /// Its payload, JSON.
+    pub data: String,
+    /// When it was written, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// What [`Journal::insert_run`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inserted {
+    /// A new run, with this id.
+    New(i64),
+    /// A run with the same idempotency key was already there.
+    Existing(RunRow),
+}

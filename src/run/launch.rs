@@ -1,0 +1,316 @@
+//! Launching branches: what one run's branches need ([`Schedule`]), the task each
+//! branch gets (its input from its template, or the run's input and upstream
+//! outputs), its budget estimate, and spawning its call — an agent's, or a code
+//! function on the blocking pool — into the driver's `JoinSet`, or taking an earlier
+//! output instead.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::branch::call_branch;
+use super::budget::Estimate;
+use super::code::{CodeInput, CodeRegistry, Conflict};
+use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent};
+use super::policy::Policy;
+use super::request::{Budget, Reuse};
+use super::step::{Action, Step};
+use super::stream;
+use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
+use crate::provider::{estimate_tokens, DeltaSink, PriceTable, Usage};
+use crate::supervision::Roster;
+
+/// Everything one run's branches need.
+pub(crate) struct Schedule<'a> {
+    pub run: RunId,
+    pub input: &'a str,
+    pub steps: &'a [Step],
+    pub policy: Policy,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub branch_timeout: Duration,
+    pub roster: &'a Roster,
+    pub code: &'a CodeRegistry,
+    pub events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
+    pub crash_retries: u32,
+    pub budget: Option<Budget>,
+    pub prices: &'a PriceTable,
+    /// The provider's default model, for steps whose agent names none.
+    pub default_model: Option<&'a str>,
+    /// Outputs from an earlier attempt at this run, taken instead of calling.
+    pub reuse: &'a [Reuse],
+    /// Send the first agent branch alone until its answer starts (see `warm`).
+    pub cache_warm: bool,
+}
+/// What one branch task returns.
+pub(super) struct Ended {
+    pub(super) index: usize,
+    pub(super) item: Option<usize>,
+    pub(super) outcome: BranchOutcome,
+    pub(super) at: Instant,
+    pub(super) retries: u32,
+    pub(super) conflicts: Vec<Conflict>,
+}
+
+/// How much earlier than the branch deadline the task's own deadline is: enough for
+/// the specialist's answer to arrive first, a small share of a short branch.
+fn handover(branch_time: Duration) -> Duration {
+    (branch_time / 50).min(Duration::from_millis(25))
+}
+
+/// The driver's view of one run; see the module docs.
+pub(super) struct Driver<'s, 'a> {
+    pub(super) s: &'s Schedule<'a>,
+    /// Each map step's items, once found.
+    pub(super) items: HashMap<usize, Vec<String>>,
+}
+
+impl Driver<'_, '_> {
+    /// The task a branch of step `index` (item `item`) gets.
+    fn task(&self, index: usize, item: Option<usize>, upstream: &[UpstreamOutput]) -> Task {
+        let step = &self.s.steps[index];
+        let item_text = item.and_then(|k| self.items.get(&index)?.get(k).cloned());
+        let (input, templated) = match (&step.input, &item_text) {
+            (Some(t), _) => {
+                let rendered = t.render(self.s.input, item.zip(item_text.as_deref()), |name| {
+                    upstream
+                        .iter()
+                        .find(|u| u.agent == name)
+                        .map(|u| u.text.clone())
+                });
+                (rendered, true)
+            }
+            (None, Some(text)) => (text.clone(), true),
+            (None, None) => (self.s.input.to_owned(), false),
+        };
+        Task {
+            branch: BranchId {
+                run: self.s.run,
+                index: index as u32,
+                item: item.map(|k| k as u32),
+            },
+            input,
+            upstream: upstream.to_vec(),
+            model: step.model.clone(),
+            templated,
+            schema: step.schema.clone(),
+            deadline: None,
+            deltas: None,
+        }
+    }
+
+    /// What a branch may use: its agent's own estimate of its call, or (for agents that
+    /// give none) the task's prompt plus the budget's `branch_tokens`; priced on the
+    /// model it names, else the provider's default. A code step uses nothing.
+    pub(super) fn estimate(
+        &self,
+        budget: Budget,
+        index: usize,
+        item: Option<usize>,
+        upstream: &[UpstreamOutput],
+    ) -> Estimate {
+        let step = &self.s.steps[index];
+        let Some(agent) = step.agent_name() else {
+            return Estimate {
+                tokens: 0,
+                model: None,
+                cost_usd: Some(0.0),
+            };
+        };
+        let task = self.task(index, item, upstream);
+        let call = self
+            .s
+            .roster
+            .estimate(agent, &task)
+            .unwrap_or_else(|| CallEstimate {
+                model: task.model.clone(),
+                input_tokens: estimate_tokens(&task.prompt()),
+                max_output_tokens: budget.branch_tokens,
+            });
+        let model = call
+            .model
+            .or_else(|| self.s.default_model.map(str::to_owned));
+        let usage = Usage {
+            input_tokens: call.input_tokens,
+            output_tokens: call.max_output_tokens,
+            ..Usage::default()
+        };
+        Estimate {
+            tokens: usage.total(),
+            cost_usd: model.as_deref().and_then(|m| self.s.prices.cost(m, &usage)),
+            model,
+        }
+    }
+}
+
+/// The branches the driver has launched, and how to reach them.
+#[derive(Default)]
+pub(super) struct Launched {
+    pub(super) set: JoinSet<Ended>,
+    pub(super) running: HashMap<tokio::task::Id, (usize, Option<usize>)>,
+    pub(super) handles: HashMap<(usize, Option<usize>), AbortHandle>,
+    /// Branches whose output came from an earlier attempt at the run.
+    pub(super) reused: Vec<(usize, Option<usize>)>,
+}
+
+impl Launched {
+    /// Whether branch (`index`, `item`) takes an earlier output instead of a call.
+    pub(super) fn reuses(&self, s: &Schedule<'_>, index: usize, item: Option<usize>) -> bool {
+        s.reuse
+            .iter()
+            .any(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
+    }
+
+    /// Launches a branch the scheduler dispatched: its started event, then its
+    /// earlier output if the run reuses one, else its call (with `extra` receiving
+    /// its streamed text too).
+    pub(super) fn launch(
+        &mut self,
+        driver: &Driver<'_, '_>,
+        index: usize,
+        item: Option<usize>,
+        upstream: &[UpstreamOutput],
+        extra: Option<DeltaSink>,
+    ) {
+        let s = driver.s;
+        if let Some(events) = s.events {
+            let _ = events.send(RunEvent::BranchStarted {
+                run: s.run,
+                index: index as u32,
+                item: item.map(|k| k as u32),
+                agent: s.steps[index].name.clone(),
+                at: Instant::now().saturating_duration_since(s.started),
+            });
+        }
+        let earlier = s
+            .reuse
+            .iter()
+            .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item);
+        let handle = match earlier {
+            Some(r) => {
+                self.reused.push((index, item));
+                self.set.spawn(std::future::ready(Ended {
+                    index,
+                    item,
+                    outcome: BranchOutcome::Ok(r.output.clone()),
+                    at: Instant::now(),
+                    retries: 0,
+                    conflicts: Vec::new(),
+                }))
+            }
+            None => dispatch(driver, &mut self.set, index, item, upstream, extra),
+        };
+        self.running.insert(handle.id(), (index, item));
+        self.handles.insert((index, item), handle);
+    }
+}
+
+/// Spawns one branch: a code function on the blocking pool, or an agent's call.
+fn dispatch(
+    driver: &Driver<'_, '_>,
+    set: &mut JoinSet<Ended>,
+    index: usize,
+    item: Option<usize>,
+    upstream: &[UpstreamOutput],
+    extra: Option<DeltaSink>,
+) -> AbortHandle {
+    let s = driver.s;
+    let step = &s.steps[index];
+    match &step.action {
+        Action::Code { function, options } => {
+            let code = s.code.get(function);
+            let task = s.input.to_owned();
+            let upstream = upstream.to_vec();
+            let options = options.clone();
+            let function = function.clone();
+            set.spawn(async move {
+                let run = move || {
+                    let Some(f) = code else {
+                        return Err(super::code::CodeError::BadOption {
+                            option: "code".to_owned(),
+                            problem: format!("no code function is named `{function}`"),
+                        });
+                    };
+                    f(&CodeInput {
+                        task: &task,
+                        upstream: &upstream,
+                        options: &options,
+                    })
+                };
+                let (outcome, conflicts) = match tokio::task::spawn_blocking(run).await {
+                    Ok(Ok(out)) => (
+                        BranchOutcome::Ok(AgentOutput::text(out.text)),
+                        out.conflicts,
+                    ),
+                    Ok(Err(e)) => {
+                        let conflicts = match &e {
+                            super::code::CodeError::Conflicts(c) => c.clone(),
+                            _ => Vec::new(),
+                        };
+                        let error = BranchError::Code(Box::new(e));
+                        (BranchOutcome::Failed { error }, conflicts)
+                    }
+                    Err(join) => {
+                        let message = if join.is_panic() {
+                            "a panic"
+                        } else {
+                            "cancelled"
+                        };
+                        let error = BranchError::Code(Box::new(super::code::CodeError::Panicked(
+                            message.to_owned(),
+                        )));
+                        (BranchOutcome::Failed { error }, Vec::new())
+                    }
+                };
+                Ended {
+                    index,
+                    item,
+                    outcome,
+                    at: Instant::now(),
+                    retries: 0,
+                    conflicts,
+                }
+            })
+        }
+        Action::Agent(agent) => {
+            let now = Instant::now();
+            let timeout = step.timeout.unwrap_or(s.branch_timeout);
+            let (deadline, kind) = match now.checked_add(timeout) {
+                Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
+                _ => (s.deadline, DeadlineKind::Run),
+            };
+            let mut task = driver.task(index, item, upstream);
+            // A hair before the branch deadline, so that a model call cut by it
+            // reports what it was doing before the branch gives up.
+            task.deadline = Some(deadline - handover(deadline - now));
+            let watched = s.events.map(|events| {
+                stream::branch(
+                    events,
+                    s.run,
+                    index as u32,
+                    item.map(|k| k as u32),
+                    step.name.clone(),
+                )
+            });
+            task.deltas = stream::both(watched, extra);
+            let agent = agent.clone();
+            let slot = s.roster.watch(&agent);
+            let crash_retries = s.crash_retries;
+            set.spawn(async move {
+                let (outcome, retries) =
+                    call_branch(agent, slot, task, deadline, kind, crash_retries).await;
+                Ended {
+                    index,
+                    item,
+                    outcome,
+                    at: Instant::now(),
+                    retries,
+                    conflicts: Vec::new(),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! A run's answers as they stream: the `DeltaSink`s that turn a branch's or the
+//! merge's streamed text into `RunEvent`s (each delta with the attempt it belongs to,
+//! so that a retried call's earlier text can be told apart), and the one that
+//! signals an answer's first text (the cache warm-up waits for it).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::outcome::RunEvent;
+use crate::agent::RunId;
+use crate::provider::{Delta, DeltaSink};
+
+/// A sink that sends each piece of text as the event `make(attempt, text)`.
+fn events(
+    events: &mpsc::UnboundedSender<RunEvent>,
+    make: impl Fn(u32, String) -> RunEvent + Send + Sync + 'static,
+) -> DeltaSink {
+    let events = events.clone();
+    let attempt = AtomicU32::new(1);
+    DeltaSink::new(move |delta| match delta {
+        Delta::Restart { attempt: a } => attempt.store(a, Ordering::Relaxed),
+        Delta::Text(text) => {
+            let _ = events.send(make(attempt.load(Ordering::Relaxed), text));
+        }
+    })
+}
+
+/// A branch's streamed text as `BranchDelta` events.
+pub(crate) fn branch(
+    sink: &mpsc::UnboundedSender<RunEvent>,
+    run: RunId,
+    index: u32,
+    item: Option<u32>,
+    agent: String,
+) -> DeltaSink {
+    events(sink, move |attempt, text| RunEvent::BranchDelta {
+        run,
+        index,
+        item,
+        agent: agent.clone(),
+        attempt,
+        text,
+    })
+}
+
+/// The final merge's streamed text as `SynthesisDelta` events.
+pub(crate) fn synthesis(sink: &mpsc::UnboundedSender<RunEvent>, run: RunId) -> DeltaSink {
+    events(sink, move |attempt, text| RunEvent::SynthesisDelta {
+        run,
+        attempt,
+        text,
+    })
+}
+
+/// A sink that fires `tx` at the first text of an answer.
+pub(crate) fn first_text(tx: oneshot::Sender<()>) -> DeltaSink {
+    let tx = std::sync::Mutex::new(Some(tx));
+    DeltaSink::new(move |delta| {
+        if matches!(&delta, Delta::Text(t) if !t.is_empty()) {
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+        }
+    })
+}
+
+/// One sink that feeds both, or whichever there is.
+pub(crate) fn both(a: Option<DeltaSink>, b: Option<DeltaSink>) -> Option<DeltaSink> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(DeltaSink::new(move |d| {
+            b.send(d.clone());
+            a.send(d);
+        })),
+        (a, b) => a.or(b),
+    }
+}
