@@ -159,6 +159,10 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         /// The mock's latency.
         #[arg(long, default_value_t = 200)]
         latency_ms: u64,
+        /// Where the adaptive cap starts [default: the gate's slow start, 16]; N
+        /// sends every branch in the first round.
+        #[arg(long)]
+        initial: Option<usize>,
     },
     /// N runs submitted at once to `fanfare serve` (in process, journal on disk):
     /// submit latency p50/p99/max, accepted vs shed, runs per second.

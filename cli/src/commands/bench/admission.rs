@@ -1,4 +1,5 @@
-//! `bench admission`: N branches with the admission cap starting at N against a
+//! `bench admission`: N branches with the admission cap set to N (slow start from the
+//! gate's default, or from `--initial`) against a
 //! mock that answers 429 above `limit` calls in flight (with a `retry-after`), as a
 //! provider's concurrency limit does. Reports the 429s against the useful calls,
 //! the wasted calls the run's own report counts, and the wall time against the
@@ -14,7 +15,12 @@ use fanfare::{Fanfare, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 use serde_json::json;
 
-pub async fn admission(n: usize, limit: usize, latency: Duration) -> anyhow::Result<()> {
+pub async fn admission(
+    n: usize,
+    limit: usize,
+    latency: Duration,
+    initial: Option<usize>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         n >= 1 && limit >= 1,
         "--n and --limit take counts of at least 1"
@@ -32,7 +38,7 @@ pub async fn admission(n: usize, limit: usize, latency: Duration) -> anyhow::Res
     let (provider, gate) = Stack::new()
         .admission(AdmissionConfig {
             max_concurrency: n,
-            initial_concurrency: n,
+            initial_concurrency: initial.unwrap_or(AdmissionConfig::default().initial_concurrency),
             ..AdmissionConfig::default()
         })
         .retry(ExponentialBackoff::new(20))
@@ -60,6 +66,7 @@ pub async fn admission(n: usize, limit: usize, latency: Duration) -> anyhow::Res
             "case": "admission",
             "n": n,
             "server_limit": limit,
+            "initial_cap": initial.unwrap_or(AdmissionConfig::default().initial_concurrency),
             "latency_ms": latency.as_millis() as u64,
             "ok": report.totals.ok,
             "failed": report.branches.len() - report.totals.ok,

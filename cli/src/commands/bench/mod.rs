@@ -62,7 +62,8 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             n,
             limit,
             latency_ms,
-        } => admission::admission(n, limit, Duration::from_millis(latency_ms)).await,
+            initial,
+        } => admission::admission(n, limit, Duration::from_millis(latency_ms), initial).await,
         BenchCommand::Serve {
             n,
             max_runs,
