@@ -132,7 +132,7 @@ pub struct EventRow {
     pub at_ms: i64,
 }
 
-/// What [`Journal::insert_run`] did.
+/// What [`Journal::insert_run`](super::Journal::insert_run) did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Inserted {
     /// A new run, with this id.
