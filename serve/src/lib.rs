@@ -148,6 +148,20 @@ pub enum ServeError {
         /// The file.
         path: PathBuf,
     },
+    /// Another server has the journal open.
+    #[error("the journal {path} is in use by another fanfare serve (two servers on one journal would both resume its runs); stop it, or give another --db")]
+    JournalInUse {
+        /// The journal.
+        path: PathBuf,
+    },
+    /// The journal's lock file could not be opened.
+    #[error("cannot lock the journal with {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -161,6 +175,30 @@ pub enum ServeError {
 pub struct Stopped {
     /// Runs still in progress at the drain deadline, journaled `interrupted`.
     pub interrupted: usize,
+}
+
+/// Takes the journal's lock (`<db>.lock`, an advisory lock the OS drops when the
+/// process dies, so a crash leaves nothing to clean up).
+fn lock(db: &Path) -> Result<std::fs::File, ServeError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ServeError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::JournalInUse {
+            path: db.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(ServeError::Lock { path, source }),
+    }
 }
 
 /// Binds `addr` with a deep accept queue: a burst of clients connecting at once (a
@@ -186,6 +224,8 @@ pub struct Server {
     resumed: usize,
     /// Counts supervision events for the metrics; stopped with the server.
     supervision: tokio::task::JoinHandle<()>,
+    /// Held while the server lives: one server per journal.
+    _lock: std::fs::File,
 }
 
 impl Server {
@@ -199,6 +239,7 @@ impl Server {
         if !config.listen.ip().is_loopback() && config.token.is_none() {
             return Err(ServeError::Unprotected(config.listen));
         }
+        let lock = lock(&config.db)?;
         let db = config.db.clone();
         let journal = tokio::task::spawn_blocking(move || Journal::open(&db))
             .await
@@ -224,6 +265,7 @@ impl Server {
             config,
             resumed,
             supervision,
+            _lock: lock,
         })
     }
 
@@ -250,6 +292,7 @@ impl Server {
             fanfare,
             config,
             supervision,
+            _lock: held,
             ..
         } = self;
         let app = api::App {
@@ -270,6 +313,8 @@ impl Server {
         let interrupted = runs.shut_down(config.drain).await;
         fanfare.shutdown_with_drain(Duration::ZERO).await;
         supervision.abort();
+        // Only now may another server take the journal.
+        drop(held);
         served.map_err(ServeError::Http)?;
         Ok(Stopped { interrupted })
     }

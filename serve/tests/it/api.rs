@@ -584,3 +584,29 @@ async fn a_thousand_concurrent_submissions_are_each_accepted_or_shed_and_none_is
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_journal_is_refused_until_the_first_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let first = start(&db, Options::default()).await;
+    let fanfare = Fanfare::builder(Arc::new(SimProvider::new(SimConfig::default())))
+        .start()
+        .await
+        .unwrap();
+    let mut config = ServeConfig::new(&db);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let e = Server::start(fanfare.clone(), Catalog::default(), config.clone())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("in use by another fanfare serve"),
+        "{e}"
+    );
+    first.stop().await;
+    let second = Server::start(fanfare.clone(), Catalog::default(), config).await;
+    assert!(second.is_ok(), "{:?}", second.err());
+    drop(second);
+    fanfare.shutdown().await;
+}
