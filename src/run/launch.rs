@@ -159,9 +159,7 @@ pub(super) struct Launched {
 impl Launched {
     /// Whether branch (`index`, `item`) takes an earlier output instead of a call.
     pub(super) fn reuses(&self, s: &Schedule<'_>, index: usize, item: Option<usize>) -> bool {
-        s.reuse
-            .iter()
-            .any(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
+        earlier(s, index, item).is_some()
     }
 
     /// Launches a branch the scheduler dispatched: its started event, then its
@@ -185,11 +183,7 @@ impl Launched {
                 at: Instant::now().saturating_duration_since(s.started),
             });
         }
-        let earlier = s
-            .reuse
-            .iter()
-            .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item);
-        let handle = match earlier {
+        let handle = match earlier(s, index, item) {
             Some(r) => {
                 self.reused.push((index, item));
                 self.set.spawn(std::future::ready(Ended {
@@ -206,6 +200,13 @@ impl Launched {
         self.running.insert(handle.id(), (index, item));
         self.handles.insert((index, item), handle);
     }
+}
+
+/// The earlier output the run reuses for branch (`index`, `item`), if any.
+fn earlier<'a>(s: &Schedule<'a>, index: usize, item: Option<usize>) -> Option<&'a Reuse> {
+    s.reuse
+        .iter()
+        .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
 }
 
 /// Spawns one branch: a code function on the blocking pool, or an agent's call.

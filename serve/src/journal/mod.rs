@@ -27,7 +27,7 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 pub use migrations::MigrationError;
 pub use types::{EventRow, Inserted, JournalError, RunRow, Status};
 
-use rows::{run_row, with_status, RUN_COLUMNS};
+use rows::{event_row, run_row, with_status, RUN_COLUMNS};
 use writer::{group_commit, Applied, Pending, Write};
 
 /// The journal; cheap to clone, every clone is the same file.
@@ -276,14 +276,7 @@ impl Journal {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![run, seq, limit], |r| {
-                Ok(EventRow {
-                    seq: r.get(0)?,
-                    kind: r.get(1)?,
-                    data: r.get(2)?,
-                    at_ms: r.get(3)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![run, seq, limit], event_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -300,14 +293,7 @@ impl Journal {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 AND kind = ?2 ORDER BY seq",
             )?;
-            let rows = stmt.query_map(params![run, kind], |r| {
-                Ok(EventRow {
-                    seq: r.get(0)?,
-                    kind: r.get(1)?,
-                    data: r.get(2)?,
-                    at_ms: r.get(3)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![run, kind], event_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

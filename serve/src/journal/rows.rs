@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::params;
 
-use super::types::{JournalError, RunRow, Status};
+use super::types::{EventRow, JournalError, RunRow, Status};
 
 pub(super) fn now_ms() -> i64 {
     SystemTime::now()
@@ -61,4 +61,14 @@ pub(super) fn append(
         params![run, kind, data, at],
     )?;
     Ok(())
+}
+
+/// An event as the events queries select it (`seq, kind, data, at_ms`).
+pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        seq: r.get(0)?,
+        kind: r.get(1)?,
+        data: r.get(2)?,
+        at_ms: r.get(3)?,
+    })
 }

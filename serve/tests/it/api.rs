@@ -48,14 +48,7 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
     assert_eq!(run["report"]["status"], "succeeded");
     assert_eq!(run["report"]["branches"].as_array().unwrap().len(), 2);
     assert_eq!(run["request"]["agents"], json!(["fast", "slow"]));
-    let list: Value = client()
-        .get(format!("{}/v1/runs?status=succeeded", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{}/v1/runs?status=succeeded", s.base)).await;
     assert_eq!(list["runs"][0]["id"], id.as_str());
     let metrics = client()
         .get(format!("{}/metrics", s.base))
@@ -185,14 +178,7 @@ async fn over_the_queue_a_submission_is_shed_with_retry_after() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    let list: Value = client()
-        .get(format!("{}/v1/runs", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{}/v1/runs", s.base)).await;
     assert_eq!(
         list["runs"].as_array().unwrap().len(),
         2,
@@ -373,14 +359,7 @@ async fn listening_beyond_loopback_without_a_token_is_refused() {
 async fn a_workflow_answers_as_an_openai_model_plain_and_streamed() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("j.db"), Options::default()).await;
-    let models: Value = client()
-        .get(format!("{}/v1/models", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(format!("{}/v1/models", s.base)).await;
     assert_eq!(models["data"][0]["id"], "fanfare/pair");
     let ask = |stream: bool| {
         client()
@@ -420,14 +399,7 @@ async fn a_workflow_answers_as_an_openai_model_plain_and_streamed() {
         .collect();
     assert_eq!(streamed, answer);
     // Each call is a run like any other.
-    let list: Value = client()
-        .get(format!("{}/v1/runs", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{}/v1/runs", s.base)).await;
     assert_eq!(list["runs"].as_array().unwrap().len(), 2);
     let wrong = client()
         .post(format!("{}/v1/chat/completions", s.base))
@@ -548,27 +520,14 @@ async fn a_thousand_concurrent_submissions_are_each_accepted_or_shed_and_none_is
     for id in &accepted {
         until_status(&base, id, "succeeded").await;
     }
-    let listed: Value = client()
-        .get(format!("{base}/v1/runs?limit=500&status=succeeded"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(format!("{base}/v1/runs?limit=500&status=succeeded")).await;
     let mut count = listed["runs"].as_array().unwrap().len();
     let mut next = listed["next"].as_str().map(str::to_owned);
     while let Some(before) = next {
-        let page: Value = client()
-            .get(format!(
-                "{base}/v1/runs?limit=500&status=succeeded&before={before}"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(format!(
+            "{base}/v1/runs?limit=500&status=succeeded&before={before}"
+        ))
+        .await;
         count += page["runs"].as_array().unwrap().len();
         next = page["next"].as_str().map(str::to_owned);
     }

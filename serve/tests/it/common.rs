@@ -187,15 +187,21 @@ pub async fn submit(base: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn get(base: &str, id: &str) -> Value {
+/// GET `url` and its JSON.
+pub async fn get_json(url: String) -> Value {
     client()
-        .get(format!("{base}/v1/runs/{id}"))
+        .get(url)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap()
+}
+
+/// Run `id` as the API shows it.
+pub async fn get(base: &str, id: &str) -> Value {
+    get_json(format!("{base}/v1/runs/{id}")).await
 }
 
 /// Waits (real time, bounded) until run `id` has status `want`.

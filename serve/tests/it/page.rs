@@ -6,10 +6,11 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// The page's DOM after headless Chromium has run its script for a while.
-fn rendered(url: &str) -> String {
+/// Runs Debian's headless Chromium (or `$FANFARE_CHROMIUM`) on `url` with `extra`
+/// flags and a fresh profile under `dir`, letting the page's script run for a while;
+/// returns what it printed.
+fn chromium(dir: &std::path::Path, url: &str, extra: &[String]) -> Vec<u8> {
     let chromium = std::env::var("FANFARE_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
-    let profile = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("timeout")
         .arg("120")
         .arg(&chromium)
@@ -23,9 +24,9 @@ fn rendered(url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--virtual-time-budget=3000",
-            "--dump-dom",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(extra)
         .arg(url)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {chromium}: {e}"));
@@ -34,7 +35,13 @@ fn rendered(url: &str) -> String {
         "{chromium}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    out.stdout
+}
+
+/// The page's DOM after headless Chromium has run its script for a while.
+fn rendered(url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    String::from_utf8(chromium(dir.path(), url, &["--dump-dom".to_owned()])).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,38 +97,14 @@ async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_b
 
 /// A screenshot of the page, as RGB(A) pixels, once its script has run.
 fn screenshot(url: &str) -> (png::OutputInfo, Vec<u8>) {
-    let chromium = std::env::var("FANFARE_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("page.png");
-    let out = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1200,800",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.path().join("profile").display()
-        ))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {chromium}: {e}"));
-    assert!(
-        out.status.success(),
-        "{chromium}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let flags = [
+        "--hide-scrollbars".to_owned(),
+        "--window-size=1200,800".to_owned(),
+        format!("--screenshot={}", shot.display()),
+    ];
+    chromium(dir.path(), url, &flags);
     if let Ok(keep) = std::env::var("FANFARE_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
