@@ -74,7 +74,10 @@ def main():
     addr = str(addr)
     if not addr.startswith("http"):
         addr = "http://" + addr
-    print(f"READY {addr.rstrip('/')}", flush=True)
+    # One write, newline included: the server logs to the same file from its own
+    # threads, and a print's text and newline can be written apart, with a log line
+    # landing between them (seen in CI: "READY http://127.0.0.1:42935" + "0.00.510").
+    os.write(sys.stdout.fileno(), f"READY {addr.rstrip('/')}\n".encode())
 
     while not stop.wait(0.5):
         pass
