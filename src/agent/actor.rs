@@ -29,6 +29,10 @@ pub enum AgentMsg {
     Internal(Internal),
 }
 
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for AgentMsg {}
+
 /// Opaque runtime bookkeeping; see [`AgentMsg::Internal`].
 #[doc(hidden)]
 #[derive(Debug)]
@@ -58,6 +62,10 @@ pub(crate) enum Notice {
         actor: ActorId,
     },
 }
+
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for Notice {}
 
 /// Where an [`AgentActor`] stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

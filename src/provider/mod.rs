@@ -42,7 +42,7 @@ mod timeout;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use admission::{Admission, AdmissionConfig, AdmissionMetrics};
+pub use admission::{not_admitted, Admission, AdmissionConfig, AdmissionMetrics, CallEnd, Lease};
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use error::{GaveUp, NotAdmitted, ProviderError, ProviderErrorKind, Wait};
 pub use hedge::{Hedge, HedgeConfig};

@@ -25,14 +25,30 @@ use super::{
 /// The admission gate of a built stack, for its metrics.
 pub type Gate = Admission<Arc<dyn Provider>>;
 
+/// A gate of the caller's own, in the admission layer's place.
+type GateLayer = Box<dyn FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send>;
+
 /// A provider stack under construction; see the module docs.
-#[derive(Debug)]
 pub struct Stack<R = ExponentialBackoff> {
     stream: bool,
     timeout: Option<Duration>,
     admission: Option<AdmissionConfig>,
+    gate: Option<GateLayer>,
     hedge: Option<HedgeConfig>,
     retry: Option<R>,
+}
+
+impl<R: std::fmt::Debug> std::fmt::Debug for Stack<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("stream", &self.stream)
+            .field("timeout", &self.timeout)
+            .field("admission", &self.admission)
+            .field("own_gate", &self.gate.is_some())
+            .field("hedge", &self.hedge)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl Default for Stack {
@@ -48,6 +64,7 @@ impl Stack {
             stream: false,
             timeout: None,
             admission: None,
+            gate: None,
             hedge: None,
             retry: None,
         }
@@ -73,6 +90,19 @@ impl<R: RetryPolicy> Stack<R> {
         self
     }
 
+    /// Admit calls through a gate of the caller's own instead of a local one: one
+    /// held on another node, say (a cluster's orchestrator leases permits to its
+    /// workers). `layer` wraps what lies below the admission layer; it replaces
+    /// [`Stack::admission`].
+    pub fn gate_with(
+        mut self,
+        layer: impl FnOnce(Arc<dyn Provider>) -> Arc<dyn Provider> + Send + 'static,
+    ) -> Self {
+        self.admission = None;
+        self.gate = Some(Box::new(layer));
+        self
+    }
+
     /// Hedge slow calls with `config`.
     pub fn hedge(mut self, config: HedgeConfig) -> Self {
         self.hedge = Some(config);
@@ -85,6 +115,7 @@ impl<R: RetryPolicy> Stack<R> {
             stream: self.stream,
             timeout: self.timeout,
             admission: self.admission,
+            gate: self.gate,
             hedge: self.hedge,
             retry: Some(policy),
         }
@@ -100,7 +131,9 @@ impl<R: RetryPolicy> Stack<R> {
             p = Arc::new(Timeout::new(p, limit));
         }
         let mut gate = None;
-        if let Some(config) = self.admission {
+        if let Some(layer) = self.gate {
+            p = layer(p);
+        } else if let Some(config) = self.admission {
             let g = Arc::new(Admission::new(p, config));
             gate = Some(g.clone());
             p = g;

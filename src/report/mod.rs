@@ -91,6 +91,9 @@ pub struct BranchReport {
     /// no call was made for it this time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+    /// The cluster node it ended on (absent outside a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One item of a map step.
@@ -124,6 +127,9 @@ pub struct ItemReport {
     /// Taken from an earlier attempt at this run; not called this time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+    /// The cluster node it ended on (absent outside a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Calls made for an outcome whose answer was not used, and how many of its
@@ -187,6 +193,7 @@ impl ItemReport {
             retries: r.retries,
             late: r.late,
             reused: r.reused,
+            node: r.node,
             usage,
         }
     }
@@ -205,6 +212,7 @@ impl BranchReport {
             items,
             conflicts,
             reused,
+            node,
         } = r;
         let items: Vec<ItemReport> = items
             .into_iter()
@@ -245,6 +253,7 @@ impl BranchReport {
             items,
             conflicts,
             reused,
+            node,
         }
     }
 

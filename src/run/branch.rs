@@ -1,5 +1,5 @@
-//! One branch: find the specialist, call it under the branch deadline, and map what
-//! happens to a [`BranchOutcome`]. Dropping the call (policy, deadline, caller gone)
+//! One branch: place it (here, or on a cluster's node), call the specialist under
+//! the branch deadline, and map what happens to a [`BranchOutcome`]. Dropping the call (policy, deadline, caller gone)
 //! sends `Cancel` to the specialist, which aborts the model call.
 
 use ractor::rpc::CallResult;
@@ -7,7 +7,10 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 
+use std::sync::Arc;
+
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
+use super::placement::{Place, Placement, Router};
 use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Task};
 use crate::provider::GaveUp;
 use crate::supervision::Slot;
@@ -33,12 +36,16 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs one branch: resolve the agent, call it with the branch deadline, map the
-/// result to an outcome. If the actor it finds has just died (or is restarting),
-/// waits for the supervisor to publish its replacement (within the deadline) and
-/// tries that one. With `crash_retries`, a branch whose specialist crashed under it
-/// (a panic, or killed with a crashing sibling) is retried on the restarted actor.
-/// Returns the outcome and how many such retries it took.
+/// How one branch ended, with the crash retries it took and the node it ended on
+/// (`None` outside a cluster).
+pub(crate) struct Called {
+    pub outcome: BranchOutcome,
+    pub retries: u32,
+    pub node: Option<String>,
+}
+
+/// Runs one branch where `router` places it (here without one). A remote attempt
+/// whose node is lost ends `NodeDown`; with crash retries left it is placed again.
 pub(crate) async fn call_branch(
     agent: String,
     slot: Option<watch::Receiver<Slot>>,
@@ -46,15 +53,95 @@ pub(crate) async fn call_branch(
     deadline: Instant,
     deadline_kind: DeadlineKind,
     crash_retries: u32,
+    router: Option<Arc<dyn Router>>,
+) -> Called {
+    let Some(router) = router else {
+        let (outcome, retries) =
+            call_here(agent, slot, task, deadline, deadline_kind, crash_retries, 0).await;
+        return Called {
+            outcome,
+            retries,
+            node: None,
+        };
+    };
+    let mut retried = 0;
+    loop {
+        let Placement { place, hold } = router.route(&agent);
+        let remote = match place {
+            Place::Here => {
+                let (outcome, retries) = call_here(
+                    agent,
+                    slot,
+                    task,
+                    deadline,
+                    deadline_kind,
+                    crash_retries,
+                    retried,
+                )
+                .await;
+                drop(hold);
+                return Called {
+                    outcome,
+                    retries,
+                    node: router.local_node(),
+                };
+            }
+            Place::There(remote) => remote,
+        };
+        let node = remote.node().to_owned();
+        let result = timeout_at(deadline, remote.run(task.clone(), deadline)).await;
+        drop(hold);
+        let outcome = match result {
+            Err(_elapsed) => BranchOutcome::TimedOut {
+                deadline: deadline_kind,
+                last_error: None,
+            },
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(lost)) => {
+                let error = BranchError::NodeDown {
+                    agent: agent.clone(),
+                    node: lost.node,
+                    reason: lost.reason,
+                };
+                if retried < crash_retries {
+                    retried += 1;
+                    continue;
+                }
+                BranchOutcome::Failed { error }
+            }
+        };
+        return Called {
+            outcome,
+            retries: retried,
+            node: Some(node),
+        };
+    }
+}
+
+/// Runs one branch here: resolve the agent, call it with the branch deadline, map the
+/// result to an outcome. If the actor it finds has just died (or is restarting),
+/// waits for the supervisor to publish its replacement (within the deadline) and
+/// tries that one. With `crash_retries`, a branch whose specialist crashed under it
+/// (a panic, or killed with a crashing sibling) is retried on the restarted actor.
+/// Returns the outcome and how many such retries it took (counting `retried`, those
+/// taken before it came here).
+pub(crate) async fn call_here(
+    agent: String,
+    slot: Option<watch::Receiver<Slot>>,
+    task: Task,
+    deadline: Instant,
+    deadline_kind: DeadlineKind,
+    crash_retries: u32,
+    retried: u32,
 ) -> (BranchOutcome, u32) {
     let Some(mut slot) = slot else {
         let error = BranchError::SpecialistUnavailable {
             agent,
             reason: Unavailable::UnknownName,
         };
-        return (BranchOutcome::Failed { error }, 0);
+        return (BranchOutcome::Failed { error }, retried);
     };
-    let mut retried = 0;
+    let mut retried = retried;
     loop {
         let current = slot.borrow_and_update().clone();
         let actor = match current {

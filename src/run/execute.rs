@@ -95,6 +95,7 @@ pub(crate) async fn execute(
     let since = |at: Instant| at.saturating_duration_since(s.started);
     let mut live = Launched::default();
     let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
+    let mut nodes: HashMap<(usize, Option<usize>), String> = HashMap::new();
     let mut warm = Warm::new(s.cache_warm);
     let mut warm_signal: Option<oneshot::Receiver<()>> = None;
     let mut release: Vec<Held> = Vec::new();
@@ -203,6 +204,9 @@ pub(crate) async fn execute(
                     if !ended.conflicts.is_empty() {
                         conflicts.entry(ended.index).or_default().extend(ended.conflicts);
                     }
+                    if let Some(node) = ended.node {
+                        nodes.insert((ended.index, ended.item), node);
+                    }
                     let at = since(ended.at);
                     release.extend(warm.ended(ended.index, ended.item));
                     commands.extend(machine.ended(ended.index, ended.item, ended.outcome, ended.retries, at));
@@ -250,6 +254,19 @@ pub(crate) async fn execute(
             Some(k) => {
                 if let Some(i) = r.items.get_mut(k) {
                     i.started = Some(at);
+                }
+            }
+        }
+    }
+    for ((index, item), node) in nodes {
+        let Some(r) = records.get_mut(index) else {
+            continue;
+        };
+        match item {
+            None => r.node = Some(node),
+            Some(k) => {
+                if let Some(i) = r.items.get_mut(k) {
+                    i.node = Some(node);
                 }
             }
         }

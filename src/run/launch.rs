@@ -5,6 +5,7 @@
 //! output instead.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -15,6 +16,7 @@ use super::branch::call_branch;
 use super::budget::Estimate;
 use super::code::{CodeInput, CodeRegistry, Conflict};
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent};
+use super::placement::Router;
 use super::policy::Policy;
 use super::request::{Budget, Reuse};
 use super::step::{Action, Step};
@@ -44,6 +46,8 @@ pub(crate) struct Schedule<'a> {
     pub reuse: &'a [Reuse],
     /// Send the first agent branch alone until its answer starts (see `warm`).
     pub cache_warm: bool,
+    /// Where branches run, in a cluster (`None`: all here).
+    pub router: Option<&'a Arc<dyn Router>>,
 }
 /// What one branch task returns.
 pub(super) struct Ended {
@@ -53,6 +57,8 @@ pub(super) struct Ended {
     pub(super) at: Instant,
     pub(super) retries: u32,
     pub(super) conflicts: Vec<Conflict>,
+    /// The cluster node it ended on, if it ran in one.
+    pub(super) node: Option<String>,
 }
 
 /// How much earlier than the branch deadline the task's own deadline is: enough for
@@ -193,6 +199,7 @@ impl Launched {
                     at: Instant::now(),
                     retries: 0,
                     conflicts: Vec::new(),
+                    node: None,
                 }))
             }
             None => dispatch(driver, &mut self.set, index, item, upstream, extra),
@@ -273,6 +280,7 @@ fn dispatch(
                     at: Instant::now(),
                     retries: 0,
                     conflicts,
+                    node: None,
                 }
             })
         }
@@ -300,16 +308,18 @@ fn dispatch(
             let agent = agent.clone();
             let slot = s.roster.watch(&agent);
             let crash_retries = s.crash_retries;
+            let router = s.router.cloned();
             set.spawn(async move {
-                let (outcome, retries) =
-                    call_branch(agent, slot, task, deadline, kind, crash_retries).await;
+                let called =
+                    call_branch(agent, slot, task, deadline, kind, crash_retries, router).await;
                 Ended {
                     index,
                     item,
-                    outcome,
+                    outcome: called.outcome,
                     at: Instant::now(),
-                    retries,
+                    retries: called.retries,
                     conflicts: Vec::new(),
+                    node: called.node,
                 }
             })
         }

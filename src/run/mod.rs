@@ -29,6 +29,7 @@ mod execute;
 mod launch;
 mod orchestrator;
 mod outcome;
+mod placement;
 mod policy;
 mod record;
 mod request;
@@ -40,6 +41,7 @@ mod template;
 mod warm;
 pub mod workflow;
 
+pub(crate) use branch::call_here;
 pub use code::{CodeError, CodeFn, CodeInput, CodeOutput, CodeRegistry, Conflict};
 pub(crate) use orchestrator::{Orchestrator, OrchestratorArgs, OrchestratorMsg};
 pub(crate) use outcome::{opt_secs, secs};
@@ -47,6 +49,7 @@ pub use outcome::{
     BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent, RunFailure,
     Synthesis, SynthesisError, Unavailable,
 };
+pub use placement::{NodeLost, Place, Placement, RemoteSpecialist, Router};
 pub use policy::{ParsePolicyError, Policy};
 pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::code::CodeRegistry;
 use super::execute::{self, Defer, Schedule};
 use super::outcome::{RunEvent, RunFailure, SynthesisError};
+use super::placement::Router;
 use super::policy::Policy;
 use super::record::{RunRecord, SynthesisRecord};
 use super::request::{Known, RunError, RunRequest};
@@ -55,6 +56,10 @@ pub(crate) enum OrchestratorMsg {
     DrainDeadline,
 }
 
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for OrchestratorMsg {}
+
 /// The orchestrator actor; see the module docs.
 pub(crate) struct Orchestrator;
 
@@ -78,6 +83,8 @@ pub(crate) struct OrchestratorArgs {
     pub code: Arc<CodeRegistry>,
     /// Where this actor counts itself.
     pub live: LiveCount,
+    /// Where branches run, in a cluster (`None`: all here).
+    pub router: Option<Arc<dyn Router>>,
 }
 
 /// Whether the orchestrator takes new runs.
@@ -263,6 +270,7 @@ async fn execute_run(
             code: &args.code,
             reuse: &request.reuse,
             cache_warm: request.cache_warm,
+            router: args.router.as_ref(),
         },
         defer,
     );

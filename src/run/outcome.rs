@@ -140,6 +140,17 @@ pub enum BranchError {
         /// The specialist.
         agent: String,
     },
+    /// The node running it (a cluster's worker) was lost: its connection dropped or
+    /// it stopped answering the heartbeat.
+    #[error("specialist `{agent}` was running on node `{node}`, which went down: {reason}")]
+    NodeDown {
+        /// The specialist.
+        agent: String,
+        /// The node.
+        node: String,
+        /// How its loss was noticed.
+        reason: String,
+    },
     /// Too few items of a map step succeeded.
     #[error("only {ok} of {of} items succeeded ({quorum} needed)")]
     Items {

@@ -31,6 +31,8 @@ pub(crate) struct BranchRecord {
     pub conflicts: Vec<Conflict>,
     /// Its output was taken from an earlier attempt at the run, not called again.
     pub reused: bool,
+    /// The cluster node it ended on, if it ran in one.
+    pub node: Option<String>,
 }
 
 /// One item of a map step, as it ended.
@@ -43,6 +45,8 @@ pub(crate) struct ItemRecord {
     pub late: bool,
     /// Taken from an earlier attempt at the run.
     pub reused: bool,
+    /// The cluster node it ended on, if it ran in one.
+    pub node: Option<String>,
 }
 
 /// The merge step, as it ended.

@@ -16,12 +16,12 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Task};
 use crate::provider::{PriceTable, Provider};
 use crate::report::RunReport;
 use crate::run::{
-    CodeError, CodeInput, CodeOutput, CodeRegistry, Known, Learned, OrchestratorArgs,
-    OrchestratorMsg, RunError, RunEvent, RunRequest,
+    call_here, BranchOutcome, CodeError, CodeInput, CodeOutput, CodeRegistry, DeadlineKind, Known,
+    Learned, OrchestratorArgs, OrchestratorMsg, Router, RunError, RunEvent, RunRequest,
 };
 use crate::supervision::{
     AddError, RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig,
@@ -54,6 +54,7 @@ pub struct FanfareBuilder {
     supervision: SupervisionConfig,
     prices: PriceTable,
     code: CodeRegistry,
+    router: Option<Arc<dyn Router>>,
 }
 
 impl FanfareBuilder {
@@ -105,6 +106,13 @@ impl FanfareBuilder {
         self
     }
 
+    /// Places branches with `router` (a cluster's: here or on a worker node)
+    /// instead of running them all here.
+    pub fn router(mut self, router: Arc<dyn Router>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
     /// Spawns the actors.
     pub async fn start(self) -> Result<Fanfare, StartError> {
         let roster = Roster::default();
@@ -133,6 +141,7 @@ impl FanfareBuilder {
                 default_model: self.provider.default_model().map(str::to_owned),
                 code: code.clone(),
                 live: live.clone(),
+                router: self.router,
             },
             refs: Refs {
                 supervisor,
@@ -217,6 +226,7 @@ impl Fanfare {
             supervision: SupervisionConfig::default(),
             prices: PriceTable::default(),
             code: CodeRegistry::default(),
+            router: None,
         }
     }
 
@@ -245,6 +255,32 @@ impl Fanfare {
             agents: &agents,
             code: &code,
         })
+    }
+
+    /// Runs one task on this runtime's specialist `agent` as a run's branch would:
+    /// waiting for a restarting specialist, retrying up to `crash_retries` times when
+    /// it crashes under the task, ending at `deadline` (reported as `deadline_kind`).
+    /// A cluster's worker node serves remote branches with it.
+    pub async fn call_specialist(
+        &self,
+        agent: &str,
+        task: Task,
+        deadline: tokio::time::Instant,
+        deadline_kind: DeadlineKind,
+        crash_retries: u32,
+    ) -> BranchOutcome {
+        let slot = self.roster.watch(agent);
+        let (outcome, _) = call_here(
+            agent.to_owned(),
+            slot,
+            task,
+            deadline,
+            deadline_kind,
+            crash_retries,
+            0,
+        )
+        .await;
+        outcome
     }
 
     /// Runs `request` and waits for its report.

@@ -74,6 +74,10 @@ pub(crate) enum RootMsg {
     Respawn(Child),
 }
 
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for RootMsg {}
+
 /// The root actor; see the module docs.
 pub(crate) struct Root;
 
@@ -304,9 +308,8 @@ impl Actor for Root {
                 let message = reason.unwrap_or_else(|| "stopped".to_owned());
                 (cell, ExitReason::Stopped { message })
             }
-            SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {
-                return Ok(())
-            }
+            // Other events (group changes, cluster lifecycle) say nothing about a child.
+            _ => return Ok(()),
         };
         if let Some(child) = state.children.remove(&cell.get_id()) {
             state.on_exit(child, exit, &myself).await;

@@ -70,6 +70,10 @@ pub(crate) enum SupervisorMsg {
     Reopen(String),
 }
 
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for SupervisorMsg {}
+
 impl From<Notice> for SupervisorMsg {
     fn from(notice: Notice) -> Self {
         SupervisorMsg::Notice(notice)
@@ -412,7 +416,8 @@ impl Actor for Supervisor {
                         .await;
                 }
             }
-            SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
+            // Other events (group changes, cluster lifecycle) say nothing about a child.
+            _ => {}
         }
         Ok(())
     }

@@ -3,11 +3,11 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::window::Window;
@@ -21,7 +21,7 @@ fn per_minute(n: u32) -> Quota {
 /// One model's gate; see the module docs.
 pub(super) struct Lane {
     window: Mutex<Window>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// Permits owed by a cut: taken back as calls finish instead of returned.
     owed: AtomicUsize,
     hold_until: Mutex<Option<Instant>>,
@@ -37,13 +37,14 @@ pub(super) struct Lane {
     permit_wait_ms: AtomicU64,
 }
 
-/// An admitted call's place: dropping it frees the slot (or pays a cut).
-pub(super) struct Slot<'a> {
-    lane: &'a Lane,
-    permit: Option<SemaphorePermit<'a>>,
+/// An admitted call's place: dropping it frees the slot (or pays a cut). It owns
+/// its lane, so it can be held apart from the call (a lease for another node).
+pub(super) struct Slot {
+    lane: Arc<Lane>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.lane.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Some(p) = self.permit.take() {
@@ -72,7 +73,7 @@ impl Lane {
     pub(super) fn new(config: &AdmissionConfig) -> Self {
         let window = Window::new(config);
         Self {
-            permits: Semaphore::new(window.cap()),
+            permits: Arc::new(Semaphore::new(window.cap())),
             window: Mutex::new(window),
             owed: AtomicUsize::new(0),
             hold_until: Mutex::new(None),
@@ -94,10 +95,10 @@ impl Lane {
     /// Waits until a call estimated at `tokens` may go out (server holds, RPM, TPM,
     /// then a slot), or until `deadline`. Returns its slot and how long it waited.
     pub(super) async fn admit(
-        &self,
+        self: &Arc<Self>,
         tokens: u64,
         deadline: Option<Instant>,
-    ) -> Result<(Slot<'_>, Duration), NotAdmitted> {
+    ) -> Result<(Slot, Duration), NotAdmitted> {
         if let Some((_, tpm)) = &self.tpm {
             if tokens > u64::from(*tpm) {
                 // It would wait for minutes and then still not fit: say so now.
@@ -118,7 +119,7 @@ impl Lane {
             stage.store(2, Ordering::Relaxed);
             self.wait_tokens(tokens).await;
             stage.store(3, Ordering::Relaxed);
-            self.permits.acquire().await.ok()
+            self.permits.clone().acquire_owned().await.ok()
         };
         let permit = match deadline {
             None => admit.await,
@@ -145,7 +146,11 @@ impl Lane {
         self.admitted.fetch_add(1, Ordering::Relaxed);
         self.permit_wait_ms
             .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
-        Ok((Slot { lane: self, permit }, waited))
+        let slot = Slot {
+            lane: self.clone(),
+            permit,
+        };
+        Ok((slot, waited))
     }
 
     /// Whether this lane has a TPM limit (then overages are settled).

@@ -24,6 +24,7 @@
 //! completion carries its own permit wait.
 
 mod lane;
+mod lease;
 mod window;
 
 use std::sync::Arc;
@@ -31,11 +32,14 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Completion, CompletionRequest, GaveUp, Provider, ProviderError, ProviderErrorKind,
+    BoxFuture, Completion, CompletionRequest, GaveUp, NotAdmitted, Provider, ProviderError,
+    ProviderErrorKind,
 };
 use lane::Lane;
+pub use lease::{CallEnd, Lease};
 
 /// The longest the gate holds calls back on a server's say-so.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
@@ -137,12 +141,8 @@ impl<P: Provider> Admission<P> {
         }
     }
 
-    fn lane(&self, request: &CompletionRequest) -> Arc<Lane> {
-        let model = request
-            .model
-            .as_deref()
-            .or(self.inner.default_model())
-            .unwrap_or_default();
+    fn lane(&self, model: Option<&str>) -> Arc<Lane> {
+        let model = model.or(self.inner.default_model()).unwrap_or_default();
         if let Some(lane) = self.lanes.get(model) {
             return lane.clone();
         }
@@ -175,9 +175,27 @@ impl<P> Admission<P> {
     }
 }
 
-/// Tokens a request may use: its prompt (≈ 4 tokens per 3 words) plus `max_tokens`.
-fn estimate_tokens(request: &CompletionRequest) -> u64 {
-    request.prompt_tokens() + u64::from(request.max_tokens)
+impl<P: Provider> Admission<P> {
+    /// Tokens the gate expects `request` to use: its prompt (≈ 4 tokens per 3 words)
+    /// plus `max_tokens`. This is what [`Admission::lease`] is given for it.
+    pub fn estimate(request: &CompletionRequest) -> u64 {
+        request.prompt_tokens() + u64::from(request.max_tokens)
+    }
+
+    /// Waits for admission of one call to `model` (`None`: the provider's default)
+    /// estimated at `estimate` tokens, as the gate's own calls do, and returns the
+    /// permit apart from any call: settle it with how the call went. A cluster's
+    /// orchestrator leases permits this way to calls made on worker nodes.
+    pub async fn lease(
+        &self,
+        model: Option<&str>,
+        estimate: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, NotAdmitted> {
+        let lane = self.lane(model);
+        let (slot, waited) = lane.admit(estimate, deadline).await?;
+        Ok(Lease { slot, lane, waited })
+    }
 }
 
 impl<P: Provider> Provider for Admission<P> {
@@ -198,62 +216,44 @@ impl<P: Provider> Provider for Admission<P> {
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let lane = self.lane(&request);
-            let estimate = estimate_tokens(&request);
-            let (slot, waited) = match lane.admit(estimate, request.deadline).await {
-                Ok(admitted) => admitted,
-                Err(reason) => {
-                    let model = request
-                        .model
-                        .clone()
-                        .or_else(|| self.inner.default_model().map(str::to_owned))
-                        .unwrap_or_else(|| "default model".to_owned());
-                    let deadline =
-                        matches!(reason, super::NotAdmitted::DeadlineWhileWaiting { .. });
-                    let kind = ProviderErrorKind::NotAdmitted { reason };
-                    let mut error = ProviderError::new(self.inner.name(), &model, &request, kind);
-                    if deadline {
-                        error.gave_up = Some(GaveUp::DeadlineReached);
-                    }
-                    return Err(error);
-                }
+            let estimate = Self::estimate(&request);
+            let lease = match self
+                .lease(request.model.as_deref(), estimate, request.deadline)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(reason) => return Err(not_admitted(&self.inner, &request, reason)),
             };
+            let waited = lease.waited();
             let result = self.inner.complete(request).await;
-            drop(slot);
-            match result {
-                Ok(mut completion) => {
-                    lane.on_success();
-                    let used = completion.usage.total();
-                    if used > estimate && lane.limits_tokens() {
-                        // Settle the overage without holding back this answer: later
-                        // calls wait for it instead.
-                        let lane = lane.clone();
-                        tokio::spawn(async move { lane.wait_tokens(used - estimate).await });
-                    }
-                    if let Some(info) = completion.rate_limit {
-                        if info.requests_remaining == Some(0) {
-                            lane.hold(Duration::from_millis(info.reset_ms.unwrap_or(1000)));
-                        }
-                    }
-                    completion.permit_wait_ms += waited.as_millis() as u64;
-                    Ok(completion)
-                }
-                Err(error) => {
-                    match &error.kind {
-                        ProviderErrorKind::RateLimited { .. } => lane.on_pushback(false),
-                        ProviderErrorKind::Overloaded { .. } => lane.on_pushback(true),
-                        _ => {}
-                    }
-                    if let (ProviderErrorKind::RateLimited { .. }, Some(wait)) =
-                        (&error.kind, error.kind.retry_after())
-                    {
-                        lane.hold(wait);
-                    }
-                    Err(error)
-                }
-            }
+            lease.settle(CallEnd::of(&result, estimate));
+            result.map(|mut completion| {
+                completion.permit_wait_ms += waited.as_millis() as u64;
+                completion
+            })
         })
     }
+}
+
+/// The error for a call the gate did not let out: the deadline came while it waited
+/// (a give-up at the deadline), or it could never fit.
+pub fn not_admitted(
+    inner: &dyn Provider,
+    request: &CompletionRequest,
+    reason: NotAdmitted,
+) -> ProviderError {
+    let model = request
+        .model
+        .clone()
+        .or_else(|| inner.default_model().map(str::to_owned))
+        .unwrap_or_else(|| "default model".to_owned());
+    let deadline = matches!(reason, NotAdmitted::DeadlineWhileWaiting { .. });
+    let kind = ProviderErrorKind::NotAdmitted { reason };
+    let mut error = ProviderError::new(inner.name(), &model, request, kind);
+    if deadline {
+        error.gave_up = Some(GaveUp::DeadlineReached);
+    }
+    error
 }
 
 #[cfg(test)]

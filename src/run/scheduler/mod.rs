@@ -296,10 +296,12 @@ impl<'a> Scheduler<'a> {
                         retries: e.retries + e.reruns,
                         late: e.late,
                         reused: false,
+                        node: None,
                     })
                     .collect(),
                 conflicts: Vec::new(),
                 reused: false,
+                node: None,
             })
             .collect();
         (records, self.failure)

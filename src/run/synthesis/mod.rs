@@ -202,6 +202,10 @@ pub(crate) enum SynthesiserMsg {
     Finished(RunId),
 }
 
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for SynthesiserMsg {}
+
 /// The synthesiser actor; see the module docs.
 pub(crate) struct Synthesiser {
     provider: Arc<dyn Provider>,

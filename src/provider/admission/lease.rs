@@ -1,0 +1,112 @@
+//! A permit held apart from the call it admits: [`Lease`]. The gate's own calls
+//! take one per attempt; a cluster's orchestrator hands them to worker nodes, whose
+//! calls then count against the one gate. [`CallEnd`] is what the call's end
+//! teaches the gate (a 429 cuts the window, a hold from the server, tokens used
+//! beyond the estimate), in a form that can cross a process boundary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::lane::{Lane, Slot};
+use crate::provider::{Completion, ProviderError, ProviderErrorKind};
+
+/// How a call made under a [`Lease`] ended, as far as the gate is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "end", rename_all = "snake_case")]
+pub enum CallEnd {
+    /// The provider answered.
+    Answered {
+        /// Tokens used beyond the lease's estimate (charged to the TPM budget).
+        extra_tokens: u64,
+        /// The rate-limit headers said no request is left: hold the lane this long.
+        hold_ms: Option<u64>,
+    },
+    /// A 429: the window is cut, and the lane held for the server's `retry-after`.
+    RateLimited {
+        /// The server's `retry-after`, if it gave one.
+        hold_ms: Option<u64>,
+    },
+    /// A 529 or "overloaded": the window is cut.
+    Overloaded,
+    /// Any other failure (or a cancelled call): nothing to learn.
+    Failed,
+}
+
+impl CallEnd {
+    /// What `result` teaches a gate that admitted it with an estimate of `estimate`
+    /// tokens.
+    pub fn of(result: &Result<Completion, ProviderError>, estimate: u64) -> Self {
+        match result {
+            Ok(completion) => CallEnd::Answered {
+                extra_tokens: completion.usage.total().saturating_sub(estimate),
+                hold_ms: completion
+                    .rate_limit
+                    .filter(|info| info.requests_remaining == Some(0))
+                    .map(|info| info.reset_ms.unwrap_or(1000)),
+            },
+            Err(error) => match &error.kind {
+                ProviderErrorKind::RateLimited { .. } => CallEnd::RateLimited {
+                    hold_ms: error.kind.retry_after().map(|d| d.as_millis() as u64),
+                },
+                ProviderErrorKind::Overloaded { .. } => CallEnd::Overloaded,
+                _ => CallEnd::Failed,
+            },
+        }
+    }
+}
+
+/// One admitted call's permit, held until [`Lease::settle`] (or dropped: the permit
+/// comes back and the gate learns nothing, as for a cancelled call).
+pub struct Lease {
+    pub(super) slot: Slot,
+    pub(super) lane: Arc<Lane>,
+    pub(super) waited: Duration,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("waited", &self.waited)
+            .finish()
+    }
+}
+
+impl Lease {
+    /// How long it waited to be admitted.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Returns the permit and tells the gate how the call ended.
+    pub fn settle(self, end: CallEnd) {
+        let Lease { slot, lane, .. } = self;
+        drop(slot);
+        match end {
+            CallEnd::Answered {
+                extra_tokens,
+                hold_ms,
+            } => {
+                lane.on_success();
+                if extra_tokens > 0 && lane.limits_tokens() {
+                    // Settle the overage without holding back this answer: later
+                    // calls wait for it instead.
+                    let lane = lane.clone();
+                    tokio::spawn(async move { lane.wait_tokens(extra_tokens).await });
+                }
+                if let Some(ms) = hold_ms {
+                    lane.hold(Duration::from_millis(ms));
+                }
+            }
+            CallEnd::RateLimited { hold_ms } => {
+                lane.on_pushback(false);
+                if let Some(ms) = hold_ms {
+                    lane.hold(Duration::from_millis(ms));
+                }
+            }
+            CallEnd::Overloaded => lane.on_pushback(true),
+            CallEnd::Failed => {}
+        }
+    }
+}
