@@ -19,7 +19,7 @@ mod signals;
 
 use std::process::ExitCode;
 
-use args::{AgentsCommand, Cli, Command, WorkflowsCommand};
+use args::{AgentsCommand, Cli, ClusterCommand, Command, WorkflowsCommand};
 use clap::Parser as _;
 
 /// Parses arguments, runs the command, and maps the result to an exit code:
@@ -63,6 +63,12 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(*args).await,
             Command::Serve(args) => commands::serve::serve(*args).await,
             Command::Submit(args) => commands::submit::submit(*args).await,
+            Command::Worker(args) => commands::worker::worker(*args).await,
+            Command::Cluster { command } => match command {
+                ClusterCommand::Status { json, client } => {
+                    commands::cluster::status(json, &client).await
+                }
+            },
             Command::Watch { id, json, client } => {
                 commands::submit::watch(&id, json, &client).await
             }

@@ -13,7 +13,7 @@ use fanfare::provider::{
     HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, SimConfig, SimProvider, Stack,
 };
 use fanfare::supervision::SupervisionConfig;
-use fanfare::Fanfare;
+use fanfare::{Fanfare, FanfareBuilder};
 
 use crate::args::{CommonArgs, ProviderKind, RunArgs, RuntimeArgs};
 use crate::plan::{load_specs, plan, Plan};
@@ -81,10 +81,38 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
 /// every model the agents will use must have a price.
 pub async fn start_runtime(
     args: &RuntimeArgs,
-    mut specs: Vec<AgentSpec>,
+    specs: Vec<AgentSpec>,
     cost_cap: bool,
     described: impl FnOnce(&str),
 ) -> anyhow::Result<(Fanfare, Option<Gate>)> {
+    let ready = runtime_builder(args, specs, cost_cap, Admit::Here)?;
+    described(&ready.described);
+    Ok((ready.builder.start().await?, ready.gate))
+}
+
+/// Where a runtime's model calls are admitted.
+pub enum Admit {
+    /// By this process's own gate.
+    Here,
+    /// By a cluster orchestrator's gate, leased as the worker node of this name.
+    Leased(String),
+}
+
+/// A runtime ready to start: its builder (add a router, say), its gate, and one
+/// line on its provider.
+pub struct RuntimeBuilder {
+    pub builder: FanfareBuilder,
+    pub gate: Option<Gate>,
+    pub described: String,
+}
+
+/// The builder of [`start_runtime`]'s runtime, not started yet.
+pub fn runtime_builder(
+    args: &RuntimeArgs,
+    mut specs: Vec<AgentSpec>,
+    cost_cap: bool,
+    admit: Admit,
+) -> anyhow::Result<RuntimeBuilder> {
     for flag in &args.faults {
         let fault = faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
         let Some(spec) = specs.iter_mut().find(|s| s.name == fault.agent) else {
@@ -94,8 +122,7 @@ pub async fn start_runtime(
             .set(fault.kind, fault.trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
-    let (provider, gate, line) = build_provider(args, &specs)?;
-    described(&line);
+    let (provider, gate, described) = build_provider(args, &specs, admit)?;
     let mut prices = PriceTable::default();
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
@@ -122,13 +149,15 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         strategy: args.strategy,
         ..SupervisionConfig::default()
     };
-    let fanfare = Fanfare::builder(provider)
+    let builder = Fanfare::builder(provider)
         .agents_from(agents)
         .supervision(supervision)
-        .prices(prices)
-        .start()
-        .await?;
-    Ok((fanfare, gate))
+        .prices(prices);
+    Ok(RuntimeBuilder {
+        builder,
+        gate,
+        described,
+    })
 }
 
 pub fn print_admission(gate: Option<&Gate>) {
@@ -147,7 +176,11 @@ pub type Built = (Arc<dyn Provider>, Option<Gate>, String);
 /// The admission gate in front of a real provider (for its metrics).
 pub type Gate = Arc<fanfare::provider::Gate>;
 
-pub fn build_provider(args: &RuntimeArgs, specs: &[AgentSpec]) -> anyhow::Result<Built> {
+pub fn build_provider(
+    args: &RuntimeArgs,
+    specs: &[AgentSpec],
+    admit: Admit,
+) -> anyhow::Result<Built> {
     let file_key = match &args.api_key_file {
         Some(path) => Some(
             ApiKey::from_file(path)
@@ -164,15 +197,17 @@ pub fn build_provider(args: &RuntimeArgs, specs: &[AgentSpec]) -> anyhow::Result
         }
         None => ProviderKind::Sim,
     };
-    let mut stack = Stack::new()
-        .stream(args.stream)
-        .timeout(args.call_timeout)
-        .admission(AdmissionConfig {
+    let mut stack = Stack::new().stream(args.stream).timeout(args.call_timeout);
+    stack = match admit {
+        Admit::Here => stack.admission(AdmissionConfig {
             max_concurrency: args.max_concurrency.max(1),
             rpm: args.rpm,
             tpm: args.tpm,
             ..AdmissionConfig::default()
-        });
+        }),
+        Admit::Leased(node) => stack
+            .gate_with(move |inner| Arc::new(fanfare_cluster::gate::LeasedGate::new(inner, node))),
+    };
     if let Some(delay) = args.hedge_after {
         stack = stack.hedge(HedgeConfig {
             delay,

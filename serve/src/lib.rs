@@ -100,6 +100,9 @@ pub struct ServeConfig {
     /// The provider's admission gate, for `/metrics` (`None`: the simulated
     /// provider, which has none).
     pub gate: Option<Arc<fanfare::provider::Gate>>,
+    /// The cluster this server orchestrates, for `GET /v1/cluster` (`None`: not
+    /// started with `--cluster-listen`).
+    pub cluster: Option<fanfare_cluster::Cluster>,
 }
 
 impl ServeConfig {
@@ -115,6 +118,7 @@ impl ServeConfig {
             body_limit: 1 << 20,
             defaults: Defaults::default(),
             gate: None,
+            cluster: None,
         }
     }
 }
@@ -299,6 +303,7 @@ impl Server {
             runs: runs.clone(),
             token: config.token.map(Arc::new),
             gate: config.gate,
+            cluster: config.cluster,
         };
         let router = api::router(app, config.body_limit);
         let closing = runs.clone();

@@ -184,6 +184,11 @@ pub enum NotAdmitted {
         /// The limit.
         tpm: u32,
     },
+    /// A cluster's gate (held on the orchestrator node) could not be asked.
+    GateUnreachable {
+        /// Why.
+        reason: String,
+    },
     /// The deadline came while it waited for admission.
     DeadlineWhileWaiting {
         /// How long it waited, in milliseconds.
@@ -226,6 +231,10 @@ impl std::fmt::Display for NotAdmitted {
                 };
                 write!(f, "the deadline came after {waited_ms} ms waiting for {what}")
             }
+            NotAdmitted::GateUnreachable { reason } => write!(
+                f,
+                "the cluster's admission gate (on the orchestrator node) could not be asked: {reason}"
+            ),
         }
     }
 }

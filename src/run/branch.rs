@@ -10,7 +10,7 @@ use tokio::time::{timeout_at, Instant};
 use std::sync::Arc;
 
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
-use super::placement::{Place, Placement, Router};
+use super::placement::{Place, Placement, RemoteCall, Router};
 use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Task};
 use crate::provider::GaveUp;
 use crate::supervision::Slot;
@@ -89,7 +89,13 @@ pub(crate) async fn call_branch(
             Place::There(remote) => remote,
         };
         let node = remote.node().to_owned();
-        let result = timeout_at(deadline, remote.run(task.clone(), deadline)).await;
+        let call = RemoteCall {
+            task: task.clone(),
+            deadline,
+            deadline_kind,
+            crash_retries,
+        };
+        let result = timeout_at(deadline, remote.run(call)).await;
         drop(hold);
         let outcome = match result {
             Err(_elapsed) => BranchOutcome::TimedOut {

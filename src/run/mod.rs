@@ -49,7 +49,7 @@ pub use outcome::{
     BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent, RunFailure,
     Synthesis, SynthesisError, Unavailable,
 };
-pub use placement::{NodeLost, Place, Placement, RemoteSpecialist, Router};
+pub use placement::{NodeLost, Place, Placement, RemoteCall, RemoteSpecialist, Router};
 pub use policy::{ParsePolicyError, Policy};
 pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::outcome::BranchOutcome;
+use super::outcome::{BranchOutcome, DeadlineKind};
 use crate::agent::Task;
 use crate::provider::BoxFuture;
 
@@ -70,14 +70,23 @@ pub trait RemoteSpecialist: Send + Sync {
     /// The node's name.
     fn node(&self) -> &str;
 
-    /// Runs `task` there until `deadline` and answers how it ended (the remote node
-    /// applies its own supervision and crash retries). Dropping the future cancels
-    /// the work there. `Err` when the node was lost before it answered.
-    fn run(
-        &self,
-        task: Task,
-        deadline: Instant,
-    ) -> BoxFuture<'static, Result<BranchOutcome, NodeLost>>;
+    /// Runs `call` there and answers how it ended (the remote node applies its own
+    /// supervision and crash retries). Dropping the future cancels the work there.
+    /// `Err` when the node was lost before it answered.
+    fn run(&self, call: RemoteCall) -> BoxFuture<'static, Result<BranchOutcome, NodeLost>>;
+}
+
+/// One attempt at a branch, for a [`RemoteSpecialist`].
+#[derive(Clone, Debug)]
+pub struct RemoteCall {
+    /// The task.
+    pub task: Task,
+    /// When the branch must have ended.
+    pub deadline: Instant,
+    /// Which deadline that is, for a timed-out outcome.
+    pub deadline_kind: DeadlineKind,
+    /// Retries there when the specialist crashes under the task.
+    pub crash_retries: u32,
 }
 
 /// A node lost while it held a branch.

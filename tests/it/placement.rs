@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare::provider::BoxFuture;
-use fanfare::run::{BranchError, NodeLost, Place, Placement, RemoteSpecialist, Router};
-use fanfare::{AgentOutput, BranchOutcome, Policy, RunRequest, RunStatus, Task};
-use tokio::time::Instant;
+use fanfare::run::{BranchError, NodeLost, Place, Placement, RemoteCall, RemoteSpecialist, Router};
+use fanfare::{AgentOutput, BranchOutcome, Policy, RunRequest, RunStatus};
 
 use crate::common::{builder, sim};
 
@@ -24,11 +23,8 @@ impl RemoteSpecialist for FakeNode {
         self.name
     }
 
-    fn run(
-        &self,
-        task: Task,
-        _deadline: Instant,
-    ) -> BoxFuture<'static, Result<BranchOutcome, NodeLost>> {
+    fn run(&self, call: RemoteCall) -> BoxFuture<'static, Result<BranchOutcome, NodeLost>> {
+        let task = call.task;
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let lost = n < self.lose;
         let node = self.name.to_owned();

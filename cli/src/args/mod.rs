@@ -1,5 +1,6 @@
 //! The command line's grammar: every command, flag and parser, with the help text.
 
+mod cluster;
 mod parse;
 mod runtime;
 mod serve;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use fanfare::Policy;
 
+pub use cluster::{ClusterCommand, OrchestratorArgs, WorkerArgs};
 pub use parse::{at_least_one, parse_duration, parse_policy, parse_rate, parse_usd};
 pub use runtime::{ProviderKind, RuntimeArgs};
 pub use serve::{ClientArgs, ServeArgs, SubmitArgs};
@@ -59,11 +61,27 @@ GET    /v1/runs[?status=&limit=&before=]   recent runs, newest first\n  \
 GET    /v1/runs/{id}          status, and the report once it ended\n  \
 DELETE /v1/runs/{id}          cancel (the in-flight model calls are aborted)\n  \
 GET    /v1/runs/{id}/events   Server-Sent Events; reconnect with Last-Event-ID\n  \
+GET    /v1/cluster            the cluster's nodes (with --cluster-listen)\n  \
 GET    /healthz, /readyz\n\n\
 Example:\n  fanfare serve --db runs.db &\n  \
 curl -s localhost:7878/v1/runs -d '{\"input\": \"Should we adopt a four-day week?\"}'\n  \
 curl -N localhost:7878/v1/runs/run-1/events")]
     Serve(Box<ServeArgs>),
+    /// Join a `fanfare serve --cluster-listen` as a worker node: host the specialists
+    /// (the same specs and flags as `run`) and run the branches it sends.
+    #[command(after_help = "Example (one machine, three terminals):\n  \
+echo \"$(head -c 24 /dev/urandom | base64)\" > cluster.cookie\n  \
+fanfare serve --cluster-listen 127.0.0.1:7979 --cookie-file cluster.cookie\n  \
+fanfare worker --join 127.0.0.1:7979 --cookie-file cluster.cookie --name w1\n\n\
+Model calls made here lease their admission from the orchestrator's gate, so a\n\
+provider limit holds for the whole cluster. If the orchestrator is lost, the\n\
+branches here stop and the worker rejoins.")]
+    Worker(Box<WorkerArgs>),
+    /// Inspect a cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Send a run to a running `fanfare serve` and follow it live; prints the same
     /// report as `run`.
     #[command(

@@ -103,5 +103,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub crash_retries: u32,
     #[command(flatten)]
+    pub cluster: super::cluster::OrchestratorArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -3,9 +3,11 @@
 pub mod agents;
 pub mod batch;
 pub mod bench;
+pub mod cluster;
 pub mod dry_run;
 pub mod mock_llm;
 pub mod run;
 pub mod serve;
 pub mod submit;
+pub mod worker;
 pub mod workflows;

@@ -2,11 +2,12 @@
 
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec;
+use fanfare_cluster::{read_cookie, Cluster, ClusterConfig, NodeConfig};
 use fanfare_serve::{Catalog, Defaults, ServeConfig, Server, Token};
 
-use crate::args::ServeArgs;
+use crate::args::{OrchestratorArgs, ServeArgs};
 use crate::plan::{load_specs, load_workflows};
-use crate::setup::start_runtime;
+use crate::setup::{runtime_builder, Admit, Gate};
 use crate::signals::stop_requested;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
@@ -27,10 +28,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         Some(path) => Some(Token::from_file(path)?),
         None => None,
     };
-    let (fanfare, gate) = start_runtime(&args.runtime, specs, false, |described| {
-        eprintln!("fanfare: {described}; agents from {source}, workflows from {workflow_source}");
-    })
-    .await?;
+    let agent_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let ready = runtime_builder(&args.runtime, specs, false, Admit::Here)?;
+    eprintln!(
+        "fanfare: {}; agents from {source}, workflows from {workflow_source}",
+        ready.described
+    );
+    let gate = ready.gate;
+    let mut builder = ready.builder;
+    let cluster = match start_cluster(&args.cluster, agent_names, gate.clone()).await? {
+        Some(cluster) => {
+            builder = builder.router(cluster.router());
+            Some(cluster)
+        }
+        None => None,
+    };
+    let fanfare = match builder.start().await {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(c) = &cluster {
+                c.shutdown();
+            }
+            return Err(e.into());
+        }
+    };
     let catalog = Catalog {
         workflows,
         agents: fanfare.agents(),
@@ -50,10 +71,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
             workflow: args.workflow.clone(),
         },
         gate,
+        cluster: cluster.clone(),
     };
     let server = match Server::start(fanfare.clone(), catalog, config).await {
         Ok(s) => s,
         Err(e) => {
+            if let Some(c) = &cluster {
+                c.shutdown();
+            }
             fanfare.shutdown().await;
             return Err(e).context("fanfare serve");
         }
@@ -70,9 +95,51 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
             eprintln!("fanfare: {signal}: no new runs; draining (a second signal exits at once)");
         })
         .await?;
+    if let Some(c) = &cluster {
+        c.shutdown();
+    }
     eprintln!(
         "fanfare: stopped; {} run(s) interrupted, to resume at the next start",
         stopped.interrupted
     );
     Ok(true)
+}
+
+/// With `--cluster-listen`, starts accepting workers; their model calls lease from
+/// `gate`.
+async fn start_cluster(
+    args: &OrchestratorArgs,
+    local_agents: Vec<String>,
+    gate: Option<Gate>,
+) -> anyhow::Result<Option<Cluster>> {
+    let Some(listen) = args.cluster_listen else {
+        return Ok(None);
+    };
+    let Some(path) = &args.cookie_file else {
+        bail!("--cluster-listen needs --cookie-file F (the cluster's shared secret)");
+    };
+    let cookie = read_cookie(path).context("--cookie-file")?;
+    let mut config = ClusterConfig::new(NodeConfig {
+        name: args.node_name.clone(),
+        listen,
+        cookie,
+    });
+    config.local_agents = local_agents;
+    config.local_capacity = args.local_capacity;
+    config.heartbeat_timeout = args.heartbeat_timeout;
+    let cluster = Cluster::start(config, gate)
+        .await
+        .context("--cluster-listen")?;
+    if !listen.ip().is_loopback() {
+        eprintln!(
+            "fanfare: warning: cluster traffic on {listen} is authenticated by the cookie but not encrypted; keep it on a private network"
+        );
+    }
+    eprintln!(
+        "fanfare: accepting workers on {} as node `{}` (fanfare worker --join {} --cookie-file …)",
+        cluster.address(),
+        args.node_name,
+        cluster.address()
+    );
+    Ok(Some(cluster))
 }

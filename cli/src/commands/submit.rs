@@ -12,15 +12,15 @@ use crate::args::{ClientArgs, SubmitArgs};
 use crate::live::{Live, Progress};
 use crate::output;
 
-/// A client of one server.
-struct Server {
+/// A client of one server (also `fanfare cluster status`'s).
+pub(crate) struct Server {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Server {
-    fn new(args: &ClientArgs) -> anyhow::Result<Server> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Server> {
         let token = match &args.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -48,7 +48,7 @@ impl Server {
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(t) => r.bearer_auth(t),
@@ -57,7 +57,7 @@ impl Server {
     }
 
     /// The JSON answer, or the server's error message as the error.
-    async fn json(&self, r: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(crate) async fn json(&self, r: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = r
             .send()
             .await

@@ -28,6 +28,7 @@ pub(crate) struct App {
     pub runs: Arc<Runs>,
     pub token: Option<Arc<Token>>,
     pub gate: Option<Arc<fanfare::provider::Gate>>,
+    pub cluster: Option<fanfare_cluster::Cluster>,
 }
 
 /// The routes, with the token check and the body limit.
@@ -39,6 +40,7 @@ pub(crate) fn router(app: App, body_limit: usize) -> Router {
         .route("/v1/runs/{id}/repair", axum::routing::post(runs::repair))
         .route("/v1/models", get(openai::models))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/chat/completions", axum::routing::post(openai::chat))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     Router::new()
@@ -107,6 +109,18 @@ async fn metrics(State(app): State<App>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The cluster's nodes, their state and load (`fanfare cluster status`).
+async fn cluster(State(app): State<App>) -> Response {
+    match &app.cluster {
+        Some(cluster) => Json(cluster.status()).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this server orchestrates no cluster (start it with --cluster-listen ADDR --cookie-file F)",
+        )
+        .into_response(),
+    }
 }
 
 /// The bearer-token check.

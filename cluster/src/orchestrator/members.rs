@@ -1,0 +1,168 @@
+//! The orchestrator's table of worker nodes: who is up, what each hosts, how many
+//! branches it runs, and the signal that tells their branches the node is lost.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use ractor::ActorRef;
+use ractor_cluster::{NodeId, NodeSessionMessage};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::status::{NodeState, NodeStatus};
+use crate::wire::{WorkerStatus, PROTOCOL};
+
+/// Branches a worker takes before its first heartbeat says its capacity.
+const DEFAULT_CAPACITY: usize = 64;
+
+/// Lost workers kept listed in the status.
+const KEEP_DOWN: usize = 32;
+
+pub(crate) struct Member {
+    pub name: String,
+    pub addr: String,
+    pub state: NodeState,
+    pub status: Option<WorkerStatus>,
+    /// Branches this orchestrator has running there.
+    pub running: usize,
+    pub joined: Instant,
+    pub last_seen: Option<Instant>,
+    /// Carries the reason once the node is lost; its branches wait on it.
+    pub lost: watch::Sender<Option<String>>,
+    pub session: ActorRef<NodeSessionMessage>,
+}
+
+impl Member {
+    pub(crate) fn capacity(&self) -> usize {
+        self.status
+            .as_ref()
+            .map(|s| s.capacity)
+            .unwrap_or(DEFAULT_CAPACITY)
+    }
+
+    /// Up, and speaking this protocol (or not yet heard from).
+    pub(crate) fn usable(&self) -> bool {
+        self.state == NodeState::Up && self.status.as_ref().is_none_or(|s| s.protocol == PROTOCOL)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Members {
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
+    pub by_id: HashMap<NodeId, Member>,
+    /// Ids in the order they joined.
+    pub order: Vec<NodeId>,
+    /// Branches running on the orchestrator's own specialists.
+    pub local_running: usize,
+}
+
+impl Members {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn joined(
+        &self,
+        id: NodeId,
+        name: String,
+        addr: String,
+        session: ActorRef<NodeSessionMessage>,
+    ) {
+        let mut t = self.lock();
+        let (lost, _) = watch::channel(None);
+        t.by_id.insert(
+            id,
+            Member {
+                name,
+                addr,
+                state: NodeState::Up,
+                status: None,
+                running: 0,
+                joined: Instant::now(),
+                last_seen: None,
+                lost,
+                session,
+            },
+        );
+        t.order.retain(|i| *i != id);
+        t.order.push(id);
+        // Forget the oldest lost nodes beyond the few kept for the status.
+        let down: Vec<NodeId> = t
+            .order
+            .iter()
+            .copied()
+            .filter(|i| t.by_id.get(i).is_some_and(|m| m.state != NodeState::Up))
+            .collect();
+        for old in down.iter().take(down.len().saturating_sub(KEEP_DOWN)) {
+            if t.by_id.get(old).is_some_and(|m| m.running == 0) {
+                t.by_id.remove(old);
+                t.order.retain(|i| i != old);
+            }
+        }
+    }
+
+    /// Marks `id` lost for `reason`; returns its name if it was up.
+    pub(crate) fn lost(&self, id: NodeId, reason: &str) -> Option<String> {
+        let mut t = self.lock();
+        let m = t.by_id.get_mut(&id)?;
+        if m.state != NodeState::Up {
+            return None;
+        }
+        m.state = NodeState::Down {
+            reason: reason.to_owned(),
+        };
+        m.lost.send_replace(Some(reason.to_owned()));
+        Some(m.name.clone())
+    }
+
+    pub(crate) fn heard(&self, id: NodeId, status: WorkerStatus) {
+        if let Some(m) = self.lock().by_id.get_mut(&id) {
+            m.last_seen = Some(Instant::now());
+            if status.protocol != PROTOCOL && m.status.is_none() {
+                tracing::warn!(
+                    node = %m.name,
+                    theirs = status.protocol,
+                    ours = PROTOCOL,
+                    "a worker speaks another protocol version: it is given no work"
+                );
+            }
+            m.status = Some(status);
+        }
+    }
+
+    /// Whether a node of this name is up now.
+    pub(crate) fn is_up(&self, name: &str) -> bool {
+        self.lock()
+            .by_id
+            .values()
+            .any(|m| m.name == name && m.state == NodeState::Up)
+    }
+
+    pub(crate) fn statuses(&self, leases: impl Fn(&str) -> usize) -> Vec<NodeStatus> {
+        let t = self.lock();
+        t.order
+            .iter()
+            .filter_map(|id| t.by_id.get(id))
+            .map(|m| NodeStatus {
+                name: m.name.clone(),
+                address: m.addr.clone(),
+                state: m.state.clone(),
+                specialists: m
+                    .status
+                    .as_ref()
+                    .map(|s| s.specialists.clone())
+                    .unwrap_or_default(),
+                running: m.running,
+                capacity: m.capacity(),
+                last_seen_ms: m.last_seen.map(|t| t.elapsed().as_millis() as u64),
+                leases: leases(&m.name),
+            })
+            .collect()
+    }
+}
