@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::client::ClientArgs;
 use super::parse::{at_least_one, parse_duration};
 use super::runtime::RuntimeArgs;
-use super::serve::ClientArgs;
 
 /// `serve`'s cluster flags.
 #[derive(clap::Args)]

@@ -1,5 +1,6 @@
 //! The command line's grammar: every command, flag and parser, with the help text.
 
+mod client;
 mod cluster;
 mod parse;
 mod runtime;
@@ -11,10 +12,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use fanfare::Policy;
 
+pub use client::ClientArgs;
 pub use cluster::{ClusterCommand, OrchestratorArgs, WorkerArgs};
 pub use parse::{at_least_one, parse_duration, parse_policy, parse_rate, parse_usd};
 pub use runtime::{ProviderKind, RuntimeArgs};
-pub use serve::{ClientArgs, ServeArgs, SubmitArgs};
+pub use serve::{ServeArgs, SubmitArgs};
 
 #[derive(Parser)]
 #[command(

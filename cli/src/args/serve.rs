@@ -3,24 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::client::ClientArgs;
 use super::parse::{at_least_one, parse_duration};
 use super::runtime::RuntimeArgs;
-
-/// Where the server is.
-#[derive(clap::Args)]
-pub struct ClientArgs {
-    /// The server's address.
-    #[arg(
-        long,
-        env = "FANFARE_SERVER",
-        default_value = "http://127.0.0.1:7878",
-        value_name = "URL"
-    )]
-    pub server: String,
-    /// File holding the server's bearer token [default: $FANFARE_TOKEN].
-    #[arg(long, value_name = "F")]
-    pub token_file: Option<PathBuf>,
-}
 
 #[derive(clap::Args)]
 pub struct SubmitArgs {
