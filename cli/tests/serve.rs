@@ -3,6 +3,10 @@
 //! SIGTERM drains and exits 0. Plain HTTP/1.1 over a TcpStream, 127.0.0.1 only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
+use common::{http, status_of};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -55,23 +59,6 @@ fn serve_with(db: &Path, agents: &Path, extra: &[&str]) -> (Child, String) {
     (child, addr)
 }
 
-/// One request; the status and the body.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
-}
-
 /// Reads a run's event stream until `n` branches have finished.
 fn until_branches(addr: &str, id: &str, n: usize) {
     read_stream(addr, id, |seen| {
@@ -100,12 +87,6 @@ fn read_stream(addr: &str, id: &str, enough: impl Fn(&str) -> bool) -> String {
         seen.push_str(&String::from_utf8_lossy(&buf[..got]));
     }
     seen
-}
-
-fn status_of(addr: &str, id: &str) -> serde_json::Value {
-    let (code, body) = http(addr, "GET", &format!("/v1/runs/{id}"), "");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
 }
 
 #[test]

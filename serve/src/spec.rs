@@ -40,6 +40,10 @@ pub struct RunSpec {
     /// `llm`, `code`, `best` or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<String>,
+    /// Retries of a branch whose specialist crashed under it (or whose cluster node
+    /// was lost), at most 10 [default: the server's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_retries: Option<u32>,
     /// Warm the provider's prompt cache with the first branch before the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_warm: Option<bool>,
@@ -183,6 +187,12 @@ impl RunSpec {
             request.policy = p
                 .parse::<Policy>()
                 .map_err(|e| FieldError::new("policy", e.to_string()))?;
+        }
+        if let Some(n) = self.crash_retries {
+            if n > 10 {
+                return Err(FieldError::new("crash_retries", "at most 10"));
+            }
+            request.crash_retries = n;
         }
         if let Some(d) = &self.deadline {
             request.deadline = duration("deadline", d)?;

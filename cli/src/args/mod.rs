@@ -57,7 +57,7 @@ fanfare run --workflow research --dry-run \"Why do small teams adopt four-day we
     /// durable journal; unfinished runs resume at the next start.
     #[command(after_help = "API (JSON):\n  \
 POST   /v1/runs               submit {\"input\": \"…\", \"workflow\": \"perspectives\"} or {\"input\": \"…\", \"agents\": [\"…\"]};\n                         \
-optional: policy, deadline, branch_timeout, budget {tokens, usd}, merge, items;\n                         \
+optional: policy, deadline, branch_timeout, budget {tokens, usd}, merge, items, crash_retries;\n                         \
 header Idempotency-Key returns the same run on a retry\n  \
 GET    /v1/runs[?status=&limit=&before=]   recent runs, newest first\n  \
 GET    /v1/runs/{id}          status, and the report once it ended\n  \

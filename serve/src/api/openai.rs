@@ -178,6 +178,7 @@ pub(super) async fn chat(State(app): State<App>, body: Result<Bytes, BytesReject
         branch_timeout: None,
         budget: None,
         merge: None,
+        crash_retries: None,
         cache_warm: None,
         repair_of: None,
     };
