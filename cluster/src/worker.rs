@@ -258,6 +258,15 @@ async fn stay_joined(
     }
 }
 
+/// Takes a job out of the table when its task ends.
+struct Done(Arc<Shared>, u64);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.jobs().remove(&self.1);
+    }
+}
+
 /// Answers the heartbeat.
 struct Control;
 
@@ -329,9 +338,10 @@ impl Actor for Host {
                 // itself) before it is in the table.
                 let mut jobs = shared.jobs();
                 let task = tokio::spawn(async move {
+                    // Out of the table however the task ends (a panic included).
+                    let _done = Done(runner.clone(), seq);
                     let outcome = run_job(&runner, &agent, job).await;
                     let _ = reply.send(Frame::new(outcome));
-                    runner.jobs().remove(&seq);
                 });
                 jobs.insert(seq, (branch, task.abort_handle()));
             }

@@ -166,6 +166,9 @@ impl RunReport {
             if b.reused {
                 let _ = write!(out, " · reused (answered before the run resumed)");
             }
+            if let Some(node) = &b.node {
+                let _ = write!(out, " · on {}", printable(node));
+            }
             let _ = writeln!(out, " ──");
             match (&b.outcome, &b.error) {
                 (BranchOutcome::Ok(o), _) => {

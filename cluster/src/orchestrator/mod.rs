@@ -210,11 +210,16 @@ impl Cluster {
 /// `heartbeat_timeout`, it is lost and its session closed (so that the worker, if
 /// it still runs, stops its branches and rejoins).
 async fn heartbeat(inner: std::sync::Weak<Inner>, id: NodeId) {
+    // The first beat at once: it brings the worker's capacity for routing.
+    let mut first = true;
     loop {
         let Some(period) = inner.upgrade().map(|i| i.heartbeat) else {
             return;
         };
-        tokio::time::sleep(period).await;
+        if !first {
+            tokio::time::sleep(period).await;
+        }
+        first = false;
         let Some(inner) = inner.upgrade() else { return };
         let (since, session) = {
             let t = inner.members.lock();
