@@ -46,6 +46,7 @@ fn node(name: &str) -> NodeConfig {
         name: name.to_owned(),
         listen: ([127, 0, 0, 1], 0).into(),
         cookie: COOKIE.to_owned(),
+        tls: None,
     }
 }
 

@@ -146,15 +146,20 @@ impl Orchestrator {
 
     /// A worker that has joined.
     fn worker(&self, name: &str) -> Proc {
+        let mut worker = Proc::spawn(&self.worker_args(name, &[]));
+        worker.line("joined");
+        worker
+    }
+
+    fn worker_args(&self, name: &str, extra: &[String]) -> Vec<String> {
         let mut args = strings(&["worker", "--join", &self.cluster, "--name", name]);
+        args.extend(extra.iter().cloned());
         args.push("--cookie-file".into());
         args.push(self.cookie.display().to_string());
         args.push("--agents".into());
         args.push(self.agents.display().to_string());
         args.extend(self.provider.iter().cloned());
-        let mut worker = Proc::spawn(&args);
-        worker.line("joined");
-        worker
+        args
     }
 
     fn cluster_status(&self) -> Value {
@@ -412,4 +417,87 @@ fn a_frozen_worker_misses_the_heartbeat_is_lost_and_takes_work_again_once_it_rej
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert!(by_node(&run).get("w1").copied().unwrap_or(0) > 0, "{run:#}");
     drop(w1);
+}
+
+/// A CA, and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
+/// `[ca, cert, key]`.
+fn certificates(dir: &Path, tag: &str) -> [String; 3] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(format!("{tag}-{name}.pem"));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    [
+        write("ca", ca.pem()),
+        write("cert", cert.pem()),
+        write("key", key.serialize_pem()),
+    ]
+}
+
+fn tls_flags([ca, cert, key]: &[String; 3]) -> Vec<String> {
+    strings(&[
+        "--cluster-tls-cert",
+        cert,
+        "--cluster-tls-key",
+        key,
+        "--cluster-tls-ca",
+        ca,
+    ])
+}
+
+#[test]
+fn with_certificates_sessions_use_mutual_tls_and_nodes_without_the_cas_certificate_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = tls_flags(&certificates(dir.path(), "ours"));
+    let theirs = tls_flags(&certificates(dir.path(), "theirs"));
+    let mut serve_flags: Vec<&str> = ours.iter().map(String::as_str).collect();
+    serve_flags.extend(["--local-capacity", "0"]);
+    let o = Orchestrator::start(&[], &serve_flags);
+    assert!(o
+        ._serve
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("over mutual TLS")));
+    let mut w1 = Proc::spawn(&o.worker_args("w1", &ours));
+    w1.line("joined");
+    let run = o.ended(&o.submit(&fan_out(10, "fail-fast")));
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(by_node(&run).get("w1"), Some(&10), "{run:#}");
+
+    // In the clear, or with a certificate from another CA: refused.
+    let quick = strings(&["--join-timeout", "2s"]);
+    for (name, extra) in [
+        ("plain", quick.clone()),
+        ("stranger", [quick.clone(), theirs].concat()),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(o.worker_args(name, &extra))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} joined: {stderr}");
+        assert!(
+            stderr.contains("cannot join the orchestrator"),
+            "{name}: {stderr}"
+        );
+    }
+    let status = o.cluster_status();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 2, "{status:#}");
 }

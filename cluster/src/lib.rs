@@ -30,10 +30,12 @@ mod node;
 mod orchestrator;
 pub mod route;
 pub mod status;
+mod tls;
 pub mod wire;
 mod worker;
 
 pub use node::{read_cookie, ClusterError, NodeConfig};
 pub use orchestrator::{Cluster, ClusterConfig};
 pub use status::{ClusterStatus, NodeState, NodeStatus};
+pub use tls::TlsFiles;
 pub use worker::{Worker, WorkerConfig};

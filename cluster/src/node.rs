@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeId, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeId, NodeServer, NodeServerMessage,
+};
+
+use crate::tls::{self, TlsFiles};
 use tokio::sync::mpsc;
 
 /// How this process takes part in a cluster.
@@ -19,6 +23,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The shared secret every node must present (ractor_cluster's cookie).
     pub cookie: String,
+    /// Certificates for mutual TLS (`None`: the cookie only, in the clear).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Why a cluster node could not start or join.
@@ -26,7 +32,7 @@ pub struct NodeConfig {
 #[non_exhaustive]
 pub enum ClusterError {
     /// The cookie file could not be read.
-    #[error("cannot read the cluster cookie file {path}: {source}")]
+    #[error("cannot read the cluster cookie file {path}")]
     CookieFile {
         /// The file.
         path: String,
@@ -37,13 +43,16 @@ pub enum ClusterError {
     #[error("the cluster cookie is empty: put a shared secret in the cookie file")]
     EmptyCookie,
     /// The listen address cannot be bound.
-    #[error("cannot listen for cluster nodes on {addr}: {source}")]
+    #[error("cannot listen for cluster nodes on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificates could not be used.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
     /// An actor of the node could not start.
     #[error("cannot start the cluster node: {0}")]
     Spawn(String),
@@ -125,6 +134,45 @@ pub(crate) struct Node {
     pub events: mpsc::UnboundedReceiver<NodeEvent>,
 }
 
+/// Connects this node to the peer at `addr` (`HOST:PORT`), over TLS with `tls`.
+pub(crate) async fn connect(
+    server: &ActorRef<NodeServerMessage>,
+    addr: &str,
+    tls: Option<&TlsFiles>,
+) -> Result<(), String> {
+    match tls {
+        None => ractor_cluster::client_connect(server, addr)
+            .await
+            .map_err(|e| connect_error(&e)),
+        Some(files) => {
+            let host = addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or(addr);
+            let (connector, name) = tls::connector(files, host).map_err(|e| e.to_string())?;
+            ractor_cluster::client_connect_enc(server, addr, connector, name)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{} (over TLS, checking the certificate for `{host}`)",
+                        connect_error(&e)
+                    )
+                })
+        }
+    }
+}
+
+/// ractor_cluster's connection error in words (its `Display` is its `Debug`).
+fn connect_error(e: &ractor_cluster::ClientConnectErr) -> String {
+    match e {
+        ractor_cluster::ClientConnectErr::Socket(io) => format!("cannot connect: {io}"),
+        ractor_cluster::ClientConnectErr::Encryption(io) => format!("TLS handshake failed: {io}"),
+        ractor_cluster::ClientConnectErr::Messaging(m) => {
+            format!("this node's server is gone: {m}")
+        }
+    }
+}
+
 /// Starts this process's node server on `config.listen`.
 pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
     if config.cookie.trim().is_empty() {
@@ -141,12 +189,16 @@ pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
         source,
     })?;
     drop(probe);
+    let encryption = match &config.tls {
+        Some(files) => Some(IncomingEncryptionMode::Tls(tls::acceptor(files)?)),
+        None => None,
+    };
     let server = NodeServer::new(
         addr.port(),
         config.cookie.clone(),
         config.name.clone(),
         addr.ip().to_string(),
-        None,
+        encryption,
         Some(NodeConnectionMode::Isolated),
     )
     .with_listen_addr(addr.ip());

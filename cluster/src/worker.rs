@@ -145,6 +145,7 @@ impl Worker {
             node.events,
             config.join.clone(),
             config.rejoin_every,
+            config.node.tls.clone(),
             tx,
         ));
         let worker = Worker {
@@ -208,6 +209,7 @@ async fn stay_joined(
     mut events: mpsc::UnboundedReceiver<NodeEvent>,
     join: String,
     every: Duration,
+    tls: Option<crate::tls::TlsFiles>,
     state: watch::Sender<Joining>,
 ) {
     let failed = |reason: String| {
@@ -216,8 +218,8 @@ async fn stay_joined(
         });
     };
     loop {
-        if let Err(e) = ractor_cluster::client_connect(&server, join.as_str()).await {
-            failed(e.to_string());
+        if let Err(e) = node::connect(&server, &join, tls.as_ref()).await {
+            failed(e);
             tokio::time::sleep(every).await;
             continue;
         }

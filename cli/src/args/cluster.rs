@@ -9,11 +9,45 @@ use super::client::ClientArgs;
 use super::parse::{at_least_one, parse_duration};
 use super::runtime::RuntimeArgs;
 
+/// Mutual TLS for the cluster's sessions: all three, or none.
+#[derive(clap::Args)]
+pub struct ClusterTlsArgs {
+    /// This node's certificate (PEM) for the cluster's sessions; with
+    /// --cluster-tls-key and --cluster-tls-ca, sessions use mutual TLS.
+    #[arg(long, value_name = "F", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "F", requires = "cluster_tls_cert")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): every peer's certificate must chain to it.
+    #[arg(long, value_name = "F", requires = "cluster_tls_cert")]
+    pub cluster_tls_ca: Option<PathBuf>,
+}
+
+impl ClusterTlsArgs {
+    /// The files, when given.
+    pub fn files(&self) -> Option<fanfare_cluster::TlsFiles> {
+        match (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(fanfare_cluster::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// `serve`'s cluster flags.
 #[derive(clap::Args)]
 pub struct OrchestratorArgs {
-    /// Accept worker nodes (`fanfare worker --join`) on this address. Cluster traffic
-    /// is not encrypted: keep it on loopback or a private network.
+    /// Accept worker nodes (`fanfare worker --join`) on this address. Without
+    /// --cluster-tls-*, cluster traffic is authenticated by the cookie but not
+    /// encrypted: keep it on loopback or a private network.
     #[arg(long, value_name = "ADDR", requires = "cookie_file")]
     pub cluster_listen: Option<SocketAddr>,
     /// File holding the cluster's shared secret; every node must have the same one.
@@ -30,6 +64,8 @@ pub struct OrchestratorArgs {
     /// lost: its branches end NodeDown and follow the run's policy.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
+    #[command(flatten)]
+    pub tls: ClusterTlsArgs,
 }
 
 /// `fanfare worker`.
@@ -53,6 +89,8 @@ pub struct WorkerArgs {
     /// How long to keep trying to join at start (the orchestrator may come later).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub join_timeout: Duration,
+    #[command(flatten)]
+    pub tls: ClusterTlsArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -123,6 +123,7 @@ async fn start_cluster(
         name: args.node_name.clone(),
         listen,
         cookie,
+        tls: args.tls.files(),
     });
     config.local_agents = local_agents;
     config.local_capacity = args.local_capacity;
@@ -130,15 +131,16 @@ async fn start_cluster(
     let cluster = Cluster::start(config, gate)
         .await
         .context("--cluster-listen")?;
-    if !listen.ip().is_loopback() {
+    if !listen.ip().is_loopback() && args.tls.files().is_none() {
         eprintln!(
             "fanfare: warning: cluster traffic on {listen} is authenticated by the cookie but not encrypted; keep it on a private network"
         );
     }
     eprintln!(
-        "fanfare: accepting workers on {} as node `{}` (fanfare worker --join {} --cookie-file …)",
+        "fanfare: accepting workers on {} as node `{}`{} (fanfare worker --join {} --cookie-file …)",
         cluster.address(),
         args.node_name,
+        if args.tls.files().is_some() { " over mutual TLS" } else { "" },
         cluster.address()
     );
     Ok(Some(cluster))

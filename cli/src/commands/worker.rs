@@ -30,6 +30,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<bool> {
             name: name.clone(),
             listen: args.listen,
             cookie,
+            tls: args.tls.files(),
         },
         args.join.clone(),
     );
