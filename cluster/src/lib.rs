@@ -25,6 +25,7 @@
 //! The wire protocol is [`wire`]: typed messages with serde payloads, inside
 //! ractor_cluster's authenticated (cookie) sessions.
 
+mod error;
 pub mod gate;
 mod node;
 mod orchestrator;
@@ -34,7 +35,8 @@ mod tls;
 pub mod wire;
 mod worker;
 
-pub use node::{read_cookie, ClusterError, NodeConfig};
+pub use error::ClusterError;
+pub use node::{read_cookie, NodeConfig};
 pub use orchestrator::{Cluster, ClusterConfig};
 pub use status::{ClusterStatus, NodeState, NodeStatus};
 pub use tls::TlsFiles;

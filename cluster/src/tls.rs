@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::node::ClusterError;
+use crate::error::ClusterError;
 
 /// A node's certificate files (PEM).
 #[derive(Clone, Debug)]

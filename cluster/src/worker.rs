@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
-use crate::node::{self, ClusterError, NodeConfig, NodeEvent};
+use crate::error::ClusterError;
+use crate::node::{self, NodeConfig, NodeEvent};
 use crate::wire::{
     agent_group, Frame, HostMsg, Job, WorkerMsg, WorkerStatus, PROTOCOL, WORKER_GROUP,
 };

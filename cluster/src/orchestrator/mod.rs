@@ -17,8 +17,9 @@ use ractor_cluster::{NodeId, NodeServerMessage};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::error::ClusterError;
 use crate::gate::{Gate, GateArgs, GateHost, Leases};
-use crate::node::{self, ClusterError, NodeConfig, NodeEvent};
+use crate::node::{self, NodeConfig, NodeEvent};
 use crate::status::{ClusterStatus, NodeState, NodeStatus};
 use crate::wire::{Frame, GateMsg, WorkerMsg, WORKER_GROUP};
 use members::Members;
