@@ -197,6 +197,20 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         #[arg(long)]
         max_queued: Option<usize>,
     },
+    /// One fan-out on this process's specialist, on one worker node (a `fanfare
+    /// worker` process on 127.0.0.1), on two: branches per second and the time each
+    /// branch costs beyond the model's latency (simulated model).
+    Cluster {
+        /// Branches in the fan-out.
+        #[arg(long = "n", default_value_t = 2000)]
+        n: usize,
+        /// The simulated model's latency.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Measured rounds (the three cases interleaved); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 #[derive(Subcommand)]

@@ -9,10 +9,13 @@
 //! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
 //!   per branch, runs per second, memory per idle specialist, the cost of a restart.
 //! - `bench serve` (`serve.rs`): N runs submitted at once to `fanfare serve`.
+//! - `bench cluster` (`cluster.rs`): one fan-out on this process's specialist, on
+//!   one worker node, on two: branches per second and the cost per branch.
 //! - `bench admission` (`admission.rs`): the cap starting at N against a server that
 //!   allows fewer in flight: 429s, wasted calls, wall against the floor.
 
 mod admission;
+mod cluster;
 mod serve;
 
 use std::path::PathBuf;
@@ -69,6 +72,11 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             max_runs,
             max_queued,
         } => serve::serve(n, max_runs, max_queued).await,
+        BenchCommand::Cluster {
+            n,
+            latency_ms,
+            repeat,
+        } => cluster::cluster(n, Duration::from_millis(latency_ms), repeat).await,
     }
 }
 
