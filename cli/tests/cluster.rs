@@ -375,6 +375,10 @@ fn a_worker_killed_mid_run_is_node_down_retried_elsewhere_under_partial_and_fail
     drop(_w2);
     let run = o.ended(&id);
     assert_eq!(run["status"], "failed", "{run:#}");
+    // No branch waited for its deadline (the server's branch timeout, 60 s).
+    for b in run["report"]["branches"].as_array().unwrap() {
+        assert!(b["end_s"].as_f64().unwrap() < 30.0, "{b}");
+    }
     let text = run.to_string();
     assert!(text.contains("node_down") && text.contains("w2"), "{run:#}");
     o.until("leases back", |s| s["leases_held"] == 0);

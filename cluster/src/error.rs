@@ -14,6 +14,9 @@ pub enum ClusterError {
         /// Why.
         source: std::io::Error,
     },
+    /// A node name the cluster cannot use.
+    #[error("node name `{0}` is not usable: 1 to 64 letters, digits, `-`, `_` or `.`")]
+    BadName(String),
     /// The cookie is empty.
     #[error("the cluster cookie is empty: put a shared secret in the cookie file")]
     EmptyCookie,

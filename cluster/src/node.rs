@@ -16,7 +16,7 @@ use crate::tls::{self, TlsFiles};
 use tokio::sync::mpsc;
 
 /// How this process takes part in a cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Its node name, unique in the cluster.
     pub name: String,
@@ -26,6 +26,37 @@ pub struct NodeConfig {
     pub cookie: String,
     /// Certificates for mutual TLS (`None`: the cookie only, in the clear).
     pub tls: Option<TlsFiles>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("cookie", &"(redacted)")
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The largest frame a node accepts from a peer. A branch's task (its input and
+/// upstream outputs) and its answer travel in one frame each; a peer that sends more
+/// is disconnected, so every node must accept the largest the others send.
+pub const MAX_FRAME: u64 = 64 * 1024 * 1024;
+
+/// Checks a node name: the cluster knows a node by it, and ractor_cluster appends
+/// `@HOST` to it on the wire.
+fn check_name(name: &str) -> Result<(), ClusterError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::BadName(name.to_owned()))
+    }
 }
 
 /// Reads a cookie file: its content without surrounding whitespace, never empty.
@@ -140,6 +171,7 @@ pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
     if config.cookie.trim().is_empty() {
         return Err(ClusterError::EmptyCookie);
     }
+    check_name(&config.name)?;
     // Bind once here, so that a taken port is an error now (ractor_cluster's
     // listener would only log it), and so that port 0 becomes a known port.
     let probe = TcpListener::bind(config.listen).map_err(|source| ClusterError::Listen {
@@ -163,7 +195,8 @@ pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
         encryption,
         Some(NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(addr.ip());
+    .with_listen_addr(addr.ip())
+    .with_max_inbound_frame_size(MAX_FRAME);
     let (server, _) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| ClusterError::Spawn(e.to_string()))?;
@@ -192,4 +225,33 @@ pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
         addr,
         events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_the_cluster_cannot_use_are_refused() {
+        for good in ["w1", "worker-7", "eu_west.3"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a@b", "two words", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(check_name(bad), Err(ClusterError::BadName(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cookie_is_never_in_debug_output() {
+        let config = NodeConfig {
+            name: "w1".into(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            cookie: "s3cret-cookie".into(),
+            tls: None,
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
 }

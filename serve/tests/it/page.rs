@@ -65,9 +65,21 @@ async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_b
     let id = body["id"].as_str().unwrap().to_owned();
     until_streamed(&s.base, &id, "event: branch_finished").await;
     let url = format!("{}/#{id}", s.base);
-    let dom = tokio::task::spawn_blocking(move || rendered(&url))
-        .await
-        .unwrap();
+    // Chromium dumps the DOM when its virtual-time budget is spent, which under load
+    // (CI runs both page tests at once on two cores) can come before the page's first
+    // fetch of the run has answered; the run stays live for a minute, so look again.
+    let dom = tokio::task::spawn_blocking(move || {
+        let mut dom = String::new();
+        for _ in 0..5 {
+            dom = rendered(&url);
+            if !dom.contains(r#"<div id="run" data-status="">"#) {
+                break;
+            }
+        }
+        dom
+    })
+    .await
+    .unwrap();
     // The run is live: the fast branch is done, the slow one still running with the
     // first piece of its answer shown.
     assert!(
