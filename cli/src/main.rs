@@ -1,5 +1,5 @@
-//! The `fanfare` command line: `run`, `batch`, `serve`, `mock-llm`, `bench`, `agents list`,
-//! `workflows list|show`.
+//! The `fanfare` command line: `run`, `batch`, `serve`, `submit`, `watch`, `worker`,
+//! `cluster status`, `mock-llm`, `bench`, `agents list`, `workflows list|show`.
 //!
 //! # Layout
 //! - `args/`: the grammar (clap), help text and value parsers;
@@ -18,6 +18,12 @@ mod setup;
 mod signals;
 
 use std::process::ExitCode;
+
+/// With the `mimalloc` feature (on by default), the binary allocates with mimalloc:
+/// at 10,000 branches it halves the overhead (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use args::{AgentsCommand, Cli, ClusterCommand, Command, WorkflowsCommand};
 use clap::Parser as _;

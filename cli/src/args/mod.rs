@@ -197,6 +197,29 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         #[arg(long)]
         max_queued: Option<usize>,
     },
+    /// Against a real server (llama.cpp): four specialists over one document, one call
+    /// at a time — the prompt tokens each read from the server's cache, with the
+    /// specialist's instructions first (the old layout), with the document first
+    /// (today's), and through a run with --cache-warm.
+    #[command(
+        after_help = "Example:\n  scripts/llm-server start -- --parallel 1   # prints URL\n  \
+fanfare bench cache --base-url URL/v1\n  \
+fanfare bench cache --wire anthropic --base-url URL"
+    )]
+    Cache {
+        /// The server's base URL (with `/v1` for the OpenAI wire, without for Anthropic).
+        #[arg(long, value_name = "URL")]
+        base_url: String,
+        /// The wire format.
+        #[arg(long, value_enum, default_value = "openai")]
+        wire: crate::commands::bench::Wire,
+        /// The model name to send.
+        #[arg(long, default_value = "smollm2-135m")]
+        model: String,
+        /// Words in the shared document (~4/3 tokens each).
+        #[arg(long, default_value_t = 750)]
+        words: usize,
+    },
     /// One fan-out on this process's specialist, on one worker node (a `fanfare
     /// worker` process on 127.0.0.1), on two: branches per second and the time each
     /// branch costs beyond the model's latency (simulated model).

@@ -9,14 +9,20 @@
 //! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
 //!   per branch, runs per second, memory per idle specialist, the cost of a restart.
 //! - `bench serve` (`serve.rs`): N runs submitted at once to `fanfare serve`.
+//! - `bench cache` (`cache.rs`): against a real server (llama.cpp), four specialists
+//!   over one document: cached prompt tokens per call, instructions-first vs
+//!   document-first layouts vs a run with `--cache-warm`.
 //! - `bench cluster` (`cluster.rs`): one fan-out on this process's specialist, on
 //!   one worker node, on two: branches per second and the cost per branch.
 //! - `bench admission` (`admission.rs`): the cap starting at N against a server that
 //!   allows fewer in flight: 429s, wasted calls, wall against the floor.
 
 mod admission;
+mod cache;
 mod cluster;
 mod serve;
+
+pub use cache::Wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +78,12 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             max_runs,
             max_queued,
         } => serve::serve(n, max_runs, max_queued).await,
+        BenchCommand::Cache {
+            base_url,
+            wire,
+            model,
+            words,
+        } => cache::cache(wire, &base_url, &model, words).await,
         BenchCommand::Cluster {
             n,
             latency_ms,
@@ -321,25 +333,35 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         ))?;
         return Ok(());
     }
-    let mock = MockServer::start(MockConfig {
-        latency: args.latency,
-        ..MockConfig::default()
-    })
-    .await?;
-    let url = mock.url();
-    // Warm the connection pools and allocator once.
-    fanfare_case(&url, 4, 4, &args.perspectives).await?;
-    reqwest_case(&url, 4, 4, &args.perspectives).await?;
+    // Each case talks to a mock of its own, on a port of its own: a case of N
+    // branches opens N connections, whose ports then sit in TIME_WAIT for a minute;
+    // against the same address, two 10,000-branch cases ran out of ephemeral ports
+    // (see BENCHMARKS.md). A new destination port is a fresh set of 4-tuples.
+    let mock = || {
+        MockServer::start(MockConfig {
+            latency: args.latency,
+            ..MockConfig::default()
+        })
+    };
+    // Warm the allocator and the code paths once.
+    let warm = mock().await?;
+    fanfare_case(&warm.url(), 4, 4, &args.perspectives).await?;
+    reqwest_case(&warm.url(), 4, 4, &args.perspectives).await?;
+    warm.stop().await;
     for &n in &args.sizes {
         let c = args.concurrency.unwrap_or(n.max(1));
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..args.repeat.max(1) {
+            let server = mock().await?;
             let cpu0 = cpu_seconds();
-            let (wall, ok, failed) = fanfare_case(&url, n, c, &args.perspectives).await?;
+            let (wall, ok, failed) = fanfare_case(&server.url(), n, c, &args.perspectives).await?;
             a.push((wall, cpu_seconds() - cpu0, ok, failed));
+            server.stop().await;
+            let server = mock().await?;
             let cpu0 = cpu_seconds();
-            let (wall, ok, failed) = reqwest_case(&url, n, c, &args.perspectives).await?;
+            let (wall, ok, failed) = reqwest_case(&server.url(), n, c, &args.perspectives).await?;
             b.push((wall, cpu_seconds() - cpu0, ok, failed));
+            server.stop().await;
         }
         let (wall, cpu, ok, failed) = median(a);
         let ours = line("fanfare", n, wall, floor, cpu, ok, failed);
@@ -350,7 +372,10 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         let overhead = |v: &serde_json::Value| v["overhead_s"].as_f64().unwrap_or(f64::NAN);
         let mut ratios = json!({"ratio": "overhead vs reqwest-joinset", "n": n, "value": overhead(&ours) / overhead(&reference)});
         if let Some(python) = &args.python {
-            match python_case(python, &url, n, args.latency) {
+            let server = mock().await?;
+            let py = python_case(python, &server.url(), n, args.latency);
+            server.stop().await;
+            match py {
                 Ok(py) => {
                     crate::output::line(format_args!("{py}"))?;
                     ratios["python_over_fanfare"] = json!(overhead(&py) / overhead(&ours));
