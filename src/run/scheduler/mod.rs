@@ -137,6 +137,9 @@ pub(crate) struct Scheduler<'a> {
     items: Vec<Vec<Entry>>,
     ok: usize,
     not_ok: usize,
+    /// Steps before this index are all `Done` (a step never leaves `Done`), so
+    /// asking whether every step is done costs O(1) amortised, not O(steps).
+    done_prefix: usize,
     failure: Option<RunFailure>,
     budget: Option<(BudgetPlan<'a>, Ledger)>,
     soft: Soft,
@@ -185,6 +188,7 @@ impl<'a> Scheduler<'a> {
             items: vec![Vec::new(); n],
             ok: 0,
             not_ok: 0,
+            done_prefix: 0,
             failure: None,
             budget: budget.map(|b| (b, Ledger::default())),
             soft,
@@ -435,7 +439,7 @@ impl<'a> Scheduler<'a> {
                 return;
             }
             self.maybe_merge_early(out);
-            if self.state.iter().all(|s| matches!(s, StepState::Done)) {
+            if self.all_done() {
                 self.finish_run(out);
                 return;
             }
@@ -668,8 +672,7 @@ impl<'a> Scheduler<'a> {
         let Policy::TolerantPartial { quorum } = self.policy else {
             return;
         };
-        let pending = self.state.iter().any(|s| !matches!(s, StepState::Done));
-        if self.soft == Soft::Passed && pending && self.ok >= quorum {
+        if self.soft == Soft::Passed && self.ok >= quorum && !self.all_done() {
             tracing::info!(
                 ok = self.ok,
                 "soft deadline: merging without the stragglers"
@@ -683,6 +686,19 @@ impl<'a> Scheduler<'a> {
                 .collect();
             out.push(Command::MergeNow(snapshot));
         }
+    }
+
+    /// Whether every step is `Done`. Asked at every step's end: a scan each time was
+    /// quadratic in the steps (it showed in the 10,000-branch profile).
+    fn all_done(&mut self) -> bool {
+        while self
+            .state
+            .get(self.done_prefix)
+            .is_some_and(|s| matches!(s, StepState::Done))
+        {
+            self.done_prefix += 1;
+        }
+        self.done_prefix == self.state.len()
     }
 
     fn finish_run(&mut self, out: &mut Vec<Command>) {
