@@ -212,7 +212,7 @@ fanfare bench cache --wire anthropic --base-url URL"
         base_url: String,
         /// The wire format.
         #[arg(long, value_enum, default_value = "openai")]
-        wire: crate::commands::bench::Wire,
+        wire: Wire,
         /// The model name to send.
         #[arg(long, default_value = "smollm2-135m")]
         model: String,
@@ -234,6 +234,15 @@ fanfare bench cache --wire anthropic --base-url URL"
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+}
+
+/// Which wire format `bench cache` speaks.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Wire {
+    /// `/v1/chat/completions` (the base URL ends in `/v1`).
+    Openai,
+    /// `/v1/messages` (the base URL without `/v1`).
+    Anthropic,
 }
 
 #[derive(Subcommand)]

@@ -25,14 +25,7 @@ use fanfare::provider::{
 use fanfare::{Fanfare, RunRequest};
 use serde_json::json;
 
-/// Which wire format to speak.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Wire {
-    /// `/v1/chat/completions` (the base URL ends in `/v1`).
-    Openai,
-    /// `/v1/messages` (the base URL without `/v1`).
-    Anthropic,
-}
+use crate::args::Wire;
 
 fn provider(wire: Wire, base_url: &str, model: &str) -> anyhow::Result<Box<dyn Provider>> {
     Ok(match wire {

@@ -22,8 +22,6 @@ mod cache;
 mod cluster;
 mod serve;
 
-pub use cache::Wire;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
