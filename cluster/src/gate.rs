@@ -308,3 +308,44 @@ impl Provider for LeasedGate {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanfare::provider::{AdmissionConfig, SimProfile, SimProvider};
+
+    fn gate(max: usize) -> Arc<Gate> {
+        let sim: Arc<dyn Provider> = Arc::new(SimProvider::with_profile(SimProfile::instant()));
+        Arc::new(Admission::new(
+            sim,
+            AdmissionConfig {
+                max_concurrency: max,
+                adaptive: false,
+                ..AdmissionConfig::default()
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_lost_nodes_leases_return_to_the_gate_and_a_429_on_a_lease_cuts_the_window() {
+        let g = gate(2);
+        let leases = Leases::default();
+        for node in ["w1", "w1"] {
+            let lease = g.lease(None, 10, None).await.unwrap();
+            leases.insert(node.to_owned(), lease);
+        }
+        assert_eq!((g.metrics().in_flight, leases.held_by("w1")), (2, 2));
+        assert_eq!(leases.drop_node("w1"), 2);
+        assert_eq!((g.metrics().in_flight, leases.held()), (0, 0));
+
+        // A lease given back with a 429 teaches the one gate, as a local call would.
+        let adaptive = {
+            let sim: Arc<dyn Provider> = Arc::new(SimProvider::with_profile(SimProfile::instant()));
+            Arc::new(Admission::new(sim, AdmissionConfig::default()))
+        };
+        let id = leases.insert("w2".into(), adaptive.lease(None, 10, None).await.unwrap());
+        leases.release(id, CallEnd::RateLimited { hold_ms: None });
+        let m = adaptive.metrics();
+        assert_eq!((m.rate_limited, m.in_flight, leases.held()), (1, 0, 0));
+    }
+}
