@@ -1,13 +1,14 @@
 //! One branch: place it (here, or on a cluster's node), call the specialist under
-//! the branch deadline, and map what happens to a [`BranchOutcome`]. Dropping the call (policy, deadline, caller gone)
-//! sends `Cancel` to the specialist, which aborts the model call.
+//! the branch deadline, and map what happens to a [`BranchOutcome`]. Dropping the
+//! call (policy, deadline, caller gone) sends `Cancel` to the specialist, which
+//! aborts the model call.
+
+use std::sync::Arc;
 
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
-
-use std::sync::Arc;
 
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
 use super::placement::{Place, Placement, RemoteCall, Router};
