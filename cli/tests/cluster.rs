@@ -275,15 +275,14 @@ fn mock(
     (rt, mock)
 }
 
-/// The provider flags for the mock; the key file lives in `dir`.
-fn on_mock(mock: &fanfare_mock::MockServer, dir: &Path, max_concurrency: usize) -> Vec<String> {
+/// The provider flags for the mock, shared by the server and its workers (the gate's
+/// limits go to the server alone); the key file lives in `dir`.
+fn on_mock(mock: &fanfare_mock::MockServer, dir: &Path) -> Vec<String> {
     let key = dir.join("key");
     std::fs::write(&key, "test-key").unwrap();
     let mut flags = strings(&["--provider", "anthropic", "--base-url", &mock.url()]);
     flags.push("--api-key-file".into());
     flags.push(key.display().to_string());
-    flags.push("--max-concurrency".into());
-    flags.push(max_concurrency.to_string());
     flags
 }
 
@@ -308,8 +307,11 @@ fn a_thousand_branches_spread_over_two_workers_and_each_names_its_node() {
 fn one_gate_for_the_cluster_a_50_in_flight_limit_stays_50_over_three_nodes() {
     let (_rt, mock) = mock(Duration::from_millis(100), Some(50));
     let dir = tempfile::tempdir().unwrap();
-    let provider = on_mock(&mock, dir.path(), 50);
-    let o = Orchestrator::start(&provider, &["--local-capacity", "100"]);
+    let provider = on_mock(&mock, dir.path());
+    let o = Orchestrator::start(
+        &provider,
+        &["--local-capacity", "100", "--max-concurrency", "50"],
+    );
     let _w1 = o.worker("w1");
     let _w2 = o.worker("w2");
     o.until("both workers up", |s| {
@@ -332,7 +334,7 @@ fn a_worker_killed_mid_run_is_node_down_retried_elsewhere_under_partial_and_fail
 {
     let (_rt, mock) = mock(Duration::from_secs(2), None);
     let dir = tempfile::tempdir().unwrap();
-    let provider = on_mock(&mock, dir.path(), 64);
+    let provider = on_mock(&mock, dir.path());
     let o = Orchestrator::start(
         &provider,
         &["--local-capacity", "0", "--crash-retries", "1"],
@@ -388,7 +390,7 @@ fn a_worker_killed_mid_run_is_node_down_retried_elsewhere_under_partial_and_fail
 fn a_frozen_worker_misses_the_heartbeat_is_lost_and_takes_work_again_once_it_rejoins() {
     let (_rt, mock) = mock(Duration::from_secs(2), None);
     let dir = tempfile::tempdir().unwrap();
-    let provider = on_mock(&mock, dir.path(), 64);
+    let provider = on_mock(&mock, dir.path());
     let o = Orchestrator::start(
         &provider,
         &[
@@ -504,4 +506,22 @@ fn with_certificates_sessions_use_mutual_tls_and_nodes_without_the_cas_certifica
     }
     let status = o.cluster_status();
     assert_eq!(status["nodes"].as_array().unwrap().len(), 2, "{status:#}");
+}
+
+#[test]
+fn a_worker_refuses_admission_flags_that_only_the_orchestrators_gate_can_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    let cookie = dir.path().join("cookie");
+    std::fs::write(&cookie, "secret").unwrap();
+    for flag in [["--rpm", "10"], ["--max-concurrency", "8"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(["worker", "--join", "127.0.0.1:9", "--cookie-file"])
+            .arg(&cookie)
+            .args(flag)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("do nothing on a worker"), "{stderr}");
+    }
 }

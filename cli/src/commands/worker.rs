@@ -1,6 +1,6 @@
 //! `fanfare worker`: a node that hosts specialists for a cluster's orchestrator.
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use fanfare::agent::spec;
 use fanfare_cluster::{read_cookie, NodeConfig, Worker, WorkerConfig};
 
@@ -10,6 +10,13 @@ use crate::setup::{runtime_builder, Admit};
 use crate::signals::stop_requested;
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<bool> {
+    let r = &args.runtime;
+    if r.rpm.is_some() || r.tpm.is_some() || r.max_concurrency != 64 {
+        bail!(
+            "--max-concurrency, --rpm and --tpm do nothing on a worker: its model calls are \
+admitted by the orchestrator's gate, so give them to `fanfare serve`"
+        );
+    }
     let cookie = read_cookie(&args.cookie_file).context("--cookie-file")?;
     let name = args
         .name
