@@ -151,6 +151,15 @@ impl Orchestrator {
         worker
     }
 
+    /// Workers `w1` and `w2`, once the orchestrator lists both.
+    fn two_workers(&self) -> [Proc; 2] {
+        let workers = [self.worker("w1"), self.worker("w2")];
+        self.until("both workers up", |s| {
+            s["nodes"].as_array().unwrap().len() == 3
+        });
+        workers
+    }
+
     fn worker_args(&self, name: &str, extra: &[String]) -> Vec<String> {
         let mut args = strings(&["worker", "--join", &self.cluster, "--name", name]);
         args.extend(extra.iter().cloned());
@@ -289,11 +298,7 @@ fn on_mock(mock: &fanfare_mock::MockServer, dir: &Path) -> Vec<String> {
 #[test]
 fn a_thousand_branches_spread_over_two_workers_and_each_names_its_node() {
     let o = Orchestrator::start(&[], &["--local-capacity", "0"]);
-    let _w1 = o.worker("w1");
-    let _w2 = o.worker("w2");
-    o.until("both workers up", |s| {
-        s["nodes"].as_array().unwrap().len() == 3
-    });
+    let _workers = o.two_workers();
     let run = o.ended(&o.submit(&fan_out(1000, "fail-fast")));
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert!(failed(&run).is_empty());
@@ -312,11 +317,7 @@ fn one_gate_for_the_cluster_a_50_in_flight_limit_stays_50_over_three_nodes() {
         &provider,
         &["--local-capacity", "100", "--max-concurrency", "50"],
     );
-    let _w1 = o.worker("w1");
-    let _w2 = o.worker("w2");
-    o.until("both workers up", |s| {
-        s["nodes"].as_array().unwrap().len() == 3
-    });
+    let _workers = o.two_workers();
     let run = o.ended(&o.submit(&fan_out(1000, "fail-fast")));
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert!(failed(&run).is_empty());

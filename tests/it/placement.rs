@@ -72,14 +72,20 @@ fn node(lose: u32) -> Arc<FakeNode> {
     })
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_routed_branch_runs_there_and_the_report_names_each_branchs_node() {
+/// A runtime with agents `alpha` (routed to a node lost under its first `lose`
+/// branches) and `beta` (here).
+async fn routed(lose: u32) -> fanfare::Fanfare {
     let profiles = [("alpha", 10, 0.0), ("beta", 10, 0.0)];
-    let fanfare = builder(&sim(&profiles), &profiles)
-        .router(Arc::new(ToNode(node(0))))
+    builder(&sim(&profiles), &profiles)
+        .router(Arc::new(ToNode(node(lose))))
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_routed_branch_runs_there_and_the_report_names_each_branchs_node() {
+    let fanfare = routed(0).await;
     let report = fanfare
         .run(RunRequest::fan_out("q", ["alpha", "beta"]))
         .await
@@ -97,12 +103,7 @@ async fn a_routed_branch_runs_there_and_the_report_names_each_branchs_node() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_node_is_node_down_and_with_crash_retries_the_branch_is_placed_again() {
-    let profiles = [("alpha", 10, 0.0), ("beta", 10, 0.0)];
-    let fanfare = builder(&sim(&profiles), &profiles)
-        .router(Arc::new(ToNode(node(1))))
-        .start()
-        .await
-        .unwrap();
+    let fanfare = routed(1).await;
     let report = fanfare
         .run(
             RunRequest::fan_out("q", ["alpha", "beta"])
@@ -117,11 +118,7 @@ async fn a_lost_node_is_node_down_and_with_crash_retries_the_branch_is_placed_ag
     fanfare.shutdown().await;
 
     // Without crash retries, fail-fast ends the run naming the lost node.
-    let fanfare = builder(&sim(&profiles), &profiles)
-        .router(Arc::new(ToNode(node(1))))
-        .start()
-        .await
-        .unwrap();
+    let fanfare = routed(1).await;
     let report = fanfare
         .run(RunRequest::fan_out("q", ["alpha", "beta"]).policy(Policy::FailFast))
         .await
