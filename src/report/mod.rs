@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentError, RunId};
+use crate::agent::RunId;
 use crate::provider::{PriceTable, Usage};
 use crate::run::{
-    opt_secs, secs, BranchError, BranchOutcome, BranchRecord, Conflict, ItemRecord, MergeTree,
-    Policy, RunFailure, RunRecord, SynthesisError, SynthesisRecord,
+    opt_secs, secs, BranchOutcome, BranchRecord, Conflict, ItemRecord, MergeTree, Policy,
+    RunFailure, RunRecord, SubRun, SynthesisError, SynthesisRecord,
 };
 
 /// Whether a run succeeded under its policy.
@@ -94,6 +94,9 @@ pub struct BranchReport {
     /// The cluster node it ended on (absent outside a cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The report of the run it made, if its step runs a workflow whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Box<RunReport>>,
 }
 
 /// One item of a map step.
@@ -130,44 +133,21 @@ pub struct ItemReport {
     /// The cluster node it ended on (absent outside a cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The report of the run it made, if its step runs a workflow whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Box<RunReport>>,
 }
 
-/// Calls made for an outcome whose answer was not used, and how many of its
-/// attempts were refused for load (429 / 529).
-fn waste_of(outcome: &BranchOutcome) -> (u32, u32) {
-    let failed = |e: &crate::provider::ProviderError| {
-        let refused = std::iter::once(&e.kind)
-            .chain(&e.earlier)
-            .filter(|k| k.is_rate_limit())
-            .count() as u32;
-        (e.attempts, refused)
-    };
-    match outcome {
-        BranchOutcome::Ok(o) => (o.wasted_calls, o.rate_limited),
-        BranchOutcome::Failed {
-            error: BranchError::Agent(AgentError::Provider(e)),
-        } => failed(e),
-        BranchOutcome::TimedOut {
-            last_error: Some(e),
-            ..
-        } => failed(e),
-        _ => (0, 0),
+impl SubRun {
+    /// The nested run's own report.
+    pub fn report(&self) -> RunReport {
+        RunReport::new((*self.record).clone(), &self.prices)
     }
 }
 
-/// Attempts and tokens of an outcome.
-fn attempts_and_usage(outcome: &BranchOutcome) -> (u32, Usage) {
-    match outcome {
-        BranchOutcome::Ok(o) => (o.attempts, o.usage),
-        BranchOutcome::Failed {
-            error: BranchError::Agent(AgentError::Provider(e)),
-        } => (e.attempts, Usage::default()),
-        BranchOutcome::TimedOut {
-            last_error: Some(e),
-            ..
-        } => (e.attempts, Usage::default()),
-        _ => (0, Usage::default()),
-    }
+/// What a branch that ran a workflow whole cost: its run's, if that is known.
+fn nested_cost(run: &Option<Box<RunReport>>) -> Option<Option<f64>> {
+    run.as_ref().map(|r| r.totals.cost_usd)
 }
 
 fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Option<f64> {
@@ -179,12 +159,14 @@ fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Optio
 
 impl ItemReport {
     fn new(item: usize, r: ItemRecord, prices: &PriceTable) -> Self {
-        let (attempts, usage) = attempts_and_usage(&r.outcome);
-        let (wasted_calls, _) = waste_of(&r.outcome);
+        let (attempts, usage) = r.outcome.spent();
+        let (wasted_calls, _) = r.outcome.waste();
+        let run = r.sub_run.map(|s| Box::new(s.report()));
         Self {
             item,
             wasted_calls,
-            cost_usd: cost_of(&r.outcome, &usage, prices),
+            cost_usd: nested_cost(&run).unwrap_or_else(|| cost_of(&r.outcome, &usage, prices)),
+            run,
             error: r.outcome.problem(),
             outcome: r.outcome,
             start: r.started,
@@ -213,23 +195,25 @@ impl BranchReport {
             conflicts,
             reused,
             node,
+            sub_run,
         } = r;
+        let run = sub_run.map(|s| Box::new(s.report()));
         let items: Vec<ItemReport> = items
             .into_iter()
             .enumerate()
             .map(|(k, i)| ItemReport::new(k, i, prices))
             .collect();
-        let (attempts, usage) = attempts_and_usage(&outcome);
+        let (attempts, usage) = outcome.spent();
         let error = outcome.problem();
         let permit_wait =
             Duration::from_millis(outcome.output().map(|o| o.permit_wait_ms).unwrap_or(0));
         let cost_usd = if items.is_empty() {
-            cost_of(&outcome, &usage, prices)
+            nested_cost(&run).unwrap_or_else(|| cost_of(&outcome, &usage, prices))
         } else {
             items.iter().filter_map(|i| i.cost_usd).reduce(|a, b| a + b)
         };
         let wasted_calls = if items.is_empty() {
-            waste_of(&outcome).0
+            outcome.waste().0
         } else {
             items.iter().map(|i| i.wasted_calls).sum()
         };
@@ -254,6 +238,7 @@ impl BranchReport {
             conflicts,
             reused,
             node,
+            run,
         }
     }
 
@@ -438,11 +423,11 @@ impl RunReport {
             totals.attempts = totals.attempts.saturating_add(u64::from(b.attempts));
             totals.usage += b.usage;
             let (wasted, refused) = if b.items.is_empty() {
-                waste_of(&b.outcome)
+                b.outcome.waste()
             } else {
                 b.items
                     .iter()
-                    .map(|i| waste_of(&i.outcome))
+                    .map(|i| i.outcome.waste())
                     .fold((0, 0), |(w, r), (a, b)| (w + a, r + b))
             };
             totals.wasted_calls += u64::from(wasted);

@@ -13,9 +13,35 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::outcome::{BranchOutcome, RefusalReason};
-use super::request::Budget;
 use crate::provider::PriceTable;
+
+/// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
+/// tokens plus `branch_tokens`); a branch the remaining budget cannot cover ends
+/// `Refused` and is never sent. After it ends, the reservation is replaced by what
+/// it used. So a run overspends by at most what its calls in flight use beyond
+/// their estimates.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Most tokens (input + output) the run may use.
+    pub max_tokens: Option<u64>,
+    /// Most the run may cost, USD (priced with the runtime's price table).
+    pub max_cost_usd: Option<f64>,
+    /// Output tokens to reserve per branch, on top of its prompt.
+    pub branch_tokens: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max_tokens: None,
+            max_cost_usd: None,
+            branch_tokens: 512,
+        }
+    }
+}
 
 /// Which branch: a step, and an item of a map step.
 pub(crate) type BranchKey = (usize, Option<usize>);

@@ -17,9 +17,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::code::Conflict;
+use super::event::RunEvent;
 use super::launch::{Driver, Launched};
-use super::outcome::{BranchError, BranchOutcome, RunEvent, RunFailure, Unavailable};
-use super::record::BranchRecord;
+use super::outcome::{BranchError, BranchOutcome, RunFailure, Unavailable};
+use super::record::{BranchRecord, SubRun};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
 use super::step::MapSource;
 use super::stream;
@@ -96,6 +97,7 @@ pub(crate) async fn execute(
     let mut live = Launched::default();
     let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
     let mut nodes: HashMap<(usize, Option<usize>), String> = HashMap::new();
+    let mut sub_runs: HashMap<(usize, Option<usize>), SubRun> = HashMap::new();
     let mut warm = Warm::new(s.cache_warm);
     let mut warm_signal: Option<oneshot::Receiver<()>> = None;
     let mut release: Vec<Held> = Vec::new();
@@ -178,6 +180,7 @@ pub(crate) async fn execute(
                             outcome,
                             at,
                             late,
+                            sub_run: sub_runs.get(&(index, item)).cloned(),
                         });
                     }
                 }
@@ -206,6 +209,9 @@ pub(crate) async fn execute(
                     }
                     if let Some(node) = ended.node {
                         nodes.insert((ended.index, ended.item), node);
+                    }
+                    if let Some(sub) = ended.sub_run {
+                        sub_runs.insert((ended.index, ended.item), sub);
                     }
                     let at = since(ended.at);
                     release.extend(warm.ended(ended.index, ended.item));
@@ -267,6 +273,19 @@ pub(crate) async fn execute(
             Some(k) => {
                 if let Some(i) = r.items.get_mut(k) {
                     i.node = Some(node);
+                }
+            }
+        }
+    }
+    for ((index, item), sub) in sub_runs {
+        let Some(r) = records.get_mut(index) else {
+            continue;
+        };
+        match item {
+            None => r.sub_run = Some(sub),
+            Some(k) => {
+                if let Some(i) = r.items.get_mut(k) {
+                    i.sub_run = Some(sub);
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! Launching branches: what one run's branches need ([`Schedule`]), the task each
 //! branch gets (its input from its template, or the run's input and upstream
-//! outputs), its budget estimate, and spawning its call — an agent's, or a code
-//! function on the blocking pool — into the driver's `JoinSet`, or taking an earlier
-//! output instead.
+//! outputs), its budget estimate, and spawning its call — an agent's, a code
+//! function on the blocking pool, or a run of a whole workflow ([`Nested`]) — into
+//! the driver's `JoinSet`, or taking an earlier output instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,13 +13,16 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::branch::call_branch;
+use super::budget::Budget;
 use super::budget::Estimate;
 use super::code::{CodeInput, CodeRegistry, Conflict};
-use super::outcome::{BranchError, BranchOutcome, DeadlineKind, RunEvent};
+use super::event::RunEvent;
+use super::outcome::{BranchError, BranchOutcome, DeadlineKind};
 use super::placement::Router;
 use super::policy::Policy;
-use super::request::{Budget, Reuse};
-use super::step::{Action, Step};
+use super::record::SubRun;
+use super::request::Reuse;
+use super::step::{Action, Step, SubWorkflow};
 use super::stream;
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_tokens, DeltaSink, PriceTable, Usage};
@@ -48,6 +51,21 @@ pub(crate) struct Schedule<'a> {
     pub cache_warm: bool,
     /// Where branches run, in a cluster (`None`: all here).
     pub router: Option<&'a Arc<dyn Router>>,
+    /// What runs a step's workflow whole (`None`: such steps fail).
+    pub nested: Option<&'a Arc<dyn Nested>>,
+}
+
+/// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).
+pub(crate) trait Nested: Send + Sync {
+    /// Runs `flow` on `input` until `deadline`, its crashed branches retried up to
+    /// `crash_retries` times.
+    fn run(
+        &self,
+        flow: Arc<SubWorkflow>,
+        input: String,
+        deadline: Instant,
+        crash_retries: u32,
+    ) -> futures::future::BoxFuture<'static, SubRun>;
 }
 /// What one branch task returns.
 pub(super) struct Ended {
@@ -59,6 +77,8 @@ pub(super) struct Ended {
     pub(super) conflicts: Vec<Conflict>,
     /// The cluster node it ended on, if it ran in one.
     pub(super) node: Option<String>,
+    /// The run it made, if its step runs a workflow whole.
+    pub(super) sub_run: Option<SubRun>,
 }
 
 /// How much earlier than the branch deadline the task's own deadline is: enough for
@@ -200,6 +220,7 @@ impl Launched {
                     retries: 0,
                     conflicts: Vec::new(),
                     node: None,
+                    sub_run: None,
                 }))
             }
             None => dispatch(driver, &mut self.set, index, item, upstream, extra),
@@ -216,7 +237,17 @@ fn earlier<'a>(s: &Schedule<'a>, index: usize, item: Option<usize>) -> Option<&'
         .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
 }
 
-/// Spawns one branch: a code function on the blocking pool, or an agent's call.
+/// When a branch of `step` dispatched now must end, and which deadline that is.
+fn branch_deadline(s: &Schedule<'_>, step: &Step) -> (Instant, DeadlineKind) {
+    let timeout = step.timeout.unwrap_or(s.branch_timeout);
+    match Instant::now().checked_add(timeout) {
+        Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
+        _ => (s.deadline, DeadlineKind::Run),
+    }
+}
+
+/// Spawns one branch: a code function on the blocking pool, a workflow run whole,
+/// or an agent's call.
 fn dispatch(
     driver: &Driver<'_, '_>,
     set: &mut JoinSet<Ended>,
@@ -281,16 +312,47 @@ fn dispatch(
                     retries: 0,
                     conflicts,
                     node: None,
+                    sub_run: None,
+                }
+            })
+        }
+        Action::Workflow(flow) => {
+            let (deadline, _) = branch_deadline(s, step);
+            let input = driver.task(index, item, upstream).prompt();
+            let nested = s.nested.cloned();
+            let flow = flow.clone();
+            let crash_retries = s.crash_retries;
+            set.spawn(async move {
+                let (outcome, sub_run) = match nested {
+                    Some(nested) => {
+                        let sub = nested
+                            .run(flow.clone(), input, deadline, crash_retries)
+                            .await;
+                        (sub.outcome(&flow.name), Some(sub))
+                    }
+                    None => {
+                        let error = BranchError::Workflow {
+                            workflow: flow.name.clone(),
+                            reason: "this runtime cannot run a workflow inside a step".to_owned(),
+                        };
+                        (BranchOutcome::Failed { error }, None)
+                    }
+                };
+                Ended {
+                    index,
+                    item,
+                    outcome,
+                    at: Instant::now(),
+                    retries: 0,
+                    conflicts: Vec::new(),
+                    node: None,
+                    sub_run,
                 }
             })
         }
         Action::Agent(agent) => {
             let now = Instant::now();
-            let timeout = step.timeout.unwrap_or(s.branch_timeout);
-            let (deadline, kind) = match now.checked_add(timeout) {
-                Some(d) if d < s.deadline => (d, DeadlineKind::Branch),
-                _ => (s.deadline, DeadlineKind::Run),
-            };
+            let (deadline, kind) = branch_deadline(s, step);
             let mut task = driver.task(index, item, upstream);
             // A hair before the branch deadline, so that a model call cut by it
             // reports what it was doing before the branch gives up.
@@ -320,6 +382,7 @@ fn dispatch(
                     retries: called.retries,
                     conflicts: Vec::new(),
                     node: called.node,
+                    sub_run: None,
                 }
             })
         }

@@ -8,15 +8,17 @@
 //! decides the verdict, and the synthesiser merges ([`MergeStrategy`]).
 //!
 //! # Layout
-//! - `request`: [`RunRequest`], [`Budget`] and their errors; `step`: [`Step`] and
-//!   maps; `policy`: [`Policy`];
-//! - `outcome`: [`BranchOutcome`] and its reasons, [`RunFailure`], [`RunEvent`];
+//! - `request`: [`RunRequest`] and its errors; `step`: [`Step`], maps and the
+//!   [`SubWorkflow`] a step may run whole; `policy`: [`Policy`];
+//! - `outcome`: [`BranchOutcome`] and its reasons, [`RunFailure`]; `event`:
+//!   [`RunEvent`];
 //! - `scheduler`: the scheduling decisions, a pure state machine with table-driven
-//!   tests; `budget`: the run's token and cost ledger it consults;
+//!   tests; `budget`: [`Budget`] and the run's token and cost ledger it consults;
 //! - `execute`: the scheduler's async driver; `launch`: what a branch gets and how
 //!   it is spawned; `branch`: one branch's call; `warm`: the cache warm-up;
 //!   `stream`: streamed text as events;
-//! - `orchestrator`: the actor that accepts runs; `record`: what a run did;
+//! - `orchestrator`: the actor that accepts runs (and runs a step's workflow as a
+//!   run of its own); `record`: what a run did, and [`SubRun`];
 //! - `synthesis`: the synthesiser actor and the merge strategies (the LLM merge
 //!   made to fit its model's context window);
 //! - `template`: step input templates; `code`: code steps and their built-ins;
@@ -25,6 +27,7 @@
 mod branch;
 mod budget;
 mod code;
+mod event;
 mod execute;
 mod launch;
 mod orchestrator;
@@ -42,22 +45,24 @@ mod warm;
 pub mod workflow;
 
 pub(crate) use branch::call_here;
+pub use budget::Budget;
 pub use code::{CodeError, CodeFn, CodeInput, CodeOutput, CodeRegistry, Conflict};
+pub use event::RunEvent;
 pub(crate) use orchestrator::{Orchestrator, OrchestratorArgs, OrchestratorMsg};
 pub(crate) use outcome::{opt_secs, secs};
 pub use outcome::{
-    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunEvent, RunFailure,
-    Synthesis, SynthesisError, Unavailable,
+    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunFailure, Synthesis,
+    SynthesisError, Unavailable,
 };
 pub use placement::{NodeLost, Place, Placement, RemoteCall, RemoteSpecialist, Router};
 pub use policy::{ParsePolicyError, Policy};
+pub use record::SubRun;
 pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;
 pub use request::{
-    parse_duration, Budget, DurationError, Limit, RequestError, Reuse, RunError, RunRequest,
-    StepProblem,
+    parse_duration, DurationError, Limit, RequestError, Reuse, RunError, RunRequest, StepProblem,
 };
-pub use step::{Action, Map, MapSource, Step};
+pub use step::{Action, Map, MapSource, Step, SubWorkflow};
 pub(crate) use synthesis::{Learned, Synthesiser, SynthesiserMsg};
 pub use synthesis::{
     MergeNode, MergeStrategy, MergeTree, Scorer, WindowSource, MERGE_SYSTEM_PROMPT,

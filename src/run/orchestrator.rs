@@ -17,12 +17,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::code::CodeRegistry;
+use super::event::RunEvent;
 use super::execute::{self, Defer, Schedule};
-use super::outcome::{RunEvent, RunFailure, SynthesisError};
+use super::launch::Nested;
+use super::outcome::{RunFailure, SynthesisError};
 use super::placement::Router;
 use super::policy::Policy;
-use super::record::{RunRecord, SynthesisRecord};
+use super::record::{RunRecord, SubRun, SynthesisRecord};
 use super::request::{Known, RunError, RunRequest};
+use super::step::SubWorkflow;
 use super::stream;
 use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
 use crate::agent::RunId;
@@ -235,8 +238,35 @@ impl Actor for Orchestrator {
     }
 }
 
+/// Runs a step's workflow whole, as a run of its own on the same runtime (its
+/// events are not streamed; its record goes back in the branch's [`SubRun`]).
+struct NestedRuns(Arc<OrchestratorArgs>);
+
+impl Nested for NestedRuns {
+    fn run(
+        &self,
+        flow: Arc<SubWorkflow>,
+        input: String,
+        deadline: Instant,
+        crash_retries: u32,
+    ) -> futures::future::BoxFuture<'static, SubRun> {
+        let args = self.0.clone();
+        Box::pin(async move {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut request = RunRequest::for_branch(&flow, input, left);
+            request.crash_retries = crash_retries;
+            let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+            let record = execute_run(&args, run, request, None).await;
+            SubRun {
+                record: Arc::new(record),
+                prices: args.prices.clone(),
+            }
+        })
+    }
+}
+
 async fn execute_run(
-    args: &OrchestratorArgs,
+    args: &Arc<OrchestratorArgs>,
     run: RunId,
     request: RunRequest,
     events: Option<&mpsc::UnboundedSender<RunEvent>>,
@@ -252,6 +282,7 @@ async fn execute_run(
         }
         _ => (None, None),
     };
+    let nested: Arc<dyn Nested> = Arc::new(NestedRuns(args.clone()));
     let branches = execute::execute(
         Schedule {
             run,
@@ -271,6 +302,7 @@ async fn execute_run(
             reuse: &request.reuse,
             cache_warm: request.cache_warm,
             router: args.router.as_ref(),
+            nested: Some(&nested),
         },
         defer,
     );
@@ -347,7 +379,7 @@ async fn execute_run(
 
 /// What a merge needs from its run.
 struct Merge<'a> {
-    args: &'a OrchestratorArgs,
+    args: &'a Arc<OrchestratorArgs>,
     run: RunId,
     input: &'a str,
     started: Instant,

@@ -1,17 +1,14 @@
 //! How a branch ends ([`BranchOutcome`]), how a merge ends ([`Synthesis`],
-//! [`SynthesisError`]), why a run fails ([`RunFailure`]), and the events a run streams
-//! while it goes on ([`RunEvent`]).
+//! [`SynthesisError`]) and why a run fails ([`RunFailure`]).
 //!
 //! Every branch of every run ends in exactly one [`BranchOutcome`]; the scheduler
 //! never drops one, whatever the policy decides.
-
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::code::CodeError;
 use super::synthesis::fit::MergeTree;
-use crate::agent::{AgentError, AgentOutput, RunId};
+use crate::agent::{AgentError, AgentOutput};
 use crate::provider::{ProviderError, Usage};
 use crate::supervision::DownReason;
 
@@ -106,6 +103,44 @@ impl BranchOutcome {
         }
     }
 
+    /// Provider attempts and tokens it spent (what a failed call's error counted).
+    pub(crate) fn spent(&self) -> (u32, Usage) {
+        match self {
+            BranchOutcome::Ok(o) => (o.attempts, o.usage),
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Provider(e)),
+            }
+            | BranchOutcome::TimedOut {
+                last_error: Some(e),
+                ..
+            } => (e.attempts, Usage::default()),
+            _ => (0, Usage::default()),
+        }
+    }
+
+    /// Calls made for it whose answer was not used, and how many of its attempts
+    /// were refused for load (429 / 529).
+    pub(crate) fn waste(&self) -> (u32, u32) {
+        let failed = |e: &ProviderError| {
+            let refused = std::iter::once(&e.kind)
+                .chain(&e.earlier)
+                .filter(|k| k.is_rate_limit())
+                .count() as u32;
+            (e.attempts, refused)
+        };
+        match self {
+            BranchOutcome::Ok(o) => (o.wasted_calls, o.rate_limited),
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Provider(e)),
+            }
+            | BranchOutcome::TimedOut {
+                last_error: Some(e),
+                ..
+            } => failed(e),
+            _ => (0, 0),
+        }
+    }
+
     /// A one-line description of why the branch did not succeed (`None` if it did).
     pub fn problem(&self) -> Option<String> {
         match self {
@@ -164,6 +199,14 @@ pub enum BranchError {
     /// A code step failed.
     #[error("{0}")]
     Code(Box<CodeError>),
+    /// The workflow it ran whole did not succeed (its own report says how).
+    #[error("workflow `{workflow}` failed: {reason}")]
+    Workflow {
+        /// The workflow.
+        workflow: String,
+        /// Why its run failed, in one line.
+        reason: String,
+    },
     /// The specialist is not routable.
     #[error("specialist `{agent}` is unavailable: {reason}")]
     SpecialistUnavailable {
@@ -378,97 +421,6 @@ impl std::fmt::Display for CancelReason {
             CancelReason::CallerGone => f.write_str("the caller stopped waiting"),
         }
     }
-}
-
-/// What a run reports while it goes on, in completion order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RunEvent {
-    /// A branch was dispatched (for a map step, one event per item).
-    BranchStarted {
-        /// The run.
-        run: RunId,
-        /// The branch's position in the request.
-        index: u32,
-        /// For a map step: which item (`None`: the step itself).
-        #[serde(default)]
-        item: Option<u32>,
-        /// Its step's name.
-        agent: String,
-        /// When, since the run started.
-        #[serde(with = "secs")]
-        at: Duration,
-    },
-    /// More text of a branch's answer, as its model streams it (a live preview:
-    /// only for a caller that reads events, and from providers that stream; the
-    /// branch's answer is the text in its `BranchFinished`).
-    BranchDelta {
-        /// The run.
-        run: RunId,
-        /// The branch's position in the request.
-        index: u32,
-        /// For a map step: which item.
-        #[serde(default)]
-        item: Option<u32>,
-        /// Its step's name.
-        agent: String,
-        /// The model call's attempt this text belongs to: when it goes up, the call
-        /// was retried and the text of earlier attempts is void.
-        attempt: u32,
-        /// The new text.
-        text: String,
-    },
-    /// A branch reached its terminal state.
-    BranchFinished {
-        /// The run.
-        run: RunId,
-        /// The branch's position in the request.
-        index: u32,
-        /// For a map step: which item ended (`None`: the step itself).
-        #[serde(default)]
-        item: Option<u32>,
-        /// Its step's name (in a fan-out, its agent).
-        agent: String,
-        /// How it ended.
-        outcome: BranchOutcome,
-        /// When, since the run started.
-        #[serde(with = "secs")]
-        at: Duration,
-        /// It ended after the run had merged without it (soft deadline).
-        late: bool,
-    },
-    /// Synthesis began, with this many successful branches.
-    SynthesisStarted {
-        /// The run.
-        run: RunId,
-        /// Inputs to the merge.
-        branches_ok: usize,
-    },
-    /// More text of the final merge call's answer, as it streams (a live preview).
-    SynthesisDelta {
-        /// The run.
-        run: RunId,
-        /// The call's attempt this text belongs to (see `BranchDelta`).
-        attempt: u32,
-        /// The new text.
-        text: String,
-    },
-    /// Synthesis ended, with the merged text or why not. With a soft deadline this
-    /// comes before the stragglers' late `BranchFinished` events.
-    SynthesisFinished {
-        /// The run.
-        run: RunId,
-        /// The merged text, or why there is none.
-        result: Result<String, SynthesisError>,
-    },
-    /// The run is over; the report follows on the reply.
-    RunFinished {
-        /// The run.
-        run: RunId,
-        /// Whether it succeeded.
-        succeeded: bool,
-    },
 }
 
 /// A merged answer.

@@ -3,12 +3,14 @@
 //! turns it into the [`RunReport`](crate::report::RunReport) users read (derived
 //! counts, costs, rendering).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::code::Conflict;
-use super::outcome::{BranchOutcome, RunFailure, Synthesis, SynthesisError};
+use super::outcome::{BranchError, BranchOutcome, RunFailure, Synthesis, SynthesisError};
 use super::policy::Policy;
-use crate::agent::RunId;
+use crate::agent::{AgentOutput, RunId};
+use crate::provider::{PriceTable, Usage};
 
 /// One step of a run, as it ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +35,8 @@ pub(crate) struct BranchRecord {
     pub reused: bool,
     /// The cluster node it ended on, if it ran in one.
     pub node: Option<String>,
+    /// The run it made, if it runs a workflow whole.
+    pub sub_run: Option<SubRun>,
 }
 
 /// One item of a map step, as it ended.
@@ -47,9 +51,115 @@ pub(crate) struct ItemRecord {
     pub reused: bool,
     /// The cluster node it ended on, if it ran in one.
     pub node: Option<String>,
+    /// The run it made, if its step runs a workflow whole.
+    pub sub_run: Option<SubRun>,
 }
 
-/// The merge step, as it ended.
+/// The run a branch made by running a workflow whole
+/// ([`Action::Workflow`](crate::run::Action::Workflow)): its own report is
+/// [`SubRun::report`].
+#[derive(Clone)]
+pub struct SubRun {
+    pub(crate) record: Arc<RunRecord>,
+    pub(crate) prices: Arc<PriceTable>,
+}
+
+impl std::fmt::Debug for SubRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubRun")
+            .field("run", &self.record.run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubRun {
+    /// The nested run's id.
+    pub fn run_id(&self) -> RunId {
+        self.record.run
+    }
+
+    /// True if the nested run succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.record.failure.is_none()
+    }
+
+    /// What the branch that ran `workflow` whole answers: the merged text (without a
+    /// merge, the outputs of the workflow's ends, each under its step's name), with
+    /// everything the nested run spent; or its failure, in one line.
+    pub(crate) fn outcome(&self, workflow: &str) -> BranchOutcome {
+        let r = &*self.record;
+        if let Some(failure) = &r.failure {
+            let error = BranchError::Workflow {
+                workflow: workflow.to_owned(),
+                reason: failure.to_string(),
+            };
+            return BranchOutcome::Failed { error };
+        }
+        let mut out = AgentOutput::text(String::new());
+        let mut usage = Usage::default();
+        for b in &r.branches {
+            let outcomes: Vec<&BranchOutcome> = if b.items.is_empty() {
+                vec![&b.outcome]
+            } else {
+                b.items.iter().map(|i| &i.outcome).collect()
+            };
+            for o in outcomes {
+                let (attempts, spent) = o.spent();
+                let (wasted, refused) = o.waste();
+                out.attempts += attempts;
+                usage += spent;
+                out.wasted_calls += wasted;
+                out.rate_limited += refused;
+            }
+        }
+        out.text = match &r.synthesis {
+            Some(SynthesisRecord { result: Ok(s), .. }) => {
+                usage += s.usage;
+                s.text.clone()
+            }
+            _ => self.ends(),
+        };
+        out.usage = usage;
+        BranchOutcome::Ok(out)
+    }
+
+    /// The outputs of the steps no other step waits for, each under its name when
+    /// there are several.
+    fn ends(&self) -> String {
+        let r = &*self.record;
+        let mut end = vec![true; r.branches.len()];
+        for deps in &r.edges {
+            for &d in deps {
+                if let Some(e) = end.get_mut(d) {
+                    *e = false;
+                }
+            }
+        }
+        let ends: Vec<&BranchRecord> = r
+            .branches
+            .iter()
+            .zip(end)
+            .filter(|(_, e)| *e)
+            .map(|(b, _)| b)
+            .collect();
+        let text = |b: &BranchRecord| b.outcome.output().map(|o| o.text.clone());
+        match ends.as_slice() {
+            [one] => text(one).unwrap_or_default(),
+            many => many
+                .iter()
+                .filter_map(|b| Some(format!("## {}\n{}", b.step, text(b)?)))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        }
+    }
+}
+
+/// Two are equal when they hold the same run's record.
+impl PartialEq for SubRun {
+    fn eq(&self, other: &Self) -> bool {
+        self.record == other.record
+    }
+}
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct SynthesisRecord {
     /// `llm`, `code` or `best`.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::Budget;
 use super::policy::Policy;
-use super::step::{Action, MapSource, Step};
+use super::step::{Action, MapSource, Step, SubWorkflow};
 use super::synthesis::MergeStrategy;
 use crate::agent::AgentOutput;
 
@@ -59,31 +60,6 @@ pub struct Reuse {
     pub item: Option<u32>,
     /// What it answered.
     pub output: AgentOutput,
-}
-
-/// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
-/// tokens plus `branch_tokens`); a branch the remaining budget cannot cover ends
-/// `Refused` and is never sent. After it ends, the reservation is replaced by what
-/// it used. So a run overspends by at most what its calls in flight use beyond
-/// their estimates.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    /// Most tokens (input + output) the run may use.
-    pub max_tokens: Option<u64>,
-    /// Most the run may cost, USD (priced with the runtime's price table).
-    pub max_cost_usd: Option<f64>,
-    /// Output tokens to reserve per branch, on top of its prompt.
-    pub branch_tokens: u64,
-}
-
-impl Default for Budget {
-    fn default() -> Self {
-        Self {
-            max_tokens: None,
-            max_cost_usd: None,
-            branch_tokens: 512,
-        }
-    }
 }
 
 impl RunRequest {
@@ -170,6 +146,24 @@ impl RunRequest {
         self
     }
 
+    /// The run one branch of a step that runs `flow` whole makes: `flow` on
+    /// `input`, within `deadline`.
+    pub(crate) fn for_branch(flow: &SubWorkflow, input: String, deadline: Duration) -> Self {
+        Self {
+            input,
+            steps: flow.steps.clone(),
+            policy: flow.policy,
+            deadline,
+            branch_timeout: flow.branch_timeout.min(deadline),
+            merge: flow.merge.clone(),
+            crash_retries: 0,
+            budget: flow.budget,
+            soft_deadline: None,
+            reuse: Vec::new(),
+            cache_warm: flow.cache_warm,
+        }
+    }
+
     /// Checks the request against the agents known to the runtime, before anything
     /// is dispatched.
     pub(crate) fn validate(&self, known: &Known<'_>) -> Result<(), RequestError> {
@@ -201,6 +195,15 @@ impl RunRequest {
                         function: function.clone(),
                         known: known.code.to_vec(),
                     }));
+                }
+                Action::Workflow(flow) => {
+                    let inner = Self::for_branch(flow, String::new(), self.branch_timeout);
+                    if let Err(problem) = inner.validate(known) {
+                        return Err(bad(StepProblem::Workflow {
+                            workflow: flow.name.clone(),
+                            problem: Box::new(problem),
+                        }));
+                    }
                 }
                 _ => {}
             }
@@ -314,7 +317,7 @@ pub(crate) struct Known<'a> {
 }
 
 /// What is wrong with one step of a request.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StepProblem {
     /// Its input names a step whose name more than one step has.
@@ -345,6 +348,14 @@ pub enum StepProblem {
     /// A map whose quorum is 0.
     #[error("a map's quorum must be at least 1")]
     MapQuorum,
+    /// The workflow it runs whole is not a valid request.
+    #[error("its workflow `{workflow}` is not valid: {problem}")]
+    Workflow {
+        /// The workflow's name.
+        workflow: String,
+        /// What is wrong with it.
+        problem: Box<RequestError>,
+    },
     /// A map over a step it does not wait for.
     #[error("it maps over step {0}, which it does not wait for")]
     MapNotUpstream(usize),

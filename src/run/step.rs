@@ -1,13 +1,16 @@
 //! One step of a run: [`Step`] (an [`Action`], its dependencies, input, limits,
-//! schema) and a map step's [`Map`] over a [`MapSource`].
+//! schema), a map step's [`Map`] over a [`MapSource`], and a [`SubWorkflow`] a step
+//! runs whole.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::Budget;
 use super::outcome::opt_secs;
 use super::policy::Policy;
+use super::synthesis::MergeStrategy;
 use super::template::Template;
 use crate::provider::OutputSchema;
 
@@ -26,6 +29,67 @@ pub enum Action {
         #[serde(default)]
         options: serde_json::Value,
     },
+    /// Run this workflow whole, as a run of its own whose input is the branch's
+    /// input (in a map, the item): its steps, its policy, its merge. The branch's
+    /// answer is the merged text (without a merge, the outputs of the workflow's
+    /// last steps); the report keeps the nested run's own report. Not serialisable
+    /// (a merge strategy may hold a function).
+    #[serde(skip)]
+    Workflow(Arc<SubWorkflow>),
+}
+
+/// A workflow a step runs whole (see [`Action::Workflow`]): a
+/// [`RunRequest`](crate::run::RunRequest) without its input and deadline, which each
+/// branch gives.
+#[derive(Clone, Debug)]
+pub struct SubWorkflow {
+    /// Its name, for reports and errors.
+    pub name: String,
+    /// Its steps.
+    pub steps: Vec<Step>,
+    /// Its policy for failed branches.
+    pub policy: Policy,
+    /// Each of its branches' timeout (capped by the step's deadline).
+    pub branch_timeout: Duration,
+    /// How its ends are merged (`None`: not merged).
+    pub merge: Option<MergeStrategy>,
+    /// Each run's caps (one run per branch, so per item in a map).
+    pub budget: Option<Budget>,
+    /// Warm the prompt cache with its first branch (see
+    /// [`RunRequest::cache_warm`](crate::run::RunRequest::cache_warm)).
+    pub cache_warm: bool,
+}
+
+impl SubWorkflow {
+    /// A workflow of these steps: fail-fast, the default branch timeout, no merge.
+    pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Self {
+        Self {
+            name: name.into(),
+            steps,
+            policy: Policy::FailFast,
+            branch_timeout: Duration::from_secs(60),
+            merge: None,
+            budget: None,
+            cache_warm: false,
+        }
+    }
+}
+
+/// Two sub-workflows are equal when they are the same value or have the same name,
+/// steps, policy, timeout, budget and kind of merge (a merge's scorer function
+/// cannot be compared).
+impl PartialEq for SubWorkflow {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+            || (self.name == other.name
+                && self.steps == other.steps
+                && self.policy == other.policy
+                && self.branch_timeout == other.branch_timeout
+                && self.budget == other.budget
+                && self.cache_warm == other.cache_warm
+                && self.merge.as_ref().map(MergeStrategy::label)
+                    == other.merge.as_ref().map(MergeStrategy::label))
+    }
 }
 
 /// Fanning one step out over a list: one branch per item.
@@ -141,19 +205,29 @@ impl Step {
         self
     }
 
+    /// A step that runs `workflow` whole (and is named after it).
+    pub fn workflow(workflow: SubWorkflow) -> Self {
+        Self {
+            name: workflow.name.clone(),
+            action: Action::Workflow(Arc::new(workflow)),
+            ..Self::agent("")
+        }
+    }
+
     /// The specialist it asks, if it asks one.
     pub fn agent_name(&self) -> Option<&str> {
         match &self.action {
             Action::Agent(a) => Some(a),
-            Action::Code { .. } => None,
+            Action::Code { .. } | Action::Workflow(_) => None,
         }
     }
 
-    /// The agent's name, or `code:FUNCTION`.
+    /// The agent's name, `code:FUNCTION` or `workflow:NAME`.
     pub fn doer(&self) -> String {
         match &self.action {
             Action::Agent(a) => a.clone(),
             Action::Code { function, .. } => format!("code:{function}"),
+            Action::Workflow(w) => format!("workflow:{}", w.name),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::outcome::RunEvent;
+use super::event::RunEvent;
 use crate::agent::RunId;
 use crate::provider::{Delta, DeltaSink};
 

@@ -13,6 +13,7 @@ mod events;
 mod graph;
 mod llama;
 mod merge_fit;
+mod nested;
 mod placement;
 mod policies;
 mod providers;

@@ -120,7 +120,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
                                 .iter()
                                 .find(|x| &x.name == a)
                                 .map_or(512, |x| x.max_tokens),
-                            Action::Code { .. } => 512,
+                            Action::Code { .. } | Action::Workflow(_) => 512,
                         };
                         Some("word ".repeat((max as usize * 3) / 4))
                     })

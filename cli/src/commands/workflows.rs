@@ -29,6 +29,7 @@ pub fn doing(step: &WorkflowStep) -> String {
     let what = match &step.action {
         Action::Agent(a) => format!("agent {a}"),
         Action::Code { function, .. } => format!("code {function}"),
+        Action::Workflow(w) => format!("workflow {}", w.name),
     };
     match &step.map {
         None => what,
@@ -43,10 +44,20 @@ pub fn doing(step: &WorkflowStep) -> String {
 }
 
 /// A step's expected latency in seconds: its agent's simulated latency (plus half
-/// its jitter) when the spec gives one, else one second; a code step takes none.
+/// its jitter) when the spec gives one, else one second; a code step takes none; a
+/// workflow run whole, the sum over its steps (a bound: some may run together).
 pub fn latency(step: &WorkflowStep, specs: &[AgentSpec]) -> f64 {
-    match &step.action {
+    action_latency(&step.action, specs)
+}
+
+fn action_latency(action: &Action, specs: &[AgentSpec]) -> f64 {
+    match action {
         Action::Code { .. } => 0.0,
+        Action::Workflow(w) => w
+            .steps
+            .iter()
+            .map(|s| action_latency(&s.action, specs))
+            .sum(),
         Action::Agent(a) => specs
             .iter()
             .find(|s| &s.name == a)

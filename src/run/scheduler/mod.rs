@@ -28,11 +28,11 @@ mod map;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::budget::Budget;
 use super::budget::{BranchKey, Estimate, Ledger};
 use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure};
 use super::policy::Policy;
 use super::record::{BranchRecord, ItemRecord};
-use super::request::Budget;
 use super::step::Step;
 use crate::agent::{AgentOutput, UpstreamOutput};
 use crate::provider::PriceTable;
@@ -301,11 +301,13 @@ impl<'a> Scheduler<'a> {
                         late: e.late,
                         reused: false,
                         node: None,
+                        sub_run: None,
                     })
                     .collect(),
                 conflicts: Vec::new(),
                 reused: false,
                 node: None,
+                sub_run: None,
             })
             .collect();
         (records, self.failure)
