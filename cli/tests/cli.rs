@@ -309,6 +309,26 @@ fn batch_writes_one_line_per_document_with_its_index_and_resumes() {
     );
     assert!(lines[5]["reason"].as_str().unwrap().contains("cannot read"));
     assert_eq!(lines[0]["report"]["totals"]["ok"], 2);
+    // A document's run is an item of one map: each has a run (and id) of its own,
+    // and never more than --concurrency of them overlap.
+    let spans: Vec<(f64, f64)> = lines[..5]
+        .iter()
+        .map(|l| {
+            let start = l["report"]["started_at_unix_s"].as_f64().unwrap();
+            (start, start + l["report"]["wall_s"].as_f64().unwrap())
+        })
+        .collect();
+    let ids: std::collections::HashSet<u64> = lines[..5]
+        .iter()
+        .map(|l| l["report"]["run_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "one run per document");
+    for &(start, _) in &spans {
+        // Shrunk by a millisecond: a run that ends as the next starts is not overlap.
+        let at = start + 0.001;
+        let running = spans.iter().filter(|(s, e)| *s <= at && at < *e).count();
+        assert!(running <= 2, "{running} documents at once: {spans:?}");
+    }
     // Resume: everything already in the file is skipped.
     let again = batch(&[]);
     let stderr = String::from_utf8_lossy(&again.stderr);

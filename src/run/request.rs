@@ -158,9 +158,26 @@ impl RunRequest {
             merge: flow.merge.clone(),
             crash_retries: 0,
             budget: flow.budget,
-            soft_deadline: None,
+            soft_deadline: flow.soft_deadline,
             reuse: Vec::new(),
             cache_warm: flow.cache_warm,
+        }
+    }
+
+    /// This request as a workflow a step runs whole ([`Step::workflow`]) under
+    /// `name`: its steps, policy, branch timeout, merge, budget, soft deadline and
+    /// cache warm-up. Its input, deadline and crash retries are the branch's (the
+    /// step's input and timeout, the parent run's crash retries).
+    pub fn into_workflow(self, name: impl Into<String>) -> SubWorkflow {
+        SubWorkflow {
+            name: name.into(),
+            steps: self.steps,
+            policy: self.policy,
+            branch_timeout: self.branch_timeout,
+            merge: self.merge,
+            budget: self.budget,
+            cache_warm: self.cache_warm,
+            soft_deadline: self.soft_deadline,
         }
     }
 

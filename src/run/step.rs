@@ -58,6 +58,9 @@ pub struct SubWorkflow {
     /// Warm the prompt cache with its first branch (see
     /// [`RunRequest::cache_warm`](crate::run::RunRequest::cache_warm)).
     pub cache_warm: bool,
+    /// Merge without stragglers after this long (see
+    /// [`RunRequest::soft_deadline`](crate::run::RunRequest::soft_deadline)).
+    pub soft_deadline: Option<Duration>,
 }
 
 impl SubWorkflow {
@@ -71,12 +74,13 @@ impl SubWorkflow {
             merge: None,
             budget: None,
             cache_warm: false,
+            soft_deadline: None,
         }
     }
 }
 
-/// Two sub-workflows are equal when they are the same value or have the same name,
-/// steps, policy, timeout, budget and kind of merge (a merge's scorer function
+/// Two sub-workflows are equal when they are the same value or have the same
+/// settings and kind of merge (a merge's scorer function
 /// cannot be compared).
 impl PartialEq for SubWorkflow {
     fn eq(&self, other: &Self) -> bool {
@@ -87,6 +91,7 @@ impl PartialEq for SubWorkflow {
                 && self.branch_timeout == other.branch_timeout
                 && self.budget == other.budget
                 && self.cache_warm == other.cache_warm
+                && self.soft_deadline == other.soft_deadline
                 && self.merge.as_ref().map(MergeStrategy::label)
                     == other.merge.as_ref().map(MergeStrategy::label))
     }

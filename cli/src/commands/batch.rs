@@ -1,7 +1,14 @@
 //! `fanfare batch`: many documents, each a fan-out, at most N at once; resumable.
 //!
+//! A batch is one run with one map step over the documents whose step runs the
+//! workflow whole ([`Step::workflow`]): the same map every workflow uses, so the
+//! documents share the runtime's admission and cancellation, and each document's
+//! run ends with a report of its own, carried by its item's event.
+//!
 //! - The request is checked once before any document runs: a configuration error
 //!   (say `--policy partial:99`) exits 2 and writes nothing.
+//! - Every document is read before the first one runs; one that cannot be read (or
+//!   is empty) gets its failed line at once and the others run.
 //! - Each document is named by the path given and identified by its canonical path,
 //!   so `docs/x` and `./docs/x` run once; `--out` may not be one of the inputs.
 //! - Results are written as documents finish (completion order; each line carries its
@@ -16,9 +23,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use fanfare::run::{Map, MapSource};
+use fanfare::{Policy, RunEvent, RunReport, RunRequest, Step};
 
 use crate::args::BatchArgs;
-use crate::plan::request_for;
+use crate::plan::{request_for, Plan};
 use crate::setup::{prepare, print_admission, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
@@ -106,8 +115,107 @@ fn already_done(out: &Path, retry_failed: bool) -> anyhow::Result<HashSet<String
         .collect())
 }
 
+/// The line of a document that ended, with or without a report of its run.
+fn line_for(doc: &Document, outcome: Result<RunReport, String>) -> BatchLine {
+    let (status, reason, report) = match outcome {
+        Ok(report) => match &report.status {
+            fanfare::RunStatus::Succeeded => ("succeeded", None, Some(report)),
+            fanfare::RunStatus::Failed { reason } => {
+                ("failed", Some(reason.to_string()), Some(report))
+            }
+        },
+        Err(reason) => ("failed", Some(reason), None),
+    };
+    BatchLine {
+        document: doc.shown.clone(),
+        path: Some(doc.key.clone()),
+        index: doc.index,
+        status: status.to_owned(),
+        reason,
+        report,
+    }
+}
+
+/// The batch as one run: a map step over `texts`, each item running `template`
+/// whole within `--deadline`, `concurrency` at once, every item let to finish.
+fn batch_request(
+    template: RunRequest,
+    name: String,
+    texts: Vec<String>,
+    concurrency: usize,
+) -> RunRequest {
+    let per_document = template.deadline;
+    let crash_retries = template.crash_retries;
+    let mut step = Step::workflow(template.into_workflow(name))
+        .named("documents")
+        .map(Map {
+            over: MapSource::Items(texts),
+            concurrency,
+            policy: Policy::TolerantPartial { quorum: 1 },
+        });
+    step.timeout = Some(per_document);
+    let mut request = RunRequest::fan_out(String::new(), Vec::<String>::new())
+        .deadline(RunRequest::LONGEST)
+        .branch_timeout(per_document)
+        .crash_retries(crash_retries);
+    request.steps = vec![step];
+    request
+}
+
+/// Where the lines go: the output file, and what has been written so far.
+struct Output<'a> {
+    file: std::fs::File,
+    path: &'a Path,
+    bar: Option<indicatif::ProgressBar>,
+    ok: usize,
+    failed: usize,
+    finished: usize,
+    total: usize,
+    usage: fanfare::provider::Usage,
+    cost: f64,
+}
+
+impl Output<'_> {
+    /// Appends `line` in one `write`, so a line is either whole or (after a kill)
+    /// the last, partial one, which a rerun ignores.
+    fn write(&mut self, line: &BatchLine) -> anyhow::Result<()> {
+        self.finished += 1;
+        if let Some(report) = &line.report {
+            self.usage += report.totals.usage;
+            self.cost += report.totals.cost_usd.unwrap_or(0.0);
+        }
+        if line.status == "succeeded" {
+            self.ok += 1
+        } else {
+            self.failed += 1
+        }
+        let mut bytes = serde_json::to_vec(line)?;
+        bytes.push(b'\n');
+        self.file
+            .write_all(&bytes)
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(format!("{} ok, {} failed", self.ok, self.failed));
+                bar.inc(1);
+            }
+            None => {
+                let verdict = match &line.reason {
+                    None => "ok".to_owned(),
+                    Some(r) => format!("FAILED: {r}"),
+                };
+                eprintln!(
+                    "fanfare: [{}/{}] {}: {verdict}",
+                    self.finished, self.total, line.document
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
-    use futures::StreamExt;
     use std::io::IsTerminal;
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
@@ -128,18 +236,27 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         gate,
     } = prepare(&args.common).await?;
     // A configuration error fails every document the same way: say so once, run none.
-    let checked = request_for(&args.common, "check".to_owned(), &plan, None)
-        .and_then(|r| fanfare.validate(&r).map_err(anyhow::Error::from));
-    if let Err(e) = checked {
-        fanfare.shutdown().await;
-        return Err(e);
-    }
-    let mut out = std::fs::OpenOptions::new()
+    let checked = request_for(&args.common, "check".to_owned(), &plan, None).and_then(|r| {
+        fanfare.validate(&r)?;
+        Ok(r)
+    });
+    let template = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            fanfare.shutdown().await;
+            return Err(e);
+        }
+    };
+    let name = match &plan {
+        Plan::FanOut(_) => "fan-out".to_owned(),
+        Plan::Workflow(w) => w.name.clone(),
+    };
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.out)
         .with_context(|| format!("opening {}", args.out.display()))?;
-    match out.try_lock() {
+    match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => bail!(
             "{} is being written by another batch; wait for it or choose another --out",
@@ -156,9 +273,8 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         .collect();
     let skipped = args.files.len() - todo.len();
     let started = std::time::Instant::now();
-    let total = todo.len();
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
+        let bar = indicatif::ProgressBar::new(todo.len() as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} documents · {elapsed} · {msg}",
         ) {
@@ -166,93 +282,74 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         }
         bar
     });
-    let common = &args.common;
-    let plan = &plan;
-    let runs = futures::stream::iter(todo)
-        .map(|doc| {
-            let fanfare = fanfare.clone();
-            async move {
-                let result = match std::fs::read_to_string(&doc.path) {
-                    Err(e) => Err(format!("cannot read {}: {e}", doc.shown)),
-                    Ok(text) if text.trim().is_empty() => Err(format!("{} is empty", doc.shown)),
-                    Ok(text) => match request_for(common, text, plan, None) {
-                        Ok(request) => fanfare.run(request).await.map_err(|e| e.to_string()),
-                        Err(e) => Err(format!("{e:#}")),
-                    },
-                };
-                (doc, result)
+    let mut out = Output {
+        file,
+        path: &args.out,
+        bar,
+        ok: 0,
+        failed: 0,
+        finished: 0,
+        total: todo.len(),
+        usage: fanfare::provider::Usage::default(),
+        cost: 0.0,
+    };
+    // Documents that cannot run are written now; the rest are the map's items.
+    let mut runnable = Vec::new();
+    let mut texts = Vec::new();
+    for doc in todo {
+        match std::fs::read_to_string(&doc.path) {
+            Err(e) => out.write(&line_for(
+                &doc,
+                Err(format!("cannot read {}: {e}", doc.shown)),
+            ))?,
+            Ok(text) if text.trim().is_empty() => {
+                out.write(&line_for(&doc, Err(format!("{} is empty", doc.shown))))?
             }
-        })
-        .buffer_unordered(args.concurrency);
-    let mut runs = Box::pin(runs);
-    let (mut ok, mut failed, mut usage, mut cost) =
-        (0usize, 0usize, fanfare::provider::Usage::default(), 0.0f64);
-    let mut finished = 0usize;
+            Ok(text) => {
+                runnable.push(doc);
+                texts.push(text);
+            }
+        }
+    }
     let stop = stop_requested();
     tokio::pin!(stop);
     let mut interrupted = None;
-    loop {
-        let next = tokio::select! {
-            n = runs.next() => n,
-            signal = &mut stop => { interrupted = Some(signal); None }
-        };
-        let Some((doc, result)) = next else { break };
-        finished += 1;
-        let line = match result {
-            Ok(report) => {
-                usage += report.totals.usage;
-                cost += report.totals.cost_usd.unwrap_or(0.0);
-                let (status, reason) = match &report.status {
-                    fanfare::RunStatus::Succeeded => ("succeeded", None),
-                    fanfare::RunStatus::Failed { reason } => ("failed", Some(reason.to_string())),
-                };
-                BatchLine {
-                    document: doc.shown.clone(),
-                    path: Some(doc.key.clone()),
-                    index: doc.index,
-                    status: status.to_owned(),
-                    reason,
-                    report: Some(report),
-                }
-            }
-            Err(reason) => BatchLine {
-                document: doc.shown.clone(),
-                path: Some(doc.key.clone()),
-                index: doc.index,
-                status: "failed".to_owned(),
-                reason: Some(reason),
-                report: None,
-            },
-        };
-        if line.status == "succeeded" {
-            ok += 1
-        } else {
-            failed += 1
+    if !runnable.is_empty() {
+        let request = batch_request(template, name, texts, args.concurrency);
+        let mut run = fanfare.start_run(request);
+        loop {
+            let event = tokio::select! {
+                e = run.events.recv() => e,
+                signal = &mut stop => { interrupted = Some(signal); None }
+            };
+            let Some(event) = event else { break };
+            let RunEvent::BranchFinished {
+                item: Some(k),
+                outcome,
+                sub_run,
+                ..
+            } = event
+            else {
+                continue;
+            };
+            let Some(doc) = runnable.get(k as usize) else {
+                continue;
+            };
+            let result = match sub_run {
+                Some(sub) => Ok(sub.report()),
+                None => Err(outcome
+                    .problem()
+                    .unwrap_or_else(|| "ended without running".to_owned())),
+            };
+            out.write(&line_for(doc, result))?;
         }
-        let verdict = match &line.reason {
-            None => "ok".to_owned(),
-            Some(r) => format!("FAILED: {r}"),
-        };
-        // One write per line, so a line is either whole or (after a kill) the last,
-        // partial one, which a rerun ignores.
-        let mut bytes = serde_json::to_vec(&line)?;
-        bytes.push(b'\n');
-        out.write_all(&bytes)
-            .and_then(|()| out.flush())
-            .with_context(|| format!("writing {}", args.out.display()))?;
-        match &bar {
-            Some(bar) => {
-                bar.set_message(format!("{ok} ok, {failed} failed"));
-                bar.inc(1);
-            }
-            None => eprintln!("fanfare: [{finished}/{total}] {}: {verdict}", doc.shown),
-        }
+        // Dropping the run cancels the documents still in flight (and aborts their
+        // model calls).
+        drop(run);
     }
-    if let Some(bar) = bar {
+    if let Some(bar) = out.bar.take() {
         bar.finish_and_clear();
     }
-    // Dropping the runs still in flight cancels them (and aborts their model calls).
-    drop(runs);
     let drain = if interrupted.is_some() {
         std::time::Duration::ZERO
     } else {
@@ -260,10 +357,13 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     };
     fanfare.clone().shutdown_with_drain(drain).await;
     eprintln!(
-        "batch: {ok} ok, {failed} failed, {skipped} skipped (already in {}) · tokens {} in / {} out · cost ${cost:.4} · {:.1}s",
+        "batch: {} ok, {} failed, {skipped} skipped (already in {}) · tokens {} in / {} out · cost ${:.4} · {:.1}s",
+        out.ok,
+        out.failed,
         args.out.display(),
-        usage.input_tokens,
-        usage.output_tokens,
+        out.usage.input_tokens,
+        out.usage.output_tokens,
+        out.cost,
         started.elapsed().as_secs_f64()
     );
     print_admission(gate.as_ref());
@@ -271,10 +371,11 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         return Err(Interrupted {
             signal,
             what: format!(
-                "{finished} of {total} documents finished and were written; the rest were cancelled. Run the same command again to resume"
+                "{} of {} documents finished and were written; the rest were cancelled. Run the same command again to resume",
+                out.finished, out.total
             ),
         }
         .into());
     }
-    Ok(failed == 0)
+    Ok(out.failed == 0)
 }
