@@ -74,19 +74,33 @@ impl Notes {
 /// then the conflicts and the missing branches with their reasons.
 pub(crate) fn merge_prompt(input: &str, sections: &[Section], notes: &Notes) -> String {
     let mut s = format!("Task:\n{input}\n");
-    for sec in sections {
-        s.push_str(&format!("\n## {}\n{}\n", sec.label, sec.text.trim()));
-    }
+    push_sections(&mut s, sections);
     notes.write_to(&mut s);
     s
+}
+
+/// Appends each section under its label, sized once (a 10,000-branch merge prompt
+/// is megabytes: no copy per section, no regrowth).
+fn push_sections(s: &mut String, sections: &[Section]) {
+    s.reserve(
+        sections
+            .iter()
+            .map(|x| x.label.len() + x.text.len() + 6)
+            .sum(),
+    );
+    for sec in sections {
+        s.push_str("\n## ");
+        s.push_str(&sec.label);
+        s.push('\n');
+        s.push_str(sec.text.trim());
+        s.push('\n');
+    }
 }
 
 /// The user message of a partial merge: the task and this group's outputs.
 pub(crate) fn part_prompt(input: &str, sections: &[Section]) -> String {
     let mut s = format!("Task:\n{input}\n\nThe analyses of this part:\n");
-    for sec in sections {
-        s.push_str(&format!("\n## {}\n{}\n", sec.label, sec.text.trim()));
-    }
+    push_sections(&mut s, sections);
     s
 }
 

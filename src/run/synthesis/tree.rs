@@ -310,14 +310,19 @@ impl LlmMerge {
 /// The outputs to merge, labelled by step; a name several branches share (a
 /// fan-out of one agent) is numbered (`reviewer #2`).
 fn sections(branches: &[MergeBranch]) -> Vec<Section> {
-    let shared = |name: &str| branches.iter().filter(|b| b.agent == name).count() > 1;
+    // Counted once: asking per branch how many share its name was quadratic (10^8
+    // comparisons for a 10,000-branch merge).
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for b in branches {
+        *count.entry(b.agent.as_str()).or_default() += 1;
+    }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     branches
         .iter()
         .filter_map(|b| {
             let n = seen.entry(b.agent.as_str()).or_default();
             *n += 1;
-            let label = if shared(&b.agent) {
+            let label = if count[b.agent.as_str()] > 1 {
                 format!("{} #{n}", b.agent)
             } else {
                 b.agent.clone()

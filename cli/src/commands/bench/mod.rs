@@ -247,6 +247,7 @@ async fn reqwest_case(
     while let Some(r) = set.join_next().await {
         replies.push(r.ok().flatten());
     }
+    let fanned = t0.elapsed();
     let ok = replies.iter().filter(|r| r.is_some()).count();
     let merged: String = replies
         .iter()
@@ -264,6 +265,13 @@ async fn reqwest_case(
         .send()
         .await?
         .error_for_status()?;
+    if std::env::var_os("FANFARE_BENCH_DEBUG").is_some() {
+        eprintln!(
+            "n={n} (reqwest): last branch end {fanned:?}, merge {:?}, wall {:?}",
+            t0.elapsed() - fanned,
+            t0.elapsed()
+        );
+    }
     Ok((t0.elapsed(), ok, n - ok))
 }
 
