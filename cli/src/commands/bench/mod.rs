@@ -257,14 +257,22 @@ async fn reqwest_case(
         .collect();
     let body = json!({"model": "bench-model", "max_tokens": 512, "system": "Merge these.",
                       "messages": [{"role": "user", "content": merged}]});
-    client
+    // A client needs the merged text: read and parse the answer, as fanfare does
+    // (until 2026-11-27 the reference stopped at the status line).
+    let merged: serde_json::Value = client
         .post(&url)
         .header("x-api-key", "bench")
         .header("anthropic-version", "2023-06-01")
         .json(&body)
         .send()
         .await?
-        .error_for_status()?;
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        merged.pointer("/content/0/text").is_some(),
+        "the merge call answered no text"
+    );
     if std::env::var_os("FANFARE_BENCH_DEBUG").is_some() {
         eprintln!(
             "n={n} (reqwest): last branch end {fanned:?}, merge {:?}, wall {:?}",
