@@ -43,8 +43,9 @@ pub struct Task {
     pub branch: BranchId,
     /// The task text, as the caller gave it.
     pub input: String,
-    /// Outputs of the steps this one depends on (empty in a plain fan-out).
-    pub upstream: Vec<UpstreamOutput>,
+    /// Outputs of the steps this one depends on (empty in a plain fan-out). Shared:
+    /// every item of a map step holds the same list, not a copy each.
+    pub upstream: std::sync::Arc<[UpstreamOutput]>,
     /// The model the step asks for, if it names one (an agent that calls a model
     /// should prefer it to its own choice).
     #[serde(default)]
@@ -91,7 +92,7 @@ impl Task {
             return self.input.clone();
         }
         let mut s = self.input.clone();
-        for up in &self.upstream {
+        for up in self.upstream.iter() {
             s.push_str(&format!("\n\n[{} said]\n{}", up.agent, up.text));
         }
         s

@@ -86,7 +86,7 @@ pub(crate) async fn execute(
     let plan = &s;
     let budget = s.budget.map(|budget| BudgetPlan {
         budget,
-        estimate: Box::new(move |i, item, upstream: &[_]| {
+        estimate: Box::new(move |i, item, upstream: &std::sync::Arc<[_]>| {
             let items = seen.lock().map(|m| m.clone()).unwrap_or_default();
             Driver { s: plan, items }.estimate(budget, i, item, upstream)
         }),

@@ -96,7 +96,7 @@ pub(super) struct Driver<'s, 'a> {
 
 impl Driver<'_, '_> {
     /// The task a branch of step `index` (item `item`) gets.
-    fn task(&self, index: usize, item: Option<usize>, upstream: &[UpstreamOutput]) -> Task {
+    fn task(&self, index: usize, item: Option<usize>, upstream: &Arc<[UpstreamOutput]>) -> Task {
         let step = &self.s.steps[index];
         let item_text = item.and_then(|k| self.items.get(&index)?.get(k).cloned());
         let (input, templated) = match (&step.input, &item_text) {
@@ -119,7 +119,7 @@ impl Driver<'_, '_> {
                 item: item.map(|k| k as u32),
             },
             input,
-            upstream: upstream.to_vec(),
+            upstream: upstream.clone(),
             model: step.model.clone(),
             templated,
             schema: step.schema.clone(),
@@ -136,7 +136,7 @@ impl Driver<'_, '_> {
         budget: Budget,
         index: usize,
         item: Option<usize>,
-        upstream: &[UpstreamOutput],
+        upstream: &Arc<[UpstreamOutput]>,
     ) -> Estimate {
         let step = &self.s.steps[index];
         let Some(agent) = step.agent_name() else {
@@ -196,7 +196,7 @@ impl Launched {
         driver: &Driver<'_, '_>,
         index: usize,
         item: Option<usize>,
-        upstream: &[UpstreamOutput],
+        upstream: &Arc<[UpstreamOutput]>,
         extra: Option<DeltaSink>,
     ) {
         let s = driver.s;
@@ -253,7 +253,7 @@ fn dispatch(
     set: &mut JoinSet<Ended>,
     index: usize,
     item: Option<usize>,
-    upstream: &[UpstreamOutput],
+    upstream: &Arc<[UpstreamOutput]>,
     extra: Option<DeltaSink>,
 ) -> AbortHandle {
     let s = driver.s;
@@ -262,7 +262,7 @@ fn dispatch(
         Action::Code { function, options } => {
             let code = s.code.get(function);
             let task = s.input.to_owned();
-            let upstream = upstream.to_vec();
+            let upstream = upstream.clone();
             let options = options.clone();
             let function = function.clone();
             set.spawn(async move {

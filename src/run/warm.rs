@@ -11,7 +11,7 @@ use crate::agent::UpstreamOutput;
 pub(crate) struct Held {
     pub index: usize,
     pub item: Option<usize>,
-    pub upstream: Vec<UpstreamOutput>,
+    pub upstream: std::sync::Arc<[UpstreamOutput]>,
 }
 
 /// What to do with an agent branch about to be dispatched.
@@ -55,7 +55,7 @@ impl Warm {
         &mut self,
         index: usize,
         item: Option<usize>,
-        upstream: &[UpstreamOutput],
+        upstream: &std::sync::Arc<[UpstreamOutput]>,
     ) -> Go {
         match self {
             Warm::Off => Go::Now,
@@ -70,7 +70,7 @@ impl Warm {
                 held.push(Held {
                     index,
                     item,
-                    upstream: upstream.to_vec(),
+                    upstream: upstream.clone(),
                 });
                 Go::Held
             }
@@ -132,7 +132,9 @@ mod tests {
         for (i, op) in ops.iter().enumerate() {
             let indices = |h: Vec<Held>| h.into_iter().map(|h| h.index).collect::<Vec<_>>();
             match op {
-                Dispatch(k, want) => assert_eq!(w.dispatch(*k, None, &[]), *want, "step {i}"),
+                Dispatch(k, want) => {
+                    assert_eq!(w.dispatch(*k, None, &Vec::new().into()), *want, "step {i}")
+                }
                 Warmed(want) => assert_eq!(indices(w.warmed()), *want, "step {i}"),
                 Ended(k, want) => assert_eq!(indices(w.ended(*k, None)), *want, "step {i}"),
                 Abort(k, want) => assert_eq!(w.abort(*k, None), *want, "step {i}"),

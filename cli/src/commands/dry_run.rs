@@ -55,7 +55,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
             item: None,
         },
         input: text.to_owned(),
-        upstream: Vec::new(),
+        upstream: Vec::new().into(),
         model: None,
         templated: true,
         schema: None,

@@ -1,6 +1,8 @@
 //! One map step's items while they run: which to dispatch next (within the step's
 //! concurrency), and whether the items have decided the step under its policy.
 
+use std::sync::Arc;
+
 use crate::agent::UpstreamOutput;
 use crate::run::policy::Policy;
 
@@ -33,7 +35,7 @@ pub(crate) struct MapRun {
     items: Vec<Item>,
     concurrency: usize,
     policy: Policy,
-    upstream: Vec<UpstreamOutput>,
+    upstream: Arc<[UpstreamOutput]>,
     first_failed: Option<usize>,
 }
 
@@ -42,7 +44,7 @@ impl MapRun {
         count: usize,
         concurrency: usize,
         policy: Policy,
-        upstream: Vec<UpstreamOutput>,
+        upstream: Arc<[UpstreamOutput]>,
     ) -> Self {
         Self {
             items: vec![Item::Pending; count],
@@ -53,8 +55,8 @@ impl MapRun {
         }
     }
 
-    /// What every item's task gets from upstream.
-    pub(super) fn upstream(&self) -> &[UpstreamOutput] {
+    /// What every item's task gets from upstream (one list, shared by the items).
+    pub(super) fn upstream(&self) -> &Arc<[UpstreamOutput]> {
         &self.upstream
     }
 
@@ -132,7 +134,12 @@ mod tests {
 
     #[test]
     fn items_go_out_within_the_concurrency_and_decide_by_the_policy() {
-        let mut m = MapRun::new(5, 2, Policy::TolerantPartial { quorum: 3 }, Vec::new());
+        let mut m = MapRun::new(
+            5,
+            2,
+            Policy::TolerantPartial { quorum: 3 },
+            Vec::new().into(),
+        );
         assert_eq!(
             (m.next_item(), m.next_item(), m.next_item()),
             (Some(0), Some(1), None)
@@ -156,7 +163,7 @@ mod tests {
         assert_eq!(m.next_item(), None, "nothing more once decided");
         assert_eq!(m.unfinished(), (vec![], vec![4]));
         // Fail-fast: the first failure decides, naming it.
-        let mut m = MapRun::new(3, 3, Policy::FailFast, Vec::new());
+        let mut m = MapRun::new(3, 3, Policy::FailFast, Vec::new().into());
         for _ in 0..3 {
             m.next_item();
         }
@@ -171,7 +178,7 @@ mod tests {
         assert_eq!(m.unfinished(), (vec![0, 2], vec![]));
         // An empty map succeeds at once.
         assert_eq!(
-            MapRun::new(0, 1, Policy::FailFast, Vec::new()).verdict(),
+            MapRun::new(0, 1, Policy::FailFast, Vec::new().into()).verdict(),
             Some(Verdict::Succeeded)
         );
     }

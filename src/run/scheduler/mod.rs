@@ -26,6 +26,7 @@
 mod map;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::budget::Budget;
@@ -46,13 +47,13 @@ pub(crate) enum Command {
     Dispatch {
         index: usize,
         item: Option<usize>,
-        upstream: Vec<UpstreamOutput>,
+        upstream: Arc<[UpstreamOutput]>,
     },
     /// Map step `index` is ready: find its items (from `upstream` or the request) and
     /// answer with [`Scheduler::expanded`].
     Expand {
         index: usize,
-        upstream: Vec<UpstreamOutput>,
+        upstream: Arc<[UpstreamOutput]>,
     },
     /// Stop item `item` of step `index`, which is running (its outcome is decided).
     Abort { index: usize, item: usize },
@@ -74,7 +75,7 @@ pub(crate) enum Command {
 /// Estimates what step `index` (its item `item`) may use, given its dependencies'
 /// outputs.
 pub(crate) type Estimator<'a> =
-    Box<dyn Fn(usize, Option<usize>, &[UpstreamOutput]) -> Estimate + Send + 'a>;
+    Box<dyn Fn(usize, Option<usize>, &Arc<[UpstreamOutput]>) -> Estimate + Send + 'a>;
 
 /// A run's budget as the scheduler sees it.
 pub(crate) struct BudgetPlan<'a> {
@@ -103,7 +104,7 @@ enum StepState {
     /// Dispatched (a single branch).
     Running,
     /// A map step waiting for its items to be found.
-    Expanding(Vec<UpstreamOutput>),
+    Expanding(Arc<[UpstreamOutput]>),
     /// A map step with its items.
     Mapping(MapRun),
     Done,
@@ -321,7 +322,7 @@ impl<'a> Scheduler<'a> {
     }
 
     /// The outputs of step `i`'s dependencies.
-    fn upstream(&self, i: usize) -> Vec<UpstreamOutput> {
+    fn upstream(&self, i: usize) -> Arc<[UpstreamOutput]> {
         self.deps[i]
             .iter()
             .filter_map(|&d| {
@@ -362,7 +363,7 @@ impl<'a> Scheduler<'a> {
         &mut self,
         index: usize,
         item: Option<usize>,
-        upstream: Vec<UpstreamOutput>,
+        upstream: Arc<[UpstreamOutput]>,
         now: Duration,
         out: &mut Vec<Command>,
         ended: &mut VecDeque<Ended>,
@@ -402,7 +403,7 @@ impl<'a> Scheduler<'a> {
             let Some(k) = m.next_item() else {
                 return;
             };
-            let upstream = m.upstream().to_vec();
+            let upstream = m.upstream().clone();
             self.send(i, Some(k), upstream, now, out, ended);
         }
     }
@@ -423,7 +424,7 @@ impl<'a> Scheduler<'a> {
             if retriable && self.entry(i, item).reruns < self.retries[i] {
                 self.entry(i, item).reruns += 1;
                 let upstream = match &self.state[i] {
-                    StepState::Mapping(m) => m.upstream().to_vec(),
+                    StepState::Mapping(m) => m.upstream().clone(),
                     _ => self.upstream(i),
                 };
                 self.send(i, item, upstream, now, out, &mut ended);

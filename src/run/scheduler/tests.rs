@@ -196,6 +196,7 @@ fn a_step_starts_the_moment_its_own_dependencies_are_done() {
                     items: Vec::new(),
                 }
             ]
+            .into()
         },
         "the join gets both outputs, in dependency order"
     );
@@ -335,6 +336,31 @@ fn items_dispatched(cmds: &[Command]) -> Vec<usize> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn regression_map_items_share_one_upstream_list_instead_of_a_copy_each() {
+    // Each item used to get its own copy of every upstream output — the whole list
+    // it maps over included — so a map over n items copied n² items' text.
+    let steps = mapped(3, Policy::FailFast);
+    let mut s = Scheduler::new(&steps, Policy::FailFast, None, false);
+    s.start(T);
+    s.ended(0, None, ok("a\nb\nc"), 0, T);
+    let out = s.expanded(1, 3, T);
+    let lists: Vec<&Arc<[UpstreamOutput]>> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::Dispatch {
+                item: Some(_),
+                upstream,
+                ..
+            } => Some(upstream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lists.len(), 3);
+    assert!(lists.iter().all(|l| Arc::ptr_eq(l, lists[0])));
+    assert_eq!(lists[0][0].text, "a\nb\nc");
 }
 
 #[test]
