@@ -423,6 +423,17 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
         .collect();
     let fanfare = Fanfare::builder(provider.clone())
         .agents_from(specs.clone())
+        .code("lines", |input| {
+            let n = input.options.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
+            let text = (0..n)
+                .map(|i| format!("item {i}: {}", "x".repeat(90)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok(fanfare::run::CodeOutput {
+                text,
+                conflicts: Vec::new(),
+            })
+        })
         .start()
         .await?;
     // Warm-up.
@@ -437,6 +448,33 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
             "{}",
             json!({"case": "overhead_per_branch", "n": n, "wall_s": wall.as_secs_f64(),
             "us_per_branch": wall.as_secs_f64() * 1e6 / n as f64, "ok": report.totals.ok})
+        ))?;
+    }
+    // A map over an upstream list of n lines (~100 bytes each), 256 items at once:
+    // what each item costs when its task carries the list it was mapped from.
+    for &n in sizes.iter().filter(|&&n| n <= 10_000) {
+        use fanfare::run::{Map, MapSource};
+        let mut request = RunRequest::fan_out(TASK, Vec::<String>::new());
+        request.steps = vec![
+            fanfare::Step::code("lines", json!({ "n": n })),
+            fanfare::Step::agent(names[0]).after([0]).map(Map {
+                over: MapSource::Step(0),
+                concurrency: 256,
+                policy: Policy::FailFast,
+            }),
+        ];
+        let t0 = Instant::now();
+        let report = fanfare.run(request).await?;
+        let wall = t0.elapsed();
+        let ok = report.branches[1]
+            .items
+            .iter()
+            .filter(|i| i.outcome.is_ok())
+            .count();
+        crate::output::line(format_args!(
+            "{}",
+            json!({"case": "map_item_over_upstream_list", "items": n, "wall_s": wall.as_secs_f64(),
+            "us_per_item": wall.as_secs_f64() * 1e6 / n.max(1) as f64, "ok": ok})
         ))?;
     }
     // Runs per second: 4-branch fan-outs, 64 in flight, for ~2 s.
