@@ -138,6 +138,15 @@ pub struct ItemReport {
     pub run: Option<Box<RunReport>>,
 }
 
+impl RunReport {
+    /// Provider attempts, tokens and wasted calls over the whole run.
+    fn spent(&self) -> (u32, Usage, u32) {
+        let t = &self.totals;
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        (small(t.attempts), t.usage, small(t.wasted_calls))
+    }
+}
+
 impl SubRun {
     /// The nested run's own report.
     pub fn report(&self) -> RunReport {
@@ -159,9 +168,14 @@ fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Optio
 
 impl ItemReport {
     fn new(item: usize, r: ItemRecord, prices: &PriceTable) -> Self {
-        let (attempts, usage) = r.outcome.spent();
-        let (wasted_calls, _) = r.outcome.waste();
         let run = r.sub_run.map(|s| Box::new(s.report()));
+        let (attempts, usage, wasted_calls) = match &run {
+            Some(run) => run.spent(),
+            None => {
+                let (attempts, usage) = r.outcome.spent();
+                (attempts, usage, r.outcome.waste().0)
+            }
+        };
         Self {
             item,
             wasted_calls,
@@ -203,7 +217,23 @@ impl BranchReport {
             .enumerate()
             .map(|(k, i)| ItemReport::new(k, i, prices))
             .collect();
-        let (attempts, usage) = outcome.spent();
+        // A map step spent what its items did (those that failed too); a step that
+        // ran a workflow, what its run did (even when that run failed).
+        let (attempts, usage) = match &run {
+            Some(run) => {
+                let (attempts, usage, _) = run.spent();
+                (attempts, usage)
+            }
+            None if !items.is_empty() => {
+                items
+                    .iter()
+                    .fold((0u32, Usage::default()), |(attempts, mut usage), i| {
+                        usage += i.usage;
+                        (attempts.saturating_add(i.attempts), usage)
+                    })
+            }
+            None => outcome.spent(),
+        };
         let error = outcome.problem();
         let permit_wait =
             Duration::from_millis(outcome.output().map(|o| o.permit_wait_ms).unwrap_or(0));
@@ -212,7 +242,9 @@ impl BranchReport {
         } else {
             items.iter().filter_map(|i| i.cost_usd).reduce(|a, b| a + b)
         };
-        let wasted_calls = if items.is_empty() {
+        let wasted_calls = if let Some(run) = &run {
+            run.spent().2
+        } else if items.is_empty() {
             outcome.waste().0
         } else {
             items.iter().map(|i| i.wasted_calls).sum()
@@ -422,12 +454,17 @@ impl RunReport {
             }
             totals.attempts = totals.attempts.saturating_add(u64::from(b.attempts));
             totals.usage += b.usage;
+            // Refusals for load: a nested run's own count, else the outcome's.
+            let refused = |outcome: &BranchOutcome, run: &Option<Box<RunReport>>| match run {
+                Some(run) => u32::try_from(run.totals.rate_limited).unwrap_or(u32::MAX),
+                None => outcome.waste().1,
+            };
             let (wasted, refused) = if b.items.is_empty() {
-                b.outcome.waste()
+                (b.wasted_calls, refused(&b.outcome, &b.run))
             } else {
                 b.items
                     .iter()
-                    .map(|i| i.outcome.waste())
+                    .map(|i| (i.wasted_calls, refused(&i.outcome, &i.run)))
                     .fold((0, 0), |(w, r), (a, b)| (w + a, r + b))
             };
             totals.wasted_calls += u64::from(wasted);

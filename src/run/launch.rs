@@ -13,8 +13,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::branch::call_branch;
-use super::budget::Budget;
-use super::budget::Estimate;
+use super::budget::{Budget, Estimate};
 use super::code::{CodeInput, CodeRegistry, Conflict};
 use super::event::RunEvent;
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind};
@@ -67,6 +66,7 @@ pub(crate) trait Nested: Send + Sync {
         crash_retries: u32,
     ) -> futures::future::BoxFuture<'static, SubRun>;
 }
+
 /// What one branch task returns.
 pub(super) struct Ended {
     pub(super) index: usize,

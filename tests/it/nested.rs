@@ -13,8 +13,8 @@ use fanfare::{
     MergeStrategy, Policy, RunEvent, RunRequest, Step, Task,
 };
 
-/// Answers `NAME saw INPUT` after `ms`, or fails when the input says "broken".
-/// Counts the calls in flight.
+/// Answers `NAME saw INPUT` after `ms` (15 tokens), or — `legal` only — fails when the
+/// input says "broken". Counts the calls in flight.
 struct Reader {
     name: &'static str,
     ms: u64,
@@ -36,15 +36,15 @@ impl Agent for Reader {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _leaving = Leaving(self.in_flight.clone());
         tokio::time::sleep(Duration::from_millis(self.ms)).await;
-        if task.input.contains("broken") {
+        if self.name == "legal" && task.input.contains("broken") {
             return Err(AgentError::Rejected {
                 reason: format!("{} cannot read it", self.name),
             });
         }
-        Ok(AgentOutput::text(format!(
-            "{} saw {}",
-            self.name, task.input
-        )))
+        let mut out = AgentOutput::text(format!("{} saw {}", self.name, task.input));
+        out.usage.input_tokens = 10;
+        out.usage.output_tokens = 5;
+        Ok(out)
     }
 }
 
@@ -121,6 +121,11 @@ async fn a_map_over_a_workflow_runs_it_per_item_and_keeps_each_items_report() {
         );
         assert_ne!(run.run_id, report.run_id);
     }
+    // What the runs spent counts, the failed one's too (its `tech` answered): five
+    // runs of 2 × 15 tokens and one of 15.
+    assert_eq!(items[2].usage.total(), 15);
+    assert_eq!(items[0].usage.total(), 30);
+    assert_eq!(report.totals.usage.total(), 5 * 30 + 15);
     assert_eq!(in_flight.load(Ordering::SeqCst), 0);
     fanfare.shutdown().await;
 }

@@ -29,8 +29,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::budget::Budget;
-use super::budget::{BranchKey, Estimate, Ledger};
+use super::budget::{BranchKey, Budget, Estimate, Ledger};
 use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure};
 use super::policy::Policy;
 use super::record::{BranchRecord, ItemRecord};
