@@ -64,7 +64,8 @@ pub struct SubWorkflow {
 }
 
 impl SubWorkflow {
-    /// A workflow of these steps: fail-fast, the default branch timeout, no merge.
+    /// A workflow of these steps: fail-fast, a 60 s branch timeout (a request's
+    /// default), no merge.
     pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Self {
         Self {
             name: name.into(),
@@ -80,8 +81,7 @@ impl SubWorkflow {
 }
 
 /// Two sub-workflows are equal when they are the same value or have the same
-/// settings and kind of merge (a merge's scorer function
-/// cannot be compared).
+/// settings and kind of merge (a merge's scorer function cannot be compared).
 impl PartialEq for SubWorkflow {
     fn eq(&self, other: &Self) -> bool {
         std::ptr::eq(self, other)
