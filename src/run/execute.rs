@@ -38,6 +38,41 @@ pub(crate) struct Defer {
     pub merge_now: oneshot::Sender<Vec<(String, Option<BranchOutcome>)>>,
 }
 
+/// What the driver learns about a branch beyond its outcome, kept until the
+/// scheduler's records exist and then written into them.
+#[derive(Default)]
+struct Extra {
+    /// When a branch held back by the warm-up really went.
+    started: Option<Duration>,
+    /// The cluster node it ended on.
+    node: Option<String>,
+    /// The run it made, if its step runs a workflow whole.
+    sub_run: Option<SubRun>,
+    /// Its output came from an earlier attempt at the run.
+    reused: bool,
+}
+
+impl Extra {
+    fn apply(
+        self,
+        started: &mut Option<Duration>,
+        node: &mut Option<String>,
+        sub_run: &mut Option<SubRun>,
+        reused: &mut bool,
+    ) {
+        if self.started.is_some() {
+            *started = self.started;
+        }
+        if self.node.is_some() {
+            *node = self.node;
+        }
+        if self.sub_run.is_some() {
+            *sub_run = self.sub_run;
+        }
+        *reused |= self.reused;
+    }
+}
+
 /// Sleeps until `at`, or forever without one.
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
@@ -96,18 +131,16 @@ pub(crate) async fn execute(
     let since = |at: Instant| at.saturating_duration_since(s.started);
     let mut live = Launched::default();
     let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
-    let mut nodes: HashMap<(usize, Option<usize>), String> = HashMap::new();
-    let mut sub_runs: HashMap<(usize, Option<usize>), SubRun> = HashMap::new();
+    let mut extras: HashMap<(usize, Option<usize>), Extra> = HashMap::new();
     let mut warm = Warm::new(s.cache_warm);
     let mut warm_signal: Option<oneshot::Receiver<()>> = None;
     let mut release: Vec<Held> = Vec::new();
-    let mut held_until: Vec<(usize, Option<usize>, Duration)> = Vec::new();
     let mut commands: VecDeque<Command> = machine.start(since(Instant::now())).into();
     'run: loop {
         for h in release.drain(..) {
             live.launch(&driver, h.index, h.item, &h.upstream, None);
             // It was held: it started now, not when the scheduler dispatched it.
-            held_until.push((h.index, h.item, since(Instant::now())));
+            extras.entry((h.index, h.item)).or_default().started = Some(since(Instant::now()));
         }
         while let Some(command) = commands.pop_front() {
             match command {
@@ -180,7 +213,7 @@ pub(crate) async fn execute(
                             outcome,
                             at,
                             late,
-                            sub_run: sub_runs.get(&(index, item)).cloned(),
+                            sub_run: extras.get(&(index, item)).and_then(|e| e.sub_run.clone()),
                         });
                     }
                 }
@@ -208,10 +241,10 @@ pub(crate) async fn execute(
                         conflicts.entry(ended.index).or_default().extend(ended.conflicts);
                     }
                     if let Some(node) = ended.node {
-                        nodes.insert((ended.index, ended.item), node);
+                        extras.entry((ended.index, ended.item)).or_default().node = Some(node);
                     }
                     if let Some(sub) = ended.sub_run {
-                        sub_runs.insert((ended.index, ended.item), sub);
+                        extras.entry((ended.index, ended.item)).or_default().sub_run = Some(sub);
                     }
                     let at = since(ended.at);
                     release.extend(warm.ended(ended.index, ended.item));
@@ -251,54 +284,18 @@ pub(crate) async fn execute(
             r.conflicts = found;
         }
     }
-    for (index, item, at) in held_until {
-        let Some(r) = records.get_mut(index) else {
-            continue;
-        };
-        match item {
-            None => r.started = Some(at),
-            Some(k) => {
-                if let Some(i) = r.items.get_mut(k) {
-                    i.started = Some(at);
-                }
-            }
-        }
+    for key in reused {
+        extras.entry(key).or_default().reused = true;
     }
-    for ((index, item), node) in nodes {
+    for ((index, item), extra) in extras {
         let Some(r) = records.get_mut(index) else {
             continue;
         };
         match item {
-            None => r.node = Some(node),
+            None => extra.apply(&mut r.started, &mut r.node, &mut r.sub_run, &mut r.reused),
             Some(k) => {
                 if let Some(i) = r.items.get_mut(k) {
-                    i.node = Some(node);
-                }
-            }
-        }
-    }
-    for ((index, item), sub) in sub_runs {
-        let Some(r) = records.get_mut(index) else {
-            continue;
-        };
-        match item {
-            None => r.sub_run = Some(sub),
-            Some(k) => {
-                if let Some(i) = r.items.get_mut(k) {
-                    i.sub_run = Some(sub);
-                }
-            }
-        }
-    }
-    for (index, item) in reused {
-        let Some(r) = records.get_mut(index) else {
-            continue;
-        };
-        match item {
-            None => r.reused = true,
-            Some(k) => {
-                if let Some(i) = r.items.get_mut(k) {
-                    i.reused = true;
+                    extra.apply(&mut i.started, &mut i.node, &mut i.sub_run, &mut i.reused);
                 }
             }
         }

@@ -81,6 +81,22 @@ pub(super) struct Ended {
     pub(super) sub_run: Option<SubRun>,
 }
 
+impl Ended {
+    /// Branch (`index`, `item`) ended now with `outcome`, nothing else to say.
+    fn new(index: usize, item: Option<usize>, outcome: BranchOutcome) -> Self {
+        Self {
+            index,
+            item,
+            outcome,
+            at: Instant::now(),
+            retries: 0,
+            conflicts: Vec::new(),
+            node: None,
+            sub_run: None,
+        }
+    }
+}
+
 /// How much earlier than the branch deadline the task's own deadline is: enough for
 /// the specialist's answer to arrive first, a small share of a short branch.
 fn handover(branch_time: Duration) -> Duration {
@@ -212,16 +228,11 @@ impl Launched {
         let handle = match earlier(s, index, item) {
             Some(r) => {
                 self.reused.push((index, item));
-                self.set.spawn(std::future::ready(Ended {
+                self.set.spawn(std::future::ready(Ended::new(
                     index,
                     item,
-                    outcome: BranchOutcome::Ok(r.output.clone()),
-                    at: Instant::now(),
-                    retries: 0,
-                    conflicts: Vec::new(),
-                    node: None,
-                    sub_run: None,
-                }))
+                    BranchOutcome::Ok(r.output.clone()),
+                )))
             }
             None => dispatch(driver, &mut self.set, index, item, upstream, extra),
         };
@@ -305,14 +316,8 @@ fn dispatch(
                     }
                 };
                 Ended {
-                    index,
-                    item,
-                    outcome,
-                    at: Instant::now(),
-                    retries: 0,
                     conflicts,
-                    node: None,
-                    sub_run: None,
+                    ..Ended::new(index, item, outcome)
                 }
             })
         }
@@ -339,14 +344,8 @@ fn dispatch(
                     }
                 };
                 Ended {
-                    index,
-                    item,
-                    outcome,
-                    at: Instant::now(),
-                    retries: 0,
-                    conflicts: Vec::new(),
-                    node: None,
                     sub_run,
+                    ..Ended::new(index, item, outcome)
                 }
             })
         }
@@ -375,14 +374,9 @@ fn dispatch(
                 let called =
                     call_branch(agent, slot, task, deadline, kind, crash_retries, router).await;
                 Ended {
-                    index,
-                    item,
-                    outcome: called.outcome,
-                    at: Instant::now(),
                     retries: called.retries,
-                    conflicts: Vec::new(),
                     node: called.node,
-                    sub_run: None,
+                    ..Ended::new(index, item, called.outcome)
                 }
             })
         }
