@@ -31,7 +31,7 @@ impl Agent for Analyst {
     }
 
     async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
-        let request = CompletionRequest::new("analyst", "You analyse.", task.prompt());
+        let request = CompletionRequest::new("analyst", "You analyse.", task.prompt().to_string());
         Ok(AgentOutput::from(ctx.provider.complete(request).await?))
     }
 }

@@ -32,7 +32,7 @@ impl Agent for Flaky {
             .complete(CompletionRequest::new(
                 "flaky",
                 "You are flaky.",
-                task.prompt(),
+                task.prompt().to_string(),
             ))
             .await?;
         Ok(AgentOutput::from(c))
@@ -53,7 +53,7 @@ impl Agent for Steady {
             .complete(CompletionRequest::new(
                 self.0,
                 "You are steady.",
-                task.prompt(),
+                task.prompt().to_string(),
             ))
             .await?;
         Ok(AgentOutput::from(c))

@@ -365,12 +365,13 @@ impl Agent for AgentSpec {
 
     async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
         let mut request = if task.templated {
-            CompletionRequest::new(self.name.clone(), self.prompt.clone(), task.prompt())
+            CompletionRequest::new(self.name.clone(), self.prompt.clone(), &*task.prompt())
         } else {
             // Every branch of a fan-out reads the same task: it leads the prompt (the
-            // shared prefix servers cache), the specialist's instructions follow.
+            // shared prefix servers cache), the specialist's instructions follow. With
+            // no upstream outputs it is the run's own copy of the input, not a new one.
             let mut r = CompletionRequest::new(self.name.clone(), self.prompt.clone(), FAN_OUT_ASK);
-            r.shared_prefix = Some(format!("Task:\n{}", task.prompt()).into());
+            r.shared_prefix = Some(task.prompt());
             r
         };
         request.model = task.model.clone().or_else(|| self.model.clone());

@@ -41,8 +41,9 @@ impl std::fmt::Display for BranchId {
 pub struct Task {
     /// Which branch this is; echo it in logs, use it as the cancellation key.
     pub branch: BranchId,
-    /// The task text, as the caller gave it.
-    pub input: String,
+    /// The task text, as the caller gave it. Shared: every branch of a fan-out holds
+    /// the run's one copy of it, however long the document.
+    pub input: std::sync::Arc<str>,
     /// Outputs of the steps this one depends on (empty in a plain fan-out). Shared:
     /// every item of a map step holds the same list, not a copy each.
     pub upstream: std::sync::Arc<[UpstreamOutput]>,
@@ -86,15 +87,20 @@ pub struct UpstreamOutput {
 
 impl Task {
     /// The input followed by any upstream outputs, labelled by agent: the user
-    /// message an LLM-backed agent sends.
-    pub fn prompt(&self) -> String {
+    /// message an LLM-backed agent sends. When there is nothing to append (no upstream
+    /// outputs, or a template already placed them) it is the input itself, shared, not
+    /// a copy.
+    pub fn prompt(&self) -> std::sync::Arc<str> {
         if self.upstream.is_empty() || self.templated {
             return self.input.clone();
         }
-        let mut s = self.input.clone();
+        let mut s = String::from(&*self.input);
         for up in self.upstream.iter() {
-            s.push_str(&format!("\n\n[{} said]\n{}", up.agent, up.text));
+            s.push_str("\n\n[");
+            s.push_str(&up.agent);
+            s.push_str(" said]\n");
+            s.push_str(&up.text);
         }
-        s
+        s.into()
     }
 }

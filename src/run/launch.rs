@@ -30,7 +30,8 @@ use crate::supervision::Roster;
 /// Everything one run's branches need.
 pub(crate) struct Schedule<'a> {
     pub run: RunId,
-    pub input: &'a str,
+    /// The run's input: one copy, which every untemplated branch's task shares.
+    pub input: &'a Arc<str>,
     pub steps: &'a [Step],
     pub policy: Policy,
     pub started: Instant,
@@ -114,19 +115,23 @@ impl Driver<'_, '_> {
     /// The task a branch of step `index` (item `item`) gets.
     fn task(&self, index: usize, item: Option<usize>, upstream: &Arc<[UpstreamOutput]>) -> Task {
         let step = &self.s.steps[index];
-        let item_text = item.and_then(|k| self.items.get(&index)?.get(k).cloned());
-        let (input, templated) = match (&step.input, &item_text) {
+        let item_text = item.and_then(|k| self.items.get(&index)?.get(k));
+        let (input, templated): (Arc<str>, bool) = match (&step.input, item_text) {
             (Some(t), _) => {
-                let rendered = t.render(self.s.input, item.zip(item_text.as_deref()), |name| {
-                    upstream
-                        .iter()
-                        .find(|u| u.agent == name)
-                        .map(|u| u.text.clone())
-                });
-                (rendered, true)
+                let rendered = t.render(
+                    self.s.input,
+                    item.zip(item_text.map(String::as_str)),
+                    |name| {
+                        upstream
+                            .iter()
+                            .find(|u| u.agent == name)
+                            .map(|u| u.text.clone())
+                    },
+                );
+                (rendered.into(), true)
             }
-            (None, Some(text)) => (text.clone(), true),
-            (None, None) => (self.s.input.to_owned(), false),
+            (None, Some(text)) => (text.as_str().into(), true),
+            (None, None) => (self.s.input.clone(), false),
         };
         Task {
             branch: BranchId {
@@ -272,7 +277,7 @@ fn dispatch(
     match &step.action {
         Action::Code { function, options } => {
             let code = s.code.get(function);
-            let task = s.input.to_owned();
+            let task = s.input.clone();
             let upstream = upstream.clone();
             let options = options.clone();
             let function = function.clone();
@@ -323,7 +328,7 @@ fn dispatch(
         }
         Action::Workflow(flow) => {
             let (deadline, _) = branch_deadline(s, step);
-            let input = driver.task(index, item, upstream).prompt();
+            let input = driver.task(index, item, upstream).prompt().to_string();
             let nested = s.nested.cloned();
             let flow = flow.clone();
             let crash_retries = s.crash_retries;

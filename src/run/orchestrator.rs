@@ -283,10 +283,11 @@ async fn execute_run(
         _ => (None, None),
     };
     let nested: Arc<dyn Nested> = Arc::new(NestedRuns(args.clone()));
+    let input: Arc<str> = request.input.as_str().into();
     let branches = execute::execute(
         Schedule {
             run,
-            input: &request.input,
+            input: &input,
             steps: &request.steps,
             policy: request.policy,
             started,

@@ -439,7 +439,7 @@ mod tests {
         }
 
         async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
-            Ok(AgentOutput::text(task.input))
+            Ok(AgentOutput::text(&*task.input))
         }
     }
 

@@ -16,7 +16,7 @@ fn specs() -> Vec<AgentSpec> {
 }
 
 #[tokio::test]
-async fn a_fan_outs_branches_share_the_task_as_the_prefix_of_their_prompts() {
+async fn a_fan_outs_branches_share_one_copy_of_the_task_as_the_prefix_of_their_prompts() {
     let scripted = Scripted::new();
     let fanfare = Fanfare::builder(Arc::new(scripted.clone()))
         .agents_from(specs())
@@ -36,12 +36,22 @@ async fn a_fan_outs_branches_share_the_task_as_the_prefix_of_their_prompts() {
     for r in &requests {
         assert_eq!(
             r.shared_prefix.as_deref(),
-            Some("Task:\nA long proposal every reviewer reads.")
+            Some("A long proposal every reviewer reads.")
         );
         // The specialist's own instructions follow the shared part.
         assert_eq!(r.system, format!("You are the {} reviewer.", r.agent));
         assert_eq!(r.messages[0].content, FAN_OUT_ASK);
     }
+    // One copy of the task for the whole run, not one per branch (a 20 KB document
+    // read by 10,000 branches was copied into each of their prompts several times).
+    let prefixes: Vec<_> = requests
+        .iter()
+        .map(|r| r.shared_prefix.clone().unwrap())
+        .collect();
+    assert!(
+        prefixes.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
+        "every branch's prefix is the run's one copy of the task"
+    );
 
     // A step whose input a template builds for it alone keeps the plain layout.
     let mut request = RunRequest::fan_out("t", Vec::<String>::new());

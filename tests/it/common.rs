@@ -43,7 +43,8 @@ impl Agent for TestAgent {
         if self.panic_every.is_some_and(|n| call.is_multiple_of(n)) {
             panic!("{} panics on task {call}", self.name);
         }
-        let mut request = CompletionRequest::new(self.name.clone(), "system", task.prompt());
+        let mut request =
+            CompletionRequest::new(self.name.clone(), "system", task.prompt().to_string());
         // Whoever watches the run sees the answer as it streams.
         request.deltas = task.deltas.clone();
         let c = ctx.provider.complete(request).await?;

@@ -139,7 +139,7 @@ impl Actor for Quitter {
     ) -> Result<(), ActorProcessingErr> {
         if let AgentMsg::Run { task, reply } = msg {
             let _ = reply.send(Ok(AgentOutput::text("bye")));
-            if task.input == "stop" {
+            if &*task.input == "stop" {
                 me.stop(Some("asked to stop".into()));
             }
         }

@@ -155,6 +155,10 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         /// Measured repetitions per case, interleaved; medians are reported.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// A document of about this many bytes that every branch reads with the task
+        /// (0: the one-line task alone). 20000 is about 5,000 tokens.
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        document_bytes: usize,
     },
     /// Orchestration costs on the zero-latency simulated provider: overhead per
     /// branch, runs per second, memory per idle specialist, cost of a restart.

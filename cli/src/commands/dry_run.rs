@@ -54,7 +54,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
             index: 0,
             item: None,
         },
-        input: text.to_owned(),
+        input: text.into(),
         upstream: Vec::new().into(),
         model: None,
         templated: true,

@@ -56,7 +56,7 @@ impl Agent for Held {
         };
         send(format!("{} read: ", self.name));
         tokio::time::sleep(self.delay).await;
-        send(task.input.clone());
+        send(task.input.to_string());
         guard.0 = None;
         self.calls.finished.fetch_add(1, Ordering::SeqCst);
         Ok(AgentOutput::text(format!(

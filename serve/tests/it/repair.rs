@@ -33,7 +33,8 @@ impl Agent for Flaky {
                 reason: "not today".to_owned(),
             });
         }
-        let request = CompletionRequest::new(self.name.clone(), "Be brief.", task.prompt());
+        let request =
+            CompletionRequest::new(self.name.clone(), "Be brief.", task.prompt().to_string());
         Ok(AgentOutput::from(ctx.provider.complete(request).await?))
     }
 }

@@ -48,9 +48,13 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             warmup,
             python,
             repeat,
+            document_bytes,
         } => {
             if sizes.is_empty() || sizes.contains(&0) {
                 bail!("--n takes branch counts of at least 1");
+            }
+            if python.is_some() && document_bytes > 0 {
+                bail!("--python runs the asyncio baseline on the one-line task only; leave out --document-bytes");
             }
             fanout(FanoutArgs {
                 sizes,
@@ -61,6 +65,7 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 python,
                 perspectives: fanfare_agents::perspectives()?,
                 repeat,
+                task: task_text(document_bytes),
             })
             .await
         }
@@ -132,6 +137,8 @@ pub struct FanoutArgs {
     pub perspectives: Vec<AgentSpec>,
     /// Measured repetitions per case (interleaved); the median is reported.
     pub repeat: usize,
+    /// What every branch reads: the task, with a document if one was asked for.
+    pub task: String,
 }
 
 /// The run with the median wall time, with its CPU time.
@@ -154,8 +161,26 @@ fn agents(perspectives: &[AgentSpec]) -> Vec<AgentSpec> {
 const TASK: &str =
     "Our new API will process 1M requests/day, storing all user queries in plain text logs.";
 
+/// The task, followed by a document of about `document_bytes` bytes of numbered words
+/// (the same text in every case, so the two clients send the same bytes).
+fn task_text(document_bytes: usize) -> String {
+    let mut text = TASK.to_owned();
+    if document_bytes > 0 {
+        text.push_str("\n\nThe design document:\n");
+        let start = text.len();
+        let mut word = 0u64;
+        while text.len() - start < document_bytes {
+            use std::fmt::Write as _;
+            let _ = write!(text, "clause{word} ");
+            word += 1;
+        }
+    }
+    text
+}
+
 async fn fanfare_case(
     base_url: &str,
+    task: &str,
     n: usize,
     concurrency: usize,
     perspectives: &[AgentSpec],
@@ -177,7 +202,7 @@ async fn fanfare_case(
         .agents_from(specs)
         .start()
         .await?;
-    let request = RunRequest::fan_out(TASK, (0..n).map(|i| names[i % names.len()].clone()))
+    let request = RunRequest::fan_out(task, (0..n).map(|i| names[i % names.len()].clone()))
         .policy(Policy::TolerantPartial { quorum: 1 })
         .deadline(Duration::from_secs(600))
         .branch_timeout(Duration::from_secs(300))
@@ -212,6 +237,7 @@ async fn fanfare_case(
 
 async fn reqwest_case(
     base_url: &str,
+    task: &str,
     n: usize,
     concurrency: usize,
     perspectives: &[AgentSpec],
@@ -222,13 +248,14 @@ async fn reqwest_case(
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
+    let task: Arc<str> = task.into();
     for i in 0..n {
-        let (client, url, limit) = (client.clone(), url.clone(), limit.clone());
+        let (client, url, limit, task) = (client.clone(), url.clone(), limit.clone(), task.clone());
         let system = perspectives[i % perspectives.len()].prompt.clone();
         set.spawn(async move {
             let _permit = limit.acquire_owned().await.ok()?;
             let body = json!({"model": "bench-model", "max_tokens": 512, "system": system,
-                              "messages": [{"role": "user", "content": TASK}]});
+                              "messages": [{"role": "user", "content": &*task}]});
             let r = client
                 .post(&url)
                 .header("x-api-key", "bench")
@@ -337,10 +364,10 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         let n = *args.sizes.first().unwrap_or(&1000);
         let c = args.concurrency.unwrap_or(n.max(1));
         for _ in 0..args.warmup {
-            fanfare_case(url, n.min(100), c, &args.perspectives).await?;
+            fanfare_case(url, &args.task, n.min(100), c, &args.perspectives).await?;
         }
         let cpu0 = cpu_seconds();
-        let (wall, ok, failed) = fanfare_case(url, n, c, &args.perspectives).await?;
+        let (wall, ok, failed) = fanfare_case(url, &args.task, n, c, &args.perspectives).await?;
         crate::output::line(format_args!(
             "{}",
             line("fanfare", n, wall, floor, cpu_seconds() - cpu0, ok, failed)
@@ -359,8 +386,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     };
     // Warm the allocator and the code paths once.
     let warm = mock().await?;
-    fanfare_case(&warm.url(), 4, 4, &args.perspectives).await?;
-    reqwest_case(&warm.url(), 4, 4, &args.perspectives).await?;
+    fanfare_case(&warm.url(), &args.task, 4, 4, &args.perspectives).await?;
+    reqwest_case(&warm.url(), &args.task, 4, 4, &args.perspectives).await?;
     warm.stop().await;
     for &n in &args.sizes {
         let c = args.concurrency.unwrap_or(n.max(1));
@@ -368,12 +395,14 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         for _ in 0..args.repeat.max(1) {
             let server = mock().await?;
             let cpu0 = cpu_seconds();
-            let (wall, ok, failed) = fanfare_case(&server.url(), n, c, &args.perspectives).await?;
+            let (wall, ok, failed) =
+                fanfare_case(&server.url(), &args.task, n, c, &args.perspectives).await?;
             a.push((wall, cpu_seconds() - cpu0, ok, failed));
             server.stop().await;
             let server = mock().await?;
             let cpu0 = cpu_seconds();
-            let (wall, ok, failed) = reqwest_case(&server.url(), n, c, &args.perspectives).await?;
+            let (wall, ok, failed) =
+                reqwest_case(&server.url(), &args.task, n, c, &args.perspectives).await?;
             b.push((wall, cpu_seconds() - cpu0, ok, failed));
             server.stop().await;
         }
