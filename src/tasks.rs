@@ -9,22 +9,35 @@ use std::hash::Hash;
 
 use tokio::task::AbortHandle;
 
-/// Spawned tasks keyed by `K`; dropping the table aborts every one of them.
+/// Spawned tasks keyed by `K`; dropping the table aborts every one of them. A task
+/// that ends need not be removed: finished ones are pruned as the table grows (the
+/// agent actor hears of no task's end while it serves).
 pub(crate) struct TaskTable<K: Eq + Hash> {
     tasks: HashMap<K, AbortHandle>,
+    /// The size at which the next insert first drops the finished tasks.
+    prune_at: usize,
 }
+
+/// The smallest size at which a table prunes.
+const PRUNE_FROM: usize = 64;
 
 impl<K: Eq + Hash> Default for TaskTable<K> {
     fn default() -> Self {
         Self {
             tasks: HashMap::new(),
+            prune_at: PRUNE_FROM,
         }
     }
 }
 
 impl<K: Eq + Hash> TaskTable<K> {
-    /// Records a running task.
+    /// Records a running task. Amortised O(1): a prune, which visits every entry,
+    /// comes only after the table has doubled since the last one.
     pub fn insert(&mut self, key: K, handle: AbortHandle) {
+        if self.tasks.len() >= self.prune_at {
+            self.tasks.retain(|_, h| !h.is_finished());
+            self.prune_at = (self.tasks.len() * 2).max(PRUNE_FROM);
+        }
         if let Some(old) = self.tasks.insert(key, handle) {
             old.abort();
         }
@@ -35,12 +48,13 @@ impl<K: Eq + Hash> TaskTable<K> {
         self.tasks.remove(key);
     }
 
-    /// Aborts and forgets a task; true if there was one.
+    /// Aborts and forgets a task; true if there was one still running.
     pub fn abort(&mut self, key: &K) -> bool {
         match self.tasks.remove(key) {
             Some(handle) => {
+                let running = !handle.is_finished();
                 handle.abort();
-                true
+                running
             }
             None => false,
         }
@@ -90,5 +104,43 @@ pub(crate) struct LiveGuard(LiveCount);
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn finished_tasks_left_in_the_table_are_pruned_as_it_grows() {
+        let mut table = TaskTable::default();
+        for key in 0..1_000u32 {
+            let handle = tokio::spawn(async {});
+            let abort = handle.abort_handle();
+            handle.await.unwrap();
+            table.insert(key, abort);
+        }
+        assert!(table.len() <= PRUNE_FROM, "{} entries kept", table.len());
+        // A running task is kept through prunes, and aborting it says so once.
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            let _ = rx.await;
+        });
+        table.insert(5_000, running.abort_handle());
+        for key in 0..1_000u32 {
+            let handle = tokio::spawn(async {});
+            let abort = handle.abort_handle();
+            handle.await.unwrap();
+            table.insert(key, abort);
+        }
+        assert!(table.abort(&5_000));
+        assert!(!table.abort(&5_000));
+        assert!(running.await.unwrap_err().is_cancelled());
+        // A finished task is no longer running: aborting it reports nothing.
+        let done = tokio::spawn(async {});
+        let abort = done.abort_handle();
+        done.await.unwrap();
+        table.insert(7_000, abort);
+        assert!(!table.abort(&7_000));
     }
 }

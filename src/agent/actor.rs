@@ -1,6 +1,7 @@
 //! The actor that runs an [`Agent`], and the protocol every specialist speaks.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -97,13 +98,67 @@ impl<A: Agent> AgentActor<A> {
     }
 }
 
-/// An [`AgentActor`]'s state: its tasks in flight, keyed by branch (aborted when the
-/// state is dropped), its phase, and where notices go.
+/// An [`AgentActor`]'s state: its tasks, keyed by branch (aborted when the state is
+/// dropped; a finished one is pruned lazily), how many are in flight, its phase, and
+/// where notices go.
 pub(crate) struct AgentState {
     tasks: TaskTable<BranchId>,
+    in_flight: Arc<InFlight>,
     phase: Phase,
     notices: Option<DerivedActorRef<Notice>>,
     _live: LiveGuard,
+}
+
+/// The tasks an actor has in flight, counted by the tasks themselves, and whether the
+/// actor is retiring. While it serves, a task that ends tells it nothing (a message
+/// per branch through the actor's mailbox did no work); once it retires, each task
+/// that ends sends `Finished`, so the actor learns when it is idle. No end is missed:
+/// the flag and the count are one atomic, so a task's decrement is ordered either
+/// before the actor sets the flag (and the actor's count already excludes it) or
+/// after (and the task sees the flag and tells it).
+#[derive(Debug, Default)]
+struct InFlight(AtomicUsize);
+
+/// The flag bit of [`InFlight`]; the other bits count tasks.
+const RETIRING: usize = 1 << (usize::BITS - 1);
+
+impl InFlight {
+    /// A task starts (only the actor calls this, and only while serving).
+    fn start(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A task ends; true if the actor is retiring and must hear of it.
+    fn end(&self) -> bool {
+        self.0.fetch_sub(1, Ordering::AcqRel) & RETIRING != 0
+    }
+
+    /// The actor retires; how many tasks are still in flight.
+    fn retire(&self) -> usize {
+        self.0.fetch_or(RETIRING, Ordering::AcqRel) & !RETIRING
+    }
+
+    /// Tasks in flight now.
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire) & !RETIRING
+    }
+}
+
+/// Held by a running task: ends it in [`InFlight`] however the task ends (answered,
+/// panicked, aborted), telling a retiring actor.
+struct EndGuard {
+    in_flight: Arc<InFlight>,
+    actor: ActorRef<AgentMsg>,
+    branch: BranchId,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if self.in_flight.end() {
+            let done = InternalKind::Finished(self.branch);
+            let _ = self.actor.cast(AgentMsg::Internal(Internal(done)));
+        }
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -128,6 +183,7 @@ impl<A: Agent> Actor for AgentActor<A> {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(AgentState {
             tasks: TaskTable::default(),
+            in_flight: Arc::default(),
             phase: Phase::Serving,
             notices,
             _live: self.live.guard(),
@@ -153,23 +209,28 @@ impl<A: Agent> Actor for AgentActor<A> {
                 let agent = self.agent.clone();
                 let ctx = self.ctx.clone();
                 let span = tracing::debug_span!("branch", %branch, agent = agent.name());
-                let me = myself.clone();
+                state.in_flight.start();
+                let guard = EndGuard {
+                    in_flight: state.in_flight.clone(),
+                    actor: myself.clone(),
+                    branch,
+                };
                 let work = async move {
                     let outcome = AssertUnwindSafe(agent.run(&ctx, task)).catch_unwind().await;
-                    let done = match outcome {
+                    match outcome {
                         Ok(result) => {
                             let _ = reply.send(result);
-                            InternalKind::Finished(branch)
                         }
                         Err(payload) => {
                             let message = panic_message(payload.as_ref());
                             let _ = reply.send(Err(AgentError::Panicked {
                                 message: message.clone(),
                             }));
-                            InternalKind::Crashed(branch, message)
+                            let crashed = InternalKind::Crashed(branch, message);
+                            let _ = guard.actor.cast(AgentMsg::Internal(Internal(crashed)));
                         }
-                    };
-                    let _ = me.cast(AgentMsg::Internal(Internal(done)));
+                    }
+                    drop(guard);
                 };
                 let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
                 state.tasks.insert(branch, handle.abort_handle());
@@ -192,6 +253,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                         // stops. A panic costs one branch, not every branch in flight.
                         Some(notices) => {
                             state.phase = Phase::Retiring;
+                            state.in_flight.retire();
                             tracing::warn!(agent = self.agent.name(), %panic, "retiring after a panic");
                             let _ = notices.send_message(Notice::Retiring {
                                 actor: myself.get_id(),
@@ -205,7 +267,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                 }
             }
         }
-        if state.phase == Phase::Retiring && state.tasks.is_empty() {
+        if state.phase == Phase::Retiring && state.in_flight.count() == 0 {
             // Idle: tell the supervisor, which drains us (queued tasks are answered
             // `Retiring`, so their callers go to the replacement, then we stop).
             state.phase = Phase::Draining;

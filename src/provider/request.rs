@@ -179,10 +179,7 @@ impl CompletionRequest {
     /// Estimated prompt tokens: the system prompt and every message.
     pub fn prompt_tokens(&self) -> u64 {
         let words = self.system.split_whitespace().count()
-            + self
-                .shared_prefix
-                .as_deref()
-                .map_or(0, |p| p.split_whitespace().count())
+            + self.shared_prefix.as_ref().map_or(0, shared_words)
             + self
                 .messages
                 .iter()
@@ -190,6 +187,35 @@ impl CompletionRequest {
                 .sum::<usize>();
         (words as u64).saturating_mul(4).div_ceil(3)
     }
+}
+
+/// Words in a shared prefix. Every branch of a fan-out holds the same `Arc` and the
+/// gate estimates every call, so a long prefix (a 20 KB document read by 10,000
+/// branches) was counted once per call; each thread remembers the last long one.
+/// Sound because the remembered `Weak` keeps the allocation: no other text can have
+/// its address while it is remembered, and an `Arc<str>` never changes.
+fn shared_words(prefix: &std::sync::Arc<str>) -> usize {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Weak};
+    /// Shorter prefixes are counted each time (cheaper than remembering).
+    const REMEMBER_FROM: usize = 1024;
+    thread_local! {
+        static LAST: RefCell<Option<(Weak<str>, usize)>> = const { RefCell::new(None) };
+    }
+    if prefix.len() < REMEMBER_FROM {
+        return prefix.split_whitespace().count();
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, words)) = &*last {
+            if std::ptr::addr_eq(seen.as_ptr(), Arc::as_ptr(prefix)) {
+                return *words;
+            }
+        }
+        let words = prefix.split_whitespace().count();
+        *last = Some((Arc::downgrade(prefix), words));
+        words
+    })
 }
 
 /// Roughly four tokens for every three words, as English text goes: the one estimate
@@ -280,6 +306,28 @@ pub struct Completion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_prefix_count_follows_the_text_not_the_last_one_seen() {
+        let long = |word: &str, n: usize| -> std::sync::Arc<str> { word.repeat(n).into() };
+        let request = |prefix: &std::sync::Arc<str>| {
+            let mut r = CompletionRequest::new("a", "", "");
+            r.shared_prefix = Some(prefix.clone());
+            r.prompt_tokens()
+        };
+        let a = long("one ", 600); // 600 words, 2,400 bytes
+        assert_eq!(request(&a), 800);
+        assert_eq!(request(&a.clone()), 800, "the same Arc: remembered");
+        // Same length, other text: another allocation, counted afresh.
+        let b = long("tw  ", 600);
+        assert_eq!(request(&b), 800);
+        let c = long("threeword ", 300);
+        assert_eq!(request(&c), 400);
+        drop((a, b));
+        let d = long("x ", 2_000);
+        assert_eq!(request(&d), 2_667);
+        assert_eq!(request(&c), 400);
+    }
 
     #[test]
     fn regression_token_counts_from_a_server_saturate_instead_of_overflowing() {

@@ -264,6 +264,8 @@ async fn a_panicking_agent_task_retires_its_specialist_without_costing_its_sibli
         .start()
         .await
         .unwrap();
+    let live = fanfare.live_actors();
+    let actors = live.get();
     let request = RunRequest::fan_out("t", ["twice", "twice", "twice"])
         .policy(Policy::TolerantPartial { quorum: 1 });
     let r = fanfare.run(request).await.unwrap();
@@ -271,12 +273,14 @@ async fn a_panicking_agent_task_retires_its_specialist_without_costing_its_sibli
     assert_eq!(labels, ["ok", "failed", "ok"], "one panic costs one branch");
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fanfare.status().await[0].restarts, 1);
+    // The retired actor heard its siblings' tasks end (it hears no task's end while
+    // it serves) and stopped by itself: the replacement took its place, no more.
+    assert_eq!(live.get(), actors, "the retired actor drained and stopped");
     let r = fanfare
         .run(RunRequest::fan_out("t", ["twice"]))
         .await
         .unwrap();
     assert!(r.wall < Duration::from_millis(100), "{:?}", r.wall);
-    let live = fanfare.live_actors();
     fanfare.shutdown().await;
     assert_eq!(live.get(), 0, "the retired actor is gone too");
 }
