@@ -116,7 +116,8 @@ pub(crate) async fn execute(
     };
     // The estimator needs the items found so far; it reads them through a snapshot
     // kept in step with the driver's (items are only added, at expansion).
-    let found: std::sync::Arc<std::sync::Mutex<HashMap<usize, Vec<String>>>> = Default::default();
+    type Items = HashMap<usize, std::sync::Arc<[String]>>;
+    let found: std::sync::Arc<std::sync::Mutex<Items>> = Default::default();
     let seen = found.clone();
     let plan = &s;
     let budget = s.budget.map(|budget| BudgetPlan {
@@ -183,6 +184,7 @@ pub(crate) async fn execute(
                         None => Vec::new(),
                     };
                     let count = items.len();
+                    let items: std::sync::Arc<[String]> = items.into();
                     if let Ok(mut f) = found.lock() {
                         f.insert(index, items.clone());
                     }

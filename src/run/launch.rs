@@ -107,8 +107,9 @@ fn handover(branch_time: Duration) -> Duration {
 /// The driver's view of one run; see the module docs.
 pub(super) struct Driver<'s, 'a> {
     pub(super) s: &'s Schedule<'a>,
-    /// Each map step's items, once found.
-    pub(super) items: HashMap<usize, Vec<String>>,
+    /// Each map step's items, once found (shared: the budget's estimator keeps a
+    /// snapshot of this map, which must not copy every item for every estimate).
+    pub(super) items: HashMap<usize, Arc<[String]>>,
 }
 
 impl Driver<'_, '_> {

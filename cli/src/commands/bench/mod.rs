@@ -480,10 +480,18 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
         ))?;
     }
     // A map over an upstream list of n lines (~100 bytes each), 256 items at once:
-    // what each item costs when its task carries the list it was mapped from.
-    for &n in sizes.iter().filter(|&&n| n <= 10_000) {
+    // what each item costs when its task carries the list it was mapped from; then
+    // the same under a token budget, whose estimate of every item reads the items.
+    let maps = sizes.iter().filter(|&&n| n <= 10_000);
+    for (&n, budgeted) in maps.flat_map(|n| [(n, false), (n, true)]) {
         use fanfare::run::{Map, MapSource};
         let mut request = RunRequest::fan_out(TASK, Vec::<String>::new());
+        if budgeted {
+            request = request.budget(fanfare::run::Budget {
+                max_tokens: Some(u64::MAX / 2),
+                ..Default::default()
+            });
+        }
         request.steps = vec![
             fanfare::Step::code("lines", json!({ "n": n })),
             fanfare::Step::agent(names[0]).after([0]).map(Map {
@@ -502,7 +510,8 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
             .count();
         crate::output::line(format_args!(
             "{}",
-            json!({"case": "map_item_over_upstream_list", "items": n, "wall_s": wall.as_secs_f64(),
+            json!({"case": if budgeted { "budgeted_map_item_over_upstream_list" } else { "map_item_over_upstream_list" },
+            "items": n, "wall_s": wall.as_secs_f64(),
             "us_per_item": wall.as_secs_f64() * 1e6 / n.max(1) as f64, "ok": ok})
         ))?;
     }
