@@ -129,7 +129,7 @@ pub enum BenchCommand {
     /// in-process mock, beside bare reqwest + JoinSet and (with --python) asyncio.gather.
     #[command(
         after_help = "Prints one JSON line per case: framework, n, wall_s, overhead_s \
-(wall - 2 x latency), cpu_s, peak_rss_mb, ok, failed; then the overhead ratios.\n\
+(wall - 2 x latency), cpu_s, peak_rss_mb, ok, failed; then the ratios (overhead and CPU, fanfare over the reference).\n\
 With --base-url it drives that server instead and prints one fanfare line, last.\n\
 scripts/bench installs the Python baseline's venv and runs this with --python."
     )]

@@ -141,10 +141,17 @@ pub struct FanoutArgs {
     pub task: String,
 }
 
-/// The run with the median wall time, with its CPU time.
-fn median(mut runs: Vec<(Duration, f64, usize, usize)>) -> (Duration, f64, usize, usize) {
-    runs.sort_by_key(|r| r.0);
-    runs[runs.len() / 2]
+/// Over a case's repetitions: the median wall time and, taken apart, the median CPU
+/// time (the CPU of the median-wall run alone moved by ±30% between runs); the fewest
+/// branches ok and the most failed, so one bad repetition shows.
+fn median(runs: Vec<(Duration, f64, usize, usize)>) -> (Duration, f64, usize, usize) {
+    let mut walls: Vec<Duration> = runs.iter().map(|r| r.0).collect();
+    walls.sort();
+    let mut cpus: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    cpus.sort_by(f64::total_cmp);
+    let ok = runs.iter().map(|r| r.2).min().unwrap_or(0);
+    let failed = runs.iter().map(|r| r.3).max().unwrap_or(0);
+    (walls[walls.len() / 2], cpus[cpus.len() / 2], ok, failed)
 }
 
 fn agents(perspectives: &[AgentSpec]) -> Vec<AgentSpec> {
@@ -413,7 +420,9 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         let reference = line("reqwest-joinset", n, wall, floor, cpu, ok, failed);
         crate::output::line(format_args!("{reference}"))?;
         let overhead = |v: &serde_json::Value| v["overhead_s"].as_f64().unwrap_or(f64::NAN);
-        let mut ratios = json!({"ratio": "overhead vs reqwest-joinset", "n": n, "value": overhead(&ours) / overhead(&reference)});
+        let cpu = |v: &serde_json::Value| v["cpu_s"].as_f64().unwrap_or(f64::NAN);
+        let mut ratios = json!({"ratio": "overhead vs reqwest-joinset", "n": n,
+            "value": overhead(&ours) / overhead(&reference), "cpu": cpu(&ours) / cpu(&reference)});
         if let Some(python) = &args.python {
             let server = mock().await?;
             let py = python_case(python, &server.url(), n, args.latency);
