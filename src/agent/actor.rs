@@ -133,9 +133,9 @@ impl InFlight {
         self.0.fetch_sub(1, Ordering::AcqRel) & RETIRING != 0
     }
 
-    /// The actor retires; how many tasks are still in flight.
-    fn retire(&self) -> usize {
-        self.0.fetch_or(RETIRING, Ordering::AcqRel) & !RETIRING
+    /// The actor retires: from now on every task's end is told.
+    fn retire(&self) {
+        self.0.fetch_or(RETIRING, Ordering::AcqRel);
     }
 
     /// Tasks in flight now.

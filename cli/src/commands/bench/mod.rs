@@ -111,6 +111,46 @@ fn cpu_seconds() -> f64 {
     now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
+/// Raises this process's soft limit on open files to its hard limit; returns the
+/// limit now in force (`None`: unknown).
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls read or write one `rlimit` through a valid pointer to a
+    // local; raising the soft limit up to the hard one needs no privilege.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Open file descriptors of this process now.
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Waits (up to 5 s) until the process holds no more than a few files beyond
+/// `baseline`: the last case's sockets have closed.
+async fn sockets_closed(baseline: usize) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while open_files() > baseline + 64 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn rss_mb(field: &str) -> f64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0.0;
@@ -243,6 +283,13 @@ async fn fanfare_case(
     }
     fanfare.shutdown().await;
     let ok = report.totals.ok;
+    if let Some(b) = report.branches.iter().find(|b| !b.outcome.is_ok()) {
+        eprintln!(
+            "fanfare bench: {} of fanfare's branches did not succeed, the first: {:?}",
+            n - ok,
+            b.outcome
+        );
+    }
     Ok((wall, cpu, ok, n - ok))
 }
 
@@ -264,7 +311,7 @@ async fn reqwest_case(
         let (client, url, limit, task) = (client.clone(), url.clone(), limit.clone(), task.clone());
         let system = perspectives[i % perspectives.len()].prompt.clone();
         set.spawn(async move {
-            let _permit = limit.acquire_owned().await.ok()?;
+            let _permit = limit.acquire_owned().await?;
             let body = json!({"model": "bench-model", "max_tokens": 512, "system": system,
                               "messages": [{"role": "user", "content": &*task}]});
             let r = client
@@ -273,19 +320,27 @@ async fn reqwest_case(
                 .header("anthropic-version", "2023-06-01")
                 .json(&body)
                 .send()
-                .await
-                .ok()?;
-            let v: serde_json::Value = r.json().await.ok()?;
+                .await?;
+            let v: serde_json::Value = r.json().await?;
             v.pointer("/content/0/text")
                 .and_then(|t| t.as_str())
                 .map(str::to_owned)
+                .context("an answer with no text")
         });
     }
     let mut replies = Vec::with_capacity(n);
+    let mut first_error = None;
     while let Some(r) = set.join_next().await {
-        replies.push(r.ok().flatten());
+        let reply = r.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = &reply {
+            first_error.get_or_insert_with(|| format!("{e:#}"));
+        }
+        replies.push(reply.ok());
     }
     let fanned = t0.elapsed();
+    if let Some(e) = first_error {
+        eprintln!("fanfare bench: the bare client's calls failed, the first with: {e}");
+    }
     let ok = replies.iter().filter(|r| r.is_some()).count();
     let merged: String = replies
         .iter()
@@ -390,6 +445,23 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     // branches opens N connections, whose ports then sit in TIME_WAIT for a minute;
     // against the same address, two 10,000-branch cases ran out of ephemeral ports
     // (see BENCHMARKS.md). A new destination port is a fresh set of 4-tuples.
+    // Every case holds 2 × N sockets in this one process (the client's and the
+    // mock's ends), and the last case's may still be closing when the next starts: at
+    // a 20,000 limit, 10,000-branch cases failed thousands of connects with "Too many
+    // open files", either client's. Raise the soft limit as far as allowed, say when
+    // it is short, and start each case once the last one's sockets are gone.
+    let limit = raise_open_file_limit();
+    let widest = args.sizes.iter().max().copied().unwrap_or(0);
+    if limit.is_some_and(|l| l < 2 * widest as u64 + 256) {
+        eprintln!(
+            "fanfare bench: {} branches need about {} open files in this process (client \
+             and mock); the limit is {}: raise it (ulimit -n) or expect failed connects",
+            widest,
+            2 * widest + 256,
+            limit.unwrap_or(0)
+        );
+    }
+    let baseline = open_files();
     let mock = || {
         MockServer::start(MockConfig {
             latency: args.latency,
@@ -401,9 +473,11 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         // Warm up at this size, unmeasured: the first case of a size grows the heap
         // (fresh pages, zeroed by the kernel) and the one after it found them ready —
         // fanfare, always first, measured 0.2 s slower on its first 1,000-branch case.
+        sockets_closed(baseline).await;
         let warm = mock().await?;
         fanfare_case(&warm.url(), &args.task, n, c, &args.perspectives).await?;
         warm.stop().await;
+        sockets_closed(baseline).await;
         let warm = mock().await?;
         reqwest_case(&warm.url(), &args.task, n, c, &args.perspectives).await?;
         warm.stop().await;
@@ -411,6 +485,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         for rep in 0..args.repeat.max(1) {
             // Alternate which goes first, so neither always follows the other.
             for fanfare_turn in [rep % 2 == 0, rep % 2 != 0] {
+                sockets_closed(baseline).await;
                 let server = mock().await?;
                 let url = server.url();
                 if fanfare_turn {
