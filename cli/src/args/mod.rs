@@ -160,8 +160,9 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         #[arg(long, default_value_t = 0, value_name = "BYTES")]
         document_bytes: usize,
     },
-    /// Orchestration costs on the zero-latency simulated provider: overhead per
-    /// branch, runs per second, memory per idle specialist, cost of a restart.
+    /// Orchestration costs on the simulated provider: overhead per branch (calls that
+    /// return at once), CPU per branch when every call waits 200 ms (beside the provider
+    /// stack alone), maps, runs per second, memory per idle specialist, a restart.
     Inproc {
         /// Branch counts for the per-branch overhead.
         #[arg(

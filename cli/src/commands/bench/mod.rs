@@ -20,6 +20,8 @@
 mod admission;
 mod cache;
 mod cluster;
+mod inproc;
+mod measure;
 mod serve;
 
 use std::path::PathBuf;
@@ -29,14 +31,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
-    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, SimProfile,
-    SimProvider, Stack,
+    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, Stack,
 };
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 use serde_json::json;
 
 use crate::args::BenchCommand;
+use inproc::inproc;
+use measure::{
+    cpu_seconds, median, open_files, raise_open_file_limit, rss_mb, sockets_closed, Measured,
+};
 
 pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
@@ -95,75 +100,6 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// CPU time of the whole process (every thread, user and system), to the
-/// nanosecond: `/proc/self/stat` counts in 10 ms ticks, coarse against the ~0.15 s
-/// a 1,000-branch case takes.
-fn cpu_seconds() -> f64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes one `timespec` through a valid pointer to a
-    // local and reads nothing else.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
-        return 0.0;
-    }
-    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
-}
-
-/// Raises this process's soft limit on open files to its hard limit; returns the
-/// limit now in force (`None`: unknown).
-fn raise_open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls read or write one `rlimit` through a valid pointer to a
-    // local; raising the soft limit up to the hard one needs no privilege.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    Some(limit.rlim_cur)
-}
-
-/// Open file descriptors of this process now.
-fn open_files() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-/// Waits (up to 5 s) until the process holds no more than a few files beyond
-/// `baseline`: the last case's sockets have closed.
-async fn sockets_closed(baseline: usize) {
-    let until = Instant::now() + Duration::from_secs(5);
-    while open_files() > baseline + 64 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn rss_mb(field: &str) -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return 0.0;
-    };
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Options of `bench fanout`.
 pub struct FanoutArgs {
     pub sizes: Vec<usize>,
@@ -177,25 +113,6 @@ pub struct FanoutArgs {
     pub repeat: usize,
     /// What every branch reads: the task, with a document if one was asked for.
     pub task: String,
-}
-
-/// One repetition of a case, timed from the request to the merged answer (setting
-/// a client or a runtime up and shutting it down is outside): wall time, CPU time
-/// of the process over it (the in-process mock's share included, for both clients
-/// alike), branches ok and failed.
-type Measured = (Duration, f64, usize, usize);
-
-/// Over a case's repetitions: the median wall time and, taken apart, the median CPU
-/// time (the CPU of the median-wall run alone moved by ±30% between runs); the fewest
-/// branches ok and the most failed, so one bad repetition shows.
-fn median(runs: Vec<Measured>) -> Measured {
-    let mut walls: Vec<Duration> = runs.iter().map(|r| r.0).collect();
-    walls.sort();
-    let mut cpus: Vec<f64> = runs.iter().map(|r| r.1).collect();
-    cpus.sort_by(f64::total_cmp);
-    let ok = runs.iter().map(|r| r.2).min().unwrap_or(0);
-    let failed = runs.iter().map(|r| r.3).max().unwrap_or(0);
-    (walls[walls.len() / 2], cpus[cpus.len() / 2], ok, failed)
 }
 
 fn agents(perspectives: &[AgentSpec]) -> Vec<AgentSpec> {
@@ -520,179 +437,5 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         }
         crate::output::line(format_args!("{ratios}"))?;
     }
-    Ok(())
-}
-
-/// `bench inproc`: orchestration costs on the zero-latency simulated provider.
-pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
-    let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
-    let names = ["legal", "technical", "financial", "security"];
-    let specs: Vec<AgentSpec> = names
-        .iter()
-        .map(|n| AgentSpec {
-            name: (*n).to_owned(),
-            description: String::new(),
-            prompt: format!("You are the {n} reviewer."),
-            order: 100,
-            model: None,
-            max_tokens: 64,
-            temperature: None,
-            sim: None,
-            faults: Default::default(),
-            source: "bench".into(),
-        })
-        .collect();
-    let fanfare = Fanfare::builder(provider.clone())
-        .agents_from(specs.clone())
-        .code("lines", |input| {
-            let n = input.options.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
-            let text = (0..n)
-                .map(|i| format!("item {i}: {}", "x".repeat(90)))
-                .collect::<Vec<_>>()
-                .join("\n");
-            Ok(fanfare::run::CodeOutput {
-                text,
-                conflicts: Vec::new(),
-            })
-        })
-        .start()
-        .await?;
-    // Warm-up.
-    fanfare.run(RunRequest::fan_out(TASK, names)).await?;
-    for &n in sizes {
-        let request = RunRequest::fan_out(TASK, (0..n).map(|i| names[i % 4]))
-            .policy(Policy::TolerantPartial { quorum: 1 });
-        let t0 = Instant::now();
-        let report = fanfare.run(request).await?;
-        let wall = t0.elapsed();
-        crate::output::line(format_args!(
-            "{}",
-            json!({"case": "overhead_per_branch", "n": n, "wall_s": wall.as_secs_f64(),
-            "us_per_branch": wall.as_secs_f64() * 1e6 / n as f64, "ok": report.totals.ok})
-        ))?;
-    }
-    // A map over an upstream list of n lines (~100 bytes each), 256 items at once:
-    // what each item costs when its task carries the list it was mapped from; then
-    // the same under a token budget, whose estimate of every item reads the items.
-    let maps = sizes.iter().filter(|&&n| n <= 10_000);
-    for (&n, budgeted) in maps.flat_map(|n| [(n, false), (n, true)]) {
-        use fanfare::run::{Map, MapSource};
-        let mut request = RunRequest::fan_out(TASK, Vec::<String>::new());
-        if budgeted {
-            request = request.budget(fanfare::run::Budget {
-                max_tokens: Some(u64::MAX / 2),
-                ..Default::default()
-            });
-        }
-        request.steps = vec![
-            fanfare::Step::code("lines", json!({ "n": n })),
-            fanfare::Step::agent(names[0]).after([0]).map(Map {
-                over: MapSource::Step(0),
-                concurrency: 256,
-                policy: Policy::FailFast,
-            }),
-        ];
-        let t0 = Instant::now();
-        let report = fanfare.run(request).await?;
-        let wall = t0.elapsed();
-        let ok = report.branches[1]
-            .items
-            .iter()
-            .filter(|i| i.outcome.is_ok())
-            .count();
-        crate::output::line(format_args!(
-            "{}",
-            json!({"case": if budgeted { "budgeted_map_item_over_upstream_list" } else { "map_item_over_upstream_list" },
-            "items": n, "wall_s": wall.as_secs_f64(),
-            "us_per_item": wall.as_secs_f64() * 1e6 / n.max(1) as f64, "ok": ok})
-        ))?;
-    }
-    // Runs per second: 4-branch fan-outs, 64 in flight, for ~2 s.
-    let t0 = Instant::now();
-    let mut done = 0usize;
-    while t0.elapsed() < Duration::from_secs(2) {
-        let batch = (0..64).map(|_| {
-            let f = fanfare.clone();
-            async move { f.run(RunRequest::fan_out(TASK, names)).await }
-        });
-        done += futures::future::join_all(batch)
-            .await
-            .iter()
-            .filter(|r| r.is_ok())
-            .count();
-    }
-    crate::output::line(format_args!(
-        "{}",
-        json!({"case": "runs_per_second", "fanout": 4, "in_flight": 64,
-        "runs_per_s": done as f64 / t0.elapsed().as_secs_f64()})
-    ))?;
-    fanfare.shutdown().await;
-
-    // Memory per idle specialist: RSS before and after spawning many.
-    let count = 10_000;
-    let before = rss_mb("VmRSS:");
-    let many = Fanfare::builder(provider.clone())
-        .agents_from((0..count).map(|i| AgentSpec {
-            name: format!("idle-{i}"),
-            ..specs[0].clone()
-        }))
-        .start()
-        .await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = rss_mb("VmRSS:");
-    crate::output::line(format_args!(
-        "{}",
-        json!({"case": "rss_per_idle_specialist", "specialists": count,
-        "kib_each": (after - before) * 1024.0 / count as f64})
-    ))?;
-    many.shutdown().await;
-
-    // One supervised restart: a panic, the supervisor's decision, the new actor up.
-    let flaky = fanfare::agent::faults::Faulty::new(
-        specs[0].clone(),
-        fanfare::agent::faults::Faults {
-            panic: Some(fanfare::agent::faults::Trigger::every(1)),
-            ..Default::default()
-        },
-    );
-    let intensity = fanfare::supervision::RestartIntensity {
-        max_restarts: 1_000_000,
-        window: Duration::from_secs(1),
-        cool_down: Duration::from_secs(1),
-    };
-    let sup = fanfare::supervision::SupervisionConfig {
-        intensity,
-        backoff: fanfare::supervision::Backoff {
-            base: Duration::ZERO,
-            cap: Duration::ZERO,
-        },
-        ..Default::default()
-    };
-    let crashy = Fanfare::builder(provider)
-        .agent(flaky)
-        .supervision(sup)
-        .start()
-        .await?;
-    let mut events = crashy.supervision_events();
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let restarts = 1_000;
-    let t0 = Instant::now();
-    for _ in 0..restarts {
-        let _ = crashy.run(RunRequest::fan_out(TASK, ["legal"])).await?;
-        while !matches!(
-            events.recv().await,
-            Ok(fanfare::supervision::SupervisorEvent::Restarted { .. })
-        ) {}
-    }
-    let per = t0.elapsed() / restarts;
-    std::panic::set_hook(default_hook);
-    crate::output::line(format_args!(
-        "{}",
-        json!({"case": "supervised_restart", "restarts": restarts,
-        "us_per_crash_to_restarted": per.as_secs_f64() * 1e6,
-        "note": "a run whose branch panics, plus the restart, end to end"})
-    ))?;
-    crashy.shutdown().await;
     Ok(())
 }
