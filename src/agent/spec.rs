@@ -29,7 +29,9 @@ use serde::Deserialize;
 use super::faults::Faults;
 use super::structured;
 use super::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, CallEstimate, Task};
-use crate::provider::{estimate_tokens, Completion, CompletionRequest, Message, SimProfile};
+use crate::provider::{
+    estimate_shared_tokens, estimate_tokens, Completion, CompletionRequest, Message, SimProfile,
+};
 
 /// An agent defined by a spec file: one model call with the spec's system prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -358,7 +360,7 @@ impl Agent for AgentSpec {
     fn call_estimate(&self, task: &Task) -> Option<CallEstimate> {
         Some(CallEstimate {
             model: task.model.clone().or_else(|| self.model.clone()),
-            input_tokens: estimate_tokens(&self.prompt) + estimate_tokens(&task.prompt()),
+            input_tokens: estimate_tokens(&self.prompt) + estimate_shared_tokens(&task.prompt()),
             max_output_tokens: u64::from(self.max_tokens),
         })
     }

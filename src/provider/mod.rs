@@ -49,6 +49,7 @@ pub use hedge::{Hedge, HedgeConfig};
 pub use http::{redact_url, ApiKey, ConfigError};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Price, PriceError, PriceTable};
+pub(crate) use request::estimate_shared_tokens;
 pub use request::{
     estimate_tokens, Completion, CompletionRequest, Delta, DeltaSink, Message, OutputSchema,
     RateLimitInfo, Role, Usage,

@@ -189,9 +189,10 @@ impl CompletionRequest {
     }
 }
 
-/// Words in a shared prefix. Every branch of a fan-out holds the same `Arc` and the
-/// gate estimates every call, so a long prefix (a 20 KB document read by 10,000
-/// branches) was counted once per call; each thread remembers the last long one.
+/// Words in a shared text. Every branch of a fan-out holds the same `Arc` of the
+/// task and it is estimated for every branch (the budget) and every call (the gate),
+/// so a long one (a 20 KB document read by 10,000 branches) was counted each time;
+/// each thread remembers the last long one.
 /// Sound because the remembered `Weak` keeps the allocation: no other text can have
 /// its address while it is remembered, and an `Arc<str>` never changes.
 fn shared_words(prefix: &std::sync::Arc<str>) -> usize {
@@ -216,6 +217,12 @@ fn shared_words(prefix: &std::sync::Arc<str>) -> usize {
         *last = Some((Arc::downgrade(prefix), words));
         words
     })
+}
+
+/// [`estimate_tokens`] of a shared text, counted once per thread however many
+/// branches hold it (see `shared_words`).
+pub(crate) fn estimate_shared_tokens(text: &std::sync::Arc<str>) -> u64 {
+    (shared_words(text) as u64 * 4).div_ceil(3)
 }
 
 /// Roughly four tokens for every three words, as English text goes: the one estimate
@@ -327,6 +334,11 @@ mod tests {
         let d = long("x ", 2_000);
         assert_eq!(request(&d), 2_667);
         assert_eq!(request(&c), 400);
+        // The remembered text dropped and another of its length allocated (the
+        // allocator may hand out the same address): counted afresh, not taken for it.
+        drop(c);
+        let f = long("w ", 1_500); // 1,500 words, 3,000 bytes, as `c` was
+        assert_eq!(request(&f), 2_000);
     }
 
     #[test]

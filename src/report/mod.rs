@@ -219,20 +219,23 @@ impl BranchReport {
             .collect();
         // A map step spent what its items did (those that failed too); a step that
         // ran a workflow, what its run did (even when that run failed).
-        let (attempts, usage) = match &run {
-            Some(run) => {
-                let (attempts, usage, _) = run.spent();
-                (attempts, usage)
+        let (attempts, usage, wasted_calls) = match &run {
+            Some(run) => run.spent(),
+            None if !items.is_empty() => items.iter().fold(
+                (0u32, Usage::default(), 0u32),
+                |(attempts, mut usage, wasted), i| {
+                    usage += i.usage;
+                    (
+                        attempts.saturating_add(i.attempts),
+                        usage,
+                        wasted.saturating_add(i.wasted_calls),
+                    )
+                },
+            ),
+            None => {
+                let (attempts, usage) = outcome.spent();
+                (attempts, usage, outcome.waste().0)
             }
-            None if !items.is_empty() => {
-                items
-                    .iter()
-                    .fold((0u32, Usage::default()), |(attempts, mut usage), i| {
-                        usage += i.usage;
-                        (attempts.saturating_add(i.attempts), usage)
-                    })
-            }
-            None => outcome.spent(),
         };
         let error = outcome.problem();
         let permit_wait =
@@ -241,13 +244,6 @@ impl BranchReport {
             nested_cost(&run).unwrap_or_else(|| cost_of(&outcome, &usage, prices))
         } else {
             items.iter().filter_map(|i| i.cost_usd).reduce(|a, b| a + b)
-        };
-        let wasted_calls = if let Some(run) = &run {
-            run.spent().2
-        } else if items.is_empty() {
-            outcome.waste().0
-        } else {
-            items.iter().map(|i| i.wasted_calls).sum()
         };
         Self {
             index,

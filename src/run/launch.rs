@@ -24,7 +24,7 @@ use super::request::Reuse;
 use super::step::{Action, Step, SubWorkflow};
 use super::stream;
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
-use crate::provider::{estimate_tokens, DeltaSink, PriceTable, Usage};
+use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable, Usage};
 use crate::supervision::Roster;
 
 /// Everything one run's branches need.
@@ -175,7 +175,7 @@ impl Driver<'_, '_> {
             .estimate(agent, &task)
             .unwrap_or_else(|| CallEstimate {
                 model: task.model.clone(),
-                input_tokens: estimate_tokens(&task.prompt()),
+                input_tokens: estimate_shared_tokens(&task.prompt()),
                 max_output_tokens: budget.branch_tokens,
             });
         let model = call

@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fanfare::agent::spec::{AgentSpec, FAN_OUT_ASK};
-use fanfare::provider::{
-    AdmissionConfig, CompletionRequest, ExponentialBackoff, Provider, SimProfile, SimProvider,
-    Stack,
-};
+use fanfare::provider::{CompletionRequest, Provider, SimProfile, SimProvider};
 use fanfare::{Fanfare, Policy, RunRequest};
 use serde_json::json;
 
-use super::measure::{cpu_seconds, rss_mb};
-use super::TASK;
+use super::measure::{cpu_seconds, median, rss_mb};
+use super::{capped_stack, TASK};
 
 /// `bench inproc`: orchestration costs on the zero-latency simulated provider.
 pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
@@ -200,14 +197,7 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
 async fn parked(n: usize) -> anyhow::Result<()> {
     const ROUNDS: usize = 7;
     let latency = Duration::from_millis(200);
-    let (stack, _gate) = Stack::new()
-        .admission(AdmissionConfig {
-            max_concurrency: n,
-            initial_concurrency: n,
-            ..AdmissionConfig::default()
-        })
-        .retry(ExponentialBackoff::default())
-        .build(SimProvider::with_profile(SimProfile::fixed(latency)));
+    let stack = capped_stack(SimProvider::with_profile(SimProfile::fixed(latency)), n);
     let specs: Vec<AgentSpec> = ["legal", "technical", "financial", "security"]
         .iter()
         .map(|name| AgentSpec::new(*name, format!("You are the {name} reviewer.")))
@@ -217,7 +207,6 @@ async fn parked(n: usize) -> anyhow::Result<()> {
         .start()
         .await?;
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
-    let mut fewest_ok = n;
     for round in 0..=ROUNDS {
         for fanfare_turn in [round % 2 == 0, round % 2 != 0] {
             let (t0, cpu0) = (Instant::now(), cpu_seconds());
@@ -244,21 +233,15 @@ async fn parked(n: usize) -> anyhow::Result<()> {
                 ok
             };
             let (wall, cpu) = (t0.elapsed(), cpu_seconds() - cpu0);
-            fewest_ok = fewest_ok.min(ok);
             if round > 0 {
                 let into = if fanfare_turn { &mut ours } else { &mut bare };
-                into.push((wall, cpu));
+                into.push((wall, cpu, ok, n - ok));
             }
         }
     }
     fanfare.shutdown().await;
-    let medians = |mut runs: Vec<(Duration, f64)>| {
-        runs.sort_by_key(|r| r.0);
-        let wall = runs[runs.len() / 2].0;
-        runs.sort_by(|a, b| a.1.total_cmp(&b.1));
-        (wall, runs[runs.len() / 2].1)
-    };
-    let ((our_wall, our_cpu), (bare_wall, bare_cpu)) = (medians(ours), medians(bare));
+    let (our_wall, our_cpu, our_ok, _) = median(ours);
+    let (bare_wall, bare_cpu, bare_ok, _) = median(bare);
     let per_branch_us = |cpu: f64| cpu * 1e6 / n as f64;
     crate::output::line(format_args!(
         "{}",
@@ -266,7 +249,7 @@ async fn parked(n: usize) -> anyhow::Result<()> {
         "rounds": ROUNDS, "fanfare_wall_ms": our_wall.as_secs_f64() * 1e3,
         "stack_wall_ms": bare_wall.as_secs_f64() * 1e3,
         "fanfare_cpu_us_per_branch": per_branch_us(our_cpu),
-        "stack_cpu_us_per_branch": per_branch_us(bare_cpu), "fewest_ok": fewest_ok})
+        "stack_cpu_us_per_branch": per_branch_us(bare_cpu), "fewest_ok": our_ok.min(bare_ok)})
     ))?;
     Ok(())
 }

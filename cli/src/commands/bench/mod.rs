@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{
-    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, Stack,
+    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, Provider,
+    Stack,
 };
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
@@ -126,6 +127,20 @@ fn agents(perspectives: &[AgentSpec]) -> Vec<AgentSpec> {
         .collect()
 }
 
+/// The provider stack every fanfare case runs on (and `parked_branch` beside it):
+/// retries over the admission gate, its cap starting at `cap`.
+fn capped_stack(wire: impl Provider, cap: usize) -> Arc<dyn Provider> {
+    let (provider, _gate) = Stack::new()
+        .admission(AdmissionConfig {
+            max_concurrency: cap,
+            initial_concurrency: cap,
+            ..AdmissionConfig::default()
+        })
+        .retry(ExponentialBackoff::default())
+        .build(wire);
+    provider
+}
+
 const TASK: &str =
     "Our new API will process 1M requests/day, storing all user queries in plain text logs.";
 
@@ -156,14 +171,7 @@ async fn fanfare_case(
     let mut config = AnthropicConfig::new(ApiKey::new("bench"));
     config.base_url = base_url.to_owned();
     config.default_model = "bench-model".to_owned();
-    let (provider, _gate) = Stack::new()
-        .admission(AdmissionConfig {
-            max_concurrency: concurrency,
-            initial_concurrency: concurrency,
-            ..AdmissionConfig::default()
-        })
-        .retry(ExponentialBackoff::default())
-        .build(AnthropicProvider::new(config)?);
+    let provider = capped_stack(AnthropicProvider::new(config)?, concurrency);
     let specs = agents(perspectives);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let fanfare = Fanfare::builder(provider)
