@@ -3,22 +3,27 @@
 //! that runs an `Agent`.
 //!
 //! # Lifecycle of one task
-//! The orchestrator `call`s a specialist with [`AgentMsg::Run`]. The actor does not
-//! await the work inside `handle`: it spawns it as a task, keeps the task's abort
-//! handle keyed by [`BranchId`], and returns, so the mailbox stays free for more
-//! tasks and for [`AgentMsg::Cancel`]. The task replies on the port itself. `Cancel`
-//! aborts the task, which drops the provider future (an HTTP request is cancelled).
-//! The handles live in a state type whose `Drop` aborts them all, so a specialist
-//! that is stopped, killed or crashes takes its in-flight work with it.
+//! An [`Agent`] runs behind an actor, and its tasks run through that actor's
+//! *intake*: the orchestrator's branch asks the intake for a ticket and runs
+//! [`Agent::run`] in its own tokio task (no message to the actor, no task of the
+//! actor's, no reply port: one task and one wake-up per branch instead of three). The
+//! actor still decides what may run: the intake admits nothing while the actor
+//! retires, and when the actor is stopped or killed its state closes the intake, which
+//! aborts every task it admitted (the branch records the specialist as dead, and
+//! retries on its replacement if it may). A branch that gives up (deadline, policy,
+//! run over) drops the work it is running, which drops the provider future (an HTTP
+//! request is cancelled). A caller that sends [`AgentMsg::Run`] instead (a raw
+//! message) gets the same: the actor runs the task through its intake on a task it
+//! spawns, answers on the port, and aborts it on [`AgentMsg::Cancel`].
 //!
-//! A panic inside [`Agent::run`] is caught and reported on the reply port as
-//! [`AgentError::Panicked`]; that branch fails. The actor then *retires*: it tells its
-//! supervisor (a `Retiring` notice), which counts it as a crash (restart
-//! intensity, strategy, backoff) and publishes a fresh actor for new work, while the
-//! retiring actor finishes the other tasks it holds and then stops. Each task runs on
-//! its own tokio task, so one panicking task says nothing about its siblings: killing
-//! them would turn one failed branch into many. (A raw actor that panics in `handle`
-//! fails outright, as ractor does; its in-flight callers record `SpecialistDied`.)
+//! A panic inside [`Agent::run`] is caught and answered as [`AgentError::Panicked`];
+//! that branch fails. The actor then *retires*: the intake tells its supervisor (a
+//! `Retiring` notice), which counts it as a crash (restart intensity, strategy,
+//! backoff) and publishes a fresh actor for new work, while the tasks the old one
+//! admitted finish; the last to end tells the supervisor it is `Retired`, and it is
+//! stopped. One panicking task says nothing about its siblings: killing them would
+//! turn one failed branch into many. (A raw actor that panics in `handle` fails
+//! outright, as ractor does; its in-flight callers record `SpecialistDied`.)
 //!
 //! # Writing a specialist as a raw actor
 //! Any `ractor::Actor<Msg = AgentMsg>` can be a specialist: answer `Run` on its reply
@@ -30,11 +35,13 @@
 //! - this file: the trait and its payloads;
 //! - [`task`]: ids and the [`Task`] a specialist receives;
 //! - `actor`: [`AgentMsg`] and the actor around an `Agent`;
+//! - `intake`: how that actor's tasks run in their callers' tasks, under its watch;
 //! - [`spec`]: declarative agents (TOML + prompt file);
 //! - [`faults`]: the [`Faulty`](faults::Faulty) wrapper for supervision experiments.
 
 mod actor;
 pub mod faults;
+mod intake;
 pub mod spec;
 pub mod structured;
 pub mod task;
@@ -46,8 +53,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::{Completion, Provider, ProviderError, Usage};
 
+pub(crate) use actor::AgentActor;
 pub use actor::AgentMsg;
-pub(crate) use actor::{AgentActor, Notice};
+pub(crate) use intake::{Intake, Notice, Ran};
 pub use task::{BranchId, RunId, Task, UpstreamOutput};
 
 /// What a specialist produced.
@@ -180,9 +188,10 @@ impl std::fmt::Debug for AgentContext {
 
 /// A specialist: the one thing a user writes to add a perspective.
 ///
-/// The runtime wraps it in an actor (speaking [`AgentMsg`]), runs each task on its own
-/// tokio task, and supervises it. `run` may be cancelled at any `.await` (the task
-/// is aborted), so keep no state that must be cleaned up by running to the end.
+/// The runtime wraps it in an actor (speaking [`AgentMsg`]) and supervises it; each
+/// task runs in the tokio task of the branch that asked for it. `run` may be cancelled
+/// at any `.await` (the branch gave up, or the actor was stopped), so keep no state
+/// that must be cleaned up by running to the end.
 pub trait Agent: Send + Sync + 'static {
     /// The name the orchestrator routes by; unique within a runtime.
     fn name(&self) -> &str;

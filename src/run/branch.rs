@@ -1,7 +1,8 @@
 //! One branch: place it (here, or on a cluster's node), call the specialist under
-//! the branch deadline, and map what happens to a [`BranchOutcome`]. Dropping the
-//! call (policy, deadline, caller gone) sends `Cancel` to the specialist, which
-//! aborts the model call.
+//! the branch deadline, and map what happens to a [`BranchOutcome`]. An agent's task
+//! runs right here, through its actor's intake; dropping the call (policy, deadline,
+//! caller gone) drops the model call with it. A raw actor gets the task as a message;
+//! dropping that call sends it `Cancel`.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
 use super::placement::{Place, Placement, RemoteCall, Router};
-use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Task};
+use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Ran, Task};
 use crate::provider::GaveUp;
 use crate::supervision::Slot;
 
@@ -151,7 +152,7 @@ pub(crate) async fn call_here(
     let mut retried = retried;
     loop {
         let current = slot.borrow_and_update().clone();
-        let actor = match current {
+        let (actor, intake) = match current {
             Slot::Down { reason } => {
                 let error = BranchError::SpecialistUnavailable {
                     agent,
@@ -159,12 +160,38 @@ pub(crate) async fn call_here(
                 };
                 return (BranchOutcome::Failed { error }, retried);
             }
-            Slot::Restarting => None,
-            Slot::Up { actor } => Some(actor),
+            Slot::Restarting => (None, None),
+            Slot::Up { actor, intake } => (Some(actor), intake),
         };
-        let crashed = match actor {
-            None => None,
-            Some(actor) => {
+        let timed_out = BranchOutcome::TimedOut {
+            deadline: deadline_kind,
+            last_error: None,
+        };
+        let died = || BranchOutcome::Failed {
+            error: BranchError::SpecialistDied {
+                agent: agent.clone(),
+            },
+        };
+        let crashed = match (actor, intake) {
+            (None, _) => None,
+            // An agent: run its task here, through the intake its actor watches.
+            (Some(_), Some(intake)) => match intake.enter() {
+                // Not taken: the specialist is retiring (or gone). Wait for its
+                // replacement, as if the task had not been delivered.
+                None => None,
+                Some(ticket) => match timeout_at(deadline, ticket.run(task.clone())).await {
+                    Err(_elapsed) => return (timed_out, retried),
+                    Ok(Ran::Replied(reply)) => match answer(reply, deadline_kind) {
+                        Answer::Ended(outcome) => return (outcome, retried),
+                        Answer::Crashed(outcome) => Some(outcome),
+                        Answer::NotTaken => None,
+                    },
+                    // Its actor was stopped or killed under it.
+                    Ok(Ran::Aborted) => Some(died()),
+                },
+            },
+            // A raw actor: send the task and wait for its answer.
+            (Some(actor), None) => {
                 let mut guard = CancelOnDrop {
                     actor: Some(actor.clone()),
                     branch: task.branch,
@@ -179,52 +206,18 @@ pub(crate) async fn call_here(
                 let result: Result<Result<CallResult<AgentReply>, _>, _> =
                     timeout_at(deadline, call).await;
                 match result {
-                    Err(_) | Ok(Ok(CallResult::Timeout)) => {
-                        return (
-                            BranchOutcome::TimedOut {
-                                deadline: deadline_kind,
-                                last_error: None,
-                            },
-                            retried,
-                        )
-                    }
+                    Err(_) | Ok(Ok(CallResult::Timeout)) => return (timed_out, retried),
                     Ok(Ok(CallResult::Success(reply))) => {
                         guard.disarm();
-                        match reply {
-                            Ok(output) => return (BranchOutcome::Ok(output), retried),
-                            // Not taken: the specialist is retiring. Wait for its
-                            // replacement, as if the task had not been delivered.
-                            Err(AgentError::Retiring) => None,
-                            // The model call was cut by this branch's deadline: the
-                            // branch timed out, and the report shows what the call
-                            // was doing (its attempts and their errors).
-                            Err(AgentError::Provider(e))
-                                if e.gave_up == Some(GaveUp::DeadlineReached) =>
-                            {
-                                let outcome = BranchOutcome::TimedOut {
-                                    deadline: deadline_kind,
-                                    last_error: Some(e),
-                                };
-                                return (outcome, retried);
-                            }
-                            Err(error @ AgentError::Panicked { .. }) => {
-                                Some(BranchOutcome::Failed {
-                                    error: BranchError::Agent(error),
-                                })
-                            }
-                            Err(error) => {
-                                let error = BranchError::Agent(error);
-                                return (BranchOutcome::Failed { error }, retried);
-                            }
+                        match answer(reply, deadline_kind) {
+                            Answer::Ended(outcome) => return (outcome, retried),
+                            Answer::Crashed(outcome) => Some(outcome),
+                            Answer::NotTaken => None,
                         }
                     }
                     Ok(Ok(CallResult::SenderError)) => {
                         guard.disarm();
-                        Some(BranchOutcome::Failed {
-                            error: BranchError::SpecialistDied {
-                                agent: agent.clone(),
-                            },
-                        })
+                        Some(died())
                     }
                     // Not delivered: the actor is gone before it saw the task. Not a
                     // retry; the supervisor will publish a replacement or mark it down.
@@ -261,5 +254,36 @@ pub(crate) async fn call_here(
             }
             Ok(Ok(())) => {}
         }
+    }
+}
+
+/// What a specialist's answer means for its branch.
+enum Answer {
+    /// The branch ends with this.
+    Ended(BranchOutcome),
+    /// The specialist crashed under it: retried if crash retries are left.
+    Crashed(BranchOutcome),
+    /// Not taken (the specialist is retiring): wait for its replacement.
+    NotTaken,
+}
+
+fn answer(reply: AgentReply, deadline_kind: DeadlineKind) -> Answer {
+    match reply {
+        Ok(output) => Answer::Ended(BranchOutcome::Ok(output)),
+        Err(AgentError::Retiring) => Answer::NotTaken,
+        // The model call was cut by this branch's deadline: the branch timed out, and
+        // the report shows what the call was doing (its attempts and their errors).
+        Err(AgentError::Provider(e)) if e.gave_up == Some(GaveUp::DeadlineReached) => {
+            Answer::Ended(BranchOutcome::TimedOut {
+                deadline: deadline_kind,
+                last_error: Some(e),
+            })
+        }
+        Err(error @ AgentError::Panicked { .. }) => Answer::Crashed(BranchOutcome::Failed {
+            error: BranchError::Agent(error),
+        }),
+        Err(error) => Answer::Ended(BranchOutcome::Failed {
+            error: BranchError::Agent(error),
+        }),
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::event::DownReason;
 use super::specialist::EstimateFn;
-use crate::agent::{AgentMsg, CallEstimate, Task};
+use crate::agent::{AgentMsg, CallEstimate, Intake, Task};
 
 /// Where a specialist's name currently routes.
 #[derive(Clone, Debug)]
@@ -19,6 +19,9 @@ pub(crate) enum Slot {
     Up {
         /// The current actor.
         actor: ActorRef<AgentMsg>,
+        /// Its intake, if it runs an [`Agent`](crate::agent::Agent): callers run its
+        /// tasks in their own task through it, instead of messaging the actor.
+        intake: Option<Arc<Intake>>,
     },
     /// Being restarted (after a backoff); branches wait for it.
     Restarting,

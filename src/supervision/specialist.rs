@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorCell, ActorRef, DerivedActorRef, SpawnErr};
 
 use super::config::RestartType;
-use crate::agent::{Agent, AgentActor, AgentMsg, CallEstimate, Notice, Task};
+use crate::agent::{Agent, AgentActor, AgentMsg, CallEstimate, Intake, Notice, Task};
 use crate::provider::{BoxFuture, Provider};
 use crate::tasks::LiveCount;
 
@@ -83,17 +83,21 @@ impl Specialist {
     }
 
     /// Spawns it, linked under the supervisor described by `under`.
-    pub(crate) fn spawn(
-        &self,
-        under: Under,
-    ) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>> {
+    pub(crate) fn spawn(&self, under: Under) -> BoxFuture<'static, Result<Spawned, SpawnErr>> {
         self.factory.spawn(under)
     }
 }
 
+/// A spawned specialist: its actor, and (for an agent) the intake through which
+/// callers run its tasks in their own task.
+pub(crate) struct Spawned {
+    pub actor: ActorRef<AgentMsg>,
+    pub intake: Option<Arc<Intake>>,
+}
+
 /// Knows how to (re)spawn one specialist linked under a supervisor.
 trait SpawnSpecialist: Send + Sync + 'static {
-    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>>;
+    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<Spawned, SpawnErr>>;
 }
 
 /// What a spawn needs from its supervisor.
@@ -111,13 +115,19 @@ pub(crate) struct Under {
 struct AgentFactory<A: Agent>(Arc<A>);
 
 impl<A: Agent> SpawnSpecialist for AgentFactory<A> {
-    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>> {
-        let actor = AgentActor::new(self.0.clone(), under.provider, under.live);
-        let notices = Some(under.notices);
+    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<Spawned, SpawnErr>> {
+        let (actor, intake) = AgentActor::new(
+            self.0.clone(),
+            under.provider,
+            under.live,
+            Some(under.notices),
+        );
         Box::pin(async move {
-            Ok(Actor::spawn_linked(None, actor, notices, under.supervisor)
-                .await?
-                .0)
+            let (actor, _) = Actor::spawn_linked(None, actor, (), under.supervisor).await?;
+            Ok(Spawned {
+                actor,
+                intake: Some(intake),
+            })
         })
     }
 }
@@ -129,16 +139,18 @@ where
     T: Actor<Msg = AgentMsg>,
     F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
 {
-    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<ActorRef<AgentMsg>, SpawnErr>> {
+    fn spawn(&self, under: Under) -> BoxFuture<'static, Result<Spawned, SpawnErr>> {
         // `make` is user code, run inside the supervisor's handler: a panic in it must
         // fail this spawn, not the supervisor.
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)()));
         Box::pin(async move {
             let (actor, args) = made
                 .map_err(|_| SpawnErr::StartupFailed("the specialist's factory panicked".into()))?;
-            Ok(Actor::spawn_linked(None, actor, args, under.supervisor)
-                .await?
-                .0)
+            let (actor, _) = Actor::spawn_linked(None, actor, args, under.supervisor).await?;
+            Ok(Spawned {
+                actor,
+                intake: None,
+            })
         })
     }
 }

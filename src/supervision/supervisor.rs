@@ -24,7 +24,7 @@ use super::config::SupervisionConfig;
 use super::decision::{Decision, Restarts};
 use super::event::{DownReason, ExitReason, RestartCause, SpecialistStatus, SupervisorEvent};
 use super::roster::{Roster, Slot};
-use super::specialist::{Specialist, Under};
+use super::specialist::{Spawned, Specialist, Under};
 use crate::agent::Notice;
 use crate::provider::Provider;
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
@@ -142,7 +142,7 @@ impl SupervisorState {
         let Some(specialist) = self.specialists.get(name) else {
             return Ok(());
         };
-        let actor = specialist
+        let Spawned { actor, intake } = specialist
             .spawn(Under {
                 provider: self.args.provider.clone(),
                 supervisor: myself.get_cell(),
@@ -153,7 +153,7 @@ impl SupervisorState {
         self.children.insert(actor.get_id(), name.to_owned());
         self.actors.insert(name.to_owned(), actor.get_cell());
         self.restarts.started(name);
-        self.args.roster.set(name, Slot::Up { actor });
+        self.args.roster.set(name, Slot::Up { actor, intake });
         Ok(())
     }
 

@@ -1,0 +1,508 @@
+//! [`Intake`]: how a runtime agent's tasks are run — in the caller's own tokio task,
+//! under the watch of the agent's actor.
+//!
+//! A branch used to send its task to the actor's mailbox; the actor spawned a task to
+//! run it, which answered on a reply port: three tasks and three wake-ups per branch,
+//! for work that only ever awaited the model. The intake lets the caller run
+//! [`Agent::run`](super::Agent::run) itself, while the actor keeps what it is there
+//! for: it decides whether a task may start (not while it retires), it can abort
+//! every task it admitted (when it is stopped or killed, its state closes the intake),
+//! and a panic still retires it. The branch that runs the work is the one that waits
+//! for it, so a deadline or a cancelled run drops the work at once; no `Cancel`
+//! message is needed.
+//!
+//! The decisions live in [`Book`], a plain state machine; [`Intake`] is the shell that
+//! locks it, registers abort handles and sends the supervisor its notices.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures::future::{AbortHandle, AbortRegistration, Abortable};
+use futures::FutureExt;
+use ractor::{ActorId, DerivedActorRef};
+
+use super::{AgentError, AgentReply, Task};
+use crate::provider::BoxFuture;
+
+/// What an agent-backed specialist tells its supervisor about itself. The supervisor
+/// hands each specialist a derived reference that accepts only these, so this module
+/// needs nothing from the supervisor's.
+#[derive(Debug)]
+pub(crate) enum Notice {
+    /// A task panicked: the actor takes no new work and finishes what it holds.
+    Retiring {
+        /// The retiring actor.
+        actor: ActorId,
+        /// The panic, attributed to the agent.
+        panic: String,
+    },
+    /// The retiring actor holds no task any more; the supervisor may drain it.
+    Retired {
+        /// The retired actor.
+        actor: ActorId,
+    },
+}
+
+// A local message (never sent to another node): ractor's `cluster` feature asks
+// every message type to say so.
+impl ractor::Message for Notice {}
+
+/// Runs one task of the agent (the agent and its context captured).
+pub(crate) type RunFn = dyn Fn(Task) -> BoxFuture<'static, AgentReply> + Send + Sync;
+
+/// Where an agent's intake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Taking tasks.
+    Serving,
+    /// A task panicked: finishing the tasks it holds, taking no new ones.
+    Retiring,
+    /// Retired and idle, or its actor is gone: takes nothing.
+    Closed,
+}
+
+/// What the shell must tell the supervisor after a step of the [`Book`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Say {
+    Nothing,
+    /// A task panicked: the actor retires (it takes no new work).
+    Retiring,
+    /// The retiring actor holds no task any more.
+    Retired,
+}
+
+/// The intake's bookkeeping: its phase and the tasks it admitted, by ticket.
+#[derive(Debug)]
+struct Book<H> {
+    phase: Phase,
+    tasks: HashMap<u64, H>,
+    next: u64,
+    /// Whether a panic retires the actor (it has a supervisor to replace it).
+    supervised: bool,
+}
+
+impl<H> Book<H> {
+    fn new(supervised: bool) -> Self {
+        Self {
+            phase: Phase::Serving,
+            tasks: HashMap::new(),
+            next: 0,
+            supervised,
+        }
+    }
+
+    /// A task asks to start, abortable through `handle`: its ticket, or `None` when
+    /// the intake takes no new work.
+    fn enter(&mut self, handle: H) -> Option<u64> {
+        if self.phase != Phase::Serving {
+            return None;
+        }
+        let ticket = self.next;
+        self.next += 1;
+        self.tasks.insert(ticket, handle);
+        Some(ticket)
+    }
+
+    /// A task panicked (it has not left yet).
+    fn panicked(&mut self) -> Say {
+        if self.phase == Phase::Serving && self.supervised {
+            self.phase = Phase::Retiring;
+            Say::Retiring
+        } else {
+            Say::Nothing
+        }
+    }
+
+    /// Ticket `ticket`'s task ended, however it ended.
+    fn leave(&mut self, ticket: u64) -> Say {
+        self.tasks.remove(&ticket);
+        if self.phase == Phase::Retiring && self.tasks.is_empty() {
+            self.phase = Phase::Closed;
+            Say::Retired
+        } else {
+            Say::Nothing
+        }
+    }
+
+    /// The actor is gone: nothing more starts; the tasks it admitted are handed back
+    /// to be aborted.
+    fn close(&mut self) -> Vec<H> {
+        self.phase = Phase::Closed;
+        self.tasks.drain().map(|(_, h)| h).collect()
+    }
+}
+
+/// How a task run through the intake ended.
+#[derive(Debug)]
+pub(crate) enum Ran {
+    /// The agent answered (a panic is answered as [`AgentError::Panicked`]).
+    Replied(AgentReply),
+    /// The actor was stopped or killed under it: the work was dropped unfinished.
+    Aborted,
+}
+
+/// The door to one agent actor's work, shared by the actor and its callers (through
+/// the roster's slot). See the module docs.
+pub(crate) struct Intake {
+    run: Box<RunFn>,
+    agent: String,
+    /// The actor's id, once it has started (before any caller can reach it).
+    actor: OnceLock<ActorId>,
+    notices: Option<DerivedActorRef<Notice>>,
+    book: Mutex<Book<AbortHandle>>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake")
+            .field("agent", &self.agent)
+            .field("actor", &self.actor.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Intake {
+    /// An intake for `agent`'s tasks, run by `run`; a panic retires the actor and
+    /// tells `notices` (`None`: unsupervised, a panic is only logged).
+    pub(crate) fn new(
+        agent: impl Into<String>,
+        run: Box<RunFn>,
+        notices: Option<DerivedActorRef<Notice>>,
+    ) -> Self {
+        Self {
+            run,
+            agent: agent.into(),
+            actor: OnceLock::new(),
+            book: Mutex::new(Book::new(notices.is_some())),
+            notices,
+        }
+    }
+
+    /// Names the actor behind it (in its `pre_start`).
+    pub(crate) fn bind(&self, actor: ActorId) {
+        let _ = self.actor.set(actor);
+    }
+
+    /// The book, even if a panic poisoned its lock (no step leaves it half-done).
+    fn book(&self) -> std::sync::MutexGuard<'_, Book<AbortHandle>> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A ticket to run one task, or `None` when the actor takes no new work (it is
+    /// retiring, or gone): the caller waits for its replacement.
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<Ticket> {
+        let (handle, registration) = AbortHandle::new_pair();
+        let id = self.book().enter(handle)?;
+        Some(Ticket {
+            intake: self.clone(),
+            id,
+            registration: Some(registration),
+        })
+    }
+
+    /// The actor is gone: nothing more starts, and the work it admitted is aborted.
+    pub(crate) fn close(&self) {
+        let handles = self.book().close();
+        for handle in handles {
+            handle.abort();
+        }
+    }
+
+    /// Tells the supervisor, under the book's lock (so `Retiring` always reaches it
+    /// before `Retired`, whichever thread sees which).
+    fn say(&self, say: Say, panic: Option<String>) {
+        let (Some(notices), Some(actor)) = (&self.notices, self.actor.get()) else {
+            return;
+        };
+        let notice = match say {
+            Say::Nothing => return,
+            Say::Retiring => Notice::Retiring {
+                actor: *actor,
+                panic: panic.unwrap_or_default(),
+            },
+            Say::Retired => Notice::Retired { actor: *actor },
+        };
+        let _ = notices.send_message(notice);
+    }
+
+    fn panicked(&self, message: &str) {
+        let panic = format!("agent `{}` panicked: {message}", self.agent);
+        let mut book = self.book();
+        let say = book.panicked();
+        match say {
+            Say::Retiring => {
+                tracing::warn!(agent = %self.agent, %panic, "retiring after a panic")
+            }
+            _ => tracing::warn!(agent = %self.agent, %panic, "not retiring; carrying on"),
+        }
+        self.say(say, Some(panic));
+        drop(book);
+    }
+
+    /// Tasks admitted and not yet ended.
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.book().tasks.len()
+    }
+
+    fn leave(&self, ticket: u64) {
+        let mut book = self.book();
+        let say = book.leave(ticket);
+        self.say(say, None);
+        drop(book);
+    }
+}
+
+/// Leave to run one task; leaving the intake when dropped, however the task ends.
+pub(crate) struct Ticket {
+    intake: Arc<Intake>,
+    id: u64,
+    registration: Option<AbortRegistration>,
+}
+
+impl Ticket {
+    /// Runs `task` here: a panic is caught and answered as [`AgentError::Panicked`]
+    /// (and retires the actor); the actor's end aborts it.
+    pub(crate) async fn run(mut self, task: Task) -> Ran {
+        let Some(registration) = self.registration.take() else {
+            return Ran::Aborted;
+        };
+        let span =
+            tracing::debug_span!("branch", branch = %task.branch, agent = %self.intake.agent);
+        let work = AssertUnwindSafe((self.intake.run)(task)).catch_unwind();
+        let work = tracing::Instrument::instrument(Abortable::new(work, registration), span);
+        match work.await {
+            Err(_aborted) => Ran::Aborted,
+            Ok(Ok(reply)) => Ran::Replied(reply),
+            Ok(Err(payload)) => {
+                let message = panic_message(payload.as_ref());
+                self.intake.panicked(&message);
+                Ran::Replied(Err(AgentError::Panicked { message }))
+            }
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.intake.leave(self.id);
+    }
+}
+
+/// A panic's payload as text.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One step of a table: what happens, and what the book must say.
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        /// A task asks in; `Some(ticket)` expected, or `None` (refused).
+        Enter(Option<u64>),
+        /// A task panics (before it leaves).
+        Panic(Say),
+        /// The task holding this ticket ends.
+        Leave(u64, Say),
+        /// The actor goes; this many tasks are handed back to be aborted.
+        Close(usize),
+    }
+
+    fn play(supervised: bool, steps: &[Step]) {
+        let mut book: Book<()> = Book::new(supervised);
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Step::Enter(want) => assert_eq!(book.enter(()), want, "step {i}: {step:?}"),
+                Step::Panic(want) => assert_eq!(book.panicked(), want, "step {i}: {step:?}"),
+                Step::Leave(t, want) => assert_eq!(book.leave(t), want, "step {i}: {step:?}"),
+                Step::Close(n) => assert_eq!(book.close().len(), n, "step {i}: {step:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_book_admits_retires_and_closes_as_the_table_says() {
+        use Say::*;
+        use Step::*;
+        let tables: &[(&str, bool, &[Step])] = &[
+            (
+                "serving: tasks come and go, nobody is told",
+                true,
+                &[
+                    Enter(Some(0)),
+                    Enter(Some(1)),
+                    Leave(0, Nothing),
+                    Leave(1, Nothing),
+                    Enter(Some(2)),
+                ],
+            ),
+            (
+                "a panic retires; siblings finish; the last one out says retired",
+                true,
+                &[
+                    Enter(Some(0)),
+                    Enter(Some(1)),
+                    Panic(Retiring),
+                    Enter(None),
+                    Leave(0, Nothing),
+                    Leave(1, Retired),
+                    Enter(None),
+                ],
+            ),
+            (
+                "a lone task's panic: retiring, then retired as it leaves",
+                true,
+                &[Enter(Some(0)), Panic(Retiring), Leave(0, Retired)],
+            ),
+            (
+                "a second panic while retiring says nothing more",
+                true,
+                &[
+                    Enter(Some(0)),
+                    Enter(Some(1)),
+                    Panic(Retiring),
+                    Panic(Nothing),
+                    Leave(1, Nothing),
+                    Leave(0, Retired),
+                ],
+            ),
+            (
+                "unsupervised: a panic is only logged, work goes on",
+                false,
+                &[
+                    Enter(Some(0)),
+                    Panic(Nothing),
+                    Leave(0, Nothing),
+                    Enter(Some(1)),
+                ],
+            ),
+            (
+                "closing hands back every task and admits no more",
+                true,
+                &[
+                    Enter(Some(0)),
+                    Enter(Some(1)),
+                    Close(2),
+                    Enter(None),
+                    Leave(0, Nothing),
+                ],
+            ),
+            (
+                "closed while retiring: the leaving tasks say nothing",
+                true,
+                &[Enter(Some(0)), Panic(Retiring), Close(1), Leave(0, Nothing)],
+            ),
+        ];
+        for (name, supervised, steps) in tables {
+            eprintln!("table: {name}");
+            play(*supervised, steps);
+        }
+    }
+
+    fn task() -> Task {
+        Task {
+            branch: crate::agent::BranchId {
+                run: crate::agent::RunId(1),
+                index: 0,
+                item: None,
+            },
+            input: "the task".into(),
+            upstream: Arc::new([]),
+            model: None,
+            templated: false,
+            schema: None,
+            deadline: None,
+            deltas: None,
+        }
+    }
+
+    /// Sets its flag when dropped.
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// An intake whose agent signals `started` and then never answers; its work sets
+    /// the returned flag when it is dropped.
+    fn hanging(
+        started: Arc<tokio::sync::Notify>,
+    ) -> (Arc<Intake>, Arc<std::sync::atomic::AtomicBool>) {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let run: Box<RunFn> = Box::new(move |_task| {
+            let (guard, started) = (Dropped(flag.clone()), started.clone());
+            Box::pin(async move {
+                let _guard = guard;
+                started.notify_one();
+                std::future::pending().await
+            })
+        });
+        (Arc::new(Intake::new("hangs", run, None)), dropped)
+    }
+
+    #[tokio::test]
+    async fn closing_the_intake_aborts_the_work_it_admitted_and_admits_no_more() {
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (intake, dropped) = hanging(started.clone());
+        let ticket = intake.enter().expect("a serving intake admits");
+        let running = tokio::spawn(ticket.run(task()));
+        started.notified().await;
+        assert_eq!(intake.in_flight(), 1);
+        intake.close();
+        let ran = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+            .await
+            .expect("closing the intake ends the work it admitted")
+            .expect("the branch's task ends");
+        assert!(matches!(ran, Ran::Aborted), "got {ran:?}");
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the work was dropped"
+        );
+        assert!(intake.enter().is_none(), "a closed intake admits nothing");
+        assert_eq!(intake.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_branch_that_gives_up_drops_the_work_and_leaves_the_intake() {
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (intake, dropped) = hanging(started.clone());
+        let ticket = intake.enter().expect("a serving intake admits");
+        let running = tokio::spawn(ticket.run(task()));
+        started.notified().await;
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the work was dropped"
+        );
+        assert_eq!(intake.in_flight(), 0, "its ticket left the book");
+        assert!(intake.enter().is_some(), "the intake still serves");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_agent_is_answered_as_panicked_and_its_ticket_leaves() {
+        let run: Box<RunFn> = Box::new(|_task| Box::pin(async { panic!("boom") }));
+        let intake = Arc::new(Intake::new("panics", run, None));
+        let ran = intake.enter().expect("admitted").run(task()).await;
+        match ran {
+            Ran::Replied(Err(AgentError::Panicked { message })) => assert_eq!(message, "boom"),
+            other => panic!("expected a panic answered, got {other:?}"),
+        }
+        assert_eq!(intake.in_flight(), 0);
+        // Unsupervised: nothing to retire to, so it carries on.
+        assert!(intake.enter().is_some());
+    }
+}
