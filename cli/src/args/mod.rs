@@ -126,10 +126,13 @@ GET /stats reports requests, in-flight, peak in-flight, aborted and counts by st
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Fan-out of N branches + one merge over HTTP (real anthropic provider) against an
-    /// in-process mock, beside bare reqwest + JoinSet and (with --python) asyncio.gather.
+    /// in-process mock, beside fanfare's provider stack alone in a JoinSet, bare
+    /// reqwest + JoinSet and (with --python) asyncio.gather.
     #[command(
         after_help = "Prints one JSON line per case: framework, n, wall_s, overhead_s \
-(wall - 2 x latency), cpu_s, peak_rss_mb, ok, failed; then the ratios (overhead and CPU, fanfare over the reference).\n\
+(wall - 2 x latency), cpu_s, peak_rss_mb, ok, failed, for fanfare, fanfare-provider-joinset and reqwest-joinset; \
+then the ratios: fanfare over bare reqwest (overhead, cpu), and the same gap in two layers (provider_stack: the stack alone over \
+bare reqwest; runtime_over_stack: fanfare over the stack alone).\n\
 With --base-url it drives that server instead and prints one fanfare line, last.\n\
 scripts/bench installs the Python baseline's venv and runs this with --python."
     )]

@@ -1,11 +1,8 @@
 //! `fanfare bench`: measured side by side in one run, so ratios survive a noisy machine.
 //!
-//! - `bench fanout`: N branches through the real `anthropic` provider (HTTP on
-//!   127.0.0.1) against an in-process mock with a fixed latency, then one merge call
-//!   whose prompt holds every reply; the same workload with bare reqwest + a tokio
-//!   `JoinSet` (no actors, no policies); and, when a Python with the `anthropic` SDK is
-//!   available, the classic `asyncio.gather`. One JSON line per case; overhead is
-//!   wall − 2 × latency (the physical floor is one fan-out round plus one merge).
+//! - `bench fanout` (`fanout.rs`): N branches over HTTP against an in-process mock,
+//!   fanfare beside its own provider stack in a bare `JoinSet` and bare reqwest (and
+//!   `asyncio.gather` with `--python`).
 //! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
 //!   per branch, runs per second, memory per idle specialist, the cost of a restart.
 //! - `bench serve` (`serve.rs`): N runs submitted at once to `fanfare serve`.
@@ -20,29 +17,20 @@
 mod admission;
 mod cache;
 mod cluster;
+mod fanout;
 mod inproc;
 mod measure;
 mod serve;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use fanfare::agent::spec::AgentSpec;
-use fanfare::provider::{
-    AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff, Provider,
-    Stack,
-};
-use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
-use fanfare_mock::{MockConfig, MockServer};
-use serde_json::json;
+use anyhow::bail;
+use fanfare::provider::{AdmissionConfig, ExponentialBackoff, Provider, Stack};
 
 use crate::args::BenchCommand;
+use fanout::{fanout, task_text, FanoutArgs};
 use inproc::inproc;
-use measure::{
-    cpu_seconds, median, open_files, raise_open_file_limit, rss_mb, sockets_closed, Measured,
-};
 
 pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
@@ -101,32 +89,6 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Options of `bench fanout`.
-pub struct FanoutArgs {
-    pub sizes: Vec<usize>,
-    pub latency: Duration,
-    pub base_url: Option<String>,
-    pub concurrency: Option<usize>,
-    pub warmup: usize,
-    pub python: Option<PathBuf>,
-    pub perspectives: Vec<AgentSpec>,
-    /// Measured repetitions per case (interleaved); the median is reported.
-    pub repeat: usize,
-    /// What every branch reads: the task, with a document if one was asked for.
-    pub task: String,
-}
-
-fn agents(perspectives: &[AgentSpec]) -> Vec<AgentSpec> {
-    perspectives
-        .iter()
-        .map(|s| AgentSpec {
-            max_tokens: 512,
-            model: Some("bench-model".to_owned()),
-            ..s.clone()
-        })
-        .collect()
-}
-
 /// The provider stack every fanfare case runs on (and `parked_branch` beside it):
 /// retries over the admission gate, its cap starting at `cap`.
 fn capped_stack(wire: impl Provider, cap: usize) -> Arc<dyn Provider> {
@@ -143,307 +105,3 @@ fn capped_stack(wire: impl Provider, cap: usize) -> Arc<dyn Provider> {
 
 const TASK: &str =
     "Our new API will process 1M requests/day, storing all user queries in plain text logs.";
-
-/// The task, followed by a document of about `document_bytes` bytes of numbered words
-/// (the same text in every case, so the two clients send the same bytes).
-fn task_text(document_bytes: usize) -> String {
-    let mut text = TASK.to_owned();
-    if document_bytes > 0 {
-        text.push_str("\n\nThe design document:\n");
-        let start = text.len();
-        let mut word = 0u64;
-        while text.len() - start < document_bytes {
-            use std::fmt::Write as _;
-            let _ = write!(text, "clause{word} ");
-            word += 1;
-        }
-    }
-    text
-}
-
-async fn fanfare_case(
-    base_url: &str,
-    task: &str,
-    n: usize,
-    concurrency: usize,
-    perspectives: &[AgentSpec],
-) -> anyhow::Result<Measured> {
-    let mut config = AnthropicConfig::new(ApiKey::new("bench"));
-    config.base_url = base_url.to_owned();
-    config.default_model = "bench-model".to_owned();
-    let provider = capped_stack(AnthropicProvider::new(config)?, concurrency);
-    let specs = agents(perspectives);
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let fanfare = Fanfare::builder(provider)
-        .agents_from(specs)
-        .start()
-        .await?;
-    let request = RunRequest::fan_out(task, (0..n).map(|i| names[i % names.len()].clone()))
-        .policy(Policy::TolerantPartial { quorum: 1 })
-        .deadline(Duration::from_secs(600))
-        .branch_timeout(Duration::from_secs(300))
-        .merge(MergeStrategy::Llm {
-            model: None,
-            max_tokens: 512,
-            context_window: None,
-        });
-    let (t0, cpu0) = (Instant::now(), cpu_seconds());
-    let report = fanfare.run(request).await?;
-    let (wall, cpu) = (t0.elapsed(), cpu_seconds() - cpu0);
-    if std::env::var_os("FANFARE_BENCH_DEBUG").is_some() {
-        let first_start = report
-            .branches
-            .iter()
-            .filter_map(|b| b.start)
-            .max()
-            .unwrap_or_default();
-        let last_end = report
-            .branches
-            .iter()
-            .map(|b| b.end)
-            .max()
-            .unwrap_or_default();
-        let s = report.synthesis.as_ref().map(|s| (s.start, s.end));
-        eprintln!("n={n}: last dispatch {first_start:?}, last branch end {last_end:?}, merge {s:?}, wall {wall:?}");
-    }
-    fanfare.shutdown().await;
-    let ok = report.totals.ok;
-    if let Some(b) = report.branches.iter().find(|b| !b.outcome.is_ok()) {
-        eprintln!(
-            "fanfare bench: {} of fanfare's branches did not succeed, the first: {:?}",
-            n - ok,
-            b.outcome
-        );
-    }
-    Ok((wall, cpu, ok, n - ok))
-}
-
-async fn reqwest_case(
-    base_url: &str,
-    task: &str,
-    n: usize,
-    concurrency: usize,
-    perspectives: &[AgentSpec],
-) -> anyhow::Result<Measured> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
-    let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
-    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let (t0, cpu0) = (Instant::now(), cpu_seconds());
-    let mut set = tokio::task::JoinSet::new();
-    let task: Arc<str> = task.into();
-    for i in 0..n {
-        let (client, url, limit, task) = (client.clone(), url.clone(), limit.clone(), task.clone());
-        let system = perspectives[i % perspectives.len()].prompt.clone();
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await?;
-            let body = json!({"model": "bench-model", "max_tokens": 512, "system": system,
-                              "messages": [{"role": "user", "content": &*task}]});
-            let r = client
-                .post(&url)
-                .header("x-api-key", "bench")
-                .header("anthropic-version", "2023-06-01")
-                .json(&body)
-                .send()
-                .await?;
-            let v: serde_json::Value = r.json().await?;
-            v.pointer("/content/0/text")
-                .and_then(|t| t.as_str())
-                .map(str::to_owned)
-                .context("an answer with no text")
-        });
-    }
-    let mut replies = Vec::with_capacity(n);
-    let mut first_error = None;
-    while let Some(r) = set.join_next().await {
-        let reply = r.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(e) = &reply {
-            first_error.get_or_insert_with(|| format!("{e:#}"));
-        }
-        replies.push(reply.ok());
-    }
-    let fanned = t0.elapsed();
-    if let Some(e) = first_error {
-        eprintln!("fanfare bench: the bare client's calls failed, the first with: {e}");
-    }
-    let ok = replies.iter().filter(|r| r.is_some()).count();
-    let merged: String = replies
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, t)| format!("## {i}\n{t}\n"))
-        .collect();
-    let body = json!({"model": "bench-model", "max_tokens": 512, "system": "Merge these.",
-                      "messages": [{"role": "user", "content": merged}]});
-    // A client needs the merged text: read and parse the answer, as fanfare does
-    // (until 2026-11-27 the reference stopped at the status line).
-    let merged: serde_json::Value = client
-        .post(&url)
-        .header("x-api-key", "bench")
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        merged.pointer("/content/0/text").is_some(),
-        "the merge call answered no text"
-    );
-    let (wall, cpu) = (t0.elapsed(), cpu_seconds() - cpu0);
-    if std::env::var_os("FANFARE_BENCH_DEBUG").is_some() {
-        eprintln!(
-            "n={n} (reqwest): last branch end {fanned:?}, merge {:?}, wall {:?}",
-            wall - fanned,
-            wall
-        );
-    }
-    Ok((wall, cpu, ok, n - ok))
-}
-
-fn line(
-    framework: &str,
-    n: usize,
-    wall: Duration,
-    floor: Duration,
-    cpu: f64,
-    ok: usize,
-    failed: usize,
-) -> serde_json::Value {
-    json!({
-        "framework": framework, "n": n, "wall_s": wall.as_secs_f64(),
-        "overhead_s": wall.as_secs_f64() - floor.as_secs_f64(), "cpu_s": cpu,
-        "peak_rss_mb": rss_mb("VmHWM:"), "ok": ok, "failed": failed,
-    })
-}
-
-fn python_case(
-    python: &PathBuf,
-    base_url: &str,
-    n: usize,
-    latency: Duration,
-) -> anyhow::Result<serde_json::Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_asyncio.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args([
-            "--base-url",
-            base_url,
-            "--n",
-            &n.to_string(),
-            "--latency-ms",
-            &latency.as_millis().to_string(),
-        ])
-        .output()
-        .with_context(|| format!("running {}", python.display()))?;
-    if !out.status.success() {
-        bail!(
-            "the Python baseline failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or("");
-    serde_json::from_str(last).with_context(|| format!("the Python baseline printed `{last}`"))
-}
-
-/// `bench fanout`; prints one JSON line per case and the ratios.
-pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
-    let floor = args.latency * 2;
-    if let Some(url) = &args.base_url {
-        // External server: warm up, then one measured case, printed last.
-        let n = *args.sizes.first().unwrap_or(&1000);
-        let c = args.concurrency.unwrap_or(n.max(1));
-        for _ in 0..args.warmup {
-            fanfare_case(url, &args.task, n.min(100), c, &args.perspectives).await?;
-        }
-        let (wall, cpu, ok, failed) =
-            fanfare_case(url, &args.task, n, c, &args.perspectives).await?;
-        crate::output::line(format_args!(
-            "{}",
-            line("fanfare", n, wall, floor, cpu, ok, failed)
-        ))?;
-        return Ok(());
-    }
-    // Each case talks to a mock of its own, on a port of its own: a case of N
-    // branches opens N connections, whose ports then sit in TIME_WAIT for a minute;
-    // against the same address, two 10,000-branch cases ran out of ephemeral ports
-    // (see BENCHMARKS.md). A new destination port is a fresh set of 4-tuples.
-    // Every case holds 2 × N sockets in this one process (the client's and the
-    // mock's ends), and the last case's may still be closing when the next starts: at
-    // a 20,000 limit, 10,000-branch cases failed thousands of connects with "Too many
-    // open files", either client's. Raise the soft limit as far as allowed, say when
-    // it is short, and start each case once the last one's sockets are gone.
-    let limit = raise_open_file_limit();
-    let widest = args.sizes.iter().max().copied().unwrap_or(0);
-    if limit.is_some_and(|l| l < 2 * widest as u64 + 256) {
-        eprintln!(
-            "fanfare bench: {} branches need about {} open files in this process (client \
-             and mock); the limit is {}: raise it (ulimit -n) or expect failed connects",
-            widest,
-            2 * widest + 256,
-            limit.unwrap_or(0)
-        );
-    }
-    let baseline = open_files();
-    let mock = || {
-        MockServer::start(MockConfig {
-            latency: args.latency,
-            ..MockConfig::default()
-        })
-    };
-    for &n in &args.sizes {
-        let c = args.concurrency.unwrap_or(n.max(1));
-        // Warm up at this size, unmeasured: the first case of a size grows the heap
-        // (fresh pages, zeroed by the kernel) and the one after it found them ready —
-        // fanfare, always first, measured 0.2 s slower on its first 1,000-branch case.
-        sockets_closed(baseline).await;
-        let warm = mock().await?;
-        fanfare_case(&warm.url(), &args.task, n, c, &args.perspectives).await?;
-        warm.stop().await;
-        sockets_closed(baseline).await;
-        let warm = mock().await?;
-        reqwest_case(&warm.url(), &args.task, n, c, &args.perspectives).await?;
-        warm.stop().await;
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for rep in 0..args.repeat.max(1) {
-            // Alternate which goes first, so neither always follows the other.
-            for fanfare_turn in [rep % 2 == 0, rep % 2 != 0] {
-                sockets_closed(baseline).await;
-                let server = mock().await?;
-                let url = server.url();
-                if fanfare_turn {
-                    a.push(fanfare_case(&url, &args.task, n, c, &args.perspectives).await?);
-                } else {
-                    b.push(reqwest_case(&url, &args.task, n, c, &args.perspectives).await?);
-                }
-                server.stop().await;
-            }
-        }
-        let (wall, cpu, ok, failed) = median(a);
-        let ours = line("fanfare", n, wall, floor, cpu, ok, failed);
-        crate::output::line(format_args!("{ours}"))?;
-        let (wall, cpu, ok, failed) = median(b);
-        let reference = line("reqwest-joinset", n, wall, floor, cpu, ok, failed);
-        crate::output::line(format_args!("{reference}"))?;
-        let overhead = |v: &serde_json::Value| v["overhead_s"].as_f64().unwrap_or(f64::NAN);
-        let cpu = |v: &serde_json::Value| v["cpu_s"].as_f64().unwrap_or(f64::NAN);
-        let mut ratios = json!({"ratio": "overhead vs reqwest-joinset", "n": n,
-            "value": overhead(&ours) / overhead(&reference), "cpu": cpu(&ours) / cpu(&reference)});
-        if let Some(python) = &args.python {
-            let server = mock().await?;
-            let py = python_case(python, &server.url(), n, args.latency);
-            server.stop().await;
-            match py {
-                Ok(py) => {
-                    crate::output::line(format_args!("{py}"))?;
-                    ratios["python_over_fanfare"] = json!(overhead(&py) / overhead(&ours));
-                }
-                Err(e) => eprintln!("fanfare bench: {e:#}"),
-            }
-        }
-        crate::output::line(format_args!("{ratios}"))?;
-    }
-    Ok(())
-}
