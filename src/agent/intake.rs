@@ -230,11 +230,12 @@ impl Intake {
         let panic = format!("agent `{}` panicked: {message}", self.agent);
         let mut book = self.book();
         let say = book.panicked();
-        match say {
-            Say::Retiring => {
+        match (say, book.supervised) {
+            (Say::Retiring, _) => {
                 tracing::warn!(agent = %self.agent, %panic, "retiring after a panic")
             }
-            _ => tracing::warn!(agent = %self.agent, %panic, "not retiring; carrying on"),
+            (_, true) => tracing::warn!(agent = %self.agent, %panic, "panicked while retiring"),
+            (_, false) => tracing::warn!(agent = %self.agent, %panic, "unsupervised; carrying on"),
         }
         self.say(say, Some(panic));
         drop(book);
