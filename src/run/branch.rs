@@ -13,7 +13,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::outcome::{BranchError, BranchOutcome, DeadlineKind, Unavailable};
 use super::placement::{Place, Placement, RemoteCall, Router};
-use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Ran, Task};
+use crate::agent::{AgentError, AgentMsg, AgentReply, BranchId, Intake, Ran, Task};
 use crate::provider::GaveUp;
 use crate::supervision::Slot;
 
@@ -163,88 +163,30 @@ pub(crate) async fn call_here(
             Slot::Restarting => (None, None),
             Slot::Up { actor, intake } => (Some(actor), intake),
         };
-        let timed_out = BranchOutcome::TimedOut {
-            deadline: deadline_kind,
-            last_error: None,
-        };
-        let died = || BranchOutcome::Failed {
-            error: BranchError::SpecialistDied {
-                agent: agent.clone(),
-            },
-        };
-        let crashed = match (actor, intake) {
-            (None, _) => None,
-            // An agent: run its task here, through the intake its actor watches.
-            (Some(_), Some(intake)) => match intake.enter() {
-                // Not taken: the specialist is retiring (or gone). Wait for its
-                // replacement, as if the task had not been delivered.
-                None => None,
-                Some(ticket) => match timeout_at(deadline, ticket.run(task.clone())).await {
-                    Err(_elapsed) => return (timed_out, retried),
-                    Ok(Ran::Replied(reply)) => match answer(reply, deadline_kind) {
-                        Answer::Ended(outcome) => return (outcome, retried),
-                        Answer::Crashed(outcome) => Some(outcome),
-                        Answer::NotTaken => None,
-                    },
-                    // Its actor was stopped or killed under it.
-                    Ok(Ran::Aborted) => Some(died()),
-                },
-            },
-            // A raw actor: send the task and wait for its answer.
+        let attempt = match (actor, intake) {
+            (None, _) => Attempt::Wait,
+            (Some(_), Some(intake)) => {
+                run_through(&intake, &task, deadline, deadline_kind, &agent).await
+            }
+            // Rare (raw actors only) and its future is large: boxed, so that every
+            // branch's task does not carry room for it.
             (Some(actor), None) => {
-                let mut guard = CancelOnDrop {
-                    actor: Some(actor.clone()),
-                    branch: task.branch,
-                };
-                let call = actor.call(
-                    |reply| AgentMsg::Run {
-                        task: task.clone(),
-                        reply,
-                    },
-                    None,
-                );
-                let result: Result<Result<CallResult<AgentReply>, _>, _> =
-                    timeout_at(deadline, call).await;
-                match result {
-                    Err(_) | Ok(Ok(CallResult::Timeout)) => return (timed_out, retried),
-                    Ok(Ok(CallResult::Success(reply))) => {
-                        guard.disarm();
-                        match answer(reply, deadline_kind) {
-                            Answer::Ended(outcome) => return (outcome, retried),
-                            Answer::Crashed(outcome) => Some(outcome),
-                            Answer::NotTaken => None,
-                        }
-                    }
-                    Ok(Ok(CallResult::SenderError)) => {
-                        guard.disarm();
-                        Some(died())
-                    }
-                    // Not delivered: the actor is gone before it saw the task. Not a
-                    // retry; the supervisor will publish a replacement or mark it down.
-                    Ok(Err(_not_delivered)) => {
-                        guard.disarm();
-                        None
-                    }
-                }
+                Box::pin(call_actor(actor, &task, deadline, deadline_kind, &agent)).await
             }
         };
-        if let Some(outcome) = crashed {
-            if retried >= crash_retries {
-                return (outcome, retried);
+        match attempt {
+            Attempt::Ended(outcome) => return (outcome, retried),
+            Attempt::Crashed(outcome) => {
+                if retried >= crash_retries {
+                    return (outcome, retried);
+                }
+                retried += 1;
             }
-            retried += 1;
+            Attempt::Wait => {}
         }
         // Wait for the supervisor's next word on this specialist.
         match timeout_at(deadline, slot.changed()).await {
-            Err(_elapsed) => {
-                return (
-                    BranchOutcome::TimedOut {
-                        deadline: deadline_kind,
-                        last_error: None,
-                    },
-                    retried,
-                )
-            }
+            Err(_elapsed) => return (timed_out(deadline_kind), retried),
             Ok(Err(_closed)) => {
                 let error = BranchError::SpecialistUnavailable {
                     agent,
@@ -257,32 +199,110 @@ pub(crate) async fn call_here(
     }
 }
 
-/// What a specialist's answer means for its branch.
-enum Answer {
+fn timed_out(deadline_kind: DeadlineKind) -> BranchOutcome {
+    BranchOutcome::TimedOut {
+        deadline: deadline_kind,
+        last_error: None,
+    }
+}
+
+fn died(agent: &str) -> BranchOutcome {
+    BranchOutcome::Failed {
+        error: BranchError::SpecialistDied {
+            agent: agent.to_owned(),
+        },
+    }
+}
+
+/// Runs `task` in this branch's task, through an agent actor's intake.
+async fn run_through(
+    intake: &Arc<Intake>,
+    task: &Task,
+    deadline: Instant,
+    deadline_kind: DeadlineKind,
+    agent: &str,
+) -> Attempt {
+    // Not taken: the specialist is retiring (or gone). Wait for its replacement, as
+    // if the task had not been delivered.
+    let Some(ticket) = intake.enter() else {
+        return Attempt::Wait;
+    };
+    match timeout_at(deadline, ticket.run(task.clone())).await {
+        Err(_elapsed) => Attempt::Ended(timed_out(deadline_kind)),
+        Ok(Ran::Replied(reply)) => answer(reply, deadline_kind),
+        // Its actor was stopped or killed under it.
+        Ok(Ran::Aborted) => Attempt::Crashed(died(agent)),
+    }
+}
+
+/// Sends `task` to a raw actor and waits for its answer; dropping this sends it
+/// `Cancel`.
+async fn call_actor(
+    actor: ActorRef<AgentMsg>,
+    task: &Task,
+    deadline: Instant,
+    deadline_kind: DeadlineKind,
+    agent: &str,
+) -> Attempt {
+    let mut guard = CancelOnDrop {
+        actor: Some(actor.clone()),
+        branch: task.branch,
+    };
+    let call = actor.call(
+        |reply| AgentMsg::Run {
+            task: task.clone(),
+            reply,
+        },
+        None,
+    );
+    let result: Result<Result<CallResult<AgentReply>, _>, _> = timeout_at(deadline, call).await;
+    match result {
+        Err(_) | Ok(Ok(CallResult::Timeout)) => Attempt::Ended(timed_out(deadline_kind)),
+        Ok(Ok(CallResult::Success(reply))) => {
+            guard.disarm();
+            answer(reply, deadline_kind)
+        }
+        Ok(Ok(CallResult::SenderError)) => {
+            guard.disarm();
+            Attempt::Crashed(died(agent))
+        }
+        // Not delivered: the actor is gone before it saw the task. Not a retry; the
+        // supervisor will publish a replacement or mark it down.
+        Ok(Err(_not_delivered)) => {
+            guard.disarm();
+            Attempt::Wait
+        }
+    }
+}
+
+/// What one attempt on the specialist came to.
+enum Attempt {
     /// The branch ends with this.
     Ended(BranchOutcome),
     /// The specialist crashed under it: retried if crash retries are left.
     Crashed(BranchOutcome),
-    /// Not taken (the specialist is retiring): wait for its replacement.
-    NotTaken,
+    /// Not taken (retiring) or not delivered (gone): wait for the supervisor's next
+    /// word on the slot.
+    Wait,
 }
 
-fn answer(reply: AgentReply, deadline_kind: DeadlineKind) -> Answer {
+/// What a specialist's answer means for its branch.
+fn answer(reply: AgentReply, deadline_kind: DeadlineKind) -> Attempt {
     match reply {
-        Ok(output) => Answer::Ended(BranchOutcome::Ok(output)),
-        Err(AgentError::Retiring) => Answer::NotTaken,
+        Ok(output) => Attempt::Ended(BranchOutcome::Ok(output)),
+        Err(AgentError::Retiring) => Attempt::Wait,
         // The model call was cut by this branch's deadline: the branch timed out, and
         // the report shows what the call was doing (its attempts and their errors).
         Err(AgentError::Provider(e)) if e.gave_up == Some(GaveUp::DeadlineReached) => {
-            Answer::Ended(BranchOutcome::TimedOut {
+            Attempt::Ended(BranchOutcome::TimedOut {
                 deadline: deadline_kind,
                 last_error: Some(e),
             })
         }
-        Err(error @ AgentError::Panicked { .. }) => Answer::Crashed(BranchOutcome::Failed {
+        Err(error @ AgentError::Panicked { .. }) => Attempt::Crashed(BranchOutcome::Failed {
             error: BranchError::Agent(error),
         }),
-        Err(error) => Answer::Ended(BranchOutcome::Failed {
+        Err(error) => Attempt::Ended(BranchOutcome::Failed {
             error: BranchError::Agent(error),
         }),
     }
