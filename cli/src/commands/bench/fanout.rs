@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec::{AgentSpec, FAN_OUT_ASK};
-use fanfare::provider::{AnthropicConfig, AnthropicProvider, ApiKey, CompletionRequest};
+use fanfare::provider::{AnthropicConfig, AnthropicProvider, ApiKey, CompletionRequest, Provider};
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 use serde_json::json;
@@ -97,6 +97,15 @@ pub(super) fn task_text(document_bytes: usize) -> String {
     text
 }
 
+/// The provider both fanfare cases call: the real `anthropic` wire to `base_url`,
+/// under the capped stack.
+fn anthropic_stack(base_url: &str, concurrency: usize) -> anyhow::Result<Arc<dyn Provider>> {
+    let mut config = AnthropicConfig::new(ApiKey::new("bench"));
+    config.base_url = base_url.to_owned();
+    config.default_model = "bench-model".to_owned();
+    Ok(capped_stack(AnthropicProvider::new(config)?, concurrency))
+}
+
 async fn fanfare_case(
     base_url: &str,
     task: &str,
@@ -104,10 +113,7 @@ async fn fanfare_case(
     concurrency: usize,
     perspectives: &[AgentSpec],
 ) -> anyhow::Result<Measured> {
-    let mut config = AnthropicConfig::new(ApiKey::new("bench"));
-    config.base_url = base_url.to_owned();
-    config.default_model = "bench-model".to_owned();
-    let provider = capped_stack(AnthropicProvider::new(config)?, concurrency);
+    let provider = anthropic_stack(base_url, concurrency)?;
     let specs = agents(perspectives);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let fanfare = Fanfare::builder(provider)
@@ -165,10 +171,7 @@ async fn stack_case(
     concurrency: usize,
     perspectives: &[AgentSpec],
 ) -> anyhow::Result<Measured> {
-    let mut config = AnthropicConfig::new(ApiKey::new("bench"));
-    config.base_url = base_url.to_owned();
-    config.default_model = "bench-model".to_owned();
-    let stack = capped_stack(AnthropicProvider::new(config)?, concurrency);
+    let stack = anthropic_stack(base_url, concurrency)?;
     let specs = agents(perspectives);
     let task: Arc<str> = task.into();
     let (t0, cpu0) = (Instant::now(), cpu_seconds());
