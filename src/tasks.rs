@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 /// Spawned tasks keyed by `K`; dropping the table aborts every one of them. A task
 /// that ends need not be removed: finished ones are pruned as the table grows (the
-/// agent actor hears of no task's end while it serves).
+/// agent actor's tasks for raw `Run` messages never tell it they ended).
 pub(crate) struct TaskTable<K: Eq + Hash> {
     tasks: HashMap<K, AbortHandle>,
     /// The size at which the next insert first drops the finished tasks.

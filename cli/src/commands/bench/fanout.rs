@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use fanfare::agent::spec::{AgentSpec, FAN_OUT_ASK};
+use fanfare::agent::spec::AgentSpec;
 use fanfare::provider::{AnthropicConfig, AnthropicProvider, ApiKey, CompletionRequest, Provider};
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
@@ -21,7 +21,7 @@ use serde_json::json;
 use super::measure::{
     cpu_seconds, median, open_files, raise_open_file_limit, rss_mb, sockets_closed, Measured,
 };
-use super::{capped_stack, TASK};
+use super::{capped_stack, fan_out_request, TASK};
 
 /// Options of `bench fanout`.
 pub struct FanoutArgs {
@@ -178,11 +178,7 @@ async fn stack_case(
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
         let spec = &specs[i % specs.len()];
-        let mut request =
-            CompletionRequest::new(spec.name.clone(), spec.prompt.clone(), FAN_OUT_ASK);
-        request.shared_prefix = Some(task.clone());
-        request.max_tokens = spec.max_tokens;
-        request.model = spec.model.clone();
+        let request = fan_out_request(spec, task.clone());
         let stack = stack.clone();
         set.spawn(async move { stack.complete(request).await });
     }

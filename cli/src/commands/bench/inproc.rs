@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fanfare::agent::spec::{AgentSpec, FAN_OUT_ASK};
-use fanfare::provider::{CompletionRequest, Provider, SimProfile, SimProvider};
+use fanfare::agent::spec::AgentSpec;
+use fanfare::provider::{Provider, SimProfile, SimProvider};
 use fanfare::{Fanfare, Policy, RunRequest};
 use serde_json::json;
 
 use super::measure::{cpu_seconds, median, rss_mb};
-use super::{capped_stack, TASK};
+use super::{capped_stack, fan_out_request, TASK};
 
 /// `bench inproc`: orchestration costs on the zero-latency simulated provider.
 pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
@@ -219,11 +219,7 @@ async fn parked(n: usize) -> anyhow::Result<()> {
                 let mut set = tokio::task::JoinSet::new();
                 for i in 0..n {
                     let (stack, spec) = (stack.clone(), &specs[i % specs.len()]);
-                    // The request a spec agent makes for a fan-out branch.
-                    let mut request =
-                        CompletionRequest::new(spec.name.clone(), spec.prompt.clone(), FAN_OUT_ASK);
-                    request.shared_prefix = Some(TASK.into());
-                    request.max_tokens = spec.max_tokens;
+                    let request = fan_out_request(spec, TASK.into());
                     set.spawn(async move { stack.complete(request).await.is_ok() });
                 }
                 let mut ok = 0;

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use fanfare::provider::{AdmissionConfig, ExponentialBackoff, Provider, Stack};
+use fanfare::agent::spec::{AgentSpec, FAN_OUT_ASK};
+use fanfare::provider::{AdmissionConfig, CompletionRequest, ExponentialBackoff, Provider, Stack};
 
 use crate::args::BenchCommand;
 use fanout::{fanout, task_text, FanoutArgs};
@@ -101,6 +102,17 @@ fn capped_stack(wire: impl Provider, cap: usize) -> Arc<dyn Provider> {
         .retry(ExponentialBackoff::default())
         .build(wire);
     provider
+}
+
+/// The request a spec agent makes for one branch of a fan-out over `task`: the task
+/// as the shared prefix, the agent's instructions after it. The cases that call the
+/// provider stack without fanfare send this, so they send what fanfare sends.
+fn fan_out_request(spec: &AgentSpec, task: Arc<str>) -> CompletionRequest {
+    let mut request = CompletionRequest::new(spec.name.clone(), spec.prompt.clone(), FAN_OUT_ASK);
+    request.shared_prefix = Some(task);
+    request.max_tokens = spec.max_tokens;
+    request.model = spec.model.clone();
+    request
 }
 
 const TASK: &str =
