@@ -14,7 +14,6 @@
 //! The decisions live in [`Book`], a plain state machine; [`Intake`] is the shell that
 //! locks it, registers abort handles and sends the supervisor its notices.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -72,12 +71,18 @@ enum Say {
     Retired,
 }
 
-/// The intake's bookkeeping: its phase and the tasks it admitted, by ticket.
+/// The intake's bookkeeping: its phase and the tasks it admitted. A ticket is the
+/// index of its task's slot; a slot is reused once its task has left (every branch
+/// enters and leaves once, so this is a slab, not a map: no hashing, no growth after
+/// the busiest moment).
 #[derive(Debug)]
 struct Book<H> {
     phase: Phase,
-    tasks: HashMap<u64, H>,
-    next: u64,
+    slots: Vec<Option<H>>,
+    /// Empty slots, the last freed first.
+    free: Vec<usize>,
+    /// Tasks admitted and not yet left.
+    held: usize,
     /// Whether a panic retires the actor (it has a supervisor to replace it).
     supervised: bool,
 }
@@ -86,21 +91,30 @@ impl<H> Book<H> {
     fn new(supervised: bool) -> Self {
         Self {
             phase: Phase::Serving,
-            tasks: HashMap::new(),
-            next: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            held: 0,
             supervised,
         }
     }
 
     /// A task asks to start, abortable through `handle`: its ticket, or `None` when
     /// the intake takes no new work.
-    fn enter(&mut self, handle: H) -> Option<u64> {
+    fn enter(&mut self, handle: H) -> Option<usize> {
         if self.phase != Phase::Serving {
             return None;
         }
-        let ticket = self.next;
-        self.next += 1;
-        self.tasks.insert(ticket, handle);
+        let ticket = match self.free.pop() {
+            Some(free) => {
+                self.slots[free] = Some(handle);
+                free
+            }
+            None => {
+                self.slots.push(Some(handle));
+                self.slots.len() - 1
+            }
+        };
+        self.held += 1;
         Some(ticket)
     }
 
@@ -115,9 +129,14 @@ impl<H> Book<H> {
     }
 
     /// Ticket `ticket`'s task ended, however it ended.
-    fn leave(&mut self, ticket: u64) -> Say {
-        self.tasks.remove(&ticket);
-        if self.phase == Phase::Retiring && self.tasks.is_empty() {
+    fn leave(&mut self, ticket: usize) -> Say {
+        // Empty already: handed back by `close`.
+        if let Some(slot @ Some(_)) = self.slots.get_mut(ticket) {
+            *slot = None;
+            self.free.push(ticket);
+            self.held -= 1;
+        }
+        if self.phase == Phase::Retiring && self.held == 0 {
             self.phase = Phase::Closed;
             Say::Retired
         } else {
@@ -129,7 +148,12 @@ impl<H> Book<H> {
     /// to be aborted.
     fn close(&mut self) -> Vec<H> {
         self.phase = Phase::Closed;
-        self.tasks.drain().map(|(_, h)| h).collect()
+        self.held = 0;
+        self.free.clear();
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
@@ -244,10 +268,10 @@ impl Intake {
     /// Tasks admitted and not yet ended.
     #[cfg(test)]
     fn in_flight(&self) -> usize {
-        self.book().tasks.len()
+        self.book().held
     }
 
-    fn leave(&self, ticket: u64) {
+    fn leave(&self, ticket: usize) {
         let mut book = self.book();
         let say = book.leave(ticket);
         self.say(say, None);
@@ -258,7 +282,7 @@ impl Intake {
 /// Leave to run one task; leaving the intake when dropped, however the task ends.
 pub(crate) struct Ticket {
     intake: Arc<Intake>,
-    id: u64,
+    id: usize,
     registration: Option<AbortRegistration>,
 }
 
@@ -310,11 +334,11 @@ mod tests {
     #[derive(Clone, Copy, Debug)]
     enum Step {
         /// A task asks in; `Some(ticket)` expected, or `None` (refused).
-        Enter(Option<u64>),
+        Enter(Option<usize>),
         /// A task panics (before it leaves).
         Panic(Say),
         /// The task holding this ticket ends.
-        Leave(u64, Say),
+        Leave(usize, Say),
         /// The actor goes; this many tasks are handed back to be aborted.
         Close(usize),
     }
@@ -337,13 +361,15 @@ mod tests {
         use Step::*;
         let tables: &[(&str, bool, &[Step])] = &[
             (
-                "serving: tasks come and go, nobody is told",
+                "serving: tasks come and go, nobody is told; a freed slot is reused",
                 true,
                 &[
                     Enter(Some(0)),
                     Enter(Some(1)),
                     Leave(0, Nothing),
                     Leave(1, Nothing),
+                    Enter(Some(1)),
+                    Enter(Some(0)),
                     Enter(Some(2)),
                 ],
             ),
@@ -384,7 +410,7 @@ mod tests {
                     Enter(Some(0)),
                     Panic(Nothing),
                     Leave(0, Nothing),
-                    Enter(Some(1)),
+                    Enter(Some(0)),
                 ],
             ),
             (

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::code::Conflict;
 use super::event::RunEvent;
-use super::launch::{Driver, Launched};
+use super::launch::{Driver, Launched, Panicked};
 use super::outcome::{BranchError, BranchOutcome, RunFailure, Unavailable};
 use super::record::{BranchRecord, SubRun};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
@@ -193,7 +193,7 @@ pub(crate) async fn execute(
                 }
                 Command::Abort { index, item } => {
                     if !warm.abort(index, Some(item)) {
-                        if let Some(h) = live.handles.remove(&(index, Some(item))) {
+                        if let Some(h) = live.items.remove(&(index, item)) {
                             h.abort();
                         }
                     }
@@ -205,7 +205,9 @@ pub(crate) async fn execute(
                     at,
                     late,
                 } => {
-                    live.handles.remove(&(index, item));
+                    if let Some(item) = item {
+                        live.items.remove(&(index, item));
+                    }
                     if let Some(events) = s.events {
                         let _ = events.send(RunEvent::BranchFinished {
                             run: s.run,
@@ -234,11 +236,11 @@ pub(crate) async fn execute(
             .map(|d| d.at)
             .filter(|_| machine.soft_deadline_armed());
         tokio::select! {
-            joined = live.set.join_next_with_id() => match joined {
+            joined = live.set.join_next() => match joined {
                 // Nothing runs and the scheduler is not done: cannot happen, but a
                 // loop with nothing to wait for must not spin.
                 None => break 'run,
-                Some(Ok((_, ended))) => {
+                Some(Ok(Ok(ended))) => {
                     if !ended.conflicts.is_empty() {
                         conflicts.entry(ended.index).or_default().extend(ended.conflicts);
                     }
@@ -252,18 +254,17 @@ pub(crate) async fn execute(
                     release.extend(warm.ended(ended.index, ended.item));
                     commands.extend(machine.ended(ended.index, ended.item, ended.outcome, ended.retries, at));
                 }
-                Some(Err(e)) => {
-                    // The branch future itself panicked (or was aborted: then its
-                    // outcome is already decided and this is ignored).
-                    if let Some(&(index, item)) = live.running.get(&e.id()) {
-                        let error = BranchError::SpecialistUnavailable {
-                            agent: s.steps[index].doer(),
-                            reason: Unavailable::BranchTaskPanicked,
-                        };
-                        let outcome = BranchOutcome::Failed { error };
-                        commands.extend(machine.ended(index, item, outcome, 0, since(Instant::now())));
-                    }
+                // The branch future itself panicked.
+                Some(Ok(Err(Panicked { index, item }))) => {
+                    let error = BranchError::SpecialistUnavailable {
+                        agent: s.steps[index].doer(),
+                        reason: Unavailable::BranchTaskPanicked,
+                    };
+                    let outcome = BranchOutcome::Failed { error };
+                    commands.extend(machine.ended(index, item, outcome, 0, since(Instant::now())));
                 }
+                // Aborted: its outcome is already decided.
+                Some(Err(_aborted)) => {}
             },
             () = sleep_until_opt(soft) => {
                 commands.extend(machine.soft_deadline_passed(since(Instant::now())));

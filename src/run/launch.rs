@@ -5,9 +5,12 @@
 //! the driver's `JoinSet`, or taking an earlier output instead.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -80,6 +83,27 @@ pub(super) struct Ended {
     pub(super) node: Option<String>,
     /// The run it made, if its step runs a workflow whole.
     pub(super) sub_run: Option<SubRun>,
+}
+
+/// A branch task whose future panicked (it returns this instead of unwinding, so
+/// the driver knows which branch it was without a table of task ids).
+pub(super) struct Panicked {
+    pub(super) index: usize,
+    pub(super) item: Option<usize>,
+}
+
+/// What a branch task returns: how it ended, or that it panicked.
+pub(super) type TaskEnd = Result<Ended, Panicked>;
+
+/// `branch` as a task that answers its panic as [`Panicked`].
+fn guarded(
+    index: usize,
+    item: Option<usize>,
+    branch: impl Future<Output = Ended>,
+) -> impl Future<Output = TaskEnd> {
+    AssertUnwindSafe(branch)
+        .catch_unwind()
+        .map(move |ended| ended.map_err(|_panic| Panicked { index, item }))
 }
 
 impl Ended {
@@ -197,9 +221,10 @@ impl Driver<'_, '_> {
 /// The branches the driver has launched, and how to reach them.
 #[derive(Default)]
 pub(super) struct Launched {
-    pub(super) set: JoinSet<Ended>,
-    pub(super) running: HashMap<tokio::task::Id, (usize, Option<usize>)>,
-    pub(super) handles: HashMap<(usize, Option<usize>), AbortHandle>,
+    pub(super) set: JoinSet<TaskEnd>,
+    /// Map items by (step, item), to abort one the scheduler cancels (the only
+    /// branches it stops one by one; the rest go when the set is dropped).
+    pub(super) items: HashMap<(usize, usize), AbortHandle>,
     /// Branches whose output came from an earlier attempt at the run.
     pub(super) reused: Vec<(usize, Option<usize>)>,
 }
@@ -234,16 +259,17 @@ impl Launched {
         let handle = match earlier(s, index, item) {
             Some(r) => {
                 self.reused.push((index, item));
-                self.set.spawn(std::future::ready(Ended::new(
+                self.set.spawn(std::future::ready(Ok(Ended::new(
                     index,
                     item,
                     BranchOutcome::Ok(r.output.clone()),
-                )))
+                ))))
             }
             None => dispatch(driver, &mut self.set, index, item, upstream, extra),
         };
-        self.running.insert(handle.id(), (index, item));
-        self.handles.insert((index, item), handle);
+        if let Some(item) = item {
+            self.items.insert((index, item), handle);
+        }
     }
 }
 
@@ -267,7 +293,7 @@ fn branch_deadline(s: &Schedule<'_>, step: &Step) -> (Instant, DeadlineKind) {
 /// or an agent's call.
 fn dispatch(
     driver: &Driver<'_, '_>,
-    set: &mut JoinSet<Ended>,
+    set: &mut JoinSet<TaskEnd>,
     index: usize,
     item: Option<usize>,
     upstream: &Arc<[UpstreamOutput]>,
@@ -282,7 +308,7 @@ fn dispatch(
             let upstream = upstream.clone();
             let options = options.clone();
             let function = function.clone();
-            set.spawn(async move {
+            set.spawn(guarded(index, item, async move {
                 let run = move || {
                     let Some(f) = code else {
                         return Err(super::code::CodeError::BadOption {
@@ -325,7 +351,7 @@ fn dispatch(
                     conflicts,
                     ..Ended::new(index, item, outcome)
                 }
-            })
+            }))
         }
         Action::Workflow(flow) => {
             let (deadline, _) = branch_deadline(s, step);
@@ -333,7 +359,7 @@ fn dispatch(
             let nested = s.nested.cloned();
             let flow = flow.clone();
             let crash_retries = s.crash_retries;
-            set.spawn(async move {
+            set.spawn(guarded(index, item, async move {
                 let (outcome, sub_run) = match nested {
                     Some(nested) => {
                         let sub = nested
@@ -353,7 +379,7 @@ fn dispatch(
                     sub_run,
                     ..Ended::new(index, item, outcome)
                 }
-            })
+            }))
         }
         Action::Agent(agent) => {
             let now = Instant::now();
@@ -376,7 +402,7 @@ fn dispatch(
             let slot = s.roster.watch(&agent);
             let crash_retries = s.crash_retries;
             let router = s.router.cloned();
-            set.spawn(async move {
+            set.spawn(guarded(index, item, async move {
                 let called =
                     call_branch(agent, slot, task, deadline, kind, crash_retries, router).await;
                 Ended {
@@ -384,7 +410,39 @@ fn dispatch(
                     node: called.node,
                     ..Ended::new(index, item, called.outcome)
                 }
-            })
+            }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_branch_future_that_panics_answers_which_branch_it_was() {
+        let mut set = JoinSet::new();
+        set.spawn(guarded(3, Some(7), async {
+            panic!("a bug in the runtime")
+        }));
+        set.spawn(guarded(
+            4,
+            None,
+            std::future::ready(Ended::new(
+                4,
+                None,
+                BranchOutcome::Ok(AgentOutput::text("ok")),
+            )),
+        ));
+        let mut panicked = Vec::new();
+        let mut ended = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined.expect("the task itself does not unwind") {
+                Ok(e) => ended.push((e.index, e.item)),
+                Err(p) => panicked.push((p.index, p.item)),
+            }
+        }
+        assert_eq!(panicked, [(3, Some(7))]);
+        assert_eq!(ended, [(4, None)]);
     }
 }
