@@ -14,6 +14,7 @@
 //! The decisions live in [`Book`], a plain state machine; [`Intake`] is the shell that
 //! locks it, registers abort handles and sends the supervisor its notices.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -289,21 +290,29 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// Runs `task` here: a panic is caught and answered as [`AgentError::Panicked`]
     /// (and retires the actor); the actor's end aborts it.
-    pub(crate) async fn run(mut self, task: Task) -> Ran {
-        let Some(registration) = self.registration.take() else {
-            return Ran::Aborted;
-        };
-        let span =
-            tracing::debug_span!("branch", branch = %task.branch, agent = %self.intake.agent);
-        let work = AssertUnwindSafe((self.intake.run)(task)).catch_unwind();
-        let work = tracing::Instrument::instrument(Abortable::new(work, registration), span);
-        match work.await {
-            Err(_aborted) => Ran::Aborted,
-            Ok(Ok(reply)) => Ran::Replied(reply),
-            Ok(Err(payload)) => {
-                let message = panic_message(payload.as_ref());
-                self.intake.panicked(&message);
-                Ran::Replied(Err(AgentError::Panicked { message }))
+    ///
+    /// The agent's future is made at once and the task moved into it, so the
+    /// returned future holds only the ticket and that (boxed) work: an `async fn`
+    /// would keep its own copy of the task beside it in every branch's future.
+    pub(crate) fn run(mut self, task: Task) -> impl Future<Output = Ran> + Send {
+        let work = self.registration.take().map(|registration| {
+            let span =
+                tracing::debug_span!("branch", branch = %task.branch, agent = %self.intake.agent);
+            let work = AssertUnwindSafe((self.intake.run)(task)).catch_unwind();
+            tracing::Instrument::instrument(Abortable::new(work, registration), span)
+        });
+        async move {
+            let Some(work) = work else {
+                return Ran::Aborted;
+            };
+            match work.await {
+                Err(_aborted) => Ran::Aborted,
+                Ok(Ok(reply)) => Ran::Replied(reply),
+                Ok(Err(payload)) => {
+                    let message = panic_message(payload.as_ref());
+                    self.intake.panicked(&message);
+                    Ran::Replied(Err(AgentError::Panicked { message }))
+                }
             }
         }
     }

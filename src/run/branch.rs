@@ -38,6 +38,21 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// What one branch calls and under which terms. The branch's task owns it and the
+/// steps below borrow it: an async fn keeps its arguments in its future, so passing
+/// these by value down three calls kept three copies of the task in every branch's
+/// future (1.9 KB, copied whole each time the runtime moved it).
+pub(crate) struct BranchCall {
+    pub agent: String,
+    /// Where the specialist's current actor is published (`None`: no such agent).
+    pub slot: Option<watch::Receiver<Slot>>,
+    pub task: Task,
+    pub deadline: Instant,
+    pub deadline_kind: DeadlineKind,
+    /// Times a branch whose specialist crashed under it is tried again.
+    pub crash_retries: u32,
+}
+
 /// How one branch ended, with the crash retries it took and the node it ended on
 /// (`None` outside a cluster).
 pub(crate) struct Called {
@@ -48,18 +63,9 @@ pub(crate) struct Called {
 
 /// Runs one branch where `router` places it (here without one). A remote attempt
 /// whose node is lost ends `NodeDown`; with crash retries left it is placed again.
-pub(crate) async fn call_branch(
-    agent: String,
-    slot: Option<watch::Receiver<Slot>>,
-    task: Task,
-    deadline: Instant,
-    deadline_kind: DeadlineKind,
-    crash_retries: u32,
-    router: Option<Arc<dyn Router>>,
-) -> Called {
+pub(crate) async fn call_branch(call: &mut BranchCall, router: Option<Arc<dyn Router>>) -> Called {
     let Some(router) = router else {
-        let (outcome, retries) =
-            call_here(agent, slot, task, deadline, deadline_kind, crash_retries, 0).await;
+        let (outcome, retries) = call_here(call, 0).await;
         return Called {
             outcome,
             retries,
@@ -68,19 +74,10 @@ pub(crate) async fn call_branch(
     };
     let mut retried = 0;
     loop {
-        let Placement { place, hold } = router.route(&agent);
+        let Placement { place, hold } = router.route(&call.agent);
         let remote = match place {
             Place::Here => {
-                let (outcome, retries) = call_here(
-                    agent,
-                    slot,
-                    task,
-                    deadline,
-                    deadline_kind,
-                    crash_retries,
-                    retried,
-                )
-                .await;
+                let (outcome, retries) = call_here(call, retried).await;
                 drop(hold);
                 return Called {
                     outcome,
@@ -91,27 +88,27 @@ pub(crate) async fn call_branch(
             Place::There(remote) => remote,
         };
         let node = remote.node().to_owned();
-        let call = RemoteCall {
-            task: task.clone(),
-            deadline,
-            deadline_kind,
-            crash_retries,
+        let remote_call = RemoteCall {
+            task: call.task.clone(),
+            deadline: call.deadline,
+            deadline_kind: call.deadline_kind,
+            crash_retries: call.crash_retries,
         };
-        let result = timeout_at(deadline, remote.run(call)).await;
+        let result = timeout_at(call.deadline, remote.run(remote_call)).await;
         drop(hold);
         let outcome = match result {
             Err(_elapsed) => BranchOutcome::TimedOut {
-                deadline: deadline_kind,
+                deadline: call.deadline_kind,
                 last_error: None,
             },
             Ok(Ok(outcome)) => outcome,
             Ok(Err(lost)) => {
                 let error = BranchError::NodeDown {
-                    agent: agent.clone(),
+                    agent: call.agent.clone(),
                     node: lost.node,
                     reason: lost.reason,
                 };
-                if retried < crash_retries {
+                if retried < call.crash_retries {
                     retried += 1;
                     continue;
                 }
@@ -133,45 +130,55 @@ pub(crate) async fn call_branch(
 /// (a panic, or killed with a crashing sibling) is retried on the restarted actor.
 /// Returns the outcome and how many such retries it took (counting `retried`, those
 /// taken before it came here).
-pub(crate) async fn call_here(
-    agent: String,
-    slot: Option<watch::Receiver<Slot>>,
-    task: Task,
-    deadline: Instant,
-    deadline_kind: DeadlineKind,
-    crash_retries: u32,
-    retried: u32,
-) -> (BranchOutcome, u32) {
-    let Some(mut slot) = slot else {
+pub(crate) async fn call_here(call: &mut BranchCall, retried: u32) -> (BranchOutcome, u32) {
+    let BranchCall {
+        agent,
+        slot,
+        task,
+        deadline,
+        deadline_kind,
+        crash_retries,
+    } = call;
+    let (deadline, deadline_kind, crash_retries) = (*deadline, *deadline_kind, *crash_retries);
+    let Some(slot) = slot else {
         let error = BranchError::SpecialistUnavailable {
-            agent,
+            agent: agent.clone(),
             reason: Unavailable::UnknownName,
         };
         return (BranchOutcome::Failed { error }, retried);
     };
     let mut retried = retried;
     loop {
-        let current = slot.borrow_and_update().clone();
-        let (actor, intake) = match current {
-            Slot::Down { reason } => {
+        // Only what the attempt needs is taken from the slot (a copy of the whole slot
+        // would be kept in this future while the attempt runs).
+        let found = match &*slot.borrow_and_update() {
+            Slot::Down { reason } => Err(reason.clone()),
+            Slot::Restarting => Ok(None),
+            Slot::Up {
+                intake: Some(intake),
+                ..
+            } => Ok(Some(Door::Intake(intake.clone()))),
+            Slot::Up {
+                actor,
+                intake: None,
+            } => Ok(Some(Door::Actor(actor.clone()))),
+        };
+        let attempt = match found {
+            Err(reason) => {
                 let error = BranchError::SpecialistUnavailable {
-                    agent,
+                    agent: agent.clone(),
                     reason: Unavailable::Down(reason),
                 };
                 return (BranchOutcome::Failed { error }, retried);
             }
-            Slot::Restarting => (None, None),
-            Slot::Up { actor, intake } => (Some(actor), intake),
-        };
-        let attempt = match (actor, intake) {
-            (None, _) => Attempt::Wait,
-            (Some(_), Some(intake)) => {
-                run_through(&intake, &task, deadline, deadline_kind, &agent).await
+            Ok(None) => Attempt::Wait,
+            Ok(Some(Door::Intake(intake))) => {
+                run_through(&intake, task, deadline, deadline_kind, agent).await
             }
             // Rare (raw actors only) and its future is large: boxed, so that every
             // branch's task does not carry room for it.
-            (Some(actor), None) => {
-                Box::pin(call_actor(actor, &task, deadline, deadline_kind, &agent)).await
+            Ok(Some(Door::Actor(actor))) => {
+                Box::pin(call_actor(actor, task, deadline, deadline_kind, agent)).await
             }
         };
         match attempt {
@@ -189,7 +196,7 @@ pub(crate) async fn call_here(
             Err(_elapsed) => return (timed_out(deadline_kind), retried),
             Ok(Err(_closed)) => {
                 let error = BranchError::SpecialistUnavailable {
-                    agent,
+                    agent: agent.clone(),
                     reason: Unavailable::SupervisorGone,
                 };
                 return (BranchOutcome::Failed { error }, retried);
@@ -273,6 +280,14 @@ async fn call_actor(
             Attempt::Wait
         }
     }
+}
+
+/// How a branch reaches the specialist's current actor.
+enum Door {
+    /// An agent actor: the task runs here, through its intake.
+    Intake(Arc<Intake>),
+    /// A raw actor: the task is sent to it.
+    Actor(ActorRef<AgentMsg>),
 }
 
 /// What one attempt on the specialist came to.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::branch::call_branch;
+use super::branch::{call_branch, BranchCall};
 use super::budget::{Budget, Estimate};
 use super::code::{CodeInput, CodeRegistry, Conflict};
 use super::event::RunEvent;
@@ -398,13 +398,17 @@ fn dispatch(
                 )
             });
             task.deltas = stream::both(watched, extra);
-            let agent = agent.clone();
-            let slot = s.roster.watch(&agent);
-            let crash_retries = s.crash_retries;
+            let mut call = BranchCall {
+                slot: s.roster.watch(agent),
+                agent: agent.clone(),
+                task,
+                deadline,
+                deadline_kind: kind,
+                crash_retries: s.crash_retries,
+            };
             let router = s.router.cloned();
             set.spawn(guarded(index, item, async move {
-                let called =
-                    call_branch(agent, slot, task, deadline, kind, crash_retries, router).await;
+                let called = call_branch(&mut call, router).await;
                 Ended {
                     retries: called.retries,
                     node: called.node,

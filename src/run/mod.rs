@@ -44,7 +44,7 @@ mod template;
 mod warm;
 pub mod workflow;
 
-pub(crate) use branch::call_here;
+pub(crate) use branch::{call_here, BranchCall};
 pub use budget::Budget;
 pub use code::{CodeError, CodeFn, CodeInput, CodeOutput, CodeRegistry, Conflict};
 pub use event::RunEvent;

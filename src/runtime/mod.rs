@@ -20,8 +20,9 @@ use crate::agent::{Agent, Task};
 use crate::provider::{PriceTable, Provider};
 use crate::report::RunReport;
 use crate::run::{
-    call_here, BranchOutcome, CodeError, CodeInput, CodeOutput, CodeRegistry, DeadlineKind, Known,
-    Learned, OrchestratorArgs, OrchestratorMsg, Router, RunError, RunEvent, RunRequest,
+    call_here, BranchCall, BranchOutcome, CodeError, CodeInput, CodeOutput, CodeRegistry,
+    DeadlineKind, Known, Learned, OrchestratorArgs, OrchestratorMsg, Router, RunError, RunEvent,
+    RunRequest,
 };
 use crate::supervision::{
     AddError, RestartIntensity, Roster, Specialist, SpecialistStatus, SupervisionConfig,
@@ -269,17 +270,15 @@ impl Fanfare {
         deadline_kind: DeadlineKind,
         crash_retries: u32,
     ) -> BranchOutcome {
-        let slot = self.roster.watch(agent);
-        let (outcome, _) = call_here(
-            agent.to_owned(),
-            slot,
+        let mut call = BranchCall {
+            agent: agent.to_owned(),
+            slot: self.roster.watch(agent),
             task,
             deadline,
             deadline_kind,
             crash_retries,
-            0,
-        )
-        .await;
+        };
+        let (outcome, _) = call_here(&mut call, 0).await;
         outcome
     }
 
