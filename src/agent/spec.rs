@@ -22,7 +22,9 @@
 //! names the file, and the field and line where the parser can tell.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -30,7 +32,8 @@ use super::faults::Faults;
 use super::structured;
 use super::{Agent, AgentContext, AgentError, AgentOutput, AgentReply, CallEstimate, Task};
 use crate::provider::{
-    estimate_shared_tokens, estimate_tokens, Completion, CompletionRequest, Message, SimProfile,
+    estimate_shared_tokens, estimate_tokens, Completion, CompletionRequest, Message, OutputSchema,
+    SimProfile,
 };
 
 /// An agent defined by a spec file: one model call with the spec's system prompt.
@@ -365,7 +368,23 @@ impl Agent for AgentSpec {
         })
     }
 
-    async fn run(&self, ctx: &AgentContext, task: Task) -> AgentReply {
+    fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send {
+        // The request is made before the future, which then holds it and not the task
+        // as well (this future is boxed for every branch).
+        let (request, schema) = self.request(task);
+        async move {
+            match schema {
+                None => answered(ctx.provider.complete(request).await?),
+                // Rare, and its future is large: boxed.
+                Some(schema) => Box::pin(self.shaped(ctx, request, schema)).await,
+            }
+        }
+    }
+}
+
+impl AgentSpec {
+    /// The request for `task`, and the shape its answer must have, if any.
+    fn request(&self, task: Task) -> (CompletionRequest, Option<Arc<OutputSchema>>) {
         let mut request = if task.templated {
             CompletionRequest::new(self.name.clone(), self.prompt.clone(), &*task.prompt())
         } else {
@@ -376,18 +395,24 @@ impl Agent for AgentSpec {
             r.shared_prefix = Some(task.prompt());
             r
         };
-        request.model = task.model.clone().or_else(|| self.model.clone());
+        request.model = task.model.or_else(|| self.model.clone());
         request.max_tokens = self.max_tokens;
         request.temperature = self.temperature;
         request.group = Some(task.branch.run.0);
         request.deadline = task.deadline;
-        request.deltas = task.deltas.clone();
-        let Some(schema) = task.schema.clone() else {
-            let completion = ctx.provider.complete(request).await?;
-            return answered(completion);
-        };
-        // A shaped answer: asked of the server, said in the system prompt for servers
-        // that do not enforce it, checked, and asked once more with the problems.
+        request.deltas = task.deltas;
+        (request, task.schema)
+    }
+
+    /// Asks for an answer of `schema`'s shape: asked of the server, said in the system
+    /// prompt for servers that do not enforce it, checked, and asked once more with
+    /// the problems.
+    async fn shaped(
+        &self,
+        ctx: &AgentContext,
+        mut request: CompletionRequest,
+        schema: Arc<OutputSchema>,
+    ) -> AgentReply {
         request.system.push_str(&format!(
             "\n\nAnswer with one JSON object that satisfies this JSON schema, and nothing else:\n{}",
             schema.schema
