@@ -204,7 +204,7 @@ fn shared_words(prefix: &std::sync::Arc<str>) -> usize {
         static LAST: RefCell<Option<(Weak<str>, usize)>> = const { RefCell::new(None) };
     }
     if prefix.len() < REMEMBER_FROM {
-        return prefix.split_whitespace().count();
+        return words(prefix);
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
@@ -213,9 +213,9 @@ fn shared_words(prefix: &std::sync::Arc<str>) -> usize {
                 return *words;
             }
         }
-        let words = prefix.split_whitespace().count();
-        *last = Some((Arc::downgrade(prefix), words));
-        words
+        let count = words(prefix);
+        *last = Some((Arc::downgrade(prefix), count));
+        count
     })
 }
 
@@ -228,7 +228,27 @@ pub(crate) fn estimate_shared_tokens(text: &std::sync::Arc<str>) -> u64 {
 /// Roughly four tokens for every three words, as English text goes: the one estimate
 /// used wherever a count is needed before (or instead of) a provider's own.
 pub fn estimate_tokens(text: &str) -> u64 {
-    (text.split_whitespace().count() as u64 * 4).div_ceil(3)
+    (words(text) as u64 * 4).div_ceil(3)
+}
+
+/// `text.split_whitespace().count()`, without decoding characters when the text is
+/// ASCII (prompts mostly are; a merge prompt of 1,000 branches' answers is counted on
+/// the way to its call).
+fn words(text: &str) -> usize {
+    if !text.is_ascii() {
+        return text.split_whitespace().count();
+    }
+    // The ASCII characters `char::is_whitespace` accepts (`u8::is_ascii_whitespace`
+    // leaves out the vertical tab).
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let mut count = 0;
+    let mut in_word = false;
+    for b in text.as_bytes() {
+        let word = !space(b);
+        count += usize::from(word && !in_word);
+        in_word = word;
+    }
+    count
 }
 
 /// Token counts reported by a provider.
@@ -313,6 +333,26 @@ pub struct Completion {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The ASCII fast path counts exactly what `split_whitespace` counts, on any
+        /// mix of words and every kind of ASCII space.
+        #[test]
+        fn word_count_is_split_whitespace_count_on_ascii(
+            text in "([a-z]{1,5}|[ \t\n\r\x0b\x0c]{1,3}){0,40}"
+        ) {
+            prop_assert_eq!(words(&text), text.split_whitespace().count(), "{:?}", text);
+        }
+
+        /// And so does the path for other text (with non-ASCII spaces).
+        #[test]
+        fn word_count_is_split_whitespace_count_on_any_text(
+            text in "([a-z]{1,5}|[ \t\n]{1,3}|é|\u{a0}|\u{3000}){0,40}"
+        ) {
+            prop_assert_eq!(words(&text), text.split_whitespace().count(), "{:?}", text);
+        }
+    }
 
     #[test]
     fn a_remembered_prefix_count_follows_the_text_not_the_last_one_seen() {
