@@ -43,10 +43,13 @@ impl Drop for CancelOnDrop {
 /// these by value down three calls kept three copies of the task in every branch's
 /// future (1.9 KB, copied whole each time the runtime moved it).
 pub(crate) struct BranchCall {
+    /// The specialist's name.
     pub agent: String,
     /// Where the specialist's current actor is published (`None`: no such agent).
     pub slot: Option<watch::Receiver<Slot>>,
+    /// What it is asked.
     pub task: Task,
+    /// When the branch gives up, and which deadline that is (the branch's or the run's).
     pub deadline: Instant,
     pub deadline_kind: DeadlineKind,
     /// Times a branch whose specialist crashed under it is tried again.
