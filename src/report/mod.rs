@@ -196,6 +196,14 @@ impl ItemReport {
 }
 
 impl BranchReport {
+    /// When its model call was let out, since the run started: its dispatch plus its
+    /// wait for admission (`None`: never dispatched). Branches dispatched together
+    /// race for the gate, so under a cap this, not `start`, is the order their calls
+    /// reached the provider.
+    pub fn called_at(&self) -> Option<Duration> {
+        self.start.map(|start| start + self.permit_wait)
+    }
+
     fn new(index: usize, r: BranchRecord, depends_on: Vec<usize>, prices: &PriceTable) -> Self {
         let BranchRecord {
             step,

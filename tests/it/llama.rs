@@ -463,11 +463,11 @@ async fn read_from_the_cache<P: Provider>(wire: P, warm: bool) {
     let report = fanfare.run(request).await.unwrap();
     fanfare.shutdown().await;
     assert!(report.status.is_success(), "{}", report.render());
-    // The order the calls reached the server: one at a time through the gate, so a
-    // branch's start plus its wait for a permit. (Not the dispatch order: the branches
-    // race for the gate, and which of them the scheduler runs first is its choice.)
+    // The order the calls reached the server, one at a time through the gate (not the
+    // dispatch order: the branches race for the gate, and which of them the scheduler
+    // runs first is its choice).
     let mut by_call: Vec<_> = report.branches.iter().collect();
-    by_call.sort_by_key(|b| b.start.unwrap_or_default() + b.permit_wait);
+    by_call.sort_by_key(|b| b.called_at());
     let cached: Vec<u64> = by_call
         .iter()
         .map(|b| b.usage.cache_read_input_tokens)

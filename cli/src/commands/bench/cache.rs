@@ -133,9 +133,9 @@ pub async fn cache(wire: Wire, base_url: &str, model: &str, words: usize) -> any
     let report = fanfare.run(request).await?;
     fanfare.shutdown().await;
     let mut branches: Vec<_> = report.branches.iter().collect();
-    // In the order the calls went out: a branch's start plus its wait at the gate
-    // (the held branches start together and race for it).
-    branches.sort_by_key(|b| b.start.unwrap_or_default() + b.permit_wait);
+    // In the order the calls went out (the held branches start together and race for
+    // the gate).
+    branches.sort_by_key(|b| b.called_at());
     for (i, b) in branches.iter().enumerate() {
         crate::output::line(format_args!(
             "{}",
