@@ -573,3 +573,65 @@ async fn regression_an_endless_answer_is_cut_at_the_size_cap_not_read_into_memor
         );
     }
 }
+
+/// A TCP server on 127.0.0.1 that answers every connection with `head` (a status
+/// line, headers and the start of a body) and then sends nothing more, holding the
+/// connection open.
+async fn stalling_server(head: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn regression_a_body_that_never_ends_hits_the_call_timeout_error_bodies_too() {
+    // The timeout used to cover the headers and then, afresh, an answer's body; an
+    // error's body (read for its excerpt) had no limit at all, so a server that sent
+    // a 500's headers and stalled held the call until the branch deadline.
+    for status in [
+        "500 Internal Server Error",
+        "429 Too Many Requests",
+        "200 OK",
+    ] {
+        let head: &'static str = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"error\":"
+        )
+        .leak();
+        let url = stalling_server(head).await;
+        let mut a = AnthropicConfig::new(ApiKey::new("k"));
+        a.base_url = url.clone();
+        a.timeout = Duration::from_millis(300);
+        let mut o = OpenAiConfig::new(None);
+        o.base_url = format!("{url}/v1");
+        o.timeout = Duration::from_millis(300);
+        let wires: [Box<dyn Provider>; 2] = [
+            Box::new(AnthropicProvider::new(a).unwrap()),
+            Box::new(OpenAiProvider::new(o).unwrap()),
+        ];
+        for wire in &wires {
+            for stream in [false, true] {
+                let call = wire.complete(request(stream));
+                let Ok(ended) = tokio::time::timeout(Duration::from_secs(30), call).await else {
+                    panic!("{} ({status}, stream {stream}) never ended", wire.name());
+                };
+                let e = ended.unwrap_err();
+                assert!(
+                    matches!(e.kind, ProviderErrorKind::Timeout { after_ms: 300 }),
+                    "{} ({status}, stream {stream}): {e}",
+                    wire.name()
+                );
+            }
+        }
+    }
+}

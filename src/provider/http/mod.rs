@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
-use super::{context, CompletionRequest, ProviderError, ProviderErrorKind, RateLimitInfo};
+use super::{context, ProviderErrorKind, RateLimitInfo};
 
 mod sse;
 
@@ -270,27 +270,30 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderErrorKind {
     }
 }
 
+/// `call`, cut with a timeout error once `timeout` has passed since it began: one
+/// limit on the whole HTTP call (headers and body, or headers and the stream's
+/// check), and one timer for it.
+pub(crate) async fn within<T>(
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, ProviderErrorKind>>,
+) -> Result<T, ProviderErrorKind> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Err(_elapsed) => Err(ProviderErrorKind::Timeout {
+            after_ms: timeout.as_millis() as u64,
+        }),
+        Ok(result) => result,
+    }
+}
+
 /// Sends `builder` and returns the successful response, or the typed error. A redirect
 /// is an error (it is never followed); a 404 carries `hint_404` (where the base URL
-/// should point).
+/// should point). The caller bounds it in time ([`within`]), error body included.
 pub(crate) async fn send(
-    provider: &str,
-    model: &str,
-    request: &CompletionRequest,
     builder: reqwest::RequestBuilder,
-    timeout: Duration,
     hint_404: &str,
-) -> Result<reqwest::Response, ProviderError> {
-    let err = |kind| ProviderError::new(provider, model, request, kind);
-    let response = match tokio::time::timeout(timeout, builder.send()).await {
-        Err(_) => {
-            return Err(err(ProviderErrorKind::Timeout {
-                after_ms: timeout.as_millis() as u64,
-            }))
-        }
-        Ok(Err(e)) => return Err(err(transport_error(&e))),
-        Ok(Ok(r)) => r,
-    };
+) -> Result<reqwest::Response, ProviderErrorKind> {
+    let response = builder.send().await.map_err(|e| transport_error(&e))?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -301,10 +304,10 @@ pub(crate) async fn send(
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(|l| excerpt(&redact_url(l), 200));
-        return Err(err(ProviderErrorKind::Redirected {
+        return Err(ProviderErrorKind::Redirected {
             status: status.as_u16(),
             location,
-        }));
+        });
     }
     // Only an excerpt of an error body is kept; read no more than that needs.
     let body = match read_capped(response, ERROR_BODY_BYTES).await {
@@ -321,7 +324,7 @@ pub(crate) async fn send(
     {
         excerpt.push_str(&format!(" (hint: {hint_404})"));
     }
-    Err(err(kind))
+    Err(kind)
 }
 
 /// Checks that a streamed answer really is an event stream; if not, reads the body
@@ -375,19 +378,18 @@ async fn read_capped(
     Ok(Some(body))
 }
 
-/// Reads the whole body within `timeout`, refusing one over `limit` bytes.
+/// Reads the whole body, refusing one over `limit` bytes (the caller bounds it in
+/// time).
 pub(crate) async fn read_body(
     response: reqwest::Response,
-    timeout: Duration,
     limit: u64,
 ) -> Result<String, ProviderErrorKind> {
-    match tokio::time::timeout(timeout, read_capped(response, limit)).await {
-        Err(_) => Err(ProviderErrorKind::Timeout {
-            after_ms: timeout.as_millis() as u64,
-        }),
-        Ok(Err(e)) => Err(transport_error(&e)),
-        Ok(Ok(None)) => Err(ProviderErrorKind::TooLarge { limit_bytes: limit }),
-        Ok(Ok(Some(body))) => Ok(String::from_utf8_lossy(&body).into_owned()),
+    match read_capped(response, limit).await {
+        Err(e) => Err(transport_error(&e)),
+        Ok(None) => Err(ProviderErrorKind::TooLarge { limit_bytes: limit }),
+        // Valid UTF-8 (every real answer) is taken as it is, not copied.
+        Ok(Some(body)) => Ok(String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
     }
 }
 
