@@ -216,12 +216,16 @@ impl<P: Provider> Provider for Admission<P> {
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let estimate = Self::estimate(&request);
-            let lease = match self
-                .lease(request.model.as_deref(), estimate, request.deadline)
-                .await
-            {
-                Ok(lease) => lease,
+            let lane = self.lane(request.model.as_deref());
+            // Only a lane with a TPM limit uses the estimate: counting the prompt's
+            // words was the costliest thing the gate did for every other call.
+            let estimate = if lane.limits_tokens() {
+                Self::estimate(&request)
+            } else {
+                0
+            };
+            let lease = match lane.admit(estimate, request.deadline).await {
+                Ok((slot, waited)) => Lease { slot, lane, waited },
                 Err(reason) => return Err(not_admitted(&self.inner, &request, reason)),
             };
             let waited = lease.waited();

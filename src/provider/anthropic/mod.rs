@@ -237,8 +237,11 @@ impl Provider for AnthropicProvider {
         &self,
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
-        Box::pin(async move {
-            if request.stream {
+        // Each way boxed on its own: a streamed call's future is three times the size
+        // of a plain one's, and one future holding either took the larger room (and
+        // its copy) for every call.
+        if request.stream {
+            Box::pin(async move {
                 let sink = request.deltas.clone();
                 self.stream(request, |text| {
                     if let Some(sink) = &sink {
@@ -246,10 +249,10 @@ impl Provider for AnthropicProvider {
                     }
                 })
                 .await
-            } else {
-                self.complete_once(request).await
-            }
-        })
+            })
+        } else {
+            Box::pin(self.complete_once(request))
+        }
     }
 }
 
