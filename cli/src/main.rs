@@ -20,7 +20,8 @@ mod signals;
 use std::process::ExitCode;
 
 /// With the `mimalloc` feature (on by default), the binary allocates with mimalloc:
-/// at 10,000 branches it halves the overhead (BENCHMARKS.md).
+/// at 10,000 branches it halves the overhead (BENCHMARKS.md). It is built without
+/// transparent huge pages (see `cli/Cargo.toml`).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
