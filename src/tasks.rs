@@ -59,16 +59,6 @@ impl<K: Eq + Hash> TaskTable<K> {
             None => false,
         }
     }
-
-    /// How many tasks are recorded.
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    /// True when none are.
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
 }
 
 impl<K: Eq + Hash> Drop for TaskTable<K> {
@@ -120,7 +110,8 @@ mod tests {
             handle.await.unwrap();
             table.insert(key, abort);
         }
-        assert!(table.len() <= PRUNE_FROM, "{} entries kept", table.len());
+        let kept = table.tasks.len();
+        assert!(kept <= PRUNE_FROM, "{kept} entries kept");
         // A running task is kept through prunes, and aborting it says so once.
         let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(async move {

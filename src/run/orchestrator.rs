@@ -1,16 +1,21 @@
-//! The orchestrator actor: accepts runs, schedules their branches, asks the
-//! synthesiser to merge, and answers with the run's [`RunRecord`].
+//! The orchestrator actor admits runs, and [`Admitted::execute`] runs one: it
+//! schedules the branches, asks the synthesiser to merge, and returns the run's
+//! [`RunRecord`].
 //!
-//! Each run executes on its own tokio task, so a slow run never blocks the
-//! orchestrator's mailbox and many runs proceed at once. The orchestrator keeps each
-//! run's abort handle (aborted if the orchestrator stops). A run whose caller stops
-//! waiting — the receiving end of its answer channel is dropped — is cancelled at once
-//! (the run task awaits that signal), which cancels its branches.
+//! A run executes in its caller's own task, as a branch does through an agent's
+//! intake: the orchestrator decides whether it may start (not while draining), keeps
+//! its abort handle (aborted at the drain deadline, or when the orchestrator stops)
+//! and is told when it ends, so its mailbox never waits on a run and many runs
+//! proceed at once. A caller that stops waiting drops its run, which cancels the
+//! branches. (Each run used to get a task of its own, which woke its caller at the
+//! end: a task and two wake-ups per run, for work its caller only waited on.)
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::future::{AbortHandle, AbortRegistration, Abortable};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,20 +36,14 @@ use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg}
 use crate::agent::RunId;
 use crate::provider::PriceTable;
 use crate::supervision::Roster;
-use crate::tasks::{LiveCount, LiveGuard, TaskTable};
-
-/// Where a run's answer goes. Dropping the receiver cancels the run.
-pub(crate) type RunReply = oneshot::Sender<Result<RunRecord, RunError>>;
+use crate::tasks::{LiveCount, LiveGuard};
 
 /// Messages to the [`Orchestrator`].
 #[derive(Debug)]
 pub(crate) enum OrchestratorMsg {
-    /// Start a run; its branch events go to `events` (if given) in completion order,
-    /// and its record to `reply`.
-    Run {
-        request: Box<RunRequest>,
-        events: Option<mpsc::UnboundedSender<RunEvent>>,
-        reply: RunReply,
+    /// May a run start? Answered with the run to execute, or why not.
+    Admit {
+        reply: oneshot::Sender<Result<Admitted, RunError>>,
     },
     /// Stop accepting runs; answer when the runs in flight have ended, or abort
     /// them (cancelling their branches) once `deadline` has passed. Answers how many
@@ -53,7 +52,7 @@ pub(crate) enum OrchestratorMsg {
         deadline: Duration,
         reply: RpcReplyPort<usize>,
     },
-    /// A run's task ended (sent by the task itself).
+    /// A run ended, however (sent when its [`Admitted`] is dropped).
     Done(RunId),
     /// The drain deadline passed (sent by the drain timer).
     DrainDeadline,
@@ -100,7 +99,7 @@ enum Intake {
 /// The orchestrator's state: its arguments and the runs in flight.
 pub(crate) struct OrchestratorState {
     args: Arc<OrchestratorArgs>,
-    runs: TaskTable<RunId>,
+    runs: Runs,
     draining: Vec<RpcReplyPort<usize>>,
     intake: Intake,
     drain_timer: Option<tokio::task::JoinHandle<()>>,
@@ -130,7 +129,7 @@ impl Actor for Orchestrator {
         let live = args.live.guard();
         Ok(OrchestratorState {
             args: Arc::new(args),
-            runs: TaskTable::default(),
+            runs: Runs::default(),
             draining: Vec::new(),
             intake: Intake::Open,
             drain_timer: None,
@@ -145,54 +144,30 @@ impl Actor for Orchestrator {
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OrchestratorMsg::Run {
-                request,
-                events,
-                mut reply,
-            } => {
+            OrchestratorMsg::Admit { reply } => {
                 if state.intake == Intake::Draining {
                     let _ = reply.send(Err(RunError::ShuttingDown));
                     return Ok(());
                 }
-                let agents = state.args.roster.names();
-                let code = state.args.code.names();
-                let known = Known {
-                    agents: &agents,
-                    code: &code,
-                };
-                if let Err(e) = request.validate(&known) {
-                    let _ = reply.send(Err(e.into()));
-                    return Ok(());
-                }
                 let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
-                let args = state.args.clone();
-                let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
-                let work = async move {
-                    let record = tokio::select! {
-                        record = execute_run(&args, run, *request, events.as_ref()) => Some(record),
-                        // The caller stopped waiting: dropping the run cancels its branches.
-                        () = reply.closed() => None,
-                    };
-                    match record {
-                        Some(record) => {
-                            if let Some(events) = &events {
-                                let _ = events.send(RunEvent::RunFinished {
-                                    run,
-                                    succeeded: record.failure.is_none(),
-                                });
-                            }
-                            let _ = reply.send(Ok(record));
-                        }
-                        None => tracing::info!("caller gone; run cancelled"),
-                    }
-                    let _ = myself.cast(OrchestratorMsg::Done(run));
+                let (handle, registration) = AbortHandle::new_pair();
+                let admitted = Admitted {
+                    run,
+                    args: state.args.clone(),
+                    registration,
+                    _done: DoneOnDrop {
+                        orchestrator: myself.clone(),
+                        run,
+                    },
                 };
-                let handle = tokio::spawn(tracing::Instrument::instrument(work, span));
-                state.runs.insert(run, handle.abort_handle());
+                // Not taken (the caller is gone): dropping it says `Done` at once.
+                if reply.send(Ok(admitted)).is_ok() {
+                    state.runs.0.insert(run, handle);
+                }
             }
             OrchestratorMsg::Done(run) => {
-                state.runs.remove(&run);
-                if state.runs.is_empty() {
+                state.runs.0.remove(&run);
+                if state.runs.0.is_empty() {
                     for reply in state.draining.drain(..) {
                         let _ = reply.send(0);
                     }
@@ -200,12 +175,12 @@ impl Actor for Orchestrator {
             }
             OrchestratorMsg::Drain { deadline, reply } => {
                 state.intake = Intake::Draining;
-                if state.runs.is_empty() {
+                if state.runs.0.is_empty() {
                     let _ = reply.send(0);
                     return Ok(());
                 }
                 tracing::info!(
-                    runs = state.runs.len(),
+                    runs = state.runs.0.len(),
                     ?deadline,
                     "draining runs in flight"
                 );
@@ -220,14 +195,14 @@ impl Actor for Orchestrator {
                 }
             }
             OrchestratorMsg::DrainDeadline => {
-                let aborted = state.runs.len();
+                let aborted = state.runs.0.len();
                 if aborted > 0 {
                     tracing::warn!(
                         aborted,
                         "drain deadline passed; aborting runs still in flight"
                     );
                 }
-                state.runs = TaskTable::default();
+                state.runs = Runs::default();
                 state.drain_timer = None;
                 for reply in state.draining.drain(..) {
                     let _ = reply.send(aborted);
@@ -235,6 +210,83 @@ impl Actor for Orchestrator {
             }
         }
         Ok(())
+    }
+}
+
+/// The runs in flight, by id: each one's abort handle. Dropping the table (the
+/// orchestrator stopped, or the drain deadline passed) aborts every run in it.
+#[derive(Default)]
+struct Runs(HashMap<RunId, AbortHandle>);
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        for (_, handle) in self.0.drain() {
+            handle.abort();
+        }
+    }
+}
+
+/// Tells the orchestrator that a run is over, however it ended.
+struct DoneOnDrop {
+    orchestrator: ActorRef<OrchestratorMsg>,
+    run: RunId,
+}
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.orchestrator.cast(OrchestratorMsg::Done(self.run));
+    }
+}
+
+/// A run the orchestrator let start; [`Admitted::execute`] runs it in the caller's
+/// task. Dropping it (or the future of `execute`) ends the run.
+pub(crate) struct Admitted {
+    run: RunId,
+    args: Arc<OrchestratorArgs>,
+    registration: AbortRegistration,
+    _done: DoneOnDrop,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("run", &self.run).finish()
+    }
+}
+
+impl Admitted {
+    /// Checks `request` and runs it here to its record, its branch events going to
+    /// `events` (if given) in completion order. A run the orchestrator aborts (the
+    /// drain deadline passed, or it stopped) ends `OrchestratorGone`.
+    pub(crate) async fn execute(
+        self,
+        request: RunRequest,
+        events: Option<&mpsc::UnboundedSender<RunEvent>>,
+    ) -> Result<RunRecord, RunError> {
+        let agents = self.args.roster.names();
+        let code = self.args.code.names();
+        let known = Known {
+            agents: &agents,
+            code: &code,
+        };
+        request.validate(&known)?;
+        let Admitted {
+            run,
+            args,
+            registration,
+            _done,
+        } = self;
+        let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
+        let work = execute_run(&args, run, request, events);
+        let record = Abortable::new(tracing::Instrument::instrument(work, span), registration)
+            .await
+            .map_err(|_aborted| RunError::OrchestratorGone)?;
+        if let Some(events) = events {
+            let _ = events.send(RunEvent::RunFinished {
+                run,
+                succeeded: record.failure.is_none(),
+            });
+        }
+        Ok(record)
     }
 }
 

@@ -310,25 +310,24 @@ impl Fanfare {
         request: RunRequest,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
     ) -> Result<RunReport, RunError> {
-        // The run watches `answer`: if this future is dropped (the caller gave up),
-        // the receiver goes with it and the orchestrator cancels the run at once.
-        let (reply, answer) = oneshot::channel();
-        let limit = request.deadline;
-        let message = OrchestratorMsg::Run {
-            request: Box::new(request),
-            events,
-            reply,
-        };
+        // The run executes right here once the orchestrator admits it; dropping this
+        // future (the caller gave up) drops the run, which cancels its branches.
+        let (reply, admitted) = oneshot::channel();
         let orchestrator = self.orchestrator.borrow().clone();
-        if orchestrator.is_none_or(|o| o.cast(message).is_err()) {
+        if orchestrator.is_none_or(|o| o.cast(OrchestratorMsg::Admit { reply }).is_err()) {
             return Err(RunError::OrchestratorGone);
         }
         // The run enforces its own deadline; the margin only guards against a wedged
-        // orchestrator, so that this call cannot hang forever.
-        let limit = limit.saturating_add(Duration::from_secs(5));
-        match tokio::time::timeout(limit, answer).await {
-            Ok(Ok(record)) => Ok(RunReport::new(record?, &self.prices)),
-            Ok(Err(_)) | Err(_) => Err(RunError::OrchestratorGone),
+        // orchestrator (or a run past its deadline), so that this call cannot hang
+        // forever.
+        let limit = request.deadline.saturating_add(Duration::from_secs(5));
+        let run = async {
+            let admitted = admitted.await.map_err(|_| RunError::OrchestratorGone)??;
+            admitted.execute(request, events.as_ref()).await
+        };
+        match tokio::time::timeout(limit, run).await {
+            Ok(record) => Ok(RunReport::new(record?, &self.prices)),
+            Err(_) => Err(RunError::OrchestratorGone),
         }
     }
 
