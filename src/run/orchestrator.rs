@@ -238,6 +238,15 @@ impl Drop for DoneOnDrop {
     }
 }
 
+/// Says that a run's caller stopped waiting, if dropped before the run ends.
+struct CallerGone(RunId);
+
+impl Drop for CallerGone {
+    fn drop(&mut self) {
+        tracing::info!(run_id = self.0 .0, "caller gone; run cancelled");
+    }
+}
+
 /// A run the orchestrator let start; [`Admitted::execute`] runs it in the caller's
 /// task. Dropping it (or the future of `execute`) ends the run.
 pub(crate) struct Admitted {
@@ -277,9 +286,10 @@ impl Admitted {
         } = self;
         let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
         let work = execute_run(&args, run, request, events);
-        let record = Abortable::new(tracing::Instrument::instrument(work, span), registration)
-            .await
-            .map_err(|_aborted| RunError::OrchestratorGone)?;
+        let gone = CallerGone(run);
+        let ended = Abortable::new(tracing::Instrument::instrument(work, span), registration).await;
+        std::mem::forget(gone);
+        let record = ended.map_err(|_aborted| RunError::OrchestratorGone)?;
         if let Some(events) = events {
             let _ = events.send(RunEvent::RunFinished {
                 run,

@@ -391,6 +391,23 @@ async fn api_keys_never_reach_debug_output_errors_reports_or_logs() {
 /// A plain TCP server on 127.0.0.1 that answers every connection with `response`
 /// and counts the connections it got.
 async fn raw_server(response: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    raw_server_then(response, After::Close).await
+}
+
+/// What [`raw_server_then`] does once it has written its response.
+#[derive(Clone, Copy)]
+enum After {
+    /// Closes the connection.
+    Close,
+    /// Sends nothing more and holds the connection open.
+    Stall,
+}
+
+/// [`raw_server`], doing `after` once it has written.
+async fn raw_server_then(
+    response: String,
+    after: After,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -404,7 +421,12 @@ async fn raw_server(response: String) -> (String, Arc<std::sync::atomic::AtomicU
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = socket.read(&mut buf).await;
                 let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
+                match after {
+                    After::Close => {
+                        let _ = socket.shutdown().await;
+                    }
+                    After::Stall => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
             });
         }
     });
@@ -574,26 +596,6 @@ async fn regression_an_endless_answer_is_cut_at_the_size_cap_not_read_into_memor
     }
 }
 
-/// A TCP server on 127.0.0.1 that answers every connection with `head` (a status
-/// line, headers and the start of a body) and then sends nothing more, holding the
-/// connection open.
-async fn stalling_server(head: &'static str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let _ = socket.read(&mut buf).await;
-                let _ = socket.write_all(head.as_bytes()).await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            });
-        }
-    });
-    url
-}
-
 #[tokio::test]
 async fn regression_a_body_that_never_ends_hits_the_call_timeout_error_bodies_too() {
     // The timeout used to cover the headers and then, afresh, an answer's body; an
@@ -604,11 +606,11 @@ async fn regression_a_body_that_never_ends_hits_the_call_timeout_error_bodies_to
         "429 Too Many Requests",
         "200 OK",
     ] {
-        let head: &'static str = format!(
+        // Headers that promise 1,000 bytes of body, and the first few of them.
+        let head = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"error\":"
-        )
-        .leak();
-        let url = stalling_server(head).await;
+        );
+        let (url, _) = raw_server_then(head, After::Stall).await;
         let mut a = AnthropicConfig::new(ApiKey::new("k"));
         a.base_url = url.clone();
         a.timeout = Duration::from_millis(300);

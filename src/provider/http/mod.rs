@@ -270,10 +270,44 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderErrorKind {
     }
 }
 
-/// `call`, cut with a timeout error once `timeout` has passed since it began: one
-/// limit on the whole HTTP call (headers and body, or headers and the stream's
-/// check), and one timer for it.
-pub(crate) async fn within<T>(
+/// One plain call: sends `builder` and reads the answer's body (at most `limit`
+/// bytes), the whole within `timeout` (error bodies included). Returns the answer's
+/// rate-limit headers and its body.
+pub(crate) async fn call(
+    builder: reqwest::RequestBuilder,
+    hint_404: &str,
+    timeout: Duration,
+    limit: u64,
+) -> Result<(Option<RateLimitInfo>, String), ProviderErrorKind> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let call = async {
+        let response = send(builder, hint_404).await?;
+        let rate_limit = rate_limits(response.headers());
+        Ok((rate_limit, read_body(response, limit).await?))
+    };
+    within(deadline, timeout, call).await
+}
+
+/// Opens a streamed call: sends `builder` and checks that the answer is an event
+/// stream, before `deadline` (the end of the call's `timeout`, which its events share).
+/// Returns the answer's rate-limit headers and the response to read events from.
+pub(crate) async fn open_stream(
+    builder: reqwest::RequestBuilder,
+    hint_404: &str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(Option<RateLimitInfo>, reqwest::Response), ProviderErrorKind> {
+    let call = async {
+        let response = send(builder, hint_404).await?;
+        let rate_limit = rate_limits(response.headers());
+        Ok((rate_limit, expect_sse(response).await?))
+    };
+    within(deadline, timeout, call).await
+}
+
+/// `call`, cut at `deadline` with a timeout error that names `timeout` (the call's
+/// limit, which `deadline` ends): one limit on the whole HTTP call, and one timer.
+async fn within<T>(
     deadline: tokio::time::Instant,
     timeout: Duration,
     call: impl std::future::Future<Output = Result<T, ProviderErrorKind>>,
@@ -289,7 +323,7 @@ pub(crate) async fn within<T>(
 /// Sends `builder` and returns the successful response, or the typed error. A redirect
 /// is an error (it is never followed); a 404 carries `hint_404` (where the base URL
 /// should point). The caller bounds it in time ([`within`]), error body included.
-pub(crate) async fn send(
+async fn send(
     builder: reqwest::RequestBuilder,
     hint_404: &str,
 ) -> Result<reqwest::Response, ProviderErrorKind> {
@@ -329,9 +363,7 @@ pub(crate) async fn send(
 
 /// Checks that a streamed answer really is an event stream; if not, reads the body
 /// into a decode error that shows what came instead.
-pub(crate) async fn expect_sse(
-    response: reqwest::Response,
-) -> Result<reqwest::Response, ProviderErrorKind> {
+async fn expect_sse(response: reqwest::Response) -> Result<reqwest::Response, ProviderErrorKind> {
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -380,10 +412,7 @@ async fn read_capped(
 
 /// Reads the whole body, refusing one over `limit` bytes (the caller bounds it in
 /// time).
-pub(crate) async fn read_body(
-    response: reqwest::Response,
-    limit: u64,
-) -> Result<String, ProviderErrorKind> {
+async fn read_body(response: reqwest::Response, limit: u64) -> Result<String, ProviderErrorKind> {
     match read_capped(response, limit).await {
         Err(e) => Err(transport_error(&e)),
         Ok(None) => Err(ProviderErrorKind::TooLarge { limit_bytes: limit }),

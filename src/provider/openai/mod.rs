@@ -144,14 +144,9 @@ impl OpenAiProvider {
     async fn complete_once(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
         let model = self.model(&request).to_owned();
         let err = |kind| ProviderError::new("openai", &model, &request, kind);
-        let call = async {
-            let response = http::send(self.post(&request, false), HINT_404).await?;
-            let rate_limit = http::rate_limits(response.headers());
-            let body = http::read_body(response, self.config.max_response_bytes).await?;
-            Ok((rate_limit, body))
-        };
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let (rate_limit, body) = http::within(deadline, self.config.timeout, call)
+        let builder = self.post(&request, false);
+        let limit = self.config.max_response_bytes;
+        let (rate_limit, body) = http::call(builder, HINT_404, self.config.timeout, limit)
             .await
             .map_err(err)?;
         let completion = decode_answer(&body, &model).map_err(err)?;
@@ -185,14 +180,11 @@ impl OpenAiProvider {
         let model = self.model(&request).to_owned();
         let err = |kind| ProviderError::new("openai", &model, &request, kind);
         let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let call = async {
-            let response = http::send(self.post(&request, true), HINT_404).await?;
-            let rate_limit = http::rate_limits(response.headers());
-            Ok((rate_limit, http::expect_sse(response).await?))
-        };
-        let (rate_limit, response) = http::within(deadline, self.config.timeout, call)
-            .await
-            .map_err(err)?;
+        let builder = self.post(&request, true);
+        let (rate_limit, response) =
+            http::open_stream(builder, HINT_404, deadline, self.config.timeout)
+                .await
+                .map_err(err)?;
         let events = http::sse_events(response, self.config.max_response_bytes);
         futures::pin_mut!(events);
         let mut completion = Completion {
