@@ -192,9 +192,23 @@ impl<P: Provider> Admission<P> {
         estimate: u64,
         deadline: Option<Instant>,
     ) -> Result<Lease, NotAdmitted> {
+        let (lease, _) = self.lease_with(model, || estimate, deadline).await?;
+        Ok(lease)
+    }
+
+    /// [`Admission::lease`], working out the estimate only on a lane that uses it (one
+    /// with a TPM limit; elsewhere it is 0): counting a prompt's words was the
+    /// costliest thing the gate did per call. Returns the lease and the estimate.
+    async fn lease_with(
+        &self,
+        model: Option<&str>,
+        estimate: impl FnOnce() -> u64,
+        deadline: Option<Instant>,
+    ) -> Result<(Lease, u64), NotAdmitted> {
         let lane = self.lane(model);
+        let estimate = if lane.limits_tokens() { estimate() } else { 0 };
         let (slot, waited) = lane.admit(estimate, deadline).await?;
-        Ok(Lease { slot, lane, waited })
+        Ok((Lease { slot, lane, waited }, estimate))
     }
 }
 
@@ -216,16 +230,10 @@ impl<P: Provider> Provider for Admission<P> {
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let lane = self.lane(request.model.as_deref());
-            // Only a lane with a TPM limit uses the estimate: counting the prompt's
-            // words was the costliest thing the gate did for every other call.
-            let estimate = if lane.limits_tokens() {
-                Self::estimate(&request)
-            } else {
-                0
-            };
-            let lease = match lane.admit(estimate, request.deadline).await {
-                Ok((slot, waited)) => Lease { slot, lane, waited },
+            let model = request.model.as_deref();
+            let estimate = || Self::estimate(&request);
+            let (lease, estimate) = match self.lease_with(model, estimate, request.deadline).await {
+                Ok(leased) => leased,
                 Err(reason) => return Err(not_admitted(&self.inner, &request, reason)),
             };
             let waited = lease.waited();
@@ -299,6 +307,29 @@ mod tests {
             assert!(c.await.unwrap().is_ok());
         }
         assert_eq!(a.metrics().max_in_flight, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_lane_with_a_tpm_limit_counts_the_prompt_and_there_it_does() {
+        // 150 words (about 200 tokens) and 10 tokens of answer: over a TPM of 100
+        // only if the gate counts the prompt's words.
+        let mut r = CompletionRequest::new("a", "s", "word ".repeat(150));
+        r.max_tokens = 10;
+        let sim = SimProvider::with_profile(SimProfile::instant());
+        let limited = Admission::new(
+            sim.clone(),
+            AdmissionConfig {
+                tpm: Some(100),
+                ..AdmissionConfig::default()
+            },
+        );
+        let e = limited.complete(r.clone()).await.unwrap_err();
+        assert!(
+            e.to_string().contains("the limit is 100 tokens per minute"),
+            "{e}"
+        );
+        let unlimited = Admission::new(sim, AdmissionConfig::default());
+        assert!(unlimited.complete(r).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
