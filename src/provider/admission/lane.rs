@@ -94,7 +94,35 @@ impl Lane {
 
     /// Waits until a call estimated at `tokens` may go out (server holds, RPM, TPM,
     /// then a slot), or until `deadline`. Returns its slot and how long it waited.
+    ///
+    /// A call that need not wait (no hold, no rate limit, a slot free) is let out
+    /// without building the waiting future: that future, with its timers and
+    /// limiters, is about 3 KB, and on the heap for every call it was the largest
+    /// thing a fan-out's branch allocated.
     pub(super) async fn admit(
+        self: &Arc<Self>,
+        tokens: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(Slot, Duration), NotAdmitted> {
+        match self.admit_now() {
+            Some(slot) => Ok((slot, Duration::ZERO)),
+            None => Box::pin(self.admit_waiting(tokens, deadline)).await,
+        }
+    }
+
+    /// A slot at once, if nothing would make the call wait: the lane has no RPM or
+    /// TPM limit (their cells are taken on the waiting path), the server holds
+    /// nothing back, and a permit is free. A free permit means nobody is queued
+    /// for one (the semaphore is fair), so this jumps no queue.
+    fn admit_now(self: &Arc<Self>) -> Option<Slot> {
+        if self.rpm.is_some() || self.tpm.is_some() || self.held_until().is_some() {
+            return None;
+        }
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(self.seat(Some(permit), Duration::ZERO))
+    }
+
+    async fn admit_waiting(
         self: &Arc<Self>,
         tokens: u64,
         deadline: Option<Instant>,
@@ -141,16 +169,20 @@ impl Lane {
         };
         drop(queued);
         let waited = started.elapsed();
+        Ok((self.seat(permit, waited), waited))
+    }
+
+    /// Counts an admitted call and gives it its slot.
+    fn seat(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, waited: Duration) -> Slot {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         self.admitted.fetch_add(1, Ordering::Relaxed);
         self.permit_wait_ms
             .fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
-        let slot = Slot {
+        Slot {
             lane: self.clone(),
             permit,
-        };
-        Ok((slot, waited))
+        }
     }
 
     /// Whether this lane has a TPM limit (then overages are settled).
@@ -173,13 +205,15 @@ impl Lane {
     }
 
     async fn hold_back(&self) {
-        loop {
-            let until = self.hold_until.lock().ok().and_then(|h| *h);
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => return,
-            }
+        while let Some(until) = self.held_until() {
+            tokio::time::sleep_until(until).await;
         }
+    }
+
+    /// The end of the server's hold, if it is still on.
+    fn held_until(&self) -> Option<Instant> {
+        let until = self.hold_until.lock().ok().and_then(|h| *h)?;
+        (until > Instant::now()).then_some(until)
     }
 
     /// Holds every new call back for `wait` (capped at [`MAX_HOLD`]): the server said

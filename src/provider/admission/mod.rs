@@ -310,6 +310,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_call_that_finds_a_slot_free_still_waits_behind_the_queue_and_a_hold() {
+        use futures::FutureExt;
+        let a = Admission::new(
+            SimProvider::with_profile(SimProfile::instant()),
+            AdmissionConfig {
+                max_concurrency: 1,
+                adaptive: false,
+                ..AdmissionConfig::default()
+            },
+        );
+        let first = a.lease(None, 0, None).await.unwrap();
+        let mut waiting = Box::pin(a.lease(None, 0, None));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(first);
+        assert!(
+            a.lease(None, 0, None).now_or_never().is_none(),
+            "a new call took the slot the waiting one was owed"
+        );
+        let second = waiting.await.unwrap();
+        // A 429 that says "retry after 1 s" holds the whole gate back: the next
+        // call finds the slot free and still waits.
+        second.settle(CallEnd::RateLimited {
+            hold_ms: Some(1000),
+        });
+        let asked = Instant::now();
+        let third = a.lease(None, 0, None).await.unwrap();
+        assert!(asked.elapsed() >= Duration::from_millis(1000));
+        assert_eq!(third.waited(), asked.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn only_a_lane_with_a_tpm_limit_counts_the_prompt_and_there_it_does() {
         // 150 words (about 200 tokens) and 10 tokens of answer: over a TPM of 100
         // only if the gate counts the prompt's words.

@@ -155,19 +155,19 @@ impl AnthropicProvider {
             .json(&body)
     }
 
-    async fn complete_once(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+    fn complete_once(
+        &self,
+        request: CompletionRequest,
+    ) -> impl std::future::Future<Output = Result<Completion, ProviderError>> + '_ {
         let model = self.model(&request).to_owned();
-        let err = |kind| ProviderError::new("anthropic", &model, &request, kind);
-        let builder = self.post(&request, false);
         let limit = self.config.max_response_bytes;
-        let (rate_limit, body) = http::call(builder, HINT_404, self.config.timeout, limit)
-            .await
-            .map_err(err)?;
-        let completion = decode_answer(&body, &model).map_err(err)?;
-        Ok(Completion {
-            rate_limit,
-            ..completion
-        })
+        let call = http::call(
+            self.post(&request, false),
+            HINT_404,
+            self.config.timeout,
+            limit,
+        );
+        http::answer("anthropic", model, request, call, decode_answer)
     }
 
     /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
