@@ -138,54 +138,95 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let mut attempt = 1;
-            let mut earlier = Vec::new();
-            let mut refused = 0;
+            let mut tries = Tries {
+                attempt: 1,
+                earlier: Vec::new(),
+                refused: 0,
+            };
             loop {
-                match self.inner.complete(request.clone()).await {
-                    Ok(mut completion) => {
-                        completion.attempts = attempt;
-                        completion.rate_limited = refused;
-                        return Ok(completion);
-                    }
-                    Err(mut error) => {
-                        error.attempts = attempt;
-                        error.earlier = std::mem::take(&mut earlier);
-                        let Some(wait) = self.policy.retry(attempt, &error) else {
-                            return Err(error);
-                        };
-                        if error.gave_up.is_some() {
-                            return Err(error);
+                // The error is handed on before the wait, so that this future keeps no
+                // room for it while it sleeps (it held both, 744 bytes in all).
+                let then = {
+                    let error = match self.inner.complete(request.clone()).await {
+                        Ok(mut completion) => {
+                            completion.attempts = tries.attempt;
+                            completion.rate_limited = tries.refused;
+                            return Ok(completion);
                         }
-                        // A wait that would pass the caller's deadline is not waited
-                        // out: fail now, saying why.
-                        if let Some(deadline) = request.deadline {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            if wait >= left {
-                                error.gave_up = Some(GaveUp::WaitPastDeadline {
-                                    wait_ms: wait.as_millis() as u64,
-                                    left_ms: left.as_millis() as u64,
-                                });
-                                return Err(error);
-                            }
-                        }
-                        tracing::debug!(agent = %request.agent, attempt, ?wait, error = %error.kind, "retrying");
-                        if error.kind.is_rate_limit() {
-                            refused += 1;
-                        }
-                        earlier = std::mem::take(&mut error.earlier);
-                        if earlier.len() < ProviderError::EARLIER_KEPT {
-                            earlier.push(error.kind);
-                        }
-                        tokio::time::sleep(wait).await;
-                        attempt += 1;
-                        if let Some(sink) = &request.deltas {
-                            sink.send(super::Delta::Restart { attempt });
-                        }
-                    }
+                        Err(error) => error,
+                    };
+                    self.after(&mut tries, error, &request)
+                };
+                match then {
+                    Then::GiveUp(error) => return Err(error),
+                    Then::Wait(wait) => tokio::time::sleep(wait).await,
+                }
+                tries.attempt += 1;
+                if let Some(sink) = &request.deltas {
+                    sink.send(super::Delta::Restart {
+                        attempt: tries.attempt,
+                    });
                 }
             }
         })
+    }
+}
+
+/// One call's attempts so far.
+struct Tries {
+    /// The attempt being made (1-based).
+    attempt: u32,
+    /// The kinds of the failed attempts' errors, oldest first.
+    earlier: Vec<super::ProviderErrorKind>,
+    /// Attempts refused with a 429.
+    refused: u32,
+}
+
+/// What follows a failed attempt.
+enum Then {
+    /// Another attempt, after this wait.
+    Wait(Duration),
+    /// None: the call fails with this.
+    GiveUp(ProviderError),
+}
+
+impl<P, R: RetryPolicy> Retry<P, R> {
+    /// Attempt `tries.attempt` failed with `error`: wait and try again, or give up.
+    fn after(
+        &self,
+        tries: &mut Tries,
+        mut error: ProviderError,
+        request: &CompletionRequest,
+    ) -> Then {
+        error.attempts = tries.attempt;
+        error.earlier = std::mem::take(&mut tries.earlier);
+        let Some(wait) = self.policy.retry(tries.attempt, &error) else {
+            return Then::GiveUp(error);
+        };
+        if error.gave_up.is_some() {
+            return Then::GiveUp(error);
+        }
+        // A wait that would pass the caller's deadline is not waited out: fail now,
+        // saying why.
+        if let Some(deadline) = request.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if wait >= left {
+                error.gave_up = Some(GaveUp::WaitPastDeadline {
+                    wait_ms: wait.as_millis() as u64,
+                    left_ms: left.as_millis() as u64,
+                });
+                return Then::GiveUp(error);
+            }
+        }
+        tracing::debug!(agent = %request.agent, attempt = tries.attempt, ?wait, error = %error.kind, "retrying");
+        if error.kind.is_rate_limit() {
+            tries.refused += 1;
+        }
+        tries.earlier = std::mem::take(&mut error.earlier);
+        if tries.earlier.len() < ProviderError::EARLIER_KEPT {
+            tries.earlier.push(error.kind);
+        }
+        Then::Wait(wait)
     }
 }
 
