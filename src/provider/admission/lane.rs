@@ -96,9 +96,9 @@ impl Lane {
     /// then a slot), or until `deadline`. Returns its slot and how long it waited.
     ///
     /// A call that need not wait (no hold, no rate limit, a slot free) is let out
-    /// without building the waiting future: that future, with its timers and
-    /// limiters, is about 3 KB, and on the heap for every call it was the largest
-    /// thing a fan-out's branch allocated.
+    /// without building the waiting future: with room for its timers and limiters,
+    /// that future doubled the gate's part of every call (799 bytes on the heap per
+    /// call with it, 376 without).
     pub(super) async fn admit(
         self: &Arc<Self>,
         tokens: u64,
