@@ -1,6 +1,8 @@
 //! What the merges say: the LLM merge prompts (final and partial) and the merges
 //! that call no model (code, select-best).
 
+use std::borrow::Cow;
+
 use super::{MergeBranch, Scorer};
 use crate::provider::Usage;
 use crate::run::outcome::{Synthesis, SynthesisError};
@@ -16,13 +18,14 @@ pub(crate) const PART_SYSTEM_PROMPT: &str = "You condense part of a panel's anal
 another step merges your result with the other parts. Keep every distinct point, every \
 disagreement and which perspective said what; drop repetition. Be brief.";
 
-/// One output going into a merge call: under whose name, and the text.
+/// One output going into a merge call: under whose name, and the text (a branch's
+/// output borrowed, a cut or a partial merge's result owned).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Section {
+pub(crate) struct Section<'a> {
     /// The step, or for a partial merge's result, `part N (a, b, …)`.
     pub label: String,
     /// The text.
-    pub text: String,
+    pub text: Cow<'a, str>,
 }
 
 /// What a final merge prompt adds after the outputs.

@@ -12,6 +12,7 @@
 //! again. A merge never fails because its prompt was too long for a window that
 //! can be known.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -107,11 +108,11 @@ impl LlmMerge {
     pub(crate) async fn run(
         self,
         input: String,
-        branches: Vec<MergeBranch>,
+        branches: &[MergeBranch],
     ) -> Result<Synthesis, SynthesisError> {
         let key = self.key();
-        let notes = Notes::of(&branches);
-        let mut sections = sections(&branches);
+        let notes = Notes::of(branches);
+        let mut sections = sections(branches);
         let mut tree = MergeTree::default();
         let mut usage = Usage::default();
         loop {
@@ -198,7 +199,7 @@ impl LlmMerge {
                         let room = est.bytes(
                             half.saturating_sub(est.tokens(&section.label).saturating_add(8)),
                         );
-                        section.text = cut(&section.text, room).0;
+                        section.text = cut(&section.text, room).0.into();
                         tree.cut.push(section.label.clone());
                         *size = size_of(&est, section);
                     }
@@ -216,7 +217,7 @@ impl LlmMerge {
                     );
                     let (text, _) = cut(&group[0].text, room);
                     tree.cut.push(group[0].label.clone());
-                    group[0].text = text;
+                    group[0].text = text.into();
                 }
                 let label = format!("part {}.{}", level + 1, n + 1);
                 nodes.push(MergeNode {
@@ -236,7 +237,7 @@ impl LlmMerge {
                         usage += c.usage;
                         next.push(Section {
                             label: node.label.clone(),
-                            text: c.text,
+                            text: c.text.into(),
                         });
                     }
                     Err(Failed::Overflow) => overflowed = true,
@@ -309,7 +310,7 @@ impl LlmMerge {
 
 /// The outputs to merge, labelled by step; a name several branches share (a
 /// fan-out of one agent) is numbered (`reviewer #2`).
-fn sections(branches: &[MergeBranch]) -> Vec<Section> {
+fn sections(branches: &[MergeBranch]) -> Vec<Section<'_>> {
     // Counted once: asking per branch how many share its name was quadratic (10^8
     // comparisons for a 10,000-branch merge).
     let mut count: HashMap<&str, usize> = HashMap::new();
@@ -329,7 +330,7 @@ fn sections(branches: &[MergeBranch]) -> Vec<Section> {
             };
             b.text().map(|t| Section {
                 label,
-                text: t.to_owned(),
+                text: Cow::Borrowed(t),
             })
         })
         .collect()
