@@ -313,10 +313,21 @@ impl ProviderError {
         request: &CompletionRequest,
         kind: ProviderErrorKind,
     ) -> Self {
+        Self::for_agent(provider, model, request.agent.clone(), kind)
+    }
+
+    /// An error of `kind` for a request `agent` made, attributed to `provider` and
+    /// `model`: for a caller that keeps only the agent's name of its request.
+    pub(crate) fn for_agent(
+        provider: &str,
+        model: &str,
+        agent: String,
+        kind: ProviderErrorKind,
+    ) -> Self {
         Self {
             provider: provider.to_owned(),
             model: model.to_owned(),
-            agent: request.agent.clone(),
+            agent,
             attempts: 1,
             kind,
             earlier: Vec::new(),

@@ -157,7 +157,7 @@ impl AnthropicProvider {
 
     fn complete_once(
         &self,
-        request: CompletionRequest,
+        mut request: CompletionRequest,
     ) -> impl std::future::Future<Output = Result<Completion, ProviderError>> + '_ {
         let model = self.model(&request).to_owned();
         let limit = self.config.max_response_bytes;
@@ -167,7 +167,9 @@ impl AnthropicProvider {
             self.config.timeout,
             limit,
         );
-        http::answer("anthropic", model, request, call, decode_answer)
+        // The rest of the request is freed now, while it is fresh, not after the answer.
+        let agent = std::mem::take(&mut request.agent);
+        http::answer("anthropic", model, agent, call, decode_answer)
     }
 
     /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it

@@ -8,9 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use reqwest::header::HeaderMap;
 
-use super::{
-    context, Completion, CompletionRequest, ProviderError, ProviderErrorKind, RateLimitInfo,
-};
+use super::{context, Completion, ProviderError, ProviderErrorKind, RateLimitInfo};
 
 mod sse;
 
@@ -301,11 +299,12 @@ pub(crate) fn call(
 }
 
 /// A plain call's answer: `call`'s body decoded by `decode`, its errors attributed to
-/// `provider`, `model` and `request`'s agent.
+/// `provider`, `model` and `agent` (the request's agent: of the request, only its
+/// name is kept while the call runs).
 pub(crate) fn answer(
     provider: &'static str,
     model: String,
-    request: CompletionRequest,
+    agent: String,
     call: impl Future<Output = Result<(Option<RateLimitInfo>, String), ProviderErrorKind>>,
     decode: fn(&str, &str) -> Result<Completion, ProviderErrorKind>,
 ) -> impl Future<Output = Result<Completion, ProviderError>> {
@@ -314,7 +313,7 @@ pub(crate) fn answer(
         reason = "the Provider trait's own error, handed on as it is"
     )]
     call.map(move |called| {
-        let err = |kind| ProviderError::new(provider, &model, &request, kind);
+        let err = |kind| ProviderError::for_agent(provider, &model, agent.clone(), kind);
         let (rate_limit, body) = called.map_err(err)?;
         let completion = decode(&body, &model).map_err(err)?;
         Ok(Completion {

@@ -143,7 +143,7 @@ impl OpenAiProvider {
 
     fn complete_once(
         &self,
-        request: CompletionRequest,
+        mut request: CompletionRequest,
     ) -> impl std::future::Future<Output = Result<Completion, ProviderError>> + '_ {
         let model = self.model(&request).to_owned();
         let limit = self.config.max_response_bytes;
@@ -153,7 +153,9 @@ impl OpenAiProvider {
             self.config.timeout,
             limit,
         );
-        http::answer("openai", model, request, call, decode_answer)
+        // The rest of the request is freed now, while it is fresh, not after the answer.
+        let agent = std::mem::take(&mut request.agent);
+        http::answer("openai", model, agent, call, decode_answer)
     }
 
     /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
