@@ -57,7 +57,7 @@ pub use outcome::{
 pub use placement::{NodeLost, Place, Placement, RemoteCall, RemoteSpecialist, Router};
 pub use policy::{ParsePolicyError, Policy};
 pub use record::SubRun;
-pub(crate) use record::{BranchRecord, ItemRecord, RunRecord, SynthesisRecord};
+pub(crate) use record::{BranchRecord, Branches, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;
 pub use request::{
     parse_duration, DurationError, Limit, RequestError, Reuse, RunError, RunRequest, StepProblem,

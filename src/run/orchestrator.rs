@@ -28,7 +28,7 @@ use super::launch::Nested;
 use super::outcome::{RunFailure, SynthesisError};
 use super::placement::Router;
 use super::policy::Policy;
-use super::record::{RunRecord, SubRun, SynthesisRecord};
+use super::record::{Branches, RunRecord, SubRun, SynthesisRecord};
 use super::request::{Known, RunError, RunRequest};
 use super::step::SubWorkflow;
 use super::stream;
@@ -266,11 +266,15 @@ impl Admitted {
     /// Checks `request` and runs it here to its record, its branch events going to
     /// `events` (if given) in completion order. A run the orchestrator aborts (the
     /// drain deadline passed, or it stopped) ends `OrchestratorGone`.
-    pub(crate) async fn execute(
+    ///
+    /// `settle` gets the branches the moment they have all ended, before the merge
+    /// is asked for: what it makes of them is the record's `branches`.
+    pub(crate) async fn execute<B>(
         self,
         request: RunRequest,
         events: Option<&mpsc::UnboundedSender<RunEvent>>,
-    ) -> Result<RunRecord, RunError> {
+        settle: impl FnOnce(Branches) -> B + Send,
+    ) -> Result<RunRecord<B>, RunError> {
         let agents = self.args.roster.names();
         let code = self.args.code.names();
         let known = Known {
@@ -285,7 +289,7 @@ impl Admitted {
             _done,
         } = self;
         let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
-        let work = execute_run(&args, run, request, events);
+        let work = execute_run(&args, run, request, events, settle);
         let gone = CallerGone(run);
         let ended = Abortable::new(tracing::Instrument::instrument(work, span), registration).await;
         std::mem::forget(gone);
@@ -318,7 +322,7 @@ impl Nested for NestedRuns {
             let mut request = RunRequest::for_branch(&flow, input, left);
             request.crash_retries = crash_retries;
             let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
-            let record = execute_run(&args, run, request, None).await;
+            let record = execute_run(&args, run, request, None, |ended| ended).await;
             SubRun {
                 record: Arc::new(record),
                 prices: args.prices.clone(),
@@ -327,12 +331,13 @@ impl Nested for NestedRuns {
     }
 }
 
-async fn execute_run(
+async fn execute_run<B>(
     args: &Arc<OrchestratorArgs>,
     run: RunId,
-    request: RunRequest,
+    mut request: RunRequest,
     events: Option<&mpsc::UnboundedSender<RunEvent>>,
-) -> RunRecord {
+    settle: impl FnOnce(Branches) -> B,
+) -> RunRecord<B> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let deadline = started + request.deadline;
@@ -407,8 +412,7 @@ async fn execute_run(
         }
     };
     let ((records, mut failure), early) = tokio::join!(branches, early_merge);
-    let synthesis = match (early, &failure, &request.merge) {
-        (Some(merged), _, _) => Some(merged),
+    let late_merge = match (&early, &failure, &request.merge) {
         (None, None, Some(strategy)) => {
             let inputs = records
                 .iter()
@@ -419,9 +423,23 @@ async fn execute_run(
                         .with_conflicts(b.conflicts.clone())
                 })
                 .collect();
-            Some(merge.synthesise(strategy.clone(), inputs).await)
+            Some((strategy.clone(), inputs))
         }
         _ => None,
+    };
+    // Settle the branches and drop the steps now, while their memory is still warm
+    // from the run: after a merge call it has gone cold, and at 1,000 branches doing
+    // this then took milliseconds the caller waited for (BENCHMARKS.md).
+    let edges = request
+        .steps
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.depends_on))
+        .collect();
+    drop(std::mem::take(&mut request.steps));
+    let branches = settle(Branches { records, edges });
+    let synthesis = match late_merge {
+        Some((strategy, inputs)) => Some(merge.synthesise(strategy, inputs).await),
+        None => early,
     };
     if let (Some(SynthesisRecord { result: Err(e), .. }), None) = (&synthesis, &failure) {
         failure = Some(RunFailure::Synthesis(e.clone()));
@@ -434,9 +452,8 @@ async fn execute_run(
         simulated: args.simulated,
         started_at,
         wall: started.elapsed(),
-        branches: records,
+        branches,
         synthesis,
-        edges: request.steps.iter().map(|s| s.depends_on.clone()).collect(),
     }
 }
 

@@ -97,7 +97,7 @@ impl SubRun {
         }
         let mut out = AgentOutput::text(String::new());
         let mut usage = Usage::default();
-        for b in &r.branches {
+        for b in &r.branches.records {
             let outcomes: Vec<&BranchOutcome> = if b.items.is_empty() {
                 vec![&b.outcome]
             } else {
@@ -127,8 +127,8 @@ impl SubRun {
     /// there are several.
     fn ends(&self) -> String {
         let r = &*self.record;
-        let mut end = vec![true; r.branches.len()];
-        for deps in &r.edges {
+        let mut end = vec![true; r.branches.records.len()];
+        for deps in &r.branches.edges {
             for &d in deps {
                 if let Some(e) = end.get_mut(d) {
                     *e = false;
@@ -137,6 +137,7 @@ impl SubRun {
         }
         let ends: Vec<&BranchRecord> = r
             .branches
+            .records
             .iter()
             .zip(end)
             .filter(|(_, e)| *e)
@@ -170,9 +171,20 @@ pub(crate) struct SynthesisRecord {
     pub end: Duration,
 }
 
-/// A whole run, as it ended.
+/// A run's steps as they ended: what a report's branches are built from.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct RunRecord {
+pub(crate) struct Branches {
+    /// In input order.
+    pub records: Vec<BranchRecord>,
+    /// Each step's dependencies (the graph's edges), in input order.
+    pub edges: Vec<Vec<usize>>,
+}
+
+/// A whole run, as it ended. `B` is its branches: as they ended ([`Branches`]), or
+/// what the run's caller made of them the moment they had all ended, before the
+/// merge answered (see the orchestrator's `Admitted::execute`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RunRecord<B = Branches> {
     pub run: RunId,
     pub policy: Policy,
     /// `None`: the run met its policy and its merge (if any) succeeded.
@@ -181,9 +193,23 @@ pub(crate) struct RunRecord {
     pub simulated: bool,
     pub started_at: SystemTime,
     pub wall: Duration,
-    /// In input order.
-    pub branches: Vec<BranchRecord>,
-    /// Each step's dependencies (the graph's edges), in input order.
-    pub edges: Vec<Vec<usize>>,
+    pub branches: B,
     pub synthesis: Option<SynthesisRecord>,
+}
+
+impl RunRecord {
+    /// The same record with its branches turned into what `settle` makes of them.
+    pub(crate) fn settle<B>(self, settle: impl FnOnce(Branches) -> B) -> RunRecord<B> {
+        RunRecord {
+            run: self.run,
+            policy: self.policy,
+            failure: self.failure,
+            provider: self.provider,
+            simulated: self.simulated,
+            started_at: self.started_at,
+            wall: self.wall,
+            branches: settle(self.branches),
+            synthesis: self.synthesis,
+        }
+    }
 }

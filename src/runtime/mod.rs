@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::agent::{Agent, Task};
 use crate::provider::{PriceTable, Provider};
-use crate::report::RunReport;
+use crate::report::{BranchesPart, RunReport};
 use crate::run::{
     call_here, BranchCall, BranchOutcome, CodeError, CodeInput, CodeOutput, CodeRegistry,
     DeadlineKind, Known, Learned, OrchestratorArgs, OrchestratorMsg, Router, RunError, RunEvent,
@@ -323,10 +323,13 @@ impl Fanfare {
         let limit = request.deadline.saturating_add(Duration::from_secs(5));
         let run = async {
             let admitted = admitted.await.map_err(|_| RunError::OrchestratorGone)??;
-            admitted.execute(request, events.as_ref()).await
+            // The branches' part of the report is built as soon as they have
+            // ended, before the merge answers.
+            let settle = |ended| BranchesPart::new(ended, &self.prices);
+            admitted.execute(request, events.as_ref(), settle).await
         };
         match tokio::time::timeout(limit, run).await {
-            Ok(record) => Ok(RunReport::new(record?, &self.prices)),
+            Ok(record) => Ok(RunReport::assemble(record?, &self.prices)),
             Err(_) => Err(RunError::OrchestratorGone),
         }
     }

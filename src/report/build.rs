@@ -1,0 +1,335 @@
+//! How a report is derived from a run's record: each branch's attempts, tokens and
+//! cost, the critical path, the totals.
+
+use std::time::{Duration, SystemTime};
+
+use super::{BranchReport, ItemReport, RunReport, RunStatus, SynthesisReport, Totals};
+use crate::provider::{PriceTable, Usage};
+use crate::run::{
+    BranchOutcome, BranchRecord, Branches, ItemRecord, RunRecord, SubRun, SynthesisError,
+    SynthesisRecord,
+};
+
+impl RunReport {
+    /// Provider attempts, tokens and wasted calls over the whole run.
+    fn spent(&self) -> (u32, Usage, u32) {
+        let t = &self.totals;
+        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        (small(t.attempts), t.usage, small(t.wasted_calls))
+    }
+}
+
+impl SubRun {
+    /// The nested run's own report.
+    pub fn report(&self) -> RunReport {
+        RunReport::new((*self.record).clone(), &self.prices)
+    }
+}
+
+/// What a branch that ran a workflow whole cost: its run's, if that is known.
+fn nested_cost(run: &Option<Box<RunReport>>) -> Option<Option<f64>> {
+    run.as_ref().map(|r| r.totals.cost_usd)
+}
+
+fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Option<f64> {
+    outcome
+        .output()
+        .and_then(|o| o.model.as_deref())
+        .and_then(|m| prices.cost(m, usage))
+}
+
+impl ItemReport {
+    fn new(item: usize, r: ItemRecord, prices: &PriceTable) -> Self {
+        let run = r.sub_run.map(|s| Box::new(s.report()));
+        let (attempts, usage, wasted_calls) = match &run {
+            Some(run) => run.spent(),
+            None => {
+                let (attempts, usage) = r.outcome.spent();
+                (attempts, usage, r.outcome.waste().0)
+            }
+        };
+        Self {
+            item,
+            wasted_calls,
+            cost_usd: nested_cost(&run).unwrap_or_else(|| cost_of(&r.outcome, &usage, prices)),
+            run,
+            error: r.outcome.problem(),
+            outcome: r.outcome,
+            start: r.started,
+            end: r.ended,
+            attempts,
+            retries: r.retries,
+            late: r.late,
+            reused: r.reused,
+            node: r.node,
+            usage,
+        }
+    }
+}
+
+impl BranchReport {
+    fn new(index: usize, r: BranchRecord, depends_on: Vec<usize>, prices: &PriceTable) -> Self {
+        let BranchRecord {
+            step,
+            agent,
+            outcome,
+            started: start,
+            ended: end,
+            retries,
+            late,
+            items,
+            conflicts,
+            reused,
+            node,
+            sub_run,
+        } = r;
+        let run = sub_run.map(|s| Box::new(s.report()));
+        let items: Vec<ItemReport> = items
+            .into_iter()
+            .enumerate()
+            .map(|(k, i)| ItemReport::new(k, i, prices))
+            .collect();
+        // A map step spent what its items did (those that failed too); a step that
+        // ran a workflow, what its run did (even when that run failed).
+        let (attempts, usage, wasted_calls) = match &run {
+            Some(run) => run.spent(),
+            None if !items.is_empty() => items.iter().fold(
+                (0u32, Usage::default(), 0u32),
+                |(attempts, mut usage, wasted), i| {
+                    usage += i.usage;
+                    (
+                        attempts.saturating_add(i.attempts),
+                        usage,
+                        wasted.saturating_add(i.wasted_calls),
+                    )
+                },
+            ),
+            None => {
+                let (attempts, usage) = outcome.spent();
+                (attempts, usage, outcome.waste().0)
+            }
+        };
+        let error = outcome.problem();
+        let permit_wait =
+            Duration::from_millis(outcome.output().map(|o| o.permit_wait_ms).unwrap_or(0));
+        let cost_usd = if items.is_empty() {
+            nested_cost(&run).unwrap_or_else(|| cost_of(&outcome, &usage, prices))
+        } else {
+            items.iter().filter_map(|i| i.cost_usd).reduce(|a, b| a + b)
+        };
+        Self {
+            index,
+            step,
+            wasted_calls,
+            agent,
+            depends_on,
+            critical: false,
+            outcome,
+            start,
+            end,
+            attempts,
+            retries,
+            late,
+            permit_wait,
+            usage,
+            cost_usd,
+            error,
+            items,
+            conflicts,
+            reused,
+            node,
+            run,
+        }
+    }
+}
+
+impl SynthesisReport {
+    fn new(r: SynthesisRecord, prices: &PriceTable) -> Self {
+        let strategy = r.strategy.to_owned();
+        match r.result {
+            Ok(s) => Self {
+                cost_usd: s.model.as_deref().and_then(|m| prices.cost(m, &s.usage)),
+                strategy,
+                text: Some(s.text),
+                error: None,
+                usage: s.usage,
+                model: s.model,
+                chosen: s.chosen,
+                tree: s.tree,
+                start: r.start,
+                end: r.end,
+            },
+            Err(e) => Self {
+                strategy,
+                text: None,
+                tree: match &e {
+                    SynthesisError::DoesNotFit { tree } => Some((**tree).clone()),
+                    _ => None,
+                },
+                error: Some(e.to_string()),
+                usage: Usage::default(),
+                cost_usd: None,
+                model: None,
+                chosen: None,
+                start: r.start,
+                end: r.end,
+            },
+        }
+    }
+}
+
+/// The branches' part of a run's report: built as soon as the branches have ended,
+/// before the merge answers (see the orchestrator's `Admitted::execute`). After
+/// a merge call of a few hundred milliseconds the records' memory has gone cold, and
+/// building this then cost a 1,000-branch run milliseconds its caller waited for.
+#[derive(Debug)]
+pub(crate) struct BranchesPart {
+    branches: Vec<BranchReport>,
+    critical_path: Vec<usize>,
+    /// Everything but the merge's share.
+    totals: Totals,
+}
+
+impl BranchesPart {
+    /// The branches' reports, the critical path and the branches' totals.
+    pub(crate) fn new(ended: Branches, prices: &PriceTable) -> Self {
+        let Branches { records, edges } = ended;
+        let mut branches: Vec<BranchReport> = records
+            .into_iter()
+            .zip(edges)
+            .enumerate()
+            .map(|(i, (b, deps))| BranchReport::new(i, b, deps, prices))
+            .collect();
+        let critical_path = critical_path(&branches);
+        for &i in &critical_path {
+            branches[i].critical = true;
+        }
+        let mut totals = Totals::default();
+        for b in &branches {
+            match b.outcome {
+                BranchOutcome::Ok(_) => totals.ok += 1,
+                BranchOutcome::Failed { .. } => totals.failed += 1,
+                BranchOutcome::TimedOut { .. } => totals.timed_out += 1,
+                BranchOutcome::Cancelled { .. } => totals.cancelled += 1,
+                BranchOutcome::Refused { .. } => totals.refused += 1,
+            }
+            totals.attempts = totals.attempts.saturating_add(u64::from(b.attempts));
+            totals.usage += b.usage;
+            // Refusals for load: a nested run's own count, else the outcome's.
+            let refused = |outcome: &BranchOutcome, run: &Option<Box<RunReport>>| match run {
+                Some(run) => u32::try_from(run.totals.rate_limited).unwrap_or(u32::MAX),
+                None => outcome.waste().1,
+            };
+            let (wasted, refused) = if b.items.is_empty() {
+                (b.wasted_calls, refused(&b.outcome, &b.run))
+            } else {
+                b.items
+                    .iter()
+                    .map(|i| (i.wasted_calls, refused(&i.outcome, &i.run)))
+                    .fold((0, 0), |(w, r), (a, b)| (w + a, r + b))
+            };
+            totals.wasted_calls += u64::from(wasted);
+            totals.rate_limited += u64::from(refused);
+            if b.usage.cache_read_input_tokens > 0 {
+                let model = b.outcome.output().and_then(|o| o.model.as_deref());
+                if let Some(saved) = model.and_then(|m| prices.cache_savings(m, &b.usage)) {
+                    *totals.cache_saved_usd.get_or_insert(0.0) += saved;
+                }
+            }
+            add_cost(&mut totals, b.cost_usd, b.usage);
+        }
+        Self {
+            branches,
+            critical_path,
+            totals,
+        }
+    }
+}
+
+/// Adds one call's cost to the totals, or counts it unpriced if it used tokens.
+fn add_cost(totals: &mut Totals, cost: Option<f64>, usage: Usage) {
+    match cost {
+        Some(c) => *totals.cost_usd.get_or_insert(0.0) += c,
+        None if usage.total() > 0 => totals.unpriced_calls += 1,
+        None => {}
+    }
+}
+
+impl RunReport {
+    /// The report of a run's record, with costs from `prices`.
+    pub(crate) fn new(record: RunRecord, prices: &PriceTable) -> Self {
+        Self::assemble(record.settle(|b| BranchesPart::new(b, prices)), prices)
+    }
+
+    /// The report of a run whose branches' part was built as they ended: only the
+    /// merge and the verdict are left to add.
+    pub(crate) fn assemble(record: RunRecord<BranchesPart>, prices: &PriceTable) -> Self {
+        let RunRecord {
+            run: run_id,
+            policy,
+            failure,
+            provider,
+            simulated,
+            started_at,
+            wall,
+            branches:
+                BranchesPart {
+                    branches,
+                    critical_path,
+                    mut totals,
+                },
+            synthesis,
+        } = record;
+        let status = match failure {
+            None => RunStatus::Succeeded,
+            Some(reason) => RunStatus::Failed { reason },
+        };
+        let synthesis = synthesis.map(|s| SynthesisReport::new(s, prices));
+        if let Some(s) = &synthesis {
+            totals.usage += s.usage;
+            add_cost(&mut totals, s.cost_usd, s.usage);
+        }
+        let started_at_unix_s = started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        Self {
+            run_id,
+            policy,
+            status,
+            provider,
+            simulated,
+            started_at_unix_s,
+            wall,
+            branches,
+            critical_path,
+            synthesis,
+            totals,
+        }
+    }
+}
+
+/// The chain of steps that decided the wall time: from the step that ended last, back
+/// through the dependency that ended last, to a step that waited for nothing.
+fn critical_path(branches: &[BranchReport]) -> Vec<usize> {
+    let Some(mut at) = branches
+        .iter()
+        .filter(|b| b.start.is_some())
+        .max_by_key(|b| b.end)
+        .map(|b| b.index)
+    else {
+        return Vec::new();
+    };
+    let mut path = vec![at];
+    while let Some(&before) = branches[at]
+        .depends_on
+        .iter()
+        .filter(|&&d| d < branches.len())
+        .max_by_key(|&&d| branches[d].end)
+    {
+        path.push(before);
+        at = before;
+    }
+    path.reverse();
+    path
+}
