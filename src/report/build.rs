@@ -333,3 +333,99 @@ fn critical_path(branches: &[BranchReport]) -> Vec<usize> {
     path.reverse();
     path
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::agent::{AgentOutput, RunId};
+    use crate::run::{Policy, Synthesis};
+
+    fn usage(input: u64, output: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            ..Usage::default()
+        }
+    }
+
+    fn answered(step: &str, model: &str, spent: Usage, ended_ms: u64) -> BranchRecord {
+        let mut out = AgentOutput::text(format!("{step} answered"));
+        out.model = Some(model.to_owned());
+        out.usage = spent;
+        out.attempts = 1;
+        BranchRecord {
+            step: step.to_owned(),
+            agent: step.to_owned(),
+            outcome: BranchOutcome::Ok(out),
+            started: Some(Duration::ZERO),
+            ended: Duration::from_millis(ended_ms),
+            retries: 0,
+            late: false,
+            items: Vec::new(),
+            conflicts: Vec::new(),
+            reused: false,
+            node: None,
+            sub_run: None,
+        }
+    }
+
+    fn record(merge_model: &str) -> RunRecord {
+        RunRecord {
+            run: RunId(1),
+            policy: Policy::TolerantPartial { quorum: 1 },
+            failure: None,
+            provider: "test".to_owned(),
+            simulated: true,
+            started_at: SystemTime::UNIX_EPOCH,
+            wall: Duration::from_millis(30),
+            branches: Branches {
+                records: vec![
+                    answered("priced", "gpt-4o-mini", usage(1_000_000, 0), 20),
+                    answered("unpriced", "no-such-model", usage(10, 5), 10),
+                ],
+                edges: vec![Vec::new(), Vec::new()],
+            },
+            synthesis: Some(SynthesisRecord {
+                strategy: "llm",
+                result: Ok(Synthesis {
+                    text: "merged".to_owned(),
+                    usage: usage(100, 50),
+                    model: Some(merge_model.to_owned()),
+                    chosen: None,
+                    tree: None,
+                }),
+                start: Duration::from_millis(20),
+                end: Duration::from_millis(30),
+            }),
+        }
+    }
+
+    /// The branches' totals are built before the merge answers: the merge's tokens,
+    /// cost and an unknown price must still be added once, after.
+    #[test]
+    fn the_merge_counts_in_the_totals_once_after_the_branches_settled() {
+        let prices = PriceTable::default();
+        let report = RunReport::new(record("no-such-model"), &prices);
+        let t = &report.totals;
+        assert_eq!(t.ok, 2);
+        assert_eq!(t.attempts, 2);
+        assert_eq!(t.usage, usage(1_000_110, 55));
+        // gpt-4o-mini: $0.15 per million input tokens; the rest has no price.
+        assert!(
+            (t.cost_usd.unwrap() - 0.15).abs() < 1e-9,
+            "{:?}",
+            t.cost_usd
+        );
+        assert_eq!(t.unpriced_calls, 2, "one branch and the merge");
+        assert_eq!(report.critical_path, vec![0], "the branch that ended last");
+        assert!(report.branches[0].critical && !report.branches[1].critical);
+
+        let priced_merge = RunReport::new(record("gpt-4o-mini"), &prices);
+        let t = &priced_merge.totals;
+        assert_eq!(t.unpriced_calls, 1);
+        let merge_cost = 100.0 * 0.15 / 1e6 + 50.0 * 0.6 / 1e6;
+        assert!((t.cost_usd.unwrap() - (0.15 + merge_cost)).abs() < 1e-9);
+    }
+}
