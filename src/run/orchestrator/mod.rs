@@ -10,13 +10,14 @@
 //! branches. (Each run used to get a task of its own, which woke its caller at the
 //! end: a task and two wake-ups per run, for work its caller only waited on.)
 
+mod merge;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::{AbortHandle, AbortRegistration, Abortable};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -25,18 +26,18 @@ use super::code::CodeRegistry;
 use super::event::RunEvent;
 use super::execute::{self, Defer, Schedule};
 use super::launch::Nested;
-use super::outcome::{RunFailure, SynthesisError};
+use super::outcome::RunFailure;
 use super::placement::Router;
 use super::policy::Policy;
 use super::record::{Branches, RunRecord, SubRun, SynthesisRecord};
 use super::request::{Known, RunError, RunRequest};
 use super::step::SubWorkflow;
-use super::stream;
-use super::synthesis::{MergeBranch, MergeRequest, MergeStrategy, SynthesiserMsg};
+use super::synthesis::{MergeBranch, SynthesiserMsg};
 use crate::agent::RunId;
 use crate::provider::PriceTable;
 use crate::supervision::Roster;
 use crate::tasks::{LiveCount, LiveGuard};
+use merge::Merge;
 
 /// Messages to the [`Orchestrator`].
 #[derive(Debug)]
@@ -375,7 +376,7 @@ async fn execute_run<B>(
         defer,
     );
     let merge = Merge {
-        args,
+        synthesiser: &args.synthesiser,
         run,
         input: &request.input,
         started,
@@ -454,78 +455,5 @@ async fn execute_run<B>(
         wall: started.elapsed(),
         branches,
         synthesis,
-    }
-}
-
-/// What a merge needs from its run.
-struct Merge<'a> {
-    args: &'a Arc<OrchestratorArgs>,
-    run: RunId,
-    input: &'a str,
-    started: Instant,
-    deadline: Instant,
-    events: Option<&'a mpsc::UnboundedSender<RunEvent>>,
-}
-
-impl Merge<'_> {
-    /// Asks the synthesiser to merge `inputs` within what is left of the run deadline.
-    async fn synthesise(
-        &self,
-        strategy: MergeStrategy,
-        inputs: Vec<MergeBranch>,
-    ) -> SynthesisRecord {
-        if let Some(events) = self.events {
-            let _ = events.send(RunEvent::SynthesisStarted {
-                run: self.run,
-                branches_ok: inputs.iter().filter(|b| b.is_ok()).count(),
-            });
-        }
-        let start = self.started.elapsed();
-        let label = strategy.label();
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let request = MergeRequest {
-            run: self.run,
-            input: self.input.to_owned(),
-            branches: inputs,
-            strategy,
-            deltas: self
-                .events
-                .map(|events| stream::synthesis(events, self.run)),
-        };
-        let synthesiser = self.args.synthesiser.borrow().clone();
-        let result = match synthesiser {
-            None => Err(SynthesisError::SynthesiserGone),
-            Some(synthesiser) => {
-                let merged = synthesiser
-                    .call(
-                        |reply| SynthesiserMsg::Merge(Box::new(request), reply),
-                        Some(remaining),
-                    )
-                    .await;
-                match merged {
-                    Ok(CallResult::Success(r)) => r,
-                    Ok(CallResult::Timeout) => {
-                        let _ = synthesiser.cast(SynthesiserMsg::Cancel(self.run));
-                        Err(SynthesisError::TimedOut)
-                    }
-                    Ok(CallResult::SenderError) | Err(_) => Err(SynthesisError::SynthesiserGone),
-                }
-            }
-        };
-        if let Some(events) = self.events {
-            let _ = events.send(RunEvent::SynthesisFinished {
-                run: self.run,
-                result: result
-                    .as_ref()
-                    .map(|s| s.text.clone())
-                    .map_err(Clone::clone),
-            });
-        }
-        SynthesisRecord {
-            strategy: label,
-            result,
-            start,
-            end: self.started.elapsed(),
-        }
     }
 }
