@@ -258,12 +258,8 @@ impl Provider for SimProvider {
                 }
                 None => compose(&request, &profile, key),
             };
-            let input_tokens = estimate_tokens(&request.system)
-                + request
-                    .messages
-                    .iter()
-                    .map(|m| estimate_tokens(&m.content))
-                    .sum::<u64>();
+            // The whole prompt, the shared prefix (a fan-out's task) included.
+            let input_tokens = request.prompt_tokens();
             let output_tokens = estimate_tokens(&text);
             counters.completed.fetch_add(1, Ordering::Relaxed);
             Ok(Completion {
@@ -465,6 +461,20 @@ mod tests {
         assert_eq!(da, t1.elapsed());
         assert!(ca.usage.input_tokens > 0 && ca.usage.output_tokens > 0);
         assert!(ca.text.starts_with("[simulated legal]"), "{}", ca.text);
+    }
+
+    /// A fan-out branch's task travels as the shared prefix; the simulator left it out
+    /// of the input tokens, so every report on it under-counted what branches read.
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_prefix_counts_in_the_input_tokens() {
+        let p = SimProvider::with_profile(SimProfile::fixed(Duration::ZERO));
+        let plain = CompletionRequest::new("a", "one two three", "");
+        let mut with_document = plain.clone();
+        with_document.shared_prefix = Some(" word".repeat(300).into());
+        let plain = p.complete(plain).await.unwrap().usage.input_tokens;
+        let read = p.complete(with_document).await.unwrap().usage.input_tokens;
+        // 303 words at 4 tokens per 3 words, against the system prompt's 3 alone.
+        assert_eq!((plain, read), (4, 404));
     }
 
     #[tokio::test(start_paused = true)]
