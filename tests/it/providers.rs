@@ -205,11 +205,18 @@ async fn a_garbage_body_is_a_decode_error_not_a_panic() {
             .await
             .unwrap_err();
         assert!(matches!(e.kind, ProviderErrorKind::Decode { .. }), "{e}");
+        // The wire keeps only the request's agent name while the call runs: the
+        // error still names the branch that asked.
+        assert_eq!(
+            (e.provider.as_str(), e.agent.as_str()),
+            ("anthropic", "legal")
+        );
         let e = openai(&mock.url(), None)
             .complete(request(stream))
             .await
             .unwrap_err();
         assert!(matches!(e.kind, ProviderErrorKind::Decode { .. }), "{e}");
+        assert_eq!((e.provider.as_str(), e.agent.as_str()), ("openai", "legal"));
         assert!(
             e.to_string().contains("not json"),
             "the excerpt shows the body: {e}"
