@@ -201,14 +201,16 @@ pub(crate) async fn execute(
                 Command::Finished {
                     index,
                     item,
-                    outcome,
                     at,
                     late,
                 } => {
                     if let Some(item) = item {
                         live.items.remove(&(index, item));
                     }
-                    if let Some(events) = s.events {
+                    // Only a listener gets a copy of the outcome.
+                    let outcome = s.events.zip(machine.outcome(index, item));
+                    if let Some((events, outcome)) = outcome {
+                        let outcome = outcome.clone();
                         let _ = events.send(RunEvent::BranchFinished {
                             run: s.run,
                             index: index as u32,

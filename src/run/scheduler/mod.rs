@@ -63,11 +63,12 @@ pub(crate) enum Command {
     },
     /// Stop item `item` of step `index`, which is running (its outcome is decided).
     Abort { index: usize, item: usize },
-    /// Step `index` (or its item) ended (already recorded): tell the caller.
+    /// Step `index` (or its item) ended, and its outcome is recorded: tell the
+    /// caller, who reads it with [`Scheduler::outcome`] if anyone listens (the
+    /// command does not carry a copy of every outcome for nobody).
     Finished {
         index: usize,
         item: Option<usize>,
-        outcome: BranchOutcome,
         at: Duration,
         late: bool,
     },
@@ -318,6 +319,14 @@ impl<'a> Scheduler<'a> {
             })
             .collect();
         (records, self.failure)
+    }
+
+    /// How step `index` (or its item `item`) ended, once it has.
+    pub(crate) fn outcome(&self, index: usize, item: Option<usize>) -> Option<&BranchOutcome> {
+        match item {
+            None => self.records.get(index)?.outcome.as_ref(),
+            Some(k) => self.items.get(index)?.get(k)?.outcome.as_ref(),
+        }
     }
 
     fn entry(&mut self, index: usize, item: Option<usize>) -> &mut Entry {

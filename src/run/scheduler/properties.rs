@@ -120,7 +120,10 @@ proptest! {
                         dispatched[index] = true;
                         running.push(index);
                     }
-                    Command::Finished { index, item: None, outcome, .. } => {
+                    Command::Finished { index, item: None, .. } => {
+                        let outcome = s.outcome(index, None).cloned();
+                        prop_assert!(outcome.is_some(), "step {index} ended with no outcome");
+                        let outcome = outcome.unwrap();
                         prop_assert!(finished[index].is_none(), "step {index} ended twice");
                         if matches!(outcome, BranchOutcome::Refused { .. }) {
                             prop_assert!(!dispatched[index], "a refused step was sent");

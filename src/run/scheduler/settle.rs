@@ -72,13 +72,12 @@ impl Scheduler<'_> {
             m.ended(k, outcome.is_ok());
         }
         let e = &mut self.items[i][k];
-        e.outcome = Some(outcome.clone());
+        e.outcome = Some(outcome);
         e.ended = now;
         e.late = late;
         out.push(Command::Finished {
             index: i,
             item: Some(k),
-            outcome,
             at: now,
             late,
         });
@@ -230,13 +229,12 @@ impl Scheduler<'_> {
     ) {
         self.state[i] = StepState::Done;
         let r = &mut self.records[i];
-        r.outcome = Some(outcome.clone());
+        r.outcome = Some(outcome);
         r.ended = now;
         r.late = late;
         out.push(Command::Finished {
             index: i,
             item: None,
-            outcome,
             at: now,
             late,
         });

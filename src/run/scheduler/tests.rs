@@ -47,18 +47,22 @@ fn dispatched(cmds: &[Command]) -> Vec<usize> {
         .collect()
 }
 
-fn finished(cmds: &[Command]) -> Vec<(usize, &'static str)> {
+/// The steps `cmds` say ended, each with its recorded outcome's label.
+fn finished(s: &Scheduler<'_>, cmds: &[Command]) -> Vec<(usize, &'static str)> {
     cmds.iter()
         .filter_map(|c| match c {
             Command::Finished {
-                index,
-                item: None,
-                outcome,
-                ..
-            } => Some((*index, outcome.label())),
+                index, item: None, ..
+            } => Some((*index, recorded(s, *index, None).label())),
             _ => None,
         })
         .collect()
+}
+
+/// How step `index` (its item `item`) ended, as the scheduler recorded it.
+fn recorded<'s>(s: &'s Scheduler<'_>, index: usize, item: Option<usize>) -> &'s BranchOutcome {
+    s.outcome(index, item)
+        .expect("a step the scheduler said ended has a recorded outcome")
 }
 
 fn is_done(cmds: &[Command]) -> bool {
@@ -111,7 +115,10 @@ fn policies_decide_when_a_fan_out_ends_and_how() {
             if is_done(&out) {
                 done = true;
                 // Every step not ended yet is cancelled in the same breath.
-                let cancelled = finished(&out).iter().filter(|f| f.1 == "cancelled").count();
+                let cancelled = finished(&s, &out)
+                    .iter()
+                    .filter(|f| f.1 == "cancelled")
+                    .count();
                 assert_eq!(cancelled, 3 - seen, "{policy} {endings:?}");
                 break;
             }
@@ -139,10 +146,10 @@ fn fail_fast_cancels_siblings_naming_the_failed_branch() {
     let reasons: Vec<_> = out
         .iter()
         .filter_map(|c| match c {
-            Command::Finished {
-                outcome: BranchOutcome::Cancelled { reason },
-                ..
-            } => Some(reason.clone()),
+            Command::Finished { index, item, .. } => match recorded(&s, *index, *item) {
+                BranchOutcome::Cancelled { reason } => Some(reason.clone()),
+                _ => None,
+            },
             _ => None,
         })
         .collect();
@@ -210,7 +217,7 @@ fn a_failure_cancels_its_dependents_only_and_independent_chains_go_on() {
     assert_eq!(dispatched(&s.start(T)), [0, 3]);
     let out = s.ended(0, None, failed(), 0, T);
     assert_eq!(
-        finished(&out),
+        finished(&s, &out),
         [(0, "failed"), (1, "cancelled"), (2, "cancelled")]
     );
     assert!(!is_done(&out));
@@ -252,7 +259,7 @@ fn budgets_refuse_what_they_cannot_cover_and_settle_what_was_used() {
     );
     let out = s.start(T);
     assert_eq!(dispatched(&out), [0, 1]);
-    assert_eq!(finished(&out), [(2, "refused")]);
+    assert_eq!(finished(&s, &out), [(2, "refused")]);
     assert!(matches!(
         s.records[2].outcome,
         Some(BranchOutcome::Refused {
@@ -275,7 +282,7 @@ fn budgets_refuse_what_they_cannot_cover_and_settle_what_was_used() {
     let mut s = Scheduler::new(&steps, Policy::FailFast, Some(plan(250)), false);
     s.start(T);
     let out = s.ended(0, None, ok_using(200), 0, T);
-    assert_eq!(finished(&out), [(0, "ok"), (1, "refused")]);
+    assert_eq!(finished(&s, &out), [(0, "ok"), (1, "refused")]);
     assert!(is_done(&out), "fail-fast treats a refusal as a failure");
 }
 
@@ -411,10 +418,10 @@ fn a_map_step_under_fail_fast_stops_its_other_items_at_the_first_failure() {
         .iter()
         .filter_map(|c| match c {
             Command::Finished {
+                index,
                 item: Some(k),
-                outcome,
                 ..
-            } => Some((*k, outcome.label())),
+            } => Some((*k, recorded(&s, *index, Some(*k)).label())),
             _ => None,
         })
         .collect();
@@ -428,7 +435,7 @@ fn a_map_step_under_fail_fast_stops_its_other_items_at_the_first_failure() {
         ]
     );
     assert_eq!(
-        finished(&out),
+        finished(&s, &out),
         [(1, "failed"), (2, "cancelled")],
         "and its dependent"
     );
@@ -445,7 +452,7 @@ fn a_partial_map_succeeds_with_its_quorum_and_an_empty_map_at_once() {
     s.ended(1, Some(0), failed(), 0, T);
     s.ended(1, Some(1), ok("b"), 0, T);
     let out = s.ended(1, Some(2), ok("c"), 0, T);
-    assert_eq!(finished(&out), [(1, "ok")]);
+    assert_eq!(finished(&s, &out), [(1, "ok")]);
     let Some(Command::Dispatch { upstream, .. }) = out.last() else {
         panic!()
     };
@@ -455,7 +462,7 @@ fn a_partial_map_succeeds_with_its_quorum_and_an_empty_map_at_once() {
     s.start(T);
     s.ended(0, None, ok(""), 0, T);
     let out = s.expanded(1, 0, T);
-    assert_eq!(finished(&out), [(1, "ok")]);
+    assert_eq!(finished(&s, &out), [(1, "ok")]);
     assert_eq!(dispatched(&out), [2]);
 }
 
@@ -468,7 +475,7 @@ fn a_step_with_retries_is_dispatched_again_until_they_run_out() {
     assert_eq!(dispatched(&s.ended(0, None, failed(), 0, T)), [0]);
     assert_eq!(dispatched(&s.ended(0, None, failed(), 0, T)), [0]);
     let out = s.ended(0, None, failed(), 0, T);
-    assert_eq!(finished(&out), [(0, "failed")]);
+    assert_eq!(finished(&s, &out), [(0, "failed")]);
     let (records, _) = s.into_verdict();
     assert_eq!(records[0].retries, 2);
     // A refusal or a cancellation is not retried.
@@ -488,5 +495,6 @@ fn a_step_with_retries_is_dispatched_again_until_they_run_out() {
         prices: &prices,
     };
     let mut s = Scheduler::new(&steps, Policy::FailFast, Some(plan), false);
-    assert_eq!(finished(&s.start(T)), [(0, "refused")]);
+    let out = s.start(T);
+    assert_eq!(finished(&s, &out), [(0, "refused")]);
 }
