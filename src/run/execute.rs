@@ -207,10 +207,13 @@ pub(crate) async fn execute(
                     if let Some(item) = item {
                         live.items.remove(&(index, item));
                     }
-                    // Only a listener gets a copy of the outcome.
-                    let outcome = s.events.zip(machine.outcome(index, item));
-                    if let Some((events, outcome)) = outcome {
-                        let outcome = outcome.clone();
+                    // Only a listener gets a copy of the outcome; without one it is
+                    // not even looked up.
+                    let listened = s.events.and_then(|events| {
+                        let outcome = machine.outcome(index, item)?.clone();
+                        Some((events, outcome))
+                    });
+                    if let Some((events, outcome)) = listened {
                         let _ = events.send(RunEvent::BranchFinished {
                             run: s.run,
                             index: index as u32,
