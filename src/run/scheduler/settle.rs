@@ -171,7 +171,18 @@ impl Scheduler<'_> {
     ) {
         let late = self.soft == Soft::Merged;
         let succeeded = outcome.is_ok();
-        self.finish_step(i, outcome.clone(), now, late, out);
+        // The record keeps the outcome; only a fail-fast failure also needs a copy
+        // (it says why the run failed). Copying it for every branch copied every
+        // answer's text once more.
+        let fails_run = match self.policy {
+            Policy::FailFast if !succeeded => Some(RunFailure::Branch {
+                index: i as u32,
+                agent: self.names[i].clone(),
+                outcome: Box::new(outcome.clone()),
+            }),
+            _ => None,
+        };
+        self.finish_step(i, outcome, now, late, out);
         if succeeded {
             self.ok += 1;
             let mut ready = Vec::new();
@@ -194,11 +205,7 @@ impl Scheduler<'_> {
         let n = self.state.len();
         match self.policy {
             Policy::FailFast => {
-                self.failure = Some(RunFailure::Branch {
-                    index: i as u32,
-                    agent: self.names[i].clone(),
-                    outcome: Box::new(outcome),
-                });
+                self.failure = fails_run;
                 let reason = CancelReason::SiblingFailed {
                     index: i as u32,
                     agent: self.names[i].clone(),

@@ -127,6 +127,12 @@ fn policies_decide_when_a_fan_out_ends_and_how() {
         assert_eq!(seen, *until_done, "{policy} {endings:?}");
         let (records, f) = s.into_verdict();
         assert_eq!(records.len(), 3);
+        // A fail-fast failure carries the failed branch's outcome, and its record
+        // keeps it too.
+        if let Some(RunFailure::Branch { index, outcome, .. }) = &f {
+            assert_eq!(**outcome, failed(), "{policy} {endings:?}");
+            assert_eq!(records[*index as usize].outcome, failed(), "{policy} {endings:?}");
+        }
         match (failure, f) {
             (None, None) => {}
             (Some(want), Some(got)) => {
