@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use fanfare::agent::spec::AgentSpec;
+use fanfare::agent::spec::{AgentSpec, FAN_OUT_ASK};
 use fanfare::provider::{AnthropicConfig, AnthropicProvider, ApiKey, CompletionRequest, Provider};
 use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
@@ -209,6 +209,24 @@ async fn stack_case(
     Ok((wall, cpu, ok, n - ok))
 }
 
+/// The body the bare client sends for one branch: the one fanfare's `anthropic`
+/// wire sends for a fan-out branch (the task first, marked for caching, then the
+/// specialist's instructions, then the ask), so that the mock does the same work for
+/// both clients and answers them the same words. Until 2026-11-28 the bare client
+/// sent the instructions as the system prompt and the task as the message, an older
+/// layout with a smaller body and other answers.
+fn reference_body(task: &str, system: &str) -> serde_json::Value {
+    let blocks: Vec<serde_json::Value> = [
+        json!({"type": "text", "text": task, "cache_control": {"type": "ephemeral"}}),
+        json!({"type": "text", "text": system}),
+    ]
+    .into_iter()
+    .filter(|b| b["text"].as_str().is_some_and(|t| !t.is_empty()))
+    .collect();
+    json!({"model": "bench-model", "max_tokens": 512, "system": blocks,
+           "messages": [{"role": "user", "content": FAN_OUT_ASK}]})
+}
+
 async fn reqwest_case(
     base_url: &str,
     task: &str,
@@ -228,8 +246,7 @@ async fn reqwest_case(
         let system = perspectives[i % perspectives.len()].prompt.clone();
         set.spawn(async move {
             let _permit = limit.acquire_owned().await?;
-            let body = json!({"model": "bench-model", "max_tokens": 512, "system": system,
-                              "messages": [{"role": "user", "content": &*task}]});
+            let body = reference_body(&task, &system);
             let r = client
                 .post(&url)
                 .header("x-api-key", "bench")
@@ -441,4 +458,64 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         crate::output::line(format_args!("{ratios}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Answers one HTTP request on 127.0.0.1 with a one-word Messages answer and
+    /// hands back the request's body.
+    async fn capture_one(listener: tokio::net::TcpListener) -> serde_json::Value {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let body_at = loop {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed before its request was whole");
+            got.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&got);
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a request with a content-length");
+            if got.len() >= end + 4 + length {
+                break end + 4;
+            }
+        };
+        let answer = r#"{"model":"bench-model","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        socket.write_all(reply.as_bytes()).await.unwrap();
+        serde_json::from_slice(&got[body_at..]).unwrap()
+    }
+
+    /// The bare client and fanfare's wire must ask the mock the same thing: when the
+    /// wire's layout changed (the task moved into a cached system block), the
+    /// reference kept the old one and the mock did less work for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bare_client_sends_the_body_fanfare_sends() {
+        let specs = agents(&fanfare_agents::perspectives().unwrap());
+        let spec = &specs[1];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let captured = tokio::spawn(capture_one(listener));
+        let stack = anthropic_stack(&url, 1).unwrap();
+        stack
+            .complete(fan_out_request(spec, TASK.into()))
+            .await
+            .unwrap();
+        let sent = captured.await.unwrap();
+        assert_eq!(sent, reference_body(TASK, &spec.prompt));
+    }
 }
