@@ -131,7 +131,11 @@ fn policies_decide_when_a_fan_out_ends_and_how() {
         // keeps it too.
         if let Some(RunFailure::Branch { index, outcome, .. }) = &f {
             assert_eq!(**outcome, failed(), "{policy} {endings:?}");
-            assert_eq!(records[*index as usize].outcome, failed(), "{policy} {endings:?}");
+            assert_eq!(
+                records[*index as usize].outcome,
+                failed(),
+                "{policy} {endings:?}"
+            );
         }
         match (failure, f) {
             (None, None) => {}

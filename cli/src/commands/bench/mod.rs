@@ -1,8 +1,8 @@
 //! `fanfare bench`: measured side by side in one run, so ratios survive a noisy machine.
 //!
 //! - `bench fanout` (`fanout.rs`): N branches over HTTP against an in-process mock,
-//!   fanfare beside its own provider stack in a bare `JoinSet` and bare reqwest (and
-//!   `asyncio.gather` with `--python`).
+//!   fanfare beside its own provider stack in a bare `JoinSet` and bare reqwest
+//!   (`reference.rs`, the same request bodies), and `asyncio.gather` with `--python`.
 //! - `bench inproc`: the simulated provider at zero latency: orchestration overhead
 //!   per branch, runs per second, memory per idle specialist, the cost of a restart.
 //! - `bench serve` (`serve.rs`): N runs submitted at once to `fanfare serve`.
@@ -20,6 +20,7 @@ mod cluster;
 mod fanout;
 mod inproc;
 mod measure;
+mod reference;
 mod serve;
 
 use std::sync::Arc;
