@@ -261,7 +261,7 @@ pub(crate) async fn execute(
         };
         // Branches that ended meanwhile are taken as they are, without another turn
         // of the select: at the end of a wide fan-out they end in a burst, and a turn
-        // per branch was most of what the driver spent on each.
+        // per branch was about half of what the driver spent on each.
         while let Some(result) = joined {
             match result {
                 Ok(Ok(ended)) => {
