@@ -1,0 +1,105 @@
+use super::*;
+
+fn parse(text: &str) -> Result<AgentSpec, SpecError> {
+    AgentSpec::parse(Path::new("specs/x.toml"), text, |_| {
+        Ok("You are X.".to_owned())
+    })
+}
+
+#[test]
+fn missing_name_names_file_and_field() {
+    let e = parse("prompt_file = \"x.md\"\n").unwrap_err().to_string();
+    assert!(e.starts_with("specs/x.toml"), "{e}");
+    assert!(e.contains("missing field `name`"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_an_error_with_line() {
+    let e = parse("name = \"x\"\nprompt_file = \"x.md\"\nmax_token = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("specs/x.toml:3:1"), "{e}");
+    assert!(e.contains("max_token"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_line() {
+    let e = parse("name = \"x\"\nprompt_file = \"x.md\"\nmax_tokens = \"lots\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("specs/x.toml:3:"), "{e}");
+}
+
+#[test]
+fn bad_temperature_names_field() {
+    let e = parse("name = \"x\"\nprompt = \"p\"\ntemperature = 9.0\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "specs/x.toml: field `temperature`: must be between 0 and 2"
+    );
+}
+
+#[test]
+fn bad_fault_names_the_fault() {
+    let e = parse("name = \"x\"\nprompt = \"p\"\n[faults]\npanic = { probability = 3.0 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("field `faults`: faults.panic: probability 3 is not between 0 and 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn regression_names_that_cannot_be_selected_are_refused() {
+    for name in ["a,b", "a b", "", "x/y"] {
+        let e = parse(&format!("name = {name:?}\nprompt = \"p\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field `name`"), "{name:?}: {e}");
+    }
+    assert!(parse("name = \"legal-2.v1_x\"\nprompt = \"p\"\n").is_ok());
+}
+
+#[test]
+fn regression_a_prompt_file_outside_the_spec_directory_is_refused() {
+    let top = tempfile_dir("outside");
+    let specs = top.join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(top.join("secret.md"), "not for the model").unwrap();
+    std::fs::write(specs.join("inside.md"), "You are X.").unwrap();
+    let spec = specs.join("x.toml");
+    std::fs::write(&spec, "name = \"x\"\nprompt_file = \"../secret.md\"\n").unwrap();
+    let e = AgentSpec::load(&spec).unwrap_err().to_string();
+    assert!(
+        e.contains("field `prompt_file`") && e.contains("outside"),
+        "{e}"
+    );
+    let allowed = LoadOptions {
+        allow_prompts_outside: true,
+    };
+    assert_eq!(
+        AgentSpec::load_with(&spec, allowed).unwrap().prompt,
+        "not for the model"
+    );
+    std::fs::write(&spec, "name = \"x\"\nprompt_file = \"inside.md\"\n").unwrap();
+    assert_eq!(AgentSpec::load(&spec).unwrap().prompt, "You are X.");
+    std::fs::remove_dir_all(&top).unwrap();
+}
+
+fn tempfile_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanfare-spec-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn good_spec_parses_with_defaults() {
+    let s = parse("name = \"x\"\nprompt_file = \"x.md\"\n").unwrap();
+    assert_eq!(
+        (s.max_tokens, s.order, s.prompt.as_str()),
+        (512, 100, "You are X.")
+    );
+}
