@@ -11,6 +11,7 @@ mod deadlines;
 mod deferred;
 mod events;
 mod graph;
+mod hostile_servers;
 mod llama;
 mod merge_fit;
 mod nested;
