@@ -4,5 +4,6 @@
 
 mod api;
 mod common;
+mod load;
 mod page;
 mod repair;
