@@ -113,6 +113,7 @@ fn fan_out_request(spec: &AgentSpec, task: Arc<str>) -> CompletionRequest {
     request.shared_prefix = Some(task);
     request.max_tokens = spec.max_tokens;
     request.model = spec.model.clone();
+    request.temperature = spec.temperature;
     request
 }
 

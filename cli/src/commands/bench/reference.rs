@@ -13,20 +13,27 @@ use super::measure::{cpu_seconds, Measured};
 
 /// The body the bare client sends for one branch: the one fanfare's `anthropic`
 /// wire sends for a fan-out branch (the task first, marked for caching, then the
-/// specialist's instructions, then the ask), so that the mock does the same work for
-/// both clients and answers them the same words. Until 2026-11-28 the bare client
-/// sent the instructions as the system prompt and the task as the message, an older
-/// layout with a smaller body and other answers.
-fn reference_body(task: &str, system: &str) -> serde_json::Value {
-    let blocks: Vec<serde_json::Value> = [
-        json!({"type": "text", "text": task, "cache_control": {"type": "ephemeral"}}),
-        json!({"type": "text", "text": system}),
-    ]
-    .into_iter()
-    .filter(|b| b["text"].as_str().is_some_and(|t| !t.is_empty()))
-    .collect();
-    json!({"model": "bench-model", "max_tokens": 512, "system": blocks,
-           "messages": [{"role": "user", "content": FAN_OUT_ASK}]})
+/// specialist's instructions, then the ask; the specialist's temperature), so that
+/// the mock does the same work for both clients and answers them the same words.
+/// Until 2026-11-28 the bare client sent the instructions as the system prompt and
+/// the task as the message, an older layout with a smaller body and other answers,
+/// and neither it nor the provider-stack case sent the temperature.
+fn reference_body(task: &str, system: &str, temperature: Option<f32>) -> serde_json::Value {
+    // Like the wire, an empty block is left out.
+    let mut blocks = Vec::new();
+    if !task.is_empty() {
+        blocks.push(json!({"type": "text", "text": task, "cache_control": {"type": "ephemeral"}}));
+    }
+    if !system.is_empty() {
+        blocks.push(json!({"type": "text", "text": system}));
+    }
+    let mut body = json!({"model": "bench-model", "max_tokens": 512, "system": blocks,
+                          "messages": [{"role": "user", "content": FAN_OUT_ASK}]});
+    if let Some(t) = temperature {
+        // As the wire writes an `f32`: its shortest decimal (0.2, not 0.2000000029…).
+        body["temperature"] = json!(t.to_string().parse::<f64>().unwrap_or(f64::from(t)));
+    }
+    body
 }
 
 pub(super) async fn reqwest_case(
@@ -45,10 +52,11 @@ pub(super) async fn reqwest_case(
     let task: Arc<str> = task.into();
     for i in 0..n {
         let (client, url, limit, task) = (client.clone(), url.clone(), limit.clone(), task.clone());
-        let system = perspectives[i % perspectives.len()].prompt.clone();
+        let spec = &perspectives[i % perspectives.len()];
+        let (system, temperature) = (spec.prompt.clone(), spec.temperature);
         set.spawn(async move {
             let _permit = limit.acquire_owned().await?;
-            let body = reference_body(&task, &system);
+            let body = reference_body(&task, &system, temperature);
             let r = client
                 .post(&url)
                 .header("x-api-key", "bench")
@@ -118,6 +126,8 @@ mod tests {
     use crate::commands::bench::fan_out_request;
     use crate::commands::bench::fanout::{agents, anthropic_stack};
     use crate::commands::bench::TASK;
+    use fanfare::agent::{BranchId, RunId};
+    use fanfare::{Agent as _, AgentContext, Task};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// Answers one HTTP request on 127.0.0.1 with a one-word Messages answer and
@@ -155,22 +165,61 @@ mod tests {
         serde_json::from_slice(&got[body_at..]).unwrap()
     }
 
-    /// The bare client and fanfare's wire must ask the mock the same thing: when the
-    /// wire's layout changed (the task moved into a cached system block), the
-    /// reference kept the old one and the mock did less work for it.
+    /// A provider stack in front of a server on 127.0.0.1 that takes one request, and
+    /// that request's body once `call` has made it through the stack.
+    async fn body_sent<F, Fut>(call: F) -> serde_json::Value
+    where
+        F: FnOnce(std::sync::Arc<dyn fanfare::Provider>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let captured = tokio::spawn(capture_one(listener));
+        call(anthropic_stack(&url, 1).unwrap()).await;
+        captured.await.unwrap()
+    }
+
+    /// The bare client and fanfare must ask the mock the same thing: when the layout
+    /// of a fan-out's request changed (the task moved into a cached system block),
+    /// the reference kept the old one and the mock did less work for it. Checked
+    /// against what fanfare's own spec agent sends (the fanfare case) and what the
+    /// provider-stack case sends.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_bare_client_sends_the_body_fanfare_sends() {
         let specs = agents(&fanfare_agents::perspectives().unwrap());
         let spec = &specs[1];
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let captured = tokio::spawn(capture_one(listener));
-        let stack = anthropic_stack(&url, 1).unwrap();
-        stack
-            .complete(fan_out_request(spec, TASK.into()))
-            .await
-            .unwrap();
-        let sent = captured.await.unwrap();
-        assert_eq!(sent, reference_body(TASK, &spec.prompt));
+        let by_stack = body_sent(|stack| async move {
+            stack
+                .complete(fan_out_request(spec, TASK.into()))
+                .await
+                .unwrap();
+        })
+        .await;
+        assert_eq!(
+            by_stack,
+            reference_body(TASK, &spec.prompt, spec.temperature)
+        );
+        let by_agent = body_sent(|provider| async move {
+            let task = Task {
+                branch: BranchId {
+                    run: RunId(1),
+                    index: 1,
+                    item: None,
+                },
+                input: TASK.into(),
+                upstream: Vec::new().into(),
+                model: None,
+                templated: false,
+                schema: None,
+                deadline: None,
+                deltas: None,
+            };
+            spec.run(&AgentContext { provider }, task).await.unwrap();
+        })
+        .await;
+        assert_eq!(
+            by_agent,
+            reference_body(TASK, &spec.prompt, spec.temperature)
+        );
     }
 }
