@@ -1,16 +1,20 @@
 //! The `fanfare` command line: `run`, `batch`, `serve`, `submit`, `watch`, `worker`,
-//! `cluster status`, `mock-llm`, `bench`, `agents list`, `workflows list|show`.
+//! `cluster status`, `mock-llm`, `bench`, `agents list`, `workflows list|show`,
+//! `limits list|clear`.
 //!
 //! # Layout
 //! - `args/`: the grammar (clap), help text and value parsers;
 //! - `live`: a run shown live while it goes on;
 //! - `setup`: from flags to a started runtime (specs, provider stack, prices, request);
+//! - `limits`: the default ceiling on calls in flight, and the learned limits kept
+//!   between runs;
 //! - `commands/`: one module per command.
 //!
 //! Exit codes: 0 success, 1 the run did not succeed, 2 bad input or configuration.
 
 mod args;
 mod commands;
+mod limits;
 mod live;
 mod output;
 mod plan;
@@ -26,7 +30,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use args::{AgentsCommand, Cli, ClusterCommand, Command, WorkflowsCommand};
+use args::{AgentsCommand, Cli, ClusterCommand, Command, LimitsCommand, WorkflowsCommand};
 use clap::Parser as _;
 
 /// Parses arguments, runs the command, and maps the result to an exit code:
@@ -95,6 +99,11 @@ fn main() -> ExitCode {
                 WorkflowsCommand::Show { name, agents } => {
                     commands::workflows::show(&name, agents.as_deref())
                 }
+            }
+            .map(|()| true),
+            Command::Limits { command } => match command {
+                LimitsCommand::List { json } => commands::limits::list(json),
+                LimitsCommand::Clear => commands::limits::clear(),
             }
             .map(|()| true),
         }

@@ -31,6 +31,14 @@ impl Plan {
     /// One line on what it is.
     pub fn describe(&self) -> String {
         match self {
+            // A long fan-out is named by its first and last few agents, not in full:
+            // a banner of 1,000 names said nothing a count does not.
+            Plan::FanOut(names) if names.len() > 8 => format!(
+                "a fan-out to {} agents ({}, …, {})",
+                names.len(),
+                names[..4].join(", "),
+                names[names.len() - 2..].join(", ")
+            ),
             Plan::FanOut(names) => format!("a fan-out to {}", names.join(", ")),
             Plan::Workflow(w) => format!("workflow `{}` ({})", w.name, w.source.display()),
         }

@@ -9,13 +9,15 @@ use fanfare::agent::faults::{self, Faulty};
 use fanfare::agent::spec::{self, AgentSpec};
 use fanfare::provider::PriceTable;
 use fanfare::provider::{
-    redact_url, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff,
-    HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, SimConfig, SimProvider, Stack,
+    endpoint_id, redact_url, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey,
+    ExponentialBackoff, HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, SimConfig,
+    SimProvider, Stack,
 };
 use fanfare::supervision::SupervisionConfig;
 use fanfare::{Fanfare, FanfareBuilder};
 
 use crate::args::{CommonArgs, ProviderKind, RunArgs, RuntimeArgs};
+use crate::limits::{self, store::Store};
 use crate::plan::{load_specs, plan, Plan};
 
 pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
@@ -45,7 +47,14 @@ pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
 pub struct Prepared {
     pub fanfare: Fanfare,
     pub plan: Plan,
-    pub gate: Option<Gate>,
+    pub gate: Option<Learning>,
+}
+
+/// An admission gate and the endpoint whose limits it learns: what it learned is
+/// kept under that name when the command ends ([`finish_admission`]).
+pub struct Learning {
+    pub gate: Gate,
+    pub endpoint: String,
 }
 
 pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
@@ -57,18 +66,20 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     // Start only the agents the plan asks.
     let needed = plan.agents();
     specs.retain(|s| needed.contains(&s.name));
-    let (fanfare, gate) = start_runtime(
-        &args.runtime,
-        specs,
-        args.budget_usd.is_some(),
-        |described| {
-            eprintln!(
-                "fanfare: {described}. {}; agents from {source}",
-                plan.describe()
-            );
-        },
-    )
-    .await?;
+    let ready = runtime_builder(&args.runtime, specs, args.budget_usd.is_some(), Admit::Here)?;
+    eprintln!(
+        "fanfare: {}. {}; agents from {source}",
+        ready.described,
+        plan.describe()
+    );
+    let gate = match (ready.gate, ready.endpoint) {
+        (Some(gate), Some(endpoint)) => {
+            recall_limits(&gate, &endpoint);
+            Some(Learning { gate, endpoint })
+        }
+        _ => None,
+    };
+    let fanfare = ready.builder.start().await?;
     Ok(Prepared {
         fanfare,
         plan,
@@ -76,18 +87,22 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Starts the runtime with `specs` (faults from the flags applied) on the provider
-/// the flags choose; `described` gets one line on that provider. With `cost_cap`,
-/// every model the agents will use must have a price.
-pub async fn start_runtime(
-    args: &RuntimeArgs,
-    specs: Vec<AgentSpec>,
-    cost_cap: bool,
-    described: impl FnOnce(&str),
-) -> anyhow::Result<(Fanfare, Option<Gate>)> {
-    let ready = runtime_builder(args, specs, cost_cap, Admit::Here)?;
-    described(&ready.described);
-    Ok((ready.builder.start().await?, ready.gate))
+/// Starts `gate` where the last run against `endpoint` left off (the user's
+/// learned-limits store), saying so; a store that cannot be read is a warning.
+fn recall_limits(gate: &Gate, endpoint: &str) {
+    let Some(store) = Store::user() else { return };
+    match store.recall(endpoint, std::time::SystemTime::now()) {
+        Ok(learned) => {
+            for (model, l) in learned {
+                gate.remember(Some(&model), l);
+                eprintln!(
+                    "fanfare: admission: `{model}` starts at {} calls in flight, learned from this server's 429s (`fanfare limits clear` forgets it)",
+                    l.cap
+                );
+            }
+        }
+        Err(e) => eprintln!("fanfare: warning: learned limits not used: {e:#}"),
+    }
 }
 
 /// Where a runtime's model calls are admitted.
@@ -98,15 +113,18 @@ pub enum Admit {
     Leased(String),
 }
 
-/// A runtime ready to start: its builder (add a router, say), its gate, and one
-/// line on its provider.
+/// A runtime ready to start: its builder (add a router, say), its gate and the
+/// endpoint it learns about, and one line on its provider.
 pub struct RuntimeBuilder {
     pub builder: FanfareBuilder,
     pub gate: Option<Gate>,
+    pub endpoint: Option<String>,
     pub described: String,
 }
 
-/// The builder of [`start_runtime`]'s runtime, not started yet.
+/// The runtime with `specs` (faults from the flags applied) on the provider the
+/// flags choose, not started yet. With `cost_cap`, every model the agents will use
+/// must have a price.
 pub fn runtime_builder(
     args: &RuntimeArgs,
     mut specs: Vec<AgentSpec>,
@@ -122,7 +140,12 @@ pub fn runtime_builder(
             .set(fault.kind, fault.trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
-    let (provider, gate, described) = build_provider(args, &specs, admit)?;
+    let Built {
+        provider,
+        gate,
+        endpoint,
+        described,
+    } = build_provider(args, &specs, admit)?;
     let mut prices = PriceTable::default();
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
@@ -156,22 +179,37 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
     Ok(RuntimeBuilder {
         builder,
         gate,
+        endpoint,
         described,
     })
 }
 
-pub fn print_admission(gate: Option<&Gate>) {
-    if let Some(gate) = gate {
-        let m = gate.metrics();
-        eprintln!(
-            "fanfare: admission: {} calls, {} rate-limited (429), {} overloaded, max {} in flight, cap now {}",
-            m.admitted, m.rate_limited, m.overloaded, m.max_in_flight, m.cap
-        );
+/// Prints the gate's counters and keeps what it learned for the next run.
+pub fn finish_admission(learning: Option<&Learning>) {
+    let Some(Learning { gate, endpoint }) = learning else {
+        return;
+    };
+    let m = gate.metrics();
+    eprintln!(
+        "fanfare: admission: {} calls, {} rate-limited (429), {} overloaded, max {} in flight, cap now {}",
+        m.admitted, m.rate_limited, m.overloaded, m.max_in_flight, m.cap
+    );
+    let learned = gate.learned();
+    if let (Some(store), false) = (Store::user(), learned.is_empty()) {
+        if let Err(e) = store.keep(endpoint, &learned, std::time::SystemTime::now()) {
+            eprintln!("fanfare: warning: the learned limits were not kept: {e:#}");
+        }
     }
 }
 
-/// The provider to run with, its admission gate (real providers), and a description.
-pub type Built = (Arc<dyn Provider>, Option<Gate>, String);
+/// The provider to run with, its admission gate (real providers) and the endpoint
+/// whose limits it learns, and a description.
+pub struct Built {
+    pub provider: Arc<dyn Provider>,
+    pub gate: Option<Gate>,
+    pub endpoint: Option<String>,
+    pub described: String,
+}
 
 /// The admission gate in front of a real provider (for its metrics).
 pub type Gate = Arc<fanfare::provider::Gate>;
@@ -198,9 +236,19 @@ pub fn build_provider(
         None => ProviderKind::Sim,
     };
     let mut stack = Stack::new().stream(args.stream).timeout(args.call_timeout);
+    let (max_concurrency, files) = match args.max_concurrency {
+        Some(max) => (max.max(1), None),
+        None => limits::ceiling(),
+    };
+    let in_flight = match files {
+        Some(files) => {
+            format!("; at most {max_concurrency} calls in flight (the open-file limit is {files})")
+        }
+        None => String::new(),
+    };
     stack = match admit {
         Admit::Here => stack.admission(AdmissionConfig {
-            max_concurrency: args.max_concurrency.max(1),
+            max_concurrency,
             rpm: args.rpm,
             tpm: args.tpm,
             ..AdmissionConfig::default()
@@ -232,7 +280,12 @@ pub fn build_provider(
             };
             let described =
                 format!("provider `sim` ({why}) — output is SIMULATED, no model is called");
-            Ok((Arc::new(sim), None, described))
+            Ok(Built {
+                provider: Arc::new(sim),
+                gate: None,
+                endpoint: None,
+                described,
+            })
         }
         ProviderKind::Anthropic => {
             let key = file_key
@@ -252,13 +305,19 @@ pub fn build_provider(
             }
             config.timeout = args.call_timeout;
             let described = format!(
-                "provider `anthropic` at {} (default model {})",
+                "provider `anthropic` at {} (default model {}){in_flight}",
                 redact_url(&config.base_url),
                 config.default_model
             );
+            let endpoint = endpoint_id(&config.base_url, Some(&config.api_key));
             let (provider, gate) =
                 stack.build(AnthropicProvider::new(config).context("--provider anthropic")?);
-            Ok((provider, gate, described))
+            Ok(Built {
+                provider,
+                gate,
+                endpoint: Some(endpoint),
+                described,
+            })
         }
         ProviderKind::Openai => {
             let mut config = OpenAiConfig::from_env();
@@ -273,13 +332,19 @@ pub fn build_provider(
             }
             config.timeout = args.call_timeout;
             let described = format!(
-                "provider `openai` at {} (default model {})",
+                "provider `openai` at {} (default model {}){in_flight}",
                 redact_url(&config.base_url),
                 config.default_model
             );
+            let endpoint = endpoint_id(&config.base_url, config.api_key.as_ref());
             let (provider, gate) =
                 stack.build(OpenAiProvider::new(config).context("--provider openai")?);
-            Ok((provider, gate, described))
+            Ok(Built {
+                provider,
+                gate,
+                endpoint: Some(endpoint),
+                described,
+            })
         }
     }
 }

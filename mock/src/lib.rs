@@ -197,11 +197,7 @@ pub struct MockServer {
 impl MockServer {
     /// Binds `127.0.0.1:0` and serves `config` in the background.
     pub async fn start(config: MockConfig) -> std::io::Result<Self> {
-        // A deep accept queue: benchmarks open thousands of connections at once, and a
-        // dropped SYN costs the client a one-second retransmit.
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        let listener = socket.listen(4096)?;
+        let listener = bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
@@ -249,6 +245,21 @@ impl Drop for MockServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A listener on `addr` with a deep accept queue (4,096): benchmarks open thousands
+/// of connections at once, and a SYN the queue drops costs its client a retransmit
+/// (with tokio's default of 1,024, a 1,000-call fan-out lost 200-370 SYNs, and those
+/// calls waited for another's connection to come free instead).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves.

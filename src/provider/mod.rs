@@ -42,11 +42,14 @@ mod timeout;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use admission::{not_admitted, Admission, AdmissionConfig, AdmissionMetrics, CallEnd, Lease};
+pub use admission::{
+    not_admitted, Admission, AdmissionConfig, AdmissionMetrics, CallEnd, Learned, Lease,
+    DEFAULT_MAX_CONCURRENCY,
+};
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use error::{GaveUp, NotAdmitted, ProviderError, ProviderErrorKind, Wait};
 pub use hedge::{Hedge, HedgeConfig};
-pub use http::{redact_url, ApiKey, ConfigError};
+pub use http::{endpoint_id, redact_url, ApiKey, ConfigError};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Price, PriceError, PriceTable};
 pub(crate) use request::estimate_shared_tokens;

@@ -5,23 +5,21 @@ use std::time::Duration;
 
 use fanfare::provider::{
     Admission, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey, ExponentialBackoff,
-    Retry,
+    Learned, Retry,
 };
 use fanfare::{Fanfare, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 
 use crate::common::TestAgent;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn regression_a_thousand_branches_against_a_limit_of_fifty_waste_at_most_fifty_calls() {
-    let mock = MockServer::start(MockConfig {
-        latency: Duration::from_millis(20),
-        max_concurrency: Some(50),
-        retry_after: Duration::from_millis(50),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+/// One 1,000-branch fan-out through a gate with the defaults (the ceiling at the
+/// whole fan-out) that starts from `learned`; returns the report, the gate and the
+/// 429s the server sent.
+async fn fan_out(
+    mock: &MockServer,
+    learned: Option<Learned>,
+) -> (fanfare::RunReport, Arc<Admission<AnthropicProvider>>, u64) {
+    let before = mock.stats().by_status.get(&429).copied().unwrap_or(0);
     let mut config = AnthropicConfig::new(ApiKey::new("k"));
     config.base_url = mock.url();
     let admission = Arc::new(Admission::new(
@@ -32,6 +30,9 @@ async fn regression_a_thousand_branches_against_a_limit_of_fifty_waste_at_most_f
             ..AdmissionConfig::default()
         },
     ));
+    if let Some(learned) = learned {
+        admission.remember(None, learned);
+    }
     let provider = Retry::new(admission.clone(), ExponentialBackoff::default());
     let names = ["legal", "technical", "financial", "security"];
     let mut b = Fanfare::builder(Arc::new(provider));
@@ -43,28 +44,52 @@ async fn regression_a_thousand_branches_against_a_limit_of_fifty_waste_at_most_f
         .policy(Policy::TolerantPartial { quorum: 1000 });
     let report = fanfare.run(request).await.unwrap();
     fanfare.shutdown().await;
+    let after = mock.stats().by_status.get(&429).copied().unwrap_or(0);
+    (report, admission, after - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_thousand_branches_against_a_limit_of_fifty_pay_one_wave_once() {
+    let mock = MockServer::start(MockConfig {
+        latency: Duration::from_millis(20),
+        max_concurrency: Some(50),
+        retry_after: Duration::from_millis(50),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    // First contact: the whole fan-out goes out, the server refuses what it cannot
+    // carry, and the gate settles at what it carried — one wave of 429s, no branch
+    // lost. (Regression: the old gate cut by x0.75 once per round and wasted 1,653
+    // calls on 429s for 1,000 useful ones.)
+    let (report, gate, rejected) = fan_out(&mock, None).await;
     assert_eq!(report.totals.ok, 1000, "{:?}", report.status);
-    let m = admission.metrics();
-    let server = mock.stats();
-    let rejected = server.by_status.get(&429).copied().unwrap_or(0);
+    let m = gate.metrics();
     assert_eq!(m.rate_limited, rejected, "every 429 is counted");
+    assert!(
+        rejected <= 1000,
+        "more than one wave: {rejected} 429s, {m:?}"
+    );
     assert!(
         m.decreases >= 1 && m.cap <= 60,
         "the cap settled near the server's limit: {m:?}"
     );
-    // Regression: the old gate cut by ×0.75 once per round and needed ~10 rounds to
-    // come down, wasting 1,653 calls on 429s for 1,000 useful ones. Now the first
-    // wave cuts to what the server carried. The figure (29–36 429s, under 5%) is a
-    // benchmark's (`examples/rate_limited`, BENCHMARKS.md); on a loaded machine slow
-    // start can outrun the first 429s, so this bound leaves room for that.
-    assert!(rejected <= 100, "{rejected} 429s for 1000 branches: {m:?}");
     assert!(report
         .branches
         .iter()
         .any(|b| b.permit_wait > Duration::ZERO));
     assert_eq!((m.in_flight, m.queued), (0, 0));
-    println!(
-        "1000 branches vs max 50 in flight: {rejected} 429s, final cap {}, {m:?}",
-        m.cap
+    // The next gate for the same server starts from what this one learned: a few
+    // 429s while it probes, not another wave. (The figure, about 2% of N, is a
+    // benchmark's; this bound leaves room for a loaded machine.)
+    let learned = gate.learned();
+    assert_eq!(learned.len(), 1, "{learned:?}");
+    let (report, gate, second) = fan_out(&mock, Some(learned[0].1)).await;
+    assert_eq!(report.totals.ok, 1000, "{:?}", report.status);
+    assert!(
+        second <= 100,
+        "{second} 429s on the second run: {:?}",
+        gate.metrics()
     );
+    println!("1000 branches vs max 50 in flight: {rejected} 429s at first contact, then {second}");
 }

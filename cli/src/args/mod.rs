@@ -121,6 +121,31 @@ GET /stats reports requests, in-flight, peak in-flight, aborted and counts by st
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// What the admission gate learned about servers' limits, kept between runs in
+    /// the user's cache directory ($XDG_CACHE_HOME/fanfare/limits.json, else
+    /// ~/.cache/fanfare/limits.json; `fanfare serve` keeps its own in its journal).
+    #[command(
+        after_help = "A run against a server that answered 429 starts the next run against the same\n\
+endpoint (base URL, model and API key — kept as a fingerprint, never the key) at the\n\
+cap that worked, instead of sending the whole fan-out and meeting a wave of 429s\n\
+again. An entry is forgotten after 24 hours."
+    )]
+    Limits {
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LimitsCommand {
+    /// List the learned limits: endpoint, model, cap, where the server refused, age.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget every learned limit: the next run starts wide again.
+    Clear,
 }
 
 #[derive(Subcommand)]
@@ -175,8 +200,9 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         )]
         sizes: Vec<usize>,
     },
-    /// N branches with the admission cap starting at N against a mock that answers
-    /// 429 above LIMIT in flight: 429s per useful call, wasted calls, wall vs floor.
+    /// N branches through the gate with its defaults (the ceiling set to N) against a
+    /// mock that answers 429 above LIMIT in flight: 429s per useful call, wasted
+    /// calls, wall vs floor.
     Admission {
         /// Branches.
         #[arg(long = "n", default_value_t = 1000, value_parser = at_least_one)]
@@ -187,9 +213,9 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         /// The mock's latency.
         #[arg(long, default_value_t = 200)]
         latency_ms: u64,
-        /// Where the adaptive cap starts [default: the gate's slow start, 16]; N
-        /// sends every branch in the first round.
-        #[arg(long)]
+        /// Slow start: the adaptive cap starts here and doubles per round trip
+        /// [default: N, the gate's default — every branch goes out in the first round].
+        #[arg(long, value_parser = at_least_one)]
         initial: Option<usize>,
     },
     /// N runs submitted at once to `fanfare serve` (in process, journal on disk):

@@ -61,9 +61,12 @@ pub struct RuntimeArgs {
     /// Which specialists restart when one crashes.
     #[arg(long, default_value = "one-for-one", value_parser = parse_strategy)]
     pub strategy: Strategy,
-    /// Most model calls in flight at once (real providers; the cap adapts to 429s below it).
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-    pub max_concurrency: usize,
+    /// Most model calls in flight at once, per model (real providers). The gate starts
+    /// here, so a fan-out to a server with room goes out whole; a 429/529 cuts it to
+    /// what the server carried, and that is remembered for the next run (`fanfare
+    /// limits`) [default: 10000, or fewer if the open-file limit allows fewer sockets].
+    #[arg(long, value_name = "C", value_parser = at_least_one)]
+    pub max_concurrency: Option<usize>,
     /// Requests per minute allowed to the provider.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rpm: Option<u32>,

@@ -28,7 +28,7 @@ use fanfare::{Policy, RunEvent, RunReport, RunRequest, Step};
 
 use crate::args::BatchArgs;
 use crate::plan::{request_for, Plan};
-use crate::setup::{prepare, print_admission, Prepared};
+use crate::setup::{finish_admission, prepare, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
 /// One line of a batch's output file.
@@ -366,7 +366,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         out.cost,
         started.elapsed().as_secs_f64()
     );
-    print_admission(gate.as_ref());
+    finish_admission(gate.as_ref());
     if let Some(signal) = interrupted {
         return Err(Interrupted {
             signal,

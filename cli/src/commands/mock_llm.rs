@@ -24,8 +24,7 @@ pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
         answer_model: args.answer_model,
         context_window: args.context_window,
     };
-    let listener = tokio::net::TcpListener::bind((args.host, args.port))
-        .await
+    let listener = fanfare_mock::bind(std::net::SocketAddr::new(args.host, args.port))
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
     crate::output::line(format_args!("fanfare mock-llm listening on http://{addr}"))?;

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bench;
 pub mod cluster;
 pub mod dry_run;
+pub mod limits;
 pub mod mock_llm;
 pub mod run;
 pub mod serve;

@@ -9,7 +9,7 @@ use crate::args::RunArgs;
 use crate::live::{Live, Progress};
 use crate::output;
 use crate::plan::{items, request_for};
-use crate::setup::{prepare, print_admission, read_input, Prepared};
+use crate::setup::{finish_admission, prepare, read_input, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
 /// `request` reusing the successful branches of the report at `path`.
@@ -124,7 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     } else {
         output::stdout(&report.render())?;
     }
-    print_admission(gate.as_ref());
+    finish_admission(gate.as_ref());
     if let fanfare::RunStatus::Failed { reason } = &report.status {
         eprintln!("fanfare: run failed: {reason}");
         return Ok(false);

@@ -11,7 +11,7 @@ use crate::signals::stop_requested;
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<bool> {
     let r = &args.runtime;
-    if r.rpm.is_some() || r.tpm.is_some() || r.max_concurrency != 64 {
+    if r.rpm.is_some() || r.tpm.is_some() || r.max_concurrency.is_some() {
         bail!(
             "--max-concurrency, --rpm and --tpm do nothing on a worker: its model calls are \
 admitted by the orchestrator's gate, so give them to `fanfare serve`"

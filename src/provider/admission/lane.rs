@@ -10,7 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::window::Window;
+use super::window::{Learned, Window};
 use super::{AdmissionConfig, AdmissionMetrics, MAX_HOLD};
 use crate::provider::{NotAdmitted, Wait};
 
@@ -227,6 +227,21 @@ impl Lane {
                 *h = Some(until);
             }
         }
+    }
+
+    /// Starts from what an earlier gate learned (see [`Window::resume`]).
+    pub(super) fn resume(&self, learned: Learned) {
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        let before = w.cap();
+        let after = w.resume(learned);
+        self.resize(before, after);
+    }
+
+    /// What the window has learned, if anything.
+    pub(super) fn learned(&self) -> Option<Learned> {
+        self.window.lock().ok()?.learned()
     }
 
     /// A call succeeded.

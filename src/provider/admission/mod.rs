@@ -6,11 +6,14 @@
 //!
 //! - a **concurrency cap** (a tokio `Semaphore`): a call holds a permit while in
 //!   flight; a cancelled or timed-out call drops it at once;
-//! - an **adaptive window** on the cap (`window`, a pure state machine): slow start
-//!   from `initial_concurrency` (doubling per round trip) until the first 429 or 529;
-//!   a pushback cuts the cap straight to what the server was carrying (the other calls
-//!   still in flight), so one wave of 429s is one round; then one more per `cap`
-//!   successes, up to `max_concurrency`;
+//! - an **adaptive window** on the cap (`window`, a pure state machine): it starts at
+//!   `max_concurrency` (a server with room gets the whole fan-out at once; an
+//!   `initial_concurrency` below it slow-starts from there instead); a pushback cuts
+//!   the cap straight to what the server was carrying (the other calls still in
+//!   flight), so first contact with a limited server costs one wave of 429s; then one
+//!   more per `cap` successes, up to `max_concurrency`. What a lane learned
+//!   ([`Learned`]) can be kept ([`Admission::learned`]) and given to the next gate for
+//!   the same endpoint ([`Admission::remember`]), which starts there;
 //! - **requests per minute** and **tokens per minute** budgets (`governor`, GCRA): a
 //!   call waits for one request cell and for its estimated tokens (prompt words × 4/3 +
 //!   `max_tokens`); after the answer, tokens used beyond the estimate are charged too;
@@ -40,6 +43,14 @@ use super::{
 };
 use lane::Lane;
 pub use lease::{CallEnd, Lease};
+pub use window::Learned;
+
+/// The default ceiling on calls in flight per model: a fan-out of up to this many
+/// branches goes out whole to a server with room. Over HTTP/1.1 each call holds a
+/// socket, so this is what bounds it: 10,000 sockets to one server fit the default
+/// ephemeral port range (28,232 ports) twice over, with the ports of a previous run
+/// still in TIME_WAIT. Why this figure and not 64: BENCHMARKS.md, "The user's path".
+pub const DEFAULT_MAX_CONCURRENCY: usize = 10_000;
 
 /// The longest the gate holds calls back on a server's say-so.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
@@ -51,8 +62,10 @@ pub struct AdmissionConfig {
     pub max_concurrency: usize,
     /// Lower bound the adaptive cap never goes under.
     pub min_concurrency: usize,
-    /// Where the adaptive cap starts (slow start grows it from there).
-    pub initial_concurrency: usize,
+    /// Where the adaptive cap starts, clamped to the bounds. `None` (the default):
+    /// at `max_concurrency`, so nothing is assumed before the server has pushed back;
+    /// `Some(n)`: slow start from `n`, doubling per round trip until the first 429.
+    pub initial_concurrency: Option<usize>,
     /// Adapt the cap to 429s/529s; otherwise it stays at `max_concurrency`.
     pub adaptive: bool,
     /// Requests per minute, if limited.
@@ -64,9 +77,9 @@ pub struct AdmissionConfig {
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
-            max_concurrency: 64,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             min_concurrency: 1,
-            initial_concurrency: 16,
+            initial_concurrency: None,
             adaptive: true,
             rpm: None,
             tpm: None,
@@ -151,6 +164,15 @@ impl<P: Provider> Admission<P> {
             .or_insert_with(|| Arc::new(Lane::new(&self.config)))
             .clone()
     }
+
+    /// Starts `model`'s lane (`None`: the provider's default model) where an earlier
+    /// gate for the same endpoint stood (its [`Admission::learned`]), instead of at
+    /// the maximum: the next run against a limited server does not pay the first
+    /// wave of 429s again. Call it before the lane's first call; later it moves the
+    /// cap too, as a pushback would.
+    pub fn remember(&self, model: Option<&str>, learned: Learned) {
+        self.lane(model).resume(learned);
+    }
 }
 
 impl<P> Admission<P> {
@@ -161,6 +183,19 @@ impl<P> Admission<P> {
             total += lane.metrics();
         }
         total
+    }
+
+    /// What each model's lane has learned from the server's pushback, sorted by
+    /// model; lanes that have met none are left out. Keep it per endpoint and hand
+    /// it to the next gate with [`Admission::remember`].
+    pub fn learned(&self) -> Vec<(String, Learned)> {
+        let mut all: Vec<(String, Learned)> = self
+            .lanes
+            .iter()
+            .filter_map(|l| Some((l.key().clone(), l.learned()?)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Each model's counters, sorted by model.

@@ -2,8 +2,10 @@
 //! out. No atomics, no semaphore, no clock — the gate around it (`lane`) applies the
 //! cap — so every case is a table-driven unit test below.
 //!
-//! - **Slow start**: from the initial cap, each success adds one, so the cap doubles
-//!   every round trip, until the first pushback (429/529) or the maximum.
+//! - **Start wide**: by default the cap starts at the maximum, so a server that has
+//!   room gets a whole fan-out at once; nothing is assumed before it has spoken.
+//!   With an initial cap below the maximum (`slow start`), each success adds one, so
+//!   the cap doubles every round trip, until the first pushback (429/529).
 //! - **A pushback cuts straight to what the server carried**: the cap becomes the
 //!   number of *other* calls still in flight when the 429 arrived (never more than the
 //!   cap, never less than the minimum). Within one wave of 429s each one lowers it
@@ -12,6 +14,11 @@
 //! - **Then probe upward slowly**: one more per `cap` successes (additive increase),
 //!   and half as fast at the level where the server last refused, so a server
 //!   with a fixed limit sees about one refused call per two round trips.
+//! - **Remembered**: what the window learned ([`Learned`]: the cap it holds and the
+//!   level of the last refusal) can be kept and given to the next gate for the same
+//!   endpoint, which then starts there, probing, instead of at the maximum.
+
+use serde::{Deserialize, Serialize};
 
 use super::AdmissionConfig;
 
@@ -38,6 +45,17 @@ pub(crate) struct Window {
     ceiling: Option<usize>,
 }
 
+/// What a gate learned about a server's limit: enough to start the next gate for the
+/// same endpoint where this one stands. Keep it per endpoint (base URL, model and
+/// key — never the key itself; see [`ApiKey::fingerprint`](crate::provider::ApiKey::fingerprint)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Learned {
+    /// The cap the window held.
+    pub cap: usize,
+    /// How many calls were in flight when the server last refused one.
+    pub refused_at: usize,
+}
+
 /// How much slower the window probes at the level of the last refusal.
 const AT_CEILING: usize = 2;
 
@@ -46,10 +64,9 @@ impl Window {
     pub(crate) fn new(config: &AdmissionConfig) -> Self {
         let max = config.max_concurrency.max(1);
         let min = config.min_concurrency.clamp(1, max);
-        let cap = if config.adaptive {
-            config.initial_concurrency.clamp(min, max)
-        } else {
-            max
+        let cap = match config.initial_concurrency {
+            Some(initial) if config.adaptive => initial.clamp(min, max),
+            _ => max,
         };
         Self {
             cap,
@@ -65,6 +82,29 @@ impl Window {
     /// The cap now.
     pub(crate) fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// Starts where an earlier gate for the same endpoint stood: at its cap (within
+    /// this window's bounds), probing upward from there, with the level of its last
+    /// refusal. Returns the cap.
+    pub(crate) fn resume(&mut self, learned: Learned) -> usize {
+        if self.adaptive {
+            self.phase = Phase::Probing;
+            self.successes = 0;
+            self.ceiling = Some(learned.refused_at.max(1));
+            self.cap = learned.cap.clamp(self.min, self.max);
+        }
+        self.cap
+    }
+
+    /// What this window has learned from the server's pushback, if anything: `None`
+    /// until a 429/529 (or a resumed [`Learned`]), and when it does not adapt.
+    pub(crate) fn learned(&self) -> Option<Learned> {
+        let refused_at = self.ceiling.filter(|_| self.adaptive)?;
+        Some(Learned {
+            cap: self.cap,
+            refused_at,
+        })
     }
 
     /// A call succeeded; returns the cap.
@@ -116,7 +156,7 @@ mod tests {
     fn window(initial: usize, max: usize) -> Window {
         Window::new(&AdmissionConfig {
             max_concurrency: max,
-            initial_concurrency: initial,
+            initial_concurrency: Some(initial),
             ..AdmissionConfig::default()
         })
     }
@@ -125,7 +165,7 @@ mod tests {
     /// every round the window's cap worth of calls go out at once; those over the
     /// limit come back 429 first (fast), then the rest succeed. Returns the 429s and
     /// the successes over `rounds`, and the final cap.
-    fn against(limit: usize, mut w: Window, rounds: usize) -> (usize, usize, usize) {
+    fn against(limit: usize, w: &mut Window, rounds: usize) -> (usize, usize, usize) {
         let (mut refused, mut served) = (0, 0);
         for _ in 0..rounds {
             let sent = w.cap();
@@ -162,17 +202,17 @@ mod tests {
     fn one_wave_of_429s_brings_the_cap_to_what_the_server_carried() {
         // Started at the maximum against a server that takes 50: after the first
         // wave the cap is 50, not 0.75 × 1000 (and ten more rounds of 429s).
-        let (refused, _, cap) = against(50, window(1_000, 1_000), 1);
+        let (refused, _, cap) = against(50, &mut window(1_000, 1_000), 1);
         assert_eq!((refused, cap), (950, 50));
         // Slow start from 16 sends 16, 32, 64: 14 refused, then the cap is 50.
-        let (refused, _, cap) = against(50, window(16, 1_000), 3);
+        let (refused, _, cap) = against(50, &mut window(16, 1_000), 3);
         assert_eq!((refused, cap), (14, 50));
     }
 
     #[test]
     fn probing_upward_at_the_last_refusal_wastes_one_call_in_two_rounds() {
         // 1,000 useful calls at a 50-in-flight server, from the default start.
-        let (refused, served, cap) = against(50, window(16, 1_000), 24);
+        let (refused, served, cap) = against(50, &mut window(16, 1_000), 24);
         assert!(served >= 1_000, "{served}");
         assert!(
             refused <= 14 + 12,
@@ -190,6 +230,54 @@ mod tests {
     }
 
     #[test]
+    fn by_default_the_whole_fan_out_goes_out_at_once() {
+        // Regression: the default started at 16 and doubled per round trip, so a
+        // 100-branch run to a server with room took three rounds instead of one.
+        let w = Window::new(&AdmissionConfig {
+            max_concurrency: 1_000,
+            ..AdmissionConfig::default()
+        });
+        assert_eq!(w.cap(), 1_000);
+        assert_eq!(
+            w.learned(),
+            None,
+            "nothing is learned before the server speaks"
+        );
+        let w = Window::new(&AdmissionConfig::default());
+        assert_eq!(w.cap(), AdmissionConfig::default().max_concurrency);
+    }
+
+    #[test]
+    fn a_remembered_limit_starts_the_next_window_where_the_last_one_stood() {
+        // First contact: one wave of 429s, then the cap is what the server carried.
+        let mut first = window(1_000, 1_000);
+        let (refused, served, _) = against(50, &mut first, 24);
+        assert!(refused <= 1_000 && served >= 1_000, "{refused} {served}");
+        let learned = first.learned().unwrap();
+        assert!((49..=51).contains(&learned.cap), "{learned:?}");
+        assert!((50..=52).contains(&learned.refused_at), "{learned:?}");
+        // The next window for the endpoint starts there: 1,000 useful calls cost a
+        // few 429s (at most 5% of them), not a wave.
+        let mut second = window(1_000, 1_000);
+        assert_eq!(second.resume(learned), learned.cap);
+        let (refused, served, cap) = against(50, &mut second, 20);
+        assert!(served >= 950, "{served}");
+        assert!(refused <= 50, "{refused} 429s on the second run");
+        assert!((49..=51).contains(&cap), "{cap}");
+        // A remembered cap is clamped to this window's bounds; a fixed window
+        // ignores it.
+        let mut small = window(8, 20);
+        assert_eq!(small.resume(learned), 20);
+        let mut fixed = Window::new(&AdmissionConfig {
+            max_concurrency: 64,
+            adaptive: false,
+            ..AdmissionConfig::default()
+        });
+        assert_eq!(fixed.resume(learned), 64);
+        assert_eq!(fixed.learned(), None);
+    }
+
+    #[test]
     fn the_table_of_bounds_and_modes() {
         // (initial, max, min, adaptive, pushback with others in flight) → cap
         let table = [
@@ -204,7 +292,7 @@ mod tests {
             let mut w = Window::new(&AdmissionConfig {
                 max_concurrency: max,
                 min_concurrency: min,
-                initial_concurrency: initial,
+                initial_concurrency: Some(initial),
                 adaptive,
                 ..AdmissionConfig::default()
             });

@@ -53,6 +53,32 @@ impl ApiKey {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A name for this key that does not reveal it: the first 16 hex digits of
+    /// SHA-256 over a fanfare-specific prefix and the key. Two keys (two accounts,
+    /// two rate limits) get two names; the name cannot be turned back into the key.
+    /// What a gate learned about a server is kept under it, never under the key.
+    pub fn fingerprint(&self) -> String {
+        let mut input = b"fanfare key fingerprint\0".to_vec();
+        input.extend_from_slice(self.0.as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The name under which what an admission gate learned about a server is kept:
+/// the base URL without credentials, and the key's [`ApiKey::fingerprint`] (never
+/// the key). Two keys on one server are two endpoints: each has its own limits.
+pub fn endpoint_id(base_url: &str, key: Option<&ApiKey>) -> String {
+    let base = redact_url(base_url.trim());
+    let base = base.trim_end_matches('/');
+    match key {
+        Some(key) => format!("{base} key:{}", key.fingerprint()),
+        None => format!("{base} no key"),
+    }
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -385,5 +411,22 @@ mod tests {
         let key = ApiKey::new("sk-very-secret\n");
         assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
         assert_eq!(key.expose(), "sk-very-secret");
+    }
+
+    #[test]
+    fn an_endpoint_is_named_by_its_url_and_the_keys_fingerprint_never_the_key() {
+        let key = ApiKey::new("sk-very-secret");
+        let print = key.fingerprint();
+        assert_eq!(print.len(), 16);
+        assert!(print.bytes().all(|b| b.is_ascii_hexdigit()), "{print}");
+        assert_eq!(print, ApiKey::new(" sk-very-secret\n").fingerprint());
+        assert_ne!(print, ApiKey::new("sk-very-secreT").fingerprint());
+        let id = endpoint_id("https://user:pw@api.example.com/", Some(&key));
+        assert_eq!(id, format!("https://api.example.com key:{print}"));
+        assert!(!id.contains("secret") && !id.contains("pw"), "{id}");
+        assert_eq!(
+            endpoint_id("http://127.0.0.1:8080/v1", None),
+            "http://127.0.0.1:8080/v1 no key"
+        );
     }
 }

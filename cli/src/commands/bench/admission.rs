@@ -1,5 +1,5 @@
-//! `bench admission`: N branches with the admission cap set to N (slow start from the
-//! gate's default, or from `--initial`) against a
+//! `bench admission`: N branches with the admission ceiling set to N (starting there,
+//! the gate's default, or slow start from `--initial`) against a
 //! mock that answers 429 above `limit` calls in flight (with a `retry-after`), as a
 //! provider's concurrency limit does. Reports the 429s against the useful calls,
 //! the wasted calls the run's own report counts, and the wall time against the
@@ -38,7 +38,7 @@ pub async fn admission(
     let (provider, gate) = Stack::new()
         .admission(AdmissionConfig {
             max_concurrency: n,
-            initial_concurrency: initial.unwrap_or(AdmissionConfig::default().initial_concurrency),
+            initial_concurrency: initial,
             ..AdmissionConfig::default()
         })
         .retry(ExponentialBackoff::new(20))
@@ -66,7 +66,7 @@ pub async fn admission(
             "case": "admission",
             "n": n,
             "server_limit": limit,
-            "initial_cap": initial.unwrap_or(AdmissionConfig::default().initial_concurrency),
+            "initial_cap": initial.unwrap_or(n),
             "latency_ms": latency.as_millis() as u64,
             "ok": report.totals.ok,
             "failed": report.branches.len() - report.totals.ok,

@@ -18,11 +18,10 @@ use fanfare::{Fanfare, MergeStrategy, Policy, RunRequest};
 use fanfare_mock::{MockConfig, MockServer};
 use serde_json::json;
 
-use super::measure::{
-    cpu_seconds, median, open_files, raise_open_file_limit, rss_mb, sockets_closed, Measured,
-};
+use super::measure::{cpu_seconds, median, open_files, rss_mb, sockets_closed, Measured};
 use super::reference::reqwest_case;
 use super::{capped_stack, fan_out_request, TASK};
+use crate::limits::raise_open_file_limit;
 
 /// Options of `bench fanout`.
 pub struct FanoutArgs {

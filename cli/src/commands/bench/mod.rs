@@ -92,12 +92,12 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 /// The provider stack every fanfare case runs on (and `parked_branch` beside it):
-/// retries over the admission gate, its cap starting at `cap`.
+/// retries over the admission gate with its defaults (starting at its ceiling),
+/// the ceiling set to `cap`.
 fn capped_stack(wire: impl Provider, cap: usize) -> Arc<dyn Provider> {
     let (provider, _gate) = Stack::new()
         .admission(AdmissionConfig {
             max_concurrency: cap,
-            initial_concurrency: cap,
             ..AdmissionConfig::default()
         })
         .retry(ExponentialBackoff::default())
