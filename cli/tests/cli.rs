@@ -2,11 +2,14 @@
 //! The `fanfare` binary, run as a user would. These use real time but assert only
 //! on structure and ordering, never on speed.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn fanfare(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .env("XDG_CACHE_HOME", common::private_cache())
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_LOG")
@@ -211,6 +214,7 @@ fn a_price_file_prices_a_custom_model_in_the_report() {
     .unwrap();
     let url = mock.url();
     let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .env("XDG_CACHE_HOME", common::private_cache())
         .args([
             "run",
             "--json",
@@ -261,6 +265,7 @@ fn batch_writes_one_line_per_document_with_its_index_and_resumes() {
     let out = dir.path().join("out.jsonl");
     let batch = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .env("XDG_CACHE_HOME", common::private_cache())
             .arg("batch")
             .args(&docs)
             .args([

@@ -2,13 +2,16 @@
 //! broke. They run the real binary; none asserts on speed.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn fanfare() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fanfare"));
-    c.env_remove("RUST_LOG")
+    c.env("XDG_CACHE_HOME", common::private_cache())
+        .env_remove("RUST_LOG")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_BASE_URL")
@@ -374,4 +377,118 @@ fn regression_logs_written_to_a_file_have_no_colour_codes() {
     let err = stderr(&out);
     assert!(err.contains("WARN"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
+}
+
+/// `n` agent specs, `s000`…, one per branch, as a user with many specialists has.
+fn many_agents(dir: &Path, n: usize) -> PathBuf {
+    let agents = dir.join("many");
+    std::fs::create_dir_all(&agents).unwrap();
+    for i in 0..n {
+        let spec = format!("name = \"s{i:03}\"\nprompt = \"Review it from angle {i}.\"\n");
+        std::fs::write(agents.join(format!("s{i:03}.toml")), spec).unwrap();
+    }
+    agents
+}
+
+/// `fanfare run` of every agent in `agents` against `mock`, with the defaults and
+/// the learned-limits store in `cache`.
+fn run_against(mock: &fanfare_mock::MockServer, agents: &Path, cache: &Path) -> Output {
+    fanfare()
+        .env("XDG_CACHE_HOME", cache)
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .args([
+            "run",
+            "--json",
+            "--merge",
+            "code",
+            "--provider",
+            "anthropic",
+        ])
+        .args(["--base-url", &mock.url(), "--agents"])
+        .arg(agents)
+        .arg("Review the plan.")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn regression_a_run_sends_every_branch_at_once_to_a_server_with_room() {
+    // The gate used to start at 16 and double per round trip: 100 specialists
+    // against a 1 s server took three rounds, with at most 52 calls in flight.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt
+        .block_on(fanfare_mock::MockServer::start(fanfare_mock::MockConfig {
+            latency: Duration::from_millis(300),
+            ..Default::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agents = many_agents(dir.path(), 100);
+    let out = run_against(&mock, &agents, &dir.path().join("cache"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        mock.stats().max_in_flight,
+        100,
+        "every branch in flight at once: {:?}",
+        mock.stats()
+    );
+}
+
+#[test]
+fn regression_the_second_run_against_a_limited_server_starts_from_what_the_first_learned() {
+    // First contact with a server that carries 10 calls: one wave of 429s. The
+    // second run of the same command starts at what worked, from the user's cache.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt
+        .block_on(fanfare_mock::MockServer::start(fanfare_mock::MockConfig {
+            latency: Duration::from_millis(50),
+            max_concurrency: Some(10),
+            retry_after: Duration::from_millis(50),
+            ..Default::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agents = many_agents(dir.path(), 60);
+    let cache = dir.path().join("cache");
+    let refused = || mock.stats().by_status.get(&429).copied().unwrap_or(0);
+    let first = run_against(&mock, &agents, &cache);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let wave = refused();
+    assert!((1..=60).contains(&wave), "{wave} 429s at first contact");
+    let kept = std::fs::read_to_string(cache.join("fanfare/limits.json")).unwrap();
+    assert!(kept.contains(&mock.url()), "{kept}");
+    assert!(
+        !kept.contains("test-key"),
+        "the key itself is never kept: {kept}"
+    );
+    let second = run_against(&mock, &agents, &cache);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("starts at"),
+        "the run says where it starts: {}",
+        stderr(&second)
+    );
+    let again = refused() - wave;
+    assert!(
+        again < wave,
+        "{again} 429s on the second run, {wave} on the first"
+    );
+    // `fanfare limits` shows it and forgets it.
+    let list = fanfare()
+        .env("XDG_CACHE_HOME", &cache)
+        .args(["limits", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains(&mock.url()),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    let clear = fanfare()
+        .env("XDG_CACHE_HOME", &cache)
+        .args(["limits", "clear"])
+        .output()
+        .unwrap();
+    assert_eq!(clear.status.code(), Some(0), "{}", stderr(&clear));
+    assert!(!cache.join("fanfare/limits.json").exists());
 }

@@ -28,3 +28,14 @@ pub fn status_of(addr: &str, id: &str) -> serde_json::Value {
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+/// A cache directory of its own for one command under test (its `XDG_CACHE_HOME`):
+/// what one test's runs learn about a server's limits, at a port another test may
+/// get next, must reach neither another test nor the developer's own cache.
+pub fn private_cache() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cache-{}-{n}", std::process::id()))
+}
