@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::wire::{self, mix, Wire};
-use crate::{InFlight, MockConfig, Shared};
+use crate::{InFlight, MockConfig, Quota, Shared};
 
 fn unit(x: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
@@ -92,9 +92,13 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
     let over_limit = config
         .max_concurrency
         .is_some_and(|max| in_flight > max as u64);
-    if over_limit || unit(mix(key, 1)) < config.rate_429 {
+    let quota = shared.take_quota();
+    let over_rate = quota.is_some_and(|q| q.refused);
+    if over_limit || over_rate || unit(mix(key, 1)) < config.rate_429 {
         let why = if over_limit {
             "too many requests in flight"
+        } else if over_rate {
+            "requests per window exceeded"
         } else {
             "rate limit (injected)"
         };
@@ -103,10 +107,16 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
             StatusCode::TOO_MANY_REQUESTS,
             wire::error_body(wire, "rate_limit_error", why),
         );
-        let ms = config.retry_after.as_millis() as u64;
+        let wait = match quota {
+            Some(q) if over_rate => q.reset,
+            _ => config.retry_after,
+        };
+        // Rounded up: a server never names a time before its window really ends.
+        let ms = wait.as_micros().div_ceil(1000) as u64;
         let h = response.headers_mut();
         h.insert("retry-after-ms", HeaderValue::from(ms));
         h.insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+        rate_headers(wire, quota, h);
         return response;
     }
     if unit(mix(key, 2)) < config.error_rate {
@@ -149,9 +159,48 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
     };
     if parsed.stream {
         let cut = unit(mix(key, 7)) < config.midstream_close_rate;
-        return wire::stream(guard, wire, parsed, text, latency, n, cut);
+        let mut response = wire::stream(guard, wire, parsed, text, latency, n, cut);
+        rate_headers(wire, quota, response.headers_mut());
+        return response;
     }
     tokio::time::sleep(latency).await;
     let body = wire::answer(wire, &parsed, &text, n);
-    reply(guard, StatusCode::OK, body)
+    let mut response = reply(guard, StatusCode::OK, body);
+    rate_headers(wire, quota, response.headers_mut());
+    response
+}
+
+/// The provider's rate-limit headers for where a request stands in its window:
+/// Anthropic's reset is an RFC 3339 time, OpenAI's a duration.
+fn rate_headers(wire: Wire, quota: Option<Quota>, h: &mut HeaderMap) {
+    let Some(q) = quota else { return };
+    match wire {
+        Wire::Anthropic => {
+            let reset = humantime::format_rfc3339_millis(
+                std::time::SystemTime::now() + q.reset + Duration::from_millis(1),
+            );
+            h.insert(
+                "anthropic-ratelimit-requests-limit",
+                HeaderValue::from(q.limit),
+            );
+            h.insert(
+                "anthropic-ratelimit-requests-remaining",
+                HeaderValue::from(q.remaining),
+            );
+            if let Ok(v) = HeaderValue::from_str(&reset.to_string()) {
+                h.insert("anthropic-ratelimit-requests-reset", v);
+            }
+        }
+        Wire::OpenAi => {
+            h.insert("x-ratelimit-limit-requests", HeaderValue::from(q.limit));
+            h.insert(
+                "x-ratelimit-remaining-requests",
+                HeaderValue::from(q.remaining),
+            );
+            let reset = format!("{}ms", q.reset.as_micros().div_ceil(1000));
+            if let Ok(v) = HeaderValue::from_str(&reset) {
+                h.insert("x-ratelimit-reset-requests", v);
+            }
+        }
+    }
 }

@@ -47,6 +47,14 @@ pub struct MockConfig {
     pub rate_429: f64,
     /// Above this many requests in flight, answer 429 (`None`: no limit).
     pub max_concurrency: Option<usize>,
+    /// Requests allowed per `rate_window`, as a provider's requests-per-minute limit
+    /// (`None`: no limit). Every answer then carries the provider's rate-limit
+    /// headers (`anthropic-ratelimit-requests-*` on the Anthropic route,
+    /// `x-ratelimit-*-requests` on the OpenAI route), and a request over the limit
+    /// gets a 429 whose `retry-after` is the window's end.
+    pub requests_per_window: Option<u64>,
+    /// The window `requests_per_window` counts in (fixed windows from the start).
+    pub rate_window: Duration,
     /// Probability of never answering (until the client gives up).
     pub hang_rate: f64,
     /// Probability of a 200 whose body is not JSON.
@@ -80,6 +88,8 @@ impl Default for MockConfig {
             error_rate: 0.0,
             rate_429: 0.0,
             max_concurrency: None,
+            requests_per_window: None,
+            rate_window: Duration::from_secs(60),
             hang_rate: 0.0,
             garbage_rate: 0.0,
             reset_rate: 0.0,
@@ -119,9 +129,58 @@ pub(crate) struct Shared {
     pub(crate) counter: AtomicU64,
     in_flight: AtomicU64,
     stats: Mutex<MockStats>,
+    /// The current rate window: when it started, and the requests counted in it.
+    window: Mutex<(std::time::Instant, u64)>,
+}
+
+/// Where a request stands against `requests_per_window`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Quota {
+    pub(crate) limit: u64,
+    /// Left after this request (0 when it was refused, too).
+    pub(crate) remaining: u64,
+    /// Until the window ends.
+    pub(crate) reset: Duration,
+    pub(crate) refused: bool,
 }
 
 impl Shared {
+    fn new(config: MockConfig) -> Self {
+        Self {
+            config,
+            counter: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            stats: Mutex::default(),
+            window: Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Counts a request against `requests_per_window` (`None`: no such limit).
+    pub(crate) fn take_quota(&self) -> Option<Quota> {
+        let limit = self.config.requests_per_window?;
+        let span = self.config.rate_window.max(Duration::from_millis(1));
+        let mut w = self.window.lock().ok()?;
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(w.0);
+        if elapsed >= span {
+            // Fixed windows from the start: skip the ones nobody asked in.
+            let whole = (elapsed.as_nanos() / span.as_nanos()) as u32;
+            w.0 += span * whole;
+            w.1 = 0;
+        }
+        let reset = (w.0 + span).saturating_duration_since(now);
+        let refused = w.1 >= limit;
+        if !refused {
+            w.1 += 1;
+        }
+        Some(Quota {
+            limit,
+            remaining: limit - w.1.min(limit),
+            reset,
+            refused,
+        })
+    }
+
     fn count_status(&self, status: u16) {
         if let Ok(mut s) = self.stats.lock() {
             *s.by_status.entry(status).or_default() += 1;
@@ -199,12 +258,7 @@ impl MockServer {
     pub async fn start(config: MockConfig) -> std::io::Result<Self> {
         let listener = bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            config,
-            counter: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            stats: Mutex::default(),
-        });
+        let shared = Arc::new(Shared::new(config));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
@@ -268,12 +322,7 @@ pub async fn serve(
     config: MockConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared {
-        config,
-        counter: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-        stats: Mutex::default(),
-    });
+    let shared = Arc::new(Shared::new(config));
     axum::serve(listener, router(shared))
         .with_graceful_shutdown(shutdown)
         .await

@@ -189,6 +189,18 @@ pub enum NotAdmitted {
         /// Why.
         reason: String,
     },
+    /// It could not have started before its deadline (a server's hold, or calls
+    /// queued ahead of it), so it was refused at once instead of queued.
+    WouldMissDeadline {
+        /// The least it would have waited, in milliseconds.
+        wait_ms: u64,
+        /// What was left before its deadline, in milliseconds.
+        left_ms: u64,
+        /// Calls queued before it.
+        ahead: usize,
+        /// What it would have waited for.
+        waiting_for: Wait,
+    },
     /// The deadline came while it waited for admission.
     DeadlineWhileWaiting {
         /// How long it waited, in milliseconds.
@@ -208,8 +220,23 @@ pub enum Wait {
     Rpm,
     /// The tokens-per-minute limit.
     Tpm,
+    /// The server's rate-limit headers: no requests left until their reset.
+    ServerLimit,
     /// A free slot under the concurrency cap.
     Concurrency,
+}
+
+impl Wait {
+    /// What it is, in a few words.
+    fn what(self) -> &'static str {
+        match self {
+            Wait::ServerHold => "the server's retry-after hold",
+            Wait::Rpm => "the requests-per-minute limit",
+            Wait::Tpm => "the tokens-per-minute limit",
+            Wait::ServerLimit => "the server's rate limit (its headers said none left)",
+            Wait::Concurrency => "a free slot under the concurrency cap",
+        }
+    }
 }
 
 impl std::fmt::Display for NotAdmitted {
@@ -222,14 +249,26 @@ impl std::fmt::Display for NotAdmitted {
             NotAdmitted::DeadlineWhileWaiting {
                 waited_ms,
                 waiting_for,
+            } => write!(
+                f,
+                "the deadline came after {waited_ms} ms waiting for {}",
+                waiting_for.what()
+            ),
+            NotAdmitted::WouldMissDeadline {
+                wait_ms,
+                left_ms,
+                ahead,
+                waiting_for,
             } => {
-                let what = match waiting_for {
-                    Wait::ServerHold => "the server's retry-after hold",
-                    Wait::Rpm => "the requests-per-minute limit",
-                    Wait::Tpm => "the tokens-per-minute limit",
-                    Wait::Concurrency => "a free slot under the concurrency cap",
-                };
-                write!(f, "the deadline came after {waited_ms} ms waiting for {what}")
+                write!(
+                    f,
+                    "not queued: it could not start before its deadline ({left_ms} ms left, at least {wait_ms} ms of waiting for {}",
+                    waiting_for.what()
+                )?;
+                if *waiting_for == Wait::Concurrency {
+                    write!(f, ", {ahead} calls queued ahead")?;
+                }
+                f.write_str(")")
             }
             NotAdmitted::GateUnreachable { reason } => write!(
                 f,

@@ -294,6 +294,9 @@ impl std::ops::AddAssign for Usage {
 /// What a provider's rate-limit headers said about the remaining budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimitInfo {
+    /// Requests allowed per window.
+    #[serde(default)]
+    pub requests_limit: Option<u64>,
     /// Requests left in the current window.
     pub requests_remaining: Option<u64>,
     /// Tokens left in the current window.

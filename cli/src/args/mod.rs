@@ -329,6 +329,14 @@ pub struct MockArgs {
     /// Answer 429 above this many requests in flight.
     #[arg(long)]
     pub max_concurrency: Option<usize>,
+    /// Allow this many requests per --rate-window, as a provider's rate limit: every
+    /// answer carries the provider's rate-limit headers (limit, remaining, reset), and
+    /// requests over it get a 429 until the window ends.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests_per_window: Option<u64>,
+    /// The window --requests-per-window counts in.
+    #[arg(long, value_name = "D", default_value = "1m", value_parser = parse_duration)]
+    pub rate_window: std::time::Duration,
     /// Probability of never answering.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub hang_rate: f64,

@@ -14,6 +14,8 @@ pub async fn mock_llm(args: MockArgs) -> anyhow::Result<bool> {
         error_rate: args.error_rate,
         rate_429: args.rate_429,
         max_concurrency: args.max_concurrency,
+        requests_per_window: args.requests_per_window,
+        rate_window: args.rate_window,
         hang_rate: args.hang_rate,
         garbage_rate: args.garbage_rate,
         reset_rate: args.reset_rate,

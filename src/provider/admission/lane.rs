@@ -2,7 +2,7 @@
 //! [`Window`]), the RPM/TPM limiters, the server's holds, and the counters.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,9 +10,16 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::allowance::{Allowance, Heard, Take};
+use super::forecast::{self, Outlook};
 use super::window::{Learned, Window};
 use super::{AdmissionConfig, AdmissionMetrics, MAX_HOLD};
 use crate::provider::{NotAdmitted, Wait};
+
+/// The least a call waits for an answer's rate-limit headers after the reset has
+/// used up the known limit, before it looks whether any call is on its way to say
+/// them (twice the typical call's time, when that is longer).
+const WORD_WAIT: Duration = Duration::from_secs(1);
 
 fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
@@ -25,6 +32,12 @@ pub(super) struct Lane {
     /// Permits owed by a cut: taken back as calls finish instead of returned.
     owed: AtomicUsize,
     hold_until: Mutex<Option<Instant>>,
+    /// What the server's rate-limit headers say is left; `metered` once one has
+    /// said anything (until then no call looks at it).
+    allowance: Mutex<Allowance>,
+    metered: AtomicBool,
+    /// Told when an answer's headers have said something (calls waiting for word).
+    word: tokio::sync::Notify,
     rpm: Option<DefaultDirectRateLimiter>,
     tpm: Option<(DefaultDirectRateLimiter, u32)>,
     queued: AtomicUsize,
@@ -35,6 +48,10 @@ pub(super) struct Lane {
     overloaded: AtomicU64,
     decreases: AtomicU64,
     permit_wait_ms: AtomicU64,
+    /// Calls refused at once because they could not start before their deadline.
+    refused_late: AtomicU64,
+    /// How long an answered call typically takes, in µs (0: none yet).
+    typical_us: AtomicU64,
 }
 
 /// An admitted call's place: dropping it frees the slot (or pays a cut). It owns
@@ -42,6 +59,8 @@ pub(super) struct Lane {
 pub(super) struct Slot {
     lane: Arc<Lane>,
     permit: Option<OwnedSemaphorePermit>,
+    /// When the call was let out.
+    pub(super) since: Instant,
 }
 
 impl Drop for Slot {
@@ -77,6 +96,9 @@ impl Lane {
             window: Mutex::new(window),
             owed: AtomicUsize::new(0),
             hold_until: Mutex::new(None),
+            allowance: Mutex::new(Allowance::default()),
+            metered: AtomicBool::new(false),
+            word: tokio::sync::Notify::new(),
             rpm: config.rpm.map(|n| RateLimiter::direct(per_minute(n))),
             tpm: config
                 .tpm
@@ -89,6 +111,8 @@ impl Lane {
             overloaded: AtomicU64::new(0),
             decreases: AtomicU64::new(0),
             permit_wait_ms: AtomicU64::new(0),
+            refused_late: AtomicU64::new(0),
+            typical_us: AtomicU64::new(0),
         }
     }
 
@@ -111,11 +135,16 @@ impl Lane {
     }
 
     /// A slot at once, if nothing would make the call wait: the lane has no RPM or
-    /// TPM limit (their cells are taken on the waiting path), the server holds
-    /// nothing back, and a permit is free. A free permit means nobody is queued
-    /// for one (the semaphore is fair), so this jumps no queue.
+    /// TPM limit and the server's headers have set no allowance (their counts are
+    /// taken on the waiting path), the server holds nothing back, and a permit is
+    /// free. A free permit means nobody is queued for one (the semaphore is fair),
+    /// so this jumps no queue.
     fn admit_now(self: &Arc<Self>) -> Option<Slot> {
-        if self.rpm.is_some() || self.tpm.is_some() || self.held_until().is_some() {
+        if self.rpm.is_some()
+            || self.tpm.is_some()
+            || self.metered.load(Ordering::Relaxed)
+            || self.held_until().is_some()
+        {
             return None;
         }
         let permit = self.permits.clone().try_acquire_owned().ok()?;
@@ -134,6 +163,9 @@ impl Lane {
             }
         }
         let started = Instant::now();
+        if let Some(deadline) = deadline {
+            self.refuse_if_late(started, deadline)?;
+        }
         self.queued.fetch_add(1, Ordering::Relaxed);
         let queued = Queued(&self.queued);
         // What the call is waiting for, for the error if its deadline comes first.
@@ -147,7 +179,13 @@ impl Lane {
             stage.store(2, Ordering::Relaxed);
             self.wait_tokens(tokens).await;
             stage.store(3, Ordering::Relaxed);
-            self.permits.clone().acquire_owned().await.ok()
+            let permit = self.permits.clone().acquire_owned().await.ok();
+            // The server's count is taken last, holding the slot: from there to
+            // `seat` nothing waits, so a call that took from it is in flight at once
+            // (and counted as on its way when the next answer's headers are read).
+            stage.store(4, Ordering::Relaxed);
+            self.wait_allowance().await;
+            permit
         };
         let permit = match deadline {
             None => admit.await,
@@ -158,7 +196,8 @@ impl Lane {
                         0 => Wait::ServerHold,
                         1 => Wait::Rpm,
                         2 => Wait::Tpm,
-                        _ => Wait::Concurrency,
+                        3 => Wait::Concurrency,
+                        _ => Wait::ServerLimit,
                     };
                     return Err(NotAdmitted::DeadlineWhileWaiting {
                         waited_ms: started.elapsed().as_millis() as u64,
@@ -172,6 +211,40 @@ impl Lane {
         Ok((self.seat(permit, waited), waited))
     }
 
+    /// Refuses a call at once when it cannot start before `deadline` (see
+    /// `forecast`): queued, it would only hold its place until then.
+    fn refuse_if_late(&self, now: Instant, deadline: Instant) -> Result<(), NotAdmitted> {
+        let typical = match self.typical_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        };
+        let hold = [self.held_until(), self.allowance_spent_until(now)]
+            .into_iter()
+            .flatten()
+            .max();
+        let outlook = Outlook {
+            hold: hold.map(|until| until - now),
+            ahead: self.queued.load(Ordering::Relaxed),
+            free: self.permits.available_permits(),
+            cap: self.window.lock().map(|w| w.cap()).unwrap_or(1),
+            typical,
+        };
+        let Some((wait, waiting_for)) = forecast::earliest_start(&outlook) else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(now);
+        if wait <= left {
+            return Ok(());
+        }
+        self.refused_late.fetch_add(1, Ordering::Relaxed);
+        Err(NotAdmitted::WouldMissDeadline {
+            wait_ms: wait.as_millis() as u64,
+            left_ms: left.as_millis() as u64,
+            ahead: outlook.ahead,
+            waiting_for,
+        })
+    }
+
     /// Counts an admitted call and gives it its slot.
     fn seat(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, waited: Duration) -> Slot {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -182,6 +255,7 @@ impl Lane {
         Slot {
             lane: self.clone(),
             permit,
+            since: Instant::now(),
         }
     }
 
@@ -202,6 +276,59 @@ impl Lane {
                 left -= u64::from(step);
             }
         }
+    }
+
+    /// Takes one call from what the server's headers say is left, waiting for
+    /// their reset when nothing is, or for the next answer's word after it.
+    async fn wait_allowance(&self) {
+        if !self.metered.load(Ordering::Relaxed) {
+            return;
+        }
+        loop {
+            let take = match self.allowance.lock() {
+                Ok(mut a) => a.take(Instant::now()),
+                Err(_) => return,
+            };
+            match take {
+                Take::Go => return,
+                Take::WaitUntil(until) => tokio::time::sleep_until(until).await,
+                Take::WaitForWord => {
+                    // Word comes with the next answer. A word missed, or answers
+                    // without headers, must not stall the lane: after a while with
+                    // no call on its way, the count is forgotten and calls go.
+                    let typical = Duration::from_micros(self.typical_us.load(Ordering::Relaxed));
+                    let patience = WORD_WAIT.max(typical.saturating_mul(2));
+                    let word = tokio::time::timeout(patience, self.word.notified()).await;
+                    if word.is_err() && self.in_flight.load(Ordering::Relaxed) == 0 {
+                        if let Ok(mut a) = self.allowance.lock() {
+                            a.unknown();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the server's count resets, if its headers say nothing is left before.
+    fn allowance_spent_until(&self, now: Instant) -> Option<Instant> {
+        if !self.metered.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut allowance = *self.allowance.lock().ok()?;
+        match allowance.take(now) {
+            Take::WaitUntil(until) => Some(until),
+            Take::Go | Take::WaitForWord => None,
+        }
+    }
+
+    /// An answer's rate-limit headers said `heard`.
+    pub(super) fn heard(&self, heard: Heard) {
+        let others = self.in_flight.load(Ordering::Relaxed);
+        if let Ok(mut a) = self.allowance.lock() {
+            a.heard(heard, others, Instant::now());
+            self.metered.store(true, Ordering::Relaxed);
+        }
+        self.word.notify_waiters();
     }
 
     async fn hold_back(&self) {
@@ -244,8 +371,11 @@ impl Lane {
         self.window.lock().ok()?.learned()
     }
 
-    /// A call succeeded.
-    pub(super) fn on_success(&self) {
+    /// A call succeeded after `took`.
+    pub(super) fn on_success(&self, took: Duration) {
+        let typical = self.typical_us.load(Ordering::Relaxed);
+        self.typical_us
+            .store(forecast::typical_after(typical, took), Ordering::Relaxed);
         let Ok(mut w) = self.window.lock() else {
             return;
         };
@@ -317,6 +447,7 @@ impl Lane {
             overloaded: self.overloaded.load(Ordering::Relaxed),
             decreases: self.decreases.load(Ordering::Relaxed),
             permit_wait_ms: self.permit_wait_ms.load(Ordering::Relaxed),
+            refused_late: self.refused_late.load(Ordering::Relaxed),
         }
     }
 }

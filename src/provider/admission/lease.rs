@@ -9,8 +9,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::allowance::Heard;
 use super::lane::{Lane, Slot};
 use crate::provider::{Completion, ProviderError, ProviderErrorKind};
+
+/// What an answer's rate-limit headers said of the requests left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestsLeft {
+    /// Requests left.
+    pub remaining: u64,
+    /// Until the count resets, in milliseconds.
+    pub reset_ms: u64,
+    /// Requests allowed per window, if the headers named it.
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
 
 /// How a call made under a [`Lease`] ended, as far as the gate is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,8 +33,13 @@ pub enum CallEnd {
     Answered {
         /// Tokens used beyond the lease's estimate (charged to the TPM budget).
         extra_tokens: u64,
-        /// The rate-limit headers said no request is left: hold the lane this long.
+        /// The rate-limit headers said no request or no token is left: hold the
+        /// lane this long.
         hold_ms: Option<u64>,
+        /// The rate-limit headers said this many requests are left until their
+        /// reset: the lane lets no more than that out before it.
+        #[serde(default)]
+        requests_left: Option<RequestsLeft>,
     },
     /// A 429: the window is cut, and the lane held for the server's `retry-after`.
     RateLimited {
@@ -43,8 +61,17 @@ impl CallEnd {
                 extra_tokens: completion.usage.total().saturating_sub(estimate),
                 hold_ms: completion
                     .rate_limit
-                    .filter(|info| info.requests_remaining == Some(0))
+                    .filter(|info| {
+                        info.requests_remaining == Some(0) || info.tokens_remaining == Some(0)
+                    })
                     .map(|info| info.reset_ms.unwrap_or(1000)),
+                requests_left: completion.rate_limit.and_then(|info| {
+                    Some(RequestsLeft {
+                        remaining: info.requests_remaining?,
+                        reset_ms: info.reset_ms?,
+                        limit: info.requests_limit,
+                    })
+                }),
             },
             Err(error) => match &error.kind {
                 ProviderErrorKind::RateLimited { .. } => CallEnd::RateLimited {
@@ -82,13 +109,22 @@ impl Lease {
     /// Returns the permit and tells the gate how the call ended.
     pub fn settle(self, end: CallEnd) {
         let Lease { slot, lane, .. } = self;
+        let took = slot.since.elapsed();
         drop(slot);
         match end {
             CallEnd::Answered {
                 extra_tokens,
                 hold_ms,
+                requests_left,
             } => {
-                lane.on_success();
+                lane.on_success(took);
+                if let Some(left) = requests_left {
+                    lane.heard(Heard {
+                        remaining: left.remaining,
+                        reset: Duration::from_millis(left.reset_ms),
+                        limit: left.limit,
+                    });
+                }
                 if extra_tokens > 0 && lane.limits_tokens() {
                     // Settle the overage without holding back this answer: later
                     // calls wait for it instead.

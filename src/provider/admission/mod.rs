@@ -18,14 +18,20 @@
 //!   call waits for one request cell and for its estimated tokens (prompt words × 4/3 +
 //!   `max_tokens`); after the answer, tokens used beyond the estimate are charged too;
 //!   a call larger than the TPM limit is refused at once;
-//! - the provider's **rate-limit headers**: when they say no requests are left, or a
-//!   429 names a wait, the whole lane holds back until the reset, not just that call.
+//! - the provider's **rate-limit headers** (`allowance`): once an answer has said
+//!   how many requests are left until the reset, the lane lets out no more than that
+//!   (less the calls already on their way) before it, and holds back when nothing or
+//!   no token is left; a 429 that names a wait holds the whole lane until then.
 //!
 //! A call with a deadline that comes while it waits is refused with what it was
-//! waiting for. [`Admission::metrics`] sums the lanes (queue depth, in-flight count,
+//! waiting for; one that could not start before its deadline (a server's hold, or
+//! whole rounds of calls queued ahead of it at the pace calls have been taking:
+//! `forecast`) is refused at once instead of queued. [`Admission::metrics`] sums the lanes (queue depth, in-flight count,
 //! cap, 429s, permit waits); [`Admission::metrics_by_model`] gives each; each
 //! completion carries its own permit wait.
 
+mod allowance;
+mod forecast;
 mod lane;
 mod lease;
 mod window;
@@ -42,7 +48,7 @@ use super::{
     ProviderErrorKind,
 };
 use lane::Lane;
-pub use lease::{CallEnd, Lease};
+pub use lease::{CallEnd, Lease, RequestsLeft};
 pub use window::Learned;
 
 /// The default ceiling on calls in flight per model: a fan-out of up to this many
@@ -108,6 +114,10 @@ pub struct AdmissionMetrics {
     pub decreases: u64,
     /// Total time calls spent waiting for admission, in milliseconds.
     pub permit_wait_ms: u64,
+    /// Calls refused at once because they could not have started before their
+    /// deadline.
+    #[serde(default)]
+    pub refused_late: u64,
 }
 
 impl std::ops::AddAssign for AdmissionMetrics {
@@ -121,6 +131,7 @@ impl std::ops::AddAssign for AdmissionMetrics {
         self.overloaded += o.overloaded;
         self.decreases += o.decreases;
         self.permit_wait_ms += o.permit_wait_ms;
+        self.refused_late += o.refused_late;
     }
 }
 
@@ -294,12 +305,19 @@ pub fn not_admitted(
         .clone()
         .or_else(|| inner.default_model().map(str::to_owned))
         .unwrap_or_else(|| "default model".to_owned());
-    let deadline = matches!(reason, NotAdmitted::DeadlineWhileWaiting { .. });
+    let gave_up = match &reason {
+        NotAdmitted::DeadlineWhileWaiting { .. } => Some(GaveUp::DeadlineReached),
+        NotAdmitted::WouldMissDeadline {
+            wait_ms, left_ms, ..
+        } => Some(GaveUp::WaitPastDeadline {
+            wait_ms: *wait_ms,
+            left_ms: *left_ms,
+        }),
+        _ => None,
+    };
     let kind = ProviderErrorKind::NotAdmitted { reason };
     let mut error = ProviderError::new(inner.name(), &model, request, kind);
-    if deadline {
-        error.gave_up = Some(GaveUp::DeadlineReached);
-    }
+    error.gave_up = gave_up;
     error
 }
 
@@ -373,6 +391,77 @@ mod tests {
         let third = a.lease(None, 0, None).await.unwrap();
         assert!(asked.elapsed() >= Duration::from_millis(1000));
         assert_eq!(third.waited(), asked.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_cannot_start_before_its_deadline_is_refused_at_once_not_queued() {
+        // One slot, calls of 1 s: with three calls queued, a call whose deadline is
+        // 1.5 s away would wait at least 3 s. Queued, it held its place until its
+        // deadline, and once demand outran the cap every call behind it was late too.
+        let a = Arc::new(Admission::new(
+            SimProvider::with_profile(SimProfile::fixed(Duration::from_secs(1))),
+            AdmissionConfig {
+                max_concurrency: 1,
+                adaptive: false,
+                ..AdmissionConfig::default()
+            },
+        ));
+        let request = |deadline: Option<Duration>| {
+            let mut r = CompletionRequest::new("a", "s", "u");
+            r.deadline = deadline.map(|d| Instant::now() + d);
+            r
+        };
+        // Before any call has ended the gate knows no pace, and queues.
+        a.complete(request(None)).await.unwrap();
+        let queued: Vec<_> = (0..4)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.complete(request(None)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!((a.metrics().in_flight, a.metrics().queued), (1, 3));
+        let asked = Instant::now();
+        let e = a
+            .complete(request(Some(Duration::from_millis(1_500))))
+            .await
+            .unwrap_err();
+        assert_eq!(asked.elapsed(), Duration::ZERO, "refused at once");
+        assert_eq!(
+            e.gave_up,
+            Some(GaveUp::WaitPastDeadline {
+                wait_ms: 3_000,
+                left_ms: 1_500
+            })
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("could not start before its deadline")
+                && text.contains("3 calls queued ahead"),
+            "{text}"
+        );
+        assert_eq!(a.metrics().refused_late, 1);
+        // A deadline the queue can meet is queued and served.
+        let late_enough = {
+            let a = a.clone();
+            tokio::spawn(async move { a.complete(request(Some(Duration::from_secs(10)))).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(a.metrics().queued, 4);
+        for q in queued {
+            assert!(q.await.unwrap().is_ok());
+        }
+        assert!(late_enough.await.unwrap().is_ok());
+        // A server's hold longer than what is left is refused at once too.
+        let lease = a.lease(None, 0, None).await.unwrap();
+        lease.settle(CallEnd::RateLimited {
+            hold_ms: Some(5_000),
+        });
+        let e = a
+            .complete(request(Some(Duration::from_secs(2))))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("retry-after hold"), "{e}");
     }
 
     #[tokio::test(start_paused = true)]

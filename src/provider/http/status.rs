@@ -50,7 +50,9 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
 }
 
 /// What the rate-limit headers say is left (`anthropic-ratelimit-*-remaining`,
-/// `x-ratelimit-remaining-*`), and when the window resets; `None` without such headers.
+/// `x-ratelimit-remaining-*`), the request limit (`anthropic-ratelimit-requests-limit`,
+/// `x-ratelimit-limit-requests`), and when the window resets; `None` without such
+/// headers.
 pub(crate) fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
     let number = |names: &[&str]| {
         names
@@ -70,6 +72,10 @@ pub(crate) fn rate_limits(headers: &HeaderMap) -> Option<RateLimitInfo> {
         return None;
     }
     Some(RateLimitInfo {
+        requests_limit: number(&[
+            "anthropic-ratelimit-requests-limit",
+            "x-ratelimit-limit-requests",
+        ]),
         requests_remaining,
         tokens_remaining,
         reset_ms: retry_after(headers, SystemTime::now()).map(|d| d.as_millis() as u64),
@@ -143,6 +149,15 @@ mod tests {
             ),
             Some(Duration::from_secs(12))
         );
+        let reset =
+            humantime::format_rfc3339_millis(now + Duration::from_millis(1_250)).to_string();
+        assert_eq!(
+            retry_after(
+                &headers(&[("anthropic-ratelimit-requests-reset", &reset)]),
+                now
+            ),
+            Some(Duration::from_millis(1_250))
+        );
         assert_eq!(
             retry_after(&headers(&[("x-ratelimit-reset-requests", "6m0s")]), now),
             Some(Duration::from_secs(360))
@@ -153,13 +168,24 @@ mod tests {
     #[test]
     fn rate_limit_headers_are_read() {
         let h = headers(&[
+            ("anthropic-ratelimit-requests-limit", "50"),
             ("anthropic-ratelimit-requests-remaining", "0"),
             ("retry-after", "2"),
         ]);
         let info = rate_limits(&h).unwrap();
         assert_eq!(
-            (info.requests_remaining, info.reset_ms),
-            (Some(0), Some(2000))
+            (info.requests_limit, info.requests_remaining, info.reset_ms),
+            (Some(50), Some(0), Some(2000))
+        );
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "500"),
+            ("x-ratelimit-remaining-requests", "499"),
+            ("x-ratelimit-reset-requests", "120ms"),
+        ]);
+        let info = rate_limits(&h).unwrap();
+        assert_eq!(
+            (info.requests_limit, info.requests_remaining, info.reset_ms),
+            (Some(500), Some(499), Some(120))
         );
         assert_eq!(
             rate_limits(&headers(&[("x-ratelimit-remaining-tokens", "900")]))
