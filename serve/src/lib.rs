@@ -19,6 +19,8 @@
 //! - `spec`: what a client submits ([`RunSpec`]) and the runtime request it becomes;
 //! - `queue`: runs in progress and waiting, a pure state machine;
 //! - `journal/`: the SQLite journal and its migrations;
+//! - `limits`: the admission gate's learned limits, kept in the journal across
+//!   restarts;
 //! - `runs`: the run manager (submit, drive, cancel, drain, resume);
 //! - `metrics`: what `/metrics` reports;
 //! - `api/`: the routes, the token check, the event streams, the OpenAI-compatible
@@ -29,6 +31,7 @@
 
 mod api;
 pub mod journal;
+mod limits;
 mod metrics;
 mod queue;
 mod runs;
@@ -100,6 +103,10 @@ pub struct ServeConfig {
     /// The provider's admission gate, for `/metrics` (`None`: the simulated
     /// provider, which has none).
     pub gate: Option<Arc<fanfare::provider::Gate>>,
+    /// The endpoint the gate's calls go to ([`fanfare::provider::endpoint_id`]):
+    /// what the gate learns about its limits is kept in the journal under it, and
+    /// a restarted server starts from it (`None`: nothing is kept).
+    pub endpoint: Option<String>,
     /// The cluster this server orchestrates, for `GET /v1/cluster` (`None`: not
     /// started with `--cluster-listen`).
     pub cluster: Option<fanfare_cluster::Cluster>,
@@ -118,6 +125,7 @@ impl ServeConfig {
             body_limit: 1 << 20,
             defaults: Defaults::default(),
             gate: None,
+            endpoint: None,
             cluster: None,
         }
     }
@@ -228,6 +236,8 @@ pub struct Server {
     resumed: usize,
     /// Counts supervision events for the metrics; stopped with the server.
     supervision: tokio::task::JoinHandle<()>,
+    /// Keeps the gate's learned limits in the journal (with the task doing it).
+    limits: Option<(limits::Limits, tokio::task::JoinHandle<()>)>,
     /// Held while the server lives: one server per journal.
     _lock: std::fs::File,
 }
@@ -252,6 +262,24 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let limits = match (&config.gate, &config.endpoint) {
+            (Some(gate), Some(endpoint)) => {
+                let limits = limits::Limits {
+                    journal: journal.clone(),
+                    gate: gate.clone(),
+                    endpoint: endpoint.clone(),
+                };
+                for (model, l) in limits.recall().await? {
+                    tracing::info!(
+                        model,
+                        cap = l.cap,
+                        "admission starts from the limit learned before the restart"
+                    );
+                }
+                Some(limits)
+            }
+            _ => None,
+        };
         let runs = runs::Runs::new(
             fanfare.clone(),
             journal,
@@ -262,6 +290,7 @@ impl Server {
         );
         let resumed = runs.resume().await?;
         let supervision = runs.watch_supervision();
+        let limits = limits.map(|l| (l.clone(), l.keep_while_running()));
         Ok(Server {
             listener,
             runs,
@@ -269,6 +298,7 @@ impl Server {
             config,
             resumed,
             supervision,
+            limits,
             _lock: lock,
         })
     }
@@ -296,6 +326,7 @@ impl Server {
             fanfare,
             config,
             supervision,
+            limits,
             _lock: held,
             ..
         } = self;
@@ -318,6 +349,10 @@ impl Server {
         let interrupted = runs.shut_down(config.drain).await;
         fanfare.shutdown_with_drain(Duration::ZERO).await;
         supervision.abort();
+        if let Some((limits, keeping)) = limits {
+            keeping.abort();
+            limits.keep_now().await;
+        }
         // Only now may another server take the journal.
         drop(held);
         served.map_err(ServeError::Http)?;

@@ -44,7 +44,7 @@ use std::pin::Pin;
 
 pub use admission::{
     not_admitted, Admission, AdmissionConfig, AdmissionMetrics, CallEnd, Learned, Lease,
-    RequestsLeft, DEFAULT_MAX_CONCURRENCY,
+    RequestsLeft, DEFAULT_MAX_CONCURRENCY, LEARNED_KEEPS_FOR,
 };
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use error::{GaveUp, NotAdmitted, ProviderError, ProviderErrorKind, Wait};

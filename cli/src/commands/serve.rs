@@ -35,6 +35,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         ready.described
     );
     let gate = ready.gate;
+    let endpoint = ready.endpoint;
     let mut builder = ready.builder;
     let cluster = match start_cluster(&args.cluster, agent_names, gate.clone()).await? {
         Some(cluster) => {
@@ -71,6 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
             workflow: args.workflow.clone(),
         },
         gate,
+        endpoint,
         cluster: cluster.clone(),
     };
     let server = match Server::start(fanfare.clone(), catalog, config).await {

@@ -16,7 +16,7 @@ use fanfare::provider::Learned;
 use serde::{Deserialize, Serialize};
 
 /// How long a learned limit is used.
-pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+pub const FORGET_AFTER: Duration = fanfare::provider::LEARNED_KEEPS_FOR;
 
 /// The file's format version.
 const VERSION: u32 = 1;

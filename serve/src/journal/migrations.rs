@@ -27,6 +27,16 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL,
         PRIMARY KEY (run, seq)
     ) WITHOUT ROWID;",
+    // 2: what the admission gate learned about each endpoint's limits, so that a
+    // restarted server does not pay a limited provider's first wave of 429s again.
+    "CREATE TABLE learned_limits (
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        cap INTEGER NOT NULL,
+        refused_at INTEGER NOT NULL,
+        learned_at_unix_s INTEGER NOT NULL,
+        PRIMARY KEY (endpoint, model)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

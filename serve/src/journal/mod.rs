@@ -10,10 +10,13 @@
 //!   FULL`, so a committed write survives a crash of the process or the machine.
 //! - Events of a run are numbered from 1 without gaps (`seq`); the last one of a
 //!   finished run is its `done` event.
+//! - `limits`: what the admission gate learned about each endpoint's limits, kept
+//!   apart from runs; entries older than a day are not used and are dropped.
 //!
 //! SQLite is synchronous: the async callers go through [`Journal::call`], which runs
 //! the closure on the blocking pool.
 
+mod limits;
 mod migrations;
 mod rows;
 mod types;
@@ -24,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension as _};
 
+pub use limits::KEEP_EVERY;
 pub use migrations::MigrationError;
 pub use types::{EventRow, Inserted, JournalError, RunRow, Status};
 

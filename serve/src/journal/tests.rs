@@ -125,3 +125,45 @@ async fn a_status_this_build_does_not_know_is_an_error_naming_the_run() {
         "journal: run 1 has an unknown status `paused`"
     );
 }
+
+#[tokio::test]
+async fn learned_limits_are_kept_per_endpoint_and_model_and_forgotten_after_a_day() {
+    use fanfare::provider::{Learned, LEARNED_KEEPS_FOR};
+    use std::time::{Duration, SystemTime};
+    let (_dir, j) = open();
+    let now = SystemTime::now();
+    let l = |cap| Learned {
+        cap,
+        refused_at: cap + 1,
+    };
+    j.keep_limits(
+        "a".into(),
+        vec![("m1".into(), l(50)), ("m2".into(), l(8))],
+        now,
+    )
+    .await
+    .unwrap();
+    j.keep_limits("a".into(), vec![("m1".into(), l(52))], now)
+        .await
+        .unwrap();
+    assert_eq!(
+        j.learned_limits("a".into(), now).await.unwrap(),
+        [("m1".to_owned(), l(52)), ("m2".to_owned(), l(8))]
+    );
+    assert!(j.learned_limits("b".into(), now).await.unwrap().is_empty());
+    let later = now + LEARNED_KEEPS_FOR + Duration::from_secs(1);
+    assert!(j
+        .learned_limits("a".into(), later)
+        .await
+        .unwrap()
+        .is_empty());
+    // The next write drops what is stale.
+    j.keep_limits("b".into(), vec![("m".into(), l(3))], later)
+        .await
+        .unwrap();
+    let rows: i64 = j
+        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM learned_limits", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}

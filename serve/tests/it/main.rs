@@ -4,6 +4,7 @@
 
 mod api;
 mod common;
+mod limits;
 mod load;
 mod page;
 mod repair;

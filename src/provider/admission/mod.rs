@@ -58,6 +58,12 @@ pub use window::Learned;
 /// still in TIME_WAIT. Why this figure and not 64: BENCHMARKS.md, "The user's path".
 pub const DEFAULT_MAX_CONCURRENCY: usize = 10_000;
 
+/// How long a kept [`Learned`] is worth starting from: a server whose limit was
+/// raised (a new account tier, a bigger deployment) is held to the old one no
+/// longer than this. Stores of learned limits (the CLI's cache file, `serve`'s
+/// journal) forget entries older than this.
+pub const LEARNED_KEEPS_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The longest the gate holds calls back on a server's say-so.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
