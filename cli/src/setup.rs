@@ -64,7 +64,9 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
     let (mut specs, source) = load_specs(args.runtime.agents.as_deref(), options)?;
     let plan = plan(args, &specs, &source)?;
     // Start only the agents the plan asks.
-    let needed = plan.agents();
+    // A set: with a spec per branch, looking each up in a list was quadratic
+    // (10,000 specs, 10^8 comparisons).
+    let needed: std::collections::HashSet<String> = plan.agents().into_iter().collect();
     specs.retain(|s| needed.contains(&s.name));
     let ready = runtime_builder(&args.runtime, specs, args.budget_usd.is_some(), Admit::Here)?;
     eprintln!(

@@ -188,6 +188,40 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         #[arg(long, default_value_t = 0, value_name = "BYTES")]
         document_bytes: usize,
     },
+    /// The path a user types: N agent specs on disk, `fanfare run` as a process with
+    /// its defaults (the report's own wall), beside the bare client sending the same
+    /// requests; with --limit, the same command twice against a server that allows
+    /// LIMIT in flight (first contact, then from what it learned).
+    Run {
+        /// Branch counts to run.
+        #[arg(long = "n", value_delimiter = ',', default_value = "4,100,1000,10000")]
+        sizes: Vec<usize>,
+        /// The mock's fixed latency, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        /// Measured repetitions per case (after one unmeasured); medians are reported.
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+        repeat: usize,
+        /// The mock answers 429 above this many calls in flight.
+        #[arg(long, value_parser = at_least_one)]
+        limit: Option<usize>,
+    },
+    /// Runs submitted at once to `fanfare serve` started as a process with its
+    /// defaults: each run's wall (its report's) against the floor.
+    Submit {
+        /// Runs submitted at once.
+        #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+        runs: usize,
+        /// Branches per run (a fan-out to that many agent specs).
+        #[arg(long = "n", default_value_t = 100, value_parser = at_least_one)]
+        n: usize,
+        /// The mock's fixed latency, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        latency_ms: u64,
+        /// Measured rounds (after one unmeasured).
+        #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+        repeat: usize,
+    },
     /// Orchestration costs on the simulated provider: overhead per branch (calls that
     /// return at once), CPU per branch when every call waits 200 ms (beside the provider
     /// stack alone), maps, runs per second, memory per idle specialist, a restart.

@@ -26,6 +26,10 @@ impl RunRequest {
         for (i, step) in self.steps.iter().enumerate() {
             names.entry(step.name.as_str()).or_default().push(i);
         }
+        // A set: with a specialist per branch, looking each step's agent up in the
+        // list was quadratic (10,000 of each: 10^8 comparisons per run).
+        let agents: std::collections::HashSet<&str> =
+            known.agents.iter().map(String::as_str).collect();
         for (i, step) in self.steps.iter().enumerate() {
             let bad = |problem| RequestError::BadStep {
                 step: i,
@@ -33,7 +37,7 @@ impl RunRequest {
                 problem,
             };
             match &step.action {
-                Action::Agent(agent) if !known.agents.iter().any(|k| k == agent) => {
+                Action::Agent(agent) if !agents.contains(agent.as_str()) => {
                     return Err(RequestError::UnknownAgent {
                         step: i,
                         agent: agent.clone(),

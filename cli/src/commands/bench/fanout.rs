@@ -64,7 +64,9 @@ impl Case {
         match self {
             Case::Fanfare => fanfare_case(url, task, n, c, perspectives).await,
             Case::Stack => stack_case(url, task, n, c, perspectives).await,
-            Case::Reqwest => reqwest_case(url, task, n, c, perspectives).await,
+            Case::Reqwest => {
+                reqwest_case(url, task, n, c, &agents(perspectives), "bench-model").await
+            }
         }
     }
 }

@@ -1,5 +1,10 @@
 //! `fanfare bench`: measured side by side in one run, so ratios survive a noisy machine.
 //!
+//! - `bench run` (`run.rs`): the path a user types — specs on disk, `fanfare run`
+//!   as a process with its defaults — beside the bare client; with `--limit`, first
+//!   contact with a limited server and the run after it.
+//! - `bench submit` (`submit.rs`): runs submitted at once to `fanfare serve` started
+//!   as a process with its defaults.
 //! - `bench fanout` (`fanout.rs`): N branches over HTTP against an in-process mock,
 //!   fanfare beside its own provider stack in a bare `JoinSet` and bare reqwest
 //!   (`reference.rs`, the same request bodies), and `asyncio.gather` with `--python`.
@@ -21,7 +26,9 @@ mod fanout;
 mod inproc;
 mod measure;
 mod reference;
+mod run;
 mod serve;
+mod submit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +72,26 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             })
             .await
         }
+        BenchCommand::Run {
+            sizes,
+            latency_ms,
+            repeat,
+            limit,
+        } => {
+            run::run(run::RunBench {
+                sizes,
+                latency: Duration::from_millis(latency_ms),
+                repeat,
+                limit,
+            })
+            .await
+        }
+        BenchCommand::Submit {
+            runs,
+            n,
+            latency_ms,
+            repeat,
+        } => submit::submit(runs, n, Duration::from_millis(latency_ms), repeat).await,
         BenchCommand::Inproc { sizes } => inproc(&sizes).await,
         BenchCommand::Admission {
             n,

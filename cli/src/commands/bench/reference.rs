@@ -18,7 +18,8 @@ use super::measure::{cpu_seconds, Measured};
 /// Until 2026-11-28 the bare client sent the instructions as the system prompt and
 /// the task as the message, an older layout with a smaller body and other answers,
 /// and neither it nor the provider-stack case sent the temperature.
-fn reference_body(task: &str, system: &str, temperature: Option<f32>) -> serde_json::Value {
+fn reference_body(task: &str, model: &str, spec: &AgentSpec) -> serde_json::Value {
+    let (system, temperature) = (spec.prompt.as_str(), spec.temperature);
     // Like the wire, an empty block is left out.
     let mut blocks = Vec::new();
     if !task.is_empty() {
@@ -27,7 +28,7 @@ fn reference_body(task: &str, system: &str, temperature: Option<f32>) -> serde_j
     if !system.is_empty() {
         blocks.push(json!({"type": "text", "text": system}));
     }
-    let mut body = json!({"model": "bench-model", "max_tokens": 512, "system": blocks,
+    let mut body = json!({"model": model, "max_tokens": spec.max_tokens, "system": blocks,
                           "messages": [{"role": "user", "content": FAN_OUT_ASK}]});
     if let Some(t) = temperature {
         // As the wire writes an `f32`: its shortest decimal (0.2, not 0.2000000029…).
@@ -36,12 +37,15 @@ fn reference_body(task: &str, system: &str, temperature: Option<f32>) -> serde_j
     body
 }
 
+/// `n` branches (branch `i` asks `specs[i % len]`, of `model`), at most
+/// `concurrency` at once, then the merge.
 pub(super) async fn reqwest_case(
     base_url: &str,
     task: &str,
     n: usize,
     concurrency: usize,
-    perspectives: &[AgentSpec],
+    specs: &[AgentSpec],
+    model: &str,
 ) -> anyhow::Result<Measured> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
@@ -52,11 +56,11 @@ pub(super) async fn reqwest_case(
     let task: Arc<str> = task.into();
     for i in 0..n {
         let (client, url, limit, task) = (client.clone(), url.clone(), limit.clone(), task.clone());
-        let spec = &perspectives[i % perspectives.len()];
-        let (system, temperature) = (spec.prompt.clone(), spec.temperature);
+        let spec = specs[i % specs.len()].clone();
+        let model = model.to_owned();
         set.spawn(async move {
             let _permit = limit.acquire_owned().await?;
-            let body = reference_body(&task, &system, temperature);
+            let body = reference_body(&task, &model, &spec);
             let r = client
                 .post(&url)
                 .header("x-api-key", "bench")
@@ -91,7 +95,7 @@ pub(super) async fn reqwest_case(
         .enumerate()
         .map(|(i, t)| format!("## {i}\n{t}\n"))
         .collect();
-    let body = json!({"model": "bench-model", "max_tokens": 512, "system": "Merge these.",
+    let body = json!({"model": model, "max_tokens": 512, "system": "Merge these.",
                       "messages": [{"role": "user", "content": merged}]});
     // A client needs the merged text: read and parse the answer, as fanfare does
     // (until 2026-11-27 the reference stopped at the status line).
@@ -195,10 +199,7 @@ mod tests {
                 .unwrap();
         })
         .await;
-        assert_eq!(
-            by_stack,
-            reference_body(TASK, &spec.prompt, spec.temperature)
-        );
+        assert_eq!(by_stack, reference_body(TASK, "bench-model", spec));
         let by_agent = body_sent(|provider| async move {
             let task = Task {
                 branch: BranchId {
@@ -217,9 +218,6 @@ mod tests {
             spec.run(&AgentContext { provider }, task).await.unwrap();
         })
         .await;
-        assert_eq!(
-            by_agent,
-            reference_body(TASK, &spec.prompt, spec.temperature)
-        );
+        assert_eq!(by_agent, reference_body(TASK, "bench-model", spec));
     }
 }
