@@ -12,6 +12,7 @@ mod deferred;
 mod events;
 mod graph;
 mod hostile_servers;
+mod layers;
 mod llama;
 mod merge_fit;
 mod nested;
