@@ -6,9 +6,13 @@
 //!
 //! The bound is deliberately low, so a call is refused only when it surely cannot
 //! start in time: a server's hold must run out first; and with `ahead` calls
-//! queued before it and no slot free, at least `ahead / cap` whole rounds of calls
-//! (rounded down) have to end before a slot comes to it, each taking about the
-//! typical call's time.
+//! queued before it and too few slots free, whole rounds of calls have to end before
+//! a slot comes to it, each taking about the typical call's time. The cap may grow
+//! while they do — by one per round while the window probes, doubling per round in
+//! slow start, never past the maximum — so each round is counted at the most it
+//! could carry. (Counted at today's cap, a cap that a few random 429s had cut to 2
+//! refused calls the window would have served in time, as it grew: the chaos soak
+//! met quorum in 69% of its runs instead of 99.7%.)
 
 use std::time::Duration;
 
@@ -25,8 +29,41 @@ pub(super) struct Outlook {
     pub free: usize,
     /// The concurrency cap.
     pub cap: usize,
+    /// How fast the cap may grow, round by round.
+    pub growth: Growth,
+    /// The most the cap may grow to.
+    pub max: usize,
     /// How long a call typically takes (`None`: no call has ended yet).
     pub typical: Option<Duration>,
+}
+
+/// How fast the cap may grow while calls wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Growth {
+    /// It does not (a fixed cap).
+    Fixed,
+    /// By one per round (probing).
+    OnePerRound,
+    /// Doubling per round (slow start).
+    Doubling,
+}
+
+/// Whole rounds of calls that must end before `need` more calls than the free slots
+/// have gone, each round at most the cap it could have then.
+fn rounds_before(need: usize, cap: usize, growth: Growth, max: usize) -> u32 {
+    let (mut cap, mut served, mut rounds) = (cap.max(1), 0usize, 0u32);
+    // The call's turn comes in the round that takes the `need`-th slot.
+    while served + cap <= need && rounds < u32::MAX {
+        served += cap;
+        rounds += 1;
+        cap = match growth {
+            Growth::Fixed => cap,
+            Growth::OnePerRound => cap + 1,
+            Growth::Doubling => cap.saturating_mul(2),
+        }
+        .min(max.max(1));
+    }
+    rounds
 }
 
 /// The least the call will wait, and what for; `None` when it may start at any
@@ -35,8 +72,8 @@ pub(super) fn earliest_start(o: &Outlook) -> Option<(Duration, Wait)> {
     let hold = o.hold.unwrap_or_default();
     let queue = match o.typical {
         Some(typical) if o.ahead >= o.free => {
-            let rounds = (o.ahead - o.free) / o.cap.max(1);
-            typical.saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX))
+            let rounds = rounds_before(o.ahead - o.free, o.cap, o.growth, o.max);
+            typical.saturating_mul(rounds)
         }
         _ => Duration::ZERO,
     };
@@ -74,6 +111,8 @@ mod tests {
             ahead,
             free,
             cap,
+            growth: Growth::Fixed,
+            max: cap,
             typical: typical.map(Duration::from_millis),
         };
         // (outlook, the least wait and what for)
@@ -121,6 +160,45 @@ mod tests {
         for (outlook, want) in table {
             assert_eq!(earliest_start(&outlook), want, "{outlook:?}");
         }
+    }
+
+    #[test]
+    fn a_cap_that_grows_serves_the_queue_in_fewer_rounds() {
+        // (calls that must go first, cap, growth, max) → whole rounds before its turn
+        let table = [
+            (200, 2, Growth::Fixed, 2, 100),
+            // Probing: 2 + 3 + … + 19 = 189 ≤ 200 < 209, so 18 whole rounds.
+            (200, 2, Growth::OnePerRound, 10_000, 18),
+            // … but never past the maximum: 2 + 3 + 4 + 5, then 5 a round.
+            (200, 2, Growth::OnePerRound, 5, 41),
+            // Slow start: 2 + 4 + 8 + 16 + 32 + 64 = 126 ≤ 200 < 254.
+            (200, 2, Growth::Doubling, 10_000, 6),
+            (0, 1, Growth::Fixed, 1, 0),
+            (9, 10, Growth::OnePerRound, 10, 0),
+            (10, 10, Growth::OnePerRound, 100, 1),
+        ];
+        for (need, cap, growth, max, want) in table {
+            assert_eq!(
+                rounds_before(need, cap, growth, max),
+                want,
+                "{need} {cap} {growth:?} {max}"
+            );
+        }
+        // Regression: a cap cut to 2 by random 429s, 200 calls queued, calls of
+        // 50 ms, 2.4 s left: queued (the window grows), not refused at 5 s.
+        let outlook = Outlook {
+            hold: None,
+            ahead: 200,
+            free: 0,
+            cap: 2,
+            growth: Growth::OnePerRound,
+            max: 10_000,
+            typical: Some(Duration::from_millis(50)),
+        };
+        assert_eq!(
+            earliest_start(&outlook),
+            Some((Duration::from_millis(900), Wait::Concurrency))
+        );
     }
 
     #[test]

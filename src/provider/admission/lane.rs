@@ -222,11 +222,17 @@ impl Lane {
             .into_iter()
             .flatten()
             .max();
+        let (cap, growth, max) = match self.window.lock() {
+            Ok(w) => (w.cap(), w.growth(), w.max()),
+            Err(_) => return Ok(()),
+        };
         let outlook = Outlook {
             hold: hold.map(|until| until - now),
             ahead: self.queued.load(Ordering::Relaxed),
             free: self.permits.available_permits(),
-            cap: self.window.lock().map(|w| w.cap()).unwrap_or(1),
+            cap,
+            growth,
+            max,
             typical,
         };
         let Some((wait, waiting_for)) = forecast::earliest_start(&outlook) else {

@@ -20,6 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::forecast::Growth;
 use super::AdmissionConfig;
 
 /// Where the window is.
@@ -82,6 +83,20 @@ impl Window {
     /// The cap now.
     pub(crate) fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// The most the cap may grow to.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How fast the cap grows from here while calls succeed.
+    pub(crate) fn growth(&self) -> Growth {
+        match self.phase {
+            _ if !self.adaptive || self.cap >= self.max => Growth::Fixed,
+            Phase::SlowStart => Growth::Doubling,
+            Phase::Probing => Growth::OnePerRound,
+        }
     }
 
     /// Starts where an earlier gate for the same endpoint stood: at its cap (within
@@ -275,6 +290,22 @@ mod tests {
         });
         assert_eq!(fixed.resume(learned), 64);
         assert_eq!(fixed.learned(), None);
+    }
+
+    #[test]
+    fn growth_follows_the_phase_and_stops_at_the_maximum() {
+        let mut w = window(4, 64);
+        assert_eq!(w.growth(), Growth::Doubling);
+        w.on_pushback(3);
+        assert_eq!(w.growth(), Growth::OnePerRound);
+        assert_eq!(window(64, 64).growth(), Growth::Fixed, "at the maximum");
+        let fixed = Window::new(&AdmissionConfig {
+            max_concurrency: 64,
+            initial_concurrency: Some(4),
+            adaptive: false,
+            ..AdmissionConfig::default()
+        });
+        assert_eq!((fixed.cap(), fixed.growth()), (64, Growth::Fixed));
     }
 
     #[test]
