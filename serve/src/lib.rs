@@ -107,6 +107,10 @@ pub struct ServeConfig {
     /// what the gate learns about its limits is kept in the journal under it, and
     /// a restarted server starts from it (`None`: nothing is kept).
     pub endpoint: Option<String>,
+    /// Host names a loopback-bound server answers besides `localhost`, `127.0.0.1`
+    /// and `[::1]` (a browser names the host it asked in `Host`; a page whose name
+    /// was rebound to 127.0.0.1 is refused by it).
+    pub allow_hosts: Vec<String>,
     /// The cluster this server orchestrates, for `GET /v1/cluster` (`None`: not
     /// started with `--cluster-listen`).
     pub cluster: Option<fanfare_cluster::Cluster>,
@@ -126,6 +130,7 @@ impl ServeConfig {
             defaults: Defaults::default(),
             gate: None,
             endpoint: None,
+            allow_hosts: Vec::new(),
             cluster: None,
         }
     }
@@ -336,7 +341,11 @@ impl Server {
             gate: config.gate,
             cluster: config.cluster,
         };
-        let router = api::router(app, config.body_limit);
+        let guard = api::origin::Guard {
+            loopback: config.listen.ip().is_loopback(),
+            allowed: Arc::new(config.allow_hosts),
+        };
+        let router = api::router(app, config.body_limit, guard);
         let closing = runs.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {

@@ -73,6 +73,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         },
         gate,
         endpoint,
+        allow_hosts: args.allow_hosts.clone(),
         cluster: cluster.clone(),
     };
     let server = match Server::start(fanfare.clone(), catalog, config).await {

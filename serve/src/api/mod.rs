@@ -3,10 +3,13 @@
 //! Every error is `{"error": {"message": …, "field": …}}` with a 4xx naming what
 //! was wrong (the field, when one is), or a 5xx when the server itself failed.
 //! With a token configured, every route but `/healthz` and `/readyz` needs
-//! `Authorization: Bearer <token>`, compared in constant time.
+//! `Authorization: Bearer <token>`, compared in constant time. Before any route,
+//! `origin` refuses what a web page of another origin could send (a body not
+//! declared JSON, another `Origin`, and on a loopback bind another `Host`).
 
 mod events;
 mod openai;
+pub(crate) mod origin;
 mod runs;
 
 use std::sync::Arc;
@@ -31,8 +34,8 @@ pub(crate) struct App {
     pub cluster: Option<fanfare_cluster::Cluster>,
 }
 
-/// The routes, with the token check and the body limit.
-pub(crate) fn router(app: App, body_limit: usize) -> Router {
+/// The routes, with the origin and token checks and the body limit.
+pub(crate) fn router(app: App, body_limit: usize, guard: origin::Guard) -> Router {
     let guarded = Router::new()
         .route("/v1/runs", get(runs::list).post(runs::submit))
         .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
@@ -50,6 +53,7 @@ pub(crate) fn router(app: App, body_limit: usize) -> Router {
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(guard, origin::check))
         .with_state(app)
 }
 

@@ -144,6 +144,7 @@ async fn bad_requests_get_json_errors_naming_what_is_wrong() {
     assert_eq!(r.status().as_u16(), 400);
     let r = client()
         .post(format!("{}/v1/runs", s.base))
+        .header("Content-Type", "application/json")
         .body("not json")
         .send()
         .await

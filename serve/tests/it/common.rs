@@ -101,6 +101,7 @@ pub struct Options {
     pub slow: Duration,
     pub token: Option<&'static str>,
     pub drain: Duration,
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for Options {
@@ -111,6 +112,7 @@ impl Default for Options {
             slow: Duration::from_millis(50),
             token: None,
             drain: Duration::from_secs(5),
+            allow_hosts: Vec::new(),
         }
     }
 }
@@ -142,6 +144,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     config.max_queued = o.max_queued;
     config.token = o.token.and_then(Token::new);
     config.drain = o.drain;
+    config.allow_hosts = o.allow_hosts;
     config.body_limit = 4096;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());

@@ -6,5 +6,6 @@ mod api;
 mod common;
 mod limits;
 mod load;
+mod origin;
 mod page;
 mod repair;

@@ -161,3 +161,58 @@ async fn a_screenshot_of_a_finished_run_shows_its_bars_in_the_colour_of_success(
     assert_eq!(running, 0, "{running} pixels of a running bar");
     s.stop().await;
 }
+
+/// Serves `html` to every request on 127.0.0.2 (another origin than the server's,
+/// on the same machine) until the task is dropped; returns its URL.
+async fn attacker_page(html: String) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                html.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
+async fn regression_a_page_of_another_origin_cannot_start_runs_in_a_real_browser() {
+    // The probe's page on 127.0.0.2 started a 200-branch run on a tokenless loopback
+    // server with a `text/plain` POST, which needs no preflight.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let target = s.base.clone();
+    let html = format!(
+        r#"<!doctype html><body><form id="f" method="post" action="{target}/v1/runs" enctype="text/plain">
+<input name='{{"input": "form", "agents": ["fast"], "merge": "none", "x": "' value='"}}'></form>
+<script>
+const run = JSON.stringify({{input: "page", agents: ["fast"], merge: "none"}});
+fetch("{target}/v1/runs", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}}, body: run}});
+fetch("{target}/v1/runs", {{method: "POST", headers: {{"Content-Type": "application/json"}}, body: run}}).catch(() => {{}});
+fetch("{target}/v1/runs/run-1/repair", {{method: "POST", mode: "no-cors"}});
+setTimeout(() => document.getElementById("f").submit(), 500);
+</script></body>"#
+    );
+    let (url, page) = attacker_page(html).await;
+    let dom_dir = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || chromium(&dom_dir, &url, &["--dump-dom".to_owned()]))
+        .await
+        .unwrap();
+    page.abort();
+    let runs = get_json(format!("{}/v1/runs", s.base)).await;
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        0,
+        "a page of another origin started runs: {runs}"
+    );
+    assert_eq!(s.fast.started.load(std::sync::atomic::Ordering::SeqCst), 0);
+    s.stop().await;
+}
