@@ -26,7 +26,7 @@ use super::TASK;
 use crate::limits::raise_open_file_limit;
 
 /// The model `fanfare run` asks for when nothing names one.
-const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+pub(super) const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 
 /// Options of `bench run`.
 pub struct RunBench {

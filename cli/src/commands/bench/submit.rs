@@ -15,6 +15,8 @@ use fanfare_mock::{MockConfig, MockServer};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt as _;
 
+use super::reference::reqwest_case;
+use super::run::DEFAULT_MODEL;
 use super::TASK;
 use crate::limits::raise_open_file_limit;
 
@@ -151,6 +153,25 @@ pub async fn submit(runs: usize, n: usize, latency: Duration, repeat: usize) -> 
     let agents_dir = dir.path().join("agents");
     std::fs::create_dir(&agents_dir)?;
     let specs = super::run::write_specs(&agents_dir, n)?;
+    // What a fresh server's first round costs at the least: the bare client making
+    // the same RUNS × N calls at once from a fresh client (new connections), and one
+    // merge, against a mock of its own.
+    let bare = MockServer::start(MockConfig {
+        latency,
+        ..MockConfig::default()
+    })
+    .await?;
+    let calls = runs * n;
+    let measured = reqwest_case(&bare.url(), TASK, calls, calls, &specs, DEFAULT_MODEL).await;
+    bare.stop().await;
+    let (wall, _, _, failed) = measured?;
+    let floor = 2.0 * latency.as_secs_f64();
+    crate::output::line(format_args!(
+        "{}",
+        json!({"case": "bare client, every run's calls at once from a fresh client",
+               "calls": calls, "wall_s": wall.as_secs_f64(), "floor_s": floor,
+               "wall_over_floor": wall.as_secs_f64() / floor, "failed": failed})
+    ))?;
     let agents: Vec<String> = specs.into_iter().map(|s| s.name).collect();
     let mock = MockServer::start(MockConfig {
         latency,
@@ -162,7 +183,6 @@ pub async fn submit(runs: usize, n: usize, latency: Duration, repeat: usize) -> 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()?;
-    let floor = 2.0 * latency.as_secs_f64();
     let mut result = Ok(());
     for r in 0..=repeat {
         match round(&client, &served.base, &agents, runs).await {
