@@ -47,6 +47,7 @@ fn node(name: &str) -> NodeConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         cookie: COOKIE.to_owned(),
         tls: None,
+        handshake_timeout: fanfare_cluster::HANDSHAKE_TIMEOUT,
     }
 }
 

@@ -36,7 +36,7 @@ pub mod wire;
 mod worker;
 
 pub use error::ClusterError;
-pub use node::{read_cookie, NodeConfig, MAX_FRAME};
+pub use node::{read_cookie, NodeConfig, HANDSHAKE_TIMEOUT, MAX_FRAME};
 pub use orchestrator::{Cluster, ClusterConfig};
 pub use status::{ClusterStatus, NodeState, NodeStatus};
 pub use tls::TlsFiles;

@@ -99,6 +99,8 @@ enum Joining {
 /// A running worker node.
 pub struct Worker {
     shared: Arc<Shared>,
+    /// The task accepting peers on this node's listener.
+    door: JoinHandle<()>,
     server: ActorRef<NodeServerMessage>,
     actors: Vec<ractor::ActorCell>,
     state: watch::Receiver<Joining>,
@@ -151,6 +153,7 @@ impl Worker {
         ));
         let worker = Worker {
             shared,
+            door: node.door,
             server: node.server,
             actors,
             state: state.clone(),
@@ -195,6 +198,7 @@ impl Worker {
     /// Leaves the cluster: stops its branches, its actors and its node.
     pub fn shutdown(&self) {
         self.rejoin.abort();
+        self.door.abort();
         self.shared.abort_all();
         for actor in &self.actors {
             actor.stop(None);

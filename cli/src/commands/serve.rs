@@ -127,6 +127,7 @@ async fn start_cluster(
         listen,
         cookie,
         tls: args.tls.files(),
+        handshake_timeout: fanfare_cluster::HANDSHAKE_TIMEOUT,
     });
     config.local_agents = local_agents;
     config.local_capacity = args.local_capacity;

@@ -38,6 +38,7 @@ admitted by the orchestrator's gate, so give them to `fanfare serve`"
             listen: args.listen,
             cookie,
             tls: args.tls.files(),
+            handshake_timeout: fanfare_cluster::HANDSHAKE_TIMEOUT,
         },
         args.join.clone(),
     );

@@ -109,7 +109,7 @@ impl Cluster {
         let members = Arc::new(Members::default());
         let leases = Arc::new(Leases::default());
         let up = members.clone();
-        let (gate_host, _) = Actor::spawn(
+        let spawned = Actor::spawn(
             None,
             GateHost,
             GateArgs {
@@ -118,8 +118,15 @@ impl Cluster {
                 is_up: Arc::new(move |name: &str| up.is_up(name)),
             },
         )
-        .await
-        .map_err(|e| ClusterError::Spawn(e.to_string()))?;
+        .await;
+        let gate_host = match spawned {
+            Ok((gate_host, _)) => gate_host,
+            Err(e) => {
+                node.door.abort();
+                node.server.stop(None);
+                return Err(ClusterError::Spawn(e.to_string()));
+            }
+        };
         let inner = Arc::new(Inner {
             name: config.node.name.clone(),
             addr: node.addr,
@@ -156,6 +163,7 @@ impl Cluster {
             }
         });
         inner.keep(listen);
+        inner.keep(node.door);
         Ok(Self { inner })
     }
 

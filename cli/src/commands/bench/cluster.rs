@@ -51,6 +51,7 @@ pub async fn cluster(n: usize, latency: Duration, repeat: usize) -> anyhow::Resu
         listen: ([127, 0, 0, 1], 0).into(),
         cookie: std::fs::read_to_string(&cookie)?,
         tls: None,
+        handshake_timeout: fanfare_cluster::HANDSHAKE_TIMEOUT,
     });
     config.local_capacity = 0;
     config.local_agents = vec!["a".into()];

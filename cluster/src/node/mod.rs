@@ -1,8 +1,14 @@
 //! This process's ractor_cluster node: starting its server, connecting to a peer,
-//! and hearing when a peer's session is ready or gone.
+//! and hearing when a peer's session is ready or gone. Peers come in through this
+//! node's own listener (`door`), which keeps strangers who do not know the cookie
+//! from taking memory or holding it open (`watch`: the pure decisions).
 
-use std::net::{SocketAddr, TcpListener};
+mod door;
+mod watch;
+
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
@@ -26,7 +32,13 @@ pub struct NodeConfig {
     pub cookie: String,
     /// Certificates for mutual TLS (`None`: the cookie only, in the clear).
     pub tls: Option<TlsFiles>,
+    /// How long a peer's connection may take to authenticate (TLS and the cookie)
+    /// before it is closed.
+    pub handshake_timeout: Duration,
 }
+
+/// The default [`NodeConfig::handshake_timeout`].
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,6 +47,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("listen", &self.listen)
             .field("cookie", &"(redacted)")
             .field("tls", &self.tls)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
@@ -88,7 +101,7 @@ pub(crate) enum NodeEvent {
     Gone { id: NodeId },
 }
 
-struct Events(mpsc::UnboundedSender<NodeEvent>);
+struct Events(mpsc::UnboundedSender<NodeEvent>, Arc<door::Watch>);
 
 impl NodeEventSubscription for Events {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
@@ -98,7 +111,10 @@ impl NodeEventSubscription for Events {
         });
     }
 
-    fn node_session_authenticated(&self, _: NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        // The door stops watching the connection: its peer knows the cookie.
+        self.1.authenticated(&ses.peer_addr);
+    }
 
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
         // ractor_cluster names a peer `NAME@HOST`; the cluster knows it as NAME.
@@ -125,6 +141,8 @@ pub(crate) struct Node {
     pub server: ActorRef<NodeServerMessage>,
     pub addr: SocketAddr,
     pub events: mpsc::UnboundedReceiver<NodeEvent>,
+    /// The task accepting peers; abort it with the server.
+    pub door: tokio::task::JoinHandle<()>,
 }
 
 /// Connects this node to the peer at `addr` (`HOST:PORT`), over TLS with `tls`.
@@ -166,92 +184,55 @@ fn connect_error(e: &ractor_cluster::ClientConnectErr) -> String {
     }
 }
 
-/// Starts this process's node server on `config.listen`.
+/// Starts this process's node server, and its door on `config.listen`.
 pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
     if config.cookie.trim().is_empty() {
         return Err(ClusterError::EmptyCookie);
     }
     check_name(&config.name)?;
-    // Bind once here, so that a taken port is an error now (ractor_cluster's
-    // listener would only log it), and so that port 0 becomes a known port.
-    let probe = TcpListener::bind(config.listen).map_err(|source| ClusterError::Listen {
+    let listen = |source| ClusterError::Listen {
         addr: config.listen,
         source,
-    })?;
-    let addr = probe.local_addr().map_err(|source| ClusterError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    drop(probe);
-    let encryption = match &config.tls {
-        Some(files) => Some(IncomingEncryptionMode::Tls(tls::acceptor(files)?)),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    let acceptor = match &config.tls {
+        Some(files) => Some(tls::acceptor(files)?),
         None => None,
     };
+    // ractor_cluster's own listener: on a port of 127.0.0.1, refusing every TLS
+    // handshake, so that every peer comes in through the door.
     let server = NodeServer::new(
-        addr.port(),
+        0,
         config.cookie.clone(),
         config.name.clone(),
         addr.ip().to_string(),
-        encryption,
+        Some(IncomingEncryptionMode::Tls(door::refuse_all()?)),
         Some(NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(addr.ip())
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
     .with_max_inbound_frame_size(MAX_FRAME);
     let (server, _) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| ClusterError::Spawn(e.to_string()))?;
+    let watch = door::Watch::new(config.handshake_timeout);
     let (tx, events) = mpsc::unbounded_channel();
     server
         .cast(NodeServerMessage::SubscribeToEvents {
             id: "fanfare".into(),
-            subscription: Box::new(Events(tx)),
+            subscription: Box::new(Events(tx, watch.clone())),
         })
         .map_err(|e| ClusterError::Spawn(e.to_string()))?;
-    // Until the listener is bound, a peer's connection would be refused. Binding
-    // the address again fails once it is (a connection would open a session).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while TcpListener::bind(addr).is_ok() {
-        if tokio::time::Instant::now() > deadline {
-            server.stop(None);
-            return Err(ClusterError::Listen {
-                addr,
-                source: std::io::Error::other("the node's listener did not start"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let door = tokio::spawn(door::open(listener, server.clone(), acceptor, watch));
     Ok(Node {
         server,
         addr,
         events,
+        door,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_names_the_cluster_cannot_use_are_refused() {
-        for good in ["w1", "worker-7", "eu_west.3"] {
-            assert!(check_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", "a@b", "two words", "é", &"x".repeat(65)] {
-            assert!(
-                matches!(check_name(bad), Err(ClusterError::BadName(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_cookie_is_never_in_debug_output() {
-        let config = NodeConfig {
-            name: "w1".into(),
-            listen: ([127, 0, 0, 1], 0).into(),
-            cookie: "s3cret-cookie".into(),
-            tls: None,
-        };
-        assert!(!format!("{config:?}").contains("s3cret"));
-    }
-}
+mod tests;
