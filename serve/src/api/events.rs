@@ -32,6 +32,11 @@ pub(super) struct Follow {
     done: bool,
     changed: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
+    /// Resumed after some event (`Last-Event-ID`): perhaps after `done` itself, so
+    /// when nothing follows, the run's status says whether anything will.
+    resumed: bool,
+    /// The run was seen ended: one more read, for what its end wrote, then stop.
+    ending: bool,
 }
 
 impl Follow {
@@ -44,6 +49,16 @@ impl Follow {
             done: false,
             changed: app.runs.subscribe(),
             closing: app.runs.closing(),
+            resumed: last > 0,
+            ending: false,
+        }
+    }
+
+    /// Whether the run has ended (its `done` event is then written, with the status).
+    async fn ended(&self) -> bool {
+        match self.journal.get(self.run).await {
+            Ok(Some(row)) => row.status.is_final(),
+            Ok(None) | Err(_) => true,
         }
     }
 
@@ -67,6 +82,17 @@ impl Follow {
                 }
             };
             if rows.is_empty() {
+                // Resumed at or after `done` (a browser's EventSource reconnects with
+                // the last id it saw): nothing will follow, so end rather than send
+                // keep-alives forever.
+                if self.ending {
+                    return None;
+                }
+                if self.resumed && self.ended().await {
+                    // Its end is committed with its last events: read once more.
+                    self.ending = true;
+                    continue;
+                }
                 tokio::select! {
                     r = self.changed.changed() => if r.is_err() { return None },
                     _ = self.closing.changed() => return None,

@@ -9,3 +9,4 @@ mod load;
 mod origin;
 mod page;
 mod repair;
+mod streams;
