@@ -98,6 +98,11 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Most event streams open at once; more are answered 503 with `Retry-After`.
+    pub max_streams: usize,
+    /// A connection whose client has not read for this long while the server
+    /// writes is closed (an event stream's events are then freed).
+    pub write_stall: Duration,
     /// What a submitted run gets for what it leaves out.
     pub defaults: Defaults,
     /// The provider's admission gate, for `/metrics` (`None`: the simulated
@@ -127,6 +132,8 @@ impl ServeConfig {
             max_queued: 256,
             drain: Duration::from_secs(30),
             body_limit: 1 << 20,
+            max_streams: 128,
+            write_stall: Duration::from_secs(30),
             defaults: Defaults::default(),
             gate: None,
             endpoint: None,
@@ -340,6 +347,7 @@ impl Server {
             token: config.token.map(Arc::new),
             gate: config.gate,
             cluster: config.cluster,
+            streams: api::events::Streams::new(config.max_streams.max(1)),
         };
         let guard = api::origin::Guard {
             loopback: config.listen.ip().is_loopback(),
@@ -347,6 +355,10 @@ impl Server {
         };
         let router = api::router(app, config.body_limit, guard);
         let closing = runs.clone();
+        let listener = api::stall::Patient {
+            inner: listener,
+            stall: config.write_stall,
+        };
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// are interrupted (and resumed at the next start).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Most event streams open at once (each holds up to 256 KiB of events while its
+    /// client reads); more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+    pub max_event_streams: usize,
     /// Largest request body, KiB.
     #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     pub max_body_kib: usize,

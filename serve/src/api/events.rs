@@ -18,8 +18,48 @@ use super::runs::run_id;
 use super::{ApiError, App};
 use crate::journal::{EventRow, Journal};
 
-/// Events read from the journal per query.
+/// Events read from the journal per query, and the most bytes of them: what one
+/// stream holds while its client reads.
 const PAGE: u32 = 256;
+const PAGE_BYTES: usize = 256 * 1024;
+
+/// The event streams open at once, up to a limit; a slot is held by its stream.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl Streams {
+    pub(crate) fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A slot, if fewer than the limit are open.
+    fn take(self: &std::sync::Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot(self.clone()))
+    }
+}
+
+/// One open stream's place; freed when the stream is dropped.
+pub(super) struct Slot(std::sync::Arc<Streams>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// Follows one run's events in the journal, from after event `last`, waiting for
 /// new ones as they are committed. Ends after the run's `done` event, or when the
@@ -37,6 +77,8 @@ pub(super) struct Follow {
     resumed: bool,
     /// The run was seen ended: one more read, for what its end wrote, then stop.
     ending: bool,
+    /// Its place among the open streams.
+    _slot: Option<Slot>,
 }
 
 impl Follow {
@@ -51,6 +93,7 @@ impl Follow {
             closing: app.runs.closing(),
             resumed: last > 0,
             ending: false,
+            _slot: None,
         }
     }
 
@@ -74,7 +117,11 @@ impl Follow {
             // Mark what is seen before reading, so that a commit after the read
             // wakes the wait below.
             self.changed.borrow_and_update();
-            let rows = match self.journal.events_after(self.run, self.last, PAGE).await {
+            let rows = match self
+                .journal
+                .events_after(self.run, self.last, PAGE, PAGE_BYTES)
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(run = self.run, error = %e, "event stream: journal read failed");
@@ -140,7 +187,18 @@ pub(super) async fn stream(
                 )
             })?,
     };
-    let follow = Follow::new(&app, run, last);
+    let Some(slot) = app.streams.take() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} event streams are open, the most this server keeps; close one or try again later",
+                app.streams.max
+            ),
+        )
+        .retry_after(5));
+    };
+    let mut follow = Follow::new(&app, run, last);
+    follow._slot = Some(slot);
     Ok(Sse::new(events(follow))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -7,10 +7,11 @@
 //! `origin` refuses what a web page of another origin could send (a body not
 //! declared JSON, another `Origin`, and on a loopback bind another `Host`).
 
-mod events;
+pub(crate) mod events;
 mod openai;
 pub(crate) mod origin;
 mod runs;
+pub(crate) mod stall;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub(crate) struct App {
     pub token: Option<Arc<Token>>,
     pub gate: Option<Arc<fanfare::provider::Gate>>,
     pub cluster: Option<fanfare_cluster::Cluster>,
+    /// The event streams open, and their limit.
+    pub streams: Arc<events::Streams>,
 }
 
 /// The routes, with the origin and token checks and the body limit.

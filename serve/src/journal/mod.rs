@@ -269,19 +269,31 @@ impl Journal {
         .await
     }
 
-    /// Up to `limit` events of `run` after `seq`, in order.
+    /// Up to `limit` events of `run` after `seq`, in order, and no more than
+    /// `max_bytes` of their data (but always the first one): what one reader may
+    /// hold at once.
     pub async fn events_after(
         &self,
         run: i64,
         seq: i64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<EventRow>, JournalError> {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![run, seq, limit], event_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            for row in stmt.query_map(params![run, seq, limit], event_row)? {
+                let row = row?;
+                bytes += row.data.len() + row.kind.len();
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
+                out.push(row);
+            }
+            Ok(out)
         })
         .await
     }

@@ -102,6 +102,7 @@ pub struct Options {
     pub token: Option<&'static str>,
     pub drain: Duration,
     pub allow_hosts: Vec<String>,
+    pub max_streams: usize,
 }
 
 impl Default for Options {
@@ -113,6 +114,7 @@ impl Default for Options {
             token: None,
             drain: Duration::from_secs(5),
             allow_hosts: Vec::new(),
+            max_streams: 128,
         }
     }
 }
@@ -145,6 +147,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     config.token = o.token.and_then(Token::new);
     config.drain = o.drain;
     config.allow_hosts = o.allow_hosts;
+    config.max_streams = o.max_streams;
     config.body_limit = 4096;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());

@@ -34,3 +34,57 @@ async fn regression_resuming_a_finished_runs_stream_at_or_after_done_ends_it() {
     assert_eq!(kinds, ["done"]);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_event_streams_past_the_limit_are_refused_and_a_closed_one_frees_its_place() {
+    // Streams were unlimited, each holding up to 256 events: 80 clients that never
+    // read took the server to 1.8 GB.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            max_streams: 2,
+            slow: Duration::from_secs(60),
+            drain: Duration::ZERO,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "x", "agents": ["slow"], "merge": "none"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let open = || {
+        client()
+            .get(format!("{}/v1/runs/{id}/events", s.base))
+            .send()
+    };
+    let first = open().await.unwrap();
+    let second = open().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open().await.unwrap();
+    assert_eq!(third.status().as_u16(), 503);
+    assert!(third.headers().contains_key("retry-after"));
+    let text = third.text().await.unwrap();
+    assert!(text.contains("event streams are open"), "{text}");
+    drop(first);
+    // The server notices the closed connection when it next writes to it (a
+    // keep-alive at the latest); poll until the place is free.
+    let mut status = 503;
+    for _ in 0..100 {
+        let again = open().await.unwrap();
+        status = again.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 200, "a closed stream's place was not freed");
+    drop(second);
+    s.stop().await;
+}
