@@ -178,10 +178,10 @@ pub enum ServeError {
         /// The journal.
         path: PathBuf,
     },
-    /// The journal's lock file could not be opened.
-    #[error("cannot lock the journal with {path}")]
+    /// The journal could not be opened to be locked.
+    #[error("cannot open the journal {path} to lock it")]
     Lock {
-        /// The lock file.
+        /// The journal.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -201,19 +201,21 @@ pub struct Stopped {
     pub interrupted: usize,
 }
 
-/// Takes the journal's lock (`<db>.lock`, an advisory lock the OS drops when the
-/// process dies, so a crash leaves nothing to clean up).
+/// Takes the journal's lock: an advisory lock (`flock`) on the journal file itself,
+/// which the OS drops when the process dies, so a crash leaves nothing to clean up.
+/// It is the file's lock, not its name's: a symbolic or hard link to the same
+/// journal is the same file (a lock on `<db>.lock` let a link start a second server,
+/// and every run was billed twice). SQLite's own locks are `fcntl` locks, which a
+/// `flock` does not touch; the handle stays open until the server has stopped.
 fn lock(db: &Path) -> Result<std::fs::File, ServeError> {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    let path = PathBuf::from(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
-        .open(&path)
+        .open(db)
         .map_err(|source| ServeError::Lock {
-            path: path.clone(),
+            path: db.to_owned(),
             source,
         })?;
     match file.try_lock() {
@@ -221,7 +223,10 @@ fn lock(db: &Path) -> Result<std::fs::File, ServeError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::JournalInUse {
             path: db.to_owned(),
         }),
-        Err(std::fs::TryLockError::Error(source)) => Err(ServeError::Lock { path, source }),
+        Err(std::fs::TryLockError::Error(source)) => Err(ServeError::Lock {
+            path: db.to_owned(),
+            source,
+        }),
     }
 }
 

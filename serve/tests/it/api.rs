@@ -449,6 +449,24 @@ async fn a_second_server_on_the_same_journal_is_refused_until_the_first_stops() 
         e.to_string().contains("in use by another fanfare serve"),
         "{e}"
     );
+    // Regression: the lock was on `<db>.lock`, by name, so a link to the journal
+    // started a second server and every run was billed twice.
+    let hard = dir.path().join("hard.db");
+    std::fs::hard_link(&db, &hard).unwrap();
+    let soft = dir.path().join("soft.db");
+    std::os::unix::fs::symlink(&db, &soft).unwrap();
+    for link in [&hard, &soft] {
+        let mut linked = config.clone();
+        linked.db = link.clone();
+        let e = Server::start(fanfare.clone(), Catalog::default(), linked)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a second server started on {}", link.display()));
+        assert!(
+            e.to_string().contains("in use by another fanfare serve"),
+            "{e}"
+        );
+    }
     first.stop().await;
     let second = Server::start(fanfare.clone(), Catalog::default(), config).await;
     assert!(second.is_ok(), "{:?}", second.err());
