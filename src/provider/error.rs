@@ -32,6 +32,38 @@ pub struct ProviderError {
     pub gave_up: Option<GaveUp>,
 }
 
+impl ProviderError {
+    /// Passes every text a server's answer put in the error (excerpts, messages,
+    /// a redirect's location), this attempt's and the earlier ones', through `f`.
+    pub(crate) fn redact(&mut self, f: &dyn Fn(&mut String)) {
+        self.kind.redact(f);
+        for kind in &mut self.earlier {
+            kind.redact(f);
+        }
+    }
+}
+
+impl ProviderErrorKind {
+    fn redact(&mut self, f: &dyn Fn(&mut String)) {
+        match self {
+            ProviderErrorKind::RateLimited { excerpt, .. }
+            | ProviderErrorKind::Overloaded { excerpt, .. }
+            | ProviderErrorKind::Status { excerpt, .. }
+            | ProviderErrorKind::ContextOverflow { excerpt, .. } => f(excerpt),
+            ProviderErrorKind::Transport { message, .. }
+            | ProviderErrorKind::Decode { message } => f(message),
+            ProviderErrorKind::Redirected {
+                location: Some(location),
+                ..
+            } => f(location),
+            ProviderErrorKind::Redirected { location: None, .. }
+            | ProviderErrorKind::Timeout { .. }
+            | ProviderErrorKind::TooLarge { .. }
+            | ProviderErrorKind::NotAdmitted { .. } => {}
+        }
+    }
+}
+
 /// Why a call stopped short of what it would otherwise have done: the deadline of
 /// the branch it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -263,3 +263,38 @@ async fn regression_a_body_that_never_ends_hits_the_call_timeout_error_bodies_to
         }
     }
 }
+
+#[tokio::test]
+async fn regression_an_error_body_that_echoes_the_key_keeps_no_trace_of_it() {
+    // A proxy answered 401 with the key it was given in the body; the excerpt went
+    // into the report, the journal and the event stream.
+    use base64::Engine as _;
+    let key = "sk-ant-api03-echoed-secret-0123456789";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    let body = format!(r#"{{"error":{{"message":"invalid x-api-key {key} (base64 {encoded})"}}}}"#);
+    let response = format!(
+        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (url, _) = raw_server(response).await;
+    let mut a = AnthropicConfig::new(ApiKey::new(key));
+    a.base_url = url.clone();
+    let mut o = OpenAiConfig::new(Some(ApiKey::new(key)));
+    o.base_url = format!("{url}/v1");
+    let providers: [Box<dyn Provider>; 2] = [
+        Box::new(AnthropicProvider::new(a).unwrap()),
+        Box::new(OpenAiProvider::new(o).unwrap()),
+    ];
+    for provider in providers {
+        for stream in [false, true] {
+            let e = provider.complete(request(stream)).await.unwrap_err();
+            let shown = format!("{e} {e:?} {}", serde_json::to_string(&e).unwrap());
+            assert!(
+                !shown.contains(key) && !shown.contains(&encoded),
+                "{}: {shown}",
+                provider.name()
+            );
+            assert!(shown.contains("[redacted key]"), "{shown}");
+        }
+    }
+}

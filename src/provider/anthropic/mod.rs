@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use futures::FutureExt as _;
+
 use tokio::sync::mpsc::UnboundedSender;
 
 mod wire;
@@ -73,6 +75,8 @@ pub struct AnthropicProvider {
     config: AnthropicConfig,
     url: reqwest::Url,
     key: reqwest::header::HeaderValue,
+    /// Takes the key out of what the server says back.
+    redactor: http::Redactor,
     client: reqwest::Client,
 }
 
@@ -83,6 +87,7 @@ impl AnthropicProvider {
         Ok(Self {
             url: http::endpoint(&config.base_url, "/v1/messages")?,
             key: http::secret_header(config.api_key.expose())?,
+            redactor: config.api_key.redactor(),
             client: http::client(Duration::from_secs(10))?,
             config,
         })
@@ -170,6 +175,7 @@ impl AnthropicProvider {
         // The rest of the request is freed now, while it is fresh, not after the answer.
         let agent = std::mem::take(&mut request.agent);
         http::answer("anthropic", model, agent, call, decode_answer)
+            .map(|answered| answered.map_err(|e| self.redactor.error(e)))
     }
 
     /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
@@ -194,7 +200,10 @@ impl AnthropicProvider {
         on_text: impl Fn(String),
     ) -> Result<Completion, ProviderError> {
         let model = self.model(&request).to_owned();
-        let err = |kind| ProviderError::new("anthropic", &model, &request, kind);
+        let err = |kind| {
+            self.redactor
+                .error(ProviderError::new("anthropic", &model, &request, kind))
+        };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let builder = self.post(&request, true);
         let (rate_limit, response) =

@@ -54,6 +54,31 @@ impl ApiKey {
         &self.0
     }
 
+    /// The key and the forms a server might echo it in (percent-encoded, base64),
+    /// for [`Redactor`]. A key under 8 characters (a placeholder for a local server)
+    /// has none: redacting it would blank out ordinary words.
+    pub(crate) fn redactor(&self) -> Redactor {
+        use base64::Engine as _;
+        let key = self.0.as_str();
+        if key.chars().count() < 8 {
+            return Redactor::default();
+        }
+        let engines = [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        let mut forms = vec![
+            key.to_owned(),
+            percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        ];
+        forms.extend(engines.iter().map(|e| e.encode(key)));
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        Redactor(forms.into())
+    }
+
     /// A name for this key that does not reveal it: the first 16 hex digits of
     /// SHA-256 over a fanfare-specific prefix and the key. Two keys (two accounts,
     /// two rate limits) get two names; the name cannot be turned back into the key.
@@ -66,6 +91,33 @@ impl ApiKey {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+}
+
+/// Takes an API key out of what a server said: an error body that echoes the key
+/// (some proxies and servers do) must not carry it into a report, the journal or an
+/// event stream.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Redactor(std::sync::Arc<[String]>);
+
+impl Redactor {
+    /// What replaces the key.
+    pub(crate) const MARK: &'static str = "[redacted key]";
+
+    /// `error` with every form of the key replaced by [`Redactor::MARK`].
+    pub(crate) fn error(&self, mut error: ProviderError) -> ProviderError {
+        if !self.0.is_empty() {
+            error.redact(&|text: &mut String| self.text(text));
+        }
+        error
+    }
+
+    fn text(&self, text: &mut String) {
+        for form in self.0.iter() {
+            if text.contains(form.as_str()) {
+                *text = text.replace(form.as_str(), Self::MARK);
+            }
+        }
     }
 }
 
@@ -411,6 +463,49 @@ mod tests {
         let key = ApiKey::new("sk-very-secret\n");
         assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
         assert_eq!(key.expose(), "sk-very-secret");
+    }
+
+    #[test]
+    fn an_error_body_that_echoes_the_key_in_any_form_keeps_none_of_them() {
+        use base64::Engine as _;
+        let key = "sk-ant-api03-very/secret+key";
+        let forms = [
+            key.to_owned(),
+            "sk%2Dant%2Dapi03%2Dvery%2Fsecret%2Bkey".to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(key),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+        ];
+        let kind = ProviderErrorKind::Status {
+            status: 401,
+            retry_after_ms: None,
+            excerpt: format!(
+                "invalid key {} / {} / {} / {}",
+                forms[0], forms[1], forms[2], forms[3]
+            ),
+        };
+        let mut error = ProviderError::new(
+            "anthropic",
+            "m",
+            &crate::provider::CompletionRequest::new("a", "s", "u"),
+            kind.clone(),
+        );
+        error.earlier = vec![ProviderErrorKind::Decode {
+            message: format!("body: {key}"),
+        }];
+        let text = format!("{:?}", ApiKey::new(key).redactor().error(error));
+        for form in &forms {
+            assert!(!text.contains(form.as_str()), "{form} in {text}");
+        }
+        assert_eq!(text.matches(Redactor::MARK).count(), 5, "{text}");
+        // A placeholder key for a local server redacts nothing.
+        let mut short = ProviderError::new(
+            "openai",
+            "m",
+            &crate::provider::CompletionRequest::new("a", "s", "u"),
+            kind,
+        );
+        short = ApiKey::new("local").redactor().error(short);
+        assert!(short.to_string().contains("invalid key"), "{short}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use futures::FutureExt as _;
+
 use tokio::sync::mpsc::UnboundedSender;
 
 mod wire;
@@ -72,6 +74,8 @@ pub struct OpenAiProvider {
     config: OpenAiConfig,
     url: reqwest::Url,
     auth: Option<reqwest::header::HeaderValue>,
+    /// Takes the key out of what the server says back.
+    redactor: http::Redactor,
     client: reqwest::Client,
 }
 
@@ -86,6 +90,11 @@ impl OpenAiProvider {
         Ok(Self {
             url: http::endpoint(&config.base_url, "/chat/completions")?,
             auth,
+            redactor: config
+                .api_key
+                .as_ref()
+                .map(ApiKey::redactor)
+                .unwrap_or_default(),
             client: http::client(Duration::from_secs(10))?,
             config,
         })
@@ -156,6 +165,7 @@ impl OpenAiProvider {
         // The rest of the request is freed now, while it is fresh, not after the answer.
         let agent = std::mem::take(&mut request.agent);
         http::answer("openai", model, agent, call, decode_answer)
+            .map(|answered| answered.map_err(|e| self.redactor.error(e)))
     }
 
     /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
@@ -180,7 +190,10 @@ impl OpenAiProvider {
         on_text: impl Fn(String),
     ) -> Result<Completion, ProviderError> {
         let model = self.model(&request).to_owned();
-        let err = |kind| ProviderError::new("openai", &model, &request, kind);
+        let err = |kind| {
+            self.redactor
+                .error(ProviderError::new("openai", &model, &request, kind))
+        };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let builder = self.post(&request, true);
         let (rate_limit, response) =
