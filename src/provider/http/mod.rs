@@ -286,20 +286,28 @@ pub(crate) fn call(
 
 /// A plain call's answer: `call`'s body decoded by `decode`, its errors attributed to
 /// `provider`, `model` and `agent` (the request's agent: of the request, only its
-/// name is kept while the call runs).
+/// name is kept while the call runs), and the key taken out of them by `redactor`.
 pub(crate) fn answer(
     provider: &'static str,
     model: String,
     agent: String,
     call: impl Future<Output = Result<(Option<RateLimitInfo>, String), ProviderErrorKind>>,
     decode: fn(&str, &str) -> Result<Completion, ProviderErrorKind>,
+    redactor: Redactor,
 ) -> impl Future<Output = Result<Completion, ProviderError>> {
     #[expect(
         clippy::result_large_err,
         reason = "the Provider trait's own error, handed on as it is"
     )]
     call.map(move |called| {
-        let err = |kind| ProviderError::for_agent(provider, &model, agent.clone(), kind);
+        let err = |kind| {
+            redactor.error(ProviderError::for_agent(
+                provider,
+                &model,
+                agent.clone(),
+                kind,
+            ))
+        };
         let (rate_limit, body) = called.map_err(err)?;
         let completion = decode(&body, &model).map_err(err)?;
         Ok(Completion {

@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use futures::FutureExt as _;
-
 use tokio::sync::mpsc::UnboundedSender;
 
 mod wire;
@@ -164,8 +162,14 @@ impl OpenAiProvider {
         );
         // The rest of the request is freed now, while it is fresh, not after the answer.
         let agent = std::mem::take(&mut request.agent);
-        http::answer("openai", model, agent, call, decode_answer)
-            .map(|answered| answered.map_err(|e| self.redactor.error(e)))
+        http::answer(
+            "openai",
+            model,
+            agent,
+            call,
+            decode_answer,
+            self.redactor.clone(),
+        )
     }
 
     /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
