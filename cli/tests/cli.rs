@@ -498,4 +498,30 @@ fn run_repair_reuses_what_succeeded_and_runs_only_what_failed() {
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
     );
+
+    // Regression: another task reused the old answers and exited 0. It is refused;
+    // and the report keeps its task, so a repair need not type it again.
+    let other = fanfare(
+        &[
+            "run",
+            "Another task entirely.",
+            "--repair",
+            report.to_str().unwrap(),
+        ],
+        repo(),
+    );
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("is not the one"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert_eq!(before["asked"]["task"], TASK);
+    let untyped = fanfare(
+        &["run", "--json", "--repair", report.to_str().unwrap()],
+        repo(),
+    );
+    let stderr = String::from_utf8_lossy(&untyped.stderr);
+    assert!(untyped.status.success(), "{stderr}");
+    assert!(stderr.contains("3 answer(s) reused"), "{stderr}");
 }

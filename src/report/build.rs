@@ -266,6 +266,7 @@ impl RunReport {
     pub(crate) fn assemble(record: RunRecord<BranchesPart>, prices: &PriceTable) -> Self {
         let RunRecord {
             run: run_id,
+            asked,
             policy,
             failure,
             provider,
@@ -295,6 +296,7 @@ impl RunReport {
             .unwrap_or_default();
         Self {
             run_id,
+            asked: Some(asked),
             policy,
             status,
             provider,
@@ -374,6 +376,7 @@ mod tests {
     fn record(merge_model: &str) -> RunRecord {
         RunRecord {
             run: RunId(1),
+            asked: crate::run::Asked::of("the task"),
             policy: Policy::TolerantPartial { quorum: 1 },
             failure: None,
             provider: "test".to_owned(),

@@ -226,6 +226,9 @@ pub struct Totals {
 pub struct RunReport {
     /// The run.
     pub run_id: RunId,
+    /// What it was asked (`None` in reports written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<crate::run::Asked>,
     /// Its policy.
     pub policy: Policy,
     /// Whether it succeeded.

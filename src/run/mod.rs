@@ -56,7 +56,7 @@ pub use outcome::{
 };
 pub use placement::{NodeLost, Place, Placement, RemoteCall, RemoteSpecialist, Router};
 pub use policy::{ParsePolicyError, Policy};
-pub use record::SubRun;
+pub use record::{Asked, SubRun};
 pub(crate) use record::{BranchRecord, Branches, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;
 pub use request::{

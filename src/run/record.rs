@@ -180,12 +180,52 @@ pub(crate) struct Branches {
     pub edges: Vec<Vec<usize>>,
 }
 
+/// What a run was asked, kept in its report: the task's SHA-256 and, up to
+/// [`Asked::KEPT`] bytes, the task itself — so that a repair from the report can
+/// run the same task again without it being typed again, and refuse another one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Asked {
+    /// The task's SHA-256, in hex.
+    pub task_sha256: String,
+    /// The task, when it is at most [`Asked::KEPT`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+impl Asked {
+    /// The largest task a report keeps whole.
+    pub const KEPT: usize = 64 * 1024;
+
+    /// What a run of `task` was asked.
+    pub fn of(task: &str) -> Self {
+        Self {
+            task_sha256: Self::digest(task),
+            task: (task.len() <= Self::KEPT).then(|| task.to_owned()),
+        }
+    }
+
+    /// The SHA-256 of `task`, in hex.
+    pub fn digest(task: &str) -> String {
+        ring::digest::digest(&ring::digest::SHA256, task.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `task` is the task asked.
+    pub fn is(&self, task: &str) -> bool {
+        self.task_sha256 == Self::digest(task)
+    }
+}
+
 /// A whole run, as it ended. `B` is its branches: as they ended ([`Branches`]), or
 /// what the run's caller made of them the moment they had all ended, before the
 /// merge answered (see the orchestrator's `Admitted::execute`).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct RunRecord<B = Branches> {
     pub run: RunId,
+    pub asked: Asked,
     pub policy: Policy,
     /// `None`: the run met its policy and its merge (if any) succeeded.
     pub failure: Option<RunFailure>,
@@ -202,6 +242,7 @@ impl RunRecord {
     pub(crate) fn settle<B>(self, settle: impl FnOnce(Branches) -> B) -> RunRecord<B> {
         RunRecord {
             run: self.run,
+            asked: self.asked,
             policy: self.policy,
             failure: self.failure,
             provider: self.provider,

@@ -12,16 +12,60 @@ use crate::plan::{items, request_for};
 use crate::setup::{finish_admission, prepare, read_input, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
-/// `request` reusing the successful branches of the report at `path`.
-fn repairing(request: fanfare::RunRequest, path: &Path) -> anyhow::Result<fanfare::RunRequest> {
+/// The run report at `path` (`--repair`).
+fn read_report(path: &Path) -> anyhow::Result<fanfare::RunReport> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--repair: reading {}", path.display()))?;
-    let report: fanfare::RunReport = serde_json::from_str(&text).with_context(|| {
+    serde_json::from_str(&text).with_context(|| {
         format!(
             "--repair: {} is not a run report (`fanfare run --json` writes one)",
             path.display()
         )
-    })?;
+    })
+}
+
+/// The task of a repair: the one `report` was asked, unless the command line gives
+/// one, which must be the same (a repair with another task reused the old answers).
+fn repair_task(args: &RunArgs, report: &fanfare::RunReport, path: &Path) -> anyhow::Result<String> {
+    let given = args.text.is_some() || args.file.is_some();
+    match (&report.asked, given) {
+        (Some(asked), false) => asked.task.clone().with_context(|| {
+            format!(
+                "--repair: {} keeps only its task's digest (the task was over {} KiB); give the same task with --file",
+                path.display(),
+                fanfare::run::Asked::KEPT / 1024
+            )
+        }),
+        (Some(asked), true) => {
+            let task = read_input(args)?;
+            if !asked.is(&task) {
+                bail!(
+                    "--repair: this task is not the one {} answered; a repair runs the same task again and reuses its answers (leave the task out to use the report's)",
+                    path.display()
+                );
+            }
+            Ok(task)
+        }
+        (None, true) => {
+            eprintln!(
+                "fanfare: warning: {} does not say which task it answered (an older report); its answers are reused for this one",
+                path.display()
+            );
+            read_input(args)
+        }
+        (None, false) => bail!(
+            "--repair: {} does not say which task it answered (an older report); give the same task again",
+            path.display()
+        ),
+    }
+}
+
+/// `request` reusing the successful branches of `report` (read from `path`).
+fn repairing(
+    request: fanfare::RunRequest,
+    report: &fanfare::RunReport,
+    path: &Path,
+) -> anyhow::Result<fanfare::RunRequest> {
     if report.branches.len() != request.steps.len() {
         bail!(
             "--repair: {} has {} branches, this run has {} steps; repair with the same workflow and agents",
@@ -67,7 +111,14 @@ fn repairing(request: fanfare::RunRequest, path: &Path) -> anyhow::Result<fanfar
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
-    let input = read_input(&args)?;
+    let repair = match &args.repair {
+        Some(path) => Some((read_report(path)?, path.as_path())),
+        None => None,
+    };
+    let input = match &repair {
+        Some((report, path)) => repair_task(&args, report, path)?,
+        None => read_input(&args)?,
+    };
     let items = items(&args.each)?;
     if args.dry_run {
         return crate::commands::dry_run::dry_run(&args, &input, items).map(|()| true);
@@ -77,17 +128,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         plan,
         gate,
     } = prepare(&args.common).await?;
-    let request =
-        match request_for(&args.common, input, &plan, items).and_then(|r| match &args.repair {
-            Some(path) => repairing(r, path),
-            None => Ok(r),
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                fanfare.shutdown().await;
-                return Err(e);
-            }
-        };
+    let request = match request_for(&args.common, input, &plan, items).and_then(|r| match &repair {
+        Some((report, path)) => repairing(r, report, path),
+        None => Ok(r),
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            fanfare.shutdown().await;
+            return Err(e);
+        }
+    };
     let mut handle = fanfare.start_run(request);
     let mut live = Live::new();
     let outcome = tokio::select! {

@@ -447,6 +447,7 @@ async fn execute_run<B>(
     }
     RunRecord {
         run,
+        asked: crate::run::Asked::of(&request.input),
         policy: request.policy,
         failure,
         provider: args.provider.clone(),
