@@ -30,6 +30,23 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Makes the allocator give freed memory back to the OS at once rather than after
+/// a delay: a long-lived `serve` went from 19 to 537 MB resident under a burst of
+/// short requests and stayed there, the pages kept for reuse (BENCHMARKS.md, "A
+/// long-lived server returns memory"). Short-lived commands keep the default, which
+/// costs fewer system calls on a fan-out's churn.
+fn return_memory_promptly() {
+    #[cfg(feature = "mimalloc")]
+    {
+        /// `mi_option_purge_delay` in mimalloc's `mi_option_t` (libmimalloc-sys
+        /// declares `mi_option_set` but not this option's constant).
+        const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+        // SAFETY: setting an option is allowed at any time; the value (0: purge
+        // freed memory at once) is one mimalloc documents for it.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 use args::{AgentsCommand, Cli, ClusterCommand, Command, LimitsCommand, WorkflowsCommand};
 use clap::Parser as _;
 
@@ -69,6 +86,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        return_memory_promptly();
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
