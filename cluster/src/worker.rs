@@ -120,7 +120,7 @@ impl Worker {
     /// Starts the node, hosts every specialist of `fanfare`, and joins the
     /// orchestrator (trying again until `join_timeout`).
     pub async fn join(config: WorkerConfig, fanfare: Fanfare) -> Result<Worker, ClusterError> {
-        let node = node::start(&config.node).await?;
+        let node = node::start(&config.node, None).await?;
         let shared = Arc::new(Shared {
             name: config.node.name.clone(),
             agents: fanfare.agents(),

@@ -72,6 +72,26 @@ fn check_name(name: &str) -> Result<(), ClusterError> {
     }
 }
 
+/// The name ractor_cluster knows this process's node by: its cluster name and a
+/// nonce of this process. Two processes started with one `--name` are then two
+/// nodes to ractor_cluster, whose rule for a duplicate name closed one of them at
+/// random (often the one already working: 10-20 of its 40 branches failed); the
+/// orchestrator refuses the newcomer instead, by its cluster name.
+fn wire_name(name: &str) -> String {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default()
+        ^ std::process::id().rotate_left(16);
+    format!("{name}~{nonce:08x}")
+}
+
+/// The cluster name in a ractor_cluster node name (`NAME~NONCE@HOST`).
+pub(crate) fn cluster_name(wire: &str) -> &str {
+    let at = wire.split('@').next().unwrap_or_default();
+    at.split('~').next().unwrap_or_default()
+}
+
 /// Reads a cookie file: its content without surrounding whitespace, never empty.
 pub fn read_cookie(path: &Path) -> Result<String, ClusterError> {
     let text = std::fs::read_to_string(path).map_err(|source| ClusterError::CookieFile {
@@ -101,11 +121,19 @@ pub(crate) enum NodeEvent {
     Gone { id: NodeId },
 }
 
-struct Events(mpsc::UnboundedSender<NodeEvent>, Arc<door::Watch>);
+/// Whether a peer of this cluster name may join now (the orchestrator refuses a
+/// second node of a name already up).
+pub(crate) type Screen = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+struct Events {
+    events: mpsc::UnboundedSender<NodeEvent>,
+    watch: Arc<door::Watch>,
+    screen: Option<Screen>,
+}
 
 impl NodeEventSubscription for Events {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(NodeEvent::Opened {
+        let _ = self.events.send(NodeEvent::Opened {
             id: ses.node_id,
             outbound: !ses.is_server,
         });
@@ -113,17 +141,27 @@ impl NodeEventSubscription for Events {
 
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
         // The door stops watching the connection: its peer knows the cookie.
-        self.1.authenticated(&ses.peer_addr);
+        self.watch.authenticated(&ses.peer_addr);
+        // A name already up is refused here, before the session is ready, so the
+        // newcomer's join fails saying why rather than joining and being dropped.
+        let name = ses.peer_name.as_ref().map(|p| cluster_name(&p.name));
+        if let (Some(screen), Some(name)) = (&self.screen, name) {
+            if !screen(name) {
+                tracing::warn!(node = %name, addr = %ses.peer_addr, "a node of this name is already joined: the newcomer is refused");
+                ses.actor
+                    .stop(Some(format!("a node named `{name}` is already joined")));
+            }
+        }
     }
 
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        // ractor_cluster names a peer `NAME@HOST`; the cluster knows it as NAME.
+        // ractor_cluster names a peer `NAME~NONCE@HOST`; the cluster knows it as NAME.
         let name = ses
             .peer_name
             .as_ref()
-            .map(|p| p.name.split('@').next().unwrap_or_default().to_owned())
+            .map(|p| cluster_name(&p.name).to_owned())
             .unwrap_or_else(|| format!("node-{}", ses.node_id));
-        let _ = self.0.send(NodeEvent::Ready {
+        let _ = self.events.send(NodeEvent::Ready {
             id: ses.node_id,
             name,
             addr: ses.peer_addr.clone(),
@@ -132,7 +170,7 @@ impl NodeEventSubscription for Events {
     }
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.send(NodeEvent::Gone { id: ses.node_id });
+        let _ = self.events.send(NodeEvent::Gone { id: ses.node_id });
     }
 }
 
@@ -184,8 +222,12 @@ fn connect_error(e: &ractor_cluster::ClientConnectErr) -> String {
     }
 }
 
-/// Starts this process's node server, and its door on `config.listen`.
-pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
+/// Starts this process's node server, and its door on `config.listen`; `screen`
+/// decides which peers may join by name.
+pub(crate) async fn start(
+    config: &NodeConfig,
+    screen: Option<Screen>,
+) -> Result<Node, ClusterError> {
     if config.cookie.trim().is_empty() {
         return Err(ClusterError::EmptyCookie);
     }
@@ -207,7 +249,7 @@ pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
     let server = NodeServer::new(
         0,
         config.cookie.clone(),
-        config.name.clone(),
+        wire_name(&config.name),
         addr.ip().to_string(),
         Some(IncomingEncryptionMode::Tls(door::refuse_all()?)),
         Some(NodeConnectionMode::Isolated),
@@ -222,7 +264,11 @@ pub(crate) async fn start(config: &NodeConfig) -> Result<Node, ClusterError> {
     server
         .cast(NodeServerMessage::SubscribeToEvents {
             id: "fanfare".into(),
-            subscription: Box::new(Events(tx, watch.clone())),
+            subscription: Box::new(Events {
+                events: tx,
+                watch: watch.clone(),
+                screen,
+            }),
         })
         .map_err(|e| ClusterError::Spawn(e.to_string()))?;
     let door = tokio::spawn(door::open(listener, server.clone(), acceptor, watch));

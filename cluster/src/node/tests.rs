@@ -11,13 +11,16 @@ use tokio::net::TcpStream;
 use super::*;
 
 async fn node(handshake_timeout: Duration) -> Node {
-    start(&NodeConfig {
-        name: "door-test".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        cookie: "the-cookie".into(),
-        tls: None,
-        handshake_timeout,
-    })
+    start(
+        &NodeConfig {
+            name: "door-test".into(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            cookie: "the-cookie".into(),
+            tls: None,
+            handshake_timeout,
+        },
+        None,
+    )
     .await
     .unwrap()
 }
@@ -104,13 +107,16 @@ async fn regression_one_address_may_hold_only_a_few_handshakes_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_knows_the_cookie_comes_in_through_the_door() {
     let mut server = node(Duration::from_millis(500)).await;
-    let client = start(&NodeConfig {
-        name: "door-client".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        cookie: "the-cookie".into(),
-        tls: None,
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-    })
+    let client = start(
+        &NodeConfig {
+            name: "door-client".into(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            cookie: "the-cookie".into(),
+            tls: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        },
+        None,
+    )
     .await
     .unwrap();
     connect(&client.server, &server.addr.to_string(), None)
@@ -162,4 +168,80 @@ fn the_cookie_is_never_in_debug_output() {
         handshake_timeout: HANDSHAKE_TIMEOUT,
     };
     assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_second_node_of_a_joined_name_is_refused_before_it_is_ready() {
+    // A second worker started with an existing --name knocked the first off the
+    // cluster (ractor_cluster's rule for a duplicate name picked one at random).
+    let taken = Arc::new(std::sync::Mutex::new(vec!["w1".to_owned()]));
+    let names = taken.clone();
+    let screen: Screen =
+        Arc::new(move |name: &str| !names.lock().unwrap().iter().any(|n| n == name));
+    let mut orchestrator = start(
+        &NodeConfig {
+            name: "orchestrator".into(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            cookie: "the-cookie".into(),
+            tls: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        },
+        Some(screen),
+    )
+    .await
+    .unwrap();
+    let peer = |name: &str| NodeConfig {
+        name: name.into(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        cookie: "the-cookie".into(),
+        tls: None,
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+    };
+    let mut newcomer = start(&peer("w1"), None).await.unwrap();
+    connect(&newcomer.server, &orchestrator.addr.to_string(), None)
+        .await
+        .unwrap();
+    // The newcomer's session ends without ever being ready, on both sides.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match newcomer.events.recv().await {
+                Some(NodeEvent::Ready { .. }) => return false,
+                Some(NodeEvent::Gone { .. }) | None => return true,
+                Some(NodeEvent::Opened { .. }) => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ended, "the newcomer of a taken name became ready");
+    while let Ok(event) = orchestrator.events.try_recv() {
+        assert!(!matches!(event, NodeEvent::Ready { .. }), "{event:?}");
+    }
+    // Another name comes in.
+    let other = start(&peer("w2"), None).await.unwrap();
+    connect(&other.server, &orchestrator.addr.to_string(), None)
+        .await
+        .unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(NodeEvent::Ready { name, .. }) = orchestrator.events.recv().await {
+                return name;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready, "w2");
+    for n in [orchestrator, newcomer, other] {
+        n.door.abort();
+        n.server.stop(None);
+    }
+}
+
+#[test]
+fn a_wire_name_carries_the_cluster_name_and_a_nonce() {
+    let wire = wire_name("w1");
+    assert!(wire.starts_with("w1~"), "{wire}");
+    assert_eq!(cluster_name(&format!("{wire}@127.0.0.1")), "w1");
+    assert_eq!(cluster_name("old-style@host"), "old-style");
 }

@@ -67,14 +67,22 @@ impl Members {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Adds a node that joined; `false` (and nothing added) when a node of that
+    /// name is up already: the newcomer is refused, the working one keeps its work.
     pub(crate) fn joined(
         &self,
         id: NodeId,
         name: String,
         addr: String,
         session: ActorRef<NodeSessionMessage>,
-    ) {
+    ) -> bool {
         let mut t = self.lock();
+        if t.by_id
+            .values()
+            .any(|m| m.name == name && m.state == NodeState::Up)
+        {
+            return false;
+        }
         let (lost, _) = watch::channel(None);
         t.by_id.insert(
             id,
@@ -105,6 +113,7 @@ impl Members {
                 t.order.retain(|i| i != old);
             }
         }
+        true
     }
 
     /// Marks `id` lost for `reason`; returns its name if it was up.
@@ -164,5 +173,41 @@ impl Members {
                 leases: leases(&m.name),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_already_up_is_refused_and_one_that_went_down_may_join_again() {
+        // A session to stand for the node's (its messages are never sent here).
+        let (session, _) = ractor::Actor::spawn(None, Idle, ()).await.unwrap();
+        let members = Members::default();
+        let join = |id: u64| members.joined(id, "w1".into(), "a".into(), session.clone());
+        assert!(join(1));
+        assert!(!join(2), "a second w1 while the first is up");
+        assert_eq!(members.lock().by_id.len(), 1);
+        members.lost(1, "gone");
+        assert!(join(3), "w1 again once the first is down");
+        session.stop(None);
+    }
+
+    /// An actor that accepts the session's messages and does nothing.
+    struct Idle;
+
+    impl ractor::Actor for Idle {
+        type Msg = NodeSessionMessage;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<NodeSessionMessage>,
+            _: (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
     }
 }

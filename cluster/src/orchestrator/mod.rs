@@ -105,8 +105,10 @@ impl Cluster {
         config: ClusterConfig,
         gate: Option<Arc<Gate>>,
     ) -> Result<Self, ClusterError> {
-        let node = node::start(&config.node).await?;
         let members = Arc::new(Members::default());
+        let screening = members.clone();
+        let screen: node::Screen = Arc::new(move |name: &str| !screening.is_up(name));
+        let node = node::start(&config.node, Some(screen)).await?;
         let leases = Arc::new(Leases::default());
         let up = members.clone();
         let spawned = Actor::spawn(
@@ -152,8 +154,16 @@ impl Cluster {
                         addr,
                         session,
                     } => {
+                        if !inner
+                            .members
+                            .joined(id, name.clone(), addr.clone(), session.clone())
+                        {
+                            tracing::warn!(node = %name, %addr, "a worker of this name is already joined: the newcomer is refused");
+                            session
+                                .stop(Some(format!("a worker named `{name}` is already joined")));
+                            continue;
+                        }
                         tracing::info!(node = %name, %addr, "worker joined");
-                        inner.members.joined(id, name, addr, session);
                         let beat = tokio::spawn(heartbeat(Arc::downgrade(&inner), id));
                         inner.keep(beat);
                     }
