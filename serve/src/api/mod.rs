@@ -166,6 +166,11 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
+    /// What it says.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,

@@ -3,7 +3,14 @@
 //! conversation and answers with its merge — streamed as `chat.completion.chunk`s
 //! when asked — with `usage` summed over every branch and the merge. Each such call
 //! is an ordinary run: journaled, queued, listed in `/v1/runs`, cancellable there.
-//! A client that goes away does not cancel it.
+//!
+//! - A client that goes away before the answer cancels the run (its model calls
+//!   are aborted), unless it sent an `Idempotency-Key` (it means to come back: the
+//!   same key answers from the same run, never a second one) or
+//!   `X-Fanfare-Keep-Running: true`.
+//! - A workflow with no merge answers with the output of its last steps (the ones
+//!   nothing depends on; `fanfare workflows show` names them), one section each
+//!   when there are several.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -123,7 +130,20 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+pub(super) async fn chat(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let key = match super::runs::idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(e) => return openai_error(StatusCode::BAD_REQUEST, e.message(), None),
+    };
+    let keep_running = key.is_some()
+        || headers
+            .get("x-fanfare-keep-running")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let body = match body {
         Ok(b) => b,
         Err(e) => return openai_error(e.status(), e.body_text(), None),
@@ -182,7 +202,7 @@ pub(super) async fn chat(State(app): State<App>, body: Result<Bytes, BytesReject
         cache_warm: None,
         repair_of: None,
     };
-    let id = match app.runs.submit(spec, None).await {
+    let id = match app.runs.submit(spec, key).await {
         Ok(s) => s.id,
         Err(SubmitError::Invalid(e)) => {
             return openai_error(StatusCode::BAD_REQUEST, e.to_string(), None)
@@ -195,7 +215,16 @@ pub(super) async fn chat(State(app): State<App>, body: Result<Bytes, BytesReject
             );
             return r;
         }
+        Err(e @ SubmitError::KeyReused { .. }) => {
+            return openai_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None)
+        }
         Err(e) => return ApiError::internal(e).into_response(),
+    };
+    // Cancels the run if the client goes away first (the response is dropped).
+    let leave = Leave {
+        app: app.clone(),
+        id,
+        armed: !keep_running,
     };
     let answer = Answer {
         id: format!("chatcmpl-run-{id}"),
@@ -203,9 +232,29 @@ pub(super) async fn chat(State(app): State<App>, body: Result<Bytes, BytesReject
         created: now_s(),
     };
     if request.stream {
-        stream(app, id, answer).into_response()
+        stream(app, id, answer, leave).into_response()
     } else {
-        whole(app, id, answer).await
+        whole(app, id, answer, leave).await
+    }
+}
+
+/// Cancels run `id` when dropped while armed: its client went away before the
+/// answer. Disarmed once the run has ended.
+struct Leave {
+    app: App,
+    id: i64,
+    armed: bool,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        if self.armed {
+            let (runs, id) = (self.app.runs.clone(), self.id);
+            tracing::info!(run = id, "the chat client went away: cancelling its run");
+            tokio::spawn(async move {
+                let _ = runs.cancel(id).await;
+            });
+        }
     }
 }
 
@@ -249,17 +298,18 @@ async fn outcome(app: &App, id: i64) -> Result<(String, Value), String> {
                 row.error.clone().unwrap_or_default()
             )
         })?;
-    let text = report["synthesis"]["text"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            let why = row
-                .error
-                .clone()
-                .or_else(|| report["synthesis"]["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "its workflow has no merge".to_owned());
-            format!("run-{id} has no merged answer: {why}")
-        })?;
+    let text = match &report["synthesis"] {
+        Value::Null => last_steps(&report),
+        synthesis => synthesis["text"].as_str().map(str::to_owned),
+    }
+    .ok_or_else(|| {
+        let why = row
+            .error
+            .clone()
+            .or_else(|| report["synthesis"]["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "its last steps did not answer".to_owned());
+        format!("run-{id} has no merged answer: {why}")
+    })?;
     let u = &report["totals"]["usage"];
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
     let prompt =
@@ -274,9 +324,38 @@ async fn outcome(app: &App, id: i64) -> Result<(String, Value), String> {
     Ok((text, usage))
 }
 
-async fn whole(app: App, id: i64, answer: Answer) -> Response {
+/// A run with no merge: the output of its last steps (those nothing depends on),
+/// one section each under its step's name when there are several; `None` when one
+/// of them has no output.
+fn last_steps(report: &Value) -> Option<String> {
+    let branches = report["branches"].as_array()?;
+    let needed: std::collections::HashSet<u64> = branches
+        .iter()
+        .filter_map(|b| b["depends_on"].as_array())
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    let ends: Vec<&Value> = branches
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !needed.contains(&(*i as u64)))
+        .map(|(_, b)| b)
+        .collect();
+    let text = |b: &Value| b["outcome"]["text"].as_str().map(str::to_owned);
+    match ends.as_slice() {
+        [only] => text(only),
+        _ => ends
+            .iter()
+            .map(|b| Some(format!("## {}\n{}", b["step"].as_str()?, text(b)?)))
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.join("\n\n")),
+    }
+}
+
+async fn whole(app: App, id: i64, answer: Answer, mut leave: Leave) -> Response {
     let mut follow = Follow::new(&app, id, 0);
     while follow.next().await.is_some() {}
+    leave.armed = false;
     match outcome(&app, id).await {
         Ok((text, usage)) => Json(json!({
             "id": answer.id, "object": "chat.completion", "created": answer.created,
@@ -295,6 +374,8 @@ async fn whole(app: App, id: i64, answer: Answer) -> Response {
 
 /// What a streamed answer has sent so far.
 struct Streaming {
+    /// Cancels the run if the stream is dropped before the end.
+    leave: Leave,
     app: App,
     follow: Follow,
     answer: Answer,
@@ -312,8 +393,9 @@ enum Phase {
     Finished,
 }
 
-fn stream(app: App, id: i64, answer: Answer) -> Response {
+fn stream(app: App, id: i64, answer: Answer, leave: Leave) -> Response {
     let state = Streaming {
+        leave,
         follow: Follow::new(&app, id, 0),
         app,
         answer,
@@ -355,6 +437,7 @@ fn stream(app: App, id: i64, answer: Answer) -> Response {
                     Some(_) => continue,
                     None => {
                         s.phase = Phase::Finished;
+                        s.leave.armed = false;
                         break match outcome(&s.app, s.id).await {
                             Ok((text, usage)) => {
                                 let rest = match text.strip_prefix(s.sent.as_str()) {

@@ -51,7 +51,7 @@ fn view(row: &RunRow, full: bool) -> Value {
 }
 
 /// The client's Idempotency-Key, if it sent a usable one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => match v.to_str() {

@@ -66,6 +66,20 @@ impl Agent for Held {
     }
 }
 
+/// A workflow `chain`: `fast`, then `slow` on its answer, and no merge (the answer
+/// is `slow`'s); written beside the journal.
+pub fn chain_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
+    let path = db.with_file_name("chain.toml");
+    std::fs::write(
+        &path,
+        "name = \"chain\"\ndescription = \"fast, then slow; no merge\"\nmerge = \"none\"\n\
+         [[steps]]\nname = \"first\"\nagent = \"fast\"\n\
+         [[steps]]\nname = \"second\"\nagent = \"slow\"\nafter = [\"first\"]\ninput = \"{{step.first}}\"\n",
+    )
+    .unwrap();
+    fanfare::run::workflow::Workflow::load(&path).unwrap()
+}
+
 /// A workflow `pair`: both agents, merged by code; written beside the journal.
 pub fn pair_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
     let path = db.with_file_name("pair.toml");
@@ -137,7 +151,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
         .await
         .unwrap();
     let catalog = Catalog {
-        workflows: vec![pair_workflow(db)],
+        workflows: vec![pair_workflow(db), chain_workflow(db)],
         agents: fanfare.agents(),
     };
     let mut config = ServeConfig::new(db);

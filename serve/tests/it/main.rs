@@ -6,6 +6,7 @@ mod api;
 mod common;
 mod limits;
 mod load;
+mod openai;
 mod origin;
 mod page;
 mod repair;
