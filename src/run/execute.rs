@@ -128,8 +128,9 @@ pub(crate) async fn execute(
         }),
         prices: s.prices,
     });
-    let mut machine = Scheduler::new(s.steps, s.policy, budget, defer.is_some());
     let since = |at: Instant| at.saturating_duration_since(s.started);
+    let mut machine =
+        Scheduler::new(s.steps, s.policy, budget, defer.is_some()).with_deadline(since(s.deadline));
     let mut live = Launched::default();
     let mut conflicts: HashMap<usize, Vec<Conflict>> = HashMap::new();
     let mut extras: HashMap<(usize, Option<usize>), Extra> = HashMap::new();
@@ -208,8 +209,11 @@ pub(crate) async fn execute(
                         live.items.remove(&(index, item));
                     }
                     // Only a listener gets a copy of the outcome; without one it is
-                    // not even looked up.
-                    let listened = s.events.and_then(|events| {
+                    // not even looked up. An item that was never dispatched (the
+                    // run's deadline came first) has no event: the report lists it,
+                    // and a map past its deadline wrote one per item.
+                    let told = item.is_none() || machine.dispatched(index, item);
+                    let listened = s.events.filter(|_| told).and_then(|events| {
                         let outcome = machine.outcome(index, item)?.clone();
                         Some((events, outcome))
                     });

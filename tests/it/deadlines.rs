@@ -154,3 +154,62 @@ async fn regression_a_call_hanging_at_the_branch_timeout_says_what_it_was_doing(
         .unwrap()
         .contains("stopped at the branch deadline"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_map_past_the_run_deadline_stops_dispatching_and_keeps_its_report() {
+    // One POST of 200,000 items: past the run's deadline the map still dispatched
+    // every item (176,000 events written), and at deadline + 5 s the run was given
+    // up with "the orchestrator is not running" and no report, losing the items that
+    // had answered.
+    use fanfare::run::{Map, MapSource, Step};
+    let profiles = [("reader", 100, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let items: Vec<String> = (0..20_000).map(|i| format!("item {i}")).collect();
+    let mut request = RunRequest::fan_out("t", Vec::<String>::new())
+        .policy(Policy::TolerantPartial { quorum: 1 })
+        .deadline(Duration::from_secs(1));
+    request.steps = vec![Step::agent("reader").map(Map {
+        over: MapSource::Items(items),
+        concurrency: 10,
+        policy: Policy::TolerantPartial { quorum: 1 },
+    })];
+    let mut handle = fanfare.start_run(request);
+    let mut item_events = 0;
+    while let Some(event) = handle.events.recv().await {
+        if let fanfare::RunEvent::BranchFinished { item: Some(_), .. } = event {
+            item_events += 1;
+        }
+    }
+    let report = handle.report().await.expect("a report, not a run given up");
+    assert!(
+        report.wall <= Duration::from_millis(1_100),
+        "{:?}",
+        report.wall
+    );
+    let map = &report.branches[0].items;
+    assert_eq!(map.len(), 20_000);
+    let ok = map.iter().filter(|i| i.outcome.is_ok()).count();
+    assert!(
+        (90..=100).contains(&ok),
+        "{ok} items answered in 1 s at 10 × 100 ms"
+    );
+    let timed_out = map
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.outcome,
+                BranchOutcome::TimedOut {
+                    deadline: DeadlineKind::Run,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(ok + timed_out, 20_000);
+    assert!(
+        item_events <= 120,
+        "{item_events} events: one per item dispatched"
+    );
+    fanfare.shutdown().await;
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Command, Ended, Scheduler, StepState};
 use crate::agent::UpstreamOutput;
 use crate::run::budget::BranchKey;
-use crate::run::outcome::BranchOutcome;
+use crate::run::outcome::{BranchOutcome, DeadlineKind};
 
 impl Scheduler<'_> {
     /// The outputs of step `i`'s dependencies.
@@ -59,6 +59,15 @@ impl Scheduler<'_> {
         out: &mut Vec<Command>,
         ended: &mut VecDeque<Ended>,
     ) {
+        if self.deadline.is_some_and(|d| now >= d) {
+            // Past the run's deadline it could only time out: it ends so, unstarted.
+            let outcome = BranchOutcome::TimedOut {
+                deadline: DeadlineKind::Run,
+                last_error: None,
+            };
+            ended.push_back((index, item, outcome));
+            return;
+        }
         if let Some((plan, ledger)) = &mut self.budget {
             let estimate = (plan.estimate)(index, item, &upstream);
             let key: BranchKey = (index, item);

@@ -21,7 +21,11 @@
 //!   left;
 //! - with a budget, a branch is dispatched only after reserving its estimate;
 //!   otherwise it ends `Refused`, which the policy treats as a failure;
-//! - after [`Command::Done`] it emits nothing more.
+//! - after [`Command::Done`] it emits nothing more;
+//! - nothing is dispatched at or after the run's deadline: what would be ends
+//!   `TimedOut(Run)` at once, never started (a map of 200,000 items past its
+//!   deadline dispatched every one, each timing out, until the run was given up
+//!   with no report).
 //!
 //! The code: this file holds the types and the driver's entry points; `dispatch`
 //! what goes out (dispatch, budget reservation, a map's items), `settle` what comes
@@ -151,6 +155,8 @@ pub(crate) struct Scheduler<'a> {
     failure: Option<RunFailure>,
     budget: Option<(BudgetPlan<'a>, Ledger)>,
     soft: Soft,
+    /// The run's deadline, from its start.
+    deadline: Option<Duration>,
     done: bool,
 }
 
@@ -200,7 +206,26 @@ impl<'a> Scheduler<'a> {
             failure: None,
             budget: budget.map(|b| (b, Ledger::default())),
             soft,
+            deadline: None,
             done: false,
+        }
+    }
+
+    /// The run's deadline, from its start: nothing is dispatched at or after it.
+    pub(crate) fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether step `index` (its item `item`) was ever dispatched.
+    pub(crate) fn dispatched(&self, index: usize, item: Option<usize>) -> bool {
+        match item {
+            None => self.records.get(index).is_some_and(|e| e.started.is_some()),
+            Some(k) => self
+                .items
+                .get(index)
+                .and_then(|i| i.get(k))
+                .is_some_and(|e| e.started.is_some()),
         }
     }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::agent::{AgentError, AgentOutput};
 use crate::provider::Usage;
-use crate::run::outcome::{BranchError, RefusalReason};
+use crate::run::outcome::{BranchError, DeadlineKind, RefusalReason};
 
 fn ok(text: &str) -> BranchOutcome {
     BranchOutcome::Ok(AgentOutput::text(text))
@@ -410,6 +410,41 @@ fn a_map_step_runs_its_items_within_its_concurrency_then_its_dependents() {
     assert!(is_done(&s.ended(2, None, ok("digest"), 0, T)));
     let (records, failure) = s.into_verdict();
     assert_eq!((records[1].items.len(), failure), (5, None));
+}
+
+#[test]
+fn regression_nothing_is_dispatched_after_the_runs_deadline() {
+    // A map of 200,000 items past its deadline dispatched every one, each timing out
+    // at once, until the run was given up with no report.
+    let second = Duration::from_secs(1);
+    let steps = mapped(2, Policy::TolerantPartial { quorum: 1 });
+    let mut s = Scheduler::new(&steps, Policy::TolerantPartial { quorum: 1 }, None, false)
+        .with_deadline(second);
+    s.start(T);
+    s.ended(0, None, ok("a\nb\nc\nd\ne"), 0, T);
+    assert_eq!(items_dispatched(&s.expanded(1, 5, T)), [0, 1]);
+    // Item 0 ends before the deadline: item 2 goes. Item 1 ends at it: nothing more
+    // goes; the other items end timed out by the run's deadline, never started.
+    assert_eq!(items_dispatched(&s.ended(1, Some(0), ok("A"), 0, T)), [2]);
+    let out = s.ended(1, Some(1), ok("B"), 0, second);
+    assert!(items_dispatched(&out).is_empty(), "{out:?}");
+    let timed_out = BranchOutcome::TimedOut {
+        deadline: DeadlineKind::Run,
+        last_error: None,
+    };
+    for k in [3, 4] {
+        assert_eq!(recorded(&s, 1, Some(k)), &timed_out);
+        assert!(!s.dispatched(1, Some(k)));
+    }
+    assert!(s.dispatched(1, Some(2)));
+    // The running item ends; the map meets its quorum, and its dependent, past the
+    // deadline, ends timed out without a dispatch.
+    let out = s.ended(1, Some(2), ok("C"), 0, second);
+    assert!(dispatched(&out).is_empty(), "{out:?}");
+    assert!(is_done(&out), "{out:?}");
+    assert_eq!(recorded(&s, 2, None), &timed_out);
+    let (records, _) = s.into_verdict();
+    assert_eq!(records[1].items.len(), 5);
 }
 
 #[test]
