@@ -330,6 +330,12 @@ impl Server {
         self.resumed
     }
 
+    /// Its journal (to look at, or to test against: a write it refuses makes the
+    /// runs wait and `/readyz` say so).
+    pub fn journal(&self) -> Journal {
+        self.runs.journal().clone()
+    }
+
     /// Serves until `shutdown` completes; then stops accepting, ends the event
     /// streams, gives runs in progress up to the drain time, journals the rest as
     /// interrupted, and shuts the runtime down.

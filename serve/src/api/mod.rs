@@ -80,10 +80,18 @@ async fn page() -> Response {
         .into_response()
 }
 
-/// Ready while the journal answers and the server is not shutting down.
+/// Ready while the journal answers and takes writes, and the server is not
+/// shutting down.
 async fn ready(State(app): State<App>) -> Response {
     if *app.runs.closing().borrow() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if let Some(why) = app.runs.journal().write_failure() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the journal cannot be written ({why}): runs in progress wait until it can, and new runs are refused"),
+        )
+        .into_response();
     }
     match app
         .runs

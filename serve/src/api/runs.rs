@@ -31,7 +31,7 @@ pub(super) fn run_id(text: &str) -> Result<i64, ApiError> {
 }
 
 /// A run as the API shows it.
-fn view(row: &RunRow, full: bool) -> Value {
+fn view(row: &RunRow, full: bool, journal_failure: Option<String>) -> Value {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
@@ -45,6 +45,11 @@ fn view(row: &RunRow, full: bool) -> Value {
     });
     if full {
         v["request"] = serde_json::from_str(&row.spec).unwrap_or(Value::Null);
+        if let (false, Some(why)) = (row.status.is_final(), journal_failure) {
+            v["journal"] = Value::String(format!(
+                "writes are failing ({why}): the run waits until the journal can keep its answers"
+            ));
+        }
         v["report"] = parse(&row.report).unwrap_or(Value::Null);
     }
     v
@@ -91,7 +96,11 @@ async fn accept(app: &App, spec: RunSpec, key: Option<String>) -> Result<Respons
             StatusCode::UNPROCESSABLE_ENTITY,
             e.to_string(),
         )),
-        Err(SubmitError::Journal(e)) => Err(ApiError::internal(e)),
+        Err(SubmitError::Journal(e)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the run could not be journaled ({e}), so it was not accepted; try again when the journal can be written (GET /readyz)"),
+        )
+        .retry_after(5)),
     }
 }
 
@@ -136,7 +145,7 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let n = run_id(&id)?;
     match app.runs.journal().get(n).await {
-        Ok(Some(row)) => Ok(Json(view(&row, true))),
+        Ok(Some(row)) => Ok(Json(view(&row, true, app.runs.journal().write_failure()))),
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no run `{id}`"),
@@ -190,7 +199,7 @@ pub(super) async fn list(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("run-{}", r.id)))
         .flatten();
-    let runs: Vec<Value> = rows.iter().map(|r| view(r, false)).collect();
+    let runs: Vec<Value> = rows.iter().map(|r| view(r, false, None)).collect();
     Ok(Json(json!({ "runs": runs, "next": next })))
 }
 

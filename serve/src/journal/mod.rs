@@ -41,6 +41,8 @@ pub struct Journal {
     path: PathBuf,
     /// The group-commit writer (see [`Journal::append_events`]).
     writer: std::sync::mpsc::Sender<Pending>,
+    /// Why the last write failed (a full disk, say); `None` once one succeeds.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -73,15 +75,25 @@ impl Journal {
         let conn = Arc::new(Mutex::new(conn));
         let (writer, rx) = std::sync::mpsc::channel();
         let shared = conn.clone();
+        let failing = Arc::new(Mutex::new(None));
+        let health = failing.clone();
         std::thread::Builder::new()
             .name("journal-writer".to_owned())
-            .spawn(move || group_commit(shared, rx))
+            .spawn(move || group_commit(shared, rx, health))
             .map_err(|e| JournalError::Writer(e.to_string()))?;
         Ok(Journal {
             conn,
             path: path.to_owned(),
             writer,
+            failing,
         })
+    }
+
+    /// Why the journal's last write failed, while it does (`None` once a write
+    /// succeeds again): runs cannot keep their promise not to pay twice for an
+    /// answer the journal did not keep, so they wait, and `/readyz` says so.
+    pub fn write_failure(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
     }
 
     /// The file.

@@ -129,8 +129,18 @@ fn commit(conn: &mut Connection, writes: &[&Write]) -> Result<Vec<Applied>, Jour
 /// The group-commit writer: takes every write waiting, applies them all in one
 /// transaction (one sync to disk), and answers each. If that transaction fails,
 /// each write is tried alone, so that one bad write fails only its own caller.
-/// Ends when every `Journal` clone is gone.
-pub(super) fn group_commit(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Receiver<Pending>) {
+/// Ends when every `Journal` clone is gone. `failing` holds why the last write
+/// failed, and is cleared by the next that succeeds.
+pub(super) fn group_commit(
+    conn: Arc<Mutex<Connection>>,
+    rx: std::sync::mpsc::Receiver<Pending>,
+    failing: Arc<Mutex<Option<String>>>,
+) {
+    let health = |result: &Result<_, String>| {
+        if let Ok(mut f) = failing.lock() {
+            *f = result.as_ref().err().cloned();
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -139,6 +149,7 @@ pub(super) fn group_commit(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Re
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         let all: Vec<&Write> = batch.iter().map(|p| &p.write).collect();
         if let Ok(applied) = commit(&mut guard, &all) {
+            health(&Ok(()));
             for (p, a) in batch.into_iter().zip(applied) {
                 let _ = p.done.send(Ok(a));
             }
@@ -148,6 +159,7 @@ pub(super) fn group_commit(conn: Arc<Mutex<Connection>>, rx: std::sync::mpsc::Re
             let result = commit(&mut guard, &[&p.write])
                 .map_err(|e| e.to_string())
                 .and_then(|mut a| a.pop().ok_or_else(|| "nothing applied".to_owned()));
+            health(&result.as_ref().map(|_| ()).map_err(Clone::clone));
             let _ = p.done.send(result);
         }
     }

@@ -1,8 +1,14 @@
 //! Driving one run: the runtime's handle held, its events journaled in batches (then
 //! fed to the metrics), its end journaled, a client's cancel or the server's stop
 //! obeyed.
+//!
+//! A write the journal refuses (a full disk) is tried again until it is committed:
+//! an answer the journal did not keep would be paid for again after a restart, so
+//! the run waits (its events wait in memory; its calls in flight go on) and
+//! `/readyz` says why. At shutdown the wait is given up after a few tries.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +16,10 @@ use fanfare::{RunEvent, RunHandle, RunRequest};
 use tokio::sync::oneshot;
 
 use super::{Runs, Stop};
-use crate::journal::Status;
+use crate::journal::{JournalError, Status};
+
+/// Tries of a failing write once the server is shutting down.
+const TRIES_AT_SHUTDOWN: u32 = 3;
 
 impl Runs {
     /// Drives one run to its end, journaling as it goes.
@@ -20,9 +29,10 @@ impl Runs {
         request: RunRequest,
         mut stop: oneshot::Receiver<Stop>,
     ) {
-        if let Err(e) = self.journal.set_status(id, Status::Running, None).await {
-            tracing::error!(run = id, error = %e, "journal: cannot mark the run running");
-        }
+        self.until_written(id, "its start", || {
+            self.journal.set_status(id, Status::Running, None)
+        })
+        .await;
         self.bump();
         let mut handle: RunHandle = self.fanfare.start_run(request);
         let mut starts: HashMap<(u32, Option<u32>), Duration> = HashMap::new();
@@ -81,14 +91,18 @@ impl Runs {
                 Err(e) => (Status::Failed, None, Some(e.to_string())),
             },
         };
-        let result = if status == Status::Interrupted {
-            self.journal.set_status(id, status, error).await
-        } else {
-            self.journal.finish(id, status, report, error).await
-        };
-        if let Err(e) = result {
-            tracing::error!(run = id, error = %e, "journal: cannot record the run's end");
-        }
+        let journal = &self.journal;
+        self.until_written(id, "its end", || {
+            let (report, error) = (report.clone(), error.clone());
+            async move {
+                if status == Status::Interrupted {
+                    journal.set_status(id, status, error).await
+                } else {
+                    journal.finish(id, status, report, error).await
+                }
+            }
+        })
+        .await;
         self.bump();
         self.ended(id);
     }
@@ -123,7 +137,7 @@ impl Runs {
 
     /// Journals a batch of a run's events in one transaction.
     async fn record(&self, id: i64, batch: &[RunEvent]) {
-        let rows = batch
+        let rows: Vec<(String, String)> = batch
             .iter()
             .filter_map(|e| {
                 let mut value = serde_json::to_value(e).ok()?;
@@ -134,9 +148,46 @@ impl Runs {
                 Some((kind, value.to_string()))
             })
             .collect();
-        if let Err(e) = self.journal.append_events(id, rows).await {
-            tracing::error!(run = id, error = %e, "journal: cannot record events");
-        }
+        self.until_written(id, "its events", || {
+            self.journal.append_events(id, rows.clone())
+        })
+        .await;
         self.bump();
+    }
+
+    /// Makes `write` until the journal commits it; see the module docs. Returns
+    /// whether it was committed (`false`: given up at shutdown).
+    async fn until_written<F, Fut>(&self, id: i64, what: &str, write: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), JournalError>>,
+    {
+        let mut wait = Duration::from_millis(50);
+        let mut failed = 0u32;
+        let mut at_shutdown = 0u32;
+        loop {
+            let error = match write().await {
+                Ok(()) => {
+                    if failed > 0 {
+                        tracing::warn!(run = id, failed, "journal: written again; the run goes on");
+                    }
+                    return true;
+                }
+                Err(e) => e,
+            };
+            if failed == 0 {
+                tracing::error!(run = id, error = %error, "journal: cannot record {what}; the run waits until it can");
+            }
+            failed += 1;
+            if *self.closing().borrow() {
+                at_shutdown += 1;
+                if at_shutdown >= TRIES_AT_SHUTDOWN {
+                    tracing::error!(run = id, error = %error, "journal: shutting down with {what} not recorded");
+                    return false;
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
     }
 }

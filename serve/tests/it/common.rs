@@ -94,6 +94,7 @@ pub fn pair_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
 
 pub struct Running {
     pub base: String,
+    pub journal: fanfare_serve::Journal,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Stopped>,
     pub fast: Calls,
@@ -165,6 +166,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     config.body_limit = 4096;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
+    let journal = server.journal();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server
@@ -176,6 +178,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     });
     Running {
         base,
+        journal,
         stop: Some(stop),
         task,
         fast,

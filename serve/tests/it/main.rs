@@ -4,6 +4,7 @@
 
 mod api;
 mod common;
+mod journal;
 mod limits;
 mod load;
 mod openai;
