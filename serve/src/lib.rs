@@ -59,13 +59,16 @@ impl Token {
         (!t.is_empty()).then(|| Token(t.to_owned()))
     }
 
-    /// Reads a token from a file (its first line).
+    /// Reads a token from a file (its first line that is not blank).
     pub fn from_file(path: &Path) -> Result<Token, ServeError> {
         let text = std::fs::read_to_string(path).map_err(|source| ServeError::TokenFile {
             path: path.to_owned(),
             source,
         })?;
-        Token::new(text.lines().next().unwrap_or("")).ok_or_else(|| ServeError::EmptyToken {
+        // The first line with anything on it: a file that starts with a blank line
+        // was called empty.
+        let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        Token::new(line).ok_or_else(|| ServeError::EmptyToken {
             path: path.to_owned(),
         })
     }
@@ -389,5 +392,23 @@ impl Server {
         drop(held);
         served.map_err(ServeError::Http)?;
         Ok(Stopped { interrupted })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_a_token_file_that_starts_with_a_blank_line_is_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "\n  \ns3cret\n").unwrap();
+        assert_eq!(Token::from_file(&path).unwrap().expose(), "s3cret");
+        std::fs::write(&path, "\n \n").unwrap();
+        assert!(matches!(
+            Token::from_file(&path),
+            Err(ServeError::EmptyToken { .. })
+        ));
     }
 }

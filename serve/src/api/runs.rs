@@ -60,7 +60,14 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Ok(Some(k.to_owned())),
+            // `to_str` lets a TAB through; a key is visible characters only.
+            Ok(k)
+                if !k.is_empty()
+                    && k.len() <= MAX_KEY
+                    && k.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(Some(k.to_owned()))
+            }
             _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(

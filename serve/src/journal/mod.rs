@@ -248,7 +248,9 @@ impl Journal {
     }
 
     /// Up to `limit` runs, newest first, older than `before` (an id) when given, of
-    /// one status when given.
+    /// one status when given. A row this build cannot read (a status it does not
+    /// know, a damaged column) is left out with a warning: one such row made the
+    /// whole list fail.
     pub async fn list(
         &self,
         status: Option<Status>,
@@ -256,14 +258,34 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<RunRow>, JournalError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs \
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2) \
-                 ORDER BY id DESC LIMIT ?3"
-            ))?;
-            let rows =
-                stmt.query_map(params![status.map(Status::as_str), before, limit], run_row)?;
-            rows.map(|r| with_status(r?)).collect()
+            let before = before.unwrap_or(i64::MAX);
+            // One statement per shape, so that each uses its index: `(status, id)`
+            // with a status (an `?1 IS NULL OR` in one statement scanned the table).
+            let rows: Vec<rusqlite::Result<(RunRow, String)>> = match status {
+                Some(status) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 AND id < ?2 \
+                         ORDER BY id DESC LIMIT ?3"
+                    ))?;
+                    let rows = stmt.query_map(params![status.as_str(), before, limit], run_row)?;
+                    rows.collect()
+                }
+                None => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                    ))?;
+                    let rows = stmt.query_map(params![before, limit], run_row)?;
+                    rows.collect()
+                }
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                match row.map_err(JournalError::from).and_then(with_status) {
+                    Ok(row) => out.push(row),
+                    Err(e) => tracing::warn!(error = %e, "journal: a run row that cannot be read is left out of the list"),
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -172,3 +172,55 @@ async fn learned_limits_are_kept_per_endpoint_and_model_and_forgotten_after_a_da
         .unwrap();
     assert_eq!(rows, 1);
 }
+
+#[tokio::test]
+async fn regression_a_row_that_cannot_be_read_is_left_out_of_the_list_not_fatal_to_it() {
+    let (_dir, j) = open();
+    for _ in 0..3 {
+        j.insert_run("{}".into(), None).await.unwrap();
+    }
+    j.call(|c| {
+        c.execute("UPDATE runs SET status = 'bogus' WHERE id = 2", [])?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let ids: Vec<i64> = j
+        .list(None, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [3, 1]);
+}
+
+#[tokio::test]
+async fn regression_listing_by_status_uses_the_status_index() {
+    let (_dir, j) = open();
+    let plan: Vec<String> = j
+        .call(|c| {
+            let mut stmt = c.prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params!["queued", i64::MAX, 10], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap();
+    assert!(
+        plan.iter().any(|p| p.contains("runs_by_status")),
+        "{plan:?}"
+    );
+    // The listing itself answers by status.
+    j.insert_run("{}".into(), None).await.unwrap();
+    assert_eq!(
+        j.list(Some(Status::Queued), None, 10).await.unwrap().len(),
+        1
+    );
+    assert!(j
+        .list(Some(Status::Running), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -222,3 +222,41 @@ async fn allowed_host_names_are_answered_on_a_loopback_bind() {
     assert_eq!(r.status().as_u16(), 202);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_the_bearer_scheme_is_case_insensitive_and_keys_are_visible_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            token: Some("s3cret"),
+            ..Options::default()
+        },
+    )
+    .await;
+    for (auth, want) in [
+        ("Bearer s3cret", 200),
+        ("bearer s3cret", 200),
+        ("BEARER s3cret", 200),
+        ("Bearer wrong", 401),
+        ("Basic s3cret", 401),
+    ] {
+        let r = client()
+            .get(format!("{}/v1/runs", s.base))
+            .header("Authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{auth}");
+    }
+    let r = client()
+        .post(format!("{}/v1/runs", s.base))
+        .header("Authorization", "Bearer s3cret")
+        .header("Idempotency-Key", "a\tb")
+        .json(&serde_json::json!({"input": "x", "agents": ["fast"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    s.stop().await;
+}
