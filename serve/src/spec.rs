@@ -118,6 +118,9 @@ pub struct Defaults {
     pub crash_retries: u32,
     /// The workflow of a run that names neither a workflow nor agents.
     pub workflow: String,
+    /// The most branches one run may ask for: agents in a fan-out, or items of a
+    /// map (one POST of 10,000 agents was 10,000 paid calls).
+    pub max_branches: usize,
 }
 
 impl Default for Defaults {
@@ -127,6 +130,7 @@ impl Default for Defaults {
             branch_timeout: RunRequest::DEFAULT_BRANCH_TIMEOUT,
             crash_retries: 0,
             workflow: "perspectives".to_owned(),
+            max_branches: 10_000,
         }
     }
 }
@@ -145,6 +149,20 @@ impl RunSpec {
         if self.input.trim().is_empty() {
             return Err(FieldError::new("input", "the task text is empty"));
         }
+        if let Some(items) = self
+            .items
+            .as_ref()
+            .filter(|i| i.len() > defaults.max_branches)
+        {
+            return Err(FieldError::new(
+                "items",
+                format!(
+                    "{} items, more than this server's limit of {} branches per run (--max-branches)",
+                    items.len(),
+                    defaults.max_branches
+                ),
+            ));
+        }
         let mut request = match (&self.workflow, &self.agents) {
             (Some(_), Some(_)) => {
                 return Err(FieldError::new(
@@ -157,8 +175,20 @@ impl RunSpec {
                 if agents.is_empty() {
                     return Err(FieldError::new("agents", "the list is empty"));
                 }
+                if agents.len() > defaults.max_branches {
+                    return Err(FieldError::new(
+                        "agents",
+                        format!(
+                            "{} branches, more than this server's limit of {} per run (--max-branches)",
+                            agents.len(),
+                            defaults.max_branches
+                        ),
+                    ));
+                }
+                let known: std::collections::HashSet<&str> =
+                    catalog.agents.iter().map(String::as_str).collect();
                 for (i, a) in agents.iter().enumerate() {
-                    if !catalog.agents.contains(a) {
+                    if !known.contains(a.as_str()) {
                         return Err(FieldError::new(
                             format!("agents[{i}]"),
                             format!(
@@ -275,6 +305,25 @@ mod tests {
                 .request(&catalog(), &Defaults::default())
                 .expect_err("a problem"),
         }
+    }
+
+    #[test]
+    fn regression_a_run_wider_than_the_servers_limit_is_refused_before_anything_runs() {
+        // One POST of 10,000 agents was 10,000 paid calls, with no limit.
+        let defaults = Defaults {
+            max_branches: 3,
+            ..Defaults::default()
+        };
+        let wide = parse(br#"{"input": "x", "agents": ["a", "b", "a", "b"]}"#).unwrap();
+        let e = wide.request(&catalog(), &defaults).unwrap_err();
+        assert_eq!(e.field, "agents");
+        assert!(e.message.contains("limit of 3"), "{}", e.message);
+        let fits = parse(br#"{"input": "x", "agents": ["a", "b", "a"]}"#).unwrap();
+        assert!(fits.request(&catalog(), &defaults).is_ok());
+        let items = parse(br#"{"input": "x", "items": ["1", "2", "3", "4"]}"#).unwrap();
+        let e = items.request(&catalog(), &defaults).unwrap_err();
+        assert_eq!(e.field, "items");
+        assert!(e.message.contains("limit of 3"), "{}", e.message);
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// client reads); more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     pub max_event_streams: usize,
+    /// The most branches one submitted run may ask for (agents in a fan-out, items of
+    /// a map); more are refused with 422 naming the limit.
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
+    pub max_branches: usize,
     /// Largest request body, KiB.
     #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     pub max_body_kib: usize,

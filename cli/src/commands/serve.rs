@@ -72,6 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
             branch_timeout: args.branch_timeout,
             crash_retries: args.crash_retries,
             workflow: args.workflow.clone(),
+            max_branches: args.max_branches,
         },
         gate,
         endpoint,

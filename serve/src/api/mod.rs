@@ -86,6 +86,17 @@ async fn ready(State(app): State<App>) -> Response {
     if *app.runs.closing().borrow() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let path = app.runs.journal().path().to_owned();
+    if !path.exists() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the journal {} is gone (deleted, or its directory): what runs write now is lost at the next start",
+                path.display()
+            ),
+        )
+        .into_response();
+    }
     if let Some(why) = app.runs.journal().write_failure() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -103,8 +103,10 @@ impl Runs {
             }
         })
         .await;
-        self.bump();
+        // Out of the driven runs first, then the word: a shutdown waiting for the
+        // last run woke before it was out, and then waited the whole drain.
         self.ended(id);
+        self.bump();
     }
 
     /// Feeds branch latencies to the metrics.

@@ -11,4 +11,5 @@ mod openai;
 mod origin;
 mod page;
 mod repair;
+mod shutdown;
 mod streams;
