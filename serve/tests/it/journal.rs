@@ -96,3 +96,19 @@ async fn regression_a_full_journal_holds_runs_visibly_and_they_end_once_it_has_r
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_journal_deleted_under_the_server_is_not_ready() {
+    // Deleting the journal's directory went unnoticed: /readyz said ready while what
+    // runs wrote went to a file no restart would find.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sub").join("j.db");
+    std::fs::create_dir(db.parent().unwrap()).unwrap();
+    let s = start(&db, Options::default()).await;
+    assert_eq!(readyz(&s.base).await.0, 200);
+    std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    let (code, why) = readyz(&s.base).await;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("is gone"), "{why}");
+    s.stop().await;
+}
