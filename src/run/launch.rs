@@ -136,29 +136,46 @@ pub(super) struct Driver<'s, 'a> {
     pub(super) items: HashMap<usize, Arc<[String]>>,
 }
 
+/// The most bytes a step's input template may render to (a template that names a
+/// large task or output many times built a prompt of a gigabyte).
+pub(crate) const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
+
 impl Driver<'_, '_> {
-    /// The task a branch of step `index` (item `item`) gets.
-    fn task(&self, index: usize, item: Option<usize>, upstream: &Arc<[UpstreamOutput]>) -> Task {
+    /// The task a branch of step `index` (item `item`) gets; a failed branch when its
+    /// input template renders past [`MAX_INPUT_BYTES`].
+    fn task(
+        &self,
+        index: usize,
+        item: Option<usize>,
+        upstream: &Arc<[UpstreamOutput]>,
+    ) -> Result<Task, BranchError> {
         let step = &self.s.steps[index];
         let item_text = item.and_then(|k| self.items.get(&index)?.get(k));
         let (input, templated): (Arc<str>, bool) = match (&step.input, item_text) {
             (Some(t), _) => {
-                let rendered = t.render(
-                    self.s.input,
-                    item.zip(item_text.map(String::as_str)),
-                    |name| {
-                        upstream
-                            .iter()
-                            .find(|u| u.agent == name)
-                            .map(|u| u.text.clone())
-                    },
-                );
+                let rendered = t
+                    .render_within(
+                        self.s.input,
+                        item.zip(item_text.map(String::as_str)),
+                        |name| {
+                            upstream
+                                .iter()
+                                .find(|u| u.agent == name)
+                                .map(|u| u.text.clone())
+                        },
+                        MAX_INPUT_BYTES,
+                    )
+                    .map_err(|bytes| BranchError::InputTooLarge {
+                        step: step.name.clone(),
+                        bytes,
+                        limit: MAX_INPUT_BYTES,
+                    })?;
                 (rendered.into(), true)
             }
             (None, Some(text)) => (text.as_str().into(), true),
             (None, None) => (self.s.input.clone(), false),
         };
-        Task {
+        Ok(Task {
             branch: BranchId {
                 run: self.s.run,
                 index: index as u32,
@@ -171,7 +188,7 @@ impl Driver<'_, '_> {
             schema: step.schema.clone(),
             deadline: None,
             deltas: None,
-        }
+        })
     }
 
     /// What a branch may use: its agent's own estimate of its call, or (for agents that
@@ -192,7 +209,14 @@ impl Driver<'_, '_> {
                 cost_usd: Some(0.0),
             };
         };
-        let task = self.task(index, item, upstream);
+        let Ok(task) = self.task(index, item, upstream) else {
+            // It fails before any call: nothing to reserve.
+            return Estimate {
+                tokens: 0,
+                model: None,
+                cost_usd: Some(0.0),
+            };
+        };
         let call = self
             .s
             .roster
@@ -271,6 +295,17 @@ impl Launched {
             self.items.insert((index, item), handle);
         }
     }
+}
+
+/// A branch that fails before it is called, with `error`.
+fn failed_at_once(
+    set: &mut JoinSet<TaskEnd>,
+    index: usize,
+    item: Option<usize>,
+    error: BranchError,
+) -> AbortHandle {
+    let outcome = BranchOutcome::Failed { error };
+    set.spawn(std::future::ready(Ok(Ended::new(index, item, outcome))))
 }
 
 /// The earlier output the run reuses for branch (`index`, `item`), if any.
@@ -355,7 +390,10 @@ fn dispatch(
         }
         Action::Workflow(flow) => {
             let (deadline, _) = branch_deadline(s, step);
-            let input = driver.task(index, item, upstream).prompt().to_string();
+            let input = match driver.task(index, item, upstream) {
+                Ok(task) => task.prompt().to_string(),
+                Err(error) => return failed_at_once(set, index, item, error),
+            };
             let nested = s.nested.cloned();
             let flow = flow.clone();
             let crash_retries = s.crash_retries;
@@ -384,7 +422,10 @@ fn dispatch(
         Action::Agent(agent) => {
             let now = Instant::now();
             let (deadline, kind) = branch_deadline(s, step);
-            let mut task = driver.task(index, item, upstream);
+            let mut task = match driver.task(index, item, upstream) {
+                Ok(task) => task,
+                Err(error) => return failed_at_once(set, index, item, error),
+            };
             // A hair before the branch deadline, so that a model call cut by it
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));

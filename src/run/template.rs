@@ -106,21 +106,56 @@ impl Template {
         item: Option<(usize, &str)>,
         step: impl Fn(&str) -> Option<String>,
     ) -> String {
+        self.render_within(task, item, step, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// [`Template::render`], refused (`Err` with the bytes it came to by then) once
+    /// it would pass `limit` bytes: a template that names a large task or output many
+    /// times must not build a prompt of a gigabyte.
+    pub fn render_within(
+        &self,
+        task: &str,
+        item: Option<(usize, &str)>,
+        step: impl Fn(&str) -> Option<String>,
+        limit: usize,
+    ) -> Result<String, usize> {
         let mut out = String::new();
         for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Task => out.push_str(task),
-                Part::Item => out.push_str(item.map(|(_, t)| t).unwrap_or_default()),
-                Part::ItemIndex => {
-                    if let Some((i, _)) = item {
-                        out.push_str(&(i + 1).to_string());
-                    }
-                }
-                Part::Step(name) => out.push_str(&step(name).unwrap_or_default()),
+            let piece: std::borrow::Cow<'_, str> = match part {
+                Part::Text(t) => t.as_str().into(),
+                Part::Task => task.into(),
+                Part::Item => item.map(|(_, t)| t).unwrap_or_default().into(),
+                Part::ItemIndex => match item {
+                    Some((i, _)) => (i + 1).to_string().into(),
+                    None => "".into(),
+                },
+                Part::Step(name) => step(name).unwrap_or_default().into(),
+            };
+            if out.len() + piece.len() > limit {
+                return Err(out.len() + piece.len());
             }
+            out.push_str(&piece);
         }
-        out
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    #[test]
+    fn regression_a_template_that_would_build_a_huge_prompt_is_refused() {
+        // One template named a large task a thousand times: a 1 GB prompt.
+        let t = Template::parse(&"{{task}} ".repeat(1_000)).unwrap();
+        let task = "x".repeat(1_000);
+        assert_eq!(
+            t.render_within(&task, None, |_| None, 100_000),
+            Err(100_099)
+        );
+        let fits = t.render_within(&task, None, |_| None, 2_000_000).unwrap();
+        assert_eq!(fits.len(), 1_001_000);
     }
 }
 

@@ -213,3 +213,27 @@ async fn regression_a_map_past_the_run_deadline_stops_dispatching_and_keeps_its_
     );
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_template_that_would_build_a_huge_prompt_fails_its_branch_uncalled() {
+    // One template named a large task many times: a prompt of a gigabyte was built
+    // and sent. Now the branch fails before any call, naming the step and the limit.
+    use fanfare::run::{BranchError, Step, Template};
+    let profiles = [("reader", 10, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let task = "x".repeat(1024 * 1024);
+    let mut request = RunRequest::fan_out(task, Vec::<String>::new());
+    request.steps =
+        vec![Step::agent("reader").input(Template::parse(&"{{task}}\n".repeat(20)).unwrap())];
+    let report = fanfare.run(request).await.unwrap();
+    let BranchOutcome::Failed {
+        error: BranchError::InputTooLarge { step, limit, .. },
+    } = &report.branches[0].outcome
+    else {
+        panic!("{:?}", report.branches[0].outcome)
+    };
+    assert_eq!((step.as_str(), *limit), ("reader", 16 * 1024 * 1024));
+    assert_eq!(provider.stats().started, 0, "no call was made");
+    fanfare.shutdown().await;
+}

@@ -91,12 +91,7 @@ pub fn render(w: &Workflow, specs: &[AgentSpec]) -> String {
         "critical path (by the agents' expected latency): {} (≈ {secs:.1} s)\n",
         path.join(" → ")
     ));
-    let ends: Vec<&str> = w
-        .steps
-        .iter()
-        .filter(|s| !w.steps.iter().any(|o| o.after.contains(&s.name)))
-        .map(|s| s.name.as_str())
-        .collect();
+    let ends = w.ends();
     out.push_str(&match w.merge {
         WorkflowMerge::Llm => format!("merge: llm, over {}\n", ends.join(", ")),
         WorkflowMerge::Code => format!("merge: code, one section each for {}\n", ends.join(", ")),

@@ -199,6 +199,17 @@ pub enum BranchError {
     /// A code step failed.
     #[error("{0}")]
     Code(Box<CodeError>),
+    /// The step's input template rendered to more than the limit on one branch's
+    /// input, so it was not called.
+    #[error("the input of step `{step}` came to {bytes} bytes, more than the limit of {limit} on one branch's input")]
+    InputTooLarge {
+        /// The step.
+        step: String,
+        /// What it came to when refused.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The workflow it ran whole did not succeed (its own report says how).
     #[error("workflow `{workflow}` failed: {reason}")]
     Workflow {

@@ -33,6 +33,11 @@ fn failures() -> Vec<BranchOutcome> {
             message: "p".into(),
         })),
         failed(BranchError::SpecialistDied { agent: "a".into() }),
+        failed(BranchError::InputTooLarge {
+            step: "s".into(),
+            bytes: 20,
+            limit: 10,
+        }),
         failed(BranchError::Items {
             ok: 1,
             of: 3,

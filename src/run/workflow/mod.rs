@@ -66,6 +66,10 @@ pub enum WorkflowMerge {
     None,
 }
 
+/// The most steps a workflow file may have: its checks and `workflows show` stay
+/// well under a second.
+pub const MAX_STEPS: usize = 10_000;
+
 /// Where a map step's items come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapOver {
@@ -200,6 +204,14 @@ pub enum WorkflowProblem {
         "items were given (--each), but no step maps over them (map = {{ over = \"items\" }})"
     )]
     ItemsUnused,
+    /// More steps than a workflow file may have.
+    #[error("{steps} steps, more than the {max} a workflow may have")]
+    TooManySteps {
+        /// Its steps.
+        steps: usize,
+        /// The limit ([`MAX_STEPS`]).
+        max: usize,
+    },
     /// No steps.
     #[error("it has no steps")]
     Empty,
@@ -299,6 +311,21 @@ impl Workflow {
             }
         }
         out
+    }
+
+    /// The steps nothing depends on, in order: what a merge takes, or, with no
+    /// merge, the answer.
+    pub fn ends(&self) -> Vec<&str> {
+        let needed: std::collections::HashSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.after.iter().map(String::as_str))
+            .collect();
+        self.steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|name| !needed.contains(name))
+            .collect()
     }
 
     /// The steps by depth: each level waits only for earlier levels, so the steps of

@@ -150,3 +150,48 @@ fn a_schema_is_carried_to_the_step_under_the_step_name() {
     assert_eq!(schema.name, "legal_view");
     assert_eq!(schema.schema["required"], serde_json::json!(["risk"]));
 }
+
+/// A chain of `n` steps, each after the one before and reading its output.
+fn chain(n: usize) -> String {
+    let mut text = "name = \"chain\"\nmerge = \"none\"\n".to_owned();
+    for i in 0..n {
+        text.push_str(&format!("[[steps]]\nname = \"s{i}\"\nagent = \"x\"\n"));
+        if i > 0 {
+            text.push_str(&format!(
+                "after = [\"s{}\"]\ninput = \"{{{{step.s{}}}}}\"\n",
+                i - 1,
+                i - 1
+            ));
+        }
+    }
+    text
+}
+
+#[test]
+fn regression_a_workflow_is_bounded_in_steps_and_a_long_chain_loads() {
+    // A 50,000-step file took 11 s to `show` (quadratic checks and ends); now the
+    // checks are linear for direct references and a file holds at most MAX_STEPS.
+    let e = parse(&chain(MAX_STEPS + 1)).unwrap_err();
+    assert!(
+        matches!(*e.problem, WorkflowProblem::TooManySteps { steps, max } if steps == MAX_STEPS + 1 && max == MAX_STEPS),
+        "{e}"
+    );
+    let w = parse(&chain(MAX_STEPS)).unwrap();
+    assert_eq!(w.steps.len(), MAX_STEPS);
+    assert_eq!(w.ends(), [format!("s{}", MAX_STEPS - 1).as_str()]);
+    // A reference that is not upstream is still refused.
+    let mut bad = chain(3);
+    bad.push_str(
+        "[[steps]]\nname = \"t\"\nagent = \"x\"\nafter = [\"s0\"]\ninput = \"{{step.s2}}\"\n",
+    );
+    assert!(matches!(
+        *parse(&bad).unwrap_err().problem,
+        WorkflowProblem::NotUpstream(ref s) if s == "s2"
+    ));
+}
+
+#[test]
+fn ends_are_the_steps_nothing_depends_on_in_order() {
+    let w = parse(CHAINS).unwrap();
+    assert_eq!(w.ends(), ["e"]);
+}
