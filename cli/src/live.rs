@@ -138,7 +138,7 @@ impl Progress {
                 text: v["text"].as_str()?.to_owned(),
             },
             "synthesis_finished" => Progress::MergeFinished {
-                ok: v["result"].get("Ok").is_some(),
+                ok: v["result"].get("text").or(v["result"].get("Ok")).is_some(),
             },
             _ => return None,
         })
@@ -323,7 +323,7 @@ mod tests {
             ),
             (
                 "synthesis_finished",
-                json!({"result": {"Ok": "merged"}}),
+                json!({"result": {"text": "merged"}}),
                 Some(Progress::MergeFinished { ok: true }),
             ),
             ("status", json!({"status": "running"}), None),

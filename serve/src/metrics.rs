@@ -1,6 +1,6 @@
 //! What `GET /metrics` reports, in the Prometheus text format (through the
 //! `prometheus-client` crate): runs by status and the run queue, each branch's
-//! latency by agent and outcome, tokens and cost by model, the provider's
+//! latency by step and outcome, tokens and cost by model, the provider's
 //! admission gate (queue depth, calls in flight, the adaptive cap, 429s, permit
 //! wait), and supervision (restarts, escalations).
 //!
@@ -22,7 +22,9 @@ use crate::journal::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BranchLabels {
-    agent: String,
+    /// The step's name (a fan-out's step is named after its agent; a workflow's
+    /// steps have names of their own).
+    step: String,
     outcome: String,
 }
 
@@ -122,7 +124,7 @@ impl Metrics {
         );
         r.register(
             "branch_duration_seconds",
-            "Branch latency, dispatch to end, by agent and outcome",
+            "Branch latency, dispatch to end, by step and outcome",
             m.branch_seconds.clone(),
         );
         r.register(
@@ -189,10 +191,10 @@ impl Metrics {
     }
 
     /// A branch (or map item) of `agent` ended with `outcome` after `seconds`.
-    pub fn branch(&self, agent: &str, outcome: &str, seconds: f64) {
+    pub fn branch(&self, step: &str, outcome: &str, seconds: f64) {
         self.branch_seconds
             .get_or_create(&BranchLabels {
-                agent: agent.to_owned(),
+                step: step.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .observe(seconds);

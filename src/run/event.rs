@@ -91,7 +91,10 @@ pub enum RunEvent {
     SynthesisFinished {
         /// The run.
         run: RunId,
-        /// The merged text, or why there is none.
+        /// The merged text, or why there is none: `{"text": …}` or `{"error": …}`
+        /// in JSON (journals of older versions hold `{"Ok": …}` / `{"Err": …}`,
+        /// which read back the same).
+        #[serde(with = "merged")]
         result: Result<String, SynthesisError>,
     },
     /// The run is over; the report follows on the reply.
@@ -101,4 +104,59 @@ pub enum RunEvent {
         /// Whether it succeeded.
         succeeded: bool,
     },
+}
+
+/// The JSON of a merge's result: `{"text": …}` or `{"error": …}` (it was Rust's own
+/// `{"Ok": …}`, which every client had to know; that still reads).
+mod merged {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::run::outcome::SynthesisError;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Merged<T, E> {
+        #[serde(alias = "Ok")]
+        Text(T),
+        #[serde(alias = "Err")]
+        Error(E),
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        result: &Result<String, SynthesisError>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match result {
+            Ok(text) => Merged::<&String, &SynthesisError>::Text(text),
+            Err(e) => Merged::Error(e),
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<String, SynthesisError>, D::Error> {
+        Ok(match Merged::<String, SynthesisError>::deserialize(d)? {
+            Merged::Text(text) => Ok(text),
+            Merged::Error(e) => Err(e),
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use crate::agent::RunId;
+        use crate::run::event::RunEvent;
+
+        #[test]
+        fn a_merge_result_reads_as_text_or_error_and_old_journals_still_read() {
+            let event = RunEvent::SynthesisFinished {
+                run: RunId(1),
+                result: Ok("merged".into()),
+            };
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["result"], serde_json::json!({"text": "merged"}));
+            let old = r#"{"event": "synthesis_finished", "run": 1, "result": {"Ok": "merged"}}"#;
+            assert_eq!(serde_json::from_str::<RunEvent>(old).unwrap(), event);
+        }
+    }
 }

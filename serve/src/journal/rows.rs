@@ -42,9 +42,16 @@ pub(super) fn with_status((mut row, status): (RunRow, String)) -> Result<RunRow,
     Ok(row)
 }
 
-/// The payload of a `status` or `done` event.
-pub(super) fn status_data(status: Status, note: Option<&str>) -> String {
-    serde_json::json!({ "status": status, "note": note }).to_string()
+/// The payload of a `status` or `done` event, with the fields every event has
+/// (`event`, `run`: the probe found these two without them).
+pub(super) fn status_data(kind: &str, run: i64, status: Status, note: Option<&str>) -> String {
+    serde_json::json!({
+        "event": kind,
+        "run": format!("run-{run}"),
+        "status": status,
+        "note": note,
+    })
+    .to_string()
 }
 
 /// Appends one event to `run`, numbered after its last.

@@ -64,7 +64,13 @@ impl Write {
                     params![Status::Queued.as_str(), spec, key, now],
                 )?;
                 let id = tx.last_insert_rowid();
-                append(tx, id, "status", &status_data(Status::Queued, None), now)?;
+                append(
+                    tx,
+                    id,
+                    "status",
+                    &status_data("status", id, Status::Queued, None),
+                    now,
+                )?;
                 return Ok(Applied::Inserted(Inserted::New(id)));
             }
             Write::Events { run, events } => {
@@ -81,7 +87,7 @@ impl Write {
                     tx,
                     *run,
                     "status",
-                    &status_data(*status, note.as_deref()),
+                    &status_data("status", *run, *status, note.as_deref()),
                     now,
                 )?;
             }
@@ -99,7 +105,7 @@ impl Write {
                     tx,
                     *run,
                     "done",
-                    &status_data(*status, error.as_deref()),
+                    &status_data("done", *run, *status, error.as_deref()),
                     now,
                 )?;
             }

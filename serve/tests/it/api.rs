@@ -28,6 +28,17 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
     let kinds: Vec<&str> = all.iter().map(|(_, k, _)| k.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"status"));
     assert_eq!(kinds.last(), Some(&"done"), "{kinds:?}");
+    // Every event carries its kind and run, the status and done ones too (they
+    // lacked both), and the merge's result reads `text`, not Rust's `Ok`.
+    for (_, kind, data) in &all {
+        assert_eq!(
+            (data["event"].as_str(), data["run"].as_str()),
+            (Some(kind.as_str()), Some(id.as_str())),
+            "{data}"
+        );
+    }
+    let merged = all.iter().find(|e| e.1 == "synthesis_finished").unwrap();
+    assert!(merged.2["result"]["text"].is_string(), "{}", merged.2);
     assert_eq!(kinds.iter().filter(|k| **k == "branch_started").count(), 2);
     assert_eq!(kinds.iter().filter(|k| **k == "branch_finished").count(), 2);
     let ids: Vec<String> = all.iter().map(|(i, _, _)| i.clone()).collect();
@@ -60,8 +71,8 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
         .unwrap();
     for line in [
         "fanfare_runs{status=\"succeeded\"} 1",
-        "fanfare_branch_duration_seconds_count{agent=\"fast\",outcome=\"ok\"} 1",
-        "fanfare_branch_duration_seconds_count{agent=\"slow\",outcome=\"ok\"} 1",
+        "fanfare_branch_duration_seconds_count{step=\"fast\",outcome=\"ok\"} 1",
+        "fanfare_branch_duration_seconds_count{step=\"slow\",outcome=\"ok\"} 1",
         "fanfare_runs_in_progress 0",
     ] {
         assert!(
