@@ -146,3 +146,44 @@ mod tests {
         assert!(!h.begin(b), "three in all again");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// However a stream of frames is cut into reads, the watcher refuses it
+        /// exactly when one of its headers announces more than the limit, and
+        /// names that length.
+        #[test]
+        fn the_verdict_does_not_depend_on_how_the_stream_is_read(
+            lengths in proptest::collection::vec(0u64..64, 1..20),
+            limit in 0u64..64,
+            cuts in proptest::collection::vec(1usize..17, 1..50),
+        ) {
+            let mut stream = Vec::new();
+            for &len in &lengths {
+                stream.extend_from_slice(&len.to_be_bytes());
+                if len > limit {
+                    break;
+                }
+                stream.extend(std::iter::repeat_n(0xFFu8, len as usize));
+            }
+            let want = lengths.iter().find(|&&l| l > limit).map_or(Ok(()), |&l| Err(l));
+            let mut frames = Frames::default();
+            let mut rest = &stream[..];
+            let mut got = Ok(());
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() || got.is_err() {
+                    break;
+                }
+                let n = (*cut).min(rest.len());
+                got = frames.read(&rest[..n], limit);
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -159,3 +159,42 @@ mod tests {
         assert_eq!(a.limit, Some(2));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever the headers said and however the calls come, no more calls go
+        /// out before the reset than the headers said were left (less those on
+        /// their way), and after it no more than the limit they named before the
+        /// next answer says more.
+        #[test]
+        fn no_more_go_out_than_the_headers_allow(
+            remaining in 0u64..50,
+            others in 0usize..10,
+            limit in proptest::option::of(0u64..50),
+            takes in proptest::collection::vec(0u64..3_000, 0..200),
+        ) {
+            let start = Instant::now();
+            let reset = Duration::from_secs(1);
+            let mut a = Allowance::default();
+            a.heard(Heard { remaining, reset, limit }, others, start);
+            let mut takes = takes;
+            takes.sort_unstable();
+            let (mut before, mut after) = (0u64, 0u64);
+            for ms in takes {
+                let now = start + Duration::from_millis(ms);
+                if a.take(now) == Take::Go {
+                    if now < start + reset { before += 1 } else { after += 1 }
+                }
+            }
+            prop_assert!(before <= remaining.saturating_sub(others as u64));
+            if let Some(limit) = limit {
+                prop_assert!(after <= limit);
+            }
+        }
+    }
+}
