@@ -344,4 +344,3 @@ fn read_body(
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
     })
 }
-
