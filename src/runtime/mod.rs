@@ -377,8 +377,10 @@ impl Fanfare {
     /// Returns how many runs had to be aborted.
     pub async fn shutdown_with_drain(self, drain: Duration) -> usize {
         let wait = Some(Duration::from_secs(10));
-        // From now on the root restarts nothing.
-        let _ = self.root.cast(RootMsg::Stopping);
+        // From now on the root restarts nothing; it must know before any child stops
+        // (a cast raced the child's exit, which the root took for a crash: a spurious
+        // `ERROR top-level actor exited` after about one clean run in ten).
+        let _ = self.root.call(RootMsg::Stopping, wait).await;
         let orchestrator = self.orchestrator.borrow().clone();
         let synthesiser = self.synthesiser.borrow().clone();
         let supervisor = self.supervisor.borrow().clone();

@@ -68,8 +68,10 @@ pub(crate) struct Refs {
 pub(crate) enum RootMsg {
     /// Register a specialist (kept, so a new supervisor can start it again).
     Add(Specialist, RpcReplyPort<Result<(), AddError>>),
-    /// Shutdown has begun: children that exit from now on stay down.
-    Stopping,
+    /// Shutdown has begun: children that exit from now on stay down. Answered once
+    /// taken in, so that no child is stopped before the root knows (its exit would
+    /// be taken for a crash: logged as an error, and restarted).
+    Stopping(RpcReplyPort<()>),
     /// A restart timer fired.
     Respawn(Child),
 }
@@ -279,9 +281,10 @@ impl Actor for Root {
                 }
                 let _ = reply.send(result);
             }
-            RootMsg::Stopping => {
+            RootMsg::Stopping(reply) => {
                 state.stopping = true;
                 state.timers = TaskTable::default();
+                let _ = reply.send(());
             }
             RootMsg::Respawn(child) => {
                 state.timers.remove(&child);

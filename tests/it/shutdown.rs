@@ -77,3 +77,29 @@ async fn past_the_drain_deadline_runs_are_aborted_and_nothing_is_left_behind() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_clean_shutdown_logs_no_top_level_actor_exit() {
+    // About one clean run in ten ended with `ERROR … top-level actor exited
+    // actor="orchestrator" exit=stopped`: the root heard of shutdown by a cast that
+    // the orchestrator's exit could overtake (ractor hands an actor its children's
+    // exits before its messages), took the exit for a crash and restarted it. This
+    // single-threaded test does not reproduce that race (`bench fanout --n 1000`
+    // did: 3 in 15 repetitions before, none in 30 after); it holds the clean case.
+    let logs = crate::providers::Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let profiles = [("a", 1, 0.0)];
+    for _ in 0..20 {
+        let provider = sim(&profiles);
+        let fanfare = runtime(&provider, &profiles).await;
+        fanfare.run(RunRequest::fan_out("t", ["a"])).await.unwrap();
+        fanfare.shutdown().await;
+    }
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains("top-level actor"), "{logs}");
+}
