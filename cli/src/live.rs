@@ -162,9 +162,11 @@ pub struct Live {
 }
 
 impl Live {
-    /// Spinners when both stdout and stderr are terminals; plain lines otherwise.
+    /// Spinners when stderr, where they are drawn, is a terminal (stdout may go to a
+    /// file: `fanfare run … > report.md` still shows the run live, as cargo does);
+    /// plain lines otherwise.
     pub fn new() -> Self {
-        let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let terminal = std::io::stderr().is_terminal();
         Self {
             multi: terminal.then(MultiProgress::new),
             started: Instant::now(),
