@@ -492,3 +492,39 @@ fn regression_the_second_run_against_a_limited_server_starts_from_what_the_first
     assert_eq!(clear.status.code(), Some(0), "{}", stderr(&clear));
     assert!(!cache.join("fanfare/limits.json").exists());
 }
+
+#[test]
+fn regression_a_key_the_provider_refuses_exits_2_not_1() {
+    // A 401 exited 1, "the run failed its policy"; it is a configuration error.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt
+        .block_on(fanfare_mock::MockServer::start(fanfare_mock::MockConfig {
+            latency: Duration::from_millis(1),
+            require_key: Some("the-right-key".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents(dir.path(), 1);
+    let out = fanfare()
+        .env("ANTHROPIC_API_KEY", "a-wrong-key")
+        .args([
+            "run",
+            "--provider",
+            "anthropic",
+            "--base-url",
+            &mock.url(),
+            "--agents",
+        ])
+        .arg(&agents)
+        .arg("t")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the API key (HTTP 401)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("a-wrong-key"));
+}

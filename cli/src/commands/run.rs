@@ -176,8 +176,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     }
     finish_admission(gate.as_ref());
     if let fanfare::RunStatus::Failed { reason } = &report.status {
+        if let Some(status) = refused_key(&report) {
+            // Not a run that failed its policy: the configuration is wrong (exit 2).
+            bail!(
+                "the provider refused the API key (HTTP {status}): check ANTHROPIC_API_KEY / OPENAI_API_KEY or --api-key-file, and --base-url ({reason})"
+            );
+        }
         eprintln!("fanfare: run failed: {reason}");
         return Ok(false);
     }
     Ok(true)
+}
+
+/// The status of a refused key (401 or 403), when that is why every branch that
+/// called the model failed.
+fn refused_key(report: &fanfare::RunReport) -> Option<u16> {
+    use fanfare::agent::AgentError;
+    use fanfare::provider::ProviderErrorKind;
+    use fanfare::run::BranchError;
+    let mut refused = None;
+    for b in &report.branches {
+        match &b.outcome {
+            fanfare::BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Provider(e)),
+            } => match e.kind {
+                ProviderErrorKind::Status {
+                    status: status @ (401 | 403),
+                    ..
+                } => refused = Some(status),
+                _ => return None,
+            },
+            fanfare::BranchOutcome::Ok(_) => return None,
+            _ => {}
+        }
+    }
+    refused
 }
