@@ -133,6 +133,11 @@ pub fn runtime_builder(
     cost_cap: bool,
     admit: Admit,
 ) -> anyhow::Result<RuntimeBuilder> {
+    // Fault rolls follow --seed, like the simulator's latencies (they ignored it:
+    // `--fault a:panic:0.5` fired on 11 of 11 seeds).
+    for spec in &mut specs {
+        spec.faults.seed ^= args.seed;
+    }
     for flag in &args.faults {
         let fault = faults::parse_flag(flag).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
         let Some(spec) = specs.iter_mut().find(|s| s.name == fault.agent) else {

@@ -528,3 +528,28 @@ fn regression_a_key_the_provider_refuses_exits_2_not_1() {
     );
     assert!(!stderr(&out).contains("a-wrong-key"));
 }
+
+#[test]
+fn regression_fault_rolls_follow_the_seed() {
+    // `--fault security:panic:0.5` fired on 11 of 11 seeds: the rolls ignored --seed.
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents(dir.path(), 1);
+    let fired = (0..11)
+        .filter(|seed| {
+            let out = fanfare()
+                .args(["run", "--json", "--merge", "none", "--policy", "partial:1"])
+                .args(["--fault", "a:provider-500:0.5", "--max-attempts", "1"])
+                .args(["--seed", &seed.to_string(), "--agents"])
+                .arg(&agents)
+                .arg("t")
+                .output()
+                .unwrap();
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            report["branches"][0]["outcome"]["status"] == "failed"
+        })
+        .count();
+    assert!(
+        (1..11).contains(&fired),
+        "the fault fired on {fired} of 11 seeds"
+    );
+}
