@@ -106,6 +106,9 @@ pub struct ServeConfig {
     /// A connection whose client has not read for this long while the server
     /// writes is closed (an event stream's events are then freed).
     pub write_stall: Duration,
+    /// A request's headers must arrive within this (a client sending them a byte at
+    /// a time held a connection for as long as it liked).
+    pub header_timeout: Duration,
     /// What a submitted run gets for what it leaves out.
     pub defaults: Defaults,
     /// The provider's admission gate, for `/metrics` (`None`: the simulated
@@ -137,6 +140,7 @@ impl ServeConfig {
             body_limit: 1 << 20,
             max_streams: 128,
             write_stall: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
             defaults: Defaults::default(),
             gate: None,
             endpoint: None,
@@ -373,14 +377,13 @@ impl Server {
             inner: listener,
             stall: config.write_stall,
         };
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Event streams watch this and end, so the graceful shutdown does
-                // not wait on them.
-                closing.begin_closing();
-            })
-            .await;
+        api::connections::serve(listener, router, config.header_timeout, async move {
+            shutdown.await;
+            // Event streams watch this and end, so the graceful shutdown does
+            // not wait on them.
+            closing.begin_closing();
+        })
+        .await;
         let interrupted = runs.shut_down(config.drain).await;
         fanfare.shutdown_with_drain(Duration::ZERO).await;
         supervision.abort();
@@ -390,7 +393,6 @@ impl Server {
         }
         // Only now may another server take the journal.
         drop(held);
-        served.map_err(ServeError::Http)?;
         Ok(Stopped { interrupted })
     }
 }

@@ -67,6 +67,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         body_limit: args.max_body_kib.saturating_mul(1024),
         max_streams: args.max_event_streams,
         write_stall: std::time::Duration::from_secs(30),
+        header_timeout: std::time::Duration::from_secs(30),
         defaults: Defaults {
             deadline: args.deadline,
             branch_timeout: args.branch_timeout,

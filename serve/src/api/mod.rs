@@ -7,6 +7,7 @@
 //! `origin` refuses what a web page of another origin could send (a body not
 //! declared JSON, another `Origin`, and on a loopback bind another `Host`).
 
+pub(crate) mod connections;
 pub(crate) mod events;
 mod openai;
 pub(crate) mod origin;

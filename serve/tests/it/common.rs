@@ -118,6 +118,7 @@ pub struct Options {
     pub drain: Duration,
     pub allow_hosts: Vec<String>,
     pub max_streams: usize,
+    pub header_timeout: Duration,
 }
 
 impl Default for Options {
@@ -130,6 +131,7 @@ impl Default for Options {
             drain: Duration::from_secs(5),
             allow_hosts: Vec::new(),
             max_streams: 128,
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -163,6 +165,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     config.drain = o.drain;
     config.allow_hosts = o.allow_hosts;
     config.max_streams = o.max_streams;
+    config.header_timeout = o.header_timeout;
     config.body_limit = 4096;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());

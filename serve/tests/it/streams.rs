@@ -88,3 +88,63 @@ async fn regression_event_streams_past_the_limit_are_refused_and_a_closed_one_fr
     drop(second);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off() {
+    // Slowloris: with no header read timeout, a client trickling its headers held a
+    // connection (and a task) for as long as it liked.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            header_timeout: Duration::from_millis(500),
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let held = tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let _ = socket.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes());
+        // One more header line every 100 ms, never the blank line that ends them.
+        while started.elapsed() < Duration::from_secs(10) {
+            if socket.write_all(b"X-Slow: yes\r\n").is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match socket.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(
+        held < Duration::from_secs(5),
+        "the trickling client was held {held:?}"
+    );
+    // An ordinary request still works.
+    assert_eq!(
+        client()
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    s.stop().await;
+}
