@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::code::Conflict;
 use super::event::RunEvent;
 use super::launch::{Driver, Launched, Panicked};
-use super::outcome::{BranchError, BranchOutcome, RunFailure, Unavailable};
+use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure, Unavailable};
 use super::record::{BranchRecord, SubRun};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
 use super::step::MapSource;
@@ -70,6 +70,37 @@ impl Extra {
             *sub_run = self.sub_run;
         }
         *reused |= self.reused;
+    }
+}
+
+/// Until the caller stops the run (forever if it cannot).
+pub(crate) async fn stopped(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|s| *s).await.is_err() {
+                // The sender is gone without a stop: the run goes on.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Says of every branch (and item) the stop left unended that the run was stopped,
+/// not that its caller went away.
+fn mark_stopped(records: &mut [BranchRecord]) {
+    let stopped = |o: &mut BranchOutcome| {
+        if let BranchOutcome::Cancelled { reason } = o {
+            if *reason == CancelReason::CallerGone {
+                *reason = CancelReason::Stopped;
+            }
+        }
+    };
+    for r in records {
+        stopped(&mut r.outcome);
+        for item in &mut r.items {
+            stopped(&mut item.outcome);
+        }
     }
 }
 
@@ -138,6 +169,8 @@ pub(crate) async fn execute(
     let mut warm_signal: Option<oneshot::Receiver<()>> = None;
     let mut release: Vec<Held> = Vec::new();
     let mut commands: VecDeque<Command> = machine.start(since(Instant::now())).into();
+    let mut stop = s.stop.clone();
+    let mut was_stopped = false;
     'run: loop {
         for h in release.drain(..) {
             live.launch(&driver, h.index, h.item, &h.upstream, None);
@@ -255,6 +288,11 @@ pub(crate) async fn execute(
                 commands.extend(machine.soft_deadline_passed(since(Instant::now())));
                 None
             }
+            // The caller stopped the run: what ended is kept, the rest cancelled.
+            () = stopped(&mut stop) => {
+                was_stopped = true;
+                break 'run;
+            }
             // The first branch's answer started (or it ended without text): the
             // cache is warm; the held branches go.
             _ = recv_opt(&mut warm_signal), if warm.warming() => {
@@ -310,7 +348,11 @@ pub(crate) async fn execute(
     // such branch already has its terminal record from the scheduler.
     let reused = std::mem::take(&mut live.reused);
     drop(live);
-    let (mut records, failure) = machine.into_verdict();
+    let (mut records, mut failure) = machine.into_verdict();
+    if was_stopped {
+        failure = Some(RunFailure::Stopped);
+        mark_stopped(&mut records);
+    }
     for (index, found) in conflicts {
         if let Some(r) = records.get_mut(index) {
             r.conflicts = found;

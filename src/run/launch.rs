@@ -56,6 +56,8 @@ pub(crate) struct Schedule<'a> {
     pub router: Option<&'a Arc<dyn Router>>,
     /// What runs a step's workflow whole (`None`: such steps fail).
     pub nested: Option<&'a Arc<dyn Nested>>,
+    /// Says `true` when the caller stops the run (see `RunHandle::stop`).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).

@@ -207,9 +207,20 @@ pub struct RunHandle {
     /// Branch events as they happen; closes after `RunFinished`.
     pub events: mpsc::UnboundedReceiver<RunEvent>,
     report: oneshot::Receiver<Result<RunReport, RunError>>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl RunHandle {
+    /// Stops the run but keeps its report: branches that had ended keep their
+    /// outcomes, the rest are cancelled (reported `Cancelled`), no merge is made (or
+    /// the one under way is dropped), and the report, still read with
+    /// [`RunHandle::report`], fails with [`RunFailure::Stopped`](crate::RunFailure::Stopped).
+    /// A run that had already ended is not changed. Dropping the handle instead
+    /// abandons the run and its report.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
     /// Waits for the report. Events not yet read stay readable.
     pub async fn report(&mut self) -> Result<RunReport, RunError> {
         (&mut self.report)
@@ -284,31 +295,37 @@ impl Fanfare {
 
     /// Runs `request` and waits for its report.
     pub async fn run(&self, request: RunRequest) -> Result<RunReport, RunError> {
-        self.dispatch(request, None).await
+        self.dispatch(request, None, None).await
     }
 
     /// Starts `request` and returns at once with a handle to its events and report.
     pub fn start_run(&self, request: RunRequest) -> RunHandle {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (mut report_tx, report) = oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let this = self.clone();
         tokio::spawn(async move {
             // Dropping the handle cancels the run: the call is abandoned, its reply
             // port closes, and the orchestrator cancels the branches.
             tokio::select! {
-                result = this.dispatch(request, Some(events_tx)) => {
+                result = this.dispatch(request, Some(events_tx), Some(stop_rx)) => {
                     let _ = report_tx.send(result);
                 }
                 () = report_tx.closed() => {}
             }
         });
-        RunHandle { events, report }
+        RunHandle {
+            events,
+            report,
+            stop,
+        }
     }
 
     async fn dispatch(
         &self,
         request: RunRequest,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
+        stop: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<RunReport, RunError> {
         // The run executes right here once the orchestrator admits it; dropping this
         // future (the caller gave up) drops the run, which cancels its branches.
@@ -326,7 +343,9 @@ impl Fanfare {
             // The branches' part of the report is built as soon as they have
             // ended, before the merge answers.
             let settle = |ended| BranchesPart::new(ended, &self.prices);
-            admitted.execute(request, events.as_ref(), settle).await
+            admitted
+                .execute(request, events.as_ref(), stop, settle)
+                .await
         };
         match tokio::time::timeout(limit, run).await {
             Ok(record) => Ok(RunReport::assemble(record?, &self.prices)),

@@ -174,6 +174,49 @@ async fn regression_dropping_a_run_handle_cancels_the_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stopping_a_run_keeps_what_ended_and_cancels_the_rest() {
+    // `quick` ends at 50 ms; `slow` would take 10 s; the run is stopped at 100 ms.
+    let profiles = [("quick", 50, 0.0), ("slow", 10_000, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let mut handle = fanfare.start_run(RunRequest::fan_out("t", ["quick", "slow"]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    handle.stop();
+    let report = handle.report().await.expect("a stopped run still reports");
+    let RunStatus::Failed { reason } = &report.status else {
+        panic!("a stopped run fails: {:?}", report.status)
+    };
+    assert_eq!(reason.to_string(), "stopped before it ended");
+    assert!(
+        report.branches[0].outcome.is_ok(),
+        "{:?}",
+        report.branches[0]
+    );
+    assert_eq!(
+        report.branches[1].outcome,
+        BranchOutcome::Cancelled {
+            reason: CancelReason::Stopped
+        }
+    );
+    assert!(report.synthesis.is_none(), "no merge after a stop");
+    assert!(report.wall < Duration::from_secs(1), "{:?}", report.wall);
+    eventually(Duration::from_secs(1), || provider.stats().aborted == 1).await;
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_a_run_that_ended_changes_nothing() {
+    let profiles = [("a", 10, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let mut handle = fanfare.start_run(RunRequest::fan_out("t", ["a"]));
+    let report = handle.report().await.unwrap();
+    handle.stop();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn absurd_deadlines_are_refused_instead_of_overflowing() {
     let profiles = [("a", 10, 0.0)];
     let provider = sim(&profiles);

@@ -274,6 +274,7 @@ impl Admitted {
         self,
         request: RunRequest,
         events: Option<&mpsc::UnboundedSender<RunEvent>>,
+        stop: Option<watch::Receiver<bool>>,
         settle: impl FnOnce(Branches) -> B + Send,
     ) -> Result<RunRecord<B>, RunError> {
         let agents = self.args.roster.names();
@@ -290,7 +291,7 @@ impl Admitted {
             _done,
         } = self;
         let span = tracing::info_span!("run", run_id = run.0, steps = request.steps.len());
-        let work = execute_run(&args, run, request, events, settle);
+        let work = execute_run(&args, run, request, events, stop, settle);
         let gone = CallerGone(run);
         let ended = Abortable::new(tracing::Instrument::instrument(work, span), registration).await;
         std::mem::forget(gone);
@@ -323,7 +324,7 @@ impl Nested for NestedRuns {
             let mut request = RunRequest::for_branch(&flow, input, left);
             request.crash_retries = crash_retries;
             let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
-            let record = execute_run(&args, run, request, None, |ended| ended).await;
+            let record = execute_run(&args, run, request, None, None, |ended| ended).await;
             SubRun {
                 record: Arc::new(record),
                 prices: args.prices.clone(),
@@ -337,6 +338,7 @@ async fn execute_run<B>(
     run: RunId,
     mut request: RunRequest,
     events: Option<&mpsc::UnboundedSender<RunEvent>>,
+    stop: Option<watch::Receiver<bool>>,
     settle: impl FnOnce(Branches) -> B,
 ) -> RunRecord<B> {
     let started_at = SystemTime::now();
@@ -372,6 +374,7 @@ async fn execute_run<B>(
             cache_warm: request.cache_warm,
             router: args.router.as_ref(),
             nested: Some(&nested),
+            stop: stop.clone(),
         },
         defer,
     );
@@ -439,7 +442,17 @@ async fn execute_run<B>(
     drop(std::mem::take(&mut request.steps));
     let branches = settle(Branches { records, edges });
     let synthesis = match late_merge {
-        Some((strategy, inputs)) => Some(merge.synthesise(strategy, inputs).await),
+        Some((strategy, inputs)) => {
+            // A stop during the merge drops the merge call: the branches stand.
+            let mut stop = stop;
+            tokio::select! {
+                merged = merge.synthesise(strategy, inputs) => Some(merged),
+                () = execute::stopped(&mut stop) => {
+                    failure = Some(RunFailure::Stopped);
+                    None
+                }
+            }
+        }
         None => early,
     };
     if let (Some(SynthesisRecord { result: Err(e), .. }), None) = (&synthesis, &failure) {

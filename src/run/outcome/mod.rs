@@ -289,6 +289,9 @@ pub enum RunFailure {
     },
     /// The branches met the policy but the merge failed.
     Synthesis(SynthesisError),
+    /// Its caller stopped it ([`RunHandle::stop`](crate::RunHandle::stop)) before it
+    /// ended: what had ended is kept, the rest is cancelled, and there is no merge.
+    Stopped,
 }
 
 impl std::fmt::Display for RunFailure {
@@ -314,6 +317,7 @@ impl std::fmt::Display for RunFailure {
                 )
             }
             RunFailure::Synthesis(e) => write!(f, "synthesis failed: {e}"),
+            RunFailure::Stopped => f.write_str("stopped before it ended"),
         }
     }
 }
@@ -417,6 +421,8 @@ pub enum CancelReason {
     },
     /// The caller stopped waiting for the run.
     CallerGone,
+    /// The caller stopped the run ([`RunFailure::Stopped`]) before this branch ended.
+    Stopped,
 }
 
 impl std::fmt::Display for CancelReason {
@@ -430,6 +436,7 @@ impl std::fmt::Display for CancelReason {
                 write!(f, "upstream step `{agent}` did not succeed")
             }
             CancelReason::CallerGone => f.write_str("the caller stopped waiting"),
+            CancelReason::Stopped => f.write_str("the run was stopped"),
         }
     }
 }
