@@ -87,19 +87,38 @@ pub(crate) async fn stopped(stop: &mut Option<tokio::sync::watch::Receiver<bool>
 }
 
 /// Says of every branch (and item) the stop left unended that the run was stopped,
-/// not that its caller went away.
-fn mark_stopped(records: &mut [BranchRecord]) {
-    let stopped = |o: &mut BranchOutcome| {
-        if let BranchOutcome::Cancelled { reason } = o {
-            if *reason == CancelReason::CallerGone {
-                *reason = CancelReason::Stopped;
-            }
+/// not that its caller went away, and tells a listener that each has ended (an item
+/// that never started has no event, as at a deadline).
+fn mark_stopped(s: &Schedule<'_>, records: &mut [BranchRecord], at: Duration) {
+    let stopped = |o: &mut BranchOutcome| match o {
+        BranchOutcome::Cancelled { reason } if *reason == CancelReason::CallerGone => {
+            *reason = CancelReason::Stopped;
+            true
+        }
+        _ => false,
+    };
+    let tell = |index: usize, item: Option<usize>, outcome: &BranchOutcome| {
+        if let Some(events) = s.events {
+            let _ = events.send(RunEvent::BranchFinished {
+                run: s.run,
+                index: index as u32,
+                item: item.map(|k| k as u32),
+                agent: s.steps[index].name.clone(),
+                outcome: outcome.clone(),
+                at,
+                late: false,
+                sub_run: None,
+            });
         }
     };
-    for r in records {
-        stopped(&mut r.outcome);
-        for item in &mut r.items {
-            stopped(&mut item.outcome);
+    for (index, r) in records.iter_mut().enumerate() {
+        for (k, item) in r.items.iter_mut().enumerate() {
+            if stopped(&mut item.outcome) && item.started.is_some() {
+                tell(index, Some(k), &item.outcome);
+            }
+        }
+        if stopped(&mut r.outcome) {
+            tell(index, None, &r.outcome);
         }
     }
 }
@@ -351,7 +370,7 @@ pub(crate) async fn execute(
     let (mut records, mut failure) = machine.into_verdict();
     if was_stopped {
         failure = Some(RunFailure::Stopped);
-        mark_stopped(&mut records);
+        mark_stopped(&s, &mut records, since(Instant::now()));
     }
     for (index, found) in conflicts {
         if let Some(r) = records.get_mut(index) {

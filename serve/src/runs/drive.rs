@@ -18,6 +18,10 @@ use tokio::sync::oneshot;
 use super::{Runs, Stop};
 use crate::journal::{JournalError, Status};
 
+/// How long a cancelled run has to stop and hand over its report (it stops at once:
+/// its calls in flight are dropped, not awaited).
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 /// Tries of a failing write once the server is shutting down.
 const TRIES_AT_SHUTDOWN: u32 = 3;
 
@@ -39,40 +43,53 @@ impl Runs {
         let stopped = loop {
             tokio::select! {
                 event = handle.events.recv() => match event {
-                    Some(first) => {
-                        let mut batch = vec![first];
-                        while let Ok(more) = handle.events.try_recv() {
-                            batch.push(more);
-                        }
-                        // Journal first: a branch the metrics count is one a crash
-                        // cannot lose.
-                        self.record(id, &batch).await;
-                        self.observe(&batch, &mut starts);
-                    }
+                    Some(first) => self.absorb(id, first, &mut handle, &mut starts).await,
                     None => break None,
                 },
                 Ok(why) = &mut stop => break Some(why),
             }
         };
         let (status, report, error) = match stopped {
-            Some(why) => {
-                // Dropping the handle cancels the run: its branches' calls are aborted.
+            Some(Stop::Cancel) => {
+                // The run stops at once, keeping what had ended; its last events
+                // (the branches it cancelled) and its report are kept too.
+                handle.stop();
+                let rest = tokio::time::timeout(CANCEL_GRACE, async {
+                    while let Some(first) = handle.events.recv().await {
+                        self.absorb(id, first, &mut handle, &mut starts).await;
+                    }
+                    handle.report().await
+                })
+                .await;
+                let report = match rest {
+                    Ok(Ok(report)) => serde_json::to_string(&report).ok(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(run = id, error = %e, "a cancelled run left no report");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(run = id, "a cancelled run did not stop within {CANCEL_GRACE:?}; dropped without a report");
+                        None
+                    }
+                };
+                (
+                    Status::Cancelled,
+                    report,
+                    Some("cancelled by a client".to_owned()),
+                )
+            }
+            Some(Stop::Interrupt) => {
+                // Dropping the handle cancels the run: its branches' calls are
+                // aborted, and it resumes from the journal at the next start.
                 drop(handle);
-                match why {
-                    Stop::Cancel => (
-                        Status::Cancelled,
-                        None,
-                        Some("cancelled by a client".to_owned()),
+                (
+                    Status::Interrupted,
+                    None,
+                    Some(
+                        "the server stopped before the run ended; it resumes at the next start"
+                            .to_owned(),
                     ),
-                    Stop::Interrupt => (
-                        Status::Interrupted,
-                        None,
-                        Some(
-                            "the server stopped before the run ended; it resumes at the next start"
-                                .to_owned(),
-                        ),
-                    ),
-                }
+                )
             }
             None => match handle.report().await {
                 Ok(report) => {
@@ -107,6 +124,24 @@ impl Runs {
         // last run woke before it was out, and then waited the whole drain.
         self.ended(id);
         self.bump();
+    }
+
+    /// Journals `first` and whatever other events are already waiting, as one batch,
+    /// then feeds them to the metrics.
+    async fn absorb(
+        &self,
+        id: i64,
+        first: RunEvent,
+        handle: &mut RunHandle,
+        starts: &mut HashMap<(u32, Option<u32>), Duration>,
+    ) {
+        let mut batch = vec![first];
+        while let Ok(more) = handle.events.try_recv() {
+            batch.push(more);
+        }
+        // Journal first: a branch the metrics count is one a crash cannot lose.
+        self.record(id, &batch).await;
+        self.observe(&batch, starts);
     }
 
     /// Feeds branch latencies to the metrics.
