@@ -367,10 +367,7 @@ impl Server {
             cluster: config.cluster,
             streams: api::events::Streams::new(config.max_streams.max(1)),
         };
-        let guard = api::origin::Guard {
-            loopback: config.listen.ip().is_loopback(),
-            allowed: Arc::new(config.allow_hosts),
-        };
+        let guard = api::origin::Guard::new(config.listen, config.allow_hosts);
         let router = api::router(app, config.body_limit, guard);
         let closing = runs.clone();
         let listener = api::stall::Patient {

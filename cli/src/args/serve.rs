@@ -62,9 +62,9 @@ pub struct ServeArgs {
     /// File holding the bearer token clients must send (Authorization: Bearer …).
     #[arg(long, value_name = "F")]
     pub token_file: Option<PathBuf>,
-    /// A host name the server answers to besides localhost, 127.0.0.1 and [::1] when
-    /// it listens on a loopback address (requests naming any other host are refused:
-    /// a web page can point its own name at 127.0.0.1). Repeatable.
+    /// A host name the server answers to besides localhost, 127.0.0.1, [::1] and its
+    /// own address when it listens on a loopback address (requests naming any other
+    /// host are refused: a web page can point its own name at 127.0.0.1). Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
     /// Most runs in progress at once.

@@ -2,11 +2,11 @@
 //! branches it runs, and the signal that tells their branches the node is lost.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ractor::ActorRef;
 use ractor_cluster::{NodeId, NodeSessionMessage};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::status::{NodeState, NodeStatus};
@@ -14,6 +14,10 @@ use crate::wire::{WorkerStatus, PROTOCOL};
 
 /// Branches a worker takes before its first heartbeat says its capacity.
 const DEFAULT_CAPACITY: usize = 64;
+
+/// Bytes of tasks this orchestrator has out at one worker at once (see
+/// [`Member::sending`]).
+pub(crate) const SENDING_BUDGET: usize = 32 << 20;
 
 /// Lost workers kept listed in the status.
 const KEEP_DOWN: usize = 32;
@@ -30,6 +34,11 @@ pub(crate) struct Member {
     /// Carries the reason once the node is lost; its branches wait on it.
     pub lost: watch::Sender<Option<String>>,
     pub session: ActorRef<NodeSessionMessage>,
+    /// The worker's share of [`SENDING_BUDGET`], in KiB: a branch sent there holds
+    /// its task's size until it answers. Each task crosses the wire whole (a run's
+    /// input once per branch), so without it a wide run of a long input queued
+    /// gigabytes for one session and starved its heartbeat.
+    pub sending: Arc<Semaphore>,
 }
 
 impl Member {
@@ -83,6 +92,18 @@ impl Members {
         {
             return false;
         }
+        // A worker back under its name replaces its lost entry (once its branches
+        // there have all ended).
+        let stale: Vec<NodeId> = t
+            .by_id
+            .iter()
+            .filter(|(_, m)| m.name == name && m.running == 0)
+            .map(|(i, _)| *i)
+            .collect();
+        for old in stale {
+            t.by_id.remove(&old);
+            t.order.retain(|i| *i != old);
+        }
         let (lost, _) = watch::channel(None);
         t.by_id.insert(
             id,
@@ -96,6 +117,7 @@ impl Members {
                 last_seen: None,
                 lost,
                 session,
+                sending: Arc::new(Semaphore::new(SENDING_BUDGET >> 10)),
             },
         );
         t.order.retain(|i| *i != id);
@@ -191,6 +213,11 @@ mod tests {
         assert_eq!(members.lock().by_id.len(), 1);
         members.lost(1, "gone");
         assert!(join(3), "w1 again once the first is down");
+        assert_eq!(
+            members.lock().by_id.keys().collect::<Vec<_>>(),
+            [&3],
+            "the rejoined w1 replaces its lost entry"
+        );
         session.stop(None);
     }
 

@@ -154,6 +154,13 @@ impl Cluster {
                         addr,
                         session,
                     } => {
+                        if name == inner.name {
+                            tracing::warn!(node = %name, %addr, "a worker took the orchestrator's own name: refused");
+                            session.stop(Some(format!(
+                                "`{name}` is the orchestrator's own name; give the worker another --name"
+                            )));
+                            continue;
+                        }
                         if !inner
                             .members
                             .joined(id, name.clone(), addr.clone(), session.clone())

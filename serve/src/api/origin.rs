@@ -14,8 +14,8 @@
 //! - **Another host name** on a loopback bind (403): DNS rebinding points a page's own
 //!   name at 127.0.0.1, which makes it the same origin as far as the browser is
 //!   concerned; its `Host` still names it. Loopback binds answer `localhost`,
-//!   `127.0.0.1`, `[::1]` and the names given with `--allow-host`; other binds need
-//!   the token anyway.
+//!   `127.0.0.1`, `[::1]`, the address they listen on and the names given with
+//!   `--allow-host`; other binds need the token anyway.
 
 use std::sync::Arc;
 
@@ -33,6 +33,19 @@ pub(crate) struct Guard {
     pub loopback: bool,
     /// Host names allowed besides the loopback ones (`--allow-host`).
     pub allowed: Arc<Vec<String>>,
+}
+
+impl Guard {
+    /// The guard of a server listening on `listen`, which also answers to the names
+    /// in `allow_hosts`. The address it listens on is one of its names (on
+    /// 127.0.0.2, `127.0.0.2`).
+    pub(crate) fn new(listen: std::net::SocketAddr, mut allow_hosts: Vec<String>) -> Guard {
+        allow_hosts.push(listen.ip().to_string());
+        Guard {
+            loopback: listen.ip().is_loopback(),
+            allowed: Arc::new(allow_hosts),
+        }
+    }
 }
 
 /// The parts of a request the check reads.
@@ -69,7 +82,7 @@ impl Refusal {
     fn message(&self) -> String {
         match self {
             Refusal::Host(host) => format!(
-                "Host `{host}` is not a name of this server: a server on a loopback address answers localhost, 127.0.0.1 and [::1] (add names with --allow-host)"
+                "Host `{host}` is not a name of this server: a server on a loopback address answers localhost, 127.0.0.1, [::1] and the address it listens on (add names with --allow-host)"
             ),
             Refusal::CrossOrigin(origin) => format!(
                 "a request from the web page at `{origin}` is refused: this server answers its own page and clients that are not browsers"
@@ -308,6 +321,29 @@ mod tests {
             judge(&loopback, &seen),
             Err(Refusal::CrossOrigin(_))
         ));
+    }
+
+    #[test]
+    fn regression_a_server_on_127_0_0_2_refused_its_own_address() {
+        let host = |h| Seen {
+            host: Some(h),
+            ..Seen::default()
+        };
+        let on = |addr: &str| Guard::new(addr.parse().unwrap(), Vec::new());
+        let cases: &[(&str, &str, bool)] = &[
+            ("127.0.0.2:7878", "127.0.0.2:7878", true),
+            ("127.0.0.2:7878", "localhost:7878", true),
+            ("127.0.0.2:7878", "127.0.0.3:7878", false),
+            ("[::1]:7878", "[::1]:7878", true),
+            ("127.0.0.1:7878", "127.0.0.2:7878", false),
+        ];
+        for (listen, given, ok) in cases {
+            assert_eq!(
+                judge(&on(listen), &host(given)).is_ok(),
+                *ok,
+                "listening on {listen}, Host {given}"
+            );
+        }
     }
 
     #[test]
