@@ -109,6 +109,10 @@ pub struct ServeConfig {
     /// A request's headers must arrive within this (a client sending them a byte at
     /// a time held a connection for as long as it liked).
     pub header_timeout: Duration,
+    /// Most connections open at once; more wait to be accepted. Keep it well under
+    /// the process's open-file limit: the journal and the provider calls need files
+    /// too.
+    pub max_connections: usize,
     /// What a submitted run gets for what it leaves out.
     pub defaults: Defaults,
     /// The provider's admission gate, for `/metrics` (`None`: the simulated
@@ -141,6 +145,7 @@ impl ServeConfig {
             max_streams: 128,
             write_stall: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             defaults: Defaults::default(),
             gate: None,
             endpoint: None,
@@ -366,6 +371,7 @@ impl Server {
             gate: config.gate,
             cluster: config.cluster,
             streams: api::events::Streams::new(config.max_streams.max(1)),
+            large: api::large::Large::new(api::large::BUDGET),
         };
         let guard = api::origin::Guard::new(config.listen, config.allow_hosts);
         let router = api::router(app, config.body_limit, guard);
@@ -374,7 +380,12 @@ impl Server {
             inner: listener,
             stall: config.write_stall,
         };
-        api::connections::serve(listener, router, config.header_timeout, async move {
+        let taking = api::connections::Limits {
+            header_timeout: config.header_timeout,
+            connections: config.max_connections,
+            linger: config.drain,
+        };
+        api::connections::serve(listener, router, taking, async move {
             shutdown.await;
             // Event streams watch this and end, so the graceful shutdown does
             // not wait on them.

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// client reads); more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     pub max_event_streams: usize,
+    /// Most client connections open at once; more wait to be accepted (keep it well
+    /// under the open-file limit: the journal and the provider calls need files too).
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    pub max_connections: usize,
     /// The most branches one submitted run may ask for (agents in a fan-out, items of
     /// a map); more are refused with 422 naming the limit.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]

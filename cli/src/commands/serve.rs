@@ -68,6 +68,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         max_streams: args.max_event_streams,
         write_stall: std::time::Duration::from_secs(30),
         header_timeout: std::time::Duration::from_secs(30),
+        max_connections: args.max_connections,
         defaults: Defaults {
             deadline: args.deadline,
             branch_timeout: args.branch_timeout,

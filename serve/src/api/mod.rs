@@ -7,8 +7,10 @@
 //! `origin` refuses what a web page of another origin could send (a body not
 //! declared JSON, another `Origin`, and on a loopback bind another `Host`).
 
+pub(crate) mod body;
 pub(crate) mod connections;
 pub(crate) mod events;
+pub(crate) mod large;
 mod openai;
 pub(crate) mod origin;
 mod runs;
@@ -36,6 +38,8 @@ pub(crate) struct App {
     pub cluster: Option<fanfare_cluster::Cluster>,
     /// The event streams open, and their limit.
     pub streams: Arc<events::Streams>,
+    /// The memory budget of large answers.
+    pub large: Arc<large::Large>,
 }
 
 /// The routes, with the origin and token checks and the body limit.
@@ -57,6 +61,7 @@ pub(crate) fn router(app: App, body_limit: usize, guard: origin::Guard) -> Route
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(body_limit, body::check))
         .layer(middleware::from_fn_with_state(guard, origin::check))
         .with_state(app)
 }
@@ -75,6 +80,12 @@ async fn page() -> Response {
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             ),
+            // No other site may frame the page (and dress it up to be clicked).
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("frame-ancestors 'none'"),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         ],
         include_str!("page.html"),
     )

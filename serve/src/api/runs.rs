@@ -19,7 +19,9 @@ const MAX_KEY: usize = 255;
 
 /// `run-N` → N.
 pub(super) fn run_id(text: &str) -> Result<i64, ApiError> {
+    // One spelling per run: `run-01` is not `run-1`.
     text.strip_prefix("run-")
+        .filter(|n| !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| *n > 0)
         .ok_or_else(|| {
@@ -30,29 +32,15 @@ pub(super) fn run_id(text: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// A run as the API shows it.
-fn view(row: &RunRow, full: bool, journal_failure: Option<String>) -> Value {
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|t| serde_json::from_str::<Value>(t).ok())
-    };
-    let mut v = json!({
+/// A run as the API lists it.
+fn view(row: &RunRow) -> Value {
+    json!({
         "id": format!("run-{}", row.id),
         "status": row.status,
         "created_at_ms": row.created_ms,
         "updated_at_ms": row.updated_ms,
         "error": row.error,
-    });
-    if full {
-        v["request"] = serde_json::from_str(&row.spec).unwrap_or(Value::Null);
-        if let (false, Some(why)) = (row.status.is_final(), journal_failure) {
-            v["journal"] = Value::String(format!(
-                "writes are failing ({why}): the run waits until the journal can keep its answers"
-            ));
-        }
-        v["report"] = parse(&row.report).unwrap_or(Value::Null);
-    }
-    v
+    })
 }
 
 /// The client's Idempotency-Key, if it sent a usable one.
@@ -149,16 +137,47 @@ pub(super) async fn repair(
 pub(super) async fn get(
     State(app): State<App>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let n = run_id(&id)?;
     match app.runs.journal().get(n).await {
-        Ok(Some(row)) => Ok(Json(view(&row, true, app.runs.journal().write_failure()))),
+        Ok(Some(row)) => app
+            .large
+            .json(full_view(&row, app.runs.journal().write_failure())),
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no run `{id}`"),
         )),
         Err(e) => Err(ApiError::internal(e)),
     }
+}
+
+/// A run as `GET /v1/runs/{id}` shows it: [`view`]'s summary, its request and its
+/// report. Those two go out as the journal keeps them, checked to be JSON but not
+/// built into a tree (a report of 10,000 branches is ~10 MB); one that is not JSON
+/// (a damaged row) shows as `null`.
+fn full_view(row: &RunRow, journal_failure: Option<String>) -> Vec<u8> {
+    let mut head = view(row);
+    if let (false, Some(why)) = (row.status.is_final(), journal_failure) {
+        head["journal"] = Value::String(format!(
+            "writes are failing ({why}): the run waits until the journal can keep its answers"
+        ));
+    }
+    let raw = |text: Option<&str>| {
+        text.filter(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok())
+            .unwrap_or("null")
+            .to_owned()
+    };
+    let (request, report) = (raw(Some(&row.spec)), raw(row.report.as_deref()));
+    let mut out = Vec::with_capacity(request.len() + report.len() + 256);
+    // The summary is an object: reopen it to add the two fields.
+    let _ = serde_json::to_writer(&mut out, &head);
+    out.pop();
+    out.extend_from_slice(b",\"request\":");
+    out.extend_from_slice(request.as_bytes());
+    out.extend_from_slice(b",\"report\":");
+    out.extend_from_slice(report.as_bytes());
+    out.push(b'}');
+    out
 }
 
 #[derive(Deserialize)]
@@ -206,7 +225,7 @@ pub(super) async fn list(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("run-{}", r.id)))
         .flatten();
-    let runs: Vec<Value> = rows.iter().map(|r| view(r, false, None)).collect();
+    let runs: Vec<Value> = rows.iter().map(view).collect();
     Ok(Json(json!({ "runs": runs, "next": next })))
 }
 
@@ -225,5 +244,27 @@ pub(super) async fn cancel(
             Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
         }
         Err(CancelError::Journal(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_has_one_spelling() {
+        for (text, id) in [
+            ("run-1", Some(1)),
+            ("run-42", Some(42)),
+            ("run-01", None),
+            ("run-0", None),
+            ("run-+1", None),
+            ("run--1", None),
+            ("run-", None),
+            ("1", None),
+            ("run-99999999999999999999", None),
+        ] {
+            assert_eq!(run_id(text).ok(), id, "{text}");
+        }
     }
 }

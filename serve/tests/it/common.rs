@@ -119,6 +119,7 @@ pub struct Options {
     pub allow_hosts: Vec<String>,
     pub max_streams: usize,
     pub header_timeout: Duration,
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -132,6 +133,7 @@ impl Default for Options {
             allow_hosts: Vec::new(),
             max_streams: 128,
             header_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -166,6 +168,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     config.allow_hosts = o.allow_hosts;
     config.max_streams = o.max_streams;
     config.header_timeout = o.header_timeout;
+    config.max_connections = o.max_connections;
     config.body_limit = 4096;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());

@@ -37,3 +37,35 @@ async fn a_shutdown_ends_when_the_last_run_does_not_at_the_drain_deadline() {
         asked.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_holding_a_half_sent_request_held_the_shutdown() {
+    // SIGTERM waited for as long as a client kept a request half sent: its
+    // connection never closed. Now the shutdown waits for connections up to the
+    // drain, then closes them.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            drain: Duration::from_millis(500),
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut half,
+        format!("POST /v1/runs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").as_bytes(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    s.stop().await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the shutdown waited {:?} on a half-sent request",
+        asked.elapsed()
+    );
+    drop(half);
+}

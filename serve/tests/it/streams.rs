@@ -148,3 +148,55 @@ async fn regression_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_idle_connections_took_every_open_file_and_were_never_closed() {
+    // 20,000 idle connections took the process's open files (the journal and the
+    // provider calls need some) and stayed open for good. Now at most
+    // `max_connections` are accepted, and an idle one is closed at the header time.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            header_timeout: Duration::from_millis(500),
+            max_connections: 2,
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let healthz = |wait| {
+        client()
+            .get(format!("{}/healthz", s.base))
+            .timeout(wait)
+            .send()
+    };
+    assert!(
+        healthz(Duration::from_millis(200)).await.is_err(),
+        "a third connection is not accepted while two are open"
+    );
+    let closed = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        idle.into_iter()
+            .map(|mut socket| {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                matches!(socket.read(&mut [0u8; 64]), Ok(0))
+            })
+            .collect::<Vec<bool>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        closed,
+        [true, true],
+        "idle connections are closed by the server"
+    );
+    let r = healthz(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "room again once they are closed");
+    s.stop().await;
+}
