@@ -65,6 +65,7 @@ impl Large {
             .retry_after(2));
         };
         let bytes = Bytes::from(body);
+        let bytes_len = bytes.len();
         let ends: Vec<usize> = (0..bytes.len()).step_by(CHUNK).collect();
         // The stream owns the permit: it is given back once the last chunk has been
         // taken, or when the connection drops the body.
@@ -73,7 +74,14 @@ impl Large {
             let to = (from + CHUNK).min(bytes.len());
             Ok::<_, Infallible>(bytes.slice(from..to))
         });
-        Ok((json, Body::from_stream(futures::stream::iter(chunks))).into_response())
+        // Its length is known: say so (a stream would otherwise go out chunked).
+        let length = [(header::CONTENT_LENGTH, HeaderValue::from(bytes_len))];
+        Ok((
+            json,
+            length,
+            Body::from_stream(futures::stream::iter(chunks)),
+        )
+            .into_response())
     }
 }
 
@@ -97,6 +105,11 @@ mod tests {
             .expect_err("the budget is spent");
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         // Sending the first answer whole gives its share back.
+        assert_eq!(
+            first.headers()[header::CONTENT_LENGTH],
+            (200 << 10).to_string().as_str(),
+            "sent with its length, not chunked"
+        );
         let body = to_bytes(first.into_body(), usize::MAX).await.unwrap();
         assert_eq!(body.len(), 200 << 10, "every byte sent");
         large

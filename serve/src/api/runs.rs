@@ -116,7 +116,18 @@ pub(super) async fn repair(
     State(app): State<App>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    // It runs the stored request again: a body asking for something else (another
+    // deadline, say) would be silently ignored, so it is refused.
+    let empty = body.trim_ascii().is_empty() || body.trim_ascii() == b"{}";
+    if !empty {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a repair takes no body: it runs the run's own request again (submit a new run to change it)",
+        ));
+    }
     let n = run_id(&id)?;
     let key = idempotency_key(&headers)?;
     let row = match app.runs.journal().get(n).await {

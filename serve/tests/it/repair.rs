@@ -94,6 +94,16 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
     let before = mock.stats().requests;
     assert_eq!(before, 6 + 1, "six branches and the merge");
 
+    // A body asking for other settings was ignored without a word; it is refused.
+    let refused = client()
+        .post(format!("{base}/v1/runs/{first}/repair"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"deadline": "5s"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    assert_eq!(mock.stats().requests, before, "nothing ran");
     let repaired: Value = client()
         .post(format!("{base}/v1/runs/{first}/repair"))
         .send()

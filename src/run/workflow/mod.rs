@@ -197,11 +197,11 @@ pub enum WorkflowProblem {
     #[error("its input uses {{{{item}}}}, but it has no `map`")]
     ItemOutsideMap,
     /// A map over the caller's items, and none were given.
-    #[error("it maps over the items given with --each, and none were given")]
+    #[error("it maps over the run's items (`--each` on the command line, `items` in the API), and none were given")]
     NoItems,
     /// Items given, but no step maps over them.
     #[error(
-        "items were given (--each), but no step maps over them (map = {{ over = \"items\" }})"
+        "items were given (`--each`, or `items` in the API), but no step maps over them (map = {{ over = \"items\" }})"
     )]
     ItemsUnused,
     /// More steps than a workflow file may have.

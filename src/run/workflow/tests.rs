@@ -116,7 +116,7 @@ fn maps_over_a_step_or_the_given_items() {
     .unwrap();
     let e = w.request("t", None).unwrap_err().to_string();
     assert!(
-        e.contains("step `each`: it maps over the items given with --each"),
+        e.contains("step `each`: it maps over the run's items (`--each` on the command line"),
         "{e}"
     );
     let r = w
