@@ -1,5 +1,6 @@
-//! Stopping on request: Ctrl-C (SIGINT) or SIGTERM cancels what is in flight and exits
-//! 130 or 143; a second signal while that happens exits at once.
+//! Stopping on request: Ctrl-C (SIGINT) or SIGTERM cancels what is in flight (`run`
+//! still prints the report of what had ended) and exits 130 or 143; a second signal
+//! while that happens exits at once.
 
 use std::fmt;
 

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+#[path = "hardening/signals.rs"]
+mod signals;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -150,94 +152,6 @@ fn regression_a_corrupt_line_is_run_again_and_a_second_batch_on_one_file_is_refu
         "{}",
         stderr(&second)
     );
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-#[test]
-fn regression_ctrl_c_in_batch_cancels_the_calls_in_flight_and_keeps_what_finished() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mock = rt
-        .block_on(fanfare_mock::MockServer::start(fanfare_mock::MockConfig {
-            latency: Duration::from_secs(60),
-            ..Default::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let agents = agents(dir.path(), 1);
-    let docs = docs(dir.path(), 4);
-    let out = dir.path().join("out.jsonl");
-    let url = format!("{}/v1", mock.url());
-    let child = batch(
-        &agents,
-        &docs,
-        &out,
-        &[
-            "--provider",
-            "openai",
-            "--base-url",
-            &url,
-            "--concurrency",
-            "2",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let t0 = Instant::now();
-    while mock.stats().in_flight < 4 && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        mock.stats().in_flight,
-        4,
-        "two documents × two agents in flight"
-    );
-    signal(&child, "-INT");
-    let stopped = Instant::now();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(
-        stopped.elapsed() < Duration::from_secs(10),
-        "it did not wait for the calls"
-    );
-    assert!(stderr(&output).contains("resume"), "{}", stderr(&output));
-    let t1 = Instant::now();
-    while mock.stats().aborted < 4 && t1.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        mock.stats().aborted,
-        4,
-        "the calls in flight were cancelled, not billed"
-    );
-    drop(mock);
-}
-
-#[test]
-fn regression_sigterm_cancels_a_run_and_exits_143() {
-    let dir = tempfile::tempdir().unwrap();
-    let agents = agents(dir.path(), 60_000);
-    let child = fanfare()
-        .args(["run", "--agents"])
-        .arg(&agents)
-        .arg("a task")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    signal(&child, "-TERM");
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
-    assert!(stderr(&output).contains("cancelled"), "{}", stderr(&output));
 }
 
 #[test]

@@ -110,6 +110,10 @@ fn repairing(
     Ok(request.reuse(reuse))
 }
 
+/// How long a stopped run has to hand over its report (it stops at once: its calls
+/// in flight are dropped, not awaited).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let repair = match &args.repair {
         Some(path) => Some((read_report(path)?, path.as_path())),
@@ -140,6 +144,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let mut handle = fanfare.start_run(request);
     let mut live = Live::new();
+    let mut events_open = true;
     let outcome = tokio::select! {
         r = async {
             while let Some(event) = handle.events.recv().await {
@@ -147,33 +152,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
                     live.show(p);
                 }
             }
+            events_open = false;
             handle.report().await
         } => Ok(r),
         signal = stop_requested() => Err(signal),
     };
-    live.finish();
-    // Dropping the handle cancels a run the signal interrupted.
-    drop(handle);
     let report = match outcome {
         Ok(report) => {
+            live.finish();
+            drop(handle);
             fanfare.shutdown().await;
             report?
         }
         Err(signal) => {
-            // The run future is gone, so the run is cancelled; nothing to drain.
+            // Stop the run but keep what had ended: its report is printed as usual
+            // (a second signal exits at once).
+            handle.stop();
+            let partial = tokio::time::timeout(STOP_GRACE, async {
+                while events_open {
+                    match handle.events.recv().await {
+                        Some(event) => {
+                            if let Some(p) = Progress::of_event(&event) {
+                                live.show(p);
+                            }
+                        }
+                        None => events_open = false,
+                    }
+                }
+                handle.report().await
+            })
+            .await;
+            live.finish();
+            drop(handle);
             fanfare.shutdown_with_drain(std::time::Duration::ZERO).await;
-            return Err(Interrupted {
-                signal,
-                what: "in-flight branches were cancelled".to_owned(),
-            }
-            .into());
+            finish_admission(gate.as_ref());
+            let what = match partial {
+                Ok(Ok(report)) => {
+                    print_report(&args, &report)?;
+                    let ended = report.branches.iter().filter(|b| b.outcome.is_ok()).count();
+                    format!(
+                        "the run was stopped: the report above keeps the {ended} branch(es) that had answered; the rest were cancelled"
+                    )
+                }
+                _ => "in-flight branches were cancelled".to_owned(),
+            };
+            return Err(Interrupted { signal, what }.into());
         }
     };
-    if args.json {
-        output::stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
-    } else {
-        output::stdout(&report.render())?;
-    }
+    print_report(&args, &report)?;
     finish_admission(gate.as_ref());
     if let fanfare::RunStatus::Failed { reason } = &report.status {
         if let Some(status) = refused_key(&report) {
@@ -186,6 +212,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Prints the report on stdout: Markdown, or JSON with `--json`.
+fn print_report(args: &RunArgs, report: &fanfare::RunReport) -> anyhow::Result<()> {
+    if args.json {
+        output::stdout(&format!("{}\n", serde_json::to_string_pretty(report)?))?;
+    } else {
+        output::stdout(&report.render())?;
+    }
+    Ok(())
 }
 
 /// The status of a refused key (401 or 403), when that is why every branch that
