@@ -323,9 +323,9 @@ fn batch_writes_one_line_per_document_with_its_index_and_resumes() {
             (start, start + l["report"]["wall_s"].as_f64().unwrap())
         })
         .collect();
-    let ids: std::collections::HashSet<u64> = lines[..5]
+    let ids: std::collections::HashSet<&str> = lines[..5]
         .iter()
-        .map(|l| l["report"]["run_id"].as_u64().unwrap())
+        .map(|l| l["report"]["run_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), 5, "one run per document");
     for &(start, _) in &spans {

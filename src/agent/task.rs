@@ -5,9 +5,37 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Identifies one run of the orchestrator. Unique within a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Identifies one run of the orchestrator. Unique within a process. In JSON it is
+/// `"run-N"`, as `fanfare serve` names its runs (a bare number, as older reports
+/// wrote it, reads back too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunId(pub u64);
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RunId, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(RunId(n)),
+            Either::Text(t) => t
+                .strip_prefix("run-")
+                .filter(|n| !n.starts_with('+'))
+                .and_then(|n| n.parse().ok())
+                .map(RunId)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{t}` is not a run id (run-42)"))),
+        }
+    }
+}
 
 impl std::fmt::Display for RunId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,5 +130,29 @@ impl Task {
             s.push_str(&up.text);
         }
         s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunId;
+
+    #[test]
+    fn a_run_id_is_run_n_in_json_and_reads_back_from_either_form() {
+        assert_eq!(serde_json::to_string(&RunId(42)).unwrap(), r#""run-42""#);
+        for (json, id) in [
+            (r#""run-42""#, Some(42)),
+            ("42", Some(42)),
+            (r#""run-+4""#, None),
+            (r#""42""#, None),
+            (r#""run-""#, None),
+            ("-1", None),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<RunId>(json).ok(),
+                id.map(RunId),
+                "{json}"
+            );
+        }
     }
 }

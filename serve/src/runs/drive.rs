@@ -18,6 +18,13 @@ use tokio::sync::oneshot;
 use super::{Runs, Stop};
 use crate::journal::{JournalError, Status};
 
+/// A report as the journal keeps it, named as the API names its run (the runtime's
+/// own run number means nothing to a client).
+fn report_json(id: i64, mut report: fanfare::RunReport) -> Option<String> {
+    report.run_id = fanfare::agent::RunId(id.unsigned_abs());
+    serde_json::to_string(&report).ok()
+}
+
 /// How long a cancelled run has to stop and hand over its report (it stops at once:
 /// its calls in flight are dropped, not awaited).
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
@@ -62,7 +69,7 @@ impl Runs {
                 })
                 .await;
                 let report = match rest {
-                    Ok(Ok(report)) => serde_json::to_string(&report).ok(),
+                    Ok(Ok(report)) => report_json(id, report),
                     Ok(Err(e)) => {
                         tracing::warn!(run = id, error = %e, "a cancelled run left no report");
                         None
@@ -103,7 +110,7 @@ impl Runs {
                         fanfare::RunStatus::Failed { reason } => Some(reason.to_string()),
                         fanfare::RunStatus::Succeeded => None,
                     };
-                    (status, serde_json::to_string(&report).ok(), error)
+                    (status, report_json(id, report), error)
                 }
                 Err(e) => (Status::Failed, None, Some(e.to_string())),
             },

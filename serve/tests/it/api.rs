@@ -57,6 +57,11 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
     let run = get(&s.base, &id).await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["report"]["status"], "succeeded");
+    assert_eq!(
+        run["report"]["run_id"],
+        id.as_str(),
+        "the report names its run as the API does"
+    );
     assert_eq!(run["report"]["branches"].as_array().unwrap().len(), 2);
     assert_eq!(run["request"]["agents"], json!(["fast", "slow"]));
     let list: Value = get_json(format!("{}/v1/runs?status=succeeded", s.base)).await;
