@@ -214,7 +214,7 @@ impl RunHandle {
     /// Stops the run but keeps its report: branches that had ended keep their
     /// outcomes, the rest are cancelled (reported `Cancelled`), no merge is made (or
     /// the one under way is dropped), and the report, still read with
-    /// [`RunHandle::report`], fails with [`RunFailure::Stopped`](crate::RunFailure::Stopped).
+    /// [`RunHandle::report`], fails with [`RunFailure::Stopped`](crate::run::RunFailure::Stopped).
     /// A run that had already ended is not changed. Dropping the handle instead
     /// abandons the run and its report.
     pub fn stop(&self) {
