@@ -249,6 +249,16 @@ async fn stay_joined(
             tokio::time::sleep(every).await;
             continue;
         };
+        if orchestrator == shared.name {
+            // The orchestrator refuses it (and closes the session): say why here.
+            let why = format!(
+                "this worker's name `{orchestrator}` is the orchestrator's own: give it another --name"
+            );
+            tracing::error!("{why}");
+            failed(why);
+            tokio::time::sleep(every).await;
+            continue;
+        }
         tracing::info!(%orchestrator, "joined the cluster");
         state.send_replace(Joining::Joined);
         loop {
