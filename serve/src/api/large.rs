@@ -3,9 +3,11 @@
 //! the server until it has read it (or the write stall closes it): without a
 //! budget, a few hundred such clients held gigabytes.
 //!
-//! An answer over [`SMALL`] takes its size from the budget for as long as its body
-//! is being sent; when the budget is spent it is refused (503, `Retry-After`), not
-//! queued.
+//! An answer reserves its size ([`Large::reserve`]) *before* it is read from the
+//! journal — a row read and then refused still took its memory while it waited its
+//! turn — and keeps it for as long as its body is being sent. When the budget is
+//! spent it is refused (503, `Retry-After`), not queued. Answers up to [`SMALL`] go
+//! without it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 
@@ -30,59 +32,117 @@ const CHUNK: usize = 64 << 10;
 #[derive(Debug)]
 pub(crate) struct Large {
     free: Arc<Semaphore>,
-    total: usize,
+    total: u32,
+}
+
+/// A share of the budget, taken for an answer of about `bytes`.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    budget: Arc<Large>,
+    kib: u32,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Large {
     /// A budget of `bytes` (at least [`SMALL`]).
     pub(crate) fn new(bytes: usize) -> Arc<Large> {
-        let total = bytes.max(SMALL) >> 10;
+        let total = u32::try_from(bytes.max(SMALL) >> 10).unwrap_or(u32::MAX);
         Arc::new(Large {
-            free: Arc::new(Semaphore::new(total)),
+            free: Arc::new(Semaphore::new(total as usize)),
             total,
         })
     }
 
-    /// A JSON answer of `body`, within the budget or refused.
-    pub(crate) fn json(&self, body: Vec<u8>) -> Result<Response, ApiError> {
-        let json = [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
-        if body.len() <= SMALL {
-            return Ok((json, body).into_response());
-        }
-        // A body larger than the whole budget takes all of it and goes alone.
-        let kib = u32::try_from((body.len() >> 10).min(self.total)).unwrap_or(u32::MAX);
-        let Ok(permit) = self.free.clone().try_acquire_many_owned(kib) else {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "this answer is {} KiB and the server is busy sending other large answers; try again shortly",
-                    body.len() >> 10
-                ),
-            )
-            .retry_after(2));
+    /// Takes the share of an answer of about `bytes`, or refuses it while the
+    /// budget is spent. An answer larger than the whole budget takes all of it and
+    /// goes alone.
+    pub(crate) fn reserve(self: &Arc<Self>, bytes: usize) -> Result<Reserved, ApiError> {
+        let mut reserved = Reserved {
+            budget: self.clone(),
+            kib: 0,
+            permit: None,
         };
-        let bytes = Bytes::from(body);
-        let bytes_len = bytes.len();
-        let ends: Vec<usize> = (0..bytes.len()).step_by(CHUNK).collect();
-        // The stream owns the permit: it is given back once the last chunk has been
+        reserved.grow_to(bytes)?;
+        Ok(reserved)
+    }
+
+    fn kib_of(&self, bytes: usize) -> u32 {
+        if bytes <= SMALL {
+            return 0;
+        }
+        u32::try_from(bytes.div_ceil(1 << 10))
+            .unwrap_or(u32::MAX)
+            .min(self.total)
+    }
+}
+
+impl Reserved {
+    /// Makes the share cover `bytes` (an answer found larger than reserved: its
+    /// run ended between the estimate and the read), or refuses.
+    fn grow_to(&mut self, bytes: usize) -> Result<(), ApiError> {
+        let want = self.budget.kib_of(bytes);
+        if want <= self.kib {
+            return Ok(());
+        }
+        let more = self
+            .budget
+            .free
+            .clone()
+            .try_acquire_many_owned(want - self.kib)
+            .map_err(|_| busy(bytes))?;
+        match &mut self.permit {
+            Some(held) => held.merge(more),
+            None => self.permit = Some(more),
+        }
+        self.kib = want;
+        Ok(())
+    }
+
+    /// The JSON answer made of `parts` (sent one after another, none copied), or a
+    /// refusal if they turn out larger than reserved and the budget has no room.
+    pub(crate) fn json(mut self, parts: Vec<Bytes>) -> Result<Response, ApiError> {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        self.grow_to(len)?;
+        let chunks = parts
+            .into_iter()
+            .flat_map(|part| {
+                (0..part.len())
+                    .step_by(CHUNK)
+                    .map(move |from| part.slice(from..(from + CHUNK).min(part.len())))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>();
+        // The stream owns the share: it is given back once the last chunk has been
         // taken, or when the connection drops the body.
-        let chunks = ends.into_iter().map(move |from| {
-            let _held = &permit;
-            let to = (from + CHUNK).min(bytes.len());
-            Ok::<_, Infallible>(bytes.slice(from..to))
+        let share = self;
+        let stream = chunks.into_iter().map(move |chunk| {
+            let _held = &share;
+            Ok::<_, Infallible>(chunk)
         });
-        // Its length is known: say so (a stream would otherwise go out chunked).
-        let length = [(header::CONTENT_LENGTH, HeaderValue::from(bytes_len))];
         Ok((
-            json,
-            length,
-            Body::from_stream(futures::stream::iter(chunks)),
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                // Its length is known: say so (a stream would otherwise go out chunked).
+                (header::CONTENT_LENGTH, HeaderValue::from(len)),
+            ],
+            Body::from_stream(futures::stream::iter(stream)),
         )
             .into_response())
     }
+}
+
+fn busy(bytes: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "this answer is {} KiB and the server is busy sending other large answers; try again shortly",
+            bytes >> 10
+        ),
+    )
+    .retry_after(2)
 }
 
 #[cfg(test)]
@@ -91,18 +151,18 @@ mod tests {
 
     use super::*;
 
+    fn answer(large: &Arc<Large>, bytes: usize) -> Result<Response, ApiError> {
+        large
+            .reserve(bytes)?
+            .json(vec![Bytes::from(vec![b'1'; bytes])])
+    }
+
     #[tokio::test]
     async fn large_answers_share_the_budget_and_give_it_back_when_sent() {
         let large = Large::new(256 << 10);
-        let small = large
-            .json(vec![b'1'; SMALL])
-            .expect("small answers always go");
-        let first = large
-            .json(vec![b'1'; 200 << 10])
-            .expect("within the budget");
-        let refused = large
-            .json(vec![b'1'; 100 << 10])
-            .expect_err("the budget is spent");
+        let small = answer(&large, SMALL).expect("small answers always go");
+        let first = answer(&large, 200 << 10).expect("within the budget");
+        let refused = answer(&large, 100 << 10).expect_err("the budget is spent");
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         // Sending the first answer whole gives its share back.
         assert_eq!(
@@ -112,19 +172,57 @@ mod tests {
         );
         let body = to_bytes(first.into_body(), usize::MAX).await.unwrap();
         assert_eq!(body.len(), 200 << 10, "every byte sent");
-        large
-            .json(vec![b'1'; 100 << 10])
-            .expect("room again once sent");
+        answer(&large, 100 << 10).expect("room again once sent");
         drop(small);
     }
 
     #[tokio::test]
     async fn an_answer_larger_than_the_budget_goes_alone() {
         let large = Large::new(128 << 10);
-        let huge = large.json(vec![b'1'; 1 << 20]).expect("goes alone");
-        assert!(large.json(vec![b'1'; 65 << 10]).is_err());
+        let huge = answer(&large, 1 << 20).expect("goes alone");
+        assert!(answer(&large, 65 << 10).is_err());
         // A client that leaves drops the body, and its share with it.
         drop(huge);
-        assert!(large.json(vec![b'1'; 65 << 10]).is_ok());
+        assert!(answer(&large, 65 << 10).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_share_is_taken_before_the_answer_is_read() {
+        // Regression: the share was taken once the answer had been read from the
+        // journal, so 300 readers of a 9 MB report had their rows in memory while
+        // they waited to be refused (386 MB).
+        let large = Large::new(256 << 10);
+        let first = large.reserve(200 << 10).expect("room");
+        assert!(
+            large.reserve(100 << 10).is_err(),
+            "refused before anything is read"
+        );
+        drop(first);
+        // An answer found larger than its estimate takes the rest of the budget...
+        let estimate = large.reserve(100 << 10).expect("room");
+        let grown = estimate
+            .json(vec![Bytes::from(vec![b'1'; 200 << 10])])
+            .expect("the rest of the budget covers it");
+        drop(grown);
+        // ...or is refused when the rest is not enough.
+        let estimate = large.reserve(100 << 10).expect("room");
+        let _other = large.reserve(100 << 10).expect("room");
+        assert!(estimate
+            .json(vec![Bytes::from(vec![b'1'; 200 << 10])])
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn parts_go_out_in_order_and_whole() {
+        let large = Large::new(1 << 20);
+        let parts = vec![
+            Bytes::from_static(b"{\"a\":"),
+            Bytes::from(vec![b'7'; 200 << 10]),
+            Bytes::from_static(b"}"),
+        ];
+        let answer = large.reserve(200 << 10).unwrap().json(parts).unwrap();
+        let body = to_bytes(answer.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(body.len(), (200 << 10) + 6);
+        assert!(body.starts_with(b"{\"a\":7") && body.ends_with(b"7}"));
     }
 }

@@ -150,45 +150,54 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let n = run_id(&id)?;
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("no run `{id}`"));
+    // Its share of the budget first: a row read and then refused costs its memory
+    // while it waits its turn.
+    let size = app
+        .runs
+        .journal()
+        .stored_size(n)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
+    let reserved = app.large.reserve(size + VIEW_HEAD)?;
     match app.runs.journal().get(n).await {
-        Ok(Some(row)) => app
-            .large
-            .json(full_view(&row, app.runs.journal().write_failure())),
-        Ok(None) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no run `{id}`"),
-        )),
+        Ok(Some(row)) => reserved.json(full_view(row, app.runs.journal().write_failure())),
+        Ok(None) => Err(missing()),
         Err(e) => Err(ApiError::internal(e)),
     }
 }
 
+/// About what a run's full view adds to its request and report.
+const VIEW_HEAD: usize = 512;
+
 /// A run as `GET /v1/runs/{id}` shows it: [`view`]'s summary, its request and its
-/// report. Those two go out as the journal keeps them, checked to be JSON but not
-/// built into a tree (a report of 10,000 branches is ~10 MB); one that is not JSON
-/// (a damaged row) shows as `null`.
-fn full_view(row: &RunRow, journal_failure: Option<String>) -> Vec<u8> {
-    let mut head = view(row);
+/// report, as parts sent one after another. The request and report go out as the
+/// journal keeps them (not copied), checked to be JSON but not built into a tree (a
+/// report of 10,000 branches is ~10 MB); one that is not JSON (a damaged row) shows
+/// as `null`.
+fn full_view(row: RunRow, journal_failure: Option<String>) -> Vec<Bytes> {
+    let mut head = view(&row);
     if let (false, Some(why)) = (row.status.is_final(), journal_failure) {
         head["journal"] = Value::String(format!(
             "writes are failing ({why}): the run waits until the journal can keep its answers"
         ));
     }
-    let raw = |text: Option<&str>| {
-        text.filter(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok())
-            .unwrap_or("null")
-            .to_owned()
+    let raw = |text: Option<String>| match text {
+        Some(t) if serde_json::from_str::<serde::de::IgnoredAny>(&t).is_ok() => Bytes::from(t),
+        _ => Bytes::from_static(b"null"),
     };
-    let (request, report) = (raw(Some(&row.spec)), raw(row.report.as_deref()));
-    let mut out = Vec::with_capacity(request.len() + report.len() + 256);
-    // The summary is an object: reopen it to add the two fields.
-    let _ = serde_json::to_writer(&mut out, &head);
-    out.pop();
-    out.extend_from_slice(b",\"request\":");
-    out.extend_from_slice(request.as_bytes());
-    out.extend_from_slice(b",\"report\":");
-    out.extend_from_slice(report.as_bytes());
-    out.push(b'}');
-    out
+    // The summary is an object with fields: reopen it to add the two.
+    let mut summary = serde_json::to_vec(&head).unwrap_or_default();
+    summary.pop();
+    summary.extend_from_slice(b",\"request\":");
+    vec![
+        Bytes::from(summary),
+        raw(Some(row.spec)),
+        Bytes::from_static(b",\"report\":"),
+        raw(row.report),
+        Bytes::from_static(b"}"),
+    ]
 }
 
 #[derive(Deserialize)]

@@ -247,6 +247,23 @@ impl Journal {
         .await
     }
 
+    /// How many bytes a run's request and report take, without reading them
+    /// (`octet_length` reads the record's header only): what its full view will
+    /// cost before it is read.
+    pub async fn stored_size(&self, id: i64) -> Result<Option<usize>, JournalError> {
+        self.call(move |conn| {
+            let size: Option<i64> = conn
+                .query_row(
+                    "SELECT octet_length(spec) + coalesce(octet_length(report), 0) FROM runs WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(size.map(|n| usize::try_from(n).unwrap_or(0)))
+        })
+        .await
+    }
+
     /// Up to `limit` runs, newest first, older than `before` (an id) when given, of
     /// one status when given. A row this build cannot read (a status it does not
     /// know, a damaged column) is left out with a warning: one such row made the
