@@ -3,6 +3,8 @@
 //! on structure and ordering, never on speed.
 
 mod common;
+#[path = "cli/readme.rs"]
+mod readme;
 
 use std::path::Path;
 use std::process::{Command, Output};

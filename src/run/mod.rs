@@ -51,8 +51,8 @@ pub use event::RunEvent;
 pub(crate) use orchestrator::{Orchestrator, OrchestratorArgs, OrchestratorMsg};
 pub(crate) use outcome::{opt_secs, secs};
 pub use outcome::{
-    BranchError, BranchOutcome, CancelReason, DeadlineKind, RefusalReason, RunFailure, Synthesis,
-    SynthesisError, Unavailable,
+    BranchError, BranchOutcome, CancelReason, DeadlineKind, FinalStep, RefusalReason, RunFailure,
+    Synthesis, SynthesisError, Unavailable,
 };
 pub use placement::{NodeLost, Place, Placement, RemoteCall, RemoteSpecialist, Router};
 pub use policy::{ParsePolicyError, Policy};

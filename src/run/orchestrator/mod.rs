@@ -416,6 +416,12 @@ async fn execute_run<B>(
         }
     };
     let ((records, mut failure), early) = tokio::join!(branches, early_merge);
+    if let (None, None, Some(_)) = (&early, &failure, &request.merge) {
+        // The policy was met by other steps, but the merge has nothing to read: say
+        // which steps gave no answer (a merge would only say "nothing to merge").
+        let finals = records.iter().zip(&sink).filter(|(_, &sink)| sink);
+        failure = RunFailure::no_answer(finals.map(|(b, _)| (b.step.as_str(), &b.outcome)));
+    }
     let late_merge = match (&early, &failure, &request.merge) {
         (None, None, Some(strategy)) => {
             let inputs = records

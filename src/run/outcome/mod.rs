@@ -4,6 +4,10 @@
 //! Every branch of every run ends in exactly one [`BranchOutcome`]; the scheduler
 //! never drops one, whatever the policy decides.
 
+mod failure;
+
+pub use failure::{FinalStep, RunFailure};
+
 use serde::{Deserialize, Serialize};
 
 use super::code::CodeError;
@@ -251,73 +255,6 @@ impl std::fmt::Display for Unavailable {
             Unavailable::Down(reason) => write!(f, "{reason}"),
             Unavailable::SupervisorGone => f.write_str("the supervisor is gone"),
             Unavailable::BranchTaskPanicked => f.write_str("branch task panicked"),
-        }
-    }
-}
-
-/// Why a run did not succeed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RunFailure {
-    /// Fail-fast: this branch did not succeed, so the run ended.
-    Branch {
-        /// Its index.
-        index: u32,
-        /// Its agent.
-        agent: String,
-        /// How it ended.
-        outcome: Box<BranchOutcome>,
-    },
-    /// Tolerate-partial: too many branches failed for the quorum to be met.
-    QuorumUnreachable {
-        /// The quorum.
-        quorum: usize,
-        /// Branches that did not succeed.
-        not_ok: usize,
-        /// Branches in all.
-        of: usize,
-    },
-    /// Tolerate-partial: every branch ended, too few succeeded.
-    QuorumNotMet {
-        /// The quorum.
-        quorum: usize,
-        /// Branches that succeeded.
-        ok: usize,
-        /// Branches in all.
-        of: usize,
-    },
-    /// The branches met the policy but the merge failed.
-    Synthesis(SynthesisError),
-    /// Its caller stopped it ([`RunHandle::stop`](crate::RunHandle::stop)) before it
-    /// ended: what had ended is kept, the rest is cancelled, and there is no merge.
-    Stopped,
-}
-
-impl std::fmt::Display for RunFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RunFailure::Branch {
-                index,
-                agent,
-                outcome,
-            } => write!(
-                f,
-                "branch {index} ({agent}) {}",
-                outcome.problem().unwrap_or_default()
-            ),
-            RunFailure::QuorumUnreachable { quorum, not_ok, of } => write!(
-                f,
-                "quorum {quorum} unreachable: {not_ok} of {of} branches did not succeed"
-            ),
-            RunFailure::QuorumNotMet { quorum, ok, of } => {
-                write!(
-                    f,
-                    "quorum {quorum} not met: {ok} of {of} branches succeeded"
-                )
-            }
-            RunFailure::Synthesis(e) => write!(f, "synthesis failed: {e}"),
-            RunFailure::Stopped => f.write_str("stopped before it ended"),
         }
     }
 }
