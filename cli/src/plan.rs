@@ -147,18 +147,16 @@ pub fn plan(args: &CommonArgs, specs: &[AgentSpec], source: &str) -> anyhow::Res
     }
 }
 
-/// The texts of the files `patterns` match (sorted, each file once).
-pub fn items(patterns: &[String]) -> anyhow::Result<Option<Vec<String>>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
+/// The files `patterns` match, sorted, each once; a pattern that matches no file is
+/// an error naming it.
+pub fn each_files(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = Vec::new();
     for pattern in patterns {
         let matched = glob::glob(pattern).with_context(|| format!("--each `{pattern}`"))?;
         let before = files.len();
         for path in matched {
             let path = path.with_context(|| format!("--each `{pattern}`"))?;
-            if path.is_file() && !files.contains(&path) {
+            if path.is_file() {
                 files.push(path);
             }
         }
@@ -167,7 +165,16 @@ pub fn items(patterns: &[String]) -> anyhow::Result<Option<Vec<String>>> {
         }
     }
     files.sort();
-    files
+    files.dedup();
+    Ok(files)
+}
+
+/// The texts of the files `patterns` match (see [`each_files`]).
+pub fn items(patterns: &[String]) -> anyhow::Result<Option<Vec<String>>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    each_files(patterns)?
         .iter()
         .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
         .collect::<anyhow::Result<Vec<_>>>()

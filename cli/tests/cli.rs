@@ -3,6 +3,8 @@
 //! on structure and ordering, never on speed.
 
 mod common;
+#[path = "cli/dry_run.rs"]
+mod dry_run;
 #[path = "cli/readme.rs"]
 mod readme;
 
@@ -19,6 +21,19 @@ fn fanfare(args: &[&str], cwd: &Path) -> Output {
         // turn them into paid API calls.
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap()
+}
+
+/// [`fanfare`] with a (made-up) Anthropic key, for a run refused before any call.
+fn fanfare_with_key(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .env("XDG_CACHE_HOME", common::private_cache())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("OPENAI_API_KEY")
+        .env("ANTHROPIC_API_KEY", "sk-ant-not-a-real-key")
         .output()
         .unwrap()
 }

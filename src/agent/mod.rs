@@ -219,3 +219,15 @@ pub struct CallEstimate {
     /// The cap on generated tokens (`max_tokens`).
     pub max_output_tokens: u64,
 }
+
+impl CallEstimate {
+    /// The most the call may use: its prompt in, its whole `max_tokens` out (what a
+    /// run's budget reserves for it, priced as such).
+    pub fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens,
+            output_tokens: self.max_output_tokens,
+            ..Usage::default()
+        }
+    }
+}

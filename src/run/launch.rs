@@ -27,7 +27,7 @@ use super::request::Reuse;
 use super::step::{Action, Step, SubWorkflow};
 use super::stream;
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
-use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable, Usage};
+use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable};
 use crate::supervision::Roster;
 
 /// Everything one run's branches need.
@@ -228,14 +228,10 @@ impl Driver<'_, '_> {
                 input_tokens: estimate_shared_tokens(&task.prompt()),
                 max_output_tokens: budget.branch_tokens,
             });
+        let usage = call.usage();
         let model = call
             .model
             .or_else(|| self.s.default_model.map(str::to_owned));
-        let usage = Usage {
-            input_tokens: call.input_tokens,
-            output_tokens: call.max_output_tokens,
-            ..Usage::default()
-        };
         Estimate {
             tokens: usage.total(),
             cost_usd: model.as_deref().and_then(|m| self.s.prices.cost(m, &usage)),
