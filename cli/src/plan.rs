@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec::{self, AgentSpec};
 use fanfare::run::workflow::{self, Workflow};
-use fanfare::run::{Budget, Scorer};
+use fanfare::run::{Action, Budget, CodeRegistry, Scorer};
 use fanfare::{MergeStrategy, Policy, RunRequest};
 
 use crate::args::{CommonArgs, Merge};
@@ -104,15 +104,7 @@ pub fn plan(args: &CommonArgs, specs: &[AgentSpec], source: &str) -> anyhow::Res
             bail!("--only and --workflow choose the agents two ways; give one");
         }
         let w = find_workflow(name)?;
-        for agent in w.agents() {
-            if !known.contains(&agent) {
-                bail!(
-                    "{}: the workflow asks agent `{agent}`, which is not in {source} (known: {})",
-                    w.source.display(),
-                    known.join(", ")
-                );
-            }
-        }
+        check_workflow(&w, specs, source)?;
         return Ok(Plan::Workflow(Box::new(w)));
     }
     if !args.only.is_empty() {
@@ -145,6 +137,42 @@ pub fn plan(args: &CommonArgs, specs: &[AgentSpec], source: &str) -> anyhow::Res
             known.iter().map(|n| (*n).to_owned()).collect(),
         ))
     }
+}
+
+/// Checks what a run of `w` would before anything is called: every agent is among
+/// `specs` (from `source`) and every code function is a built-in one (the CLI
+/// registers no other).
+pub fn check_workflow(w: &Workflow, specs: &[AgentSpec], source: &str) -> anyhow::Result<()> {
+    let code = CodeRegistry::default().names();
+    let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    fn walk(
+        w: &Workflow,
+        file: &Path,
+        known: &[&str],
+        code: &[String],
+        source: &str,
+    ) -> anyhow::Result<()> {
+        for step in &w.steps {
+            let at = || format!("{}:{}: step `{}`", file.display(), step.line, step.name);
+            match &step.action {
+                Action::Agent(agent) if !known.contains(&agent.as_str()) => bail!(
+                    "{}: agent `{agent}` is not in {source} (known: {})",
+                    at(),
+                    known.join(", ")
+                ),
+                Action::Code { function, .. } if !code.contains(function) => bail!(
+                    "{}: no code function is named `{function}` (built in: {})",
+                    at(),
+                    code.join(", ")
+                ),
+                // A TOML file cannot nest a workflow; a library caller's is checked
+                // by the runtime.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    walk(w, &w.source, &known, &code, source)
 }
 
 /// The files `patterns` match, sorted, each once; a pattern that matches no file is

@@ -7,6 +7,8 @@ mod common;
 mod dry_run;
 #[path = "cli/readme.rs"]
 mod readme;
+#[path = "cli/workflows.rs"]
+mod workflows;
 
 use std::path::Path;
 use std::process::{Command, Output};

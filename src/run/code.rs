@@ -145,6 +145,32 @@ impl CodeRegistry {
     }
 }
 
+/// Checks the options of the built-in `function` (taking the outputs of the steps
+/// `inputs`) before a run, so a typo fails at load rather than after the model calls
+/// it waits for; a function that is not built in is not checked.
+pub fn check_builtin_options(
+    function: &str,
+    options: &Value,
+    inputs: &[String],
+) -> Result<(), CodeError> {
+    if function != "json-merge" {
+        return Ok(());
+    }
+    reducers(options)?;
+    if let OnConflict::Prefer(step) = on_conflict(options)? {
+        if !inputs.contains(&step) {
+            return Err(CodeError::BadOption {
+                option: "on_conflict".to_owned(),
+                problem: format!(
+                    "`prefer:{step}`: `{step}` is not one of this step's inputs ({})",
+                    inputs.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn text(text: String) -> Result<CodeOutput, CodeError> {
     Ok(CodeOutput {
         text,

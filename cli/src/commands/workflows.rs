@@ -7,7 +7,7 @@ use fanfare::run::workflow::{MapOver, Workflow, WorkflowMerge, WorkflowStep};
 use fanfare::run::Action;
 
 use crate::output;
-use crate::plan::{find_workflow, load_specs, load_workflows};
+use crate::plan::{check_workflow, find_workflow, load_specs, load_workflows};
 
 pub fn list() -> anyhow::Result<()> {
     let (all, source) = load_workflows()?;
@@ -43,6 +43,63 @@ pub fn doing(step: &WorkflowStep) -> String {
     }
 }
 
+/// What a step sets beyond its action: its input template, timeout, retries, model,
+/// schema and a map's policy, one line each.
+fn details(step: &WorkflowStep) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(input) = &step.input {
+        out.push(format!(
+            "input: {}",
+            shortened(&format!("{:?}", input.as_str()), 72)
+        ));
+    }
+    if let Some(t) = step.timeout {
+        out.push(format!("timeout: {}", humantime(t)));
+    }
+    if step.retries > 0 {
+        out.push(format!("retries: {}", step.retries));
+    }
+    if let Some(m) = &step.model {
+        out.push(format!("model: {m}"));
+    }
+    if let Some(schema) = &step.schema {
+        let fields: Vec<&str> = schema
+            .schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        out.push(format!("schema: an object of {}", fields.join(", ")));
+    }
+    if let Some(m) = &step.map {
+        out.push(format!("map policy: {}", m.policy));
+    }
+    if let Action::Code { options, .. } = &step.action {
+        if !options.is_null() {
+            out.push(format!("options: {}", shortened(&options.to_string(), 72)));
+        }
+    }
+    out
+}
+
+/// One-line `text` cut to `max` characters.
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// `90s`, `2m`, `1500ms`: the units the files use.
+fn humantime(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        ms if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 /// A step's expected latency in seconds: its agent's simulated latency (plus half
 /// its jitter) when the spec gives one, else one second; a code step takes none; a
 /// workflow run whole, the sum over its steps (a bound: some may run together).
@@ -72,6 +129,10 @@ pub fn render(w: &Workflow, specs: &[AgentSpec]) -> String {
     if !w.description.is_empty() {
         out.push_str(&format!("  {}\n", w.description));
     }
+    out.push_str(&match w.policy {
+        Some(p) => format!("policy: {p}\n"),
+        None => "policy: fail-fast (the default; --policy overrides)\n".to_owned(),
+    });
     out.push_str("steps:\n");
     let width = w.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for s in &w.steps {
@@ -81,6 +142,9 @@ pub fn render(w: &Workflow, specs: &[AgentSpec]) -> String {
             format!("   after {}", s.after.join(", "))
         };
         out.push_str(&format!("  {:<width$}  {}{after}\n", s.name, doing(s)));
+        for detail in details(s) {
+            out.push_str(&format!("  {:<width$}    {detail}\n", ""));
+        }
     }
     out.push_str("runs together:\n");
     for (i, level) in w.levels().iter().enumerate() {
@@ -106,7 +170,9 @@ pub fn render(w: &Workflow, specs: &[AgentSpec]) -> String {
 
 pub fn show(name: &str, agents: Option<&Path>) -> anyhow::Result<()> {
     let w = find_workflow(name)?;
-    let (specs, _) = load_specs(agents, LoadOptions::default())?;
+    let (specs, source) = load_specs(agents, LoadOptions::default())?;
+    // What a run would refuse, `show` refuses too.
+    check_workflow(&w, &specs, &source)?;
     output::stdout(&render(&w, &specs))?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::agent::structured;
 use crate::provider::OutputSchema;
+use crate::run::code::check_builtin_options;
 use crate::run::policy::Policy;
 use crate::run::request::parse_duration;
 use crate::run::step::Action;
@@ -198,6 +199,10 @@ impl Workflow {
                     ))
                 }
             };
+            if let Action::Code { function, options } = &action {
+                check_builtin_options(function, options, &s.after)
+                    .map_err(|e| invalid("options", e.to_string()))?;
+            }
             let input = s
                 .input
                 .as_deref()

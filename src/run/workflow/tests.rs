@@ -85,13 +85,24 @@ fn each_mistake_names_the_file_the_line_and_the_step() {
         (
             "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\ntimeout = \"soon\"\n",
             "flows/w.toml:2: step `a`: field `timeout`",
-        ),        (
+        ),
+        (
             "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nschema = { type = \"array\" }\n",
             "flows/w.toml:2: step `a`: field `schema`: must describe an object",
         ),
         (
             "name = \"w\"\n[[steps]]\nname = \"a\"\ncode = \"concat\"\nschema = { type = \"object\" }\n",
             "flows/w.toml:2: step `a`: field `schema`: only an agent step",
+        ),
+        // Regression: a json-merge option naming no input failed only after the
+        // model calls it waited for had been paid.
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\n[[steps]]\nname = \"j\"\ncode = \"json-merge\"\nafter = [\"a\"]\noptions = { on_conflict = \"prefer:zzz\" }\n",
+            "flows/w.toml:5: step `j`: field `options`: option `on_conflict`: `prefer:zzz`: `zzz` is not one of this step's inputs (a)",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"j\"\ncode = \"json-merge\"\noptions = { reduce = { k = \"sum\" } }\n",
+            "flows/w.toml:2: step `j`: field `options`: option `reduce`: `k`: use append, union or keep-one",
         ),
     ];
     for (text, want) in table {
