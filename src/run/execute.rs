@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::code::Conflict;
 use super::event::RunEvent;
+use super::items::items_of;
 use super::launch::{Driver, Launched, Panicked};
 use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure, Unavailable};
 use super::record::{BranchRecord, SubRun};
@@ -25,7 +26,6 @@ use super::scheduler::{BudgetPlan, Command, Scheduler};
 use super::step::MapSource;
 use super::stream;
 use super::warm::{Go, Held, Warm};
-use crate::agent::UpstreamOutput;
 
 pub(crate) use super::launch::Schedule;
 
@@ -131,30 +131,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// A map step's items from an upstream output: its items if it was a map, else a
-/// JSON array (strings as they are, anything else as JSON), else its non-empty lines.
-fn items_of(upstream: &UpstreamOutput) -> Vec<String> {
-    if !upstream.items.is_empty() {
-        return upstream.items.clone();
-    }
-    if let Ok(serde_json::Value::Array(values)) = serde_json::from_str(upstream.text.trim()) {
-        return values
-            .into_iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect();
-    }
-    upstream
-        .text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Runs every step to a terminal outcome under `s.policy`; see the module docs.
 pub(crate) async fn execute(
     s: Schedule<'_>,
@@ -227,14 +203,34 @@ pub(crate) async fn execute(
                     }
                 }
                 Command::Expand { index, upstream } => {
-                    let items = match s.steps[index].map.as_ref().map(|m| &m.over) {
-                        Some(MapSource::Items(items)) => items.clone(),
-                        Some(MapSource::Step(from)) => upstream
+                    let from_step = |from: usize, path: Option<&str>| {
+                        let name = &s.steps[from].name;
+                        upstream
                             .iter()
-                            .find(|u| u.agent == s.steps[*from].name)
-                            .map(items_of)
-                            .unwrap_or_default(),
-                        None => Vec::new(),
+                            .find(|u| &u.agent == name)
+                            .map_or(Ok(Vec::new()), |u| items_of(u, path))
+                            .map_err(|problem| BranchError::NoItems {
+                                from: name.clone(),
+                                problem,
+                            })
+                    };
+                    let items = match s.steps[index].map.as_ref().map(|m| &m.over) {
+                        Some(MapSource::Items(items)) => Ok(items.clone()),
+                        Some(MapSource::Step(from)) => from_step(*from, None),
+                        Some(MapSource::Within { step, path }) => from_step(*step, Some(path)),
+                        None => Ok(Vec::new()),
+                    };
+                    let items = match items {
+                        Ok(items) => items,
+                        Err(error) => {
+                            let failed = BranchOutcome::Failed { error };
+                            commands.extend(machine.expand_failed(
+                                index,
+                                failed,
+                                since(Instant::now()),
+                            ));
+                            continue;
+                        }
                     };
                     let count = items.len();
                     let items: std::sync::Arc<[String]> = items.into();

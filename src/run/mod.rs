@@ -21,7 +21,8 @@
 //!   run of its own); `record`: what a run did, and [`SubRun`];
 //! - `synthesis`: the synthesiser actor and the merge strategies (the LLM merge
 //!   made to fit its model's context window);
-//! - `template`: step input templates; `code`: code steps and their built-ins;
+//! - `template`: step input templates; `items`: a map's items from an upstream
+//!   output; `code`: code steps and their built-ins;
 //! - [`workflow`]: workflow files (a step graph in TOML) turned into requests.
 
 mod branch;
@@ -29,6 +30,7 @@ mod budget;
 mod code;
 mod event;
 mod execute;
+mod items;
 mod launch;
 mod orchestrator;
 mod outcome;

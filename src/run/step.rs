@@ -114,10 +114,19 @@ pub struct Map {
 #[serde(rename_all = "snake_case")]
 pub enum MapSource {
     /// The output of this earlier step: a JSON array (of strings, or of anything,
-    /// each item then its JSON), else one item per non-empty line.
+    /// each item then its JSON), else one item per non-empty line; a JSON object is
+    /// an error (use [`MapSource::Within`] for a list inside one).
     Step(usize),
     /// These items, as given (for instance, the text of each of a set of files).
     Items(Vec<String>),
+    /// The JSON array at `path` (a JSON pointer, `/items`) in the output of this
+    /// earlier step, which must be JSON.
+    Within {
+        /// The step.
+        step: usize,
+        /// Where the array is.
+        path: String,
+    },
 }
 
 /// One step of a run: a name, what it does, the steps whose outputs it needs first,

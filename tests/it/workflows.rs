@@ -205,6 +205,54 @@ async fn a_map_over_an_upstream_json_list_hands_each_item_on_and_the_join_gets_t
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_map_takes_the_list_at_its_path_and_an_object_without_one_fails_the_step_naming_it() {
+    let fanfare = start(vec![
+        Fixed::says("lister", 10, r#"{"items": ["alpha", "beta"], "note": "x"}"#),
+        Fixed::echo("each", 10),
+    ])
+    .await;
+    let map = |over| Map {
+        over,
+        concurrency: 2,
+        policy: Policy::FailFast,
+    };
+    let steps = |over| {
+        vec![
+            Step::agent("lister"),
+            Step::agent("each")
+                .after([0])
+                .input(Template::parse("item={{item}}").unwrap())
+                .map(map(over)),
+        ]
+    };
+    let within = MapSource::Within {
+        step: 0,
+        path: "/items".to_owned(),
+    };
+    let report = fanfare.run(request(steps(within))).await.unwrap();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    let texts: Vec<&str> = report.branches[1]
+        .items
+        .iter()
+        .map(|i| i.outcome.output().unwrap().text.as_str())
+        .collect();
+    assert_eq!(texts, ["each: item=alpha", "each: item=beta"]);
+    // Regression: without a path the object was mapped over line by line.
+    let report = fanfare
+        .run(request(steps(MapSource::Step(0))))
+        .await
+        .unwrap();
+    assert!(!report.status.is_success());
+    let problem = report.branches[1].outcome.problem().unwrap();
+    assert!(
+        problem.contains("no items to map over: the output of `lister` is a JSON object"),
+        "{problem}"
+    );
+    assert!(report.branches[1].items.is_empty(), "nothing was called");
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_branches_disagreeing_on_a_key_is_a_conflict_named_with_both_sides() {
     let legal = r#"{"risk": "high", "findings": ["retention"]}"#;
     let security = "```json\n{\"risk\": \"medium\", \"findings\": [\"tls\"]}\n```";

@@ -203,6 +203,14 @@ pub enum BranchError {
     /// A code step failed.
     #[error("{0}")]
     Code(Box<CodeError>),
+    /// A map step found no list to map over in its upstream step's output.
+    #[error("no items to map over: the output of `{from}` {problem}")]
+    NoItems {
+        /// The upstream step.
+        from: String,
+        /// What is wrong with its output.
+        problem: String,
+    },
     /// The step's input template rendered to more than the limit on one branch's
     /// input, so it was not called.
     #[error("the input of step `{step}` came to {bytes} bytes, more than the limit of {limit} on one branch's input")]

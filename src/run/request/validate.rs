@@ -85,7 +85,7 @@ impl RunRequest {
                 if map.concurrency == 0 {
                     return Err(bad(StepProblem::MapConcurrency));
                 }
-                if let MapSource::Step(from) = map.over {
+                if let MapSource::Step(from) | MapSource::Within { step: from, .. } = map.over {
                     if !step.depends_on.contains(&from) {
                         return Err(bad(StepProblem::MapNotUpstream(from)));
                     }

@@ -266,6 +266,32 @@ impl<'a> Scheduler<'a> {
         out
     }
 
+    /// Map step `index` could not read its items (`outcome` says why): it fails
+    /// as a step, not retried (its upstream output would say the same again).
+    pub(crate) fn expand_failed(
+        &mut self,
+        index: usize,
+        outcome: BranchOutcome,
+        now: Duration,
+    ) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.done || !matches!(self.state[index], StepState::Expanding(_)) {
+            return out;
+        }
+        self.state[index] = StepState::Running;
+        let mut ended = VecDeque::new();
+        self.step_ended(index, outcome, now, &mut out, &mut ended);
+        if !self.done {
+            self.maybe_merge_early(&mut out);
+            if self.all_done() {
+                self.finish_run(&mut out);
+                return out;
+            }
+        }
+        self.drain(ended, now, &mut out);
+        out
+    }
+
     /// Step `index` (its item `item`) ended with `outcome` after `retries` crash
     /// retries.
     pub(crate) fn ended(

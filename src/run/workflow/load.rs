@@ -53,6 +53,7 @@ struct RawStep {
 #[serde(deny_unknown_fields)]
 struct RawMap {
     over: String,
+    path: Option<String>,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
     policy: Option<String>,
@@ -225,12 +226,28 @@ impl Workflow {
                         "items" => MapOver::Given,
                         step => MapOver::Step(step.to_owned()),
                     };
+                    match (&over, &m.path) {
+                        (MapOver::Given, Some(_)) => {
+                            return Err(invalid(
+                                "map.path",
+                                "is for a map over a step's output, not over `items`".to_owned(),
+                            ))
+                        }
+                        (_, Some(p)) if !p.starts_with('/') => {
+                            return Err(invalid(
+                                "map.path",
+                                format!("`{p}` is not a JSON pointer (they start with `/`, e.g. \"/items\")"),
+                            ))
+                        }
+                        _ => {}
+                    }
                     let policy = match m.policy.as_deref() {
                         Some(p) => policy("map.policy", p, line, at)?,
                         None => Policy::FailFast,
                     };
                     Some(WorkflowMap {
                         over,
+                        path: m.path,
                         concurrency: m.concurrency,
                         policy,
                     })

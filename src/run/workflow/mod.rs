@@ -84,6 +84,9 @@ pub enum MapOver {
 pub struct WorkflowMap {
     /// Where the items come from.
     pub over: MapOver,
+    /// Where the list is in a step's JSON output (a JSON pointer), when it is not
+    /// the whole output.
+    pub path: Option<String>,
     /// Most items in flight at once.
     pub concurrency: usize,
     /// How many items must succeed.
@@ -239,7 +242,13 @@ impl Workflow {
                 None => None,
                 Some(m) => {
                     let over = match &m.over {
-                        MapOver::Step(from) => MapSource::Step(index[from.as_str()]),
+                        MapOver::Step(from) => match &m.path {
+                            None => MapSource::Step(index[from.as_str()]),
+                            Some(path) => MapSource::Within {
+                                step: index[from.as_str()],
+                                path: path.clone(),
+                            },
+                        },
                         MapOver::Given => {
                             used_items = true;
                             match given.take() {

@@ -94,6 +94,14 @@ fn each_mistake_names_the_file_the_line_and_the_step() {
             "name = \"w\"\n[[steps]]\nname = \"a\"\ncode = \"concat\"\nschema = { type = \"object\" }\n",
             "flows/w.toml:2: step `a`: field `schema`: only an agent step",
         ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nmap = { over = \"items\", path = \"/x\" }\ninput = \"{{item}}\"\n",
+            "flows/w.toml:2: step `a`: field `map.path`: is for a map over a step's output",
+        ),
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\n[[steps]]\nname = \"b\"\nagent = \"x\"\nafter = [\"a\"]\nmap = { over = \"a\", path = \"items\" }\n",
+            "flows/w.toml:5: step `b`: field `map.path`: `items` is not a JSON pointer",
+        ),
         // Regression: a json-merge option naming no input failed only after the
         // model calls it waited for had been paid.
         (
@@ -144,6 +152,16 @@ fn maps_over_a_step_or_the_given_items() {
     assert_eq!(w.steps[1].after, ["list"]);
     let r = w.request("t", None).unwrap();
     assert_eq!(r.steps[1].map.as_ref().unwrap().over, MapSource::Step(0));
+    // With a path: the list inside the step's JSON.
+    let w = parse("name = \"m\"\n[[steps]]\nname = \"list\"\nagent = \"x\"\n[[steps]]\nname = \"each\"\nagent = \"x\"\nmap = { over = \"list\", path = \"/items\" }\n").unwrap();
+    let r = w.request("t", None).unwrap();
+    assert_eq!(
+        r.steps[1].map.as_ref().unwrap().over,
+        MapSource::Within {
+            step: 0,
+            path: "/items".into()
+        }
+    );
     assert!(
         w.request("t", Some(vec!["x".into()])).is_err(),
         "items nobody maps over"
