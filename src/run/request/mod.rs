@@ -4,9 +4,11 @@
 //! Plain data: the scheduler and the orchestrator read it, nothing here acts.
 
 mod error;
+mod graph;
 mod validate;
 
 pub use error::{parse_duration, DurationError, Limit, RequestError, RunError, StepProblem};
+pub use graph::{Graph, GraphError};
 pub(crate) use validate::Known;
 
 use std::time::Duration;
