@@ -37,6 +37,8 @@ fn serve_with(db: &Path, agents: &Path, extra: &[&str]) -> (Child, String) {
         .arg("--agents")
         .arg(agents)
         .args(extra)
+        // Workflows come from `agents/workflows` here when a test puts some there.
+        .current_dir(agents.parent().unwrap())
         .env_remove("RUST_LOG")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY")
@@ -357,6 +359,44 @@ fn submit_and_watch_use_a_running_server_and_print_the_report_run_prints() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    signal_term(&server);
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn submit_each_sends_each_files_text_as_an_item_of_the_map() {
+    // Regression: `submit` had no `--each` though the server takes `items`.
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("agents/workflows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("each.toml"),
+        "name = \"each\"\nmerge = \"none\"\n[[steps]]\nname = \"per\"\nagent = \"a\"\nmap = { over = \"items\" }\ninput = \"{{item}}\"\n",
+    )
+    .unwrap();
+    for (name, text) in [("one.md", "first document"), ("two.md", "second document")] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let (mut server, addr) = serve_with(
+        &dir.path().join("runs.db"),
+        &agents(dir.path(), "specs", 20),
+        &["--workflow", "each"],
+    );
+    let pattern = format!("{}/*.md", dir.path().display());
+    let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args(["submit", "Digest", "--each", &pattern, "--json"])
+        .env("FANFARE_SERVER", format!("http://{addr}"))
+        .env_remove("FANFARE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = report["branches"][0]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{report}");
     signal_term(&server);
     assert_eq!(server.wait().unwrap().code(), Some(0));
 }

@@ -18,6 +18,10 @@ pub struct SubmitArgs {
     /// A workflow the server has [default: the server's].
     #[arg(long, value_name = "NAME")]
     pub workflow: Option<String>,
+    /// Map the workflow over these files (a glob; repeat for more): each file's
+    /// text is one of its items, sent as the run's `items`.
+    #[arg(long, value_name = "GLOB")]
+    pub each: Vec<String>,
     /// A plain fan-out to these agents instead (comma-separated).
     #[arg(
         long,

@@ -104,6 +104,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<bool> {
             args.branch_timeout.clone().map(Value::from),
         ),
         ("merge", args.merge.clone().map(Value::from)),
+        ("items", crate::plan::items(&args.each)?.map(Value::from)),
     ];
     for (name, value) in fields {
         if let Some(v) = value {
