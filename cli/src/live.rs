@@ -18,8 +18,13 @@ use serde_json::Value;
 /// What the live view shows.
 #[derive(Debug, PartialEq)]
 pub enum Progress {
-    /// A branch (or map item) was dispatched.
-    Started { key: String, label: String },
+    /// A branch (or map item) was dispatched, `at` this long after the run began
+    /// (when the event says).
+    Started {
+        key: String,
+        label: String,
+        at: Option<Duration>,
+    },
     /// More streamed text of a branch, on attempt `attempt`.
     Delta {
         key: String,
@@ -27,12 +32,13 @@ pub enum Progress {
         attempt: u32,
         text: String,
     },
-    /// A branch ended.
+    /// A branch ended (`at`: as for `Started`).
     Finished {
         key: String,
         label: String,
         outcome: String,
         late: bool,
+        at: Option<Duration>,
     },
     /// The merge began.
     MergeStarted { inputs: usize },
@@ -54,10 +60,18 @@ impl Progress {
     pub fn of_event(e: &RunEvent) -> Option<Progress> {
         Some(match e {
             RunEvent::BranchStarted {
-                index, item, agent, ..
+                index,
+                item,
+                agent,
+                at,
+                ..
             } => {
                 let (key, label) = key_label(*index, *item, agent);
-                Progress::Started { key, label }
+                Progress::Started {
+                    key,
+                    label,
+                    at: Some(*at),
+                }
             }
             RunEvent::BranchDelta {
                 index,
@@ -81,6 +95,7 @@ impl Progress {
                 agent,
                 outcome,
                 late,
+                at,
                 ..
             } => {
                 let (key, label) = key_label(*index, *item, agent);
@@ -89,6 +104,7 @@ impl Progress {
                     label,
                     outcome: outcome.label().to_owned(),
                     late: *late,
+                    at: Some(*at),
                 }
             }
             RunEvent::SynthesisStarted { branches_ok, .. } => Progress::MergeStarted {
@@ -108,10 +124,14 @@ impl Progress {
         let item = v["item"].as_u64().map(|n| n as u32);
         let agent = v["agent"].as_str().unwrap_or("?");
         let branch = || index.map(|i| key_label(i, item, agent));
+        // Since the run began (a watcher may join a run long after).
+        let at = v["at"]
+            .as_f64()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
         Some(match kind {
             "branch_started" => {
                 let (key, label) = branch()?;
-                Progress::Started { key, label }
+                Progress::Started { key, label, at }
             }
             "branch_delta" => {
                 let (key, label) = branch()?;
@@ -129,6 +149,7 @@ impl Progress {
                     label,
                     outcome: v["outcome"]["status"].as_str().unwrap_or("?").to_owned(),
                     late: v["late"].as_bool().unwrap_or(false),
+                    at,
                 }
             }
             "synthesis_started" => Progress::MergeStarted {
@@ -178,9 +199,28 @@ impl Live {
         self.started.elapsed().as_secs_f64()
     }
 
-    fn spinner(&self, label: &str) -> Option<ProgressBar> {
+    /// `when`, in seconds since the run began.
+    fn seconds(&self, when: Instant) -> f64 {
+        when.saturating_duration_since(self.started).as_secs_f64()
+    }
+
+    /// Takes an event's time since the run began: the view's clock starts when the
+    /// run did, not when the view did (`watch` of a run under way). Returns when, on
+    /// this clock, the event happened.
+    fn anchor(&mut self, at: Option<Duration>) -> Instant {
+        let now = Instant::now();
+        let Some(at) = at else {
+            return now;
+        };
+        if let Some(began) = now.checked_sub(at) {
+            self.started = self.started.min(began);
+        }
+        self.started + at
+    }
+
+    fn spinner(&self, label: &str, since: Instant) -> Option<ProgressBar> {
         let multi = self.multi.as_ref()?;
-        let bar = multi.add(ProgressBar::new_spinner());
+        let bar = multi.add(ProgressBar::new_spinner().with_elapsed(since.elapsed()));
         if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
             bar.set_style(style);
         }
@@ -192,17 +232,18 @@ impl Live {
     /// Shows one event.
     pub fn show(&mut self, p: Progress) {
         match p {
-            Progress::Started { key, label } => {
-                let bar = self.spinner(&label);
+            Progress::Started { key, label, at } => {
+                let since = self.anchor(at);
+                let bar = self.spinner(&label, since);
                 if bar.is_none() {
-                    eprintln!("[{:7.2}s] {label}: started", self.at());
+                    eprintln!("[{:7.2}s] {label}: started", self.seconds(since));
                 }
                 self.rows.insert(
                     key,
                     Row {
                         bar,
                         label,
-                        since: Instant::now(),
+                        since,
                         attempt: 1,
                         chars: 0,
                     },
@@ -228,7 +269,9 @@ impl Live {
                 label,
                 outcome,
                 late,
+                at,
             } => {
+                let ended = self.anchor(at);
                 let late = if late { " (late, after the merge)" } else { "" };
                 let mark = if outcome == "ok" { "✓" } else { "✗" };
                 match self.rows.remove(&key) {
@@ -242,15 +285,15 @@ impl Live {
                         }
                         bar.finish_with_message(format!(
                             "{mark} {label} · {outcome} · {:.2}s{late}",
-                            since.elapsed().as_secs_f64()
+                            ended.saturating_duration_since(since).as_secs_f64()
                         ));
                     }
-                    _ => eprintln!("[{:7.2}s] {label}: {outcome}{late}", self.at()),
+                    _ => eprintln!("[{:7.2}s] {label}: {outcome}{late}", self.seconds(ended)),
                 }
             }
             Progress::MergeStarted { inputs } => {
                 let label = format!("merge of {inputs}");
-                let bar = self.spinner(&label);
+                let bar = self.spinner(&label, Instant::now());
                 if bar.is_none() {
                     eprintln!("[{:7.2}s] {label}: started", self.at());
                 }
@@ -282,6 +325,7 @@ impl Live {
                     label,
                     outcome: if ok { "ok" } else { "failed" }.to_owned(),
                     late: false,
+                    at: None,
                 });
             }
         }
@@ -311,6 +355,7 @@ mod tests {
                 Some(Progress::Started {
                     key: "2".into(),
                     label: "legal".into(),
+                    at: Some(Duration::from_millis(100)),
                 }),
             ),
             (
@@ -321,6 +366,7 @@ mod tests {
                     label: "each #3".into(),
                     outcome: "timed_out".into(),
                     late: true,
+                    at: None,
                 }),
             ),
             (
@@ -334,5 +380,25 @@ mod tests {
         for (kind, data, want) in table {
             assert_eq!(Progress::of_json(kind, &data), want, "{kind} {data}");
         }
+    }
+
+    #[test]
+    fn a_watcher_joining_late_times_events_from_the_runs_start() {
+        // Regression: `watch` timed events from when it started.
+        let mut live = Live {
+            multi: None,
+            started: Instant::now(),
+            rows: HashMap::new(),
+        };
+        let began = live.anchor(Some(Duration::from_secs(30)));
+        assert!(
+            live.at() >= 30.0,
+            "the clock starts at the run's start: {}",
+            live.at()
+        );
+        assert!((live.seconds(began) - 30.0).abs() < 0.001);
+        // An event without a time is now.
+        let now = live.anchor(None);
+        assert!(live.seconds(now) >= 30.0);
     }
 }
