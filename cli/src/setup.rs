@@ -48,6 +48,8 @@ pub struct Prepared {
     pub fanfare: Fanfare,
     pub plan: Plan,
     pub gate: Option<Learning>,
+    /// The model the banner named (what a request naming none asks for).
+    pub default_model: Option<String>,
 }
 
 /// An admission gate and the endpoint whose limits it learns: what it learned is
@@ -86,6 +88,7 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
         fanfare,
         plan,
         gate,
+        default_model: ready.default_model,
     })
 }
 
@@ -122,6 +125,8 @@ pub struct RuntimeBuilder {
     pub gate: Option<Gate>,
     pub endpoint: Option<String>,
     pub described: String,
+    /// The provider's default model, for a real one.
+    pub default_model: Option<String>,
 }
 
 /// The runtime with `specs` (faults from the flags applied) on the provider the
@@ -179,6 +184,9 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         strategy: args.strategy,
         ..SupervisionConfig::default()
     };
+    let default_model = (!provider.is_simulated())
+        .then(|| provider.default_model().map(str::to_owned))
+        .flatten();
     let builder = Fanfare::builder(provider)
         .agents_from(agents)
         .supervision(supervision)
@@ -188,7 +196,33 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         gate,
         endpoint,
         described,
+        default_model,
     })
+}
+
+/// A note when every model that answered is another than the default the banner
+/// named: a local server answers with the model it has loaded, whatever was asked.
+pub fn answered_as(default_model: Option<&str>, report: &fanfare::RunReport) -> Option<String> {
+    let default = default_model?;
+    let mut answered: Vec<&str> = report
+        .branches
+        .iter()
+        .filter_map(|b| b.outcome.output()?.model.as_deref())
+        .chain(report.synthesis.as_ref().and_then(|s| s.model.as_deref()))
+        .collect();
+    answered.sort_unstable();
+    answered.dedup();
+    if answered.is_empty() || answered.contains(&default) {
+        return None;
+    }
+    Some(format!(
+        "fanfare: the server answered as {} (the default model named above, `{default}`, is what was asked for: a local server answers with the model it has loaded; --model names it)",
+        answered
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Prints the gate's counters and keeps what it learned for the next run.

@@ -234,6 +234,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         fanfare,
         plan,
         gate,
+        ..
     } = prepare(&args.common).await?;
     // A configuration error fails every document the same way: say so once, run none.
     let checked = request_for(&args.common, "check".to_owned(), &plan, None).and_then(|r| {

@@ -131,6 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         fanfare,
         plan,
         gate,
+        default_model,
     } = prepare(&args.common).await?;
     let request = match request_for(&args.common, input, &plan, items).and_then(|r| match &repair {
         Some((report, path)) => repairing(r, report, path),
@@ -201,6 +202,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     print_report(&args, &report)?;
     finish_admission(gate.as_ref());
+    if let Some(note) = crate::setup::answered_as(default_model.as_deref(), &report) {
+        eprintln!("{note}");
+    }
     if let fanfare::RunStatus::Failed { reason } = &report.status {
         if let Some(status) = refused_key(&report) {
             // Not a run that failed its policy: the configuration is wrong (exit 2).
