@@ -32,6 +32,15 @@ pub enum Progress {
         attempt: u32,
         text: String,
     },
+    /// A branch's model call failed (`attempt` of `of`) and goes again after `wait`.
+    Retrying {
+        key: String,
+        label: String,
+        attempt: u32,
+        of: Option<u32>,
+        error: String,
+        wait: Duration,
+    },
     /// A branch ended (`at`: as for `Started`).
     Finished {
         key: String,
@@ -107,6 +116,26 @@ impl Progress {
                     at: Some(*at),
                 }
             }
+            RunEvent::BranchRetrying {
+                index,
+                item,
+                agent,
+                attempt,
+                of,
+                error,
+                wait,
+                ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Retrying {
+                    key,
+                    label,
+                    attempt: *attempt,
+                    of: *of,
+                    error: error.clone(),
+                    wait: *wait,
+                }
+            }
             RunEvent::SynthesisStarted { branches_ok, .. } => Progress::MergeStarted {
                 inputs: *branches_ok,
             },
@@ -140,6 +169,20 @@ impl Progress {
                     label,
                     attempt: v["attempt"].as_u64().unwrap_or(1) as u32,
                     text: v["text"].as_str()?.to_owned(),
+                }
+            }
+            "branch_retrying" => {
+                let (key, label) = branch()?;
+                Progress::Retrying {
+                    key,
+                    label,
+                    attempt: v["attempt"].as_u64()? as u32,
+                    of: v["of"].as_u64().map(|n| n as u32),
+                    error: v["error"].as_str().unwrap_or("?").to_owned(),
+                    wait: v["wait"]
+                        .as_f64()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .unwrap_or_default(),
                 }
             }
             "branch_finished" => {
@@ -264,6 +307,24 @@ impl Live {
                     bar.set_message(format!("{} · ~{} tokens", row.label, row.chars.div_ceil(4)));
                 }
             }
+            Progress::Retrying {
+                key,
+                label,
+                attempt,
+                of,
+                error,
+                wait,
+            } => {
+                let of = of.map(|n| format!("/{n}")).unwrap_or_default();
+                let note = format!(
+                    "↻ attempt {attempt}{of} failed: {error}; next in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                match self.rows.get(&key).and_then(|r| r.bar.as_ref()) {
+                    Some(bar) => bar.set_message(format!("{label} · {note}")),
+                    None => eprintln!("[{:7.2}s] {label}: {note}", self.at()),
+                }
+            }
             Progress::Finished {
                 key,
                 label,
@@ -373,6 +434,18 @@ mod tests {
                 "synthesis_finished",
                 json!({"result": {"text": "merged"}}),
                 Some(Progress::MergeFinished { ok: true }),
+            ),
+            (
+                "branch_retrying",
+                json!({"index": 0, "agent": "legal", "attempt": 2, "of": 10, "error": "HTTP 500", "wait": 1.5}),
+                Some(Progress::Retrying {
+                    key: "0".into(),
+                    label: "legal".into(),
+                    attempt: 2,
+                    of: Some(10),
+                    error: "HTTP 500".into(),
+                    wait: Duration::from_millis(1500),
+                }),
             ),
             ("status", json!({"status": "running"}), None),
             ("branch_started", json!({"agent": "no index"}), None),

@@ -52,6 +52,7 @@ impl ProviderErrorKind {
             | ProviderErrorKind::ContextOverflow { excerpt, .. } => f(excerpt),
             ProviderErrorKind::Transport { message, .. }
             | ProviderErrorKind::Decode { message } => f(message),
+            ProviderErrorKind::NotListening { address } => f(address),
             ProviderErrorKind::Redirected {
                 location: Some(location),
                 ..
@@ -159,6 +160,14 @@ pub enum ProviderErrorKind {
         message: String,
         /// True if no connection was established (safe to retry).
         connect: bool,
+    },
+    /// Nothing listens at the address, and it is this machine's (a loopback
+    /// address refused the connection): a local server is not running, or the base
+    /// URL names the wrong port. Retried once, for a server that is starting.
+    #[error("nothing is listening at {address} (connection refused): is the server running, and is the base URL right?")]
+    NotListening {
+        /// The host and port.
+        address: String,
     },
     /// The answer could not be understood.
     #[error("undecodable answer: {message}")]
@@ -333,6 +342,7 @@ impl ProviderErrorKind {
             | ProviderErrorKind::Status { status, .. }
             | ProviderErrorKind::Redirected { status, .. } => format!("HTTP {status}"),
             ProviderErrorKind::Transport { .. } => "transport error".to_owned(),
+            ProviderErrorKind::NotListening { .. } => "connection refused".to_owned(),
             ProviderErrorKind::Decode { .. } => "undecodable answer".to_owned(),
             ProviderErrorKind::Timeout { .. } => "timeout".to_owned(),
             ProviderErrorKind::TooLarge { .. } => "answer too large".to_owned(),
@@ -347,7 +357,7 @@ impl ProviderErrorKind {
         match self {
             ProviderErrorKind::RateLimited { .. } | ProviderErrorKind::Overloaded { .. } => true,
             ProviderErrorKind::Status { status, .. } => (500..=504).contains(status),
-            ProviderErrorKind::Transport { .. } => true,
+            ProviderErrorKind::Transport { .. } | ProviderErrorKind::NotListening { .. } => true,
             _ => false,
         }
     }

@@ -100,6 +100,18 @@ pub enum Delta {
         /// The attempt that begins (2 for the first retry).
         attempt: u32,
     },
+    /// An attempt failed and another follows after `wait` (sent as the wait begins,
+    /// so that a person watching knows why nothing happens).
+    Retrying {
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Attempts in all, when the retry policy has a fixed number.
+        of: Option<u32>,
+        /// Why it failed, in a few words (`HTTP 500`, `connection refused`).
+        error: String,
+        /// The wait before the next attempt.
+        wait: std::time::Duration,
+    },
 }
 
 /// A receiver of [`Delta`]s; cheap to clone. A live preview only: the answer is the

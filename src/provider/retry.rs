@@ -20,6 +20,12 @@ pub trait RetryPolicy: Send + Sync + 'static {
     /// Attempt number `attempt` (1-based) failed with `error`: the wait before the
     /// next attempt, or `None` to give up and return `error`.
     fn retry(&self, attempt: u32, error: &ProviderError) -> Option<Duration>;
+
+    /// Attempts in all, when the policy has a fixed number (shown to a person
+    /// watching: `attempt 3/10`).
+    fn max_attempts(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// The default [`RetryPolicy`]; see the module docs.
@@ -102,7 +108,16 @@ impl RetryPolicy for ExponentialBackoff {
         if !error.kind.is_retryable() || attempt >= self.max_attempts {
             return None;
         }
+        // Nothing listens on this machine's port: once more (a server starting), not
+        // ten times over most of a minute.
+        if matches!(error.kind, super::ProviderErrorKind::NotListening { .. }) && attempt >= 2 {
+            return None;
+        }
         Some(self.wait(attempt, error, self.roll()))
+    }
+
+    fn max_attempts(&self) -> Option<u32> {
+        Some(self.max_attempts)
     }
 }
 
@@ -159,7 +174,17 @@ impl<P: Provider, R: RetryPolicy> Provider for Retry<P, R> {
                 };
                 match then {
                     Then::GiveUp(error) => return Err(error),
-                    Then::Wait(wait) => tokio::time::sleep(wait).await,
+                    Then::Wait(wait, why) => {
+                        if let Some(sink) = &request.deltas {
+                            sink.send(super::Delta::Retrying {
+                                attempt: tries.attempt,
+                                of: self.policy.max_attempts(),
+                                error: why,
+                                wait,
+                            });
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 tries.attempt += 1;
                 if let Some(sink) = &request.deltas {
@@ -184,8 +209,9 @@ struct Tries {
 
 /// What follows a failed attempt.
 enum Then {
-    /// Another attempt, after this wait.
-    Wait(Duration),
+    /// Another attempt, after this wait; the last one failed with this (in a few
+    /// words).
+    Wait(Duration, String),
     /// None: the call fails with this.
     GiveUp(ProviderError),
 }
@@ -222,11 +248,12 @@ impl<P, R: RetryPolicy> Retry<P, R> {
         if error.kind.is_rate_limit() {
             tries.refused += 1;
         }
+        let why = error.kind.short();
         tries.earlier = std::mem::take(&mut error.earlier);
         if tries.earlier.len() < ProviderError::EARLIER_KEPT {
             tries.earlier.push(error.kind);
         }
-        Then::Wait(wait)
+        Then::Wait(wait, why)
     }
 }
 
@@ -278,7 +305,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_retry_tells_the_delta_sink_a_new_attempt_begins() {
+    async fn a_retry_tells_the_delta_sink_why_how_long_and_that_a_new_attempt_begins() {
         let kinds = vec![status(503, None), status(503, None)];
         let retry = Retry::new(script(kinds), ExponentialBackoff::default());
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -288,12 +315,43 @@ mod tests {
             log.lock().unwrap().push(d);
         }));
         retry.complete(request).await.unwrap();
-        let seen = seen.lock().unwrap().clone();
+        use crate::provider::Delta;
+        // The waits are jittered: compare without them.
+        let seen: Vec<Delta> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .map(|d| match d {
+                Delta::Retrying { wait, .. } if wait > Duration::from_secs(1) => {
+                    panic!("the first two backoffs are under a second: {wait:?}")
+                }
+                Delta::Retrying {
+                    attempt, of, error, ..
+                } => Delta::Retrying {
+                    attempt,
+                    of,
+                    error,
+                    wait: Duration::ZERO,
+                },
+                other => other,
+            })
+            .collect();
+        let retrying = |attempt| Delta::Retrying {
+            attempt,
+            of: Some(10),
+            error: "HTTP 503".into(),
+            wait: Duration::ZERO,
+        };
+        // Each retry says why and how long, before it waits; each new attempt says
+        // it begins.
         assert_eq!(
             seen,
             [
-                crate::provider::Delta::Restart { attempt: 2 },
-                crate::provider::Delta::Restart { attempt: 3 }
+                retrying(1),
+                Delta::Restart { attempt: 2 },
+                retrying(2),
+                Delta::Restart { attempt: 3 }
             ]
         );
     }

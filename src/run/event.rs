@@ -47,6 +47,28 @@ pub enum RunEvent {
         /// The new text.
         text: String,
     },
+    /// A branch's model call failed and will be tried again after `wait`: what a
+    /// person watching needs to know why nothing seems to happen.
+    BranchRetrying {
+        /// The run.
+        run: RunId,
+        /// The branch's position in the request.
+        index: u32,
+        /// For a map step: which item.
+        #[serde(default)]
+        item: Option<u32>,
+        /// Its step's name.
+        agent: String,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Attempts in all, when the retry policy has a fixed number.
+        of: Option<u32>,
+        /// Why it failed, in a few words (`HTTP 500`, `connection refused`).
+        error: String,
+        /// The wait before the next attempt.
+        #[serde(with = "secs")]
+        wait: Duration,
+    },
     /// A branch reached its terminal state.
     BranchFinished {
         /// The run.

@@ -11,10 +11,12 @@ use super::event::RunEvent;
 use crate::agent::RunId;
 use crate::provider::{Delta, DeltaSink};
 
-/// A sink that sends each piece of text as the event `make(attempt, text)`.
+/// A sink that sends each piece of text as the event `make(attempt, text)`, and
+/// each retry as `retrying(delta)` when that makes one.
 fn events(
     events: &mpsc::UnboundedSender<RunEvent>,
     make: impl Fn(u32, String) -> RunEvent + Send + Sync + 'static,
+    retrying: impl Fn(Delta) -> Option<RunEvent> + Send + Sync + 'static,
 ) -> DeltaSink {
     let events = events.clone();
     let attempt = AtomicU32::new(1);
@@ -22,6 +24,11 @@ fn events(
         Delta::Restart { attempt: a } => attempt.store(a, Ordering::Relaxed),
         Delta::Text(text) => {
             let _ = events.send(make(attempt.load(Ordering::Relaxed), text));
+        }
+        retry @ Delta::Retrying { .. } => {
+            if let Some(event) = retrying(retry) {
+                let _ = events.send(event);
+            }
         }
     })
 }
@@ -34,23 +41,46 @@ pub(crate) fn branch(
     item: Option<u32>,
     agent: String,
 ) -> DeltaSink {
-    events(sink, move |attempt, text| RunEvent::BranchDelta {
-        run,
-        index,
-        item,
-        agent: agent.clone(),
-        attempt,
-        text,
-    })
+    let named = agent.clone();
+    events(
+        sink,
+        move |attempt, text| RunEvent::BranchDelta {
+            run,
+            index,
+            item,
+            agent: agent.clone(),
+            attempt,
+            text,
+        },
+        move |delta| match delta {
+            Delta::Retrying {
+                attempt,
+                of,
+                error,
+                wait,
+            } => Some(RunEvent::BranchRetrying {
+                run,
+                index,
+                item,
+                agent: named.clone(),
+                attempt,
+                of,
+                error,
+                wait,
+            }),
+            _ => None,
+        },
+    )
 }
 
 /// The final merge's streamed text as `SynthesisDelta` events.
 pub(crate) fn synthesis(sink: &mpsc::UnboundedSender<RunEvent>, run: RunId) -> DeltaSink {
-    events(sink, move |attempt, text| RunEvent::SynthesisDelta {
-        run,
-        attempt,
-        text,
-    })
+    // The merge's retries are not events (yet): its row shows it running.
+    events(
+        sink,
+        move |attempt, text| RunEvent::SynthesisDelta { run, attempt, text },
+        |_| None,
+    )
 }
 
 /// A sink that fires `tx` at the first text of an answer.

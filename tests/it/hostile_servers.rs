@@ -298,3 +298,36 @@ async fn regression_an_error_body_that_echoes_the_key_keeps_no_trace_of_it() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_loopback_port_with_nothing_listening_is_named_and_tried_twice_not_ten_times() {
+    // Regression: against a base URL with nothing listening the user waited 51 s
+    // (10 attempts) for "transport error: … Connection refused".
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let policy =
+        ExponentialBackoff::new(10).waits(Duration::from_millis(1), Duration::from_millis(1));
+    for provider in [
+        Box::new(Retry::new(anthropic(&url, "k"), policy.clone())) as Box<dyn Provider>,
+        Box::new(Retry::new(openai(&url, None), policy.clone())),
+    ] {
+        let error = provider
+            .complete(CompletionRequest::new("a", "s", "u"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.kind,
+            ProviderErrorKind::NotListening {
+                address: format!("127.0.0.1:{port}")
+            }
+        );
+        assert_eq!(error.attempts, 2, "{error}");
+        assert!(
+            error.to_string().contains("is the server running"),
+            "{error}"
+        );
+    }
+}

@@ -247,24 +247,6 @@ async fn a_hanging_server_hits_the_call_timeout_and_the_request_is_dropped() {
     eventually(Duration::from_secs(5), || mock.stats().aborted == 1).await;
 }
 
-#[tokio::test]
-async fn connection_refused_is_a_retried_transport_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
-    let policy =
-        ExponentialBackoff::new(2).waits(Duration::from_millis(1), Duration::from_millis(5));
-    let e = Retry::new(anthropic(&url, "k"), policy)
-        .complete(request(false))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(e.kind, ProviderErrorKind::Transport { connect: true, .. }),
-        "{e}"
-    );
-    assert_eq!(e.attempts, 2);
-}
-
 /// Panics after a delay, so that its siblings' requests are in flight by then.
 struct CrashAfter(Duration);
 

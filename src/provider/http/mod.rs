@@ -122,6 +122,35 @@ pub(crate) fn excerpt(body: &str, max: usize) -> String {
     }
 }
 
+/// The `host:port` of a loopback address that refused `e`'s connection.
+fn refused_on_this_machine(e: &reqwest::Error) -> Option<String> {
+    if !e.is_connect() {
+        return None;
+    }
+    let url = e.url()?;
+    let host = url.host_str()?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mut source = std::error::Error::source(e);
+    let mut refused = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    (loopback && refused).then(|| {
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or("?"),
+            url.port_or_known_default().unwrap_or(0)
+        )
+    })
+}
+
 /// Maps a reqwest error to a typed error kind.
 pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderErrorKind {
     // The URL is ours (no secrets in it); the chain says what failed.
@@ -134,6 +163,9 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderErrorKind {
     }
     if e.is_decode() {
         return ProviderErrorKind::Decode { message };
+    }
+    if let Some(address) = refused_on_this_machine(e) {
+        return ProviderErrorKind::NotListening { address };
     }
     ProviderErrorKind::Transport {
         message,
