@@ -264,6 +264,9 @@ pub(super) async fn cancel(
             Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
         }
         Err(CancelError::Journal(e)) => Err(ApiError::internal(e)),
+        Err(e @ CancelError::Closing) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5))
+        }
     }
 }
 

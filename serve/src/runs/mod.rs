@@ -82,6 +82,24 @@ pub enum CancelError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Closing,
+}
+
+/// Runs `work` on a task of its own, so that it ends whole even if the future
+/// awaiting it is dropped (an HTTP handler whose client went away); `None` if the
+/// runtime is shutting down. A panic in it is the caller's.
+async fn whole<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    match tokio::spawn(work).await {
+        Ok(done) => Some(done),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
 }
 
 /// Why a driver stops a run before it ends.
@@ -246,6 +264,23 @@ impl Runs {
             Some((false, running, waiting)) => return Err(SubmitError::Full { running, waiting }),
             Some((true, ..)) => {}
         }
+        // From here to the end it runs whole even if the caller goes away (a client
+        // that disconnects drops the request's future): stopped between the journal
+        // and the queue, a run stayed `queued` with nothing to start it.
+        let this = self.clone();
+        whole(async move { this.journal_and_admit(text, key, request).await })
+            .await
+            .unwrap_or(Err(SubmitError::Closing))
+    }
+
+    /// [`Runs::submit`]'s second half: journals the run, then queues or starts it
+    /// (or forgets it, refused after all).
+    async fn journal_and_admit(
+        self: &Arc<Self>,
+        text: String,
+        key: Option<String>,
+        request: RunRequest,
+    ) -> Result<Submitted, SubmitError> {
         let id = match self.journal.insert_run(text.clone(), key).await? {
             Inserted::Existing(row) => return Self::same_request(row, &text),
             Inserted::New(id) => id,
@@ -339,6 +374,16 @@ impl Runs {
     /// Cancels run `id`: a waiting run leaves the queue; a running one has its
     /// branches' calls aborted. Returns once the journal says `cancelled`.
     pub async fn cancel(self: &Arc<Self>, id: i64) -> Result<Status, CancelError> {
+        // Runs whole even if the caller goes away: stopped halfway, it left a run
+        // withdrawn from the queue but journaled `queued` (resumed at the next
+        // start), or a running run whose stop had been taken and not sent.
+        let this = self.clone();
+        whole(async move { this.cancel_whole(id).await })
+            .await
+            .unwrap_or(Err(CancelError::Closing))
+    }
+
+    async fn cancel_whole(self: &Arc<Self>, id: i64) -> Result<Status, CancelError> {
         let driven = {
             let mut state = self.state();
             if state.queue.as_mut().is_some_and(|q| q.withdraw(id)) {

@@ -132,3 +132,66 @@ async fn regression_a_cancelled_run_kept_no_report() {
     assert_eq!(kinds.last().map(String::as_str), Some("done"));
     s.stop().await;
 }
+
+/// Sends `request` whole on a new connection and closes it at once, resetting it
+/// (the client went away before the answer).
+async fn send_and_leave(base: &str, request: String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_client_that_leaves_mid_request_strands_no_run() {
+    // A client that disconnected after sending its POST or DELETE dropped the handler
+    // halfway: runs stayed `queued` with nothing to start them, a withdrawn run was
+    // resumed at the next start, a running one could no longer be cancelled.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            max_running: 2,
+            max_queued: 256,
+            ..Options::default()
+        },
+    )
+    .await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let body = json!({"input": "x", "agents": ["fast"], "merge": "none"}).to_string();
+    let post = format!(
+        "POST /v1/runs HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..100 {
+        send_and_leave(&s.base, post.clone()).await;
+    }
+    // Cancels that leave too, on whatever the list holds now.
+    let listed = get_json(format!("{}/v1/runs?limit=100", s.base)).await;
+    for run in listed["runs"].as_array().unwrap().iter().take(30) {
+        let id = run["id"].as_str().unwrap();
+        let delete = format!("DELETE /v1/runs/{id} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        send_and_leave(&s.base, delete).await;
+    }
+    // Every run the journal took ends: none is left queued or running.
+    let mut open = Vec::new();
+    for _ in 0..300 {
+        let listed = get_json(format!("{}/v1/runs?limit=200", s.base)).await;
+        open = listed["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r["status"].as_str(), Some("queued" | "running")))
+            .map(|r| r["id"].clone())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(open.is_empty(), "stranded: {open:?}");
+    s.stop().await;
+}
