@@ -22,6 +22,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// The most bytes a request's head may take (hyper's read buffer; its least is 8 KiB).
+pub(crate) const MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// What the connections may take.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -61,7 +64,10 @@ pub(crate) async fn serve<L: Listener>(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(header_timeout)
+                // hyper's default (~400 KB) let 1,000 strangers sending endless
+                // headers hold 400 MB before any check: headers beyond are a 431.
+                .max_buf_size(MAX_HEADER_BYTES);
             let connection = builder
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();

@@ -200,3 +200,32 @@ async fn regression_idle_connections_took_every_open_file_and_were_never_closed(
     assert_eq!(r.status().as_u16(), 200, "room again once they are closed");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_request_head_past_64_kib_is_refused_not_buffered() {
+    // hyper's default buffer let each connection send ~400 KB of unfinished headers:
+    // 1,000 strangers held 400 MB for the 30 s header time, token or not.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Filler: {}\r\n",
+        "a".repeat(100 << 10)
+    );
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A normal request still goes.
+    let ok = client()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    s.stop().await;
+}
