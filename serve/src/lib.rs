@@ -113,6 +113,10 @@ pub struct ServeConfig {
     /// the process's open-file limit: the journal and the provider calls need files
     /// too.
     pub max_connections: usize,
+    /// New runs are refused (503) while the journal's file system has less free
+    /// than this, bytes: a run writes its answers several times over, and a full
+    /// disk stops every run (0: no floor).
+    pub min_free_disk: u64,
     /// What a submitted run gets for what it leaves out.
     pub defaults: Defaults,
     /// The provider's admission gate, for `/metrics` (`None`: the simulated
@@ -146,6 +150,7 @@ impl ServeConfig {
             write_stall: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            min_free_disk: 1 << 30,
             defaults: Defaults::default(),
             gate: None,
             endpoint: None,
@@ -316,6 +321,7 @@ impl Server {
             config.defaults.clone(),
             config.max_running,
             config.max_queued,
+            config.min_free_disk,
         );
         let resumed = runs.resume().await?;
         let supervision = runs.watch_supervision();

@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// under the open-file limit: the journal and the provider calls need files too).
     #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
     pub max_connections: usize,
+    /// New runs are refused (503) while the journal's disk has less free than this,
+    /// MiB: each run writes its answers several times over (events, report), and a
+    /// full disk stops every run. 0 sets no floor.
+    #[arg(long, default_value_t = 1024)]
+    pub min_free_disk_mb: u64,
     /// The most branches one submitted run may ask for (agents in a fan-out, items of
     /// a map); more are refused with 422 naming the limit.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]

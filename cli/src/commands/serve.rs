@@ -69,6 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         write_stall: std::time::Duration::from_secs(30),
         header_timeout: std::time::Duration::from_secs(30),
         max_connections: args.max_connections,
+        min_free_disk: args.min_free_disk_mb.saturating_mul(1 << 20),
         defaults: Defaults {
             deadline: args.deadline,
             branch_timeout: args.branch_timeout,

@@ -109,6 +109,9 @@ async fn ready(State(app): State<App>) -> Response {
         )
         .into_response();
     }
+    if let Some(why) = app.runs.disk_low() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
     if let Some(why) = app.runs.journal().write_failure() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

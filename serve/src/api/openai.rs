@@ -218,6 +218,14 @@ pub(super) async fn chat(
         Err(e @ SubmitError::KeyReused { .. }) => {
             return openai_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None)
         }
+        Err(e @ SubmitError::DiskLow(_)) => {
+            let mut r = openai_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None);
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(60u64),
+            );
+            return r;
+        }
         Err(e) => return ApiError::internal(e).into_response(),
     };
     // Cancels the run if the client goes away first (the response is dropped).

@@ -87,6 +87,9 @@ async fn accept(app: &App, spec: RunSpec, key: Option<String>) -> Result<Respons
         Err(e @ SubmitError::Closing) => {
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5))
         }
+        Err(e @ SubmitError::DiskLow(_)) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(60))
+        }
         Err(e @ SubmitError::KeyReused { .. }) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             e.to_string(),

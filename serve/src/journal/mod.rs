@@ -101,6 +101,16 @@ impl Journal {
         &self.path
     }
 
+    /// Bytes free for this process on the journal's file system.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let stat = rustix::fs::statvfs(dir)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// Runs `f` on the connection on the blocking pool.
     pub async fn call<T: Send + 'static>(
         &self,

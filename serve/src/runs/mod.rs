@@ -43,6 +43,9 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Closing,
+    /// The journal's disk has less free than the floor.
+    #[error("{0}")]
+    DiskLow(String),
     /// The idempotency key was used before for a different request.
     #[error("the Idempotency-Key was used before (run-{run}) with a different request")]
     KeyReused {
@@ -131,6 +134,8 @@ pub struct Runs {
     journal: Journal,
     catalog: Catalog,
     defaults: Defaults,
+    /// New runs are refused while the journal's disk has less free (0: no floor).
+    min_free_disk: u64,
     state: Mutex<State>,
     /// Moves after every journal commit that a stream may want to read.
     changed: watch::Sender<u64>,
@@ -149,10 +154,12 @@ impl Runs {
         defaults: Defaults,
         max_running: usize,
         max_waiting: usize,
+        min_free_disk: u64,
     ) -> Arc<Runs> {
         Arc::new(Runs {
             fanfare,
             journal,
+            min_free_disk,
             catalog,
             defaults,
             state: Mutex::new(State {
@@ -162,6 +169,23 @@ impl Runs {
             changed: watch::channel(0).0,
             closing: watch::channel(false).0,
             metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    /// Why new runs are refused for disk space, if they are: the journal's file
+    /// system has less free than the floor. (A file system that cannot say is not
+    /// a reason to refuse.)
+    pub fn disk_low(&self) -> Option<String> {
+        if self.min_free_disk == 0 {
+            return None;
+        }
+        let free = self.journal.free_space().ok()?;
+        (free < self.min_free_disk).then(|| {
+            format!(
+                "the journal's disk has {} MiB free, under the floor of {} MiB (--min-free-disk-mb): new runs are refused until there is room",
+                free >> 20,
+                self.min_free_disk >> 20
+            )
         })
     }
 
@@ -258,6 +282,9 @@ impl Runs {
         // Shed load before writing anything.
         if *self.closing.borrow() {
             return Err(SubmitError::Closing);
+        }
+        if let Some(why) = self.disk_low() {
+            return Err(SubmitError::DiskLow(why));
         }
         match self.queue(|q| (q.has_room(), q.running(), q.waiting())) {
             None => return Err(SubmitError::Closing),

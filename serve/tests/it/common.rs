@@ -120,6 +120,7 @@ pub struct Options {
     pub max_streams: usize,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    pub min_free_disk: u64,
 }
 
 impl Default for Options {
@@ -134,6 +135,8 @@ impl Default for Options {
             max_streams: 128,
             header_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            // Not the server's 1 GiB: a test must not depend on the machine's disk.
+            min_free_disk: 0,
         }
     }
 }
@@ -169,6 +172,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
     config.max_streams = o.max_streams;
     config.header_timeout = o.header_timeout;
     config.max_connections = o.max_connections;
+    config.min_free_disk = o.min_free_disk;
     config.body_limit = 4096;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());

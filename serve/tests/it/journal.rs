@@ -112,3 +112,37 @@ async fn regression_a_journal_deleted_under_the_server_is_not_ready() {
     assert!(why.contains("is gone"), "{why}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_new_runs_are_refused_while_the_disk_is_under_its_floor() {
+    // A stranger's 120 runs of a 1 MiB input filled 11 GB and the disk in two
+    // minutes: below the floor new runs are refused before anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            min_free_disk: u64::MAX,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, body) = submit(&s.base, json!({"input": "x", "agents": ["fast"]})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--min-free-disk-mb"),
+        "{body}"
+    );
+    let (status, why) = readyz(&s.base).await;
+    assert_eq!(status, 503);
+    assert!(why.contains("free"), "{why}");
+    let listed = get_json(format!("{}/v1/runs", s.base)).await;
+    assert_eq!(
+        listed["runs"].as_array().unwrap().len(),
+        0,
+        "nothing written"
+    );
+    s.stop().await;
+}

@@ -375,11 +375,21 @@ fn compose(request: &CompletionRequest, profile: &SimProfile, key: u64) -> Strin
         ),
         None => (prompt, Vec::new()),
     };
+    // Words of 5 to 24 letters, the first 64 distinct: a task of one huge word was
+    // quoted whole in every answer (a 1 MB input made ~95 MB of journal), and one of
+    // many distinct words was compared word by word (quadratic).
     let mut topics: Vec<String> = Vec::new();
     for word in task_part.split(|c: char| !c.is_alphanumeric() && c != '-') {
-        let w = word.trim_matches('-').to_lowercase();
-        if w.chars().count() >= 5 && !STOPWORDS.contains(&w.as_str()) && !topics.contains(&w) {
+        let w = word.trim_matches('-');
+        if !(5..=24).contains(&w.chars().count()) {
+            continue;
+        }
+        let w = w.to_lowercase();
+        if !STOPWORDS.contains(&w.as_str()) && !topics.contains(&w) {
             topics.push(w);
+            if topics.len() == 64 {
+                break;
+            }
         }
     }
     if topics.is_empty() {

@@ -66,3 +66,21 @@ async fn failure_rate_one_always_fails() {
     ));
     assert_eq!(p.stats().failed, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_huge_word_in_the_task_is_not_quoted_in_the_answer() {
+    // One 100,000-letter word was quoted whole in every answer: a 1 MB input made
+    // ~95 MB of a server's journal.
+    let p = SimProvider::with_profile(SimProfile::instant());
+    let task = format!("Consider {} carefully", "w".repeat(100_000));
+    let c = p
+        .complete(CompletionRequest::new("legal", "s", task))
+        .await
+        .unwrap();
+    assert!(c.text.len() < 2_000, "{} bytes", c.text.len());
+    assert!(
+        c.text.contains("consider") || c.text.contains("carefully"),
+        "{}",
+        c.text
+    );
+}
