@@ -94,6 +94,16 @@ pub enum CodeError {
     /// The function panicked.
     #[error("the code function panicked: {0}")]
     Panicked(String),
+    /// Its inputs or its output came to more than a branch may carry.
+    #[error("{what} came to {bytes} bytes, more than the limit of {limit} on one step's text")]
+    TooLarge {
+        /// `its inputs` or `its output`.
+        what: String,
+        /// The size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A code function: deterministic, synchronous, run off the async workers.

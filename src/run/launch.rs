@@ -349,11 +349,26 @@ fn dispatch(
                             problem: format!("no code function is named `{function}`"),
                         });
                     };
-                    f(&CodeInput {
+                    // Bounded like a model step's input: 60 `concat` steps each of
+                    // the two before took a process to 23 GB.
+                    let too_large = |what: &str, bytes| super::code::CodeError::TooLarge {
+                        what: what.to_owned(),
+                        bytes,
+                        limit: MAX_INPUT_BYTES,
+                    };
+                    let inputs: usize = upstream.iter().map(|u| u.text.len()).sum();
+                    if inputs > MAX_INPUT_BYTES {
+                        return Err(too_large("its inputs", inputs));
+                    }
+                    let out = f(&CodeInput {
                         task: &task,
                         upstream: &upstream,
                         options: &options,
-                    })
+                    })?;
+                    match out.text.len() {
+                        n if n > MAX_INPUT_BYTES => Err(too_large("its output", n)),
+                        _ => Ok(out),
+                    }
                 };
                 let (outcome, conflicts) = match tokio::task::spawn_blocking(run).await {
                     Ok(Ok(out)) => (

@@ -252,6 +252,45 @@ async fn a_map_takes_the_list_at_its_path_and_an_object_without_one_fails_the_st
     fanfare.shutdown().await;
 }
 
+#[tokio::test]
+async fn regression_a_code_step_doubling_its_input_fails_at_the_limit_instead_of_taking_the_memory()
+{
+    // 60 `concat` steps, each of the two before, took a process to 23 GB.
+    let provider = Arc::new(SimProvider::with_profile(SimProfile::instant()));
+    let fanfare = Fanfare::builder(provider)
+        .agent(Fixed::says("seed", 1, "one megabyte follows"))
+        .code("grow", |input| {
+            let text: String = input.upstream.iter().map(|u| u.text.as_str()).collect();
+            Ok(fanfare::run::CodeOutput {
+                text: text.repeat(if text.len() < 1000 { 1 << 20 } else { 2 }),
+                conflicts: Vec::new(),
+            })
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut steps = vec![Step::agent("seed")];
+    for i in 1..40 {
+        steps.push(
+            Step::code("grow", serde_json::Value::Null)
+                .named(format!("g{i}"))
+                .after([i - 1]),
+        );
+    }
+    let report = fanfare.run(request(steps)).await.unwrap();
+    assert!(!report.status.is_success());
+    let failed = report
+        .branches
+        .iter()
+        .find_map(|b| b.outcome.problem())
+        .unwrap();
+    assert!(
+        failed.contains("came to") && failed.contains("more than the limit of 16777216"),
+        "{failed}"
+    );
+    fanfare.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn two_branches_disagreeing_on_a_key_is_a_conflict_named_with_both_sides() {
     let legal = r#"{"risk": "high", "findings": ["retention"]}"#;
