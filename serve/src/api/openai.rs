@@ -289,22 +289,57 @@ impl Answer {
 }
 
 /// The merge's text and the usage, from a finished run's row; or why not.
-async fn outcome(app: &App, id: i64) -> Result<(String, Value), String> {
+/// Why a chat call has no answer.
+enum NoAnswer {
+    /// The run ended without one (it failed its policy, its merge failed, it was
+    /// cancelled): not the server's fault, and the same request would fail again —
+    /// 424, which the OpenAI clients do not retry (a 500 was retried twice, each
+    /// retry a paid run).
+    Failed(String),
+    /// The run has not ended (the server is stopping): 503, try again.
+    Unfinished(String),
+    /// The journal could not be read.
+    Journal(String),
+}
+
+impl NoAnswer {
+    fn message(&self) -> &str {
+        match self {
+            NoAnswer::Failed(m) | NoAnswer::Unfinished(m) | NoAnswer::Journal(m) => m,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            NoAnswer::Failed(_) => StatusCode::FAILED_DEPENDENCY,
+            NoAnswer::Unfinished(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NoAnswer::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+async fn outcome(app: &App, id: i64) -> Result<(String, Value), NoAnswer> {
     let row = match app.runs.journal().get(id).await {
         Ok(Some(row)) => row,
-        Ok(None) => return Err(format!("run-{id} vanished")),
-        Err(e) => return Err(e.to_string()),
+        Ok(None) => return Err(NoAnswer::Journal(format!("run-{id} vanished"))),
+        Err(e) => return Err(NoAnswer::Journal(e.to_string())),
     };
+    if !row.status.is_final() {
+        return Err(NoAnswer::Unfinished(format!(
+            "run-{id} has not ended ({}): the server is stopping; try again",
+            row.status.as_str()
+        )));
+    }
     let report: Value = row
         .report
         .as_deref()
         .and_then(|r| serde_json::from_str(r).ok())
         .ok_or_else(|| {
-            format!(
+            NoAnswer::Failed(format!(
                 "run-{id} ended {}: {}",
                 row.status.as_str(),
                 row.error.clone().unwrap_or_default()
-            )
+            ))
         })?;
     let text = match &report["synthesis"] {
         Value::Null => last_steps(&report),
@@ -316,7 +351,7 @@ async fn outcome(app: &App, id: i64) -> Result<(String, Value), String> {
             .clone()
             .or_else(|| report["synthesis"]["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "its last steps did not answer".to_owned());
-        format!("run-{id} has no merged answer: {why}")
+        NoAnswer::Failed(format!("run-{id} has no merged answer: {why}"))
     })?;
     let u = &report["totals"]["usage"];
     let n = |k: &str| u[k].as_u64().unwrap_or(0);
@@ -363,8 +398,14 @@ fn last_steps(report: &Value) -> Option<String> {
 async fn whole(app: App, id: i64, answer: Answer, mut leave: Leave) -> Response {
     let mut follow = Follow::new(&app, id, 0);
     while follow.next().await.is_some() {}
-    leave.armed = false;
-    match outcome(&app, id).await {
+    let outcome = outcome(&app, id).await;
+    // Unfinished (the server is stopping): its client is told to try again, so a run
+    // it did not say it would come back for is cancelled (`leave`), not resumed at
+    // the next start for nobody.
+    if !matches!(outcome, Err(NoAnswer::Unfinished(_))) {
+        leave.armed = false;
+    }
+    match outcome {
         Ok((text, usage)) => Json(json!({
             "id": answer.id, "object": "chat.completion", "created": answer.created,
             "model": answer.model,
@@ -376,7 +417,16 @@ async fn whole(app: App, id: i64, answer: Answer, mut leave: Leave) -> Response 
             "usage": usage,
         }))
         .into_response(),
-        Err(why) => openai_error(StatusCode::INTERNAL_SERVER_ERROR, why, None),
+        Err(why) => {
+            let mut r = openai_error(why.status(), why.message().to_owned(), None);
+            if let NoAnswer::Unfinished(_) = why {
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(5u64),
+                );
+            }
+            r
+        }
     }
 }
 
@@ -445,8 +495,12 @@ fn stream(app: App, id: i64, answer: Answer, leave: Leave) -> Response {
                     Some(_) => continue,
                     None => {
                         s.phase = Phase::Finished;
-                        s.leave.armed = false;
-                        break match outcome(&s.app, s.id).await {
+                        let outcome = outcome(&s.app, s.id).await;
+                        // As in `whole`: an unfinished run stays armed to be cancelled.
+                        if !matches!(outcome, Err(NoAnswer::Unfinished(_))) {
+                            s.leave.armed = false;
+                        }
+                        break match outcome {
                             Ok((text, usage)) => {
                                 let rest = match text.strip_prefix(s.sent.as_str()) {
                                     Some(rest) => rest.to_owned(),
@@ -459,8 +513,12 @@ fn stream(app: App, id: i64, answer: Answer, leave: Leave) -> Response {
                                 )
                             }
                             Err(why) => Event::default().data(
-                                json!({ "error": { "message": why, "type": "server_error" } })
-                                    .to_string(),
+                                json!({ "error": {
+                                    "message": why.message(),
+                                    "type": "server_error",
+                                    "code": why.status().as_u16(),
+                                } })
+                                .to_string(),
                             ),
                         };
                     }

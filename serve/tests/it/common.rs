@@ -47,6 +47,12 @@ impl Agent for Held {
 
     async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
         self.calls.started.fetch_add(1, Ordering::SeqCst);
+        // A task that asks for it fails: a run whose policy is not met.
+        if task.input.contains("PLEASE FAIL") {
+            return Err(fanfare::AgentError::Rejected {
+                reason: "asked to fail".to_owned(),
+            });
+        }
         let mut guard = AbortGuard(Some(self.calls.aborted.clone()));
         // Whoever watches sees the answer come in two pieces, the delay between.
         let send = |text: String| {

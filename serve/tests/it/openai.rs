@@ -112,3 +112,33 @@ async fn regression_a_client_that_leaves_cancels_its_run_unless_it_means_to_come
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_failed_run_is_a_424_the_clients_do_not_retry() {
+    // It answered 500, which the official clients retry twice: each retry a paid run.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    for stream in [false, true] {
+        let body = json!({
+            "model": "fanfare/pair",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "PLEASE FAIL"}],
+        });
+        let r = client()
+            .post(format!("{}/v1/chat/completions", s.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        if stream {
+            // The status went out with the first chunk: the error says it.
+            assert!(text.contains("\"code\":424"), "{text}");
+        } else {
+            assert_eq!(status, 424, "{text}");
+        }
+        assert!(text.contains("has no merged answer"), "{text}");
+    }
+    s.stop().await;
+}
