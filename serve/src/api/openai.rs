@@ -300,25 +300,40 @@ enum NoAnswer {
     Unfinished(String),
     /// The journal could not be read.
     Journal(String),
+    /// The server is busy with other large answers: 503, try again shortly.
+    Busy(String),
 }
 
 impl NoAnswer {
     fn message(&self) -> &str {
         match self {
-            NoAnswer::Failed(m) | NoAnswer::Unfinished(m) | NoAnswer::Journal(m) => m,
+            NoAnswer::Failed(m)
+            | NoAnswer::Unfinished(m)
+            | NoAnswer::Journal(m)
+            | NoAnswer::Busy(m) => m,
         }
     }
 
     fn status(&self) -> StatusCode {
         match self {
             NoAnswer::Failed(_) => StatusCode::FAILED_DEPENDENCY,
-            NoAnswer::Unfinished(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NoAnswer::Unfinished(_) | NoAnswer::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             NoAnswer::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 async fn outcome(app: &App, id: i64) -> Result<(String, Value), NoAnswer> {
+    // The report is read and parsed whole: it takes its share of the large-answer
+    // budget first (100 callers of one run with a 34 MB report held 800 MB).
+    let size = match app.runs.journal().stored_size(id).await {
+        Ok(size) => size.unwrap_or(0),
+        Err(e) => return Err(NoAnswer::Journal(e.to_string())),
+    };
+    let _reserved = app
+        .large
+        .reserve(size)
+        .map_err(|e| NoAnswer::Busy(e.message))?;
     let row = match app.runs.journal().get(id).await {
         Ok(Some(row)) => row,
         Ok(None) => return Err(NoAnswer::Journal(format!("run-{id} vanished"))),
@@ -419,7 +434,7 @@ async fn whole(app: App, id: i64, answer: Answer, mut leave: Leave) -> Response 
         .into_response(),
         Err(why) => {
             let mut r = openai_error(why.status(), why.message().to_owned(), None);
-            if let NoAnswer::Unfinished(_) = why {
+            if let NoAnswer::Unfinished(_) | NoAnswer::Busy(_) = why {
                 r.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
                     axum::http::HeaderValue::from(5u64),
