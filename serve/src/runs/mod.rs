@@ -11,7 +11,10 @@
 //! every driver task is tracked, so a shutdown knows when the last run is journaled.
 
 mod drive;
+mod errors;
 mod repair;
+
+pub use errors::{CancelError, SubmitError, Submitted};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,74 +24,10 @@ use fanfare::{Fanfare, RunRequest};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::journal::{Inserted, Journal, JournalError, RunRow, Status};
+use crate::journal::{Inserted, Journal, RunRow, Status};
 use crate::metrics::Metrics;
 use crate::queue::{Admit, RunQueue};
 use crate::spec::{Catalog, Defaults, FieldError, RunSpec};
-
-/// Why a run was not accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// The request is not valid.
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
-    /// Too many runs are in progress and waiting.
-    #[error("too many runs: {running} in progress and {waiting} waiting")]
-    Full {
-        /// In progress.
-        running: usize,
-        /// Waiting.
-        waiting: usize,
-    },
-    /// The server is shutting down.
-    #[error("the server is shutting down")]
-    Closing,
-    /// The journal's disk has less free than the floor.
-    #[error("{0}")]
-    DiskLow(String),
-    /// The idempotency key was used before for a different request.
-    #[error("the Idempotency-Key was used before (run-{run}) with a different request")]
-    KeyReused {
-        /// The run that has it.
-        run: i64,
-    },
-    /// The journal failed.
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-}
-
-/// What a submission produced.
-#[derive(Debug)]
-pub struct Submitted {
-    /// The run.
-    pub id: i64,
-    /// Its status now.
-    pub status: Status,
-    /// False when an idempotency key matched an earlier run.
-    pub created: bool,
-}
-
-/// Why a cancel did nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum CancelError {
-    /// No run has this id.
-    #[error("no run-{0}")]
-    NotFound(i64),
-    /// The run already ended.
-    #[error("run-{id} already ended ({})", .status.as_str())]
-    Ended {
-        /// The run.
-        id: i64,
-        /// How it ended.
-        status: Status,
-    },
-    /// The journal failed.
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-    /// The server is shutting down.
-    #[error("the server is shutting down")]
-    Closing,
-}
 
 /// Runs `work` on a task of its own, so that it ends whole even if the future
 /// awaiting it is dropped (an HTTP handler whose client went away); `None` if the
@@ -125,7 +64,35 @@ struct State {
     queue: Option<RunQueue<i64>>,
     /// Requests of the runs waiting in the queue.
     waiting: HashMap<i64, RunRequest>,
+    /// About the memory those requests hold ([`held`]).
+    waiting_bytes: usize,
     driven: HashMap<i64, Driven>,
+}
+
+/// How a run comes to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// A client submitted it: refused when there is no room.
+    Submit,
+    /// It was unfinished at the last stop: never refused.
+    Resume,
+}
+
+/// The most memory waiting requests may hold: a submission past it is refused as
+/// the queue being full (256 queued runs of 10,000 agents each held 744 MB).
+/// Resumed runs are never refused.
+const WAITING_BYTES: usize = 256 << 20;
+
+/// About the memory `request` holds while it waits: its input, its steps, the
+/// outputs it reuses.
+fn held(request: &RunRequest) -> usize {
+    let steps: usize = request
+        .steps
+        .iter()
+        .map(|s| std::mem::size_of_val(s) + s.name.len() + 64)
+        .sum();
+    let reused: usize = request.reuse.iter().map(|r| r.output.text.len() + 64).sum();
+    request.input.len() + steps + reused
 }
 
 /// The run manager; shared by every request handler.
@@ -313,7 +280,7 @@ impl Runs {
             Inserted::New(id) => id,
         };
         self.bump();
-        match self.admit(id, request, RunQueue::submit) {
+        match self.admit(id, request, How::Submit) {
             Admit::Start | Admit::Wait { .. } => {}
             admit @ (Admit::Full | Admit::Closing) => {
                 // Refused after all (the queue filled, or shutdown began, since the
@@ -349,17 +316,23 @@ impl Runs {
     /// Puts run `id` to the queue with `how` (submit or resume) and starts it or
     /// keeps its request waiting — under one lock, so that a slot freed meanwhile
     /// cannot pick the run before its request is there.
-    fn admit(
-        self: &Arc<Self>,
-        id: i64,
-        request: RunRequest,
-        how: fn(&mut RunQueue<i64>, i64) -> Admit,
-    ) -> Admit {
+    fn admit(self: &Arc<Self>, id: i64, request: RunRequest, how: How) -> Admit {
         let mut state = self.state();
-        let admit = state.queue.as_mut().map_or(Admit::Closing, |q| how(q, id));
+        let admit = state.queue.as_mut().map_or(Admit::Closing, |q| match how {
+            How::Submit => q.submit(id),
+            How::Resume => q.resume(id),
+        });
         match admit {
             Admit::Start => self.start_locked(&mut state, id, request),
             Admit::Wait { .. } => {
+                let bytes = held(&request);
+                if how == How::Submit && state.waiting_bytes + bytes > WAITING_BYTES {
+                    if let Some(q) = state.queue.as_mut() {
+                        q.withdraw(id);
+                    }
+                    return Admit::Full;
+                }
+                state.waiting_bytes += bytes;
                 state.waiting.insert(id, request);
             }
             Admit::Full | Admit::Closing => {}
@@ -393,6 +366,7 @@ impl Runs {
             .unwrap_or_default();
         for k in next {
             if let Some(request) = state.waiting.remove(&k) {
+                state.waiting_bytes = state.waiting_bytes.saturating_sub(held(&request));
                 self.start_locked(&mut state, k, request);
             }
         }
@@ -414,7 +388,9 @@ impl Runs {
         let driven = {
             let mut state = self.state();
             if state.queue.as_mut().is_some_and(|q| q.withdraw(id)) {
-                state.waiting.remove(&id);
+                if let Some(request) = state.waiting.remove(&id) {
+                    state.waiting_bytes = state.waiting_bytes.saturating_sub(held(&request));
+                }
                 None
             } else {
                 state
@@ -507,5 +483,24 @@ impl Runs {
             let _ = task.await;
         }
         interrupted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_request_is_counted_by_what_it_holds() {
+        // The probe measured 2.8 MB per queued run of 10,000 agents: the estimate
+        // must be of that order, or the budget would let 744 MB queue again.
+        let wide = RunRequest::fan_out("x", (0..10_000).map(|i| format!("agent-{i}")));
+        let narrow = RunRequest::fan_out("x".repeat(1000), ["a"]);
+        assert!(held(&wide) > 2 << 20, "{}", held(&wide));
+        assert!(held(&narrow) < 4 << 10, "{}", held(&narrow));
+        assert!(
+            WAITING_BYTES / held(&wide) < 100,
+            "under a hundred such runs wait"
+        );
     }
 }

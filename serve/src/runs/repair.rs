@@ -9,7 +9,6 @@ use fanfare::BranchOutcome;
 
 use super::{Runs, SubmitError};
 use crate::journal::{JournalError, RunRow, Status};
-use crate::queue::RunQueue;
 use crate::spec::{FieldError, RunSpec};
 
 impl Runs {
@@ -115,7 +114,7 @@ impl Runs {
             )
             .await?;
         self.bump();
-        self.admit(id, request, RunQueue::resume);
+        self.admit(id, request, super::How::Resume);
         Ok(())
     }
 
