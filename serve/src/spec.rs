@@ -149,6 +149,13 @@ impl RunSpec {
         if self.input.trim().is_empty() {
             return Err(FieldError::new("input", "the task text is empty"));
         }
+        if self.items.as_ref().is_some_and(Vec::is_empty) {
+            // It would pay for the steps after the map over nothing.
+            return Err(FieldError::new(
+                "items",
+                "is empty: a map needs at least one item",
+            ));
+        }
         if let Some(items) = self
             .items
             .as_ref()
@@ -324,6 +331,17 @@ mod tests {
         let e = items.request(&catalog(), &defaults).unwrap_err();
         assert_eq!(e.field, "items");
         assert!(e.message.contains("limit of 3"), "{}", e.message);
+    }
+
+    #[test]
+    fn regression_an_empty_item_list_is_refused() {
+        // It was accepted, and paid a digest of zero documents.
+        let empty = parse(br#"{"input": "x", "items": []}"#).unwrap();
+        let e = empty.request(&catalog(), &Defaults::default()).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("items", "is empty: a map needs at least one item")
+        );
     }
 
     #[test]

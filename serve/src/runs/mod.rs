@@ -227,10 +227,15 @@ impl Runs {
             request = request.reuse(self.repairable(of, &spec).await?);
         }
         self.fanfare.validate(&request).map_err(|e| {
-            let field = if spec.workflow.is_some() || spec.agents.is_none() {
-                "workflow"
-            } else {
-                "agents"
+            use fanfare::run::RequestError;
+            let field = match e {
+                // Regression: `partial:99999` was reported under `workflow`.
+                RequestError::BadQuorum { .. } => "policy",
+                RequestError::ZeroDeadline | RequestError::TooLong { .. } => "deadline",
+                RequestError::SoftDeadlineUnused => "policy",
+                RequestError::BadCostCap(_) => "budget",
+                _ if spec.workflow.is_some() || spec.agents.is_none() => "workflow",
+                _ => "agents",
             };
             FieldError {
                 field: field.to_owned(),

@@ -136,6 +136,17 @@ async fn bad_requests_get_json_errors_naming_what_is_wrong() {
         (code, body["error"]["field"].as_str()),
         (422, Some("deadline"))
     );
+    // Regression: an impossible quorum was reported under `workflow`.
+    let (code, body) = submit(
+        &s.base,
+        json!({"input": "x", "agents": ["fast"], "policy": "partial:99999"}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("policy")),
+        "{body}"
+    );
     let big = "x".repeat(10_000);
     let (code, body) = submit(&s.base, json!({"input": big, "agents": ["fast"]})).await;
     assert_eq!(code, 413, "{body}");
