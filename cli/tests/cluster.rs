@@ -113,7 +113,7 @@ impl Orchestrator {
     fn start(provider: &[String], extra: &[&str]) -> Orchestrator {
         let dir = tempfile::tempdir().unwrap();
         let cookie = dir.path().join("cookie");
-        std::fs::write(&cookie, "a shared secret\n").unwrap();
+        std::fs::write(&cookie, "a shared secret, long enough\n").unwrap();
         let agents = agents(dir.path(), 50);
         let mut args = strings(&["serve", "--listen", "127.0.0.1:0", "--db"]);
         args.push(dir.path().join("runs.db").display().to_string());
@@ -513,7 +513,7 @@ fn with_certificates_sessions_use_mutual_tls_and_nodes_without_the_cas_certifica
 fn a_worker_refuses_admission_flags_that_only_the_orchestrators_gate_can_honour() {
     let dir = tempfile::tempdir().unwrap();
     let cookie = dir.path().join("cookie");
-    std::fs::write(&cookie, "secret").unwrap();
+    std::fs::write(&cookie, "a long enough shared secret").unwrap();
     for flag in [["--rpm", "10"], ["--max-concurrency", "8"]] {
         let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
             .args(["worker", "--join", "127.0.0.1:9", "--cookie-file"])

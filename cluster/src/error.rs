@@ -20,6 +20,14 @@ pub enum ClusterError {
     /// The cookie is empty.
     #[error("the cluster cookie is empty: put a shared secret in the cookie file")]
     EmptyCookie,
+    /// The cookie is too short to keep strangers out.
+    #[error("the cluster cookie has {len} characters: it is the only thing keeping strangers off the cluster port, so use at least {min} (e.g. `head -c 24 /dev/urandom | base64`)")]
+    WeakCookie {
+        /// Its length.
+        len: usize,
+        /// The least accepted.
+        min: usize,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen for cluster nodes on {addr}")]
     Listen {

@@ -92,6 +92,9 @@ pub(crate) fn cluster_name(wire: &str) -> &str {
     at.split('~').next().unwrap_or_default()
 }
 
+/// The fewest characters a cookie file may hold.
+pub const MIN_COOKIE: usize = 16;
+
 /// Reads a cookie file: its content without surrounding whitespace, never empty.
 pub fn read_cookie(path: &Path) -> Result<String, ClusterError> {
     let text = std::fs::read_to_string(path).map_err(|source| ClusterError::CookieFile {
@@ -101,6 +104,14 @@ pub fn read_cookie(path: &Path) -> Result<String, ClusterError> {
     let cookie = text.trim().to_owned();
     if cookie.is_empty() {
         return Err(ClusterError::EmptyCookie);
+    }
+    // A one-byte cookie was accepted on 0.0.0.0: anyone could guess their way in.
+    let len = cookie.chars().count();
+    if len < MIN_COOKIE {
+        return Err(ClusterError::WeakCookie {
+            len,
+            min: MIN_COOKIE,
+        });
     }
     Ok(cookie)
 }

@@ -245,3 +245,24 @@ fn a_wire_name_carries_the_cluster_name_and_a_nonce() {
     assert_eq!(cluster_name(&format!("{wire}@127.0.0.1")), "w1");
     assert_eq!(cluster_name("old-style@host"), "old-style");
 }
+
+#[test]
+fn regression_a_cookie_file_too_short_to_keep_strangers_out_is_refused() {
+    // A one-byte cookie was accepted on 0.0.0.0.
+    let file = std::env::temp_dir().join(format!("fanfare-cookie-{}", std::process::id()));
+    for (text, ok) in [
+        ("x\n", false),
+        ("fifteen chars!!", false),
+        ("sixteen chars!!!\n", true),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        match read_cookie(&file) {
+            Ok(c) => assert!(ok && c == text.trim(), "{text:?}"),
+            Err(e) => {
+                assert!(!ok, "{text:?}: {e}");
+                assert!(e.to_string().contains("at least 16"), "{e}");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+}

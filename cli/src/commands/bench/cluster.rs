@@ -42,7 +42,10 @@ pub async fn cluster(n: usize, latency: Duration, repeat: usize) -> anyhow::Resu
     );
     std::fs::write(agents.join("a.toml"), spec_text)?;
     let cookie = dir.join("cookie");
-    std::fs::write(&cookie, format!("bench-{}", std::process::id()))?;
+    std::fs::write(
+        &cookie,
+        format!("bench-cluster-cookie-{}", std::process::id()),
+    )?;
     let specs = spec::load_dir(&agents)?;
 
     let local = runtime(&specs, None).await?;
