@@ -68,7 +68,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
         max_streams: args.max_event_streams,
         write_stall: std::time::Duration::from_secs(30),
         header_timeout: std::time::Duration::from_secs(30),
-        max_connections: args.max_connections,
+        max_connections: connections_within_files(args.max_connections),
         min_free_disk: args.min_free_disk_mb.saturating_mul(1 << 20),
         defaults: Defaults {
             deadline: args.deadline,
@@ -154,4 +154,23 @@ async fn start_cluster(
         cluster.address()
     );
     Ok(Some(cluster))
+}
+
+/// `asked` client connections, or fewer when the open-file limit cannot hold them
+/// beside the provider's calls and the journal (saying so): under `ulimit -n 200`
+/// the server took 1,024 and new requests waited in the backlog until they gave up.
+fn connections_within_files(asked: usize) -> usize {
+    let Some(files) = crate::limits::raise_open_file_limit() else {
+        return asked;
+    };
+    let room = usize::try_from(files.saturating_sub(crate::limits::RESERVED_FILES) / 2)
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if asked <= room {
+        return asked;
+    }
+    eprintln!(
+        "fanfare: at most {room} client connections (not {asked}): the open-file limit is {files}, and the provider's calls and the journal need files too (raise it with ulimit -n)"
+    );
+    room
 }

@@ -39,6 +39,9 @@ impl Server {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
+            // A server that stops sending: an event stream has a keep-alive every
+            // 15 s, so a minute of silence is a server gone (watch hung forever).
+            .read_timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
         Ok(Server {

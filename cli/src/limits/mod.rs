@@ -14,7 +14,7 @@ use fanfare::provider::DEFAULT_MAX_CONCURRENCY;
 
 /// File descriptors kept for everything but model calls: the spec files, a journal,
 /// the listener and a server's own clients, standard streams.
-const RESERVED_FILES: u64 = 256;
+pub const RESERVED_FILES: u64 = 256;
 
 /// The default ceiling on calls in flight, and the open-file limit when that limit
 /// is what set it.
