@@ -24,21 +24,38 @@ pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     let text = match (&args.text, &args.file) {
         // A map over files needs no task text of its own.
         (None, None) if !args.each.is_empty() => return Ok("the documents".to_owned()),
-        (Some(t), _) if t == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the task from standard input")?;
-            s
-        }
+        (Some(t), _) if t == "-" => read_bounded(
+            std::io::stdin(),
+            "the task on standard input",
+            MAX_TASK_BYTES,
+        )?,
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-        }
+        (None, Some(f)) => read_bounded(
+            std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?,
+            &f.display().to_string(),
+            MAX_TASK_BYTES,
+        )?,
         (None, None) => bail!("no task given: pass TEXT, --file F, or - to read standard input"),
     };
     if text.trim().is_empty() {
         bail!("the task text is empty");
+    }
+    Ok(text)
+}
+
+/// The most bytes a task may have (what one branch's input may carry).
+pub const MAX_TASK_BYTES: u64 = 16 << 20;
+
+/// Reads `what` whole, refusing more than `limit` bytes: `--file /dev/zero` or
+/// `yes | fanfare run -` read until memory ran out.
+pub fn read_bounded(reader: impl std::io::Read, what: &str, limit: u64) -> anyhow::Result<String> {
+    let mut text = String::new();
+    reader
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {what}"))?;
+    if text.len() as u64 > limit {
+        bail!("{what} is larger than {limit} bytes, the most it may have");
     }
     Ok(text)
 }

@@ -5,6 +5,8 @@
 mod common;
 #[path = "cli/dry_run.rs"]
 mod dry_run;
+#[path = "cli/inputs.rs"]
+mod inputs;
 #[path = "cli/models.rs"]
 mod models;
 #[path = "cli/readme.rs"]

@@ -251,7 +251,7 @@ impl AgentSpec {
 
     /// [`AgentSpec::load`] with options.
     pub fn load_with(path: &Path, options: LoadOptions) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        let text = read_small_file(path).map_err(|source| SpecError::Io {
             path: path.to_owned(),
             source,
         })?;
@@ -267,9 +267,40 @@ impl AgentSpec {
                     ));
                 }
             }
-            std::fs::read_to_string(p)
+            read_small_file(p)
         })
     }
+}
+
+/// The most bytes a spec or prompt file may hold.
+pub const MAX_SPEC_FILE: u64 = 4 << 20;
+
+/// Reads a spec or prompt file: a regular file (a FIFO hung the load) of at most
+/// [`MAX_SPEC_FILE`] bytes (a 3 GB prompt file took 6 GB and was sent whole).
+fn read_small_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    // Asked before opening: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    if meta.len() > MAX_SPEC_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is {} bytes, more than the {MAX_SPEC_FILE} a spec or prompt file may hold",
+                meta.len()
+            ),
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SPEC_FILE + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn line_col(text: &str, offset: usize) -> String {
