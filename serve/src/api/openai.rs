@@ -51,14 +51,66 @@ pub(super) async fn models(State(app): State<App>) -> Json<Value> {
     Json(json!({ "object": "list", "data": data }))
 }
 
-/// The parts of a chat request fanfare reads; other fields (temperature, …) are
-/// accepted and ignored, as the workflow's agents carry their own settings.
+/// The parts of a chat request fanfare reads. Sampling settings (`temperature`,
+/// `max_tokens`, …) must be well-formed but are not used: the workflow's agents
+/// carry their own. What fanfare cannot do (`n` > 1, tools, a response format) is
+/// refused rather than silently ignored.
 #[derive(Deserialize)]
 struct ChatRequest {
     model: String,
     messages: Vec<ChatMessage>,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    temperature: Option<f32>,
+}
+
+impl ChatRequest {
+    /// What it asks that fanfare cannot do: the parameter and why.
+    fn unsupported(&self) -> Option<(&'static str, &'static str)> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Some((
+                "n",
+                "fanfare answers with one choice (the workflow's merge)",
+            ));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Some(("tools", "a workflow served as a model takes no tools"));
+        }
+        if self
+            .tool_choice
+            .as_ref()
+            .is_some_and(|c| c != &Value::from("none") && c != &Value::from("auto"))
+        {
+            return Some(("tool_choice", "a workflow served as a model takes no tools"));
+        }
+        if self
+            .response_format
+            .as_ref()
+            .is_some_and(|f| f["type"] != "text")
+        {
+            return Some((
+                "response_format",
+                "a workflow's answer is its merge's text; shape a step with `schema` in the workflow instead",
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Deserialize)]
@@ -180,8 +232,16 @@ pub(super) async fn chat(
             Some("model"),
         );
     }
+    if let Some((param, why)) = request.unsupported() {
+        return openai_error(StatusCode::BAD_REQUEST, why, Some(param));
+    }
     let input = task_of(&request.messages);
-    if input.trim().is_empty() {
+    // A conversation whose messages carry no text (an image, a tool call) is no task.
+    if request
+        .messages
+        .iter()
+        .all(|m| m.content.text().trim().is_empty())
+    {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "the conversation has no text",

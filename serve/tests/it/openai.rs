@@ -142,3 +142,73 @@ async fn regression_a_failed_run_is_a_424_the_clients_do_not_retry() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_what_a_workflow_cannot_do_is_refused_not_ignored() {
+    // `n: 1000000`, tools, a response format, `temperature: "hot"` and a message
+    // with no text were all answered 200 with one plain choice (a paid run).
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let base = ask("fanfare/pair");
+    let with = |key: &str, value: Value| {
+        let mut b = base.clone();
+        b[key] = value;
+        b
+    };
+    let cases = [
+        (with("n", json!(1_000_000)), "n"),
+        (
+            with(
+                "tools",
+                json!([{"type": "function", "function": {"name": "f"}}]),
+            ),
+            "tools",
+        ),
+        (with("tool_choice", json!("required")), "tool_choice"),
+        (
+            with("response_format", json!({"type": "json_object"})),
+            "response_format",
+        ),
+        (with("temperature", json!("hot")), "temperature"),
+        (with("max_tokens", json!(-5)), "max_tokens"),
+        (
+            with(
+                "messages",
+                json!([{"role": "tool", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+            ),
+            "messages",
+        ),
+    ];
+    for (body, param) in cases {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", s.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["error"]["param"], param, "{answer}");
+    }
+    // Accepted as they are: one choice, no tools.
+    for body in [
+        with("n", json!(1)),
+        with("tool_choice", json!("none")),
+        with("temperature", json!(0.2)),
+    ] {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", s.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{body}");
+    }
+    assert_eq!(
+        s.fast.started.load(Ordering::SeqCst),
+        3,
+        "only the accepted ones ran"
+    );
+    s.stop().await;
+}
