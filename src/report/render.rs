@@ -175,7 +175,19 @@ impl RunReport {
                     let _ = writeln!(out, "{}\n", printable(o.text.trim()));
                 }
                 (_, Some(e)) => {
-                    let _ = writeln!(out, "({})\n", printable(e));
+                    let _ = writeln!(out, "({})", printable(e));
+                    if let BranchOutcome::TimedOut {
+                        partial: Some(text),
+                        ..
+                    } = &b.outcome
+                    {
+                        let _ = writeln!(
+                            out,
+                            "partial, cut by the deadline:\n{}…",
+                            printable(text.trim())
+                        );
+                    }
+                    out.push('\n');
                 }
                 _ => {}
             }

@@ -103,6 +103,7 @@ pub(crate) async fn call_branch(call: &mut BranchCall, router: Option<Arc<dyn Ro
             Err(_elapsed) => BranchOutcome::TimedOut {
                 deadline: call.deadline_kind,
                 last_error: None,
+                partial: None,
             },
             Ok(Ok(outcome)) => outcome,
             Ok(Err(lost)) => {
@@ -213,6 +214,7 @@ fn timed_out(deadline_kind: DeadlineKind) -> BranchOutcome {
     BranchOutcome::TimedOut {
         deadline: deadline_kind,
         last_error: None,
+        partial: None,
     }
 }
 
@@ -315,6 +317,7 @@ fn answer(reply: AgentReply, deadline_kind: DeadlineKind) -> Attempt {
             Attempt::Ended(BranchOutcome::TimedOut {
                 deadline: deadline_kind,
                 last_error: Some(e),
+                partial: None,
             })
         }
         Err(error @ AgentError::Panicked { .. }) => Attempt::Crashed(BranchOutcome::Failed {

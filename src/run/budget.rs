@@ -235,6 +235,7 @@ mod tests {
                 BranchOutcome::TimedOut {
                     deadline: DeadlineKind::Branch,
                     last_error: None,
+                    partial: None,
                 },
                 1_000,
             ),

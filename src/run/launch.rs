@@ -451,7 +451,10 @@ fn dispatch(
                     step.name.clone(),
                 )
             });
-            task.deltas = stream::both(watched, extra);
+            // Someone watches the answer stream: keep its text too, for a timeout.
+            let partial = (watched.is_some() || extra.is_some()).then(stream::Partial::default);
+            let kept = partial.as_ref().map(stream::Partial::sink);
+            task.deltas = stream::both(stream::both(watched, extra), kept);
             let mut call = BranchCall {
                 slot: s.roster.watch(agent),
                 agent: agent.clone(),
@@ -462,7 +465,12 @@ fn dispatch(
             };
             let router = s.router.cloned();
             set.spawn(guarded(index, item, async move {
-                let called = call_branch(&mut call, router).await;
+                let mut called = call_branch(&mut call, router).await;
+                if let (BranchOutcome::TimedOut { partial: kept, .. }, Some(p)) =
+                    (&mut called.outcome, &partial)
+                {
+                    *kept = p.take();
+                }
                 Ended {
                     retries: called.retries,
                     node: called.node,

@@ -95,6 +95,33 @@ pub(crate) fn first_text(tx: oneshot::Sender<()>) -> DeltaSink {
     })
 }
 
+/// The text a branch's current attempt has streamed so far, kept for a branch that
+/// times out mid-answer (its partial answer was paid for).
+#[derive(Clone, Default)]
+pub(crate) struct Partial(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Partial {
+    /// A sink that keeps the current attempt's text here.
+    pub(crate) fn sink(&self) -> DeltaSink {
+        let kept = self.0.clone();
+        DeltaSink::new(move |delta| {
+            let Ok(mut text) = kept.lock() else { return };
+            match delta {
+                Delta::Text(t) => text.push_str(&t),
+                // A new attempt: the earlier one's text is not its answer.
+                Delta::Restart { .. } => text.clear(),
+                Delta::Retrying { .. } => {}
+            }
+        })
+    }
+
+    /// The text kept, if there is any.
+    pub(crate) fn take(&self) -> Option<String> {
+        let text = std::mem::take(&mut *self.0.lock().ok()?);
+        (!text.trim().is_empty()).then_some(text)
+    }
+}
+
 /// One sink that feeds both, or whichever there is.
 pub(crate) fn both(a: Option<DeltaSink>, b: Option<DeltaSink>) -> Option<DeltaSink> {
     match (a, b) {

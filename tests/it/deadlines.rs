@@ -20,6 +20,7 @@ async fn branch_timeout_ends_the_branch_and_aborts_its_call() {
         BranchOutcome::TimedOut {
             deadline: DeadlineKind::Branch,
             last_error: None,
+            partial: None,
         }
     );
     let ended = report.branches[0].end;
@@ -51,6 +52,7 @@ async fn run_deadline_caps_every_branch() {
             BranchOutcome::TimedOut {
                 deadline: DeadlineKind::Run,
                 last_error: None,
+                partial: None,
             }
         );
     }
@@ -142,6 +144,7 @@ async fn regression_a_call_hanging_at_the_branch_timeout_says_what_it_was_doing(
     let BranchOutcome::TimedOut {
         deadline: DeadlineKind::Branch,
         last_error: Some(e),
+        ..
     } = &b.outcome
     else {
         panic!("{:?}", b.outcome)
@@ -235,5 +238,35 @@ async fn regression_a_template_that_would_build_a_huge_prompt_fails_its_branch_u
     };
     assert_eq!((step.as_str(), *limit), ("reader", 16 * 1024 * 1024));
     assert_eq!(provider.stats().started, 0, "no call was made");
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_branch_timed_out_mid_stream_keeps_the_text_it_had_streamed() {
+    // The text a timed-out branch had streamed (and was paid for) was thrown away.
+    let profiles = [("slow", 10_000, 0.0), ("fast", 100, 0.0)];
+    let provider = sim(&profiles);
+    let fanfare = runtime(&provider, &profiles).await;
+    let request = RunRequest::fan_out("Should we log user queries?", ["slow", "fast"])
+        .policy(Policy::TolerantPartial { quorum: 1 })
+        .branch_timeout(Duration::from_secs(5));
+    // Watched: the answers stream (a caller that reads no events gets no partial).
+    let mut handle = fanfare.start_run(request);
+    while handle.events.recv().await.is_some() {}
+    let report = handle.report().await.unwrap();
+    let BranchOutcome::TimedOut {
+        partial: Some(text),
+        ..
+    } = &report.branches[0].outcome
+    else {
+        panic!("{:?}", report.branches[0].outcome);
+    };
+    assert!(text.starts_with("[simulated slow]"), "{text}");
+    assert!(
+        report.branches[0].error.as_deref().unwrap().contains("partial answer"),
+        "{:?}",
+        report.branches[0].error
+    );
+    assert!(report.render().contains("partial, cut by the deadline:\n[simulated slow]"));
     fanfare.shutdown().await;
 }

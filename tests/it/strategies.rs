@@ -424,6 +424,7 @@ async fn injected_faults_show_up_as_the_outcomes_they_imitate() {
         BranchOutcome::TimedOut {
             deadline: DeadlineKind::Branch,
             last_error: None,
+            partial: None,
         }
     );
     assert!(r.branches[4].outcome.is_ok() && r.branches[4].duration() >= Duration::from_secs(3));

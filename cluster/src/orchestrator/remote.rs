@@ -186,6 +186,7 @@ impl RemoteSpecialist for RemoteHost {
                         return Ok(BranchOutcome::TimedOut {
                             deadline: call.deadline_kind,
                             last_error: None,
+                            partial: None,
                         })
                     }
                 },
@@ -218,6 +219,7 @@ impl RemoteSpecialist for RemoteHost {
                     Ok(CallResult::Timeout) => Ok(BranchOutcome::TimedOut {
                         deadline: call.deadline_kind,
                         last_error: None,
+                        partial: None,
                     }),
                     Ok(CallResult::SenderError) => Err(gone(
                         "it dropped the branch without answering (its connection or its host went away)"
@@ -291,6 +293,7 @@ mod tests {
                     let _ = reply.send(Frame::new(BranchOutcome::TimedOut {
                         deadline: DeadlineKind::Branch,
                         last_error: None,
+                        partial: None,
                     }));
                 });
             }

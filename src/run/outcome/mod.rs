@@ -69,6 +69,11 @@ pub enum BranchOutcome {
         /// their errors), when the agent passed the deadline on to it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_error: Option<Box<ProviderError>>,
+        /// The text its model had streamed when the deadline came (its last attempt's),
+        /// kept rather than thrown away: it was paid for. Not an answer: the branch
+        /// did not succeed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partial: Option<String>,
     },
     /// The run no longer needed this branch; it was cancelled (or never dispatched).
     Cancelled {
@@ -152,12 +157,21 @@ impl BranchOutcome {
             BranchOutcome::Failed { error } => Some(error.to_string()),
             BranchOutcome::TimedOut {
                 deadline,
-                last_error: None,
-            } => Some(format!("timed out ({deadline})")),
-            BranchOutcome::TimedOut {
-                deadline,
-                last_error: Some(e),
-            } => Some(format!("timed out ({deadline}): {e}")),
+                last_error,
+                partial,
+            } => {
+                let mut why = format!("timed out ({deadline})");
+                if let Some(e) = last_error {
+                    why.push_str(&format!(": {e}"));
+                }
+                if let Some(text) = partial {
+                    why.push_str(&format!(
+                        " (its partial answer, {} characters, is kept)",
+                        text.chars().count()
+                    ));
+                }
+                Some(why)
+            }
             BranchOutcome::Cancelled { reason } => Some(format!("cancelled: {reason}")),
             BranchOutcome::Refused { reason } => Some(format!("refused: {reason}")),
         }

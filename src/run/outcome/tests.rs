@@ -59,6 +59,7 @@ fn failures() -> Vec<BranchOutcome> {
         BranchOutcome::TimedOut {
             deadline: DeadlineKind::Branch,
             last_error: Some(Box::new(provider)),
+            partial: None,
         },
         BranchOutcome::Cancelled {
             reason: CancelReason::UpstreamFailed { agent: "a".into() },

@@ -64,6 +64,7 @@ impl Scheduler<'_> {
             let outcome = BranchOutcome::TimedOut {
                 deadline: DeadlineKind::Run,
                 last_error: None,
+                partial: None,
             };
             ended.push_back((index, item, outcome));
             return;

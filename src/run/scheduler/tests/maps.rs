@@ -100,6 +100,7 @@ fn regression_nothing_is_dispatched_after_the_runs_deadline() {
     let timed_out = BranchOutcome::TimedOut {
         deadline: DeadlineKind::Run,
         last_error: None,
+        partial: None,
     };
     for k in [3, 4] {
         assert_eq!(recorded(&s, 1, Some(k)), &timed_out);
