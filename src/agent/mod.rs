@@ -80,6 +80,10 @@ pub struct AgentOutput {
     /// (429 / 529).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rate_limited: u32,
+    /// The model stopped because it reached `max_tokens`: the answer may be cut
+    /// short (Anthropic's `max_tokens`, OpenAI's `length`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -97,6 +101,7 @@ impl AgentOutput {
             permit_wait_ms: 0,
             wasted_calls: 0,
             rate_limited: 0,
+            truncated: false,
         }
     }
 }
@@ -112,6 +117,7 @@ impl From<Completion> for AgentOutput {
             permit_wait_ms: c.permit_wait_ms,
             wasted_calls: c.attempts.saturating_sub(1) + u32::from(c.hedged),
             rate_limited: c.rate_limited,
+            truncated: matches!(c.stop_reason.as_deref(), Some("max_tokens" | "length")),
         }
     }
 }

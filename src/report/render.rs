@@ -163,6 +163,9 @@ impl RunReport {
             if b.late {
                 let _ = write!(out, " · late (after the merge)");
             }
+            if b.outcome.output().is_some_and(|o| o.truncated) {
+                let _ = write!(out, " · cut at max_tokens");
+            }
             if b.reused {
                 let _ = write!(out, " · reused (answered before the run resumed)");
             }

@@ -263,10 +263,16 @@ async fn regression_a_branch_timed_out_mid_stream_keeps_the_text_it_had_streamed
     };
     assert!(text.starts_with("[simulated slow]"), "{text}");
     assert!(
-        report.branches[0].error.as_deref().unwrap().contains("partial answer"),
+        report.branches[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("partial answer"),
         "{:?}",
         report.branches[0].error
     );
-    assert!(report.render().contains("partial, cut by the deadline:\n[simulated slow]"));
+    assert!(report
+        .render()
+        .contains("partial, cut by the deadline:\n[simulated slow]"));
     fanfare.shutdown().await;
 }

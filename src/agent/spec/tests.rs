@@ -103,3 +103,21 @@ fn good_spec_parses_with_defaults() {
         (512, 100, "You are X.")
     );
 }
+
+#[test]
+fn an_answer_the_model_stopped_at_max_tokens_is_flagged_as_cut() {
+    // Nothing said an answer had been cut short by `max_tokens`.
+    let completion = |stop: &str| crate::provider::Completion {
+        stop_reason: Some(stop.to_owned()),
+        text: "an answer that".to_owned(),
+        ..crate::provider::Completion::default()
+    };
+    for (stop, cut) in [
+        ("max_tokens", true),
+        ("length", true),
+        ("end_turn", false),
+        ("stop", false),
+    ] {
+        assert_eq!(AgentOutput::from(completion(stop)).truncated, cut, "{stop}");
+    }
+}
