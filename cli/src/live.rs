@@ -60,7 +60,8 @@ pub enum Progress {
 fn key_label(index: u32, item: Option<u32>, agent: &str) -> (String, String) {
     match item {
         None => (index.to_string(), agent.to_owned()),
-        Some(k) => (format!("{index}.{k}"), format!("{agent} #{k}")),
+        // People count from 1, as the report's sections do; the JSON keeps `item` from 0.
+        Some(k) => (format!("{index}.{k}"), format!("{agent} #{}", k + 1)),
     }
 }
 
@@ -424,7 +425,7 @@ mod tests {
                 json!({"index": 1, "item": 3, "agent": "each", "late": true, "outcome": {"status": "timed_out"}}),
                 Some(Progress::Finished {
                     key: "1.3".into(),
-                    label: "each #3".into(),
+                    label: "each #4".into(),
                     outcome: "timed_out".into(),
                     late: true,
                     at: None,
