@@ -1,0 +1,340 @@
+//! A run shown live while it goes on: one line per branch with a spinner, its
+//! elapsed time and (when the model streams) a growing token count, replaced by its
+//! outcome the moment it ends; then the merge. When stdout or stderr is not a
+//! terminal, one plain line per event instead. Either way on stderr, so that stdout
+//! keeps only the report.
+//!
+//! Events come from the runtime (`fanfare run`) or from a server's event stream
+//! (`fanfare submit`, `fanfare watch`); both become [`Progress`].
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+mod progress;
+
+pub use progress::Progress;
+
+/// One branch's line.
+struct Row {
+    bar: Option<ProgressBar>,
+    label: String,
+    since: Instant,
+    attempt: u32,
+    chars: usize,
+}
+
+/// The live view of one run.
+pub struct Live {
+    multi: Option<MultiProgress>,
+    /// The overall line under the rows (a terminal only): `3/4 · 6.4s · 812 tok`.
+    overall: Option<ProgressBar>,
+    /// ✓ green and ✗ red: a terminal, and `NO_COLOR` not set.
+    colour: bool,
+    started: Instant,
+    rows: HashMap<String, Row>,
+    /// Branches started and ended, and the tokens the ended ones used.
+    dispatched: usize,
+    ended: usize,
+    tokens: u64,
+}
+
+impl Live {
+    /// Spinners when stderr, where they are drawn, is a terminal (stdout may go to a
+    /// file: `fanfare run … > report.md` still shows the run live, as cargo does);
+    /// plain lines otherwise.
+    pub fn new() -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let multi = terminal.then(MultiProgress::new);
+        let overall = multi.as_ref().map(|m| {
+            let bar = m.add(ProgressBar::new_spinner());
+            if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self {
+            multi,
+            overall,
+            colour: terminal && !no_colour,
+            started: Instant::now(),
+            rows: HashMap::new(),
+            dispatched: 0,
+            ended: 0,
+            tokens: 0,
+        }
+    }
+
+    /// The overall line: branches ended of started, time, tokens.
+    fn update_overall(&self) {
+        if let Some(bar) = &self.overall {
+            bar.set_message(format!(
+                "{}/{} · {:.1}s · {} tok",
+                self.ended,
+                self.dispatched,
+                self.at(),
+                self.tokens
+            ));
+        }
+    }
+
+    /// `mark` in green (ok) or red, when colours are on.
+    fn paint(&self, mark: &str, ok: bool) -> String {
+        match (self.colour, ok) {
+            (false, _) => mark.to_owned(),
+            (true, true) => format!("\x1b[32m{mark}\x1b[0m"),
+            (true, false) => format!("\x1b[31m{mark}\x1b[0m"),
+        }
+    }
+
+    fn at(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// `when`, in seconds since the run began.
+    fn seconds(&self, when: Instant) -> f64 {
+        when.saturating_duration_since(self.started).as_secs_f64()
+    }
+
+    /// Takes an event's time since the run began: the view's clock starts when the
+    /// run did, not when the view did (`watch` of a run under way). Returns when, on
+    /// this clock, the event happened.
+    fn anchor(&mut self, at: Option<Duration>) -> Instant {
+        let now = Instant::now();
+        let Some(at) = at else {
+            return now;
+        };
+        if let Some(began) = now.checked_sub(at) {
+            self.started = self.started.min(began);
+        }
+        self.started + at
+    }
+
+    fn spinner(&self, label: &str, since: Instant) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let spinner = ProgressBar::new_spinner().with_elapsed(since.elapsed());
+        // Rows above the overall line.
+        let bar = match &self.overall {
+            Some(overall) => multi.insert_before(overall, spinner),
+            None => multi.add(spinner),
+        };
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        bar.set_message(label.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Some(bar)
+    }
+
+    /// Shows one event.
+    pub fn show(&mut self, p: Progress) {
+        match p {
+            Progress::Started { key, label, at } => {
+                let since = self.anchor(at);
+                self.dispatched += 1;
+                self.update_overall();
+                let bar = self.spinner(&label, since);
+                if bar.is_none() {
+                    eprintln!("[{:7.2}s] {label}: started", self.seconds(since));
+                }
+                self.rows.insert(
+                    key,
+                    Row {
+                        bar,
+                        label,
+                        since,
+                        attempt: 1,
+                        chars: 0,
+                    },
+                );
+            }
+            Progress::Delta {
+                key, attempt, text, ..
+            } => {
+                let Some(row) = self.rows.get_mut(&key) else {
+                    return;
+                };
+                if attempt != row.attempt {
+                    row.attempt = attempt;
+                    row.chars = 0;
+                }
+                row.chars += text.chars().count();
+                if let Some(bar) = &row.bar {
+                    bar.set_message(format!("{} · ~{} tokens", row.label, row.chars.div_ceil(4)));
+                }
+            }
+            Progress::Retrying {
+                key,
+                label,
+                attempt,
+                of,
+                error,
+                wait,
+            } => {
+                let of = of.map(|n| format!("/{n}")).unwrap_or_default();
+                let note = format!(
+                    "↻ attempt {attempt}{of} failed: {error}; next in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                match self.rows.get(&key).and_then(|r| r.bar.as_ref()) {
+                    Some(bar) => bar.set_message(format!("{label} · {note}")),
+                    None => eprintln!("[{:7.2}s] {label}: {note}", self.at()),
+                }
+            }
+            Progress::Finished {
+                key,
+                label,
+                outcome,
+                late,
+                at,
+                tokens,
+            } => {
+                let ended = self.anchor(at);
+                if key != "merge" {
+                    self.ended += 1;
+                }
+                self.tokens += tokens;
+                self.update_overall();
+                let late = if late { " (late, after the merge)" } else { "" };
+                let mark = if outcome == "ok" {
+                    self.paint("✓", true)
+                } else {
+                    self.paint("✗", false)
+                };
+                match self.rows.remove(&key) {
+                    Some(Row {
+                        bar: Some(bar),
+                        since,
+                        ..
+                    }) => {
+                        if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                            bar.set_style(style);
+                        }
+                        bar.finish_with_message(format!(
+                            "{mark} {label} · {outcome} · {:.2}s{late}",
+                            ended.saturating_duration_since(since).as_secs_f64()
+                        ));
+                    }
+                    _ => eprintln!("[{:7.2}s] {label}: {outcome}{late}", self.seconds(ended)),
+                }
+            }
+            Progress::MergeStarted { inputs } => {
+                let label = format!("merge of {inputs}");
+                let bar = self.spinner(&label, Instant::now());
+                if bar.is_none() {
+                    eprintln!("[{:7.2}s] {label}: started", self.at());
+                }
+                self.rows.insert(
+                    "merge".to_owned(),
+                    Row {
+                        bar,
+                        label,
+                        since: Instant::now(),
+                        attempt: 1,
+                        chars: 0,
+                    },
+                );
+            }
+            Progress::MergeDelta { text } => self.show(Progress::Delta {
+                key: "merge".to_owned(),
+                label: String::new(),
+                attempt: 1,
+                text,
+            }),
+            Progress::MergeFinished { ok } => {
+                let label = self
+                    .rows
+                    .get("merge")
+                    .map(|r| r.label.clone())
+                    .unwrap_or_else(|| "merge".to_owned());
+                self.show(Progress::Finished {
+                    key: "merge".to_owned(),
+                    label,
+                    outcome: if ok { "ok" } else { "failed" }.to_owned(),
+                    late: false,
+                    at: None,
+                    tokens: 0,
+                });
+            }
+        }
+    }
+
+    /// Clears what is still spinning (the run ended without their events).
+    pub fn finish(&mut self) {
+        for (_, row) in self.rows.drain() {
+            if let Some(bar) = row.bar {
+                bar.finish_and_clear();
+            }
+        }
+        // The overall line stays, as cargo's last line does.
+        self.update_overall();
+        if let Some(bar) = self.overall.take() {
+            bar.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(colour: bool) -> Live {
+        Live {
+            multi: None,
+            overall: None,
+            colour,
+            started: Instant::now(),
+            rows: HashMap::new(),
+            dispatched: 0,
+            ended: 0,
+            tokens: 0,
+        }
+    }
+
+    #[test]
+    fn marks_are_coloured_only_when_asked_and_the_overall_counts_follow_the_events() {
+        assert_eq!(plain(true).paint("✓", true), "\x1b[32m✓\x1b[0m");
+        assert_eq!(plain(true).paint("✗", false), "\x1b[31m✗\x1b[0m");
+        assert_eq!(
+            plain(false).paint("✓", true),
+            "✓",
+            "NO_COLOR or not a terminal"
+        );
+        let mut live = plain(false);
+        for key in ["0", "1"] {
+            live.show(Progress::Started {
+                key: key.into(),
+                label: key.into(),
+                at: None,
+            });
+        }
+        live.show(Progress::Finished {
+            key: "0".into(),
+            label: "0".into(),
+            outcome: "ok".into(),
+            late: false,
+            at: None,
+            tokens: 812,
+        });
+        assert_eq!((live.ended, live.dispatched, live.tokens), (1, 2, 812));
+    }
+
+    #[test]
+    fn a_watcher_joining_late_times_events_from_the_runs_start() {
+        // Regression: `watch` timed events from when it started.
+        let mut live = plain(false);
+        let began = live.anchor(Some(Duration::from_secs(30)));
+        assert!(
+            live.at() >= 30.0,
+            "the clock starts at the run's start: {}",
+            live.at()
+        );
+        assert!((live.seconds(began) - 30.0).abs() < 0.001);
+        // An event without a time is now.
+        let now = live.anchor(None);
+        assert!(live.seconds(now) >= 30.0);
+    }
+}
