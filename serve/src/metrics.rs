@@ -225,12 +225,14 @@ impl Metrics {
                     .inc_by(c);
             }
         };
+        // A reused answer was paid for by the run it came from: counting it again
+        // doubled the tokens of every repaired or resumed run.
         for b in &report.branches {
-            if b.items.is_empty() {
+            if b.items.is_empty() && !b.reused {
                 let model = b.outcome.output().and_then(|o| o.model.as_deref());
                 add(model, &b.usage, b.cost_usd);
             }
-            for i in &b.items {
+            for i in b.items.iter().filter(|i| !i.reused) {
                 let model = i.outcome.output().and_then(|o| o.model.as_deref());
                 add(model, &i.usage, i.cost_usd);
             }

@@ -219,7 +219,11 @@ impl RunSpec {
         request = request
             .deadline(defaults.deadline)
             .branch_timeout(defaults.branch_timeout)
-            .crash_retries(defaults.crash_retries);
+            .crash_retries(defaults.crash_retries)
+            // A map over a model's answer is as wide as the answer: the task can
+            // steer it, so it is held to the same limit (100,000 paid calls came of
+            // one POST).
+            .max_items(defaults.max_branches);
         if let Some(p) = &self.policy {
             request.policy = p
                 .parse::<Policy>()

@@ -205,14 +205,22 @@ pub(crate) async fn execute(
                 Command::Expand { index, upstream } => {
                     let from_step = |from: usize, path: Option<&str>| {
                         let name = &s.steps[from].name;
-                        upstream
+                        let items = upstream
                             .iter()
                             .find(|u| &u.agent == name)
                             .map_or(Ok(Vec::new()), |u| items_of(u, path))
                             .map_err(|problem| BranchError::NoItems {
                                 from: name.clone(),
                                 problem,
-                            })
+                            })?;
+                        match s.max_items {
+                            Some(limit) if items.len() > limit => Err(BranchError::TooManyItems {
+                                from: name.clone(),
+                                count: items.len(),
+                                limit,
+                            }),
+                            _ => Ok(items),
+                        }
                     };
                     let items = match s.steps[index].map.as_ref().map(|m| &m.over) {
                         Some(MapSource::Items(items)) => Ok(items.clone()),

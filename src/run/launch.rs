@@ -58,6 +58,8 @@ pub(crate) struct Schedule<'a> {
     pub nested: Option<&'a Arc<dyn Nested>>,
     /// Says `true` when the caller stops the run (see `RunHandle::stop`).
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The most items a map may fan out to.
+    pub max_items: Option<usize>,
 }
 
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).

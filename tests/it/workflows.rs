@@ -292,6 +292,38 @@ async fn regression_a_code_step_doubling_its_input_fails_at_the_limit_instead_of
 }
 
 #[tokio::test(start_paused = true)]
+async fn regression_a_map_wider_than_the_runs_limit_fails_before_any_item_is_called() {
+    // A map over a model's answer was as wide as the answer: a server's
+    // --max-branches did not apply, and one POST bought 100,000 calls.
+    let fanfare = start(vec![
+        Fixed::says("lister", 10, r#"["a", "b", "c"]"#),
+        Fixed::echo("each", 10),
+    ])
+    .await;
+    let steps = vec![
+        Step::agent("lister"),
+        Step::agent("each").after([0]).map(Map {
+            over: MapSource::Step(0),
+            concurrency: 2,
+            policy: Policy::FailFast,
+        }),
+    ];
+    let report = fanfare
+        .run(request(steps.clone()).max_items(2))
+        .await
+        .unwrap();
+    let problem = report.branches[1].outcome.problem().unwrap();
+    assert!(
+        problem.contains("lists 3 items, more than the 2 one map may fan out to"),
+        "{problem}"
+    );
+    assert!(report.branches[1].items.is_empty(), "nothing was called");
+    let report = fanfare.run(request(steps).max_items(3)).await.unwrap();
+    assert!(report.status.is_success(), "{:?}", report.status);
+    fanfare.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_branches_disagreeing_on_a_key_is_a_conflict_named_with_both_sides() {
     let legal = r#"{"risk": "high", "findings": ["retention"]}"#;
     let security = "```json\n{\"risk\": \"medium\", \"findings\": [\"tls\"]}\n```";

@@ -103,6 +103,8 @@ pub struct Runs {
     defaults: Defaults,
     /// New runs are refused while the journal's disk has less free (0: no floor).
     min_free_disk: u64,
+    /// One repair reads its earlier outputs at a time.
+    repairing: tokio::sync::Semaphore,
     state: Mutex<State>,
     /// Moves after every journal commit that a stream may want to read.
     changed: watch::Sender<u64>,
@@ -127,6 +129,7 @@ impl Runs {
             fanfare,
             journal,
             min_free_disk,
+            repairing: tokio::sync::Semaphore::new(1),
             catalog,
             defaults,
             state: Mutex::new(State {
@@ -224,7 +227,8 @@ impl Runs {
     ) -> Result<Submitted, SubmitError> {
         let mut request = spec.request(&self.catalog, &self.defaults)?;
         if let Some(of) = &spec.repair_of {
-            request = request.reuse(self.repairable(of, &spec).await?);
+            let reuse = self.repairable(of, &spec, &request).await?;
+            request = request.reuse(reuse);
         }
         self.fanfare.validate(&request).map_err(|e| {
             use fanfare::run::RequestError;

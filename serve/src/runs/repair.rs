@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use fanfare::run::Reuse;
-use fanfare::BranchOutcome;
+use fanfare::{BranchOutcome, RunRequest};
 
 use super::{Runs, SubmitError};
 use crate::journal::{JournalError, RunRow, Status};
@@ -18,6 +18,7 @@ impl Runs {
         &self,
         of: &str,
         spec: &RunSpec,
+        request: &RunRequest,
     ) -> Result<Vec<Reuse>, SubmitError> {
         let bad = |message: String| {
             SubmitError::Invalid(FieldError {
@@ -40,6 +41,10 @@ impl Runs {
                 row.status.as_str()
             )));
         }
+        // A repair of a run that succeeded would only pay for its merge again.
+        if row.status == Status::Succeeded {
+            return Err(bad(format!("{of} succeeded: there is nothing to repair")));
+        }
         let earlier = crate::spec::parse(row.spec.as_bytes()).map_err(|e| bad(e.to_string()))?;
         let same = RunSpec {
             repair_of: None,
@@ -53,7 +58,10 @@ impl Runs {
                 "{of} ran a different request; a repair runs the same one again"
             )));
         }
-        Ok(self.earlier_outputs(id).await?)
+        // One repair's outputs are read at a time: each holds the whole run's answers
+        // while it is read (30 repairs of a 100,000-item run at once took 2.3 GB).
+        let _one = self.repairing.acquire().await;
+        Ok(self.earlier_outputs(id, request).await?)
     }
 
     /// Takes back the runs an earlier process left unfinished: each is checked
@@ -82,15 +90,18 @@ impl Runs {
             });
         let request = match request {
             Ok(r) => {
-                let mut reuse = self.earlier_outputs(id).await?;
+                let mut reuse = self.earlier_outputs(id, &r).await?;
                 let repaired = crate::spec::parse(row.spec.as_bytes())
                     .ok()
                     .and_then(|s| s.repair_of)
                     .and_then(|of| of.strip_prefix("run-")?.parse::<i64>().ok());
                 if let Some(of) = repaired {
-                    for r in self.earlier_outputs(of).await? {
-                        if !reuse.iter().any(|k| k.index == r.index && k.item == r.item) {
-                            reuse.push(r);
+                    // A set: a list was searched once per output (quadratic in a map).
+                    let have: std::collections::HashSet<(u32, Option<u32>)> =
+                        reuse.iter().map(|k| (k.index, k.item)).collect();
+                    for earlier in self.earlier_outputs(of, &r).await? {
+                        if !have.contains(&(earlier.index, earlier.item)) {
+                            reuse.push(earlier);
                         }
                     }
                 }
@@ -120,7 +131,14 @@ impl Runs {
 
     /// What run `id`'s branches answered before it was interrupted: each
     /// successful `branch_finished` event in the journal.
-    async fn earlier_outputs(&self, id: i64) -> Result<Vec<Reuse>, JournalError> {
+    /// The successful outputs run `id` journaled that fit `request`: a map step's
+    /// items, not the map step's own joined output (reusing that was refused, so no
+    /// run with a map could be repaired), and no step the request lacks.
+    async fn earlier_outputs(
+        &self,
+        id: i64,
+        request: &RunRequest,
+    ) -> Result<Vec<Reuse>, JournalError> {
         #[derive(serde::Deserialize)]
         struct Finished {
             index: u32,
@@ -131,6 +149,12 @@ impl Runs {
         Ok(rows
             .iter()
             .filter_map(|row| serde_json::from_str::<Finished>(&row.data).ok())
+            .filter(|f| {
+                request
+                    .steps
+                    .get(f.index as usize)
+                    .is_some_and(|s| s.map.is_some() == f.item.is_some())
+            })
             .filter_map(|f| {
                 let output = f.outcome.output()?.clone();
                 Some(Reuse {

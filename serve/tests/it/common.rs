@@ -86,6 +86,21 @@ pub fn chain_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
     fanfare::run::workflow::Workflow::load(&path).unwrap()
 }
 
+/// A workflow `each`: `fast` over each given item (half must succeed), then `slow` on
+/// what they said; no merge. Written beside the journal.
+pub fn map_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
+    let path = db.with_file_name("each.toml");
+    std::fs::write(
+        &path,
+        "name = \"each\"\nmerge = \"none\"\n\
+         [[steps]]\nname = \"per\"\nagent = \"fast\"\ninput = \"{{item}}\"\n\
+         map = { over = \"items\", policy = \"partial:1\" }\n\
+         [[steps]]\nname = \"all\"\nagent = \"slow\"\nafter = [\"per\"]\ninput = \"{{step.per}} {{task}}\"\n",
+    )
+    .unwrap();
+    fanfare::run::workflow::Workflow::load(&path).unwrap()
+}
+
 /// A workflow `pair`: both agents, merged by code; written beside the journal.
 pub fn pair_workflow(db: &Path) -> fanfare::run::workflow::Workflow {
     let path = db.with_file_name("pair.toml");
@@ -165,7 +180,7 @@ pub async fn start(db: &Path, o: Options) -> Running {
         .await
         .unwrap();
     let catalog = Catalog {
-        workflows: vec![pair_workflow(db), chain_workflow(db)],
+        workflows: vec![pair_workflow(db), chain_workflow(db), map_workflow(db)],
         agents: fanfare.agents(),
     };
     let mut config = ServeConfig::new(db);

@@ -141,3 +141,52 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_run_with_a_map_can_be_repaired_and_a_succeeded_one_is_not() {
+    // Every repair of a run with a map step was refused (422: the map step's own
+    // joined output was offered for reuse), and a repair of a run that had
+    // succeeded paid for its merge again.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    // The last step fails on the task; the map's two items succeed.
+    let (code, run) = submit(
+        &s.base,
+        json!({"input": "PLEASE FAIL", "workflow": "each", "items": ["one", "two"]}),
+    )
+    .await;
+    assert_eq!(code, 202, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "failed").await;
+    let items_called = s.fast.started.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(items_called, 2);
+    let r = client()
+        .post(format!("{}/v1/runs/{id}/repair", s.base))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let repair: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 202, "{repair}");
+    let again = repair["id"].as_str().unwrap();
+    until_status(&s.base, again, "failed").await;
+    assert_eq!(
+        s.fast.started.load(std::sync::atomic::Ordering::SeqCst),
+        items_called,
+        "the map's items were reused, not called again"
+    );
+    // A run that succeeded has nothing to repair.
+    let (_, ok) = submit(&s.base, json!({"input": "x", "workflow": "pair"})).await;
+    let ok = ok["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &ok, "succeeded").await;
+    let r = client()
+        .post(format!("{}/v1/runs/{ok}/repair", s.base))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("nothing to repair"));
+    s.stop().await;
+}

@@ -375,6 +375,7 @@ async fn execute_run<B>(
             router: args.router.as_ref(),
             nested: Some(&nested),
             stop: stop.clone(),
+            max_items: request.max_items,
         },
         defer,
     );

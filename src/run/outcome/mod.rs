@@ -217,6 +217,18 @@ pub enum BranchError {
     /// A code step failed.
     #[error("{0}")]
     Code(Box<CodeError>),
+    /// A map step's list has more items than the run allows one map.
+    #[error(
+        "the output of `{from}` lists {count} items, more than the {limit} one map may fan out to"
+    )]
+    TooManyItems {
+        /// The upstream step.
+        from: String,
+        /// Its items.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A map step found no list to map over in its upstream step's output.
     #[error("no items to map over: the output of `{from}` {problem}")]
     NoItems {

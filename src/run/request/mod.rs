@@ -57,6 +57,10 @@ pub struct RunRequest {
     /// branch's time to first token; pays off on providers whose cache an answer
     /// fills for every later call (Anthropic, OpenAI).
     pub cache_warm: bool,
+    /// The most items one map step may fan out to (`None`: no limit). A map over
+    /// an upstream answer gets its width from a model, which a task can steer: past
+    /// this it fails, saying so, before any item is called.
+    pub max_items: Option<usize>,
 }
 
 /// One branch's output from an earlier attempt at the same run (see
@@ -96,7 +100,15 @@ impl RunRequest {
             soft_deadline: None,
             reuse: Vec::new(),
             cache_warm: false,
+            max_items: None,
         }
+    }
+
+    /// Caps how many items one map step may fan out to (see
+    /// [`RunRequest::max_items`]).
+    pub fn max_items(mut self, max: usize) -> Self {
+        self.max_items = Some(max);
+        self
     }
 
     /// Sets the policy.
@@ -170,6 +182,7 @@ impl RunRequest {
             soft_deadline: flow.soft_deadline,
             reuse: Vec::new(),
             cache_warm: flow.cache_warm,
+            max_items: None,
         }
     }
 
