@@ -41,9 +41,12 @@ impl Runs {
                 row.status.as_str()
             )));
         }
-        // A repair of a run that succeeded would only pay for its merge again.
-        if row.status == Status::Succeeded {
-            return Err(bad(format!("{of} succeeded: there is nothing to repair")));
+        // A repair of a run whose every branch succeeded would only pay for its
+        // merge again.
+        if row.status == Status::Succeeded && every_branch_ok(row.report.as_deref()) {
+            return Err(bad(format!(
+                "{of} succeeded with every branch: there is nothing to repair"
+            )));
         }
         let earlier = crate::spec::parse(row.spec.as_bytes()).map_err(|e| bad(e.to_string()))?;
         let same = RunSpec {
@@ -165,4 +168,25 @@ impl Runs {
             })
             .collect())
     }
+}
+
+/// Whether a report (its JSON) says every branch succeeded.
+fn every_branch_ok(report: Option<&str>) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        totals: Totals,
+    }
+    #[derive(serde::Deserialize)]
+    struct Totals {
+        failed: usize,
+        timed_out: usize,
+        cancelled: usize,
+        refused: usize,
+    }
+    report
+        .and_then(|r| serde_json::from_str::<Report>(r).ok())
+        .is_some_and(|r| {
+            let t = r.totals;
+            t.failed + t.timed_out + t.cancelled + t.refused == 0
+        })
 }
