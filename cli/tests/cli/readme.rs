@@ -72,7 +72,10 @@ fn the_readmes_curl_posts_declare_json() {
     // Regression: the README's first curl example sent a form body, which the server
     // refuses (415: a web page may send forms without asking first).
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    for line in readme.lines().filter(|l| l.contains("curl ") && l.contains(" -d ")) {
+    for line in readme
+        .lines()
+        .filter(|l| l.contains("curl ") && l.contains(" -d "))
+    {
         assert!(
             line.contains("Content-Type: application/json") || line.contains("--json"),
             "{line}"

@@ -21,8 +21,13 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
+
+mod answer;
+mod request;
+
+use answer::{outcome, NoAnswer};
+use request::{task_of, ChatRequest};
 
 use super::events::Follow;
 use super::{ApiError, App};
@@ -49,118 +54,6 @@ pub(super) async fn models(State(app): State<App>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "object": "list", "data": data }))
-}
-
-/// The parts of a chat request fanfare reads. Sampling settings (`temperature`,
-/// `max_tokens`, …) must be well-formed but are not used: the workflow's agents
-/// carry their own. What fanfare cannot do (`n` > 1, tools, a response format) is
-/// refused rather than silently ignored.
-#[derive(Deserialize)]
-struct ChatRequest {
-    model: String,
-    messages: Vec<ChatMessage>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    n: Option<u32>,
-    #[serde(default)]
-    tools: Option<Vec<Value>>,
-    #[serde(default)]
-    tool_choice: Option<Value>,
-    #[serde(default)]
-    response_format: Option<Value>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    temperature: Option<f32>,
-}
-
-impl ChatRequest {
-    /// What it asks that fanfare cannot do: the parameter and why.
-    fn unsupported(&self) -> Option<(&'static str, &'static str)> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Some((
-                "n",
-                "fanfare answers with one choice (the workflow's merge)",
-            ));
-        }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Some(("tools", "a workflow served as a model takes no tools"));
-        }
-        if self
-            .tool_choice
-            .as_ref()
-            .is_some_and(|c| c != &Value::from("none") && c != &Value::from("auto"))
-        {
-            return Some(("tool_choice", "a workflow served as a model takes no tools"));
-        }
-        if self
-            .response_format
-            .as_ref()
-            .is_some_and(|f| f["type"] != "text")
-        {
-            return Some((
-                "response_format",
-                "a workflow's answer is its merge's text; shape a step with `schema` in the workflow instead",
-            ));
-        }
-        None
-    }
-}
-
-#[derive(Deserialize)]
-struct ChatMessage {
-    role: String,
-    #[serde(default)]
-    content: Content,
-}
-
-/// A message's content: a string, or a list of parts of which the text ones count.
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-    #[default]
-    Null,
-}
-
-#[derive(Deserialize)]
-struct Part {
-    #[serde(default)]
-    text: Option<String>,
-}
-
-impl Content {
-    fn text(&self) -> String {
-        match self {
-            Content::Text(t) => t.clone(),
-            Content::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| p.text.as_deref())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Content::Null => String::new(),
-        }
-    }
-}
-
-/// The task text of a conversation: a lone user message as it is; otherwise each
-/// message under its role, in order.
-fn task_of(messages: &[ChatMessage]) -> String {
-    match messages {
-        [only] if only.role == "user" => only.content.text(),
-        _ => messages
-            .iter()
-            .map(|m| format!("{}: {}", m.role, m.content.text()))
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    }
 }
 
 fn openai_error(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> Response {
@@ -237,11 +130,7 @@ pub(super) async fn chat(
     }
     let input = task_of(&request.messages);
     // A conversation whose messages carry no text (an image, a tool call) is no task.
-    if request
-        .messages
-        .iter()
-        .all(|m| m.content.text().trim().is_empty())
-    {
+    if !request.has_text() {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "the conversation has no text",
@@ -345,128 +234,6 @@ impl Answer {
             v["usage"] = u;
         }
         Event::default().data(v.to_string())
-    }
-}
-
-/// The merge's text and the usage, from a finished run's row; or why not.
-/// Why a chat call has no answer.
-enum NoAnswer {
-    /// The run ended without one (it failed its policy, its merge failed, it was
-    /// cancelled): not the server's fault, and the same request would fail again —
-    /// 424, which the OpenAI clients do not retry (a 500 was retried twice, each
-    /// retry a paid run).
-    Failed(String),
-    /// The run has not ended (the server is stopping): 503, try again.
-    Unfinished(String),
-    /// The journal could not be read.
-    Journal(String),
-    /// The server is busy with other large answers: 503, try again shortly.
-    Busy(String),
-}
-
-impl NoAnswer {
-    fn message(&self) -> &str {
-        match self {
-            NoAnswer::Failed(m)
-            | NoAnswer::Unfinished(m)
-            | NoAnswer::Journal(m)
-            | NoAnswer::Busy(m) => m,
-        }
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            NoAnswer::Failed(_) => StatusCode::FAILED_DEPENDENCY,
-            NoAnswer::Unfinished(_) | NoAnswer::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            NoAnswer::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-async fn outcome(app: &App, id: i64) -> Result<(String, Value), NoAnswer> {
-    // The report is read and parsed whole: it takes its share of the large-answer
-    // budget first (100 callers of one run with a 34 MB report held 800 MB).
-    let size = match app.runs.journal().stored_size(id).await {
-        Ok(size) => size.unwrap_or(0),
-        Err(e) => return Err(NoAnswer::Journal(e.to_string())),
-    };
-    let _reserved = app
-        .large
-        .reserve(size)
-        .map_err(|e| NoAnswer::Busy(e.message))?;
-    let row = match app.runs.journal().get(id).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(NoAnswer::Journal(format!("run-{id} vanished"))),
-        Err(e) => return Err(NoAnswer::Journal(e.to_string())),
-    };
-    if !row.status.is_final() {
-        return Err(NoAnswer::Unfinished(format!(
-            "run-{id} has not ended ({}): the server is stopping; try again",
-            row.status.as_str()
-        )));
-    }
-    let report: Value = row
-        .report
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
-        .ok_or_else(|| {
-            NoAnswer::Failed(format!(
-                "run-{id} ended {}: {}",
-                row.status.as_str(),
-                row.error.clone().unwrap_or_default()
-            ))
-        })?;
-    let text = match &report["synthesis"] {
-        Value::Null => last_steps(&report),
-        synthesis => synthesis["text"].as_str().map(str::to_owned),
-    }
-    .ok_or_else(|| {
-        let why = row
-            .error
-            .clone()
-            .or_else(|| report["synthesis"]["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "its last steps did not answer".to_owned());
-        NoAnswer::Failed(format!("run-{id} has no merged answer: {why}"))
-    })?;
-    let u = &report["totals"]["usage"];
-    let n = |k: &str| u[k].as_u64().unwrap_or(0);
-    let prompt =
-        n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
-    let completion = n("output_tokens");
-    let usage = json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": { "cached_tokens": n("cache_read_input_tokens") },
-    });
-    Ok((text, usage))
-}
-
-/// A run with no merge: the output of its last steps (those nothing depends on),
-/// one section each under its step's name when there are several; `None` when one
-/// of them has no output.
-fn last_steps(report: &Value) -> Option<String> {
-    let branches = report["branches"].as_array()?;
-    let needed: std::collections::HashSet<u64> = branches
-        .iter()
-        .filter_map(|b| b["depends_on"].as_array())
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
-    let ends: Vec<&Value> = branches
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !needed.contains(&(*i as u64)))
-        .map(|(_, b)| b)
-        .collect();
-    let text = |b: &Value| b["outcome"]["text"].as_str().map(str::to_owned);
-    match ends.as_slice() {
-        [only] => text(only),
-        _ => ends
-            .iter()
-            .map(|b| Some(format!("## {}\n{}", b["step"].as_str()?, text(b)?)))
-            .collect::<Option<Vec<_>>>()
-            .map(|parts| parts.join("\n\n")),
     }
 }
 
