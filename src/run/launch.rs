@@ -65,13 +65,14 @@ pub(crate) struct Schedule<'a> {
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).
 pub(crate) trait Nested: Send + Sync {
     /// Runs `flow` on `input` until `deadline`, its crashed branches retried up to
-    /// `crash_retries` times.
+    /// `crash_retries` times, its maps at most `max_items` wide (the parent's).
     fn run(
         &self,
         flow: Arc<SubWorkflow>,
         input: String,
         deadline: Instant,
         crash_retries: u32,
+        max_items: Option<usize>,
     ) -> futures::future::BoxFuture<'static, SubRun>;
 }
 
@@ -411,12 +412,12 @@ fn dispatch(
             };
             let nested = s.nested.cloned();
             let flow = flow.clone();
-            let crash_retries = s.crash_retries;
+            let (crash_retries, max_items) = (s.crash_retries, s.max_items);
             set.spawn(guarded(index, item, async move {
                 let (outcome, sub_run) = match nested {
                     Some(nested) => {
                         let sub = nested
-                            .run(flow.clone(), input, deadline, crash_retries)
+                            .run(flow.clone(), input, deadline, crash_retries, max_items)
                             .await;
                         (sub.outcome(&flow.name), Some(sub))
                     }

@@ -207,3 +207,35 @@ async fn a_workflow_naming_an_unknown_agent_is_refused_naming_it() {
     }
     fanfare.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_nested_workflows_map_is_held_to_the_parents_width() {
+    // A nested run's maps had no limit: the parent's max_items did not reach them.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let fanfare = start(&in_flight).await;
+    let inner = SubWorkflow::new(
+        "inner",
+        vec![
+            Step::agent("legal"),
+            Step::agent("tech").after([0]).map(Map {
+                // `legal saw a\nb\nc` is three lines: three items.
+                over: MapSource::Step(0),
+                concurrency: 4,
+                policy: Policy::FailFast,
+            }),
+        ],
+    );
+    let mut request = RunRequest::fan_out("a\nb\nc", Vec::<String>::new()).max_items(2);
+    request.steps = vec![Step::workflow(inner)];
+    let report = fanfare.run(request).await.unwrap();
+    assert!(!report.status.is_success());
+    let problem = report.branches[0].outcome.problem().unwrap();
+    assert!(problem.contains("inner"), "{problem}");
+    let run = report.branches[0].run.as_ref().unwrap();
+    let inner_problem = run.branches[1].outcome.problem().unwrap();
+    assert!(
+        inner_problem.contains("lists 3 items, more than the 2"),
+        "{inner_problem}"
+    );
+    fanfare.shutdown().await;
+}

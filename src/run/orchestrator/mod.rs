@@ -317,12 +317,14 @@ impl Nested for NestedRuns {
         input: String,
         deadline: Instant,
         crash_retries: u32,
+        max_items: Option<usize>,
     ) -> futures::future::BoxFuture<'static, SubRun> {
         let args = self.0.clone();
         Box::pin(async move {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut request = RunRequest::for_branch(&flow, input, left);
             request.crash_retries = crash_retries;
+            request.max_items = max_items;
             let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
             let record = execute_run(&args, run, request, None, None, |ended| ended).await;
             SubRun {
