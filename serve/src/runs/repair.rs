@@ -64,7 +64,37 @@ impl Runs {
         // One repair's outputs are read at a time: each holds the whole run's answers
         // while it is read (30 repairs of a 100,000-item run at once took 2.3 GB).
         let _one = self.repairing.acquire().await;
-        Ok(self.earlier_outputs(id, request).await?)
+        Ok(self.chain_outputs(id, &row, request).await?)
+    }
+
+    /// The outputs run `id` (its journal row `row`) answered, and those of the runs
+    /// it repaired, nearest first: a repair cancelled before it started answered
+    /// nothing, and a repair of it called every branch again (paid twice).
+    async fn chain_outputs(
+        &self,
+        id: i64,
+        row: &RunRow,
+        request: &RunRequest,
+    ) -> Result<Vec<Reuse>, JournalError> {
+        let mut reuse = self.earlier_outputs(id, request).await?;
+        // A set: a list was searched once per output (quadratic in a map).
+        let mut have: std::collections::HashSet<(u32, Option<u32>)> =
+            reuse.iter().map(|k| (k.index, k.item)).collect();
+        let mut parent = repair_of(&row.spec);
+        // A chain is short in practice; a bound keeps a loop in bad data finite.
+        for _ in 0..MAX_CHAIN {
+            let Some(of) = parent else { break };
+            for earlier in self.earlier_outputs(of, request).await? {
+                if have.insert((earlier.index, earlier.item)) {
+                    reuse.push(earlier);
+                }
+            }
+            parent = match self.journal.get(of).await? {
+                Some(row) => repair_of(&row.spec),
+                None => None,
+            };
+        }
+        Ok(reuse)
     }
 
     /// Takes back the runs an earlier process left unfinished: each is checked
@@ -93,21 +123,7 @@ impl Runs {
             });
         let request = match request {
             Ok(r) => {
-                let mut reuse = self.earlier_outputs(id, &r).await?;
-                let repaired = crate::spec::parse(row.spec.as_bytes())
-                    .ok()
-                    .and_then(|s| s.repair_of)
-                    .and_then(|of| of.strip_prefix("run-")?.parse::<i64>().ok());
-                if let Some(of) = repaired {
-                    // A set: a list was searched once per output (quadratic in a map).
-                    let have: std::collections::HashSet<(u32, Option<u32>)> =
-                        reuse.iter().map(|k| (k.index, k.item)).collect();
-                    for earlier in self.earlier_outputs(of, &r).await? {
-                        if !have.contains(&(earlier.index, earlier.item)) {
-                            reuse.push(earlier);
-                        }
-                    }
-                }
+                let reuse = self.chain_outputs(id, &row, &r).await?;
                 r.reuse(reuse)
             }
             Err(e) => {
@@ -170,23 +186,72 @@ impl Runs {
     }
 }
 
-/// Whether a report (its JSON) says every branch succeeded.
+/// The most runs a repair looks back through for answers.
+const MAX_CHAIN: usize = 16;
+
+/// The run a run's request repaired, if it was a repair.
+fn repair_of(spec: &str) -> Option<i64> {
+    crate::spec::parse(spec.as_bytes())
+        .ok()?
+        .repair_of?
+        .strip_prefix("run-")?
+        .parse()
+        .ok()
+}
+
+/// Whether a report (its JSON) says every branch succeeded, each map item included
+/// (a map under a partial policy succeeds with items lost: those are worth a repair).
 fn every_branch_ok(report: Option<&str>) -> bool {
     #[derive(serde::Deserialize)]
     struct Report {
-        totals: Totals,
+        branches: Vec<Branch>,
     }
     #[derive(serde::Deserialize)]
-    struct Totals {
-        failed: usize,
-        timed_out: usize,
-        cancelled: usize,
-        refused: usize,
+    struct Branch {
+        outcome: Outcome,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        outcome: Outcome,
+    }
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        status: String,
     }
     report
         .and_then(|r| serde_json::from_str::<Report>(r).ok())
         .is_some_and(|r| {
-            let t = r.totals;
-            t.failed + t.timed_out + t.cancelled + t.refused == 0
+            r.branches.iter().all(|b| {
+                b.outcome.status == "ok" && b.items.iter().all(|i| i.outcome.status == "ok")
+            })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_whole_only_when_every_branch_and_item_succeeded() {
+        // Regression: a map that lost items under a partial policy counted as a
+        // success "with every branch", and its repair was refused.
+        let cases = [
+            (r#"{"branches": [{"outcome": {"status": "ok"}}]}"#, true),
+            (
+                r#"{"branches": [{"outcome": {"status": "ok"}, "items": [{"outcome": {"status": "ok"}}, {"outcome": {"status": "failed"}}]}]}"#,
+                false,
+            ),
+            (
+                r#"{"branches": [{"outcome": {"status": "timed_out"}}]}"#,
+                false,
+            ),
+            ("not json", false),
+        ];
+        for (report, whole) in cases {
+            assert_eq!(every_branch_ok(Some(report)), whole, "{report}");
+        }
+        assert!(!every_branch_ok(None));
+    }
 }

@@ -190,3 +190,59 @@ async fn regression_a_run_with_a_map_can_be_repaired_and_a_succeeded_one_is_not(
     assert!(r.text().await.unwrap().contains("nothing to repair"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_repair_of_a_repair_cancelled_before_it_started_reuses_the_first_runs_answers()
+{
+    // The cancelled repair had answered nothing, so a repair of it called every
+    // branch again: answers paid for twice.
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            max_running: 1,
+            slow: Duration::from_secs(30),
+            ..Options::default()
+        },
+    )
+    .await;
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    let (_, first) = submit(
+        &s.base,
+        json!({"input": "PLEASE FAIL", "workflow": "each", "items": ["one", "two"]}),
+    )
+    .await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &first, "failed").await;
+    assert_eq!(s.fast.started.load(ordering), 2);
+    // Hold the only slot, so the repair waits in the queue, and cancel it there.
+    let (_, blocker) = submit(&s.base, json!({"input": "x", "agents": ["slow"]})).await;
+    let blocker = blocker["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &blocker, "running").await;
+    let repair = |id: String| {
+        let base = s.base.clone();
+        async move {
+            let r: Value = client()
+                .post(format!("{base}/v1/runs/{id}/repair"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let cancel = |id: String| client().delete(format!("{}/v1/runs/{id}", s.base)).send();
+    let queued = repair(first.clone()).await;
+    assert_eq!(cancel(queued.clone()).await.unwrap().status().as_u16(), 200);
+    let again = repair(queued).await;
+    cancel(blocker).await.unwrap();
+    until_status(&s.base, &again, "failed").await;
+    assert_eq!(
+        s.fast.started.load(ordering),
+        2,
+        "the first run's answers were reused through the cancelled repair"
+    );
+    s.stop().await;
+}
