@@ -57,6 +57,8 @@ enum Stop {
 struct Driven {
     stop: Option<oneshot::Sender<Stop>>,
     task: Option<JoinHandle<()>>,
+    /// What its request holds ([`held`]), counted in `State::running_bytes`.
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -67,6 +69,8 @@ struct State {
     /// About the memory those requests hold ([`held`]).
     waiting_bytes: usize,
     driven: HashMap<i64, Driven>,
+    /// About the memory the running runs' requests hold.
+    running_bytes: usize,
 }
 
 /// How a run comes to the queue.
@@ -78,13 +82,15 @@ enum How {
     Resume,
 }
 
-/// The most memory waiting requests may hold: a submission past it is refused as
-/// the queue being full (256 queued runs of 10,000 agents each held 744 MB).
-/// Resumed runs are never refused.
-const WAITING_BYTES: usize = 256 << 20;
+/// The most memory the requests of waiting and running runs may hold between them:
+/// a submission past it is refused as the queue being full (256 queued runs of
+/// 10,000 agents each held 744 MB; 20 repairs at once of a run with 10 MB of
+/// answers held 758 MB). Resumed runs are never refused.
+const HELD_BYTES: usize = 256 << 20;
 
-/// About the memory `request` holds while it waits: its input, its steps, the
-/// outputs it reuses.
+/// About the memory `request` holds: its input, its steps, and the outputs it
+/// reuses — four times over, as a run in progress holds them in its request, its
+/// records, its events and its report.
 fn held(request: &RunRequest) -> usize {
     let steps: usize = request
         .steps
@@ -92,7 +98,7 @@ fn held(request: &RunRequest) -> usize {
         .map(|s| std::mem::size_of_val(s) + s.name.len() + 64)
         .sum();
     let reused: usize = request.reuse.iter().map(|r| r.output.text.len() + 64).sum();
-    request.input.len() + steps + reused
+    request.input.len() + steps + 4 * reused
 }
 
 /// The run manager; shared by every request handler.
@@ -327,6 +333,10 @@ impl Runs {
     /// cannot pick the run before its request is there.
     fn admit(self: &Arc<Self>, id: i64, request: RunRequest, how: How) -> Admit {
         let mut state = self.state();
+        let bytes = held(&request);
+        if how == How::Submit && state.waiting_bytes + state.running_bytes + bytes > HELD_BYTES {
+            return Admit::Full;
+        }
         let admit = state.queue.as_mut().map_or(Admit::Closing, |q| match how {
             How::Submit => q.submit(id),
             How::Resume => q.resume(id),
@@ -334,13 +344,6 @@ impl Runs {
         match admit {
             Admit::Start => self.start_locked(&mut state, id, request),
             Admit::Wait { .. } => {
-                let bytes = held(&request);
-                if how == How::Submit && state.waiting_bytes + bytes > WAITING_BYTES {
-                    if let Some(q) = state.queue.as_mut() {
-                        q.withdraw(id);
-                    }
-                    return Admit::Full;
-                }
                 state.waiting_bytes += bytes;
                 state.waiting.insert(id, request);
             }
@@ -353,12 +356,15 @@ impl Runs {
     fn start_locked(self: &Arc<Self>, state: &mut State, id: i64, request: RunRequest) {
         let (stop, stopped) = oneshot::channel();
         let this = self.clone();
+        let bytes = held(&request);
+        state.running_bytes += bytes;
         let task = tokio::spawn(async move { this.drive(id, request, stopped).await });
         state.driven.insert(
             id,
             Driven {
                 stop: Some(stop),
                 task: Some(task),
+                bytes,
             },
         );
     }
@@ -367,7 +373,9 @@ impl Runs {
     fn ended(self: &Arc<Self>, id: i64) {
         // Under one lock: a cancel sees each run either waiting or driven.
         let mut state = self.state();
-        state.driven.remove(&id);
+        if let Some(d) = state.driven.remove(&id) {
+            state.running_bytes = state.running_bytes.saturating_sub(d.bytes);
+        }
         let next = state
             .queue
             .as_mut()
@@ -505,10 +513,18 @@ mod tests {
         // must be of that order, or the budget would let 744 MB queue again.
         let wide = RunRequest::fan_out("x", (0..10_000).map(|i| format!("agent-{i}")));
         let narrow = RunRequest::fan_out("x".repeat(1000), ["a"]);
+        // A repair holds the answers it reuses several times over while it runs (20
+        // repairs at once of a run with 10 MB of answers held 758 MB).
+        let repair = RunRequest::fan_out("x", ["a"]).reuse(vec![fanfare::run::Reuse {
+            index: 0,
+            item: None,
+            output: fanfare::AgentOutput::text("y".repeat(1 << 20)),
+        }]);
+        assert!(held(&repair) >= 4 << 20, "{}", held(&repair));
         assert!(held(&wide) > 2 << 20, "{}", held(&wide));
         assert!(held(&narrow) < 4 << 10, "{}", held(&narrow));
         assert!(
-            WAITING_BYTES / held(&wide) < 100,
+            HELD_BYTES / held(&wide) < 100,
             "under a hundred such runs wait"
         );
     }
