@@ -201,19 +201,19 @@ async fn regression_a_second_node_of_a_joined_name_is_refused_before_it_is_ready
     connect(&newcomer.server, &orchestrator.addr.to_string(), None)
         .await
         .unwrap();
-    // The newcomer's session ends without ever being ready, on both sides.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+    // The newcomer's session ends, and the orchestrator never has it ready. (The
+    // newcomer's own side may finish its handshake a moment before the
+    // orchestrator's screen closes the session: under load it did, once.)
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match newcomer.events.recv().await {
-                Some(NodeEvent::Ready { .. }) => return false,
-                Some(NodeEvent::Gone { .. }) | None => return true,
-                Some(NodeEvent::Opened { .. }) => {}
+                Some(NodeEvent::Gone { .. }) | None => return,
+                Some(NodeEvent::Ready { .. } | NodeEvent::Opened { .. }) => {}
             }
         }
     })
     .await
-    .unwrap();
-    assert!(ended, "the newcomer of a taken name became ready");
+    .expect("the newcomer of a taken name was let stay");
     while let Ok(event) = orchestrator.events.try_recv() {
         assert!(!matches!(event, NodeEvent::Ready { .. }), "{event:?}");
     }
