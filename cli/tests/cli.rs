@@ -20,7 +20,21 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn fanfare(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fanfare"))
+    command(args, cwd).output().unwrap()
+}
+
+/// [`fanfare`] with a (made-up) Anthropic key, for a run refused before any call.
+fn fanfare_with_key(args: &[&str], cwd: &Path) -> Output {
+    command(args, cwd)
+        .env("ANTHROPIC_API_KEY", "sk-ant-not-a-real-key")
+        .output()
+        .unwrap()
+}
+
+/// The binary with `args` in `cwd`, its own cache, no log filter and no keys.
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fanfare"));
+    command
         .env("XDG_CACHE_HOME", common::private_cache())
         .args(args)
         .current_dir(cwd)
@@ -28,22 +42,8 @@ fn fanfare(args: &[&str], cwd: &Path) -> Output {
         // These tests are about the sim default: a developer's real keys must not
         // turn them into paid API calls.
         .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .unwrap()
-}
-
-/// [`fanfare`] with a (made-up) Anthropic key, for a run refused before any call.
-fn fanfare_with_key(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fanfare"))
-        .env("XDG_CACHE_HOME", common::private_cache())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("OPENAI_API_KEY")
-        .env("ANTHROPIC_API_KEY", "sk-ant-not-a-real-key")
-        .output()
-        .unwrap()
+        .env_remove("OPENAI_API_KEY");
+    command
 }
 
 /// The repository's top, where `agents/specs` is.

@@ -202,15 +202,20 @@ fn concat(input: &CodeInput<'_>) -> Result<CodeOutput, CodeError> {
     text(parts.join(separator))
 }
 
-/// A JSON object in `u`'s output, possibly inside a ```json fence.
-fn object(u: &UpstreamOutput) -> Result<JsonMap<String, Value>, CodeError> {
-    let t = u.text.trim();
-    let t = t
-        .strip_prefix("```json")
+/// `text` without a Markdown code fence around it (```json … ```), trimmed: how
+/// models often wrap the JSON they are asked for.
+pub(crate) fn unfenced(text: &str) -> &str {
+    let t = text.trim();
+    t.strip_prefix("```json")
         .or_else(|| t.strip_prefix("```"))
         .and_then(|t| t.strip_suffix("```"))
-        .unwrap_or(t);
-    match serde_json::from_str::<Value>(t.trim()) {
+        .unwrap_or(t)
+        .trim()
+}
+
+/// A JSON object in `u`'s output, possibly inside a ```json fence.
+fn object(u: &UpstreamOutput) -> Result<JsonMap<String, Value>, CodeError> {
+    match serde_json::from_str::<Value>(unfenced(&u.text)) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(CodeError::BadInput {
             step: u.agent.clone(),

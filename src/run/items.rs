@@ -15,14 +15,8 @@ pub(crate) fn items_of(
     if !upstream.items.is_empty() && path.is_none() {
         return Ok(upstream.items.clone());
     }
-    let text = upstream.text.trim();
     // A fenced answer (```json … ```) is JSON too.
-    let json = text
-        .strip_prefix("```json")
-        .or_else(|| text.strip_prefix("```"))
-        .and_then(|t| t.strip_suffix("```"))
-        .unwrap_or(text)
-        .trim();
+    let json = super::code::unfenced(&upstream.text);
     let strings = |values: Vec<Value>| {
         values
             .into_iter()

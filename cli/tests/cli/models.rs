@@ -1,8 +1,6 @@
 //! What the CLI says about the model that answered.
 
-use std::process::Command;
-
-use super::{common, repo, TASK};
+use super::{fanfare, repo, TASK};
 
 /// `fanfare run` against a mock that answers as `answer_model`, with `--model`.
 fn run_against(answer_model: &str, model: Option<&str>) -> String {
@@ -20,14 +18,7 @@ fn run_against(answer_model: &str, model: Option<&str>) -> String {
     }
     let url = format!("{}/v1", mock.url());
     args.extend(["--base-url", &url, TASK]);
-    let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
-        .env("XDG_CACHE_HOME", common::private_cache())
-        .args(&args)
-        .current_dir(repo())
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .output()
-        .unwrap();
+    let out = fanfare(&args, repo());
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     stderr

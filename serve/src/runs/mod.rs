@@ -64,8 +64,9 @@ struct Driven {
 #[derive(Default)]
 struct State {
     queue: Option<RunQueue<i64>>,
-    /// Requests of the runs waiting in the queue.
-    waiting: HashMap<i64, RunRequest>,
+    /// Requests of the runs waiting in the queue, each with what it holds
+    /// ([`held`], counted once at admission).
+    waiting: HashMap<i64, (RunRequest, usize)>,
     /// About the memory those requests hold ([`held`]).
     waiting_bytes: usize,
     driven: HashMap<i64, Driven>,
@@ -342,21 +343,27 @@ impl Runs {
             How::Resume => q.resume(id),
         });
         match admit {
-            Admit::Start => self.start_locked(&mut state, id, request),
+            Admit::Start => self.start_locked(&mut state, id, request, bytes),
             Admit::Wait { .. } => {
                 state.waiting_bytes += bytes;
-                state.waiting.insert(id, request);
+                state.waiting.insert(id, (request, bytes));
             }
             Admit::Full | Admit::Closing => {}
         }
         admit
     }
 
-    /// Starts driving run `id` (the queue has admitted it); the state is locked.
-    fn start_locked(self: &Arc<Self>, state: &mut State, id: i64, request: RunRequest) {
+    /// Starts driving run `id` (the queue has admitted it), whose request holds
+    /// `bytes`; the state is locked.
+    fn start_locked(
+        self: &Arc<Self>,
+        state: &mut State,
+        id: i64,
+        request: RunRequest,
+        bytes: usize,
+    ) {
         let (stop, stopped) = oneshot::channel();
         let this = self.clone();
-        let bytes = held(&request);
         state.running_bytes += bytes;
         let task = tokio::spawn(async move { this.drive(id, request, stopped).await });
         state.driven.insert(
@@ -382,9 +389,9 @@ impl Runs {
             .map(|q| q.finished(id))
             .unwrap_or_default();
         for k in next {
-            if let Some(request) = state.waiting.remove(&k) {
-                state.waiting_bytes = state.waiting_bytes.saturating_sub(held(&request));
-                self.start_locked(&mut state, k, request);
+            if let Some((request, bytes)) = state.waiting.remove(&k) {
+                state.waiting_bytes = state.waiting_bytes.saturating_sub(bytes);
+                self.start_locked(&mut state, k, request, bytes);
             }
         }
     }
@@ -405,8 +412,8 @@ impl Runs {
         let driven = {
             let mut state = self.state();
             if state.queue.as_mut().is_some_and(|q| q.withdraw(id)) {
-                if let Some(request) = state.waiting.remove(&id) {
-                    state.waiting_bytes = state.waiting_bytes.saturating_sub(held(&request));
+                if let Some((_, bytes)) = state.waiting.remove(&id) {
+                    state.waiting_bytes = state.waiting_bytes.saturating_sub(bytes);
                 }
                 None
             } else {

@@ -26,10 +26,7 @@ impl Runs {
                 message,
             })
         };
-        let id = of
-            .strip_prefix("run-")
-            .and_then(|n| n.parse::<i64>().ok())
-            .ok_or_else(|| bad(format!("`{of}` is not a run id (run-N)")))?;
+        let id = run_number(of).ok_or_else(|| bad(format!("`{of}` is not a run id (run-N)")))?;
         let row = self
             .journal
             .get(id)
@@ -189,14 +186,14 @@ impl Runs {
 /// The most runs a repair looks back through for answers.
 const MAX_CHAIN: usize = 16;
 
+/// `run-N` → N.
+fn run_number(id: &str) -> Option<i64> {
+    id.strip_prefix("run-")?.parse().ok()
+}
+
 /// The run a run's request repaired, if it was a repair.
 fn repair_of(spec: &str) -> Option<i64> {
-    crate::spec::parse(spec.as_bytes())
-        .ok()?
-        .repair_of?
-        .strip_prefix("run-")?
-        .parse()
-        .ok()
+    run_number(&crate::spec::parse(spec.as_bytes()).ok()?.repair_of?)
 }
 
 /// Whether a report (its JSON) says every branch succeeded, each map item included

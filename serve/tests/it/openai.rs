@@ -10,6 +10,16 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
+/// Posts `body` to the chat endpoint.
+async fn chat(base: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn ask(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "the plan"}]})
 }
@@ -21,12 +31,7 @@ async fn regression_a_workflow_with_no_merge_answers_with_its_last_step() {
     for stream in [false, true] {
         let mut body = ask("fanfare/chain");
         body["stream"] = json!(stream);
-        let r = client()
-            .post(format!("{}/v1/chat/completions", s.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&s.base, &body).await;
         assert_eq!(r.status().as_u16(), 200);
         let text = r.text().await.unwrap();
         // `slow` read what `fast` answered: the last step's output is the answer.
@@ -124,12 +129,7 @@ async fn regression_a_failed_run_is_a_424_the_clients_do_not_retry() {
             "stream": stream,
             "messages": [{"role": "user", "content": "PLEASE FAIL"}],
         });
-        let r = client()
-            .post(format!("{}/v1/chat/completions", s.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&s.base, &body).await;
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         if stream {
@@ -180,12 +180,7 @@ async fn regression_what_a_workflow_cannot_do_is_refused_not_ignored() {
         ),
     ];
     for (body, param) in cases {
-        let r = client()
-            .post(format!("{}/v1/chat/completions", s.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&s.base, &body).await;
         let status = r.status().as_u16();
         let answer: Value = r.json().await.unwrap();
         assert_eq!(status, 400, "{body} → {answer}");
@@ -197,12 +192,7 @@ async fn regression_what_a_workflow_cannot_do_is_refused_not_ignored() {
         with("tool_choice", json!("none")),
         with("temperature", json!(0.2)),
     ] {
-        let r = client()
-            .post(format!("{}/v1/chat/completions", s.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = chat(&s.base, &body).await;
         assert_eq!(r.status().as_u16(), 200, "{body}");
     }
     assert_eq!(

@@ -68,6 +68,15 @@ fn openai_error(status: StatusCode, message: impl Into<String>, param: Option<&s
     (status, Json(body)).into_response()
 }
 
+/// `response` with `Retry-After: secs`.
+fn retry_after(mut response: Response, secs: u64) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs),
+    );
+    response
+}
+
 fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -157,23 +166,15 @@ pub(super) async fn chat(
             return openai_error(StatusCode::BAD_REQUEST, e.to_string(), None)
         }
         Err(e @ (SubmitError::Full { .. } | SubmitError::Closing)) => {
-            let mut r = openai_error(StatusCode::TOO_MANY_REQUESTS, e.to_string(), None);
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(5u64),
-            );
-            return r;
+            let r = openai_error(StatusCode::TOO_MANY_REQUESTS, e.to_string(), None);
+            return retry_after(r, 5);
         }
         Err(e @ SubmitError::KeyReused { .. }) => {
             return openai_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None)
         }
         Err(e @ SubmitError::DiskLow(_)) => {
-            let mut r = openai_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None);
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(60u64),
-            );
-            return r;
+            let r = openai_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None);
+            return retry_after(r, 60);
         }
         Err(e) => return ApiError::internal(e).into_response(),
     };
@@ -260,14 +261,11 @@ async fn whole(app: App, id: i64, answer: Answer, mut leave: Leave) -> Response 
         }))
         .into_response(),
         Err(why) => {
-            let mut r = openai_error(why.status(), why.message().to_owned(), None);
-            if let NoAnswer::Unfinished(_) | NoAnswer::Busy(_) = why {
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from(5u64),
-                );
+            let r = openai_error(why.status(), why.message().to_owned(), None);
+            match why {
+                NoAnswer::Unfinished(_) | NoAnswer::Busy(_) => retry_after(r, 5),
+                _ => r,
             }
-            r
         }
     }
 }
