@@ -27,6 +27,10 @@ impl Runs {
             })
         };
         let id = run_number(of).ok_or_else(|| bad(format!("`{of}` is not a run id (run-N)")))?;
+        // One repair at a time reads the run it mends (its row, with the report,
+        // and then its answers): 30 repairs at once of a 100,000-item run held each
+        // of those whole (2.3 GB).
+        let _one = self.repairing.acquire().await;
         let row = self
             .journal
             .get(id)
@@ -58,9 +62,6 @@ impl Runs {
                 "{of} ran a different request; a repair runs the same one again"
             )));
         }
-        // One repair's outputs are read at a time: each holds the whole run's answers
-        // while it is read (30 repairs of a 100,000-item run at once took 2.3 GB).
-        let _one = self.repairing.acquire().await;
         Ok(self.chain_outputs(id, &row, request).await?)
     }
 
