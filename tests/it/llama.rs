@@ -429,6 +429,9 @@ async fn branches_after_the_first_read_the_document_from_the_cache<P: Provider>(
 /// cache warm-up, streamed, so the others go at the first branch's first token).
 async fn read_from_the_cache<P: Provider>(wire: P, warm: bool) {
     use fanfare::provider::{AdmissionConfig, Stack};
+    // Retried as a user's stack is: llama.cpp's HTTP server may close a kept-alive
+    // connection just as the next call goes out on it ("connection closed before
+    // message completed", once in CI), and a retry reads the cache all the same.
     let (provider, _) = Stack::new()
         .stream(warm)
         .admission(AdmissionConfig {
@@ -436,6 +439,7 @@ async fn read_from_the_cache<P: Provider>(wire: P, warm: bool) {
             adaptive: false,
             ..AdmissionConfig::default()
         })
+        .retry(ExponentialBackoff::default())
         .build(wire);
     let specs: Vec<AgentSpec> = fanfare_agents::perspectives()
         .unwrap()
