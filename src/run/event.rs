@@ -98,6 +98,9 @@ pub enum RunEvent {
         run: RunId,
         /// Inputs to the merge.
         branches_ok: usize,
+        /// When, since the run started (0 in journals of older versions).
+        #[serde(default, with = "secs")]
+        at: Duration,
     },
     /// More text of the final merge call's answer, as it streams (a live preview).
     SynthesisDelta {
@@ -118,6 +121,9 @@ pub enum RunEvent {
         /// which read back the same).
         #[serde(with = "merged")]
         result: Result<String, SynthesisError>,
+        /// When, since the run started (0 in journals of older versions).
+        #[serde(default, with = "secs")]
+        at: Duration,
     },
     /// The run is over; the report follows on the reply.
     RunFinished {
@@ -174,6 +180,7 @@ mod merged {
             let event = RunEvent::SynthesisFinished {
                 run: RunId(1),
                 result: Ok("merged".into()),
+                at: std::time::Duration::ZERO,
             };
             let json = serde_json::to_value(&event).unwrap();
             assert_eq!(json["result"], serde_json::json!({"text": "merged"}));

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, App};
-use crate::journal::{RunRow, Status};
+use crate::journal::{RunRow, RunSummary, Status};
 use crate::runs::{CancelError, SubmitError};
 use crate::spec::RunSpec;
 
@@ -40,6 +40,26 @@ fn view(row: &RunRow) -> Value {
         "created_at_ms": row.created_ms,
         "updated_at_ms": row.updated_ms,
         "error": row.error,
+    })
+}
+
+/// A run as the run list shows it: the summary, what it was asked (the first
+/// characters of its input, its workflow) and, once it has a report, its figures.
+fn summary(row: &RunSummary) -> Value {
+    let f = row.figures;
+    json!({
+        "id": format!("run-{}", row.id),
+        "status": row.status,
+        "created_at_ms": row.created_ms,
+        "updated_at_ms": row.updated_ms,
+        "error": row.error,
+        "input_head": row.input_head,
+        "workflow": row.workflow,
+        "branches": f.map(|f| f.branches),
+        "branches_ok": f.map(|f| f.branches_ok),
+        "tokens": f.map(|f| f.tokens),
+        "cost_usd": f.and_then(|f| f.cost_usd),
+        "wall_s": f.map(|f| f.wall_ms as f64 / 1000.0),
     })
 }
 
@@ -248,7 +268,7 @@ pub(super) async fn list(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("run-{}", r.id)))
         .flatten();
-    let runs: Vec<Value> = rows.iter().map(view).collect();
+    let runs: Vec<Value> = rows.iter().map(summary).collect();
     Ok(Json(json!({ "runs": runs, "next": next })))
 }
 

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// Each migration, in order; never edit one that has shipped, add the next.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs and their events.
     "CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,6 +37,31 @@ const MIGRATIONS: &[&str] = &[
         learned_at_unix_s INTEGER NOT NULL,
         PRIMARY KEY (endpoint, model)
     ) WITHOUT ROWID;",
+    // 3: what the run list shows of each run, so that a list reads neither requests
+    // nor reports (a list of 500 runs read them all whole); filled in for the runs
+    // already there.
+    "ALTER TABLE runs ADD COLUMN input_head TEXT;
+    ALTER TABLE runs ADD COLUMN workflow TEXT;
+    ALTER TABLE runs ADD COLUMN branches INTEGER;
+    ALTER TABLE runs ADD COLUMN branches_ok INTEGER;
+    ALTER TABLE runs ADD COLUMN tokens INTEGER;
+    ALTER TABLE runs ADD COLUMN cost_usd REAL;
+    ALTER TABLE runs ADD COLUMN wall_ms INTEGER;
+    UPDATE runs SET input_head = substr(json_extract(spec, '$.input'), 1, 120),
+        workflow = json_extract(spec, '$.workflow')
+        WHERE json_valid(spec);
+    UPDATE runs SET
+        branches = (SELECT count(*) FROM json_each(report, '$.branches') AS b
+            LEFT JOIN json_each(b.value, '$.items') AS i),
+        branches_ok = (SELECT count(*) FROM json_each(report, '$.branches') AS b
+            LEFT JOIN json_each(b.value, '$.items') AS i
+            WHERE coalesce(json_extract(i.value, '$.outcome.status'),
+                           json_extract(b.value, '$.outcome.status')) = 'ok'),
+        tokens = json_extract(report, '$.totals.usage.input_tokens')
+            + json_extract(report, '$.totals.usage.output_tokens'),
+        cost_usd = json_extract(report, '$.totals.cost_usd'),
+        wall_ms = CAST(round(json_extract(report, '$.wall_s') * 1000) AS INTEGER)
+        WHERE report IS NOT NULL AND json_valid(report);",
 ];
 
 /// The schema version this build writes.

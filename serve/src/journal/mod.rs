@@ -29,9 +29,13 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 
 pub use limits::KEEP_EVERY;
 pub use migrations::MigrationError;
-pub use types::{EventRow, Inserted, JournalError, RunRow, Status};
+pub use types::{
+    EventRow, Figures, Inserted, JournalError, RunRow, RunSummary, Status, StoredReport, INPUT_HEAD,
+};
 
-use rows::{event_row, run_row, with_status, RUN_COLUMNS};
+use rows::{
+    event_row, run_row, summary_row, summary_status, with_status, RUN_COLUMNS, SUMMARY_COLUMNS,
+};
 use writer::{group_commit, Applied, Pending, Write};
 
 /// The journal; cheap to clone, every clone is the same file.
@@ -217,7 +221,7 @@ impl Journal {
         &self,
         run: i64,
         status: Status,
-        report: Option<String>,
+        report: Option<StoredReport>,
         error: Option<String>,
     ) -> Result<(), JournalError> {
         self.write(Write::Finish {
@@ -277,37 +281,37 @@ impl Journal {
     /// Up to `limit` runs, newest first, older than `before` (an id) when given, of
     /// one status when given. A row this build cannot read (a status it does not
     /// know, a damaged column) is left out with a warning: one such row made the
-    /// whole list fail.
+    /// whole list fail. Only what [`RunSummary`] holds is read.
     pub async fn list(
         &self,
         status: Option<Status>,
         before: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<RunRow>, JournalError> {
+    ) -> Result<Vec<RunSummary>, JournalError> {
         self.call(move |conn| {
             let before = before.unwrap_or(i64::MAX);
             // One statement per shape, so that each uses its index: `(status, id)`
             // with a status (an `?1 IS NULL OR` in one statement scanned the table).
-            let rows: Vec<rusqlite::Result<(RunRow, String)>> = match status {
+            let rows: Vec<rusqlite::Result<(RunSummary, String)>> = match status {
                 Some(status) => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 AND id < ?2 \
+                        "SELECT {SUMMARY_COLUMNS} FROM runs WHERE status = ?1 AND id < ?2 \
                          ORDER BY id DESC LIMIT ?3"
                     ))?;
-                    let rows = stmt.query_map(params![status.as_str(), before, limit], run_row)?;
+                    let rows = stmt.query_map(params![status.as_str(), before, limit], summary_row)?;
                     rows.collect()
                 }
                 None => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                        "SELECT {SUMMARY_COLUMNS} FROM runs WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
                     ))?;
-                    let rows = stmt.query_map(params![before, limit], run_row)?;
+                    let rows = stmt.query_map(params![before, limit], summary_row)?;
                     rows.collect()
                 }
             };
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                match row.map_err(JournalError::from).and_then(with_status) {
+                match row.map_err(JournalError::from).and_then(summary_status) {
                     Ok(row) => out.push(row),
                     Err(e) => tracing::warn!(error = %e, "journal: a run row that cannot be read is left out of the list"),
                 }

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::params;
 
-use super::types::{EventRow, JournalError, RunRow, Status};
+use super::types::{EventRow, Figures, JournalError, RunRow, RunSummary, Status};
 
 pub(super) fn now_ms() -> i64 {
     SystemTime::now()
@@ -32,6 +32,50 @@ pub(super) fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, String
         },
         status,
     ))
+}
+
+/// The columns [`summary_row`] reads: never the request or the report.
+pub(super) const SUMMARY_COLUMNS: &str =
+    "id, status, created_ms, updated_ms, substr(error, 1, 300), \
+     input_head, workflow, branches, branches_ok, tokens, cost_usd, wall_ms";
+
+pub(super) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunSummary, String)> {
+    let status: String = r.get(1)?;
+    let branches: Option<i64> = r.get(7)?;
+    let figures = match branches {
+        None => None,
+        Some(branches) => Some(Figures {
+            branches,
+            branches_ok: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
+            tokens: r.get::<_, Option<i64>>(9)?.unwrap_or(0),
+            cost_usd: r.get(10)?,
+            wall_ms: r.get::<_, Option<i64>>(11)?.unwrap_or(0),
+        }),
+    };
+    Ok((
+        RunSummary {
+            id: r.get(0)?,
+            status: Status::Queued,
+            created_ms: r.get(2)?,
+            updated_ms: r.get(3)?,
+            error: r.get(4)?,
+            input_head: r.get(5)?,
+            workflow: r.get(6)?,
+            figures,
+        },
+        status,
+    ))
+}
+
+/// A summary's stored status, read.
+pub(super) fn summary_status(
+    (mut row, status): (RunSummary, String),
+) -> Result<RunSummary, JournalError> {
+    row.status = Status::parse(&status).ok_or(JournalError::BadStatus {
+        run: row.id,
+        status,
+    })?;
+    Ok(row)
 }
 
 pub(super) fn with_status((mut row, status): (RunRow, String)) -> Result<RunRow, JournalError> {

@@ -16,7 +16,11 @@ async fn a_run_and_its_events_survive_reopening_the_file() {
     j.append_events(id, vec![("branch_finished".into(), "{\"a\":1}".into())])
         .await
         .unwrap();
-    j.finish(id, Status::Succeeded, Some("{\"r\":1}".into()), None)
+    let report = StoredReport {
+        json: "{\"r\":1}".into(),
+        figures: Figures::default(),
+    };
+    j.finish(id, Status::Succeeded, Some(report), None)
         .await
         .unwrap();
     drop(j);
@@ -223,4 +227,86 @@ async fn regression_listing_by_status_uses_the_status_index() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn the_list_shows_what_a_run_was_asked_and_its_figures_without_reading_request_or_report() {
+    let (_dir, j) = open();
+    let long = "é".repeat(500);
+    let spec = serde_json::json!({"input": long, "workflow": "review"}).to_string();
+    let Inserted::New(id) = j.insert_run(spec, None).await.unwrap() else {
+        panic!("not new")
+    };
+    // A request that is not JSON (only tests write one) has no summary, and no error.
+    j.insert_run("not json".into(), None).await.unwrap();
+    let figures = Figures {
+        branches: 4,
+        branches_ok: 2,
+        tokens: 812,
+        cost_usd: Some(0.004),
+        wall_ms: 6_400,
+    };
+    let report = StoredReport {
+        json: "{}".into(),
+        figures,
+    };
+    j.finish(id, Status::Failed, Some(report), Some("why".into()))
+        .await
+        .unwrap();
+    let list = j.list(None, None, 10).await.unwrap();
+    let run = list.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(run.input_head.as_deref(), Some(&"é".repeat(INPUT_HEAD)[..]));
+    assert_eq!(run.workflow.as_deref(), Some("review"));
+    assert_eq!(run.figures, Some(figures));
+    assert_eq!(run.error.as_deref(), Some("why"));
+    let other = list.iter().find(|r| r.id != id).unwrap();
+    assert_eq!((other.input_head.as_deref(), other.figures), (None, None));
+}
+
+#[tokio::test]
+async fn regression_a_journal_of_schema_2_gets_the_list_figures_of_its_runs_filled_in() {
+    // Migration 3 added the list's columns; runs journaled before it show their
+    // input, workflow and report figures all the same.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for m in &migrations::MIGRATIONS[..2] {
+            tx.execute_batch(m).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.commit().unwrap();
+        // Three branches, the second a map step of three items: five rows, three ok.
+        let ok = serde_json::json!({"status": "ok"});
+        let failed = serde_json::json!({"status": "failed"});
+        let report = serde_json::json!({
+            "wall_s": 1.25,
+            "branches": [
+                {"outcome": ok},
+                {"outcome": failed, "items": [{"outcome": ok}, {"outcome": failed}, {"outcome": ok}]},
+                {"outcome": failed},
+            ],
+            "totals": {"usage": {"input_tokens": 100, "output_tokens": 20}, "cost_usd": 0.5}
+        });
+        conn.execute(
+            "INSERT INTO runs (status, spec, created_ms, updated_ms, report) VALUES ('failed', ?1, 1, 2, ?2)",
+            rusqlite::params![r#"{"input": "the plan", "agents": ["a"]}"#, report.to_string()],
+        )
+        .unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    let list = j.list(None, None, 10).await.unwrap();
+    assert_eq!(list[0].input_head.as_deref(), Some("the plan"));
+    assert_eq!(list[0].workflow, None);
+    assert_eq!(
+        list[0].figures,
+        Some(Figures {
+            branches: 5,
+            branches_ok: 3,
+            tokens: 120,
+            cost_usd: Some(0.5),
+            wall_ms: 1_250,
+        })
+    );
 }

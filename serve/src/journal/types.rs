@@ -119,6 +119,58 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
+/// The figures of a run's report that the run list shows, kept in columns beside
+/// it so that a list never reads a report (one of 10,000 branches is ~10 MB).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Figures {
+    /// Branches, whatever their outcome; a map step's items each count (the step
+    /// itself does not), as the page draws them.
+    pub branches: i64,
+    /// Of them, those that succeeded.
+    pub branches_ok: i64,
+    /// Input and output tokens over the branches and the merge.
+    pub tokens: i64,
+    /// What the calls of known price cost, US dollars.
+    pub cost_usd: Option<f64>,
+    /// The run's wall time, milliseconds.
+    pub wall_ms: i64,
+}
+
+/// A report as the journal keeps it: its JSON, and its [`Figures`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredReport {
+    /// The report.
+    pub json: String,
+    /// What the run list shows of it.
+    pub figures: Figures,
+}
+
+/// The longest piece of a run's input, in characters, that a [`RunSummary`] keeps.
+pub const INPUT_HEAD: usize = 120;
+
+/// A run as the run list shows it: never its request or its report, which may be
+/// large (a list of 500 runs read every one of them whole).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Its number (`run-N` on the wire).
+    pub id: i64,
+    /// Where it is.
+    pub status: Status,
+    /// When it was accepted, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it last changed, Unix milliseconds.
+    pub updated_ms: i64,
+    /// Why it failed without a report, or was cancelled or interrupted (its first
+    /// 300 characters).
+    pub error: Option<String>,
+    /// The first [`INPUT_HEAD`] characters of its input.
+    pub input_head: Option<String>,
+    /// Its workflow, by name (`None`: a fan-out to named agents).
+    pub workflow: Option<String>,
+    /// Its report's figures, once it has a report.
+    pub figures: Option<Figures>,
+}
+
 /// One event of a run as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventRow {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension as _};
 
 use super::rows::{append, now_ms, run_row, status_data, with_status, RUN_COLUMNS};
-use super::types::{Inserted, JournalError, Status};
+use super::types::{Inserted, JournalError, Status, StoredReport, INPUT_HEAD};
 
 /// A write the group commit applies.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(super) enum Write {
     Finish {
         run: i64,
         status: Status,
-        report: Option<String>,
+        report: Option<StoredReport>,
         error: Option<String>,
     },
 }
@@ -58,10 +58,15 @@ impl Write {
                         return Ok(Applied::Inserted(Inserted::Existing(with_status(row)?)));
                     }
                 }
+                // What the run list shows of it, taken now (see `RunSummary`).
                 tx.execute(
-                    "INSERT INTO runs (status, spec, idempotency_key, created_ms, updated_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![Status::Queued.as_str(), spec, key, now],
+                    "INSERT INTO runs (status, spec, idempotency_key, created_ms, updated_ms, \
+                     input_head, workflow) \
+                     SELECT ?1, ?2, ?3, ?4, ?4, \
+                     iif(v, substr(json_extract(?2, '$.input'), 1, ?5), NULL), \
+                     iif(v, json_extract(?2, '$.workflow'), NULL) \
+                     FROM (SELECT json_valid(?2) AS v)",
+                    params![Status::Queued.as_str(), spec, key, now, INPUT_HEAD as i64],
                 )?;
                 let id = tx.last_insert_rowid();
                 append(
@@ -97,9 +102,23 @@ impl Write {
                 report,
                 error,
             } => {
+                let figures = report.as_ref().map(|r| r.figures);
                 tx.execute(
-                    "UPDATE runs SET status = ?2, updated_ms = ?3, report = ?4, error = ?5 WHERE id = ?1",
-                    params![run, status.as_str(), now, report, error],
+                    "UPDATE runs SET status = ?2, updated_ms = ?3, report = ?4, error = ?5, \
+                     branches = ?6, branches_ok = ?7, tokens = ?8, cost_usd = ?9, wall_ms = ?10 \
+                     WHERE id = ?1",
+                    params![
+                        run,
+                        status.as_str(),
+                        now,
+                        report.as_ref().map(|r| &r.json),
+                        error,
+                        figures.map(|f| f.branches),
+                        figures.map(|f| f.branches_ok),
+                        figures.map(|f| f.tokens),
+                        figures.and_then(|f| f.cost_usd),
+                        figures.map(|f| f.wall_ms),
+                    ],
                 )?;
                 append(
                     tx,

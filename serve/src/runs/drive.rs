@@ -16,13 +16,34 @@ use fanfare::{RunEvent, RunHandle, RunRequest};
 use tokio::sync::oneshot;
 
 use super::{Runs, Stop};
-use crate::journal::{JournalError, Status};
+use crate::journal::{Figures, JournalError, Status, StoredReport};
 
 /// A report as the journal keeps it, named as the API names its run (the runtime's
-/// own run number means nothing to a client).
-fn report_json(id: i64, mut report: fanfare::RunReport) -> Option<String> {
+/// own run number means nothing to a client), with the figures the run list shows.
+fn report_json(id: i64, mut report: fanfare::RunReport) -> Option<StoredReport> {
     report.run_id = fanfare::agent::RunId(id.unsigned_abs());
-    serde_json::to_string(&report).ok()
+    let t = &report.totals;
+    // Counted as the page draws rows: a map step's items each count, not the step.
+    let (mut branches, mut ok) = (0i64, 0i64);
+    for b in &report.branches {
+        if b.items.is_empty() {
+            branches += 1;
+            ok += i64::from(b.outcome.is_ok());
+        }
+        for item in &b.items {
+            branches += 1;
+            ok += i64::from(item.outcome.is_ok());
+        }
+    }
+    let figures = Figures {
+        branches,
+        branches_ok: ok,
+        tokens: (t.usage.input_tokens + t.usage.output_tokens) as i64,
+        cost_usd: t.cost_usd,
+        wall_ms: report.wall.as_millis() as i64,
+    };
+    let json = serde_json::to_string(&report).ok()?;
+    Some(StoredReport { json, figures })
 }
 
 /// How long a cancelled run has to stop and hand over its report (it stops at once:
@@ -189,6 +210,11 @@ impl Runs {
                 // The runtime's own run number means nothing to a client: name the
                 // run as the API does.
                 value["run"] = serde_json::Value::String(format!("run-{id}"));
+                // Why a branch did not succeed, in one line, as its report will say:
+                // what a client shows without knowing every kind of failure.
+                if let RunEvent::BranchFinished { outcome, .. } = e {
+                    value["error"] = outcome.problem().into();
+                }
                 Some((kind, value.to_string()))
             })
             .collect();

@@ -66,6 +66,34 @@ async fn a_submitted_run_streams_its_branches_then_done_and_keeps_its_report() {
     assert_eq!(run["request"]["agents"], json!(["fast", "slow"]));
     let list: Value = get_json(format!("{}/v1/runs?status=succeeded", s.base)).await;
     assert_eq!(list["runs"][0]["id"], id.as_str());
+    // The list says what each run was asked and how it went, from its report.
+    let listed = &list["runs"][0];
+    assert_eq!(listed["input_head"], "the plan");
+    assert_eq!(
+        listed["workflow"],
+        Value::Null,
+        "a fan-out names no workflow"
+    );
+    assert_eq!(
+        (listed["branches"].as_i64(), listed["branches_ok"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let wall = run["report"]["wall_s"].as_f64().unwrap();
+    assert!(
+        (listed["wall_s"].as_f64().unwrap() - wall).abs() < 0.001,
+        "{listed}"
+    );
+    assert_eq!(
+        listed["tokens"].as_u64(),
+        Some(
+            run["report"]["totals"]["usage"]["input_tokens"]
+                .as_u64()
+                .unwrap()
+                + run["report"]["totals"]["usage"]["output_tokens"]
+                    .as_u64()
+                    .unwrap()
+        )
+    );
     let metrics = client()
         .get(format!("{}/metrics", s.base))
         .send()

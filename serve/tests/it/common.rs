@@ -47,7 +47,8 @@ impl Agent for Held {
 
     async fn run(&self, _ctx: &AgentContext, task: Task) -> AgentReply {
         self.calls.started.fetch_add(1, Ordering::SeqCst);
-        // A task that asks for it fails: a run whose policy is not met.
+        // A task that asks for it fails: a run whose policy is not met (`PLEASE
+        // FAIL`: every agent at once; `fast fails`: that one, after its delay).
         if task.input.contains("PLEASE FAIL") {
             return Err(fanfare::AgentError::Rejected {
                 reason: "asked to fail".to_owned(),
@@ -62,13 +63,22 @@ impl Agent for Held {
         };
         send(format!("{} read: ", self.name));
         tokio::time::sleep(self.delay).await;
+        if task.input.contains(&format!("{} fails", self.name)) {
+            return Err(fanfare::AgentError::Rejected {
+                reason: "asked to fail".to_owned(),
+            });
+        }
         send(task.input.to_string());
         guard.0 = None;
         self.calls.finished.fetch_add(1, Ordering::SeqCst);
-        Ok(AgentOutput::text(format!(
-            "{} read: {}",
-            self.name, task.input
-        )))
+        // Tokens and a priced model, as a provider's answer has: the page and the
+        // run list show what a run cost.
+        let mut out = AgentOutput::text(format!("{} read: {}", self.name, task.input));
+        out.usage.input_tokens = 100 + task.input.len() as u64 / 4;
+        out.usage.output_tokens = 25;
+        out.model = Some("claude-haiku-4-5".to_owned());
+        out.attempts = 1;
+        Ok(out)
     }
 }
 

@@ -66,33 +66,36 @@ async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_b
     until_streamed(&s.base, &id, "event: branch_finished").await;
     let url = format!("{}/#{id}", s.base);
     // Chromium dumps the DOM when its virtual-time budget is spent, which under load
-    // (CI runs both page tests at once on two cores) can come before the page's first
-    // fetch of the run has answered; the run stays live for a minute, so look again.
-    let dom = tokio::task::spawn_blocking(move || {
+    // (CI runs the page tests two at a time on two cores) can come before the page
+    // has read the run's events; the run stays live for a minute, so look again.
+    let (dom, (info, pixels)) = tokio::task::spawn_blocking(move || {
         let mut dom = String::new();
         for _ in 0..5 {
             dom = rendered(&url);
-            if !dom.contains(r#"<div id="run" data-status="">"#) {
+            if dom.contains(r#"data-key="1""#) {
                 break;
             }
         }
-        dom
+        (dom, screenshot(&url, "running"))
     })
     .await
     .unwrap();
+    // The slow branch's bar grows in the colour of a running branch.
+    let running = count(&info, &pixels, [0x2e, 0x86, 0xc1]);
+    assert!(running > 2_000, "{running} pixels of a running bar");
     // The run is live: the fast branch is done, the slow one still running with the
     // first piece of its answer shown.
     assert!(
         dom.contains(r#"<div id="run" data-status="running">"#),
         "{dom}"
     );
-    let fast = dom.split(r#"data-key="0""#).nth(1).unwrap();
+    let fast = row(&dom, "0");
     assert!(fast.starts_with(r#" data-outcome="ok">"#), "{fast}");
     assert!(
         fast.contains(r#"<div class="text">fast read: the plan</div>"#),
         "{fast}"
     );
-    let slow = dom.split(r#"data-key="1""#).nth(1).unwrap();
+    let slow = row(&dom, "1");
     assert!(slow.starts_with(r#" data-outcome="running">"#), "{slow}");
     assert!(
         slow.contains(r#"<div class="text">slow read: </div>"#),
@@ -104,11 +107,70 @@ async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_b
     );
     // The runs list shows it.
     assert!(dom.contains(&format!(r#"data-id="{id}""#)), "{dom}");
+    // The header counts as the branches end; a running run can be cancelled, not
+    // repaired; the bars stand on a time axis.
+    assert_eq!(fact(&dom, "branches"), "1 of 2 ok (1 running)");
+    assert!(
+        dom.contains(r#"<button id="cancel" type="button">Cancel</button>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<button id="repair" type="button" hidden="">"#),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"class="tick""#), "no time axis: {dom}");
     s.stop().await;
 }
 
-/// A screenshot of the page, as RGB(A) pixels, once its script has run.
-fn screenshot(url: &str) -> (png::OutputInfo, Vec<u8>) {
+/// The text of the header's fact `name` (`branches`, `tokens`, `cost`, …).
+fn fact(dom: &str, name: &str) -> String {
+    let after = dom
+        .split(&format!(r#"data-fact="{name}""#))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fact `{name}`: {dom}"));
+    let text = &after[after.find('>').unwrap() + 1..];
+    text[..text.find("</dd>").unwrap()].to_owned()
+}
+
+/// The markup of the row `key` (`0`, `1.2` for a map's item, `merge`).
+fn row<'a>(dom: &'a str, key: &str) -> &'a str {
+    let after = dom
+        .split(&format!(r#"data-key="{key}""#))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no row `{key}`: {dom}"));
+    &after[..after.find("data-key=").unwrap_or(after.len())]
+}
+
+/// The page of run `id` once its script has run: its DOM and a screenshot.
+async fn page(base: &str, id: &str, name: &'static str) -> (String, (png::OutputInfo, Vec<u8>)) {
+    let url = format!("{base}/#{id}");
+    tokio::task::spawn_blocking(move || {
+        let mut dom = String::new();
+        // See the live page test: under load the first dump can come too early.
+        for _ in 0..5 {
+            dom = rendered(&url);
+            if dom.contains(r#"class="tick""#) {
+                break;
+            }
+        }
+        (dom, screenshot(&url, name))
+    })
+    .await
+    .unwrap()
+}
+
+/// Cost as the page writes it.
+fn money(usd: f64) -> String {
+    if usd < 0.01 {
+        format!("${usd:.4}")
+    } else {
+        format!("${usd:.2}")
+    }
+}
+
+/// A screenshot of the page, as RGB(A) pixels, once its script has run; kept as
+/// `$FANFARE_KEEP_SCREENSHOTS/NAME.png` when that is set, to be looked at.
+fn screenshot(url: &str, name: &str) -> (png::OutputInfo, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("page.png");
     let flags = [
@@ -117,8 +179,12 @@ fn screenshot(url: &str) -> (png::OutputInfo, Vec<u8>) {
         format!("--screenshot={}", shot.display()),
     ];
     chromium(dir.path(), url, &flags);
-    if let Ok(keep) = std::env::var("FANFARE_KEEP_SCREENSHOT") {
-        std::fs::copy(&shot, keep).unwrap();
+    if let Ok(keep) = std::env::var("FANFARE_KEEP_SCREENSHOTS") {
+        std::fs::copy(
+            &shot,
+            std::path::Path::new(&keep).join(format!("{name}.png")),
+        )
+        .unwrap();
     }
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
     let mut reader = decoder.read_info().unwrap();
@@ -139,7 +205,7 @@ fn count(info: &png::OutputInfo, pixels: &[u8], rgb: [u8; 3]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
-async fn a_screenshot_of_a_finished_run_shows_its_bars_in_the_colour_of_success() {
+async fn a_finished_run_shows_its_reports_numbers_bars_in_the_colour_of_success_and_its_merge() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("j.db"), Options::default()).await;
     let (_, body) = submit(
@@ -149,16 +215,183 @@ async fn a_screenshot_of_a_finished_run_shows_its_bars_in_the_colour_of_success(
     .await;
     let id = body["id"].as_str().unwrap().to_owned();
     until_status(&s.base, &id, "succeeded").await;
-    let url = format!("{}/#{id}", s.base);
-    let (info, pixels) = tokio::task::spawn_blocking(move || screenshot(&url))
-        .await
-        .unwrap();
+    let report = get(&s.base, &id).await["report"].clone();
+    let (dom, (info, pixels)) = page(&s.base, &id, "finished").await;
+    // The header's figures are the report's.
+    let usage = &report["totals"]["usage"];
+    let (input, output) = (
+        usage["input_tokens"].as_u64().unwrap(),
+        usage["output_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(fact(&dom, "branches"), "2 of 2 ok");
+    assert_eq!(
+        fact(&dom, "tokens"),
+        format!("{} ({input} in, {output} out)", input + output)
+    );
+    let cost = report["totals"]["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0);
+    assert_eq!(fact(&dom, "cost"), money(cost));
+    assert_eq!(fact(&dom, "workflow"), "fan-out to fast, slow");
+    // The policy the run ran under (the server's default: none was asked for).
+    let policy = match report["policy"]["kind"].as_str() {
+        Some("fail_fast") => "fail-fast",
+        _ => "partial",
+    };
+    assert!(fact(&dom, "policy").starts_with(policy), "{dom}");
+    // Each branch: its duration, tokens, cost and attempts.
+    let fast = &report["branches"][0];
+    let tok = fast["usage"]["input_tokens"].as_u64().unwrap()
+        + fast["usage"]["output_tokens"].as_u64().unwrap();
+    let stats = row(&dom, "0");
+    assert!(
+        stats.contains(&format!(
+            "{tok} tok · {} · 1 attempt",
+            money(fast["cost_usd"].as_f64().unwrap())
+        )),
+        "{stats}"
+    );
+    // The merge has its row; nothing to cancel or repair.
+    assert!(row(&dom, "merge").contains("merge (code)"), "{dom}");
+    assert!(
+        dom.contains(r#"<button id="cancel" type="button" hidden="">"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<button id="repair" type="button" hidden="">"#),
+        "{dom}"
+    );
+    // The run list: what it was asked, how it went.
+    let listed = dom.split(&format!(r#"data-id="{id}""#)).nth(1).unwrap();
+    assert!(
+        listed.contains("the plan") && listed.contains("2/2 ok"),
+        "{listed}"
+    );
     let ok = count(&info, &pixels, [0x2e, 0x8b, 0x57]);
     let running = count(&info, &pixels, [0x2e, 0x86, 0xc1]);
-    // Two finished bars (and the run's badge) in green, hundreds of pixels each; no
-    // bar left in the colour of a branch still running.
+    // Two finished bars (and the run's badges) in green, hundreds of pixels each; no
+    // bar left in the colour of a branch still running (the legend's swatch is
+    // ~120 pixels).
     assert!(ok > 2_000, "{ok} green pixels");
-    assert_eq!(running, 0, "{running} pixels of a running bar");
+    assert!(running < 300, "{running} pixels of a running bar");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
+async fn a_run_that_missed_its_quorum_shows_why_each_branch_failed_and_offers_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "slow fails", "agents": ["fast", "slow"], "policy": "partial:2", "merge": "none"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "failed").await;
+    let (dom, (info, pixels)) = page(&s.base, &id, "failed-partial").await;
+    assert_eq!(fact(&dom, "branches"), "1 of 2 ok");
+    assert!(fact(&dom, "policy").contains("quorum 2"), "{dom}");
+    assert!(fact(&dom, "why").contains("quorum"), "{dom}");
+    let slow = row(&dom, "1");
+    assert!(slow.starts_with(r#" data-outcome="failed">"#), "{slow}");
+    assert!(
+        slow.contains("asked to fail"),
+        "the error text is shown: {slow}"
+    );
+    assert!(row(&dom, "0").contains("fast read: slow fails"), "{dom}");
+    assert!(
+        dom.contains(r#"<button id="repair" type="button">Repair</button>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<button id="cancel" type="button" hidden="">"#),
+        "{dom}"
+    );
+    // `fast` took a millisecond of the run's ~50: a sliver of green beside the
+    // legend's swatch (~120 pixels); `slow`'s bar is red, the whole width.
+    let ok = count(&info, &pixels, [0x2e, 0x8b, 0x57]);
+    let failed = count(&info, &pixels, [0xc0, 0x39, 0x2b]);
+    assert!(
+        ok > 150 && failed > 3_000,
+        "{ok} green, {failed} red pixels"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
+async fn a_fail_fast_run_shows_the_branch_that_ended_it_and_the_ones_it_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        &dir.path().join("j.db"),
+        Options {
+            slow: Duration::from_secs(60),
+            drain: Duration::ZERO,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "fast fails", "agents": ["fast", "slow"], "policy": "fail-fast", "merge": "none"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "failed").await;
+    let (dom, (info, pixels)) = page(&s.base, &id, "fail-fast").await;
+    assert!(fact(&dom, "policy").starts_with("fail-fast"), "{dom}");
+    assert_eq!(fact(&dom, "branches"), "0 of 2 ok");
+    assert!(
+        row(&dom, "0").starts_with(r#" data-outcome="failed">"#),
+        "{dom}"
+    );
+    let slow = row(&dom, "1");
+    assert!(slow.starts_with(r#" data-outcome="cancelled">"#), "{slow}");
+    assert!(slow.contains("fail-fast"), "why it was cancelled: {slow}");
+    assert!(
+        dom.contains(r#"<button id="repair" type="button">Repair</button>"#),
+        "{dom}"
+    );
+    let failed = count(&info, &pixels, [0xc0, 0x39, 0x2b]);
+    let cancelled = count(&info, &pixels, [0x7f, 0x8c, 0x8d]);
+    assert!(
+        failed > 300 && cancelled > 1_000,
+        "{failed} red, {cancelled} grey pixels"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
+async fn a_map_run_shows_a_row_per_item_then_the_step_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("j.db"), Options::default()).await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "the plan", "workflow": "each", "items": ["one", "fast fails", "three"]}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, "succeeded").await;
+    let (dom, (info, pixels)) = page(&s.base, &id, "map").await;
+    assert_eq!(fact(&dom, "workflow"), "each");
+    assert_eq!(fact(&dom, "items"), "3 given");
+    assert_eq!(fact(&dom, "branches"), "3 of 4 ok");
+    for (key, label, outcome) in [
+        ("0.0", "per #1", "ok"),
+        ("0.1", "per #2", "failed"),
+        ("0.2", "per #3", "ok"),
+        ("1", "all", "ok"),
+    ] {
+        let r = row(&dom, key);
+        assert!(
+            r.starts_with(&format!(r#" data-outcome="{outcome}">"#)),
+            "{key}: {r}"
+        );
+        assert!(r.contains(&format!(r#"title="{label}""#)), "{key}: {r}");
+    }
+    let ok = count(&info, &pixels, [0x2e, 0x8b, 0x57]);
+    assert!(ok > 3_000, "{ok} green pixels");
     s.stop().await;
 }
 

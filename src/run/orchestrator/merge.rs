@@ -33,13 +33,14 @@ impl Merge<'_> {
         strategy: MergeStrategy,
         inputs: Vec<MergeBranch>,
     ) -> SynthesisRecord {
+        let start = self.started.elapsed();
         if let Some(events) = self.events {
             let _ = events.send(RunEvent::SynthesisStarted {
                 run: self.run,
                 branches_ok: inputs.iter().filter(|b| b.is_ok()).count(),
+                at: start,
             });
         }
-        let start = self.started.elapsed();
         let label = strategy.label();
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let request = MergeRequest {
@@ -71,6 +72,7 @@ impl Merge<'_> {
                 }
             }
         };
+        let end = self.started.elapsed();
         if let Some(events) = self.events {
             let _ = events.send(RunEvent::SynthesisFinished {
                 run: self.run,
@@ -78,13 +80,14 @@ impl Merge<'_> {
                     .as_ref()
                     .map(|s| s.text.clone())
                     .map_err(Clone::clone),
+                at: end,
             });
         }
         SynthesisRecord {
             strategy: label,
             result,
             start,
-            end: self.started.elapsed(),
+            end,
         }
     }
 }
