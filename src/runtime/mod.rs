@@ -365,6 +365,11 @@ impl Fanfare {
         self.supervision_events.subscribe()
     }
 
+    /// The prices its reports cost calls at.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
     /// Names of the registered specialists, sorted.
     pub fn agents(&self) -> Vec<String> {
         self.roster.names()

@@ -147,7 +147,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         }
     };
     let mut handle = fanfare.start_run(request);
-    let mut live = Live::new();
+    let mut live = Live::new(fanfare.prices().clone());
     let mut events_open = true;
     let outcome = tokio::select! {
         r = async {

@@ -141,7 +141,7 @@ pub async fn watch(id: &str, json: bool, client: &ClientArgs) -> anyhow::Result<
 /// Shows run `id` live until it ends, then prints its report. Reconnects (with
 /// `Last-Event-ID`) when the stream drops, as long as the server answers.
 async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
-    let mut live = Live::new();
+    let mut live = Live::new(fanfare::provider::PriceTable::default());
     let mut last: u64 = 0;
     let mut failures = 0;
     'stream: loop {

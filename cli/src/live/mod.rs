@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
+use fanfare::provider::PriceTable;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 mod progress;
@@ -29,7 +30,8 @@ struct Row {
 /// The live view of one run.
 pub struct Live {
     multi: Option<MultiProgress>,
-    /// The overall line under the rows (a terminal only): `3/4 · 6.4s · 812 tok`.
+    /// The overall line under the rows (a terminal only): `3/4 · 6.4s · 812 tok ·
+    /// $0.0040`.
     overall: Option<ProgressBar>,
     /// ✓ green and ✗ red: a terminal, and `NO_COLOR` not set.
     colour: bool,
@@ -39,13 +41,18 @@ pub struct Live {
     dispatched: usize,
     ended: usize,
     tokens: u64,
+    /// What the ended ones cost, at `prices`; whether one's model had no price.
+    prices: PriceTable,
+    cost: f64,
+    unpriced: bool,
 }
 
 impl Live {
     /// Spinners when stderr, where they are drawn, is a terminal (stdout may go to a
     /// file: `fanfare run … > report.md` still shows the run live, as cargo does);
-    /// plain lines otherwise.
-    pub fn new() -> Self {
+    /// plain lines otherwise. Calls are costed at `prices` (a server's own may
+    /// differ: its report's cost is the one that counts).
+    pub fn new(prices: PriceTable) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let multi = terminal.then(MultiProgress::new);
         let overall = multi.as_ref().map(|m| {
@@ -65,19 +72,32 @@ impl Live {
             dispatched: 0,
             ended: 0,
             tokens: 0,
+            prices,
+            cost: 0.0,
+            unpriced: false,
         }
     }
 
-    /// The overall line: branches ended of started, time, tokens.
+    /// The overall line: branches ended of started, time, tokens, cost.
+    fn overall_line(&self) -> String {
+        let mut line = format!(
+            "{}/{} · {:.1}s · {} tok",
+            self.ended,
+            self.dispatched,
+            self.at(),
+            self.tokens
+        );
+        if self.cost > 0.0 || self.unpriced {
+            // `+`: some calls used a model with no known price.
+            let more = if self.unpriced { "+" } else { "" };
+            line.push_str(&format!(" · ${:.4}{more}", self.cost));
+        }
+        line
+    }
+
     fn update_overall(&self) {
         if let Some(bar) = &self.overall {
-            bar.set_message(format!(
-                "{}/{} · {:.1}s · {} tok",
-                self.ended,
-                self.dispatched,
-                self.at(),
-                self.tokens
-            ));
+            bar.set_message(self.overall_line());
         }
     }
 
@@ -190,13 +210,20 @@ impl Live {
                 outcome,
                 late,
                 at,
-                tokens,
+                usage,
+                model,
             } => {
                 let ended = self.anchor(at);
                 if key != "merge" {
                     self.ended += 1;
                 }
-                self.tokens += tokens;
+                self.tokens += usage.total();
+                if usage.total() > 0 {
+                    match model.and_then(|m| self.prices.cost(&m, &usage)) {
+                        Some(usd) => self.cost += usd,
+                        None => self.unpriced = true,
+                    }
+                }
                 self.update_overall();
                 let late = if late { " (late, after the merge)" } else { "" };
                 let mark = if outcome == "ok" {
@@ -256,7 +283,9 @@ impl Live {
                     outcome: if ok { "ok" } else { "failed" }.to_owned(),
                     late: false,
                     at: None,
-                    tokens: 0,
+                    // The merge event carries no usage: the report counts it.
+                    usage: fanfare::provider::Usage::default(),
+                    model: None,
                 });
             }
         }
@@ -280,6 +309,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fanfare::provider::Usage;
 
     fn plain(colour: bool) -> Live {
         Live {
@@ -291,6 +321,9 @@ mod tests {
             dispatched: 0,
             ended: 0,
             tokens: 0,
+            prices: PriceTable::default(),
+            cost: 0.0,
+            unpriced: false,
         }
     }
 
@@ -317,9 +350,37 @@ mod tests {
             outcome: "ok".into(),
             late: false,
             at: None,
-            tokens: 812,
+            usage: Usage {
+                input_tokens: 800,
+                output_tokens: 12,
+                ..Usage::default()
+            },
+            model: Some("claude-haiku-4-5".into()),
         });
         assert_eq!((live.ended, live.dispatched, live.tokens), (1, 2, 812));
+        // 800 × $1/M + 12 × $5/M.
+        assert!(
+            live.overall_line().ends_with("812 tok · $0.0009"),
+            "{}",
+            live.overall_line()
+        );
+        live.show(Progress::Finished {
+            key: "1".into(),
+            label: "1".into(),
+            outcome: "ok".into(),
+            late: false,
+            at: None,
+            usage: Usage {
+                input_tokens: 10,
+                ..Usage::default()
+            },
+            model: Some("a-model-of-no-known-price".into()),
+        });
+        assert!(
+            live.overall_line().ends_with("822 tok · $0.0009+"),
+            "{}",
+            live.overall_line()
+        );
     }
 
     #[test]

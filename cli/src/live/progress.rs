@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fanfare::provider::Usage;
 use fanfare::RunEvent;
 use serde_json::Value;
 
@@ -32,14 +33,15 @@ pub enum Progress {
         error: String,
         wait: Duration,
     },
-    /// A branch ended (`at`: as for `Started`), having used `tokens`.
+    /// A branch ended (`at`: as for `Started`), having used `usage` of `model`.
     Finished {
         key: String,
         label: String,
         outcome: String,
         late: bool,
         at: Option<Duration>,
-        tokens: u64,
+        usage: Usage,
+        model: Option<String>,
     },
     /// The merge began.
     MergeStarted { inputs: usize },
@@ -107,7 +109,8 @@ impl Progress {
                     outcome: outcome.label().to_owned(),
                     late: *late,
                     at: Some(*at),
-                    tokens: outcome.output().map_or(0, |o| o.usage.total()),
+                    usage: outcome.output().map_or_else(Usage::default, |o| o.usage),
+                    model: outcome.output().and_then(|o| o.model.clone()),
                 }
             }
             RunEvent::BranchRetrying {
@@ -187,10 +190,9 @@ impl Progress {
                     outcome: v["outcome"]["status"].as_str().unwrap_or("?").to_owned(),
                     late: v["late"].as_bool().unwrap_or(false),
                     at,
-                    tokens: ["input_tokens", "output_tokens"]
-                        .iter()
-                        .filter_map(|k| v["outcome"]["usage"][k].as_u64())
-                        .sum(),
+                    usage: serde_json::from_value(v["outcome"]["usage"].clone())
+                        .unwrap_or_default(),
+                    model: v["outcome"]["model"].as_str().map(str::to_owned),
                 }
             }
             "synthesis_started" => Progress::MergeStarted {
@@ -233,7 +235,8 @@ mod tests {
                     outcome: "timed_out".into(),
                     late: true,
                     at: None,
-                    tokens: 0,
+                    usage: Usage::default(),
+                    model: None,
                 }),
             ),
             (
