@@ -55,11 +55,19 @@ use clap::Parser as _;
 /// interrupted by Ctrl-C / SIGTERM.
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A panicking agent is caught and recorded as a failed branch; say so in one line
-    // rather than with a backtrace in the middle of the output.
+    // A panicking agent is caught and recorded as a failed branch, with a warning
+    // that says so: the hook leaves those to it (it printed them a second time).
+    // Any other panic is told in one line, through the live view if one is drawn.
     std::panic::set_hook(Box::new(|info| {
+        if fanfare::agent::panic_is_caught() {
+            return;
+        }
         let what = info.payload_as_str().unwrap_or("non-string panic payload");
-        eprintln!("fanfare: caught a panic ({what}); the branch is recorded as failed");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        live::console::write(format!("fanfare: panicked{at}: {what}\n").as_bytes());
     }));
     // Benchmarks provoke what other commands warn about (panics, restarts): quieter.
     let default_level = if matches!(cli.command, Command::Bench { .. }) {
@@ -72,7 +80,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        // Through the live view while one is drawn, so that a line does not tear it.
+        .with_writer(live::console::Lines)
         // Colour codes only on a terminal, never into a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

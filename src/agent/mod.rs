@@ -55,7 +55,8 @@ use crate::provider::{Completion, Provider, ProviderError, Usage};
 
 pub(crate) use actor::AgentActor;
 pub use actor::AgentMsg;
-pub(crate) use intake::{Intake, Notice, Ran};
+pub use intake::panic_is_caught;
+pub(crate) use intake::{caught, caught_now, Intake, Notice, Ran};
 pub use task::{BranchId, RunId, Task, UpstreamOutput};
 
 /// What a specialist produced.

@@ -106,8 +106,7 @@ fn guarded(
     item: Option<usize>,
     branch: impl Future<Output = Ended>,
 ) -> impl Future<Output = TaskEnd> {
-    AssertUnwindSafe(branch)
-        .catch_unwind()
+    crate::agent::caught(AssertUnwindSafe(branch).catch_unwind())
         .map(move |ended| ended.map_err(|_panic| Panicked { index, item }))
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use fanfare::provider::PriceTable;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+pub mod console;
 mod progress;
 
 pub use progress::Progress;
@@ -55,6 +56,9 @@ impl Live {
     pub fn new(prices: PriceTable) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let multi = terminal.then(MultiProgress::new);
+        if let Some(view) = &multi {
+            console::attach(view);
+        }
         let overall = multi.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
             if let Ok(style) = ProgressStyle::with_template("{msg}") {
@@ -302,6 +306,15 @@ impl Live {
         self.update_overall();
         if let Some(bar) = self.overall.take() {
             bar.finish();
+        }
+        console::detach();
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.multi.is_some() {
+            console::detach();
         }
     }
 }

@@ -299,6 +299,7 @@ impl Ticket {
             let span =
                 tracing::debug_span!("branch", branch = %task.branch, agent = %self.intake.agent);
             let work = AssertUnwindSafe((self.intake.run)(task)).catch_unwind();
+            let work = caught(work);
             tracing::Instrument::instrument(Abortable::new(work, registration), span)
         });
         async move {
@@ -322,6 +323,28 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.intake.leave(self.id);
     }
+}
+
+tokio::task_local! {
+    /// Set while an agent's work is polled: a panic there is caught and answered.
+    static CAUGHT: ();
+}
+
+/// `work`, marked as work whose panics fanfare catches (see [`panic_is_caught`]).
+pub(crate) fn caught<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    CAUGHT.scope((), work)
+}
+
+/// `work`, run now, marked as [`caught`] marks a future.
+pub(crate) fn caught_now<R>(work: impl FnOnce() -> R) -> R {
+    CAUGHT.sync_scope((), work)
+}
+
+/// True when a panic raised here now will be caught by fanfare and recorded as the
+/// branch's failure (the agent's own work is running on this thread): a process's
+/// panic hook can leave such panics to the report instead of printing them.
+pub fn panic_is_caught() -> bool {
+    CAUGHT.try_with(|_| ()).is_ok()
 }
 
 /// A panic's payload as text.

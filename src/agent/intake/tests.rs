@@ -200,3 +200,22 @@ async fn a_panicking_agent_is_answered_as_panicked_and_its_ticket_leaves() {
     // Unsupervised: nothing to retire to, so it carries on.
     assert!(intake.enter().is_some());
 }
+
+#[tokio::test]
+async fn a_panic_hook_can_tell_a_panic_fanfare_will_catch_from_one_it_will_not() {
+    // The CLI printed an agent's panic from its hook and again from the warning
+    // that records it; its hook now leaves the caught ones to the warning.
+    let run: Box<RunFn> = Box::new(|_task| {
+        Box::pin(async {
+            Ok(crate::agent::AgentOutput::text(
+                panic_is_caught().to_string(),
+            ))
+        })
+    });
+    let intake = Arc::new(Intake::new("asks", run, None));
+    match intake.enter().expect("admitted").run(task()).await {
+        Ran::Replied(Ok(out)) => assert_eq!(out.text, "true", "inside an agent's work"),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+    assert!(!panic_is_caught(), "outside it");
+}

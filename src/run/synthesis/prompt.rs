@@ -129,18 +129,20 @@ pub(crate) fn select_best(
     scorer: &Scorer,
     branches: &[MergeBranch],
 ) -> Result<Synthesis, SynthesisError> {
-    let pick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut best: Option<(&MergeBranch, &str, f64)> = None;
-        for b in branches {
-            if let Some(text) = b.text() {
-                let score = (scorer.0)(&b.agent, text);
-                if best.is_none_or(|(_, _, s)| score > s) {
-                    best = Some((b, text, score));
+    let pick = crate::agent::caught_now(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut best: Option<(&MergeBranch, &str, f64)> = None;
+            for b in branches {
+                if let Some(text) = b.text() {
+                    let score = (scorer.0)(&b.agent, text);
+                    if best.is_none_or(|(_, _, s)| score > s) {
+                        best = Some((b, text, score));
+                    }
                 }
             }
-        }
-        best.map(|(b, text, _)| (b.agent.clone(), text.to_owned()))
-    }));
+            best.map(|(b, text, _)| (b.agent.clone(), text.to_owned()))
+        }))
+    });
     match pick {
         Err(_) => Err(SynthesisError::ScorerPanicked),
         Ok(None) => Err(SynthesisError::NothingToMerge),
