@@ -270,7 +270,7 @@ fn regression_an_io_error_prints_its_cause_once() {
 }
 
 #[test]
-fn regression_logs_written_to_a_file_have_no_colour_codes() {
+fn regression_logs_written_to_a_file_have_no_colour_codes_and_a_panic_is_told_once() {
     let dir = tempfile::tempdir().unwrap();
     let agents = agents(dir.path(), 1);
     // A panicking agent makes the runtime log a warning.
@@ -291,6 +291,10 @@ fn regression_logs_written_to_a_file_have_no_colour_codes() {
     let err = stderr(&out);
     assert!(err.contains("WARN"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
+    // Told once (the panic hook printed it a second time), and what supervision
+    // did about it is said after the report.
+    assert_eq!(err.matches("injected panic in `a`").count(), 1, "{err}");
+    assert!(err.contains("supervision: `a` restarted 1×"), "{err}");
 }
 
 /// `n` agent specs, `s000`…, one per branch, as a user with many specialists has.

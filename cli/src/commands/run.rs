@@ -165,8 +165,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         Ok(report) => {
             live.finish();
             drop(handle);
+            // What supervision did, before the specialists stop.
+            let supervision = supervision_lines(&fanfare.status().await);
             fanfare.shutdown().await;
-            report?
+            let report = report?;
+            print_report(&args, &report)?;
+            for line in supervision {
+                eprintln!("{line}");
+            }
+            report
         }
         Err(signal) => {
             // Stop the run but keep what had ended: its report is printed as usual
@@ -203,7 +210,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             return Err(Interrupted { signal, what }.into());
         }
     };
-    print_report(&args, &report)?;
     finish_admission(gate.as_ref());
     if let Some(note) = crate::setup::answered_as(default_model.as_deref(), &report) {
         eprintln!("{note}");
@@ -219,6 +225,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// A line for each specialist supervision had to act on during the run: its
+/// restarts, the times its circuit opened, and why it is down, if it is.
+fn supervision_lines(status: &[fanfare::supervision::SpecialistStatus]) -> Vec<String> {
+    status
+        .iter()
+        .filter(|s| s.restarts > 0 || s.escalations > 0 || s.down.is_some())
+        .map(|s| {
+            let mut line = format!("supervision: `{}` restarted {}×", s.name, s.restarts);
+            if s.escalations > 0 {
+                line.push_str(&format!(", its circuit opened {}×", s.escalations));
+            }
+            match &s.down {
+                Some(why) => line.push_str(&format!("; down: {why}")),
+                None => line.push_str("; up (circuit closed)"),
+            }
+            line
+        })
+        .collect()
 }
 
 /// Prints the report on stdout: Markdown, or JSON with `--json`.
