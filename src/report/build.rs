@@ -431,4 +431,23 @@ mod tests {
         let merge_cost = 100.0 * 0.15 / 1e6 + 50.0 * 0.6 / 1e6;
         assert!((t.cost_usd.unwrap() - (0.15 + merge_cost)).abs() < 1e-9);
     }
+
+    #[test]
+    fn a_runs_answer_is_its_merge_else_its_one_final_step() {
+        let prices = PriceTable::default();
+        let merged = RunReport::new(record("gpt-4o-mini"), &prices);
+        assert_eq!(merged.answer(), Some("merged"));
+        // No merge: two branches that nothing waits for are two answers, not one.
+        let mut fan_out = record("gpt-4o-mini");
+        fan_out.synthesis = None;
+        assert_eq!(RunReport::new(fan_out, &prices).answer(), None);
+        // A chain: the step that waits for the other is the answer.
+        let mut chain = record("gpt-4o-mini");
+        chain.synthesis = None;
+        chain.branches.edges = vec![Vec::new(), vec![0]];
+        assert_eq!(
+            RunReport::new(chain, &prices).answer(),
+            Some("unpriced answered")
+        );
+    }
 }

@@ -10,6 +10,7 @@ mod build;
 mod render;
 
 pub(crate) use build::BranchesPart;
+pub use render::printable;
 
 use std::time::Duration;
 
@@ -153,6 +154,28 @@ impl BranchReport {
         self.start
             .map(|s| self.end.saturating_sub(s))
             .unwrap_or_default()
+    }
+}
+
+impl RunReport {
+    /// The run's answer: the merged text; without a merge, the output of its one
+    /// final step (the step no other waits for), when there is exactly one and it
+    /// succeeded. `None` otherwise (a plain fan-out without a merge has one answer
+    /// per branch, not one for the run).
+    pub fn answer(&self) -> Option<&str> {
+        if let Some(s) = &self.synthesis {
+            return s.text.as_deref();
+        }
+        let mut finals = self.branches.iter().filter(|b| {
+            !self
+                .branches
+                .iter()
+                .any(|o| o.depends_on.contains(&b.index))
+        });
+        match (finals.next(), finals.next()) {
+            (Some(last), None) => last.outcome.output().map(|o| o.text.as_str()),
+            _ => None,
+        }
     }
 }
 

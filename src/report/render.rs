@@ -9,7 +9,7 @@ use crate::run::{BranchOutcome, MergeTree, WindowSource};
 
 /// `text` safe to print on a terminal: control characters other than newlines and
 /// tabs (escape sequences could retitle, clear or rewrite the terminal) become `�`.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if text
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')

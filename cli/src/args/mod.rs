@@ -444,15 +444,20 @@ pub struct RunArgs {
 #[derive(clap::Args)]
 pub struct BatchArgs {
     /// Documents to process; each one's text is the task of one run.
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(value_name = "FILE", required_unless_present = "show")]
     pub files: Vec<PathBuf>,
     /// Most documents in flight at once.
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
-    /// Where results go, one JSON line per document, in input order. Documents
-    /// already in it are skipped, so an interrupted batch resumes.
+    /// Where results go, one JSON line per document, as each finishes (its answer is
+    /// printed too). A document already in it with the same content is skipped, so
+    /// an interrupted batch resumes; an edited one runs again.
     #[arg(long, default_value = "results.jsonl", value_name = "F")]
     pub out: PathBuf,
+    /// Print what --out holds, readably (each document's answer, or why it failed;
+    /// the last line for a document counts), and run nothing.
+    #[arg(long, conflicts_with = "retry_failed")]
+    pub show: bool,
     /// On resume, run again the documents whose line says they failed (a new line is
     /// appended; the last line for a document is the one that counts).
     #[arg(long)]

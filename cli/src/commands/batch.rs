@@ -10,7 +10,11 @@
 //! - Every document is read before the first one runs; one that cannot be read (or
 //!   is empty) gets its failed line at once and the others run.
 //! - Each document is named by the path given and identified by its canonical path,
-//!   so `docs/x` and `./docs/x` run once; `--out` may not be one of the inputs.
+//!   so `docs/x` and `./docs/x` run once; `--out` may not be one of the inputs. A
+//!   rerun skips a document whose last line has the same content digest (an edited
+//!   document runs again; lines written before digests were kept match by path).
+//! - Each document's answer (or why it failed) is printed on stdout as it finishes;
+//!   `--show` prints what a results file holds the same way.
 //! - Results are written as documents finish (completion order; each line carries its
 //!   input `index`), one `write` per line on a file opened for appending and locked for
 //!   the batch's lifetime, so a second batch on the same file is refused and a kill
@@ -42,6 +46,9 @@ struct BatchLine {
     /// Its position among the inputs.
     #[serde(default)]
     index: usize,
+    /// The SHA-256 of its text, when it could be read: what a rerun compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -58,6 +65,8 @@ struct Document {
     /// say why).
     key: String,
     path: PathBuf,
+    /// Its text's digest, once it has been read.
+    sha256: Option<String>,
 }
 
 /// The inputs in order, each once (by canonical path).
@@ -80,26 +89,29 @@ fn documents(files: &[PathBuf]) -> Vec<Document> {
             shown: path.display().to_string(),
             key,
             path: path.clone(),
+            sha256: None,
         });
     }
     out
 }
 
-/// Documents already in `out`, by key (so a rerun skips them). The last line for a
-/// document is the one that counts; unreadable lines (an interrupted write) are
-/// ignored, so their documents run again.
-fn already_done(out: &Path, retry_failed: bool) -> anyhow::Result<HashSet<String>> {
+/// The last line of each document in `out`, by key, in the order first seen.
+/// Unreadable lines (an interrupted write) are ignored, so their documents run again.
+fn last_lines(out: &Path) -> anyhow::Result<Vec<(String, BatchLine)>> {
     let text = match std::fs::read_to_string(out) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     };
-    let mut last: HashMap<String, bool> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut last: HashMap<String, BatchLine> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         match serde_json::from_str::<BatchLine>(line) {
             Ok(l) => {
-                let key = l.path.unwrap_or(l.document);
-                last.insert(key, l.status == "succeeded");
+                let key = l.path.clone().unwrap_or_else(|| l.document.clone());
+                if last.insert(key.clone(), l).is_none() {
+                    order.push(key);
+                }
             }
             Err(_) => eprintln!(
                 "fanfare: {}:{}: unreadable line ignored (its document runs again)",
@@ -108,11 +120,68 @@ fn already_done(out: &Path, retry_failed: bool) -> anyhow::Result<HashSet<String
             ),
         }
     }
-    Ok(last
+    Ok(order
         .into_iter()
-        .filter(|(_, ok)| *ok || !retry_failed)
-        .map(|(key, _)| key)
+        .filter_map(|k| last.remove(&k).map(|l| (k, l)))
         .collect())
+}
+
+/// Whether `doc`, whose text now digests to `sha256` (`None`: unreadable), is done
+/// by its last line: it ended (succeeded, or failed without --retry-failed) on the
+/// same content.
+fn is_done(line: Option<&BatchLine>, sha256: Option<&str>, retry_failed: bool) -> bool {
+    let Some(line) = line else { return false };
+    let ended = line.status == "succeeded" || !retry_failed;
+    let same = match (&line.sha256, sha256) {
+        (Some(was), Some(now)) => was == now,
+        // Written before digests were kept, or unreadable then: by path.
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    ended && same
+}
+
+/// What a finished document shows on stdout: its answer, or why there is none.
+fn shown(line: &BatchLine) -> String {
+    let what = match (
+        &line.reason,
+        line.report.as_ref().and_then(RunReport::answer),
+    ) {
+        (None, Some(answer)) => answer.trim().to_owned(),
+        (None, None) => "(no single answer: see the report in the results file)".to_owned(),
+        (Some(reason), _) => format!("({reason})"),
+    };
+    let verdict = if line.reason.is_none() {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    format!(
+        "── {} · {verdict} ──\n{}\n\n",
+        line.document,
+        fanfare::report::printable(&what)
+    )
+}
+
+/// `batch --show`: each document's last line in `out`, readably.
+fn show(out: &Path) -> anyhow::Result<bool> {
+    let lines = last_lines(out)?;
+    if lines.is_empty() {
+        bail!("{} holds no results", out.display());
+    }
+    let failed = lines
+        .iter()
+        .filter(|(_, l)| l.status != "succeeded")
+        .count();
+    for (_, line) in &lines {
+        crate::output::stdout(&shown(line))?;
+    }
+    eprintln!(
+        "{}: {} ok, {failed} failed",
+        out.display(),
+        lines.len() - failed
+    );
+    Ok(failed == 0)
 }
 
 /// The line of a document that ended, with or without a report of its run.
@@ -130,6 +199,7 @@ fn line_for(doc: &Document, outcome: Result<RunReport, String>) -> BatchLine {
         document: doc.shown.clone(),
         path: Some(doc.key.clone()),
         index: doc.index,
+        sha256: doc.sha256.clone(),
         status: status.to_owned(),
         reason,
         report,
@@ -195,8 +265,10 @@ impl Output<'_> {
             .write_all(&bytes)
             .and_then(|()| self.file.flush())
             .with_context(|| format!("writing {}", self.path.display()))?;
+        let answer = shown(line);
         match &self.bar {
             Some(bar) => {
+                bar.suspend(|| crate::output::stdout(&answer))?;
                 bar.set_message(format!("{} ok, {} failed", self.ok, self.failed));
                 bar.inc(1);
             }
@@ -209,6 +281,7 @@ impl Output<'_> {
                     "fanfare: [{}/{}] {}: {verdict}",
                     self.finished, self.total, line.document
                 );
+                crate::output::stdout(&answer)?;
             }
         }
         Ok(())
@@ -217,6 +290,9 @@ impl Output<'_> {
 
 pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     use std::io::IsTerminal;
+    if args.show {
+        return show(&args.out);
+    }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -267,12 +343,19 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
             return Err(e).with_context(|| format!("locking {}", args.out.display()))
         }
     }
-    let done = already_done(&args.out, args.retry_failed)?;
-    let todo: Vec<Document> = documents
-        .into_iter()
-        .filter(|d| !done.contains(&d.key))
-        .collect();
-    let skipped = args.files.len() - todo.len();
+    // Every document is read (its digest says whether it changed since its line).
+    let last: HashMap<String, BatchLine> = last_lines(&args.out)?.into_iter().collect();
+    let mut todo: Vec<(Document, std::io::Result<String>)> = Vec::new();
+    let mut skipped = args.files.len() - documents.len();
+    for mut doc in documents {
+        let text = std::fs::read_to_string(&doc.path);
+        doc.sha256 = text.as_deref().ok().map(fanfare::run::Asked::digest);
+        if is_done(last.get(&doc.key), doc.sha256.as_deref(), args.retry_failed) {
+            skipped += 1;
+        } else {
+            todo.push((doc, text));
+        }
+    }
     let started = std::time::Instant::now();
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(todo.len() as u64);
@@ -297,8 +380,8 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     // Documents that cannot run are written now; the rest are the map's items.
     let mut runnable = Vec::new();
     let mut texts = Vec::new();
-    for doc in todo {
-        match std::fs::read_to_string(&doc.path) {
+    for (doc, text) in todo {
+        match text {
             Err(e) => out.write(&line_for(
                 &doc,
                 Err(format!("cannot read {}: {e}", doc.shown)),

@@ -92,6 +92,17 @@ fn batch_writes_one_line_per_document_with_its_index_and_resumes() {
         let running = spans.iter().filter(|(s, e)| *s <= at && at < *e).count();
         assert!(running <= 2, "{running} documents at once: {spans:?}");
     }
+    // Each document's answer (here the code merge of both agents) is printed as
+    // it finishes, or why it has none.
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    for doc in &docs[..5] {
+        assert!(stdout.contains(&format!("── {doc} · ok ──\n")), "{stdout}");
+    }
+    assert!(stdout.contains("[simulated a]"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("── {} · FAILED ──\n(cannot read", docs[5])),
+        "{stdout}"
+    );
     // Resume: everything already in the file is skipped.
     let again = batch(&[]);
     let stderr = String::from_utf8_lossy(&again.stderr);
@@ -100,6 +111,26 @@ fn batch_writes_one_line_per_document_with_its_index_and_resumes() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
+    // Regression: a resume matched by path, so an edited document was skipped. It
+    // runs again (its new line is the one that counts).
+    std::fs::write(&docs[1], "document number 1, edited").unwrap();
+    let edited = batch(&[]);
+    let stderr = String::from_utf8_lossy(&edited.stderr);
+    assert!(
+        stderr.contains("batch: 1 ok, 0 failed, 5 skipped"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&edited.stdout).contains(&format!("── {} · ok ──", docs[1])));
+    // --show prints what the file holds, the last line of each document.
+    let show = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args(["batch", "--show", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert_eq!(show.status.code(), Some(1), "one document failed");
+    assert_eq!(shown.matches(" ──\n").count(), 6, "{shown}");
+    assert!(String::from_utf8_lossy(&show.stderr).contains(": 5 ok, 1 failed"));
     // --retry-failed runs the failed one again (and only it).
     let retry = batch(&["--retry-failed"]);
     let stderr = String::from_utf8_lossy(&retry.stderr);
