@@ -63,6 +63,7 @@ impl ItemReport {
             reused: r.reused,
             node: r.node,
             usage,
+            asked: r.asked,
         }
     }
 }

@@ -138,6 +138,10 @@ pub struct ItemReport {
     /// The report of the run it made, if its step runs a workflow whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Box<RunReport>>,
+    /// Its input (the item): its SHA-256, and its text when that is at most
+    /// [`Asked::KEPT`](crate::run::Asked::KEPT) bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<crate::run::Asked>,
 }
 
 impl BranchReport {

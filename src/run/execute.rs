@@ -384,6 +384,14 @@ pub(crate) async fn execute(
     for key in reused {
         extras.entry(key).or_default().reused = true;
     }
+    // Each item's input goes in its record, as the run's task does in the report.
+    for (index, texts) in &driver.items {
+        if let Some(r) = records.get_mut(*index) {
+            for (record, text) in r.items.iter_mut().zip(texts.iter()) {
+                record.asked = Some(super::Asked::of(text));
+            }
+        }
+    }
     for ((index, item), extra) in extras {
         let Some(r) = records.get_mut(index) else {
             continue;

@@ -53,6 +53,8 @@ pub(crate) struct ItemRecord {
     pub node: Option<String>,
     /// The run it made, if its step runs a workflow whole.
     pub sub_run: Option<SubRun>,
+    /// Its input (the item), once the map had its items.
+    pub asked: Option<Asked>,
 }
 
 /// The run a branch made by running a workflow whole
@@ -206,11 +208,13 @@ impl Asked {
 
     /// The SHA-256 of `task`, in hex.
     pub fn digest(task: &str) -> String {
-        ring::digest::digest(&ring::digest::SHA256, task.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        use std::fmt::Write as _;
+        let digest = ring::digest::digest(&ring::digest::SHA256, task.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in digest.as_ref() {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 
     /// Whether `task` is the task asked.

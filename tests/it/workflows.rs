@@ -152,6 +152,10 @@ async fn a_map_of_20_items_at_concurrency_10_takes_two_rounds() {
         assert_eq!(item.item, i);
         let text = &item.outcome.output().unwrap().text;
         assert_eq!(text, &format!("summarise: Summarise: doc {i}"));
+        // The report keeps what each item was (it kept only the answers).
+        let asked = item.asked.as_ref().expect("the item's input");
+        assert_eq!(asked.task.as_deref(), Some(&*format!("doc {i}")));
+        assert!(asked.is(&format!("doc {i}")));
     }
     // Never more than ten at once: the second ten start when the first ten end.
     let second_round = b

@@ -8,7 +8,7 @@ use fanfare::run::Reuse;
 use crate::args::RunArgs;
 use crate::live::{Live, Progress};
 use crate::output;
-use crate::plan::{items, request_for};
+use crate::plan::{items, request_for, Plan};
 use crate::setup::{finish_admission, prepare, read_input, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
@@ -148,6 +148,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let mut handle = fanfare.start_run(request);
     let mut live = Live::new(fanfare.prices().clone());
+    // The map over --each's files shows each item by its file.
+    if let (Plan::Workflow(w), false) = (&plan, args.each.is_empty()) {
+        let given = w.steps.iter().find(|s| {
+            s.map
+                .as_ref()
+                .is_some_and(|m| m.over == fanfare::run::workflow::MapOver::Given)
+        });
+        if let (Some(step), Ok(files)) = (given, crate::plan::each_files(&args.each)) {
+            let names = files.iter().map(|p| p.display().to_string()).collect();
+            live.name_items(step.name.clone(), names);
+        }
+    }
     let mut events_open = true;
     let outcome = tokio::select! {
         r = async {

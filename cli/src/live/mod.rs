@@ -46,6 +46,8 @@ pub struct Live {
     prices: PriceTable,
     cost: f64,
     unpriced: bool,
+    /// The step whose map runs over given items, and each item's name (its file).
+    items: Option<(String, Vec<String>)>,
 }
 
 impl Live {
@@ -79,6 +81,31 @@ impl Live {
             prices,
             cost: 0.0,
             unpriced: false,
+            items: None,
+        }
+    }
+
+    /// Names the items of `step`'s map (`--each`'s files) by `names`, in item
+    /// order, rather than by number.
+    pub fn name_items(&mut self, step: String, names: Vec<String>) {
+        self.items = Some((step, names));
+    }
+
+    /// `label` of the row `key`, with its item's name when it has one.
+    fn relabel(&self, key: &str, label: &mut String) {
+        let Some((step, names)) = &self.items else {
+            return;
+        };
+        let Some(k) = key
+            .split_once('.')
+            .and_then(|(_, k)| k.parse::<usize>().ok())
+        else {
+            return;
+        };
+        if let Some(name) = names.get(k) {
+            if *label == format!("{step} #{}", k + 1) {
+                *label = format!("{step} · {name}");
+            }
         }
     }
 
@@ -154,7 +181,11 @@ impl Live {
     }
 
     /// Shows one event.
-    pub fn show(&mut self, p: Progress) {
+    pub fn show(&mut self, mut p: Progress) {
+        if let Some((key, label)) = p.row_mut() {
+            let key = key.to_owned();
+            self.relabel(&key, label);
+        }
         match p {
             Progress::Started { key, label, at } => {
                 let since = self.anchor(at);
@@ -337,7 +368,24 @@ mod tests {
             prices: PriceTable::default(),
             cost: 0.0,
             unpriced: false,
+            items: None,
         }
+    }
+
+    #[test]
+    fn items_of_the_map_over_given_files_are_named_by_their_files() {
+        let mut live = plain(false);
+        live.name_items("documents".into(), vec!["a.md".into(), "b.md".into()]);
+        let mut label = "documents #2".to_owned();
+        live.relabel("0.1", &mut label);
+        assert_eq!(label, "documents · b.md");
+        // Another step's items, and steps, keep their labels.
+        let mut other = "split #2".to_owned();
+        live.relabel("1.1", &mut other);
+        assert_eq!(other, "split #2");
+        let mut step = "documents".to_owned();
+        live.relabel("0", &mut step);
+        assert_eq!(step, "documents");
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub enum Progress {
     MergeFinished { ok: bool },
 }
 
+impl Progress {
+    /// Its row's key and label, if it has a row.
+    pub fn row_mut(&mut self) -> Option<(&str, &mut String)> {
+        match self {
+            Progress::Started { key, label, .. }
+            | Progress::Delta { key, label, .. }
+            | Progress::Retrying { key, label, .. }
+            | Progress::Finished { key, label, .. } => Some((key.as_str(), label)),
+            _ => None,
+        }
+    }
+}
+
 fn key_label(index: u32, item: Option<u32>, agent: &str) -> (String, String) {
     match item {
         None => (index.to_string(), agent.to_owned()),

@@ -361,6 +361,7 @@ impl<'a> Scheduler<'a> {
                         reused: false,
                         node: None,
                         sub_run: None,
+                        asked: None,
                     })
                     .collect(),
                 conflicts: Vec::new(),
