@@ -378,9 +378,9 @@ async fn a_map_run_shows_a_row_per_item_then_the_step_after_it() {
     assert_eq!(fact(&dom, "items"), "3 given");
     assert_eq!(fact(&dom, "branches"), "3 of 4 ok");
     for (key, label, outcome) in [
-        ("0.0", "per #1", "ok"),
-        ("0.1", "per #2", "failed"),
-        ("0.2", "per #3", "ok"),
+        ("0.0", "per #1 · one", "ok"),
+        ("0.1", "per #2 · fast fails", "failed"),
+        ("0.2", "per #3 · three", "ok"),
         ("1", "all", "ok"),
     ] {
         let r = row(&dom, key);
