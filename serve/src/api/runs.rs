@@ -34,12 +34,29 @@ pub(super) fn run_id(text: &str) -> Result<i64, ApiError> {
 
 /// A run as the API lists it.
 fn view(row: &RunRow) -> Value {
+    head(
+        row.id,
+        row.status,
+        row.created_ms,
+        row.updated_ms,
+        &row.error,
+    )
+}
+
+/// What every view of a run starts with.
+fn head(
+    id: i64,
+    status: Status,
+    created_ms: i64,
+    updated_ms: i64,
+    error: &Option<String>,
+) -> Value {
     json!({
-        "id": format!("run-{}", row.id),
-        "status": row.status,
-        "created_at_ms": row.created_ms,
-        "updated_at_ms": row.updated_ms,
-        "error": row.error,
+        "id": format!("run-{id}"),
+        "status": status,
+        "created_at_ms": created_ms,
+        "updated_at_ms": updated_ms,
+        "error": error,
     })
 }
 
@@ -47,20 +64,26 @@ fn view(row: &RunRow) -> Value {
 /// characters of its input, its workflow) and, once it has a report, its figures.
 fn summary(row: &RunSummary) -> Value {
     let f = row.figures;
-    json!({
-        "id": format!("run-{}", row.id),
-        "status": row.status,
-        "created_at_ms": row.created_ms,
-        "updated_at_ms": row.updated_ms,
-        "error": row.error,
-        "input_head": row.input_head,
-        "workflow": row.workflow,
-        "branches": f.map(|f| f.branches),
-        "branches_ok": f.map(|f| f.branches_ok),
-        "tokens": f.map(|f| f.tokens),
-        "cost_usd": f.and_then(|f| f.cost_usd),
-        "wall_s": f.map(|f| f.wall_ms as f64 / 1000.0),
-    })
+    let mut view = head(
+        row.id,
+        row.status,
+        row.created_ms,
+        row.updated_ms,
+        &row.error,
+    );
+    let more = [
+        ("input_head", json!(row.input_head)),
+        ("workflow", json!(row.workflow)),
+        ("branches", json!(f.map(|f| f.branches))),
+        ("branches_ok", json!(f.map(|f| f.branches_ok))),
+        ("tokens", json!(f.map(|f| f.tokens))),
+        ("cost_usd", json!(f.and_then(|f| f.cost_usd))),
+        ("wall_s", json!(f.map(|f| f.wall_ms as f64 / 1000.0))),
+    ];
+    if let Value::Object(fields) = &mut view {
+        fields.extend(more.map(|(k, v)| (k.to_owned(), v)));
+    }
+    view
 }
 
 /// The client's Idempotency-Key, if it sent a usable one.

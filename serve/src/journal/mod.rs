@@ -33,9 +33,7 @@ pub use types::{
     EventRow, Figures, Inserted, JournalError, RunRow, RunSummary, Status, StoredReport, INPUT_HEAD,
 };
 
-use rows::{
-    event_row, run_row, summary_row, summary_status, with_status, RUN_COLUMNS, SUMMARY_COLUMNS,
-};
+use rows::{event_row, run_row, summary_row, with_status, RUN_COLUMNS, SUMMARY_COLUMNS};
 use writer::{group_commit, Applied, Pending, Write};
 
 /// The journal; cheap to clone, every clone is the same file.
@@ -311,7 +309,7 @@ impl Journal {
             };
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                match row.map_err(JournalError::from).and_then(summary_status) {
+                match row.map_err(JournalError::from).and_then(with_status) {
                     Ok(row) => out.push(row),
                     Err(e) => tracing::warn!(error = %e, "journal: a run row that cannot be read is left out of the list"),
                 }

@@ -67,22 +67,39 @@ pub(super) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunSummary
     ))
 }
 
-/// A summary's stored status, read.
-pub(super) fn summary_status(
-    (mut row, status): (RunSummary, String),
-) -> Result<RunSummary, JournalError> {
-    row.status = Status::parse(&status).ok_or(JournalError::BadStatus {
-        run: row.id,
-        status,
-    })?;
-    Ok(row)
+/// A row read with its status as stored, which [`with_status`] parses.
+pub(super) trait WithStatus {
+    fn id(&self) -> i64;
+    fn set_status(&mut self, status: Status);
 }
 
-pub(super) fn with_status((mut row, status): (RunRow, String)) -> Result<RunRow, JournalError> {
-    row.status = Status::parse(&status).ok_or(JournalError::BadStatus {
-        run: row.id,
+impl WithStatus for RunRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn set_status(&mut self, status: Status) {
+        self.status = status;
+    }
+}
+
+impl WithStatus for RunSummary {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn set_status(&mut self, status: Status) {
+        self.status = status;
+    }
+}
+
+/// `row` with its stored `status` parsed: an unknown one is an error naming the run.
+pub(super) fn with_status<R: WithStatus>(
+    (mut row, status): (R, String),
+) -> Result<R, JournalError> {
+    let parsed = Status::parse(&status).ok_or(JournalError::BadStatus {
+        run: row.id(),
         status,
     })?;
+    row.set_status(parsed);
     Ok(row)
 }
 

@@ -110,14 +110,8 @@ async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_b
     // The header counts as the branches end; a running run can be cancelled, not
     // repaired; the bars stand on a time axis.
     assert_eq!(fact(&dom, "branches"), "1 of 2 ok (1 running)");
-    assert!(
-        dom.contains(r#"<button id="cancel" type="button">Cancel</button>"#),
-        "{dom}"
-    );
-    assert!(
-        dom.contains(r#"<button id="repair" type="button" hidden="">"#),
-        "{dom}"
-    );
+    assert!(shown(&dom, "cancel"), "{dom}");
+    assert!(!shown(&dom, "repair"), "{dom}");
     assert!(dom.contains(r#"class="tick""#), "no time axis: {dom}");
     s.stop().await;
 }
@@ -157,6 +151,28 @@ async fn page(base: &str, id: &str, name: &'static str) -> (String, (png::Output
     })
     .await
     .unwrap()
+}
+
+/// Submits `body`, waits until the run is `status`, and shows its page.
+async fn ended(
+    s: &Running,
+    body: serde_json::Value,
+    status: &str,
+    name: &'static str,
+) -> (String, (png::OutputInfo, Vec<u8>)) {
+    let (_, answer) = submit(&s.base, body).await;
+    let id = answer["id"].as_str().unwrap().to_owned();
+    until_status(&s.base, &id, status).await;
+    page(&s.base, &id, name).await
+}
+
+/// Whether the button `id` is shown.
+fn shown(dom: &str, id: &str) -> bool {
+    let tag = dom
+        .split(&format!(r#"<button id="{id}""#))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no button `{id}`: {dom}"));
+    !tag[..tag.find('>').unwrap()].contains("hidden")
 }
 
 /// Cost as the page writes it.
@@ -252,14 +268,8 @@ async fn a_finished_run_shows_its_reports_numbers_bars_in_the_colour_of_success_
     );
     // The merge has its row; nothing to cancel or repair.
     assert!(row(&dom, "merge").contains("merge (code)"), "{dom}");
-    assert!(
-        dom.contains(r#"<button id="cancel" type="button" hidden="">"#),
-        "{dom}"
-    );
-    assert!(
-        dom.contains(r#"<button id="repair" type="button" hidden="">"#),
-        "{dom}"
-    );
+    assert!(!shown(&dom, "cancel"), "{dom}");
+    assert!(!shown(&dom, "repair"), "{dom}");
     // The run list: what it was asked, how it went.
     let listed = dom.split(&format!(r#"data-id="{id}""#)).nth(1).unwrap();
     assert!(
@@ -281,14 +291,8 @@ async fn a_finished_run_shows_its_reports_numbers_bars_in_the_colour_of_success_
 async fn a_run_that_missed_its_quorum_shows_why_each_branch_failed_and_offers_a_repair() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("j.db"), Options::default()).await;
-    let (_, body) = submit(
-        &s.base,
-        json!({"input": "slow fails", "agents": ["fast", "slow"], "policy": "partial:2", "merge": "none"}),
-    )
-    .await;
-    let id = body["id"].as_str().unwrap().to_owned();
-    until_status(&s.base, &id, "failed").await;
-    let (dom, (info, pixels)) = page(&s.base, &id, "failed-partial").await;
+    let body = json!({"input": "slow fails", "agents": ["fast", "slow"], "policy": "partial:2", "merge": "none"});
+    let (dom, (info, pixels)) = ended(&s, body, "failed", "failed-partial").await;
     assert_eq!(fact(&dom, "branches"), "1 of 2 ok");
     assert!(fact(&dom, "policy").contains("quorum 2"), "{dom}");
     assert!(fact(&dom, "why").contains("quorum"), "{dom}");
@@ -299,14 +303,8 @@ async fn a_run_that_missed_its_quorum_shows_why_each_branch_failed_and_offers_a_
         "the error text is shown: {slow}"
     );
     assert!(row(&dom, "0").contains("fast read: slow fails"), "{dom}");
-    assert!(
-        dom.contains(r#"<button id="repair" type="button">Repair</button>"#),
-        "{dom}"
-    );
-    assert!(
-        dom.contains(r#"<button id="cancel" type="button" hidden="">"#),
-        "{dom}"
-    );
+    assert!(shown(&dom, "repair"), "{dom}");
+    assert!(!shown(&dom, "cancel"), "{dom}");
     // `fast` took a millisecond of the run's ~50: a sliver of green beside the
     // legend's swatch (~120 pixels); `slow`'s bar is red, the whole width.
     let ok = count(&info, &pixels, [0x2e, 0x8b, 0x57]);
@@ -331,14 +329,8 @@ async fn a_fail_fast_run_shows_the_branch_that_ended_it_and_the_ones_it_cancelle
         },
     )
     .await;
-    let (_, body) = submit(
-        &s.base,
-        json!({"input": "fast fails", "agents": ["fast", "slow"], "policy": "fail-fast", "merge": "none"}),
-    )
-    .await;
-    let id = body["id"].as_str().unwrap().to_owned();
-    until_status(&s.base, &id, "failed").await;
-    let (dom, (info, pixels)) = page(&s.base, &id, "fail-fast").await;
+    let body = json!({"input": "fast fails", "agents": ["fast", "slow"], "policy": "fail-fast", "merge": "none"});
+    let (dom, (info, pixels)) = ended(&s, body, "failed", "fail-fast").await;
     assert!(fact(&dom, "policy").starts_with("fail-fast"), "{dom}");
     assert_eq!(fact(&dom, "branches"), "0 of 2 ok");
     assert!(
@@ -348,10 +340,7 @@ async fn a_fail_fast_run_shows_the_branch_that_ended_it_and_the_ones_it_cancelle
     let slow = row(&dom, "1");
     assert!(slow.starts_with(r#" data-outcome="cancelled">"#), "{slow}");
     assert!(slow.contains("fail-fast"), "why it was cancelled: {slow}");
-    assert!(
-        dom.contains(r#"<button id="repair" type="button">Repair</button>"#),
-        "{dom}"
-    );
+    assert!(shown(&dom, "repair"), "{dom}");
     let failed = count(&info, &pixels, [0xc0, 0x39, 0x2b]);
     let cancelled = count(&info, &pixels, [0x7f, 0x8c, 0x8d]);
     assert!(
@@ -366,14 +355,13 @@ async fn a_fail_fast_run_shows_the_branch_that_ended_it_and_the_ones_it_cancelle
 async fn a_map_run_shows_a_row_per_item_then_the_step_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("j.db"), Options::default()).await;
-    let (_, body) = submit(
-        &s.base,
+    let (dom, (info, pixels)) = ended(
+        &s,
         json!({"input": "the plan", "workflow": "each", "items": ["one", "fast fails", "three"]}),
+        "succeeded",
+        "map",
     )
     .await;
-    let id = body["id"].as_str().unwrap().to_owned();
-    until_status(&s.base, &id, "succeeded").await;
-    let (dom, (info, pixels)) = page(&s.base, &id, "map").await;
     assert_eq!(fact(&dom, "workflow"), "each");
     assert_eq!(fact(&dom, "items"), "3 given");
     assert_eq!(fact(&dom, "branches"), "3 of 4 ok");

@@ -13,12 +13,15 @@ mod wire;
 use wire::*;
 pub(crate) use wire::{decode_answer, on_event, StreamState};
 
+use super::http::wire::{Endpoint, HttpProvider, Streamed, Wire};
 use super::http::{self, ApiKey, ConfigError};
 
 /// Where a 404 most likely comes from.
 const HINT_404: &str =
     "is the base URL right? Anthropic's has no /v1 (e.g. https://api.anthropic.com)";
-use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, Role};
+use super::{
+    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
+};
 
 /// Settings of an [`AnthropicProvider`].
 #[derive(Clone, Debug)]
@@ -70,37 +73,61 @@ impl AnthropicConfig {
 /// The Anthropic Messages API provider.
 #[derive(Clone, Debug)]
 pub struct AnthropicProvider {
-    config: AnthropicConfig,
-    url: reqwest::Url,
+    http: HttpProvider<Messages>,
+}
+
+/// The Messages wire format, with the key it sends.
+#[derive(Clone, Debug)]
+struct Messages {
     key: reqwest::header::HeaderValue,
-    /// Takes the key out of what the server says back.
-    redactor: http::Redactor,
-    client: reqwest::Client,
 }
 
 impl AnthropicProvider {
     /// A provider with `config`; checks the base URL and the key first, so a bad one
     /// is an error here rather than on every call.
     pub fn new(config: AnthropicConfig) -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: http::endpoint(&config.base_url, "/v1/messages")?,
+        let wire = Messages {
             key: http::secret_header(config.api_key.expose())?,
+        };
+        let at = Endpoint {
+            base_url: &config.base_url,
+            path: "/v1/messages",
+            default_model: &config.default_model,
+            timeout: config.timeout,
+            max_response_bytes: config.max_response_bytes,
             redactor: config.api_key.redactor(),
-            client: http::client(Duration::from_secs(10))?,
-            config,
+        };
+        Ok(Self {
+            http: HttpProvider::new(wire, at)?,
         })
     }
 
-    fn model<'a>(&'a self, request: &'a CompletionRequest) -> &'a str {
-        request
-            .model
-            .as_deref()
-            .unwrap_or(&self.config.default_model)
+    /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
+    /// arrives (if given), and returns the assembled completion.
+    pub async fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        deltas: Option<&UnboundedSender<String>>,
+    ) -> Result<Completion, ProviderError> {
+        self.http.complete_streaming(request, deltas).await
     }
+}
 
-    fn post(&self, request: &CompletionRequest, stream: bool) -> reqwest::RequestBuilder {
+impl Wire for Messages {
+    const NAME: &'static str = "anthropic";
+    const HINT_404: &'static str = HINT_404;
+    const STREAM_END: &'static str = "message_stop";
+    type Stream = StreamState;
+
+    fn request(
+        &self,
+        post: reqwest::RequestBuilder,
+        request: &CompletionRequest,
+        model: &str,
+        stream: bool,
+    ) -> reqwest::RequestBuilder {
         let body = WireRequest {
-            model: self.model(request),
+            model,
             max_tokens: request.max_tokens,
             system: match request.shared_prefix.as_deref() {
                 None => WireSystem::Plain(&request.system),
@@ -151,115 +178,42 @@ impl AnthropicProvider {
                 name: &s.name,
             }),
         };
-        self.client
-            .post(self.url.clone())
-            .header("x-api-key", self.key.clone())
+        post.header("x-api-key", self.key.clone())
             .header("anthropic-version", AnthropicConfig::VERSION)
             .json(&body)
     }
 
-    fn complete_once(
-        &self,
-        mut request: CompletionRequest,
-    ) -> impl std::future::Future<Output = Result<Completion, ProviderError>> + '_ {
-        let model = self.model(&request).to_owned();
-        let limit = self.config.max_response_bytes;
-        let call = http::call(
-            self.post(&request, false),
-            HINT_404,
-            self.config.timeout,
-            limit,
-        );
-        // The rest of the request is freed now, while it is fresh, not after the answer.
-        let agent = std::mem::take(&mut request.agent);
-        http::answer(
-            "anthropic",
-            model,
-            agent,
-            call,
-            decode_answer,
-            self.redactor.clone(),
-        )
+    fn decode(body: &str, model: &str) -> Result<Completion, ProviderErrorKind> {
+        decode_answer(body, model)
     }
 
-    /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
-    /// arrives (if given), and returns the assembled completion.
-    pub async fn complete_streaming(
-        &self,
-        request: CompletionRequest,
-        deltas: Option<&UnboundedSender<String>>,
-    ) -> Result<Completion, ProviderError> {
-        self.stream(request, |text| {
-            if let Some(d) = deltas {
-                let _ = d.send(text);
-            }
+    fn stream_state(model: &str) -> StreamState {
+        StreamState::new(model)
+    }
+
+    fn on_event(state: &mut StreamState, data: &str) -> Result<Streamed, ProviderErrorKind> {
+        Ok(match on_event(state, data)? {
+            Some(StreamEvent::Text(t)) => Streamed::More(vec![t]),
+            Some(StreamEvent::Done(c)) => Streamed::Done(c),
+            None => Streamed::More(Vec::new()),
         })
-        .await
-    }
-
-    /// Asks for a streamed answer and hands each text delta to `on_text`.
-    async fn stream(
-        &self,
-        request: CompletionRequest,
-        on_text: impl Fn(String),
-    ) -> Result<Completion, ProviderError> {
-        let model = self.model(&request).to_owned();
-        let err = |kind| {
-            self.redactor
-                .error(ProviderError::new("anthropic", &model, &request, kind))
-        };
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let builder = self.post(&request, true);
-        let (rate_limit, response) =
-            http::open_stream(builder, HINT_404, deadline, self.config.timeout)
-                .await
-                .map_err(err)?;
-        let events = http::sse_events(response, self.config.max_response_bytes);
-        futures::pin_mut!(events);
-        let mut state = StreamState::new(&model);
-        loop {
-            let event =
-                http::next_event(&mut events, deadline, self.config.timeout, "message_stop")
-                    .await
-                    .map_err(err)?;
-            match on_event(&mut state, &event.data).map_err(err)? {
-                Some(StreamEvent::Text(t)) => on_text(t),
-                Some(StreamEvent::Done(c)) => return Ok(Completion { rate_limit, ..c }),
-                None => {}
-            }
-        }
     }
 }
 
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
-        "anthropic"
+        Messages::NAME
     }
 
     fn default_model(&self) -> Option<&str> {
-        Some(&self.config.default_model)
+        Some(self.http.default_model())
     }
 
     fn complete(
         &self,
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
-        // Each way boxed on its own: a streamed call's future is three times the size
-        // of a plain one's, and one future holding either took the larger room (and
-        // its copy) for every call.
-        if request.stream {
-            Box::pin(async move {
-                let sink = request.deltas.clone();
-                self.stream(request, |text| {
-                    if let Some(sink) = &sink {
-                        sink.send(crate::provider::Delta::Text(text));
-                    }
-                })
-                .await
-            })
-        } else {
-            Box::pin(self.complete_once(request))
-        }
+        self.http.complete(request)
     }
 }
 
@@ -270,7 +224,7 @@ mod tests {
     /// The JSON body `request` is sent with.
     fn body(request: &CompletionRequest) -> serde_json::Value {
         let provider = AnthropicProvider::new(AnthropicConfig::new(ApiKey::new("k"))).unwrap();
-        let built = provider.post(request, false).build().unwrap();
+        let built = provider.http.post(request, false).build().unwrap();
         serde_json::from_slice(built.body().unwrap().as_bytes().unwrap()).unwrap()
     }
 

@@ -12,6 +12,7 @@ use super::{Completion, ProviderError, ProviderErrorKind, RateLimitInfo};
 mod key;
 mod sse;
 mod status;
+pub(crate) mod wire;
 
 pub(crate) use key::Redactor;
 pub use key::{endpoint_id, ApiKey};

@@ -14,12 +14,15 @@ mod wire;
 use wire::*;
 pub(crate) use wire::{decode_answer, on_chunk, Chunk};
 
+use super::http::wire::{Endpoint, HttpProvider, Streamed, Wire};
 use super::http::{self, ApiKey, ConfigError};
 
 /// Where a 404 most likely comes from.
 const HINT_404: &str =
     "is the base URL right? OpenAI-compatible base URLs end in /v1 (e.g. http://127.0.0.1:8080/v1)";
-use super::{BoxFuture, Completion, CompletionRequest, Provider, ProviderError, Role, Usage};
+use super::{
+    BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
+};
 
 /// Settings of an [`OpenAiProvider`].
 #[derive(Clone, Debug)]
@@ -69,12 +72,13 @@ impl OpenAiConfig {
 /// The OpenAI Chat Completions provider.
 #[derive(Clone, Debug)]
 pub struct OpenAiProvider {
-    config: OpenAiConfig,
-    url: reqwest::Url,
+    http: HttpProvider<Chat>,
+}
+
+/// The Chat Completions wire format, with the bearer token it sends, if any.
+#[derive(Clone, Debug)]
+struct Chat {
     auth: Option<reqwest::header::HeaderValue>,
-    /// Takes the key out of what the server says back.
-    redactor: http::Redactor,
-    client: reqwest::Client,
 }
 
 impl OpenAiProvider {
@@ -85,27 +89,48 @@ impl OpenAiProvider {
             Some(key) => Some(http::secret_header(&format!("Bearer {}", key.expose()))?),
             None => None,
         };
-        Ok(Self {
-            url: http::endpoint(&config.base_url, "/chat/completions")?,
-            auth,
+        let at = Endpoint {
+            base_url: &config.base_url,
+            path: "/chat/completions",
+            default_model: &config.default_model,
+            timeout: config.timeout,
+            max_response_bytes: config.max_response_bytes,
             redactor: config
                 .api_key
                 .as_ref()
                 .map(ApiKey::redactor)
                 .unwrap_or_default(),
-            client: http::client(Duration::from_secs(10))?,
-            config,
+        };
+        Ok(Self {
+            http: HttpProvider::new(Chat { auth }, at)?,
         })
     }
 
-    fn model<'a>(&'a self, request: &'a CompletionRequest) -> &'a str {
-        request
-            .model
-            .as_deref()
-            .unwrap_or(&self.config.default_model)
+    /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
+    /// arrives (if given), and returns the assembled completion.
+    pub async fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        deltas: Option<&UnboundedSender<String>>,
+    ) -> Result<Completion, ProviderError> {
+        self.http.complete_streaming(request, deltas).await
     }
+}
 
-    fn post(&self, request: &CompletionRequest, stream: bool) -> reqwest::RequestBuilder {
+impl Wire for Chat {
+    const NAME: &'static str = "openai";
+    const HINT_404: &'static str = HINT_404;
+    const STREAM_END: &'static str = "[DONE]";
+    /// The completion as it is assembled.
+    type Stream = Completion;
+
+    fn request(
+        &self,
+        post: reqwest::RequestBuilder,
+        request: &CompletionRequest,
+        model: &str,
+        stream: bool,
+    ) -> reqwest::RequestBuilder {
         let mut messages = Vec::with_capacity(request.messages.len() + 1);
         // The shared prefix leads the system message: the same bytes first in every
         // branch's prompt, which OpenAI and llama.cpp cache.
@@ -124,7 +149,7 @@ impl OpenAiProvider {
             content: &m.content,
         }));
         let body = WireRequest {
-            model: self.model(request),
+            model,
             messages,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
@@ -141,122 +166,47 @@ impl OpenAiProvider {
                 },
             }),
         };
-        let builder = self.client.post(self.url.clone()).json(&body);
+        let post = post.json(&body);
         match &self.auth {
-            Some(auth) => builder.header(reqwest::header::AUTHORIZATION, auth.clone()),
-            None => builder,
+            Some(auth) => post.header(reqwest::header::AUTHORIZATION, auth.clone()),
+            None => post,
         }
     }
 
-    fn complete_once(
-        &self,
-        mut request: CompletionRequest,
-    ) -> impl std::future::Future<Output = Result<Completion, ProviderError>> + '_ {
-        let model = self.model(&request).to_owned();
-        let limit = self.config.max_response_bytes;
-        let call = http::call(
-            self.post(&request, false),
-            HINT_404,
-            self.config.timeout,
-            limit,
-        );
-        // The rest of the request is freed now, while it is fresh, not after the answer.
-        let agent = std::mem::take(&mut request.agent);
-        http::answer(
-            "openai",
-            model,
-            agent,
-            call,
-            decode_answer,
-            self.redactor.clone(),
-        )
+    fn decode(body: &str, model: &str) -> Result<Completion, ProviderErrorKind> {
+        decode_answer(body, model)
     }
 
-    /// Asks for a streamed answer (SSE), sends each text delta to `deltas` as it
-    /// arrives (if given), and returns the assembled completion.
-    pub async fn complete_streaming(
-        &self,
-        request: CompletionRequest,
-        deltas: Option<&UnboundedSender<String>>,
-    ) -> Result<Completion, ProviderError> {
-        self.stream(request, |text| {
-            if let Some(d) = deltas {
-                let _ = d.send(text);
-            }
-        })
-        .await
-    }
-
-    /// Asks for a streamed answer and hands each text delta to `on_text`.
-    async fn stream(
-        &self,
-        request: CompletionRequest,
-        on_text: impl Fn(String),
-    ) -> Result<Completion, ProviderError> {
-        let model = self.model(&request).to_owned();
-        let err = |kind| {
-            self.redactor
-                .error(ProviderError::new("openai", &model, &request, kind))
-        };
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let builder = self.post(&request, true);
-        let (rate_limit, response) =
-            http::open_stream(builder, HINT_404, deadline, self.config.timeout)
-                .await
-                .map_err(err)?;
-        let events = http::sse_events(response, self.config.max_response_bytes);
-        futures::pin_mut!(events);
-        let mut completion = Completion {
-            text: String::new(),
-            model: model.clone(),
-            usage: Usage::default(),
-            stop_reason: None,
+    fn stream_state(model: &str) -> Completion {
+        Completion {
+            model: model.to_owned(),
             attempts: 1,
-            rate_limit,
             ..Completion::default()
-        };
-        loop {
-            let data = http::next_event(&mut events, deadline, self.config.timeout, "[DONE]")
-                .await
-                .map_err(err)?
-                .data;
-            match on_chunk(&mut completion, &data).map_err(err)? {
-                Chunk::Done => return Ok(completion),
-                Chunk::Deltas(texts) => texts.into_iter().for_each(&on_text),
-            }
         }
+    }
+
+    fn on_event(state: &mut Completion, data: &str) -> Result<Streamed, ProviderErrorKind> {
+        Ok(match on_chunk(state, data)? {
+            Chunk::Done => Streamed::Done(std::mem::take(state)),
+            Chunk::Deltas(texts) => Streamed::More(texts),
+        })
     }
 }
 
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
-        "openai"
+        Chat::NAME
     }
 
     fn default_model(&self) -> Option<&str> {
-        Some(&self.config.default_model)
+        Some(self.http.default_model())
     }
 
     fn complete(
         &self,
         request: CompletionRequest,
     ) -> BoxFuture<'_, Result<Completion, ProviderError>> {
-        // Each way boxed on its own: a streamed call's future is three times the size
-        // of a plain one's, and one future holding either took the larger room (and
-        // its copy) for every call.
-        if request.stream {
-            Box::pin(async move {
-                let sink = request.deltas.clone();
-                self.stream(request, |text| {
-                    if let Some(sink) = &sink {
-                        sink.send(crate::provider::Delta::Text(text));
-                    }
-                })
-                .await
-            })
-        } else {
-            Box::pin(self.complete_once(request))
-        }
+        self.http.complete(request)
     }
 }
 
@@ -267,7 +217,7 @@ mod tests {
     /// The JSON body `request` is sent with.
     fn body(request: &CompletionRequest) -> serde_json::Value {
         let provider = OpenAiProvider::new(OpenAiConfig::new(None)).unwrap();
-        let built = provider.post(request, false).build().unwrap();
+        let built = provider.http.post(request, false).build().unwrap();
         serde_json::from_slice(built.body().unwrap().as_bytes().unwrap()).unwrap()
     }
 
