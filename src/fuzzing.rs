@@ -8,7 +8,7 @@ use crate::agent::faults;
 use crate::agent::spec::AgentSpec;
 use crate::agent::structured;
 use crate::provider::http::SseParser;
-use crate::provider::{anthropic, http, openai, Completion, OutputSchema};
+use crate::provider::{anthropic, http, openai, OutputSchema};
 use crate::run::workflow::Workflow;
 use crate::run::{parse_duration, Policy, Template};
 
@@ -35,11 +35,12 @@ pub fn wire(data: &[u8]) {
     let _ = anthropic::decode_answer(&text, "m");
     let _ = openai::decode_answer(&text, "m");
     let mut state = anthropic::StreamState::new("m");
-    let mut completion = Completion::default();
+    let mut chunks = openai::StreamState::new("m");
     for line in text.lines() {
         let _ = anthropic::on_event(&mut state, line);
-        let _ = openai::on_chunk(&mut completion, line);
+        let _ = openai::on_chunk(&mut chunks, line);
     }
+    let _ = chunks.finish();
 }
 
 /// `retry-after`, the rate-limit headers and the status mapping, on headers built

@@ -38,6 +38,7 @@ pub mod sim;
 mod stack;
 mod streamed;
 mod timeout;
+mod tools;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,6 +65,7 @@ pub use sim::{SimConfig, SimProfile, SimProvider, SimStats};
 pub use stack::{Gate, Stack};
 pub use streamed::Streamed;
 pub use timeout::Timeout;
+pub use tools::{ToolCall, ToolChoice, ToolResult, ToolSpec};
 
 /// A boxed, sendable future, as returned by [`Provider::complete`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

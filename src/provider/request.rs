@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::tools::{ToolCall, ToolChoice, ToolResult, ToolSpec};
+
 /// One message of a conversation sent to a model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -9,6 +11,12 @@ pub struct Message {
     pub role: Role,
     /// What they say.
     pub content: String,
+    /// The tools the model called in this message (an assistant's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// What those tools answered (a user-side message, after the one that called).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_results: Vec<ToolResult>,
 }
 
 /// The speaker of a [`Message`].
@@ -27,6 +35,8 @@ impl Message {
         Self {
             role: Role::User,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_results: Vec::new(),
         }
     }
 
@@ -35,6 +45,24 @@ impl Message {
         Self {
             role: Role::Assistant,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_results: Vec::new(),
+        }
+    }
+
+    /// The model's turn that called tools: its text (if any) and its calls.
+    pub fn calling(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::assistant(content)
+        }
+    }
+
+    /// The tools' answers to the calls of the turn before.
+    pub fn results(results: Vec<ToolResult>) -> Self {
+        Self {
+            tool_results: results,
+            ..Self::user("")
         }
     }
 }
@@ -87,6 +115,12 @@ pub struct CompletionRequest {
     /// caller that shows it live. Local to this process; not serialised.
     #[serde(skip)]
     pub deltas: Option<DeltaSink>,
+    /// Tools the model may call (shared by every turn of a conversation).
+    #[serde(default, skip_serializing_if = "<[ToolSpec]>::is_empty")]
+    pub tools: std::sync::Arc<[ToolSpec]>,
+    /// Whether it must call one (with `tools`).
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
 }
 
 /// What a streamed call reports as it goes.
@@ -175,6 +209,8 @@ impl CompletionRequest {
             schema: None,
             shared_prefix: None,
             deltas: None,
+            tools: std::sync::Arc::from([]),
+            tool_choice: ToolChoice::Auto,
         }
     }
 
@@ -195,7 +231,18 @@ impl CompletionRequest {
             + self
                 .messages
                 .iter()
-                .map(|m| m.content.split_whitespace().count())
+                .map(|m| {
+                    // A call's input and a result count as the text they are sent as.
+                    m.content.split_whitespace().count()
+                        + m.tool_calls
+                            .iter()
+                            .map(|c| words(&c.input.to_string()))
+                            .sum::<usize>()
+                        + m.tool_results
+                            .iter()
+                            .map(|r| words(&r.content))
+                            .sum::<usize>()
+                })
                 .sum::<usize>();
         (words as u64).saturating_mul(4).div_ceil(3)
     }
@@ -343,6 +390,24 @@ pub struct Completion {
     /// before this answer.
     #[serde(default)]
     pub rate_limited: u32,
+    /// The tools the answer calls, in its order (the model waits for their results).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Completion {
+    /// A structured answer given as a call of its answer tool (`name`, the
+    /// request's schema: how the Anthropic wire asks for one) becomes the answer's
+    /// text, and is no longer a call.
+    pub(crate) fn answer_from_tool(&mut self, name: &str) {
+        if let Some(i) = self.tool_calls.iter().position(|c| c.name == name) {
+            let call = self.tool_calls.remove(i);
+            self.text = match call.input {
+                serde_json::Value::String(raw) if call.malformed => raw,
+                input => input.to_string(),
+            };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -157,12 +157,14 @@ impl Wire for Messages {
                         Role::User => "user",
                         Role::Assistant => "assistant",
                     },
-                    content: &m.content,
+                    content: WireContent::of(m),
                 })
                 .collect(),
             temperature: request.temperature,
             stop_sequences: &request.stop,
             stream,
+            // A structured answer is a call of its own tool (forced, unless other
+            // tools are offered: then the model may call those first).
             tools: request
                 .schema
                 .as_deref()
@@ -172,11 +174,13 @@ impl Wire for Messages {
                     input_schema: &s.schema,
                 })
                 .into_iter()
+                .chain(request.tools.iter().map(|t| WireTool {
+                    name: &t.name,
+                    description: &t.description,
+                    input_schema: &t.input_schema,
+                }))
                 .collect(),
-            tool_choice: request.schema.as_deref().map(|s| ToolChoice {
-                kind: "tool",
-                name: &s.name,
-            }),
+            tool_choice: tool_choice(request),
         };
         post.header("x-api-key", self.key.clone())
             .header("anthropic-version", AnthropicConfig::VERSION)
@@ -197,6 +201,27 @@ impl Wire for Messages {
             Some(StreamEvent::Done(c)) => Streamed::Done(c),
             None => Streamed::More(Vec::new()),
         })
+    }
+}
+
+/// What the request says of calling tools: a structured answer alone is a forced
+/// call of its tool; offered tools follow the request's choice.
+fn tool_choice(request: &CompletionRequest) -> Option<ToolChoice<'_>> {
+    let choice = |kind, name| Some(ToolChoice { kind, name });
+    match (&request.schema, request.tools.is_empty()) {
+        (Some(s), true) => choice("tool", Some(&s.name)),
+        (_, true) => None,
+        (schema, false) => match &request.tool_choice {
+            crate::provider::ToolChoice::Auto => choice("auto", None),
+            // With an answer tool too, "must call a tool" may be that one.
+            crate::provider::ToolChoice::Required => choice("any", None),
+            // No other tool: only the answer's, when there is one.
+            crate::provider::ToolChoice::Never if schema.is_some() => {
+                choice("tool", schema.as_deref().map(|s| s.name.as_str()))
+            }
+            crate::provider::ToolChoice::Never => choice("none", None),
+            crate::provider::ToolChoice::Tool(name) => choice("tool", Some(name)),
+        },
     }
 }
 
@@ -260,6 +285,112 @@ mod tests {
         );
         assert_eq!(
             b["tool_choice"],
+            serde_json::json!({"type": "tool", "name": "risk"})
+        );
+    }
+
+    /// A conversation that called a tool, as it goes back: the call's block in the
+    /// model's turn, its result in the next.
+    fn with_a_call() -> CompletionRequest {
+        use crate::provider::{Message, ToolCall, ToolResult, ToolSpec};
+        let mut request = CompletionRequest::new("legal", "s", "What time is it?");
+        request.tools = std::sync::Arc::from([ToolSpec {
+            name: "clock".into(),
+            description: "The time now.".into(),
+            input_schema: serde_json::json!({"type": "object"}),
+        }]);
+        request.messages.push(Message::calling(
+            "Let me look.",
+            vec![ToolCall::from_raw("tu_1", "clock", "{}")],
+        ));
+        request.messages.push(Message::results(vec![ToolResult {
+            call_id: "tu_1".into(),
+            content: "12:00".into(),
+            is_error: false,
+        }]));
+        request
+    }
+
+    #[test]
+    fn tools_calls_and_results_are_messages_api_blocks() {
+        let b = body(&with_a_call());
+        assert_eq!(
+            b["tools"],
+            serde_json::json!([{"name": "clock", "description": "The time now.", "input_schema": {"type": "object"}}])
+        );
+        assert_eq!(b["tool_choice"], serde_json::json!({"type": "auto"}));
+        assert_eq!(b["messages"][0]["content"], "What time is it?");
+        assert_eq!(
+            b["messages"][1]["content"],
+            serde_json::json!([
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "tu_1", "name": "clock", "input": {}}
+            ])
+        );
+        assert_eq!(
+            b["messages"][2],
+            serde_json::json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "12:00"}]})
+        );
+    }
+
+    #[test]
+    fn an_answer_calling_tools_is_read_plain_and_streamed() {
+        let answer = r#"{"model": "m", "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7},
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "a", "name": "clock", "input": {}},
+                        {"type": "tool_use", "id": "b", "name": "add", "input": {"x": 1}}]}"#;
+        let c = decode_answer(answer, "m").unwrap();
+        assert_eq!(c.text, "Checking.");
+        let calls: Vec<(&str, &str, String)> = c
+            .tool_calls
+            .iter()
+            .map(|t| (t.id.as_str(), t.name.as_str(), t.input.to_string()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("a", "clock", "{}".to_owned()),
+                ("b", "add", r#"{"x":1}"#.to_owned())
+            ]
+        );
+        // The same, streamed: two calls' inputs in pieces, interleaved by block.
+        let mut state = StreamState::new("m");
+        for event in [
+            r#"{"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "a", "name": "clock"}}"#,
+            r#"{"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "b", "name": "add"}}"#,
+            r#"{"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"x\""}}"#,
+            r#"{"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": ": 1}"}}"#,
+        ] {
+            assert!(on_event(&mut state, event).unwrap().is_none());
+        }
+        let Some(StreamEvent::Done(c)) =
+            on_event(&mut state, r#"{"type": "message_stop"}"#).unwrap()
+        else {
+            panic!("the stream ends")
+        };
+        assert_eq!(c.tool_calls[0].input, serde_json::json!({}));
+        assert_eq!(c.tool_calls[1].input, serde_json::json!({"x": 1}));
+    }
+
+    #[test]
+    fn a_structured_answer_with_tools_offered_lets_the_model_choose() {
+        let mut request = with_a_call();
+        request.schema = Some(std::sync::Arc::new(crate::provider::OutputSchema {
+            name: "risk".into(),
+            schema: serde_json::json!({"type": "object"}),
+        }));
+        let b = body(&request);
+        let names: Vec<&str> = b["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["risk", "clock"]);
+        assert_eq!(b["tool_choice"], serde_json::json!({"type": "auto"}));
+        request.tool_choice = crate::provider::ToolChoice::Never;
+        assert_eq!(
+            body(&request)["tool_choice"],
             serde_json::json!({"type": "tool", "name": "risk"})
         );
     }

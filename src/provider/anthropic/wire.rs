@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::provider::http;
-use crate::provider::{Completion, ProviderErrorKind, Usage};
+use crate::provider::{Completion, ProviderErrorKind, ToolCall, Usage};
 
 #[derive(Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -64,15 +64,17 @@ pub(super) struct CacheControl {
 #[derive(Serialize)]
 pub(super) struct WireTool<'a> {
     pub(super) name: &'a str,
-    pub(super) description: &'static str,
+    pub(super) description: &'a str,
     pub(super) input_schema: &'a serde_json::Value,
 }
 
+/// `{"type": "auto" | "any" | "none"}`, or `{"type": "tool", "name": …}`.
 #[derive(Serialize)]
 pub(super) struct ToolChoice<'a> {
     #[serde(rename = "type")]
     pub(super) kind: &'static str,
-    pub(super) name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) name: Option<&'a str>,
 }
 
 /// The description of the answer tool of a structured request.
@@ -82,7 +84,55 @@ pub(super) const ANSWER_TOOL: &str =
 #[derive(Serialize)]
 pub(super) struct WireMessage<'a> {
     pub(super) role: &'static str,
-    pub(super) content: &'a str,
+    pub(super) content: WireContent<'a>,
+}
+
+/// A message's content: its text, or blocks (text, tool calls, tool results).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum WireContent<'a> {
+    Text(&'a str),
+    Blocks(Vec<OutBlock<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum OutBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+}
+
+impl<'a> WireContent<'a> {
+    /// `m` as the Messages API takes it: plain text when it is only text.
+    pub(super) fn of(m: &'a crate::provider::Message) -> Self {
+        if m.tool_calls.is_empty() && m.tool_results.is_empty() {
+            return WireContent::Text(&m.content);
+        }
+        let text = (!m.content.is_empty()).then_some(OutBlock::Text { text: &m.content });
+        let calls = m.tool_calls.iter().map(|c| OutBlock::ToolUse {
+            id: &c.id,
+            name: &c.name,
+            input: &c.input,
+        });
+        let results = m.tool_results.iter().map(|r| OutBlock::ToolResult {
+            tool_use_id: &r.call_id,
+            content: &r.content,
+            is_error: r.is_error,
+        });
+        WireContent::Blocks(text.into_iter().chain(calls).chain(results).collect())
+    }
 }
 
 #[derive(Deserialize)]
@@ -100,7 +150,11 @@ pub(super) struct WireBlock {
     pub(super) kind: String,
     #[serde(default)]
     pub(super) text: Option<String>,
-    /// A `tool_use` block's input (a structured answer).
+    /// A `tool_use` block's id, name and input.
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) name: Option<String>,
     #[serde(default)]
     pub(super) input: Option<serde_json::Value>,
 }
@@ -141,9 +195,13 @@ pub(super) enum WireEvent {
         message: WireStartMessage,
     },
     ContentBlockStart {
+        #[serde(default)]
+        index: usize,
         content_block: WireBlock,
     },
     ContentBlockDelta {
+        #[serde(default)]
+        index: usize,
         delta: WireDelta,
     },
     ContentBlockStop {},
@@ -195,11 +253,19 @@ pub(super) struct WireError {
 
 pub(crate) struct StreamState {
     pub(super) text: String,
-    /// A tool call's input, as streamed (`None`: no tool call began).
-    pub(super) tool_input: Option<String>,
+    /// The tool calls begun, by content block: their id, name and input as streamed.
+    pub(super) calls: Vec<StreamedCall>,
     pub(super) usage: Usage,
     pub(super) stop_reason: Option<String>,
     pub(super) model: String,
+}
+
+/// A `tool_use` block as it streams.
+pub(crate) struct StreamedCall {
+    index: usize,
+    id: String,
+    name: String,
+    input: String,
 }
 
 impl StreamState {
@@ -207,7 +273,7 @@ impl StreamState {
     pub(crate) fn new(model: &str) -> Self {
         Self {
             text: String::new(),
-            tool_input: None,
+            calls: Vec::new(),
             usage: Usage::default(),
             stop_reason: None,
             model: model.to_owned(),
@@ -220,21 +286,23 @@ pub(crate) fn decode_answer(body: &str, model: &str) -> Result<Completion, Provi
     let wire: WireResponse = serde_json::from_str(body).map_err(|e| ProviderErrorKind::Decode {
         message: format!("{e}; body starts: {}", http::excerpt(body, 200)),
     })?;
-    // A structured answer is the input of its tool call; else the text blocks.
-    let tool = wire
+    let text: String = wire
         .content
         .iter()
-        .find(|b| b.kind == "tool_use")
-        .and_then(|b| b.input.as_ref());
-    let text: String = match tool {
-        Some(input) => input.to_string(),
-        None => wire
-            .content
-            .iter()
-            .filter(|b| b.kind == "text")
-            .filter_map(|b| b.text.as_deref())
-            .collect(),
-    };
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect();
+    let tool_calls = wire
+        .content
+        .into_iter()
+        .filter(|b| b.kind == "tool_use")
+        .map(|b| ToolCall {
+            id: b.id.unwrap_or_default(),
+            name: b.name.unwrap_or_default(),
+            input: b.input.unwrap_or_else(|| serde_json::json!({})),
+            malformed: false,
+        })
+        .collect();
     let mut usage = Usage::default();
     wire.usage.merge_into(&mut usage);
     Ok(Completion {
@@ -243,6 +311,7 @@ pub(crate) fn decode_answer(body: &str, model: &str) -> Result<Completion, Provi
         usage,
         stop_reason: wire.stop_reason,
         attempts: 1,
+        tool_calls,
         ..Completion::default()
     })
 }
@@ -268,19 +337,31 @@ pub(crate) fn on_event(
             message.usage.merge_into(&mut state.usage);
             Ok(None)
         }
-        WireEvent::ContentBlockStart { content_block } if content_block.kind == "tool_use" => {
-            state.tool_input.get_or_insert_with(String::new);
+        WireEvent::ContentBlockStart {
+            index,
+            content_block,
+        } if content_block.kind == "tool_use" => {
+            state.calls.push(StreamedCall {
+                index,
+                id: content_block.id.unwrap_or_default(),
+                name: content_block.name.unwrap_or_default(),
+                input: String::new(),
+            });
             Ok(None)
         }
-        WireEvent::ContentBlockDelta { delta } if delta.kind == "input_json_delta" => {
+        WireEvent::ContentBlockDelta { index, delta } if delta.kind == "input_json_delta" => {
             let piece = delta.partial_json.unwrap_or_default();
-            state
-                .tool_input
-                .get_or_insert_with(String::new)
-                .push_str(&piece);
+            // Its block's call; a delta for a block that did not start is the last one's.
+            let call = match state.calls.iter().position(|c| c.index == index) {
+                Some(i) => state.calls.get_mut(i),
+                None => state.calls.last_mut(),
+            };
+            if let Some(call) = call {
+                call.input.push_str(&piece);
+            }
             Ok(None)
         }
-        WireEvent::ContentBlockDelta { delta } if delta.kind == "text_delta" => {
+        WireEvent::ContentBlockDelta { delta, .. } if delta.kind == "text_delta" => {
             let text = delta.text.unwrap_or_default();
             state.text.push_str(&text);
             Ok(Some(StreamEvent::Text(text)))
@@ -293,16 +374,16 @@ pub(crate) fn on_event(
             Ok(None)
         }
         WireEvent::MessageStop {} => Ok(Some(StreamEvent::Done(Completion {
-            // A structured answer is its tool call's input (`{}` if it streamed none).
-            text: match state.tool_input.take() {
-                Some(input) if input.trim().is_empty() => "{}".to_owned(),
-                Some(input) => input,
-                None => std::mem::take(&mut state.text),
-            },
+            text: std::mem::take(&mut state.text),
             model: state.model.clone(),
             usage: state.usage,
             stop_reason: state.stop_reason.take(),
             attempts: 1,
+            tool_calls: state
+                .calls
+                .drain(..)
+                .map(|c| ToolCall::from_raw(c.id, c.name, &c.input))
+                .collect(),
             ..Completion::default()
         }))),
         WireEvent::Error { error } => {

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use reqwest::RequestBuilder;
 
 use super::{ConfigError, Redactor};
@@ -50,6 +51,15 @@ pub(crate) trait Wire: std::fmt::Debug + Send + Sync + 'static {
 
     /// One stream event's data.
     fn on_event(state: &mut Self::Stream, data: &str) -> Result<Streamed, ProviderErrorKind>;
+}
+
+/// `c`, with a structured answer given as a call of its tool (`answer_tool`, the
+/// request's schema) taken as its text.
+fn structured(mut c: Completion, answer_tool: Option<&str>) -> Completion {
+    if let Some(name) = answer_tool {
+        c.answer_from_tool(name);
+    }
+    c
 }
 
 /// A provider speaking wire format `W` over HTTP.
@@ -123,6 +133,7 @@ impl<W: Wire> HttpProvider<W> {
         );
         // The rest of the request is freed now, while it is fresh, not after the answer.
         let agent = std::mem::take(&mut request.agent);
+        let answer_tool = request.schema.as_ref().map(|s| s.name.clone());
         super::answer(
             W::NAME,
             model,
@@ -130,6 +141,13 @@ impl<W: Wire> HttpProvider<W> {
             call,
             W::decode,
             self.redactor.clone(),
+        )
+        .map(
+            #[expect(
+                clippy::result_large_err,
+                reason = "the Provider trait's own error, handed on as it is"
+            )]
+            move |answered| answered.map(|c| structured(c, answer_tool.as_deref())),
         )
     }
 
@@ -174,7 +192,10 @@ impl<W: Wire> HttpProvider<W> {
                 .map_err(err)?;
             match W::on_event(&mut state, &event.data).map_err(err)? {
                 Streamed::More(texts) => texts.into_iter().for_each(&on_text),
-                Streamed::Done(c) => return Ok(Completion { rate_limit, ..c }),
+                Streamed::Done(c) => {
+                    let answer_tool = request.schema.as_ref().map(|s| s.name.as_str());
+                    return Ok(structured(Completion { rate_limit, ..c }, answer_tool));
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 mod wire;
 
 use wire::*;
-pub(crate) use wire::{decode_answer, on_chunk, Chunk};
+pub(crate) use wire::{decode_answer, on_chunk, Chunk, StreamState};
 
 use super::http::wire::{Endpoint, HttpProvider, Streamed, Wire};
 use super::http::{self, ApiKey, ConfigError};
@@ -22,6 +22,7 @@ const HINT_404: &str =
     "is the base URL right? OpenAI-compatible base URLs end in /v1 (e.g. http://127.0.0.1:8080/v1)";
 use super::{
     BoxFuture, Completion, CompletionRequest, Provider, ProviderError, ProviderErrorKind, Role,
+    ToolChoice,
 };
 
 /// Settings of an [`OpenAiProvider`].
@@ -121,8 +122,7 @@ impl Wire for Chat {
     const NAME: &'static str = "openai";
     const HINT_404: &'static str = HINT_404;
     const STREAM_END: &'static str = "[DONE]";
-    /// The completion as it is assembled.
-    type Stream = Completion;
+    type Stream = StreamState;
 
     fn request(
         &self,
@@ -136,18 +136,44 @@ impl Wire for Chat {
         // branch's prompt, which OpenAI and llama.cpp cache.
         let system = request.system_with_prefix();
         if !system.is_empty() {
-            messages.push(WireMessage {
-                role: "system",
-                content: &system,
-            });
+            messages.push(WireMessage::text("system", &system));
         }
-        messages.extend(request.messages.iter().map(|m| WireMessage {
-            role: match m.role {
+        for m in request.messages.iter() {
+            // Tool results are one `tool` message each.
+            messages.extend(m.tool_results.iter().map(|r| WireMessage {
+                role: "tool",
+                content: Some(&r.content),
+                tool_calls: Vec::new(),
+                tool_call_id: Some(&r.call_id),
+            }));
+            if !m.tool_results.is_empty() && m.content.is_empty() {
+                continue;
+            }
+            let role = match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
-            },
-            content: &m.content,
-        }));
+            };
+            messages.push(WireMessage {
+                role,
+                content: (!m.content.is_empty() || m.tool_calls.is_empty()).then_some(&*m.content),
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| OutCall {
+                        id: &c.id,
+                        kind: "function",
+                        function: OutFunction {
+                            name: &c.name,
+                            arguments: match &c.input {
+                                serde_json::Value::String(raw) if c.malformed => raw.clone(),
+                                input => input.to_string(),
+                            },
+                        },
+                    })
+                    .collect(),
+                tool_call_id: None,
+            });
+        }
         let body = WireRequest {
             model,
             messages,
@@ -165,6 +191,26 @@ impl Wire for Chat {
                     schema: &s.schema,
                 },
             }),
+            tools: request
+                .tools
+                .iter()
+                .map(|t| WireTool {
+                    kind: "function",
+                    function: WireFunction {
+                        name: &t.name,
+                        description: &t.description,
+                        parameters: &t.input_schema,
+                    },
+                })
+                .collect(),
+            tool_choice: (!request.tools.is_empty()).then(|| match &request.tool_choice {
+                ToolChoice::Auto => serde_json::json!("auto"),
+                ToolChoice::Required => serde_json::json!("required"),
+                ToolChoice::Never => serde_json::json!("none"),
+                ToolChoice::Tool(name) => {
+                    serde_json::json!({"type": "function", "function": {"name": name}})
+                }
+            }),
         };
         let post = post.json(&body);
         match &self.auth {
@@ -177,17 +223,13 @@ impl Wire for Chat {
         decode_answer(body, model)
     }
 
-    fn stream_state(model: &str) -> Completion {
-        Completion {
-            model: model.to_owned(),
-            attempts: 1,
-            ..Completion::default()
-        }
+    fn stream_state(model: &str) -> StreamState {
+        StreamState::new(model)
     }
 
-    fn on_event(state: &mut Completion, data: &str) -> Result<Streamed, ProviderErrorKind> {
+    fn on_event(state: &mut StreamState, data: &str) -> Result<Streamed, ProviderErrorKind> {
         Ok(match on_chunk(state, data)? {
-            Chunk::Done => Streamed::Done(std::mem::take(state)),
+            Chunk::Done => Streamed::Done(state.finish()),
             Chunk::Deltas(texts) => Streamed::More(texts),
         })
     }
@@ -262,6 +304,87 @@ mod tests {
         assert_eq!(
             (c.usage.input_tokens, c.usage.cache_read_input_tokens),
             (0, 673)
+        );
+    }
+
+    #[test]
+    fn tools_calls_and_results_are_chat_completions_messages() {
+        use crate::provider::{Message, ToolCall, ToolResult, ToolSpec};
+        let mut request = CompletionRequest::new("legal", "s", "What time is it?");
+        request.tools = std::sync::Arc::from([ToolSpec {
+            name: "clock".into(),
+            description: "The time now.".into(),
+            input_schema: serde_json::json!({"type": "object"}),
+        }]);
+        request.tool_choice = ToolChoice::Required;
+        request.messages.push(Message::calling(
+            "",
+            vec![ToolCall::from_raw("call_1", "clock", r#"{"tz": "UTC"}"#)],
+        ));
+        request.messages.push(Message::results(vec![ToolResult {
+            call_id: "call_1".into(),
+            content: "12:00".into(),
+            is_error: false,
+        }]));
+        let b = body(&request);
+        assert_eq!(
+            b["tools"],
+            serde_json::json!([{"type": "function", "function": {"name": "clock", "description": "The time now.", "parameters": {"type": "object"}}}])
+        );
+        assert_eq!(b["tool_choice"], "required");
+        assert_eq!(
+            b["messages"][2],
+            serde_json::json!({"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{\"tz\":\"UTC\"}"}}]})
+        );
+        assert_eq!(
+            b["messages"][3],
+            serde_json::json!({"role": "tool", "content": "12:00", "tool_call_id": "call_1"})
+        );
+        assert_eq!(b["messages"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn an_answer_calling_tools_is_read_plain_and_streamed() {
+        let answer = r#"{"model": "m", "choices": [{"finish_reason": "tool_calls", "message": {"content": null,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"x\": 1}"}},
+                           {"id": "c2", "type": "function", "function": {"name": "add", "arguments": "{x"}}]}}]}"#;
+        let c = decode_answer(answer, "m").unwrap();
+        assert_eq!(c.text, "");
+        assert_eq!(c.tool_calls[0].input, serde_json::json!({"x": 1}));
+        assert!(
+            c.tool_calls[1].malformed,
+            "arguments that are not JSON are kept, marked"
+        );
+        // Streamed: the arguments in pieces, two calls by index.
+        let mut state = StreamState::new("m");
+        for chunk in [
+            r#"{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "add", "arguments": ""}}]}}]}"#,
+            r#"{"choices": [{"delta": {"tool_calls": [{"index": 1, "id": "c2", "function": {"name": "clock", "arguments": "{}"}}]}}]}"#,
+            r#"{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\""}}]}}]}"#,
+            r#"{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 2}"}}]}, "finish_reason": "tool_calls"}]}"#,
+        ] {
+            assert!(matches!(
+                on_chunk(&mut state, chunk).unwrap(),
+                Chunk::Deltas(_)
+            ));
+        }
+        assert!(matches!(
+            on_chunk(&mut state, "[DONE]").unwrap(),
+            Chunk::Done
+        ));
+        let c = state.finish();
+        assert_eq!(c.stop_reason.as_deref(), Some("tool_calls"));
+        let calls: Vec<(&str, &str, &serde_json::Value)> = c
+            .tool_calls
+            .iter()
+            .map(|t| (t.id.as_str(), t.name.as_str(), &t.input))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("c1", "add", &serde_json::json!({"x": 2})),
+                ("c2", "clock", &serde_json::json!({}))
+            ]
         );
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::provider::http;
-use crate::provider::{Completion, ProviderErrorKind, Usage};
+use crate::provider::{Completion, ProviderErrorKind, ToolCall, Usage};
 
 #[derive(Serialize)]
 pub(super) struct WireRequest<'a> {
@@ -21,6 +21,25 @@ pub(super) struct WireRequest<'a> {
     pub(super) stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) response_format: Option<ResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tool_choice: Option<serde_json::Value>,
+}
+
+/// `{"type": "function", "function": {"name", "description", "parameters"}}`.
+#[derive(Serialize)]
+pub(super) struct WireTool<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct WireFunction<'a> {
+    pub(super) name: &'a str,
+    pub(super) description: &'a str,
+    pub(super) parameters: &'a serde_json::Value,
 }
 
 /// `{"type": "json_schema", "json_schema": {"name": …, "schema": …}}`.
@@ -45,7 +64,41 @@ pub(super) struct StreamOptions {
 #[derive(Serialize)]
 pub(super) struct WireMessage<'a> {
     pub(super) role: &'static str,
-    pub(super) content: &'a str,
+    /// Absent on an assistant turn that only calls tools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) tool_calls: Vec<OutCall<'a>>,
+    /// A `tool` message's call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tool_call_id: Option<&'a str>,
+}
+
+impl<'a> WireMessage<'a> {
+    /// A message with text only.
+    pub(super) fn text(role: &'static str, content: &'a str) -> Self {
+        Self {
+            role,
+            content: Some(content),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A call the model made, as sent back: its arguments as JSON text.
+#[derive(Serialize)]
+pub(super) struct OutCall<'a> {
+    pub(super) id: &'a str,
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct OutFunction<'a> {
+    pub(super) name: &'a str,
+    pub(super) arguments: String,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +124,27 @@ pub(super) struct WireChoice {
 pub(super) struct WireContent {
     #[serde(default)]
     pub(super) content: Option<String>,
+    /// Calls (whole in an answer; in pieces, by `index`, in a stream).
+    #[serde(default)]
+    pub(super) tool_calls: Vec<WireCall>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireCall {
+    #[serde(default)]
+    pub(super) index: usize,
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) function: Option<WireCallFunction>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireCallFunction {
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) arguments: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -122,12 +196,30 @@ pub(crate) fn decode_answer(body: &str, model: &str) -> Result<Completion, Provi
         .into_iter()
         .next()
         .ok_or_else(|| decode_error("bad answer", "no choices", body))?;
+    let (text, calls) = match choice.message {
+        Some(m) => (m.content.unwrap_or_default(), m.tool_calls),
+        None => (String::new(), Vec::new()),
+    };
     Ok(Completion {
-        text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+        text,
         model: wire.model.unwrap_or_else(|| model.to_owned()),
         usage: wire.usage.map(Usage::from).unwrap_or_default(),
         stop_reason: choice.finish_reason,
         attempts: 1,
+        tool_calls: calls
+            .into_iter()
+            .map(|c| {
+                let f = c.function.unwrap_or(WireCallFunction {
+                    name: None,
+                    arguments: None,
+                });
+                ToolCall::from_raw(
+                    c.id.unwrap_or_default(),
+                    f.name.unwrap_or_default(),
+                    f.arguments.as_deref().unwrap_or(""),
+                )
+            })
+            .collect(),
         ..Completion::default()
     })
 }
@@ -140,16 +232,47 @@ pub(crate) enum Chunk {
     Deltas(Vec<String>),
 }
 
-/// Applies one SSE data payload to `completion`.
-pub(crate) fn on_chunk(
-    completion: &mut Completion,
-    data: &str,
-) -> Result<Chunk, ProviderErrorKind> {
+/// A streamed answer as it is assembled.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    pub(crate) completion: Completion,
+    /// The calls begun, by their `index`: id, name, and arguments as streamed.
+    calls: Vec<(usize, String, String, String)>,
+}
+
+impl StreamState {
+    /// The state before the first chunk, for an answer from `model`.
+    pub(crate) fn new(model: &str) -> Self {
+        Self {
+            completion: Completion {
+                model: model.to_owned(),
+                attempts: 1,
+                ..Completion::default()
+            },
+            calls: Vec::new(),
+        }
+    }
+
+    /// The whole completion, its calls' arguments parsed.
+    pub(crate) fn finish(&mut self) -> Completion {
+        let mut c = std::mem::take(&mut self.completion);
+        c.tool_calls = self
+            .calls
+            .drain(..)
+            .map(|(_, id, name, args)| ToolCall::from_raw(id, name, &args))
+            .collect();
+        c
+    }
+}
+
+/// Applies one SSE data payload to `state`.
+pub(crate) fn on_chunk(state: &mut StreamState, data: &str) -> Result<Chunk, ProviderErrorKind> {
     if data.trim() == "[DONE]" {
         return Ok(Chunk::Done);
     }
     let chunk: WireResponse =
         serde_json::from_str(data).map_err(|e| decode_error("bad stream chunk", e, data))?;
+    let completion = &mut state.completion;
     if let Some(m) = chunk.model {
         completion.model = m;
     }
@@ -158,9 +281,37 @@ pub(crate) fn on_chunk(
     }
     let mut deltas = Vec::new();
     for choice in chunk.choices {
-        if let Some(text) = choice.delta.and_then(|d| d.content) {
-            completion.text.push_str(&text);
-            deltas.push(text);
+        if let Some(delta) = choice.delta {
+            if let Some(text) = delta.content {
+                completion.text.push_str(&text);
+                deltas.push(text);
+            }
+            for piece in delta.tool_calls {
+                let at = match state.calls.iter().position(|c| c.0 == piece.index) {
+                    Some(at) => at,
+                    None => {
+                        state.calls.push((
+                            piece.index,
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                        ));
+                        state.calls.len() - 1
+                    }
+                };
+                let call = &mut state.calls[at];
+                if let Some(id) = piece.id {
+                    call.1 = id;
+                }
+                if let Some(f) = piece.function {
+                    if let Some(name) = f.name {
+                        call.2.push_str(&name);
+                    }
+                    if let Some(args) = f.arguments {
+                        call.3.push_str(&args);
+                    }
+                }
+            }
         }
         if choice.finish_reason.is_some() {
             completion.stop_reason = choice.finish_reason;
