@@ -38,8 +38,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (endpoint, model)
     ) WITHOUT ROWID;",
     // 3: what the run list shows of each run, so that a list reads neither requests
-    // nor reports (a list of 500 runs read them all whole); filled in for the runs
-    // already there.
+    // nor reports (a list of 500 runs read them all whole), and the run a repair
+    // mends (two repairs of one run at once each started and paid); filled in for the
+    // runs already there.
     "ALTER TABLE runs ADD COLUMN input_head TEXT;
     ALTER TABLE runs ADD COLUMN workflow TEXT;
     ALTER TABLE runs ADD COLUMN branches INTEGER;
@@ -47,8 +48,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN tokens INTEGER;
     ALTER TABLE runs ADD COLUMN cost_usd REAL;
     ALTER TABLE runs ADD COLUMN wall_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN repair_of INTEGER;
+    CREATE INDEX runs_by_repair ON runs (repair_of, id) WHERE repair_of IS NOT NULL;
     UPDATE runs SET input_head = substr(json_extract(spec, '$.input'), 1, 120),
-        workflow = json_extract(spec, '$.workflow')
+        workflow = json_extract(spec, '$.workflow'),
+        repair_of = CAST(substr(json_extract(spec, '$.repair_of'), 5) AS INTEGER)
         WHERE json_valid(spec);
     UPDATE runs SET
         branches = (SELECT count(*) FROM json_each(report, '$.branches') AS b

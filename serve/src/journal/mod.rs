@@ -319,6 +319,31 @@ impl Journal {
         .await
     }
 
+    /// The latest repair of run `of` that is still going or succeeded (queued,
+    /// running, interrupted or succeeded), and its status: a repair asked for again
+    /// is that one.
+    pub async fn live_repair(&self, of: i64) -> Result<Option<(i64, Status)>, JournalError> {
+        self.call(move |conn| {
+            let found: Option<(i64, String)> = conn
+                .query_row(
+                    "SELECT id, status FROM runs WHERE repair_of = ?1 \
+                     AND status IN ('queued', 'running', 'interrupted', 'succeeded') \
+                     ORDER BY id DESC LIMIT 1",
+                    [of],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            found
+                .map(|(id, status)| {
+                    Status::parse(&status)
+                        .map(|s| (id, s))
+                        .ok_or(JournalError::BadStatus { run: id, status })
+                })
+                .transpose()
+        })
+        .await
+    }
+
     /// Runs that did not end: queued, running (the process died) or interrupted,
     /// oldest first.
     pub async fn unfinished(&self) -> Result<Vec<RunRow>, JournalError> {

@@ -61,10 +61,11 @@ impl Write {
                 // What the run list shows of it, taken now (see `RunSummary`).
                 tx.execute(
                     "INSERT INTO runs (status, spec, idempotency_key, created_ms, updated_ms, \
-                     input_head, workflow) \
+                     input_head, workflow, repair_of) \
                      SELECT ?1, ?2, ?3, ?4, ?4, \
                      iif(v, substr(json_extract(?2, '$.input'), 1, ?5), NULL), \
-                     iif(v, json_extract(?2, '$.workflow'), NULL) \
+                     iif(v, json_extract(?2, '$.workflow'), NULL), \
+                     iif(v, CAST(substr(json_extract(?2, '$.repair_of'), 5) AS INTEGER), NULL) \
                      FROM (SELECT json_valid(?2) AS v)",
                     params![Status::Queued.as_str(), spec, key, now, INPUT_HEAD as i64],
                 )?;

@@ -111,7 +111,7 @@ pub struct Runs {
     /// New runs are refused while the journal's disk has less free (0: no floor).
     min_free_disk: u64,
     /// One repair reads its earlier outputs at a time.
-    repairing: tokio::sync::Semaphore,
+    repairing: Arc<tokio::sync::Semaphore>,
     state: Mutex<State>,
     /// Moves after every journal commit that a stream may want to read.
     changed: watch::Sender<u64>,
@@ -136,7 +136,7 @@ impl Runs {
             fanfare,
             journal,
             min_free_disk,
-            repairing: tokio::sync::Semaphore::new(1),
+            repairing: Arc::new(tokio::sync::Semaphore::new(1)),
             catalog,
             defaults,
             state: Mutex::new(State {
@@ -233,8 +233,23 @@ impl Runs {
         key: Option<String>,
     ) -> Result<Submitted, SubmitError> {
         let mut request = spec.request(&self.catalog, &self.defaults)?;
+        // One repair at a time, from reading the run it mends until it is journaled:
+        // three repairs of one run at once started three runs, each paying for the
+        // failed branches and the merge again. A repair already going (or done) is
+        // the answer to another.
+        let mut one_repair = None;
         if let Some(of) = &spec.repair_of {
+            one_repair = Some(self.repairing.clone().acquire_owned().await);
             let reuse = self.repairable(of, &spec, &request).await?;
+            if let Some(n) = repair::run_number(of) {
+                if let Some((id, status)) = self.journal.live_repair(n).await? {
+                    return Ok(Submitted {
+                        id,
+                        status,
+                        created: false,
+                    });
+                }
+            }
             request = request.reuse(reuse);
         }
         self.fanfare.validate(&request).map_err(|e| {
@@ -278,9 +293,13 @@ impl Runs {
         // that disconnects drops the request's future): stopped between the journal
         // and the queue, a run stayed `queued` with nothing to start it.
         let this = self.clone();
-        whole(async move { this.journal_and_admit(text, key, request).await })
-            .await
-            .unwrap_or(Err(SubmitError::Closing))
+        whole(async move {
+            let journaled = this.journal_and_admit(text, key, request).await;
+            drop(one_repair);
+            journaled
+        })
+        .await
+        .unwrap_or(Err(SubmitError::Closing))
     }
 
     /// [`Runs::submit`]'s second half: journals the run, then queues or starts it

@@ -13,7 +13,8 @@ use crate::spec::{FieldError, RunSpec};
 
 impl Runs {
     /// What a repair of run `of` reuses: its successful branches, once it has
-    /// ended and if it ran the same request.
+    /// ended and if it ran the same request. Called with the one-repair-at-a-time
+    /// permit held (see `Runs::submit`).
     pub(super) async fn repairable(
         &self,
         of: &str,
@@ -27,10 +28,9 @@ impl Runs {
             })
         };
         let id = run_number(of).ok_or_else(|| bad(format!("`{of}` is not a run id (run-N)")))?;
-        // One repair at a time reads the run it mends (its row, with the report,
-        // and then its answers): 30 repairs at once of a 100,000-item run held each
-        // of those whole (2.3 GB).
-        let _one = self.repairing.acquire().await;
+        // The caller holds the one-repair-at-a-time permit: one repair reads the run
+        // it mends (its row, with the report, and then its answers) at a time — 30
+        // repairs at once of a 100,000-item run held each of those whole (2.3 GB).
         let row = self
             .journal
             .get(id)
@@ -188,7 +188,7 @@ impl Runs {
 const MAX_CHAIN: usize = 16;
 
 /// `run-N` → N.
-fn run_number(id: &str) -> Option<i64> {
+pub(super) fn run_number(id: &str) -> Option<i64> {
     id.strip_prefix("run-")?.parse().ok()
 }
 

@@ -104,15 +104,24 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
         .unwrap();
     assert_eq!(refused.status().as_u16(), 422);
     assert_eq!(mock.stats().requests, before, "nothing ran");
-    let repaired: Value = client()
-        .post(format!("{base}/v1/runs/{first}/repair"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let second = repaired["id"].as_str().unwrap().to_owned();
+    // Regression: three repairs at once started three runs, each paying for the
+    // failed branches and the merge again. One starts; the others are it.
+    let repair = || async {
+        let r = client()
+            .post(format!("{base}/v1/runs/{first}/repair"))
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        (code, body["id"].as_str().unwrap().to_owned())
+    };
+    let (a, b, c) = tokio::join!(repair(), repair(), repair());
+    let mut codes = vec![a.0, b.0, c.0];
+    codes.sort();
+    assert_eq!(codes, [200, 200, 202]);
+    assert!(a.1 == b.1 && b.1 == c.1, "{a:?} {b:?} {c:?}");
+    let second = a.1;
     assert_ne!(second, first);
     let run = until_status(&base, &second, "succeeded").await;
     assert_eq!(
@@ -120,6 +129,9 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
         2 + 1,
         "the two failed branches and the merge"
     );
+    // Once it has succeeded, a repair of the same run is still that one.
+    assert_eq!(repair().await, (200, second.clone()));
+    assert_eq!(mock.stats().requests - before, 3, "nothing ran again");
     let branches = run["report"]["branches"].as_array().unwrap();
     assert_eq!(branches.len(), 8);
     assert!(branches.iter().all(|b| b["outcome"]["status"] == "ok"));
