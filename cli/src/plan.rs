@@ -204,7 +204,7 @@ pub fn items(patterns: &[String]) -> anyhow::Result<Option<Vec<String>>> {
     }
     each_files(patterns)?
         .iter()
-        .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
+        .map(|f| crate::setup::read_document(f))
         .collect::<anyhow::Result<Vec<_>>>()
         .map(Some)
 }

@@ -98,15 +98,21 @@ fn documents(files: &[PathBuf]) -> Vec<Document> {
 /// The last line of each document in `out`, by key, in the order first seen.
 /// Unreadable lines (an interrupted write) are ignored, so their documents run again.
 fn last_lines(out: &Path) -> anyhow::Result<Vec<(String, BatchLine)>> {
-    let text = match std::fs::read_to_string(out) {
-        Ok(t) => t,
+    use std::io::BufRead as _;
+    let file = match std::fs::File::open(out) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        bail!("{} is not a regular file", out.display());
+    }
     let mut order: Vec<String> = Vec::new();
     let mut last: HashMap<String, BatchLine> = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        match serde_json::from_str::<BatchLine>(line) {
+    // Line by line: a results file holds every document's report.
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.unwrap_or_default();
+        match serde_json::from_str::<BatchLine>(&line) {
             Ok(l) => {
                 let key = l.path.clone().unwrap_or_else(|| l.document.clone());
                 if last.insert(key.clone(), l).is_none() {
@@ -328,6 +334,12 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         Plan::FanOut(_) => "fan-out".to_owned(),
         Plan::Workflow(w) => w.name.clone(),
     };
+    // A results file is a regular file: `--out /dev/full` was read without end.
+    if let Ok(meta) = std::fs::metadata(&args.out) {
+        if !meta.is_file() {
+            bail!("--out {} is not a regular file", args.out.display());
+        }
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -345,10 +357,10 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     }
     // Every document is read (its digest says whether it changed since its line).
     let last: HashMap<String, BatchLine> = last_lines(&args.out)?.into_iter().collect();
-    let mut todo: Vec<(Document, std::io::Result<String>)> = Vec::new();
+    let mut todo: Vec<(Document, anyhow::Result<String>)> = Vec::new();
     let mut skipped = args.files.len() - documents.len();
     for mut doc in documents {
-        let text = std::fs::read_to_string(&doc.path);
+        let text = crate::setup::read_document(&doc.path);
         doc.sha256 = text.as_deref().ok().map(fanfare::run::Asked::digest);
         if is_done(last.get(&doc.key), doc.sha256.as_deref(), args.retry_failed) {
             skipped += 1;
@@ -382,10 +394,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     let mut texts = Vec::new();
     for (doc, text) in todo {
         match text {
-            Err(e) => out.write(&line_for(
-                &doc,
-                Err(format!("cannot read {}: {e}", doc.shown)),
-            ))?,
+            Err(e) => out.write(&line_for(&doc, Err(format!("cannot read it: {e:#}"))))?,
             Ok(text) if text.trim().is_empty() => {
                 out.write(&line_for(&doc, Err(format!("{} is empty", doc.shown))))?
             }

@@ -48,7 +48,16 @@ pub struct Live {
     unpriced: bool,
     /// The step whose map runs over given items, and each item's name (its file).
     items: Option<(String, Vec<String>)>,
+    /// Rows drawn as spinners now (at most [`MAX_SPINNERS`]).
+    spinning: usize,
 }
+
+/// The most rows followed at once: a server naming new branches without end took
+/// `watch` to 1.9 GB in a minute. Branches beyond it are counted, not shown.
+const MAX_ROWS: usize = 10_000;
+
+/// The most spinners drawn at once; the other rows show as lines when they end.
+const MAX_SPINNERS: usize = 40;
 
 impl Live {
     /// Spinners when stderr, where they are drawn, is a terminal (stdout may go to a
@@ -82,6 +91,15 @@ impl Live {
             cost: 0.0,
             unpriced: false,
             items: None,
+            spinning: 0,
+        }
+    }
+
+    /// Writes a line above the rows (or to stderr without a view).
+    fn line(&self, text: String) {
+        match &self.multi {
+            Some(_) => console::write(format!("{text}\n").as_bytes()),
+            None => eprintln!("{text}"),
         }
     }
 
@@ -191,9 +209,20 @@ impl Live {
                 let since = self.anchor(at);
                 self.dispatched += 1;
                 self.update_overall();
-                let bar = self.spinner(&label, since);
-                if bar.is_none() {
-                    eprintln!("[{:7.2}s] {label}: started", self.seconds(since));
+                if self.rows.len() >= MAX_ROWS && !self.rows.contains_key(&key) {
+                    return;
+                }
+                let bar = if self.spinning < MAX_SPINNERS {
+                    self.spinner(&label, since)
+                } else {
+                    None
+                };
+                match &bar {
+                    Some(_) => self.spinning += 1,
+                    None if self.multi.is_none() => {
+                        eprintln!("[{:7.2}s] {label}: started", self.seconds(since));
+                    }
+                    None => {}
                 }
                 self.rows.insert(
                     key,
@@ -272,6 +301,7 @@ impl Live {
                         since,
                         ..
                     }) => {
+                        self.spinning = self.spinning.saturating_sub(1);
                         if let Ok(style) = ProgressStyle::with_template("{msg}") {
                             bar.set_style(style);
                         }
@@ -280,7 +310,14 @@ impl Live {
                             ended.saturating_duration_since(since).as_secs_f64()
                         ));
                     }
-                    _ => eprintln!("[{:7.2}s] {label}: {outcome}{late}", self.seconds(ended)),
+                    Some(Row { since, .. }) if self.multi.is_some() => self.line(format!(
+                        "{mark} {label} · {outcome} · {:.2}s{late}",
+                        ended.saturating_duration_since(since).as_secs_f64()
+                    )),
+                    _ => self.line(format!(
+                        "[{:7.2}s] {label}: {outcome}{late}",
+                        self.seconds(ended)
+                    )),
                 }
             }
             Progress::MergeStarted { inputs } => {
@@ -369,7 +406,22 @@ mod tests {
             cost: 0.0,
             unpriced: false,
             items: None,
+            spinning: 0,
         }
+    }
+
+    #[test]
+    fn regression_a_server_naming_branches_without_end_is_followed_in_bounded_rows() {
+        let mut live = plain(false);
+        for i in 0..(MAX_ROWS + 500) {
+            live.show(Progress::Started {
+                key: i.to_string(),
+                label: format!("agent{i}"),
+                at: None,
+            });
+        }
+        assert_eq!(live.rows.len(), MAX_ROWS);
+        assert_eq!(live.dispatched, MAX_ROWS + 500, "all counted");
     }
 
     #[test]

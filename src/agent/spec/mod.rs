@@ -275,9 +275,10 @@ impl AgentSpec {
 /// The most bytes a spec or prompt file may hold.
 pub const MAX_SPEC_FILE: u64 = 4 << 20;
 
-/// Reads a spec or prompt file: a regular file (a FIFO hung the load) of at most
-/// [`MAX_SPEC_FILE`] bytes (a 3 GB prompt file took 6 GB and was sent whole).
-fn read_small_file(path: &Path) -> std::io::Result<String> {
+/// Reads a spec, prompt or workflow file: a regular file (a FIFO hung the load) of
+/// at most [`MAX_SPEC_FILE`] bytes (a 3 GB prompt file took 6 GB and was sent whole;
+/// a 1.5 GB workflow file, 3 GB).
+pub(crate) fn read_small_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read as _;
     // Asked before opening: opening a FIFO waits for a writer.
     let meta = std::fs::metadata(path)?;
@@ -291,7 +292,7 @@ fn read_small_file(path: &Path) -> std::io::Result<String> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
-                "it is {} bytes, more than the {MAX_SPEC_FILE} a spec or prompt file may hold",
+                "it is {} bytes, more than the {MAX_SPEC_FILE} a spec, prompt or workflow file may hold",
                 meta.len()
             ),
         ));

@@ -307,7 +307,7 @@ impl Workflow {
 
     /// Reads and parses a workflow file.
     pub fn load(path: &Path) -> Result<Self, WorkflowError> {
-        let text = std::fs::read_to_string(path).map_err(|e| WorkflowError {
+        let text = crate::agent::spec::read_small_file(path).map_err(|e| WorkflowError {
             path: path.to_owned(),
             line: None,
             step: None,

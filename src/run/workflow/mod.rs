@@ -155,9 +155,10 @@ pub struct WorkflowError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkflowProblem {
-    /// It could not be read.
-    #[error("cannot read it")]
-    Io(#[source] std::io::Error),
+    /// It could not be read (the reason is in the message: the CLI showed "cannot
+    /// read it" and no more).
+    #[error("cannot read it: {0}")]
+    Io(std::io::Error),
     /// Malformed TOML, or a wrong, missing or unknown field.
     #[error("{0}")]
     Parse(String),
