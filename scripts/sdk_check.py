@@ -91,7 +91,7 @@ def check_serve(binary: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         token_file = os.path.join(tmp, "token")
         with open(token_file, "w") as f:
-            f.write("serve-token\n")
+            f.write("serve-token-for-the-sdk-check\n")
         env = {k: v for k, v in os.environ.items()
                if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "RUST_LOG")}
         server = subprocess.Popen(
@@ -106,7 +106,7 @@ def check_serve(binary: str) -> None:
                     base = line.split("serving on ", 1)[1].split()[0]
                     break
             assert base, "fanfare serve did not say where it listens"
-            o = openai.OpenAI(api_key="serve-token", base_url=base + "/v1", max_retries=0)
+            o = openai.OpenAI(api_key="serve-token-for-the-sdk-check", base_url=base + "/v1", max_retries=0)
             models = [m.id for m in o.models.list()]
             assert "fanfare/perspectives" in models, models
             question = [{"role": "user", "content": "Should we adopt a four-day week?"}]

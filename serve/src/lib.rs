@@ -68,10 +68,20 @@ impl Token {
         // The first line with anything on it: a file that starts with a blank line
         // was called empty.
         let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        Token::new(line).ok_or_else(|| ServeError::EmptyToken {
+        let token = Token::new(line).ok_or_else(|| ServeError::EmptyToken {
             path: path.to_owned(),
-        })
+        })?;
+        // As the cluster's cookie: one character was accepted, and guessed at once.
+        if token.0.chars().count() < Token::MIN_CHARS {
+            return Err(ServeError::ShortToken {
+                path: path.to_owned(),
+            });
+        }
+        Ok(token)
     }
+
+    /// The fewest characters a token file's token may have.
+    pub const MIN_CHARS: usize = 16;
 
     pub(crate) fn expose(&self) -> &str {
         &self.0
@@ -186,6 +196,12 @@ pub enum ServeError {
     /// The token file is empty.
     #[error("the token file {path} is empty")]
     EmptyToken {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token file's token is too short to keep strangers out.
+    #[error("the token in {path} is shorter than {} characters: anyone could guess it (try `openssl rand -hex 24 > {path}`)", Token::MIN_CHARS)]
+    ShortToken {
         /// The file.
         path: PathBuf,
     },
@@ -419,12 +435,26 @@ mod tests {
     fn regression_a_token_file_that_starts_with_a_blank_line_is_not_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "\n  \ns3cret\n").unwrap();
-        assert_eq!(Token::from_file(&path).unwrap().expose(), "s3cret");
+        std::fs::write(&path, "\n  \ns3cret-s3cret-s3cret\n").unwrap();
+        assert_eq!(
+            Token::from_file(&path).unwrap().expose(),
+            "s3cret-s3cret-s3cret"
+        );
         std::fs::write(&path, "\n \n").unwrap();
         assert!(matches!(
             Token::from_file(&path),
             Err(ServeError::EmptyToken { .. })
         ));
+    }
+
+    #[test]
+    fn regression_a_token_anyone_could_guess_is_refused() {
+        // The sixth probe: a one-character token file was accepted.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "a\n").unwrap();
+        let refused = Token::from_file(&path).unwrap_err();
+        assert!(matches!(refused, ServeError::ShortToken { .. }));
+        assert!(refused.to_string().contains("16 characters"), "{refused}");
     }
 }

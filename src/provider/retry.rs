@@ -236,6 +236,9 @@ impl<P, R: RetryPolicy> Retry<P, R> {
         // saying why.
         if let Some(deadline) = request.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
+            // The server's own hint counts, not the policy's cap on it: a
+            // `retry-after` of days was waited as 30 s, then failed at the deadline.
+            let wait = error.kind.retry_after().map_or(wait, |hint| hint.max(wait));
             if wait >= left {
                 error.gave_up = Some(GaveUp::WaitPastDeadline {
                     wait_ms: wait.as_millis() as u64,
@@ -383,6 +386,35 @@ mod tests {
         assert!(
             e.to_string().contains("after 3 attempts") && e.to_string().contains("`legal`"),
             "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_retry_after_longer_than_the_cap_and_the_time_left_fails_at_once() {
+        // The sixth probe: a `retry-after` of 10^12 s was capped to 30 s before it
+        // was held against the deadline, waited, and the call failed 30 s later.
+        let retry = Retry::new(
+            script(vec![ProviderErrorKind::RateLimited {
+                retry_after_ms: Some(1_000_000_000_000_000),
+                excerpt: String::new(),
+            }]),
+            ExponentialBackoff::default(),
+        );
+        let mut r = CompletionRequest::new("a", "s", "u");
+        let t0 = tokio::time::Instant::now();
+        r.deadline = Some(t0 + Duration::from_secs(120));
+        let e = retry.complete(r).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::ZERO, "nothing was waited");
+        assert!(
+            matches!(
+                e.gave_up,
+                Some(GaveUp::WaitPastDeadline {
+                    left_ms: 120_000,
+                    ..
+                })
+            ),
+            "{:?}",
+            e.gave_up
         );
     }
 
