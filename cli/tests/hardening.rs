@@ -537,3 +537,33 @@ fn regression_inputs_too_large_for_a_task_or_not_files_are_refused_before_they_a
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("1 ok, 1 failed"), "{}", stderr(&out));
 }
+
+#[test]
+fn regression_watch_of_a_server_that_is_not_fanfare_says_so_instead_of_asking_again_forever() {
+    // The sixth probe: a 200 `text/html` answer to the event stream was asked for
+    // again twice a second, silently, without end.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut socket in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf);
+            let _ = socket.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    let started = Instant::now();
+    let out = fanfare()
+        .args(["watch", "run-1", "--server", &base])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("`text/html`, not an event stream"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -179,7 +179,15 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
         if last > 0 {
             request = request.header("Last-Event-ID", last.to_string());
         }
-        let mut response = match request.send().await {
+        // A server that takes the connection and never answers is given up on.
+        let sent = match tokio::time::timeout(Duration::from_secs(30), request.send()).await {
+            Ok(sent) => sent,
+            Err(_) => bail!(
+                "{} took the connection but did not answer within 30 s",
+                server.base
+            ),
+        };
+        let mut response = match sent {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 let status = r.status();
@@ -192,6 +200,13 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
             }
             Err(e) => {
                 failures += 1;
+                if failures == 1 {
+                    // Said at once: `watch` of a server not there printed nothing.
+                    eprintln!(
+                        "fanfare: cannot reach {} ({e}); trying again for 30 s",
+                        server.base
+                    );
+                }
                 if failures > 30 {
                     return Err(e)
                         .with_context(|| format!("lost fanfare serve at {}", server.base));
@@ -200,6 +215,20 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
                 continue;
             }
         };
+        // An answer that is not an event stream (a web server, a proxy's page) was
+        // asked again twice a second without end, silently.
+        let kind = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type")
+            .to_owned();
+        if !kind.starts_with("text/event-stream") {
+            bail!(
+                "{} answered the events of {id} with `{kind}`, not an event stream: is it fanfare serve?",
+                server.base
+            );
+        }
         failures = 0;
         let mut buffer = String::new();
         loop {
