@@ -214,6 +214,21 @@ impl BranchesPart {
                 BranchOutcome::Cancelled { .. } => totals.cancelled += 1,
                 BranchOutcome::Refused { .. } => totals.refused += 1,
             }
+            // What this run spent: a reused branch's (or item's) spend was an earlier
+            // run's, and a repair's totals counted it again (its cost twice over a
+            // run and its repair).
+            if b.reused {
+                continue;
+            }
+            if b.items.iter().any(|i| i.reused) {
+                for i in b.items.iter().filter(|i| !i.reused) {
+                    totals.attempts = totals.attempts.saturating_add(u64::from(i.attempts));
+                    totals.usage += i.usage;
+                    totals.wasted_calls += u64::from(i.wasted_calls);
+                    add_cost(&mut totals, i.cost_usd, i.usage);
+                }
+                continue;
+            }
             totals.attempts = totals.attempts.saturating_add(u64::from(b.attempts));
             totals.usage += b.usage;
             // Refusals for load: a nested run's own count, else the outcome's.

@@ -212,7 +212,10 @@ pub struct SynthesisReport {
     pub end: Duration,
 }
 
-/// Counts over a run.
+/// Counts over a run. The outcomes count every branch; what was spent (attempts,
+/// calls, tokens, cost) counts what this run called, not the answers it reused from
+/// an earlier attempt at it (a resumed run, a repair), whose branches still show
+/// their own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Branches that succeeded.

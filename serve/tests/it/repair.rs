@@ -137,6 +137,14 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
     assert!(branches.iter().all(|b| b["outcome"]["status"] == "ok"));
     let reused: Vec<bool> = branches.iter().map(|b| b["reused"] == true).collect();
     assert_eq!(reused, [true, true, false, true, true, false, true, true]);
+    // Regression (sixth probe): the repair's totals counted the reused branches'
+    // calls and cost again; they count what the repair called.
+    assert_eq!(
+        run["report"]["totals"]["attempts"], 2,
+        "{}",
+        run["report"]["totals"]
+    );
+    assert_eq!(run["report"]["totals"]["ok"], 8);
     assert_eq!(run["request"]["repair_of"], first.as_str());
 
     // A repair must run the same request, of a run that has ended.
