@@ -163,6 +163,10 @@ pub struct RuntimeBuilder {
     pub described: String,
     /// The provider's default model, for a real one.
     pub default_model: Option<String>,
+    /// The provider is simulated.
+    pub simulated: bool,
+    /// Each spec's fingerprint, by name (what a cluster checks its workers by).
+    pub fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 /// The runtime with `specs` (faults from the flags applied) on the provider the
@@ -212,6 +216,11 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
             }
         }
     }
+    let fingerprints = specs
+        .iter()
+        .map(|s| (s.name.clone(), s.fingerprint()))
+        .collect();
+    let simulated = provider.is_simulated();
     let agents = specs.into_iter().map(|s| {
         let faults = s.faults.clone();
         Faulty::new(s, faults)
@@ -233,6 +242,8 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         endpoint,
         described,
         default_model,
+        simulated,
+        fingerprints,
     })
 }
 

@@ -27,6 +27,10 @@ pub struct NodeStatus {
     pub state: NodeState,
     /// The specialists it hosts.
     pub specialists: Vec<String>,
+    /// Those it is sent no branch of: their spec differs from the orchestrator's,
+    /// or its provider is simulated and the orchestrator's is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
     /// Branches the orchestrator has running there now.
     pub running: usize,
     /// Branches it takes at once before another node is preferred.
@@ -86,6 +90,14 @@ impl std::fmt::Display for ClusterStatus {
             )?;
             if let NodeState::Down { reason } = &n.state {
                 writeln!(f, "{:<20} down: {reason}", "")?;
+            }
+            if !n.refused.is_empty() {
+                writeln!(
+                    f,
+                    "{:<20} not sent (spec or provider differs from the orchestrator's): {}",
+                    "",
+                    n.refused.join(", ")
+                )?;
             }
         }
         Ok(())

@@ -145,6 +145,15 @@ pub struct WorkerStatus {
     pub running: usize,
     /// Branches it takes at once before the orchestrator prefers another node.
     pub capacity: usize,
+    /// Each spec-defined specialist's fingerprint (`AgentSpec::fingerprint`): the
+    /// orchestrator sends a worker only the specialists whose fingerprint is its
+    /// own (a worker whose `legal` asked for 9,999 tokens where the orchestrator's
+    /// budget reserved 600 was used without a word).
+    #[serde(default)]
+    pub fingerprints: std::collections::BTreeMap<String, String>,
+    /// Its provider is simulated: an orchestrator on a real one sends it nothing.
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 /// What a worker's control actor does.

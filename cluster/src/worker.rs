@@ -41,6 +41,11 @@ pub struct WorkerConfig {
     pub join_timeout: Duration,
     /// The pause between attempts to (re)join.
     pub rejoin_every: Duration,
+    /// Its spec-defined specialists' fingerprints (`AgentSpec::fingerprint`), which
+    /// the orchestrator checks against its own; empty: none to check.
+    pub fingerprints: std::collections::BTreeMap<String, String>,
+    /// Its provider is simulated.
+    pub simulated: bool,
 }
 
 impl WorkerConfig {
@@ -52,6 +57,8 @@ impl WorkerConfig {
             capacity: 256,
             join_timeout: Duration::from_secs(30),
             rejoin_every: Duration::from_secs(1),
+            fingerprints: Default::default(),
+            simulated: false,
         }
     }
 }
@@ -61,6 +68,8 @@ struct Shared {
     fanfare: Fanfare,
     agents: Vec<String>,
     capacity: usize,
+    fingerprints: std::collections::BTreeMap<String, String>,
+    simulated: bool,
     next: AtomicU64,
     jobs: Mutex<HashMap<u64, (BranchId, AbortHandle)>>,
 }
@@ -126,6 +135,8 @@ impl Worker {
             agents: fanfare.agents(),
             fanfare,
             capacity: config.capacity,
+            fingerprints: config.fingerprints.clone(),
+            simulated: config.simulated,
             next: AtomicU64::new(0),
             jobs: Mutex::new(HashMap::new()),
         });
@@ -315,6 +326,8 @@ impl Actor for Control {
                     specialists: shared.agents.clone(),
                     running: shared.jobs().len(),
                     capacity: shared.capacity,
+                    fingerprints: shared.fingerprints.clone(),
+                    simulated: shared.simulated,
                 };
                 let _ = reply.send(Frame::new(status));
             }

@@ -37,7 +37,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
     let gate = ready.gate;
     let endpoint = ready.endpoint;
     let mut builder = ready.builder;
-    let cluster = match start_cluster(&args.cluster, agent_names, gate.clone()).await? {
+    let checks = WorkerChecks {
+        fingerprints: ready.fingerprints,
+        simulated: ready.simulated,
+    };
+    let cluster = match start_cluster(&args.cluster, agent_names, checks, gate.clone()).await? {
         Some(cluster) => {
             builder = builder.router(cluster.router());
             Some(cluster)
@@ -116,9 +120,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
 
 /// With `--cluster-listen`, starts accepting workers; their model calls lease from
 /// `gate`.
+/// What workers are checked against: this process's specs and provider.
+struct WorkerChecks {
+    fingerprints: std::collections::BTreeMap<String, String>,
+    simulated: bool,
+}
+
 async fn start_cluster(
     args: &OrchestratorArgs,
     local_agents: Vec<String>,
+    checks: WorkerChecks,
     gate: Option<Gate>,
 ) -> anyhow::Result<Option<Cluster>> {
     let Some(listen) = args.cluster_listen else {
@@ -138,6 +149,8 @@ async fn start_cluster(
     config.local_agents = local_agents;
     config.local_capacity = args.local_capacity;
     config.heartbeat_timeout = args.heartbeat_timeout;
+    config.fingerprints = checks.fingerprints;
+    config.simulated = checks.simulated;
     let cluster = Cluster::start(config, gate)
         .await
         .context("--cluster-listen")?;

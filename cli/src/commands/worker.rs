@@ -44,6 +44,8 @@ admitted by the orchestrator's gate, so give them to `fanfare serve`"
     );
     config.capacity = args.capacity;
     config.join_timeout = args.join_timeout;
+    config.fingerprints = ready.fingerprints;
+    config.simulated = ready.simulated;
     let worker = match Worker::join(config, fanfare.clone()).await {
         Ok(worker) => worker,
         Err(e) => {

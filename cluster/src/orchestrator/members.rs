@@ -31,6 +31,8 @@ pub(crate) struct Member {
     pub running: usize,
     pub joined: Instant,
     pub last_seen: Option<Instant>,
+    /// Specialists it hosts that are not routed to it (see [`Ours::refused`]).
+    pub refused: Vec<String>,
     /// Carries the reason once the node is lost; its branches wait on it.
     pub lost: watch::Sender<Option<String>>,
     pub session: ActorRef<NodeSessionMessage>,
@@ -58,6 +60,47 @@ impl Member {
 #[derive(Default)]
 pub(crate) struct Members {
     table: Mutex<Table>,
+    /// What a worker's specialists must match: this node's own.
+    ours: Ours,
+}
+
+/// This node's spec fingerprints and whether its provider is simulated.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ours {
+    pub fingerprints: std::collections::BTreeMap<String, String>,
+    pub simulated: bool,
+}
+
+impl Ours {
+    /// The specialists of a worker reporting `status` that must not be routed to it,
+    /// and why: those whose spec differs from this node's (all of them when it
+    /// answers with a simulated model and this node does not).
+    pub(crate) fn refused(&self, status: &WorkerStatus) -> (Vec<String>, Option<&'static str>) {
+        if status.simulated && !self.simulated {
+            return (
+                status.specialists.clone(),
+                Some("its model provider is simulated and this node's is not"),
+            );
+        }
+        let differ: Vec<String> = status
+            .fingerprints
+            .iter()
+            .filter(|(name, theirs)| {
+                self.fingerprints
+                    .get(*name)
+                    .is_some_and(|ours| ours != *theirs)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let why = (!differ.is_empty()).then_some("their spec differs from this node's");
+        (differ, why)
+    }
+
+    /// Whether `agent` is checked: a worker gets it only once its status says
+    /// its spec is this node's.
+    pub(crate) fn checks(&self, agent: &str) -> bool {
+        self.fingerprints.contains_key(agent)
+    }
 }
 
 #[derive(Default)]
@@ -70,6 +113,22 @@ pub(crate) struct Table {
 }
 
 impl Members {
+    /// A table that checks workers against `ours`.
+    pub(crate) fn new(ours: Ours) -> Self {
+        Self {
+            table: Mutex::default(),
+            ours,
+        }
+    }
+
+    /// Whether `m` may be sent `agent`: it is usable, and (when this node knows
+    /// the agent's fingerprint) has said its spec is the same.
+    pub(crate) fn takes(&self, m: &Member, agent: &str) -> bool {
+        m.usable()
+            && !m.refused.iter().any(|a| a == agent)
+            && (!self.ours.checks(agent) || m.status.is_some())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Table> {
         self.table
             .lock()
@@ -118,6 +177,7 @@ impl Members {
                 lost,
                 session,
                 sending: Arc::new(Semaphore::new(SENDING_BUDGET >> 10)),
+                refused: Vec::new(),
             },
         );
         t.order.retain(|i| *i != id);
@@ -163,6 +223,17 @@ impl Members {
                     "a worker speaks another protocol version: it is given no work"
                 );
             }
+            let (refused, why) = self.ours.refused(&status);
+            if refused != m.refused {
+                if let Some(why) = why {
+                    tracing::warn!(
+                        node = %m.name,
+                        specialists = %refused.join(", "),
+                        "a worker's specialists are not used: {why} (start it with the same specs and provider)"
+                    );
+                }
+                m.refused = refused;
+            }
             m.status = Some(status);
         }
     }
@@ -189,6 +260,7 @@ impl Members {
                     .as_ref()
                     .map(|s| s.specialists.clone())
                     .unwrap_or_default(),
+                refused: m.refused.clone(),
                 running: m.running,
                 capacity: m.capacity(),
                 last_seen_ms: m.last_seen.map(|t| t.elapsed().as_millis() as u64),
@@ -201,6 +273,49 @@ impl Members {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_whose_spec_or_provider_differs_is_not_sent_those_specialists() {
+        // The sixth probe: a worker whose `legal` asked for 9,999 tokens (the
+        // orchestrator's budget reserved 600), and one answering with the simulator
+        // under a real orchestrator, were used without a word.
+        let fp = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let ours = Ours {
+            fingerprints: fp(&[("legal", "L"), ("security", "S")]),
+            simulated: false,
+        };
+        let status = |fingerprints, simulated| WorkerStatus {
+            node: "w".into(),
+            protocol: PROTOCOL,
+            specialists: vec!["legal".into(), "security".into(), "custom".into()],
+            running: 0,
+            capacity: 4,
+            fingerprints,
+            simulated,
+        };
+        let table: [(WorkerStatus, &[&str]); 4] = [
+            (status(fp(&[("legal", "L"), ("security", "S")]), false), &[]),
+            (
+                status(fp(&[("legal", "X"), ("security", "S")]), false),
+                &["legal"],
+            ),
+            // A Rust agent has no fingerprint: it is not checked.
+            (status(fp(&[("custom", "C")]), false), &[]),
+            (
+                status(fp(&[("legal", "L"), ("security", "S")]), true),
+                &["legal", "security", "custom"],
+            ),
+        ];
+        for (status, refused) in table {
+            assert_eq!(ours.refused(&status).0, refused, "{status:?}");
+        }
+        assert!(ours.checks("legal") && !ours.checks("custom"));
+    }
 
     #[tokio::test]
     async fn a_name_already_up_is_refused_and_one_that_went_down_may_join_again() {

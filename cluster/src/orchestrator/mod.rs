@@ -39,6 +39,13 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A worker unheard of this long is lost (its connection is closed).
     pub heartbeat_timeout: Duration,
+    /// This node's spec-defined specialists' fingerprints (`AgentSpec::fingerprint`):
+    /// a worker gets a branch of such a specialist only when its fingerprint is the
+    /// same. Empty: workers are not checked.
+    pub fingerprints: std::collections::BTreeMap<String, String>,
+    /// This node's provider is simulated (a worker whose provider is simulated is
+    /// sent nothing by an orchestrator whose provider is not).
+    pub simulated: bool,
 }
 
 impl ClusterConfig {
@@ -50,6 +57,8 @@ impl ClusterConfig {
             local_capacity: 64,
             heartbeat: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
+            fingerprints: Default::default(),
+            simulated: false,
         }
     }
 }
@@ -105,7 +114,10 @@ impl Cluster {
         config: ClusterConfig,
         gate: Option<Arc<Gate>>,
     ) -> Result<Self, ClusterError> {
-        let members = Arc::new(Members::default());
+        let members = Arc::new(Members::new(members::Ours {
+            fingerprints: config.fingerprints.clone(),
+            simulated: config.simulated,
+        }));
         let screening = members.clone();
         let screen: node::Screen = Arc::new(move |name: &str| !screening.is_up(name));
         let node = node::start(&config.node, Some(screen)).await?;
@@ -205,6 +217,7 @@ impl Cluster {
             address: inner.addr.to_string(),
             state: NodeState::Up,
             specialists: agents,
+            refused: Vec::new(),
             running: inner.members.lock().local_running,
             capacity: inner.local_capacity,
             last_seen_ms: None,

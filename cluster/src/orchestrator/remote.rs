@@ -54,7 +54,10 @@ impl Router for ClusterRouter {
             if id.is_local() || candidates.iter().any(|(n, _)| *n == id.node()) {
                 continue;
             }
-            if t.by_id.get(&id.node()).is_some_and(|m| m.usable()) {
+            if t.by_id
+                .get(&id.node())
+                .is_some_and(|m| inner.members.takes(m, agent))
+            {
                 candidates.push((id.node(), ActorRef::from(cell)));
             }
         }

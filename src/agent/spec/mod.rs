@@ -272,6 +272,32 @@ impl AgentSpec {
     }
 }
 
+impl AgentSpec {
+    /// A digest (SHA-256, hex) of what decides its model calls and their cost: its
+    /// name, prompt, model, `max_tokens` and temperature. Two processes whose specs
+    /// have the same fingerprint ask the same; a cluster's orchestrator routes to a
+    /// worker only the specialists whose fingerprint is its own.
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write as _;
+        let text = format!(
+            "{}\0{}\0{}\0{}\0{}",
+            self.name,
+            self.prompt,
+            self.model.as_deref().unwrap_or(""),
+            self.max_tokens,
+            self.temperature
+                .map(|t| t.to_bits().to_string())
+                .unwrap_or_default()
+        );
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in digest.as_ref() {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
+    }
+}
+
 /// The most bytes a spec or prompt file may hold.
 pub const MAX_SPEC_FILE: u64 = 4 << 20;
 
