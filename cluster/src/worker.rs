@@ -228,14 +228,10 @@ async fn stay_joined(
     tls: Option<crate::tls::TlsFiles>,
     state: watch::Sender<Joining>,
 ) {
-    let failed = |reason: String| {
-        state.send_replace(Joining::Trying {
-            last_error: Some(reason),
-        });
-    };
+    let mut attempts = Attempts::default();
     loop {
         if let Err(e) = node::connect(&server, &join, tls.as_ref()).await {
-            failed(e);
+            attempts.failed(&state, &join, every, e);
             tokio::time::sleep(every).await;
             continue;
         }
@@ -256,7 +252,7 @@ async fn stay_joined(
             }
         };
         let Some((id, orchestrator)) = session else {
-            failed("the orchestrator closed the session during the handshake (a wrong cookie, or a node of the same name is already joined)".into());
+            attempts.failed(&state, &join, every, "the orchestrator closed the session during the handshake (a wrong cookie, or a node of the same name is already joined)".into());
             tokio::time::sleep(every).await;
             continue;
         };
@@ -266,11 +262,19 @@ async fn stay_joined(
                 "this worker's name `{orchestrator}` is the orchestrator's own: give it another --name"
             );
             tracing::error!("{why}");
-            failed(why);
+            attempts.failed(&state, &join, every, why);
             tokio::time::sleep(every).await;
             continue;
         }
-        tracing::info!(%orchestrator, "joined the cluster");
+        if attempts.failures > 0 && attempts.was_joined {
+            tracing::warn!(%orchestrator, "rejoined the cluster");
+        } else {
+            tracing::info!(%orchestrator, "joined the cluster");
+        }
+        attempts = Attempts {
+            failures: 0,
+            was_joined: true,
+        };
         state.send_replace(Joining::Joined);
         loop {
             match events.recv().await {
@@ -281,8 +285,44 @@ async fn stay_joined(
         }
         let stopped = shared.abort_all();
         tracing::warn!(%orchestrator, stopped, "lost the orchestrator: its branches here were stopped; rejoining");
-        failed("the orchestrator's session ended".into());
+        attempts.failed(
+            &state,
+            &join,
+            every,
+            "the orchestrator's session ended".into(),
+        );
         tokio::time::sleep(every).await;
+    }
+}
+
+/// A worker's attempts to (re)join in a row.
+#[derive(Default)]
+struct Attempts {
+    failures: u32,
+    /// It had joined once: a failure now is news (at the first, and every minute
+    /// after), where a worker that lost its name to another retried forever, saying
+    /// nothing of why.
+    was_joined: bool,
+}
+
+impl Attempts {
+    fn failed(
+        &mut self,
+        state: &watch::Sender<Joining>,
+        join: &str,
+        every: Duration,
+        reason: String,
+    ) {
+        self.failures += 1;
+        if self.was_joined && self.failures % 60 == 1 {
+            tracing::warn!(
+                attempts = self.failures,
+                "cannot rejoin the cluster at {join}: {reason}; trying again every {every:?}"
+            );
+        }
+        state.send_replace(Joining::Trying {
+            last_error: Some(reason),
+        });
     }
 }
 
