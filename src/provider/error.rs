@@ -113,7 +113,7 @@ fn attempts_note(attempts: u32, earlier: &[ProviderErrorKind]) -> String {
 fn gave_up_note(gave_up: Option<&GaveUp>) -> String {
     match gave_up {
         Some(GaveUp::WaitPastDeadline { wait_ms, left_ms }) => format!(
-            "; not retried: the next try was due in {wait_ms} ms, only {left_ms} ms were left before the branch deadline"
+            "; not retried: the next try was due in {wait_ms} ms, only {left_ms} ms were left before the deadline"
         ),
         Some(GaveUp::DeadlineReached) => "; stopped at the branch deadline".to_owned(),
         None => String::new(),

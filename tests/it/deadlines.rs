@@ -126,7 +126,7 @@ async fn regression_a_retry_storm_cut_by_the_branch_timeout_keeps_its_history() 
     let error = b.error.clone().unwrap_or_default();
     assert!(b.attempts >= 3, "{} attempts: {error}", b.attempts);
     assert!(error.contains("HTTP 429"), "{error}");
-    assert!(error.contains("before the branch deadline"), "{error}");
+    assert!(error.contains("before the deadline"), "{error}");
     assert!(
         b.end < Duration::from_secs(1),
         "failed at once, not at the deadline"

@@ -27,6 +27,13 @@ async fn llm_merge_prompt_labels_outputs_and_names_failures() {
     let requests = recording.requests();
     let merge = requests.iter().find(|r| r.agent == "synthesiser").unwrap();
     assert_eq!(merge.system, MERGE_SYSTEM_PROMPT);
+    // Regression (sixth probe): without the run's deadline a merge call waited at a
+    // rate limit whose reset was past it, and the run said only that its merge
+    // timed out; with it, the stack fails the call at once and says why.
+    assert!(
+        merge.deadline.is_some(),
+        "the merge call carries the run's deadline"
+    );
     let prompt = &merge.messages[0].content;
     assert!(prompt.contains("Task:\nStore logs?"), "{prompt}");
     assert!(prompt.contains("## legal\nlegal answered"), "{prompt}");

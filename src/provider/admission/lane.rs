@@ -218,10 +218,10 @@ impl Lane {
             0 => None,
             us => Some(Duration::from_micros(us)),
         };
-        let hold = [self.held_until(), self.allowance_spent_until(now)]
-            .into_iter()
-            .flatten()
-            .max();
+        let (held, spent) = (self.held_until(), self.allowance_spent_until(now));
+        let hold = [held, spent].into_iter().flatten().max();
+        // A hold from rate-limit headers saying none is left is not a retry-after.
+        let by_headers = spent.is_some() && spent >= held;
         let (cap, growth, max) = match self.window.lock() {
             Ok(w) => (w.cap(), w.growth(), w.max()),
             Err(_) => return Ok(()),
@@ -235,9 +235,12 @@ impl Lane {
             max,
             typical,
         };
-        let Some((wait, waiting_for)) = forecast::earliest_start(&outlook) else {
+        let Some((wait, mut waiting_for)) = forecast::earliest_start(&outlook) else {
             return Ok(());
         };
+        if waiting_for == Wait::ServerHold && by_headers {
+            waiting_for = Wait::ServerLimit;
+        }
         let left = deadline.saturating_duration_since(now);
         if wait <= left {
             return Ok(());

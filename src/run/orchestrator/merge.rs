@@ -51,6 +51,7 @@ impl Merge<'_> {
             deltas: self
                 .events
                 .map(|events| stream::synthesis(events, self.run)),
+            deadline: self.deadline,
         };
         let synthesiser = self.synthesiser.borrow().clone();
         let result = match synthesiser {

@@ -186,6 +186,10 @@ pub(crate) struct MergeRequest {
     pub strategy: MergeStrategy,
     /// Where the final merge call's text goes as it streams, if anyone watches.
     pub deltas: Option<crate::provider::DeltaSink>,
+    /// The run's deadline, which its merge calls carry: the stack then fails a call
+    /// at once that could not be made in time (a rate limit whose reset is later)
+    /// rather than wait for the deadline and say only that it timed out.
+    pub deadline: tokio::time::Instant,
 }
 
 /// Messages to the [`Synthesiser`].
@@ -254,6 +258,7 @@ impl Actor for Synthesiser {
                     branches,
                     strategy,
                     deltas,
+                    deadline,
                 } = *request;
                 if branches.iter().all(|b| b.text().is_none()) {
                     let _ = reply.send(Err(SynthesisError::NothingToMerge));
@@ -284,6 +289,7 @@ impl Actor for Synthesiser {
                             context_window,
                             learned: self.learned.clone(),
                             deltas,
+                            deadline: Some(deadline),
                         };
                         let work = async move {
                             let result = merge.run(input, &branches).await;

@@ -70,6 +70,8 @@ pub(crate) struct LlmMerge {
     pub learned: Learned,
     /// Where the final merge call streams its text (partial merges stream nowhere).
     pub deltas: Option<crate::provider::DeltaSink>,
+    /// When the run stops waiting for its merge, carried by every merge call.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// Where a call's failure leaves the merge.
@@ -271,6 +273,7 @@ impl LlmMerge {
         let mut req = CompletionRequest::new("synthesiser", system, user);
         req.model = self.model.clone();
         req.max_tokens = max_tokens;
+        req.deadline = self.deadline;
         if system == MERGE_SYSTEM_PROMPT {
             req.deltas = self.deltas.clone();
         }
