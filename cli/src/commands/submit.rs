@@ -164,6 +164,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<bool> {
 }
 
 pub async fn watch(id: &str, json: bool, client: &ClientArgs) -> anyhow::Result<bool> {
+    // The id goes into URLs: `../../x?y=` was sent as a path of its own.
+    let well_formed = id
+        .strip_prefix("run-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !well_formed {
+        bail!("`{id}` is not a run id (run ids look like run-42)");
+    }
     let server = Server::new(client)?;
     follow(&server, id, json).await
 }

@@ -57,6 +57,13 @@ impl Journal {
     /// Opens (creating if needed) the journal at `path` and brings its schema up to
     /// date.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        // SQLite on `/dev/null` or `/dev/full` "opened", and left `-journal` files
+        // beside the device.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(JournalError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
         let open = |source| JournalError::Open {
             path: path.to_owned(),
             source,

@@ -310,3 +310,15 @@ async fn regression_a_journal_of_schema_2_gets_the_list_figures_of_its_runs_fill
         })
     );
 }
+
+#[test]
+fn regression_a_journal_path_that_is_not_a_regular_file_is_refused() {
+    // The sixth probe: `--db /dev/null` was opened, and left files in /dev.
+    let dir = tempfile::tempdir().unwrap();
+    for path in [std::path::Path::new("/dev/null"), dir.path()] {
+        assert!(matches!(
+            Journal::open(path),
+            Err(JournalError::NotAFile { .. })
+        ));
+    }
+}

@@ -71,6 +71,12 @@ pub enum JournalError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The path names something that is not a regular file (a device, a directory).
+    #[error("the journal {path} is not a regular file (give --db a file's path)")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// The schema could not be brought up to date.
     #[error("journal {path}")]
     Migrate {
