@@ -6,7 +6,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort}
 
 use super::intake::{Intake, Notice, Ran};
 use super::{Agent, AgentContext, AgentError, AgentReply, BranchId, Task};
-use crate::provider::{BoxFuture, Provider};
+use crate::provider::BoxFuture;
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
 /// The message protocol every specialist speaks.
@@ -38,16 +38,15 @@ pub(crate) struct AgentActor {
 }
 
 impl AgentActor {
-    /// Wraps `agent`, giving it `provider` to call; counts itself in `live`. A panic
+    /// Wraps `agent`, giving it `ctx` (the provider to call, the tools); counts itself in `live`. A panic
     /// in one of its tasks is told to `notices` (`None`: unsupervised, only logged).
     /// Returns the actor and its intake.
     pub(crate) fn new<A: Agent>(
         agent: Arc<A>,
-        provider: Arc<dyn Provider>,
+        ctx: AgentContext,
         live: LiveCount,
         notices: Option<DerivedActorRef<Notice>>,
     ) -> (Self, Arc<Intake>) {
-        let ctx = AgentContext { provider };
         let name = agent.name().to_owned();
         let run = Box::new(move |task: Task| -> BoxFuture<'static, AgentReply> {
             let (agent, ctx) = (agent.clone(), ctx.clone());

@@ -45,6 +45,7 @@ mod intake;
 pub mod spec;
 pub mod structured;
 pub mod task;
+pub mod tools;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ use crate::provider::{Completion, Provider, ProviderError, Usage};
 pub(crate) use actor::AgentActor;
 pub use actor::AgentMsg;
 pub use intake::panic_is_caught;
-pub(crate) use intake::{caught, caught_now, Intake, Notice, Ran};
+pub(crate) use intake::{caught, caught_now, panic_message as panic_text, Intake, Notice, Ran};
 pub use task::{BranchId, RunId, Task, UpstreamOutput};
 
 /// What a specialist produced.
@@ -85,6 +86,12 @@ pub struct AgentOutput {
     /// short (Anthropic's `max_tokens`, OpenAI's `length`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Tool calls its model made (see [`tools`]), and how many of them failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_calls: u32,
+    /// Of [`AgentOutput::tool_calls`], those that went back to the model as errors.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_errors: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -103,6 +110,8 @@ impl AgentOutput {
             wasted_calls: 0,
             rate_limited: 0,
             truncated: false,
+            tool_calls: 0,
+            tool_errors: 0,
         }
     }
 }
@@ -119,6 +128,8 @@ impl From<Completion> for AgentOutput {
             wasted_calls: c.attempts.saturating_sub(1) + u32::from(c.hedged),
             rate_limited: c.rate_limited,
             truncated: matches!(c.stop_reason.as_deref(), Some("max_tokens" | "length")),
+            tool_calls: 0,
+            tool_errors: 0,
         }
     }
 }
@@ -183,12 +194,15 @@ pub type AgentReply = Result<AgentOutput, AgentError>;
 pub struct AgentContext {
     /// The model backend the runtime was built with.
     pub provider: Arc<dyn Provider>,
+    /// The tools its agents may call (`FanfareBuilder::tool`).
+    pub tools: tools::Toolbox,
 }
 
 impl std::fmt::Debug for AgentContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentContext")
             .field("provider", &self.provider.name())
+            .field("tools", &self.tools)
             .finish()
     }
 }

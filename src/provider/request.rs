@@ -292,7 +292,7 @@ pub(crate) fn estimate_shared_tokens(text: &std::sync::Arc<str>) -> u64 {
 
 /// The one estimate of tokens used wherever a count is needed before (or instead
 /// of) a provider's own: four tokens for every three words, as English text goes;
-/// a run of more than [`LONG_WORD`] characters without a space (code, minified JSON,
+/// a run of more than 16 characters without a space (code, minified JSON,
 /// base64, a URL) one token for every 2.5 of them, and a character of a script
 /// written without spaces (Chinese, Japanese, …) a token and a half. It errs high
 /// rather than low: a budget is kept by it before a call's real count is known (a

@@ -46,6 +46,9 @@ pub enum StartError {
     /// A specialist could not be registered.
     #[error(transparent)]
     Specialist(#[from] AddError),
+    /// A tool could not be registered.
+    #[error(transparent)]
+    Tool(#[from] crate::agent::tools::ToolboxError),
 }
 
 /// Collects specialists before [`FanfareBuilder::start`].
@@ -56,9 +59,17 @@ pub struct FanfareBuilder {
     prices: PriceTable,
     code: CodeRegistry,
     router: Option<Arc<dyn Router>>,
+    tools: Vec<Arc<dyn crate::agent::tools::Tool>>,
 }
 
 impl FanfareBuilder {
+    /// Adds a tool its agents may call (a spec agent names the ones it offers in
+    /// its spec's `tools`).
+    pub fn tool(mut self, tool: impl crate::agent::tools::Tool) -> Self {
+        self.tools.push(Arc::new(tool));
+        self
+    }
+
     /// Adds a specialist defined by an [`Agent`].
     pub fn agent(mut self, agent: impl Agent) -> Self {
         self.specialists.push(Specialist::agent(agent));
@@ -119,6 +130,7 @@ impl FanfareBuilder {
         let roster = Roster::default();
         let (supervision_events, _) = broadcast::channel(1024);
         let live = LiveCount::default();
+        let tools = crate::agent::tools::Toolbox::new(self.tools)?;
         let prices = Arc::new(self.prices);
         let code = Arc::new(self.code);
         let (supervisor, supervisor_rx) = watch::channel(None);
@@ -127,7 +139,10 @@ impl FanfareBuilder {
         let args = RootArgs {
             supervisor: SupervisorArgs {
                 roster: roster.clone(),
-                provider: self.provider.clone(),
+                context: crate::agent::AgentContext {
+                    provider: self.provider.clone(),
+                    tools,
+                },
                 config: self.supervision,
                 events: supervision_events.clone(),
                 live: live.clone(),
@@ -239,6 +254,7 @@ impl Fanfare {
             prices: PriceTable::default(),
             code: CodeRegistry::default(),
             router: None,
+            tools: Vec::new(),
         }
     }
 

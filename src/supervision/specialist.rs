@@ -8,7 +8,7 @@ use ractor::{Actor, ActorCell, ActorRef, DerivedActorRef, SpawnErr};
 
 use super::config::RestartType;
 use crate::agent::{Agent, AgentActor, AgentMsg, CallEstimate, Intake, Notice, Task};
-use crate::provider::{BoxFuture, Provider};
+use crate::provider::BoxFuture;
 use crate::tasks::LiveCount;
 
 /// A specialist to put under supervision: a name, a way to (re)spawn it, and its
@@ -102,8 +102,8 @@ trait SpawnSpecialist: Send + Sync + 'static {
 
 /// What a spawn needs from its supervisor.
 pub(crate) struct Under {
-    /// The provider handed to agent-backed specialists.
-    pub provider: Arc<dyn Provider>,
+    /// What agent-backed specialists call: the provider and the tools.
+    pub context: crate::agent::AgentContext,
     /// The supervisor to link to.
     pub supervisor: ActorCell,
     /// Where agent-backed specialists send their notices.
@@ -118,7 +118,7 @@ impl<A: Agent> SpawnSpecialist for AgentFactory<A> {
     fn spawn(&self, under: Under) -> BoxFuture<'static, Result<Spawned, SpawnErr>> {
         let (actor, intake) = AgentActor::new(
             self.0.clone(),
-            under.provider,
+            under.context,
             under.live,
             Some(under.notices),
         );

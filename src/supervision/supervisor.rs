@@ -11,7 +11,6 @@
 //! its state and dies with it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{
@@ -26,7 +25,6 @@ use super::event::{DownReason, ExitReason, RestartCause, SpecialistStatus, Super
 use super::roster::{Roster, Slot};
 use super::specialist::{Spawned, Specialist, Under};
 use crate::agent::Notice;
-use crate::provider::Provider;
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
 /// Why a specialist could not be added.
@@ -100,8 +98,8 @@ pub(crate) struct Supervisor;
 pub(crate) struct SupervisorArgs {
     /// The roster to keep current.
     pub roster: Roster,
-    /// The provider handed to agent-backed specialists.
-    pub provider: Arc<dyn Provider>,
+    /// What agent-backed specialists call: the provider and the tools.
+    pub context: crate::agent::AgentContext,
     /// Strategy, intensity, backoff.
     pub config: SupervisionConfig,
     /// Where to publish what it does.
@@ -144,7 +142,7 @@ impl SupervisorState {
         };
         let Spawned { actor, intake } = specialist
             .spawn(Under {
-                provider: self.args.provider.clone(),
+                context: self.args.context.clone(),
                 supervisor: myself.get_cell(),
                 notices: myself.get_derived(),
                 live: self.args.live.clone(),

@@ -25,5 +25,6 @@ mod strategies;
 mod structured;
 mod supervision;
 mod synthesis;
+mod tools;
 mod waste;
 mod workflows;

@@ -57,6 +57,12 @@ pub struct AgentSpec {
     pub sim: Option<SimProfile>,
     /// Injected faults (see [`super::faults`]); empty by default.
     pub faults: Faults,
+    /// Tools it may call, by name (registered with `FanfareBuilder::tool`): its
+    /// model is offered them, and asked again with their results (see
+    /// [`super::tools`]).
+    pub tools: Vec<String>,
+    /// The most model calls of one answer when it calls tools (default 4).
+    pub max_turns: u32,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -78,6 +84,15 @@ struct RawSpec {
     sim: Option<SimProfile>,
     #[serde(default)]
     faults: Faults,
+    /// Tools it may call, by name (registered with `FanfareBuilder::tool`).
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default = "default_max_turns")]
+    max_turns: u32,
+}
+
+fn default_max_turns() -> u32 {
+    4
 }
 
 fn default_order() -> i32 {
@@ -151,6 +166,8 @@ impl AgentSpec {
             temperature: None,
             sim: None,
             faults: Faults::default(),
+            tools: Vec::new(),
+            max_turns: default_max_turns(),
             source: PathBuf::from("<code>"),
         }
     }
@@ -222,6 +239,9 @@ impl AgentSpec {
                 return Err(invalid("sim.failure_rate", "must be between 0 and 1"));
             }
         }
+        if !(1..=64).contains(&raw.max_turns) {
+            return Err(invalid("max_turns", "must be 1 to 64"));
+        }
         if let Err(e) = raw.faults.validate() {
             return Err(SpecError::Invalid {
                 path: path.to_owned(),
@@ -239,6 +259,8 @@ impl AgentSpec {
             temperature: raw.temperature,
             sim: raw.sim,
             faults: raw.faults,
+            tools: raw.tools,
+            max_turns: raw.max_turns,
             source: path.to_owned(),
         })
     }
@@ -429,9 +451,22 @@ impl Agent for AgentSpec {
     fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send {
         // The request is made before the future, which then holds it and not the task
         // as well (this future is boxed for every branch).
+        let task_branch = task.branch;
         let (request, schema) = self.request(task);
+        let branch = task_branch;
         async move {
             match schema {
+                // Boxed too: the loop's future is large, and most agents call none.
+                None if !self.tools.is_empty() => {
+                    Box::pin(super::tools::converse(
+                        ctx,
+                        request,
+                        &self.tools,
+                        self.max_turns,
+                        branch,
+                    ))
+                    .await
+                }
                 None => answered(ctx.provider.complete(request).await?),
                 // Rare, and its future is large: boxed.
                 Some(schema) => Box::pin(self.shaped(ctx, request, schema)).await,

@@ -121,3 +121,25 @@ fn an_answer_the_model_stopped_at_max_tokens_is_flagged_as_cut() {
         assert_eq!(AgentOutput::from(completion(stop)).truncated, cut, "{stop}");
     }
 }
+
+#[test]
+fn a_spec_names_its_tools_and_bounds_its_turns() {
+    let spec = parse(
+        "name = \"x\"\nprompt_file = \"x.md\"\ntools = [\"add\", \"clock\"]\nmax_turns = 6\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (spec.tools.as_slice(), spec.max_turns),
+        (&["add".to_owned(), "clock".to_owned()][..], 6)
+    );
+    assert_eq!(
+        parse("name = \"x\"\nprompt_file = \"x.md\"\n")
+            .unwrap()
+            .max_turns,
+        4
+    );
+    let e = parse("name = \"x\"\nprompt_file = \"x.md\"\nmax_turns = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_turns"), "{e}");
+}

@@ -29,6 +29,8 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
             temperature: None,
             sim: None,
             faults: Default::default(),
+            tools: Vec::new(),
+            max_turns: 4,
             source: "bench".into(),
         })
         .collect();

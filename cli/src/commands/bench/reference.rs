@@ -215,7 +215,15 @@ mod tests {
                 deadline: None,
                 deltas: None,
             };
-            spec.run(&AgentContext { provider }, task).await.unwrap();
+            spec.run(
+                &AgentContext {
+                    provider,
+                    tools: Default::default(),
+                },
+                task,
+            )
+            .await
+            .unwrap();
         })
         .await;
         assert_eq!(by_agent, reference_body(TASK, "bench-model", spec));

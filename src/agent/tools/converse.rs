@@ -1,0 +1,194 @@
+//! The tool loop: ask the model with the tools offered; run the calls it makes (in
+//! parallel, each checked, bounded and caught); send the results back and ask
+//! again, until it answers without calling or `max_turns` asks have been made.
+
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt as _;
+
+use super::{Tool, ToolContext, Toolbox};
+use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply, BranchId};
+use crate::provider::{CompletionRequest, Message, ToolCall, ToolResult, Usage};
+
+/// The most bytes of a tool's answer sent back to the model (the rest is cut, and
+/// said to be).
+const MAX_RESULT: usize = 64 * 1024;
+
+/// Answers `request` with the tools `names` of the runtime's toolbox offered; see
+/// the module docs. The output counts every turn's tokens and attempts, and the
+/// tool calls made and failed.
+pub(crate) async fn converse(
+    ctx: &AgentContext,
+    mut request: CompletionRequest,
+    names: &[String],
+    max_turns: u32,
+    branch: BranchId,
+) -> AgentReply {
+    let specs = ctx
+        .tools
+        .specs(names)
+        .map_err(|missing| AgentError::Rejected {
+            reason: format!(
+            "its spec names the tool `{missing}`, which this runtime does not have (it has: {})",
+            listed(&ctx.tools.names())
+        ),
+        })?;
+    request.tools = specs.into();
+    let mut usage = Usage::default();
+    let (mut attempts, mut wasted, mut rate_limited) = (0u32, 0u32, 0u32);
+    let (mut calls, mut failed) = (0u32, 0u32);
+    for turn in 1..=max_turns.max(1) {
+        let answer = ctx.provider.complete(request.clone()).await?;
+        usage += answer.usage;
+        attempts += answer.attempts;
+        wasted += answer.attempts.saturating_sub(1) + u32::from(answer.hedged);
+        rate_limited += answer.rate_limited;
+        if answer.tool_calls.is_empty() {
+            if answer.text.trim().is_empty() {
+                return Err(AgentError::EmptyAnswer {
+                    model: answer.model,
+                    stop_reason: answer.stop_reason,
+                });
+            }
+            let mut out = AgentOutput::from(answer);
+            out.usage = usage;
+            out.attempts = attempts;
+            out.wasted_calls = wasted;
+            out.rate_limited = rate_limited;
+            out.tool_calls = calls;
+            out.tool_errors = failed;
+            return Ok(out);
+        }
+        if turn >= max_turns {
+            return Err(AgentError::Rejected {
+                reason: format!(
+                    "the model was still calling tools after {max_turns} turns ({calls} calls; raise max_turns in the spec if it needs more)"
+                ),
+            });
+        }
+        let results = futures::future::join_all(answer.tool_calls.iter().map(|call| {
+            let context = ToolContext {
+                branch,
+                agent: request.agent.clone(),
+                deadline: request.deadline,
+                call_id: call.id.clone(),
+            };
+            run_call(&ctx.tools, names, call, context)
+        }))
+        .await;
+        calls += results.len() as u32;
+        failed += results.iter().filter(|r| r.is_error).count() as u32;
+        request
+            .messages
+            .push(Message::calling(answer.text, answer.tool_calls));
+        request.messages.push(Message::results(results));
+    }
+    unreachable!("the last turn returns")
+}
+
+/// `names` as a list for a message.
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Runs one call: the tool must be one offered, its arguments JSON that fits its
+/// schema; it is cut at the branch's deadline and a panic is caught. Whatever goes
+/// wrong is a result marked as an error, for the model.
+async fn run_call(
+    tools: &Toolbox,
+    offered: &[String],
+    call: &ToolCall,
+    ctx: ToolContext,
+) -> ToolResult {
+    let answer = |content: String, is_error: bool| ToolResult {
+        call_id: call.id.clone(),
+        content,
+        is_error,
+    };
+    let tool = match tools.get(&call.name) {
+        Some(t) if offered.contains(&call.name) => t.clone(),
+        _ => {
+            return answer(
+                format!(
+                    "there is no tool `{}`; the tools are: {}",
+                    call.name,
+                    listed(offered)
+                ),
+                true,
+            )
+        }
+    };
+    if call.malformed {
+        return answer(
+            format!(
+                "the arguments are not JSON: {}",
+                cut(&call.input.to_string())
+            ),
+            true,
+        );
+    }
+    if let Err(problems) = fits(tool.as_ref(), &call.input) {
+        return answer(problems, true);
+    }
+    let work = AssertUnwindSafe(tool.call(ctx.clone(), call.input.clone())).catch_unwind();
+    let ran = match ctx.deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+        None => Some(work.await),
+    };
+    match ran {
+        None => answer("the call was cut by the branch's deadline".to_owned(), true),
+        Some(Err(panic)) => answer(
+            format!(
+                "the tool panicked: {}",
+                crate::agent::panic_text(panic.as_ref())
+            ),
+            true,
+        ),
+        Some(Ok(Err(e))) => answer(cut(&e.0), true),
+        Some(Ok(Ok(text))) => answer(cut(&text), false),
+    }
+}
+
+/// Whether `input` fits `tool`'s schema, or the first problems.
+fn fits(tool: &dyn Tool, input: &serde_json::Value) -> Result<(), String> {
+    let schema = tool.input_schema();
+    let validator = jsonschema::validator_for(&schema)
+        .map_err(|e| format!("the tool's schema is not valid: {e}"))?;
+    let problems: Vec<String> = validator
+        .iter_errors(input)
+        .take(3)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {at}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the arguments do not fit `{}`'s schema: {}",
+            tool.name(),
+            problems.join("; ")
+        ))
+    }
+}
+
+/// `text`, cut at [`MAX_RESULT`] bytes (on a character boundary) with a note.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_RESULT {
+        return text.to_owned();
+    }
+    let mut end = MAX_RESULT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut: {} bytes in all)", &text[..end], text.len())
+}

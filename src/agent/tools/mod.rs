@@ -1,0 +1,251 @@
+//! Tools an agent may call: the [`Tool`] trait, typed tools whose input schema is
+//! derived from a Rust type ([`tool`], with `schemars`), and the runtime's
+//! [`Toolbox`] (`FanfareBuilder::tool`). A spec agent whose spec names tools
+//! (`tools = ["clock"]`) runs the loop in `converse`: it offers them, runs what the
+//! model calls (in parallel), returns the results and asks again, until an answer or
+//! `max_turns`.
+//!
+//! A call is governed: its arguments are checked against the tool's schema before
+//! it runs, it is cut by the branch's deadline, and a bad argument, an unknown tool,
+//! an error, a panic or a timeout goes back to the model as a tool error (the branch
+//! goes on) and is counted in the branch's output.
+//!
+//! ```
+//! use fanfare::agent::tools::{tool, ToolError};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! struct Add {
+//!     /// The first number.
+//!     a: f64,
+//!     /// The second number.
+//!     b: f64,
+//! }
+//!
+//! let add = tool("add", "Adds two numbers.", |_ctx, input: Add| async move {
+//!     Ok::<_, ToolError>((input.a + input.b).to_string())
+//! });
+//! # let _ = add;
+//! ```
+
+mod converse;
+
+pub(crate) use converse::converse;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::agent::BranchId;
+use crate::provider::ToolSpec;
+
+/// Where a tool call runs.
+#[derive(Clone, Debug)]
+pub struct ToolContext {
+    /// The branch whose model called it.
+    pub branch: BranchId,
+    /// The agent.
+    pub agent: String,
+    /// When the branch stops waiting (the call is cut then too).
+    pub deadline: Option<tokio::time::Instant>,
+    /// The model's id for this call.
+    pub call_id: String,
+}
+
+impl ToolContext {
+    /// A key that names this call in this branch of this run: the same call asked
+    /// again (a retried turn) has the same key, for a tool with side effects to
+    /// do them once.
+    pub fn idempotency_key(&self) -> String {
+        let item = self
+            .branch
+            .item
+            .map(|k| format!(".{k}"))
+            .unwrap_or_default();
+        format!(
+            "run-{}/{}{item}/{}",
+            self.branch.run.0, self.branch.index, self.call_id
+        )
+    }
+}
+
+/// Why a tool call failed, as the model is told.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ToolError(pub String);
+
+impl ToolError {
+    /// An error saying `why`.
+    pub fn new(why: impl Into<String>) -> Self {
+        Self(why.into())
+    }
+}
+
+/// A tool an agent may call.
+pub trait Tool: Send + Sync + 'static {
+    /// Its name (letters, digits, `_` and `-`).
+    fn name(&self) -> &str;
+    /// What it does and when to call it, for the model.
+    fn description(&self) -> &str;
+    /// The JSON schema of its input (an object).
+    fn input_schema(&self) -> serde_json::Value;
+    /// Runs one call with `input`, already checked against the schema; answers
+    /// text for the model.
+    fn call(
+        &self,
+        ctx: ToolContext,
+        input: serde_json::Value,
+    ) -> BoxFuture<'_, Result<String, ToolError>>;
+}
+
+/// A tool whose input is a Rust type `I`: its schema is derived from `I`
+/// (`schemars::JsonSchema`), and the input is decoded into `I` before `f` runs.
+pub fn tool<I, F, Fut>(name: &str, description: &str, f: F) -> TypedTool<I, F>
+where
+    I: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    F: Fn(ToolContext, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, ToolError>> + Send + 'static,
+{
+    let schema = serde_json::to_value(schemars::schema_for!(I)).unwrap_or_default();
+    TypedTool {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        schema,
+        f,
+        input: PhantomData,
+    }
+}
+
+/// See [`tool`].
+pub struct TypedTool<I, F> {
+    name: String,
+    description: String,
+    schema: serde_json::Value,
+    f: F,
+    input: PhantomData<fn(I)>,
+}
+
+impl<I, F, Fut> Tool for TypedTool<I, F>
+where
+    I: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    F: Fn(ToolContext, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, ToolError>> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn input_schema(&self) -> serde_json::Value {
+        self.schema.clone()
+    }
+
+    fn call(
+        &self,
+        ctx: ToolContext,
+        input: serde_json::Value,
+    ) -> BoxFuture<'_, Result<String, ToolError>> {
+        match serde_json::from_value::<I>(input) {
+            Ok(input) => Box::pin((self.f)(ctx, input)),
+            Err(e) => Box::pin(std::future::ready(Err(ToolError(format!(
+                "the input does not fit `{}`: {e}",
+                self.name
+            ))))),
+        }
+    }
+}
+
+/// The tools a runtime's agents may call, by name; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Toolbox(Arc<HashMap<String, Arc<dyn Tool>>>);
+
+impl std::fmt::Debug for Toolbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_tuple("Toolbox").field(&names).finish()
+    }
+}
+
+/// Why a toolbox could not take a tool.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolboxError {
+    /// Two tools of one name.
+    #[error("two tools are named `{0}`")]
+    Duplicate(String),
+    /// A name the wires do not take.
+    #[error("tool name `{0}` must be 1 to 64 letters, digits, `_` or `-`")]
+    BadName(String),
+    /// Its input schema is not a JSON schema of an object.
+    #[error("tool `{name}`: its input schema {problem}")]
+    BadSchema {
+        /// The tool.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Toolbox {
+    /// A toolbox of `tools`.
+    pub fn new(tools: Vec<Arc<dyn Tool>>) -> Result<Self, ToolboxError> {
+        let mut map = HashMap::new();
+        for t in tools {
+            let name = t.name().to_owned();
+            let good = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !good {
+                return Err(ToolboxError::BadName(name));
+            }
+            crate::agent::structured::usable(&t.input_schema()).map_err(|problem| {
+                ToolboxError::BadSchema {
+                    name: name.clone(),
+                    problem,
+                }
+            })?;
+            if map.insert(name.clone(), t).is_some() {
+                return Err(ToolboxError::Duplicate(name));
+            }
+        }
+        Ok(Self(Arc::new(map)))
+    }
+
+    /// The tool named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.0.get(name)
+    }
+
+    /// The names of its tools, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// What the model is told of the tools `names`, or the first name it lacks.
+    pub(crate) fn specs(&self, names: &[String]) -> Result<Vec<ToolSpec>, String> {
+        names
+            .iter()
+            .map(|n| {
+                let t = self.get(n).ok_or_else(|| n.clone())?;
+                Ok(ToolSpec {
+                    name: t.name().to_owned(),
+                    description: t.description().to_owned(),
+                    input_schema: t.input_schema(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

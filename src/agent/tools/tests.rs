@@ -1,0 +1,176 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::agent::{AgentContext, AgentError, RunId};
+use crate::provider::{Completion, CompletionRequest, Scripted, ToolCall, Usage};
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Add {
+    /// The first number.
+    a: f64,
+    /// The second number.
+    b: f64,
+}
+
+fn add() -> impl Tool {
+    tool("add", "Adds two numbers.", |_ctx, i: Add| async move {
+        Ok((i.a + i.b).to_string())
+    })
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Nothing {}
+
+fn boom() -> impl Tool {
+    tool("boom", "Panics.", |_ctx, _: Nothing| async move {
+        if true {
+            panic!("the tool broke");
+        }
+        Ok(String::new())
+    })
+}
+
+fn branch() -> BranchId {
+    BranchId {
+        run: RunId(7),
+        index: 2,
+        item: None,
+    }
+}
+
+/// An answer calling `calls`, with 10 + 5 tokens.
+fn calling(calls: Vec<ToolCall>) -> Completion {
+    Completion {
+        text: String::new(),
+        model: "m".into(),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        },
+        attempts: 1,
+        stop_reason: Some("tool_use".into()),
+        tool_calls: calls,
+        ..Completion::default()
+    }
+}
+
+fn context(script: &Scripted, tools: Vec<Arc<dyn Tool>>) -> AgentContext {
+    AgentContext {
+        provider: Arc::new(script.clone()),
+        tools: Toolbox::new(tools).unwrap(),
+    }
+}
+
+#[test]
+fn a_typed_tools_schema_is_derived_from_its_type() {
+    let schema = add().input_schema();
+    assert_eq!(schema["type"], "object");
+    assert_eq!(schema["properties"]["a"]["type"], "number");
+    assert_eq!(
+        schema["properties"]["a"]["description"],
+        "The first number."
+    );
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["a", "b"]);
+}
+
+#[test]
+fn a_toolbox_refuses_two_tools_of_one_name_and_names_the_wires_do_not_take() {
+    let twice = Toolbox::new(vec![Arc::new(add()), Arc::new(add())]);
+    assert_eq!(twice.unwrap_err(), ToolboxError::Duplicate("add".into()));
+    let spaced = tool(
+        "add two",
+        "x",
+        |_ctx, i: Add| async move { Ok(i.a.to_string()) },
+    );
+    assert!(matches!(
+        Toolbox::new(vec![Arc::new(spaced)]),
+        Err(ToolboxError::BadName(_))
+    ));
+}
+
+#[tokio::test]
+async fn calls_run_in_parallel_their_failures_go_back_as_errors_and_the_answer_counts_every_turn() {
+    let script = Scripted::new();
+    script.push_completion(calling(vec![
+        ToolCall::from_raw("c1", "add", r#"{"a": 2, "b": 3}"#),
+        ToolCall::from_raw("c2", "add", r#"{"a": "two"}"#),
+        ToolCall::from_raw("c3", "clock", "{}"),
+        ToolCall::from_raw("c4", "boom", "{}"),
+        ToolCall::from_raw("c5", "add", "{a: 1"),
+    ]));
+    let ctx = context(&script, vec![Arc::new(add()), Arc::new(boom())]);
+    let request = CompletionRequest::new("calc", "You add.", "2 + 3?");
+    let names = vec!["add".to_owned(), "boom".to_owned()];
+    let out = converse(&ctx, request, &names, 4, branch()).await.unwrap();
+    // The second turn answered (the scripted default), with every turn counted.
+    assert_eq!(out.text, "calc answered");
+    assert_eq!((out.tool_calls, out.tool_errors), (5, 4));
+    assert_eq!(out.attempts, 2);
+    assert_eq!(out.usage.input_tokens, 20);
+    let asked = script.requests();
+    assert_eq!(asked[0].tools.len(), 2, "the tools were offered");
+    let results = &asked[1].messages[2].tool_results;
+    let by_id = |id: &str| results.iter().find(|r| r.call_id == id).unwrap();
+    assert_eq!(
+        (by_id("c1").content.as_str(), by_id("c1").is_error),
+        ("5", false)
+    );
+    assert!(by_id("c2").is_error && by_id("c2").content.contains("schema"));
+    assert!(by_id("c3").is_error && by_id("c3").content.contains("no tool `clock`"));
+    assert!(by_id("c4").is_error && by_id("c4").content.contains("the tool broke"));
+    assert!(by_id("c5").is_error && by_id("c5").content.contains("not JSON"));
+    assert_eq!(
+        asked[1].messages[1].tool_calls.len(),
+        5,
+        "the calls went back too"
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_calling_tools_ends_at_max_turns_and_an_unknown_tool_in_a_spec_is_refused(
+) {
+    let script = Scripted::new();
+    for i in 0..3 {
+        script.push_completion(calling(vec![ToolCall::from_raw(
+            format!("c{i}"),
+            "add",
+            r#"{"a": 1, "b": 1}"#,
+        )]));
+    }
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "Go on.");
+    let names = vec!["add".to_owned()];
+    let e = converse(&ctx, request.clone(), &names, 3, branch())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, AgentError::Rejected { reason } if reason.contains("after 3 turns")),
+        "{e}"
+    );
+    let missing = converse(&ctx, request, &["search".to_owned()], 3, branch())
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("`search`"), "{missing}");
+}
+
+#[test]
+fn a_calls_idempotency_key_names_its_run_branch_and_call() {
+    let ctx = ToolContext {
+        branch: BranchId {
+            run: RunId(7),
+            index: 2,
+            item: Some(4),
+        },
+        agent: "calc".into(),
+        deadline: None,
+        call_id: "c1".into(),
+    };
+    assert_eq!(ctx.idempotency_key(), "run-7/2.4/c1");
+}
