@@ -14,6 +14,7 @@
 
 mod args;
 mod commands;
+mod input;
 mod limits;
 mod live;
 mod output;

@@ -204,7 +204,7 @@ pub fn items(patterns: &[String]) -> anyhow::Result<Option<Vec<String>>> {
     }
     each_files(patterns)?
         .iter()
-        .map(|f| crate::setup::read_document(f))
+        .map(|f| crate::input::read_document(f))
         .collect::<anyhow::Result<Vec<_>>>()
         .map(Some)
 }

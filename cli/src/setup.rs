@@ -1,7 +1,6 @@
 //! From flags to a started runtime: agent specs, the provider stack, prices, and the
 //! run request. Shared by `run` and `batch`.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -17,6 +16,7 @@ use fanfare::supervision::SupervisionConfig;
 use fanfare::{Fanfare, FanfareBuilder};
 
 use crate::args::{CommonArgs, ProviderKind, RunArgs, RuntimeArgs};
+use crate::input::{read_bounded, MAX_TASK_BYTES};
 use crate::limits::{self, store::Store};
 use crate::plan::{load_specs, plan, Plan};
 
@@ -39,42 +39,6 @@ pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     };
     if text.trim().is_empty() {
         bail!("the task text is empty");
-    }
-    Ok(text)
-}
-
-/// The most bytes a task may have (what one branch's input may carry).
-pub const MAX_TASK_BYTES: u64 = 16 << 20;
-
-/// Reads a document (an `--each` file, a batch's, `submit --file`): a regular file
-/// of at most [`MAX_TASK_BYTES`] (a 1.5 GB file took 10-20 GB; `/dev/zero` never
-/// ended).
-pub fn read_document(path: &std::path::Path) -> anyhow::Result<String> {
-    let what = path.display().to_string();
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {what}"))?;
-    if !meta.is_file() {
-        bail!("{what} is not a regular file");
-    }
-    if meta.len() > MAX_TASK_BYTES {
-        bail!(
-            "{what} is {} bytes, more than the {MAX_TASK_BYTES} a task may have",
-            meta.len()
-        );
-    }
-    let file = std::fs::File::open(path).with_context(|| format!("reading {what}"))?;
-    read_bounded(file, &what, MAX_TASK_BYTES)
-}
-
-/// Reads `what` whole, refusing more than `limit` bytes: `--file /dev/zero` or
-/// `yes | fanfare run -` read until memory ran out.
-pub fn read_bounded(reader: impl std::io::Read, what: &str, limit: u64) -> anyhow::Result<String> {
-    let mut text = String::new();
-    reader
-        .take(limit + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("reading {what}"))?;
-    if text.len() as u64 > limit {
-        bail!("{what} is larger than {limit} bytes, the most it may have");
     }
     Ok(text)
 }

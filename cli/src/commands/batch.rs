@@ -360,7 +360,7 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
     let mut todo: Vec<(Document, anyhow::Result<String>)> = Vec::new();
     let mut skipped = args.files.len() - documents.len();
     for mut doc in documents {
-        let text = crate::setup::read_document(&doc.path);
+        let text = crate::input::read_document(&doc.path);
         doc.sha256 = text.as_deref().ok().map(fanfare::run::Asked::digest);
         if is_done(last.get(&doc.key), doc.sha256.as_deref(), args.retry_failed) {
             skipped += 1;

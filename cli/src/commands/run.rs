@@ -17,7 +17,7 @@ fn read_report(path: &Path) -> anyhow::Result<fanfare::RunReport> {
     let text = std::fs::File::open(path)
         .map_err(anyhow::Error::from)
         // A report of a wide map is large, but not without end (`/dev/zero`).
-        .and_then(|f| crate::setup::read_bounded(f, &path.display().to_string(), 1 << 30))
+        .and_then(|f| crate::input::read_bounded(f, &path.display().to_string(), 1 << 30))
         .with_context(|| format!("--repair: reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| {
         format!(

@@ -23,7 +23,7 @@ impl Server {
     pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Server> {
         let token = match &args.token_file {
             Some(path) => Some(
-                crate::setup::read_bounded(
+                crate::input::read_bounded(
                     std::fs::File::open(path)
                         .with_context(|| format!("reading the token from {}", path.display()))?,
                     &format!("the token file {}", path.display()),
@@ -114,13 +114,13 @@ impl Server {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<bool> {
     let server = Server::new(&args.client)?;
     let input = match (&args.text, &args.file) {
-        (Some(t), _) if t == "-" => crate::setup::read_bounded(
+        (Some(t), _) if t == "-" => crate::input::read_bounded(
             std::io::stdin(),
             "the task on standard input",
-            crate::setup::MAX_TASK_BYTES,
+            crate::input::MAX_TASK_BYTES,
         )?,
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => crate::setup::read_document(f)?,
+        (None, Some(f)) => crate::input::read_document(f)?,
         (None, None) => bail!("no task given: pass TEXT, --file F, or - to read standard input"),
     };
     let mut body = json!({ "input": input });
