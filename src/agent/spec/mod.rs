@@ -441,10 +441,19 @@ impl Agent for AgentSpec {
     }
 
     fn call_estimate(&self, task: &Task) -> Option<CallEstimate> {
+        // An agent that calls tools may ask up to `max_turns` times, each with the
+        // prompt again: what a budget reserves covers every turn (the turns' added
+        // calls and results are settled after, from the real counts).
+        let turns = if self.tools.is_empty() {
+            1
+        } else {
+            u64::from(self.max_turns.max(1))
+        };
+        let prompt = estimate_tokens(&self.prompt) + estimate_shared_tokens(&task.prompt());
         Some(CallEstimate {
             model: task.model.clone().or_else(|| self.model.clone()),
-            input_tokens: estimate_tokens(&self.prompt) + estimate_shared_tokens(&task.prompt()),
-            max_output_tokens: u64::from(self.max_tokens),
+            input_tokens: prompt.saturating_mul(turns),
+            max_output_tokens: u64::from(self.max_tokens).saturating_mul(turns),
         })
     }
 

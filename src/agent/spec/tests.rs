@@ -143,3 +143,31 @@ fn a_spec_names_its_tools_and_bounds_its_turns() {
         .to_string();
     assert!(e.contains("max_turns"), "{e}");
 }
+
+#[test]
+fn an_agent_that_calls_tools_has_every_turn_reserved_by_a_budget() {
+    // A loop of `max_turns` calls was reserved as one call: a budget could be spent
+    // several times over before it was settled.
+    let task = crate::agent::Task {
+        branch: crate::agent::BranchId {
+            run: crate::agent::RunId(1),
+            index: 0,
+            item: None,
+        },
+        input: "the plan".into(),
+        upstream: Arc::new([]),
+        model: None,
+        templated: false,
+        schema: None,
+        deadline: None,
+        deltas: None,
+    };
+    let mut spec = AgentSpec::new("calc", "You add.");
+    spec.max_tokens = 100;
+    let one = spec.call_estimate(&task).unwrap();
+    spec.tools = vec!["add".into()];
+    spec.max_turns = 3;
+    let three = spec.call_estimate(&task).unwrap();
+    assert_eq!(three.max_output_tokens, 3 * one.max_output_tokens);
+    assert_eq!(three.input_tokens, 3 * one.input_tokens);
+}
