@@ -26,6 +26,7 @@ pub mod admission;
 pub mod anthropic;
 pub mod context;
 mod error;
+mod estimate;
 pub mod hedge;
 pub(crate) mod http;
 pub mod openai;
@@ -49,14 +50,15 @@ pub use admission::{
 };
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use error::{GaveUp, NotAdmitted, ProviderError, ProviderErrorKind, Wait};
+pub(crate) use estimate::estimate_shared_tokens;
+pub use estimate::estimate_tokens;
 pub use hedge::{Hedge, HedgeConfig};
 pub use http::{endpoint_id, redact_url, ApiKey, ConfigError};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Price, PriceError, PriceTable};
-pub(crate) use request::estimate_shared_tokens;
 pub use request::{
-    estimate_tokens, Completion, CompletionRequest, Delta, DeltaSink, Message, OutputSchema,
-    RateLimitInfo, Role, Usage,
+    Completion, CompletionRequest, Delta, DeltaSink, Message, OutputSchema, RateLimitInfo, Role,
+    Usage,
 };
 pub use retry::{ExponentialBackoff, Retry, RetryPolicy};
 #[cfg(any(test, feature = "testing"))]

@@ -1,4 +1,7 @@
 use super::*;
+use std::sync::Arc;
+
+use crate::agent::{Agent as _, AgentOutput};
 
 fn parse(text: &str) -> Result<AgentSpec, SpecError> {
     AgentSpec::parse(Path::new("specs/x.toml"), text, |_| {
