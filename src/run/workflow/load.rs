@@ -331,6 +331,23 @@ impl Workflow {
             .map(|(i, n)| (n.as_str(), i))
             .collect();
         for step in &self.steps {
+            // Named first: a map's step is also waited for, and was blamed on `after`.
+            if let Some(WorkflowMap {
+                over: MapOver::Step(from),
+                ..
+            }) = &step.map
+            {
+                if !index.contains_key(from.as_str()) {
+                    return Err(err(
+                        step,
+                        WorkflowProblem::UnknownStep {
+                            what: "`map.over`",
+                            name: from.clone(),
+                            known: names.clone(),
+                        },
+                    ));
+                }
+            }
             for a in &step.after {
                 if !index.contains_key(a.as_str()) {
                     return Err(err(

@@ -62,6 +62,11 @@ fn each_mistake_names_the_file_the_line_and_the_step() {
             "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nafter = [\"nope\"]\n",
             "flows/w.toml:2: step `a`: `after` names `nope`, which is no step here (steps: a)",
         ),
+        // Regression (sixth probe): a map over an unknown step was blamed on `after`.
+        (
+            "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\nmap = { over = \"nope\" }\n",
+            "flows/w.toml:2: step `a`: `map.over` names `nope`, which is no step here (steps: a)",
+        ),
         (
             "name = \"w\"\n[[steps]]\nname = \"a\"\nagent = \"x\"\n[[steps]]\nname = \"b\"\nagent = \"x\"\ninput = \"{{step.a}}\"\n",
             "flows/w.toml:5: step `b`: its input uses {{step.a}}, but `a` is not upstream of it (add it to `after`)",
