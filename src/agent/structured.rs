@@ -32,20 +32,8 @@ pub fn check(schema: &OutputSchema, text: &str) -> Result<Value, String> {
             text.trim().chars().take(60).collect::<String>()
         )
     })?;
-    let validator = jsonschema::validator_for(&schema.schema)
+    let problems = problems(&schema.schema, &value, SHOWN + 1)
         .map_err(|e| format!("the schema `{}` is not valid: {e}", schema.name))?;
-    let problems: Vec<String> = validator
-        .iter_errors(&value)
-        .take(SHOWN + 1)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {at}: {e}")
-            }
-        })
-        .collect();
     if problems.is_empty() {
         return Ok(value);
     }
@@ -59,6 +47,24 @@ pub fn check(schema: &OutputSchema, text: &str) -> Result<Value, String> {
         schema.name,
         problems[..problems.len().min(SHOWN)].join("; ")
     ))
+}
+
+/// Up to `most` ways `value` fails `schema`, each with where in it (empty: it
+/// fits), or why the schema cannot be used.
+pub(crate) fn problems(schema: &Value, value: &Value, most: usize) -> Result<Vec<String>, String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+    Ok(validator
+        .iter_errors(value)
+        .take(most)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("at {at}: {e}")
+            }
+        })
+        .collect())
 }
 
 /// The JSON in `text`: all of it, else the inside of a code fence, else from the

@@ -133,6 +133,25 @@ impl Task {
     }
 }
 
+/// A task of branch 0 of run 1 with `input` and nothing else, for tests.
+#[cfg(test)]
+pub(crate) fn test_task(input: &str) -> Task {
+    Task {
+        branch: BranchId {
+            run: RunId(1),
+            index: 0,
+            item: None,
+        },
+        input: input.into(),
+        upstream: std::sync::Arc::new([]),
+        model: None,
+        templated: false,
+        schema: None,
+        deadline: None,
+        deltas: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::RunId;

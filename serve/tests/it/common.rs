@@ -172,6 +172,18 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// `slow` answers after a minute and a stop does not wait for it: a run that
+    /// stays live for as long as a test looks at it.
+    pub fn held() -> Self {
+        Self {
+            slow: Duration::from_secs(60),
+            drain: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+}
+
 pub async fn start(db: &Path, o: Options) -> Running {
     let fast = Calls::default();
     let slow = Calls::default();
@@ -244,6 +256,18 @@ pub async fn submit(base: &str, body: Value) -> (u16, Value) {
     let r = client()
         .post(format!("{base}/v1/runs"))
         .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST /v1/runs/{id}/repair` (no body): its status and its JSON.
+pub async fn repair(base: &str, id: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}/v1/runs/{id}/repair"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

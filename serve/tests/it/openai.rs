@@ -89,15 +89,7 @@ async fn leave_early(s: &Running, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_client_that_leaves_cancels_its_run_unless_it_means_to_come_back() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(
-        &dir.path().join("j.db"),
-        Options {
-            slow: Duration::from_secs(60),
-            drain: Duration::ZERO,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = start(&dir.path().join("j.db"), Options::held()).await;
     let gone = leave_early(&s, "").await;
     until_status(&s.base, &gone, "cancelled").await;
     // With an Idempotency-Key (or X-Fanfare-Keep-Running), the run goes on.

@@ -1,7 +1,5 @@
 //! The live page in a real browser (Debian's chromium, headless).
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::common::*;
@@ -48,15 +46,7 @@ fn rendered(url: &str) -> String {
 #[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
 async fn the_live_page_draws_a_bar_per_branch_with_its_streamed_text_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(
-        &dir.path().join("j.db"),
-        Options {
-            slow: Duration::from_secs(60),
-            drain: Duration::ZERO,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = start(&dir.path().join("j.db"), Options::held()).await;
     let (_, body) = submit(
         &s.base,
         json!({"input": "the plan", "agents": ["fast", "slow"], "merge": "none"}),
@@ -320,15 +310,7 @@ async fn a_run_that_missed_its_quorum_shows_why_each_branch_failed_and_offers_a_
 #[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
 async fn a_fail_fast_run_shows_the_branch_that_ended_it_and_the_ones_it_cancelled() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(
-        &dir.path().join("j.db"),
-        Options {
-            slow: Duration::from_secs(60),
-            drain: Duration::ZERO,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = start(&dir.path().join("j.db"), Options::held()).await;
     let body = json!({"input": "fast fails", "agents": ["fast", "slow"], "policy": "fail-fast", "merge": "none"});
     let (dom, (info, pixels)) = ended(&s, body, "failed", "fail-fast").await;
     assert!(fact(&dom, "policy").starts_with("fail-fast"), "{dom}");

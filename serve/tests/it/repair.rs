@@ -11,7 +11,7 @@ use fanfare::provider::{AnthropicConfig, AnthropicProvider, ApiKey, CompletionRe
 use fanfare::Fanfare;
 use fanfare_mock::{MockConfig, MockServer};
 use fanfare_serve::{Catalog, ServeConfig, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::common::*;
@@ -106,17 +106,11 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
     assert_eq!(mock.stats().requests, before, "nothing ran");
     // Regression: three repairs at once started three runs, each paying for the
     // failed branches and the merge again. One starts; the others are it.
-    let repair = || async {
-        let r = client()
-            .post(format!("{base}/v1/runs/{first}/repair"))
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        let body: Value = r.json().await.unwrap();
+    let mend = || async {
+        let (code, body) = repair(&base, &first).await;
         (code, body["id"].as_str().unwrap().to_owned())
     };
-    let (a, b, c) = tokio::join!(repair(), repair(), repair());
+    let (a, b, c) = tokio::join!(mend(), mend(), mend());
     let mut codes = vec![a.0, b.0, c.0];
     codes.sort();
     assert_eq!(codes, [200, 200, 202]);
@@ -130,7 +124,7 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
         "the two failed branches and the merge"
     );
     // Once it has succeeded, a repair of the same run is still that one.
-    assert_eq!(repair().await, (200, second.clone()));
+    assert_eq!(mend().await, (200, second.clone()));
     assert_eq!(mock.stats().requests - before, 3, "nothing ran again");
     let branches = run["report"]["branches"].as_array().unwrap();
     assert_eq!(branches.len(), 8);
@@ -180,16 +174,9 @@ async fn regression_a_run_with_a_map_can_be_repaired_and_a_succeeded_one_is_not(
     until_status(&s.base, &id, "failed").await;
     let items_called = s.fast.started.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(items_called, 2);
-    let r = client()
-        .post(format!("{}/v1/runs/{id}/repair", s.base))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let repair: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(status, 202, "{repair}");
-    let again = repair["id"].as_str().unwrap();
+    let (status, mended) = repair(&s.base, &id).await;
+    assert_eq!(status, 202, "{mended}");
+    let again = mended["id"].as_str().unwrap();
     until_status(&s.base, again, "failed").await;
     assert_eq!(
         s.fast.started.load(std::sync::atomic::Ordering::SeqCst),
@@ -200,14 +187,12 @@ async fn regression_a_run_with_a_map_can_be_repaired_and_a_succeeded_one_is_not(
     let (_, ok) = submit(&s.base, json!({"input": "x", "workflow": "pair"})).await;
     let ok = ok["id"].as_str().unwrap().to_owned();
     until_status(&s.base, &ok, "succeeded").await;
-    let r = client()
-        .post(format!("{}/v1/runs/{ok}/repair", s.base))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 422);
-    assert!(r.text().await.unwrap().contains("nothing to repair"));
+    let (status, refused) = repair(&s.base, &ok).await;
+    assert_eq!(status, 422);
+    assert!(
+        refused.to_string().contains("nothing to repair"),
+        "{refused}"
+    );
     s.stop().await;
 }
 
@@ -239,24 +224,19 @@ async fn regression_a_repair_of_a_repair_cancelled_before_it_started_reuses_the_
     let (_, blocker) = submit(&s.base, json!({"input": "x", "agents": ["slow"]})).await;
     let blocker = blocker["id"].as_str().unwrap().to_owned();
     until_status(&s.base, &blocker, "running").await;
-    let repair = |id: String| {
+    let mend = |id: String| {
         let base = s.base.clone();
         async move {
-            let r: Value = client()
-                .post(format!("{base}/v1/runs/{id}/repair"))
-                .send()
-                .await
+            repair(&base, &id).await.1["id"]
+                .as_str()
                 .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["id"].as_str().unwrap().to_owned()
+                .to_owned()
         }
     };
     let cancel = |id: String| client().delete(format!("{}/v1/runs/{id}", s.base)).send();
-    let queued = repair(first.clone()).await;
+    let queued = mend(first.clone()).await;
     assert_eq!(cancel(queued.clone()).await.unwrap().status().as_u16(), 200);
-    let again = repair(queued).await;
+    let again = mend(queued).await;
     cancel(blocker).await.unwrap();
     until_status(&s.base, &again, "failed").await;
     assert_eq!(

@@ -44,9 +44,7 @@ async fn regression_event_streams_past_the_limit_are_refused_and_a_closed_one_fr
         &dir.path().join("j.db"),
         Options {
             max_streams: 2,
-            slow: Duration::from_secs(60),
-            drain: Duration::ZERO,
-            ..Options::default()
+            ..Options::held()
         },
     )
     .await;

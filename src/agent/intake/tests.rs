@@ -107,20 +107,7 @@ fn the_book_admits_retires_and_closes_as_the_table_says() {
 }
 
 fn task() -> Task {
-    Task {
-        branch: crate::agent::BranchId {
-            run: crate::agent::RunId(1),
-            index: 0,
-            item: None,
-        },
-        input: "the task".into(),
-        upstream: Arc::new([]),
-        model: None,
-        templated: false,
-        schema: None,
-        deadline: None,
-        deltas: None,
-    }
+    crate::agent::task::test_task("the task")
 }
 
 /// Sets its flag when dropped.

@@ -1,5 +1,4 @@
 use super::*;
-use std::sync::Arc;
 
 use crate::agent::{Agent as _, AgentOutput};
 
@@ -151,20 +150,7 @@ fn a_spec_names_its_tools_and_bounds_its_turns() {
 fn an_agent_that_calls_tools_has_every_turn_reserved_by_a_budget() {
     // A loop of `max_turns` calls was reserved as one call: a budget could be spent
     // several times over before it was settled.
-    let task = crate::agent::Task {
-        branch: crate::agent::BranchId {
-            run: crate::agent::RunId(1),
-            index: 0,
-            item: None,
-        },
-        input: "the plan".into(),
-        upstream: Arc::new([]),
-        model: None,
-        templated: false,
-        schema: None,
-        deadline: None,
-        deltas: None,
-    };
+    let task = crate::agent::task::test_task("the plan");
     let mut spec = AgentSpec::new("calc", "You add.");
     spec.max_tokens = 100;
     let one = spec.call_estimate(&task).unwrap();

@@ -155,21 +155,8 @@ async fn run_call(
 
 /// Whether `input` fits `tool`'s schema, or the first problems.
 fn fits(tool: &dyn Tool, input: &serde_json::Value) -> Result<(), String> {
-    let schema = tool.input_schema();
-    let validator = jsonschema::validator_for(&schema)
+    let problems = crate::agent::structured::problems(&tool.input_schema(), input, 3)
         .map_err(|e| format!("the tool's schema is not valid: {e}"))?;
-    let problems: Vec<String> = validator
-        .iter_errors(input)
-        .take(3)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("at {at}: {e}")
-            }
-        })
-        .collect();
     if problems.is_empty() {
         Ok(())
     } else {
