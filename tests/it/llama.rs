@@ -24,7 +24,9 @@ fn anthropic() -> AnthropicProvider {
     let mut c = AnthropicConfig::new(ApiKey::new("local-no-key-needed"));
     c.base_url = server();
     c.default_model = "smollm2-135m".into();
-    c.timeout = Duration::from_secs(120);
+    // Generous: CI runs a dozen of these tests at once against one 2-core server, and a
+    // 600-token answer queued behind the others took longer than 120 s (stop 35).
+    c.timeout = Duration::from_secs(300);
     AnthropicProvider::new(c).unwrap()
 }
 
@@ -32,7 +34,9 @@ fn openai() -> OpenAiProvider {
     let mut c = OpenAiConfig::new(None);
     c.base_url = format!("{}/v1", server());
     c.default_model = "smollm2-135m".into();
-    c.timeout = Duration::from_secs(120);
+    // Generous: CI runs a dozen of these tests at once against one 2-core server, and a
+    // 600-token answer queued behind the others took longer than 120 s (stop 35).
+    c.timeout = Duration::from_secs(300);
     OpenAiProvider::new(c).unwrap()
 }
 
