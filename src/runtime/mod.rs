@@ -60,6 +60,8 @@ pub struct FanfareBuilder {
     code: CodeRegistry,
     router: Option<Arc<dyn Router>>,
     tools: Vec<Arc<dyn crate::agent::tools::Tool>>,
+    #[cfg(feature = "mcp")]
+    mcp: Vec<crate::agent::tools::mcp::McpServer>,
 }
 
 impl FanfareBuilder {
@@ -67,6 +69,16 @@ impl FanfareBuilder {
     /// its spec's `tools`).
     pub fn tool(mut self, tool: impl crate::agent::tools::Tool) -> Self {
         self.tools.push(Arc::new(tool));
+        self
+    }
+
+    /// Adds an MCP server whose tools its agents may call (a spec agent offers them
+    /// as `NAME.*` or `NAME.TOOL`). The server is supervised like a specialist, as
+    /// `mcp:NAME`; [`FanfareBuilder::start`] fails if it does not connect. See
+    /// [`crate::agent::tools::mcp`].
+    #[cfg(feature = "mcp")]
+    pub fn mcp(mut self, server: crate::agent::tools::mcp::McpServer) -> Self {
+        self.mcp.push(server);
         self
     }
 
@@ -130,7 +142,18 @@ impl FanfareBuilder {
         let roster = Roster::default();
         let (supervision_events, _) = broadcast::channel(1024);
         let live = LiveCount::default();
-        let tools = crate::agent::tools::Toolbox::new(self.tools)?;
+        #[allow(unused_mut)]
+        let mut tools = crate::agent::tools::Toolbox::new(self.tools)?;
+        // MCP servers start first, so that their tools are there for the first run.
+        #[allow(unused_mut)]
+        let mut children: Vec<Specialist> = Vec::new();
+        #[cfg(feature = "mcp")]
+        for server in self.mcp {
+            let name = server.name().to_owned();
+            let (child, link) = server.supervised();
+            tools = tools.with_server(&name, Arc::new(link))?;
+            children.push(child);
+        }
         let prices = Arc::new(self.prices);
         let code = Arc::new(self.code);
         let (supervisor, supervisor_rx) = watch::channel(None);
@@ -185,7 +208,7 @@ impl FanfareBuilder {
             live,
             prices,
         };
-        for specialist in self.specialists {
+        for specialist in children.into_iter().chain(self.specialists) {
             if let Err(e) = fanfare.add(specialist).await {
                 fanfare.clone().shutdown().await;
                 return Err(e);
@@ -255,6 +278,8 @@ impl Fanfare {
             code: CodeRegistry::default(),
             router: None,
             tools: Vec::new(),
+            #[cfg(feature = "mcp")]
+            mcp: Vec::new(),
         }
     }
 

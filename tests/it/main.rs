@@ -14,6 +14,7 @@ mod graph;
 mod hostile_servers;
 mod layers;
 mod llama;
+mod mcp;
 mod merge_fit;
 mod nested;
 mod placement;

@@ -6,9 +6,11 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt as _;
 
-use super::{Tool, ToolContext, Toolbox};
+use std::sync::Arc;
+
+use super::{listed, Tool, ToolContext};
 use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply, BranchId};
-use crate::provider::{CompletionRequest, Message, ToolCall, ToolResult, Usage};
+use crate::provider::{CompletionRequest, Message, ToolCall, ToolResult, ToolSpec, Usage};
 
 /// The most bytes of a tool's answer sent back to the model (the rest is cut, and
 /// said to be).
@@ -24,20 +26,25 @@ pub(crate) async fn converse(
     max_turns: u32,
     branch: BranchId,
 ) -> AgentReply {
-    let specs = ctx
-        .tools
-        .specs(names)
-        .map_err(|missing| AgentError::Rejected {
-            reason: format!(
-            "its spec names the tool `{missing}`, which this runtime does not have (it has: {})",
-            listed(&ctx.tools.names())
-        ),
-        })?;
-    request.tools = specs.into();
+    let resolve = || {
+        ctx.tools
+            .resolve(names)
+            .map_err(|reason| AgentError::Rejected { reason })
+    };
+    let mut offered = resolve()?;
     let mut usage = Usage::default();
     let (mut attempts, mut wasted, mut rate_limited) = (0u32, 0u32, 0u32);
     let (mut calls, mut failed) = (0u32, 0u32);
     for turn in 1..=max_turns.max(1) {
+        if turn > 1 {
+            // An MCP server that restarted since may offer other tools now.
+            offered = resolve()?;
+        }
+        request.tools = offered
+            .iter()
+            .map(|t| spec_of(t.as_ref()))
+            .collect::<Vec<_>>()
+            .into();
         let answer = ctx.provider.complete(request.clone()).await?;
         usage += answer.usage;
         attempts += answer.attempts;
@@ -73,7 +80,7 @@ pub(crate) async fn converse(
                 deadline: request.deadline,
                 call_id: call.id.clone(),
             };
-            run_call(&ctx.tools, names, call, context)
+            run_call(&offered, call, context)
         }))
         .await;
         calls += results.len() as u32;
@@ -86,41 +93,34 @@ pub(crate) async fn converse(
     unreachable!("the last turn returns")
 }
 
-/// `names` as a list for a message.
-fn listed(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names.join(", ")
+/// What the model is told of `tool`.
+fn spec_of(tool: &dyn Tool) -> ToolSpec {
+    ToolSpec {
+        name: tool.name().to_owned(),
+        description: tool.description().to_owned(),
+        input_schema: tool.input_schema(),
     }
 }
 
 /// Runs one call: the tool must be one offered, its arguments JSON that fits its
 /// schema; it is cut at the branch's deadline and a panic is caught. Whatever goes
 /// wrong is a result marked as an error, for the model.
-async fn run_call(
-    tools: &Toolbox,
-    offered: &[String],
-    call: &ToolCall,
-    ctx: ToolContext,
-) -> ToolResult {
+async fn run_call(offered: &[Arc<dyn Tool>], call: &ToolCall, ctx: ToolContext) -> ToolResult {
     let answer = |content: String, is_error: bool| ToolResult {
         call_id: call.id.clone(),
         content,
         is_error,
     };
-    let tool = match tools.get(&call.name) {
-        Some(t) if offered.contains(&call.name) => t.clone(),
-        _ => {
-            return answer(
-                format!(
-                    "there is no tool `{}`; the tools are: {}",
-                    call.name,
-                    listed(offered)
-                ),
-                true,
-            )
-        }
+    let Some(tool) = offered.iter().find(|t| t.name() == call.name).cloned() else {
+        let names: Vec<String> = offered.iter().map(|t| t.name().to_owned()).collect();
+        return answer(
+            format!(
+                "there is no tool `{}`; the tools are: {}",
+                call.name,
+                listed(&names)
+            ),
+            true,
+        );
     };
     if call.malformed {
         return answer(

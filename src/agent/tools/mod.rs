@@ -28,6 +28,8 @@
 //! ```
 
 mod converse;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 
 pub(crate) use converse::converse;
 
@@ -40,7 +42,6 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::agent::BranchId;
-use crate::provider::ToolSpec;
 
 /// Where a tool call runs.
 #[derive(Clone, Debug)]
@@ -161,15 +162,28 @@ where
     }
 }
 
-/// The tools a runtime's agents may call, by name; cheap to clone.
+/// The tools a runtime's agents may call: its own, by name, and the tools of its
+/// MCP servers, by server; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Toolbox(Arc<HashMap<String, Arc<dyn Tool>>>);
+pub struct Toolbox {
+    tools: Arc<HashMap<String, Arc<dyn Tool>>>,
+    servers: Arc<HashMap<String, Arc<dyn ToolSource>>>,
+}
+
+/// Where a server's tools come from: their list as of now (it changes when the
+/// server restarts).
+pub(crate) trait ToolSource: Send + Sync + 'static {
+    /// Its tools: each by the server's own name for it, and as the model sees it
+    /// (named `SERVER__TOOL`).
+    fn tools(&self) -> Vec<(String, Arc<dyn Tool>)>;
+}
 
 impl std::fmt::Debug for Toolbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&String> = self.0.keys().collect();
-        names.sort();
-        f.debug_tuple("Toolbox").field(&names).finish()
+        f.debug_struct("Toolbox")
+            .field("tools", &self.names())
+            .field("servers", &self.servers())
+            .finish()
     }
 }
 
@@ -180,6 +194,9 @@ pub enum ToolboxError {
     /// Two tools of one name.
     #[error("two tools are named `{0}`")]
     Duplicate(String),
+    /// Two MCP servers of one name.
+    #[error("two MCP servers are named `{0}`")]
+    DuplicateServer(String),
     /// A name the wires do not take.
     #[error("tool name `{0}` must be 1 to 64 letters, digits, `_` or `-`")]
     BadName(String),
@@ -193,17 +210,21 @@ pub enum ToolboxError {
     },
 }
 
+/// Whether the wires take `name` as a tool's name.
+pub(crate) fn wire_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl Toolbox {
     /// A toolbox of `tools`.
     pub fn new(tools: Vec<Arc<dyn Tool>>) -> Result<Self, ToolboxError> {
         let mut map = HashMap::new();
         for t in tools {
             let name = t.name().to_owned();
-            let good = (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !good {
+            if !wire_name_ok(&name) {
                 return Err(ToolboxError::BadName(name));
             }
             crate::agent::structured::usable(&t.input_schema()).map_err(|problem| {
@@ -216,34 +237,97 @@ impl Toolbox {
                 return Err(ToolboxError::Duplicate(name));
             }
         }
-        Ok(Self(Arc::new(map)))
+        Ok(Self {
+            tools: Arc::new(map),
+            servers: Arc::default(),
+        })
     }
 
-    /// The tool named `name`.
+    /// Adds the server `name`'s tools, offered as `name.*` or `name.TOOL`.
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) fn with_server(
+        mut self,
+        name: &str,
+        source: Arc<dyn ToolSource>,
+    ) -> Result<Self, ToolboxError> {
+        let servers = Arc::make_mut(&mut self.servers);
+        if servers.insert(name.to_owned(), source).is_some() {
+            return Err(ToolboxError::DuplicateServer(name.to_owned()));
+        }
+        Ok(self)
+    }
+
+    /// The tool named `name` (its own tools only).
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.0.get(name)
+        self.tools.get(name)
     }
 
-    /// The names of its tools, sorted.
+    /// The names of its own tools, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.0.keys().cloned().collect();
+        let mut names: Vec<String> = self.tools.keys().cloned().collect();
         names.sort();
         names
     }
 
-    /// What the model is told of the tools `names`, or the first name it lacks.
-    pub(crate) fn specs(&self, names: &[String]) -> Result<Vec<ToolSpec>, String> {
+    /// The names of its MCP servers, sorted.
+    pub fn servers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.servers.keys().cloned().collect();
+        names.sort();
         names
-            .iter()
-            .map(|n| {
-                let t = self.get(n).ok_or_else(|| n.clone())?;
-                Ok(ToolSpec {
-                    name: t.name().to_owned(),
-                    description: t.description().to_owned(),
-                    input_schema: t.input_schema(),
-                })
-            })
-            .collect()
+    }
+
+    /// The tools a spec's `tools` names, as of now: `NAME` is one of its own,
+    /// `SERVER.*` every tool of an MCP server, `SERVER.TOOL` one of them. A tool
+    /// named twice is offered once. Errs with what cannot be found.
+    pub(crate) fn resolve(&self, names: &[String]) -> Result<Vec<Arc<dyn Tool>>, String> {
+        let mut offered: Vec<Arc<dyn Tool>> = Vec::new();
+        for name in names {
+            match name.split_once('.') {
+                Some((server, tool)) => {
+                    let source = self.servers.get(server).ok_or_else(|| {
+                        format!(
+                            "`{name}` names the MCP server `{server}`, which this runtime does not have (it has: {})",
+                            listed(&self.servers())
+                        )
+                    })?;
+                    let tools = source.tools();
+                    if tool == "*" {
+                        offered.extend(tools.into_iter().map(|(_, t)| t));
+                    } else {
+                        let all: Vec<String> = tools.iter().map(|(n, _)| n.clone()).collect();
+                        let found =
+                            tools.into_iter().find(|(n, _)| n == tool).ok_or_else(|| {
+                                format!(
+                                    "the MCP server `{server}` has no tool `{tool}` (it has: {})",
+                                    listed(&all)
+                                )
+                            })?;
+                        offered.push(found.1);
+                    }
+                }
+                None => {
+                    let tool = self.get(name).ok_or_else(|| {
+                        format!(
+                            "it names the tool `{name}`, which this runtime does not have (it has: {})",
+                            listed(&self.names())
+                        )
+                    })?;
+                    offered.push(tool.clone());
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        offered.retain(|t| seen.insert(t.name().to_owned()));
+        Ok(offered)
+    }
+}
+
+/// `names` as a list for a message.
+pub(crate) fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 

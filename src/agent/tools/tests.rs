@@ -174,3 +174,73 @@ fn a_calls_idempotency_key_names_its_run_branch_and_call() {
     };
     assert_eq!(ctx.idempotency_key(), "run-7/2.4/c1");
 }
+
+/// A server's tools, as a fixed list.
+struct Server(Vec<(&'static str, &'static str)>);
+
+impl ToolSource for Server {
+    fn tools(&self) -> Vec<(String, Arc<dyn Tool>)> {
+        self.0
+            .iter()
+            .map(|(own, wire)| {
+                let t: Arc<dyn Tool> = Arc::new(tool(wire, "", |_ctx, _: Nothing| async move {
+                    Ok(String::new())
+                }));
+                (own.to_string(), t)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_spec_names_own_tools_a_whole_server_or_one_of_its_tools() {
+    let toolbox = Toolbox::new(vec![Arc::new(add())])
+        .unwrap()
+        .with_server(
+            "fs",
+            Arc::new(Server(vec![
+                ("read_file", "fs__read_file"),
+                ("list.dir", "fs__list_dir"),
+            ])),
+        )
+        .unwrap();
+    let names = |spec: &[&str]| -> Result<Vec<String>, String> {
+        let spec: Vec<String> = spec.iter().map(|s| s.to_string()).collect();
+        toolbox
+            .resolve(&spec)
+            .map(|tools| tools.iter().map(|t| t.name().to_owned()).collect())
+    };
+    let cases: &[(&[&str], Result<&[&str], &str>)] = &[
+        (&["add"], Ok(&["add"])),
+        (&["fs.*"], Ok(&["fs__read_file", "fs__list_dir"])),
+        (&["fs.list.dir", "add"], Ok(&["fs__list_dir", "add"])),
+        (
+            &["fs.*", "fs.read_file"],
+            Ok(&["fs__read_file", "fs__list_dir"]),
+        ),
+        (
+            &["clock"],
+            Err("the tool `clock`, which this runtime does not have (it has: add)"),
+        ),
+        (
+            &["web.*"],
+            Err("the MCP server `web`, which this runtime does not have (it has: fs)"),
+        ),
+        (
+            &["fs.write"],
+            Err("has no tool `write` (it has: read_file, list.dir)"),
+        ),
+    ];
+    for (spec, want) in cases {
+        match (names(spec), want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, *want, "{spec:?}"),
+            (Err(got), Err(want)) => assert!(got.contains(want), "{spec:?}: {got}"),
+            (got, want) => panic!("{spec:?}: {got:?}, wanted {want:?}"),
+        }
+    }
+    let twice = toolbox.with_server("fs", Arc::new(Server(vec![])));
+    assert_eq!(
+        twice.unwrap_err(),
+        ToolboxError::DuplicateServer("fs".into())
+    );
+}

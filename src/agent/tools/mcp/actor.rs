@@ -1,0 +1,213 @@
+//! The supervised child that keeps one MCP server connected.
+//!
+//! `pre_start` connects (spawning the server for stdio) and fetches the tool list,
+//! within the server's handshake timeout; failing that, the spawn fails with the
+//! reason and the supervisor treats it as any failed restart. A watcher task owns the
+//! running connection and, when it ends, marks the link down and stops the actor with
+//! the reason, which the supervisor sees as an exit to restart. The state's `Drop`
+//! (which runs after a stop, a panic or a kill) ends the watcher, which closes the
+//! connection, and kills a stdio server's process group.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::ServiceExt as _;
+use tokio::io::AsyncBufReadExt as _;
+
+use super::{Link, McpServer, McpTransport};
+use crate::agent::{AgentError, AgentMsg};
+
+/// How many of a stdio server's last stderr lines are kept to say why it exited.
+const STDERR_TAIL: usize = 6;
+/// The longest stderr line kept.
+const STDERR_LINE: usize = 400;
+
+pub(crate) struct McpActor;
+
+pub(crate) struct McpArgs {
+    pub server: Arc<McpServer>,
+    pub link: Arc<Link>,
+}
+
+pub(crate) struct McpState {
+    link: Arc<Link>,
+    generation: u64,
+    watcher: tokio::task::JoinHandle<()>,
+    _group: Option<Group>,
+}
+
+impl Drop for McpState {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        self.link
+            .down(self.generation, "it is restarting".to_owned());
+    }
+}
+
+/// A stdio server's process group, killed when dropped.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Ok(pgid) = libc::pid_t::try_from(self.0) {
+            // SAFETY: killpg only sends a signal; the group was made for this server
+            // (its leader is the process we spawned) and an exited group is ESRCH.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The last lines a stdio server wrote to stderr.
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+fn last_words(tail: &Tail) -> String {
+    let lines = tail.lock().unwrap_or_else(|e| e.into_inner());
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; its last words on stderr: {}",
+            Vec::from(lines.clone()).join(" | ")
+        )
+    }
+}
+
+impl Actor for McpActor {
+    type Msg = AgentMsg;
+    type State = McpState;
+    type Arguments = McpArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        args: McpArgs,
+    ) -> Result<McpState, ActorProcessingErr> {
+        let McpArgs { server, link } = args;
+        let name = server.name().to_owned();
+        let tail: Tail = Arc::default();
+        let (service, group) = tokio::time::timeout(server.handshake_timeout, async {
+            match server.transport() {
+                McpTransport::Stdio { program, args } => {
+                    let mut command = process_wrap::tokio::CommandWrap::with_new(program, |c| {
+                        c.args(args);
+                    });
+                    command.wrap(process_wrap::tokio::ProcessGroup::leader());
+                    command.wrap(process_wrap::tokio::KillOnDrop);
+                    let (child, stderr) = TokioChildProcess::builder(command)
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .map_err(|e| format!("could not start `{program}`: {e}"))?;
+                    let group = child.id().map(Group);
+                    if let Some(stderr) = stderr {
+                        tokio::spawn(log_stderr(name.clone(), stderr, tail.clone()));
+                    }
+                    let service = ().serve(child).await.map_err(|e| {
+                        format!(
+                            "`{program}` did not answer MCP's handshake: {e}{}",
+                            last_words(&tail)
+                        )
+                    })?;
+                    Ok::<_, String>((service, group))
+                }
+                McpTransport::Http { url } => {
+                    // rmcp's client (same-origin redirects only) is built on the
+                    // reqwest this crate builds without a TLS provider of its own.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                    let service = ()
+                        .serve(transport)
+                        .await
+                        .map_err(|e| format!("{url} did not answer MCP's handshake: {e}"))?;
+                    Ok((service, None))
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer to MCP's handshake within {:?}{}",
+                server.handshake_timeout,
+                last_words(&tail)
+            )
+        })
+        .and_then(|r| r)
+        .map_err(|e| format!("MCP server `{name}`: {e}"))?;
+        let tools = tokio::time::timeout(server.handshake_timeout, service.list_all_tools())
+            .await
+            .map_err(|_| {
+                format!(
+                    "MCP server `{name}`: no tool list within {:?}",
+                    server.handshake_timeout
+                )
+            })?
+            .map_err(|e| format!("MCP server `{name}`: its tool list: {e}"))?;
+        tracing::debug!(server = %name, tools = tools.len(), "MCP server connected");
+        let generation = link.up(service.peer().clone(), tools);
+        let (me, watched, watched_tail) = (myself.clone(), link.clone(), tail.clone());
+        let watcher = tokio::spawn(async move {
+            let quit = service.waiting().await;
+            let why = format!(
+                "the MCP server `{}` closed its connection ({}){}",
+                watched.server(),
+                match quit {
+                    Ok(reason) => format!("{reason:?}"),
+                    Err(e) => e.to_string(),
+                },
+                last_words(&watched_tail)
+            );
+            tracing::warn!(server = %watched.server(), "{why}");
+            watched.down(generation, why.clone());
+            me.stop(Some(why));
+        });
+        Ok(McpState {
+            link,
+            generation,
+            watcher,
+            _group: group,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut McpState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let AgentMsg::Run { reply, .. } = msg {
+            let _ = reply.send(Err(AgentError::Rejected {
+                reason: format!(
+                    "`mcp:{}` is an MCP server, not an agent: name its tools in a spec (`tools = [\"{}.*\"]`)",
+                    state.link.server(),
+                    state.link.server()
+                ),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Logs a stdio server's stderr at debug level, keeping its last lines.
+async fn log_stderr(server: String, stderr: tokio::process::ChildStderr, tail: Tail) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(mut line)) = lines.next_line().await {
+        tracing::debug!(target: "fanfare::mcp", server = %server, "{line}");
+        if line.len() > STDERR_LINE {
+            let mut end = STDERR_LINE;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+            line.push('…');
+        }
+        let mut kept = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == STDERR_TAIL {
+            kept.pop_front();
+        }
+        kept.push_back(line);
+    }
+}

@@ -1,0 +1,236 @@
+//! What a server's supervised child shares with its tools: the live connection (a
+//! `Peer`, while there is one), the tool list of the last connection, and why there
+//! is no connection when there is none. The tools ([`McpTool`]) are made from the
+//! list each time an agent's turn asks for them, so a restart's new list is what the
+//! next turn offers.
+
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ResourceContents};
+use rmcp::service::{Peer, RoleClient};
+
+use super::WIRE_SEPARATOR;
+use crate::agent::tools::{Tool, ToolContext, ToolError, ToolSource};
+
+/// One server's connection and tools, shared by its actor and its tools.
+pub(crate) struct Link {
+    server: String,
+    state: RwLock<State>,
+}
+
+struct State {
+    peer: Option<Peer<RoleClient>>,
+    tools: Arc<Vec<rmcp::model::Tool>>,
+    why_not: String,
+    /// Counts connections, so that an old connection's end (its actor's state is
+    /// dropped after the next one may have started) cannot mark the new one down.
+    generation: u64,
+}
+
+impl Link {
+    pub(crate) fn new(server: String) -> Self {
+        Self {
+            server,
+            state: RwLock::new(State {
+                peer: None,
+                tools: Arc::default(),
+                why_not: "it has not connected yet".to_owned(),
+                generation: 0,
+            }),
+        }
+    }
+
+    /// The server's name.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connected, with `tools`; answers the connection's generation.
+    pub(crate) fn up(&self, peer: Peer<RoleClient>, tools: Vec<rmcp::model::Tool>) -> u64 {
+        let mut state = self.write();
+        state.peer = Some(peer);
+        state.tools = Arc::new(tools);
+        state.generation += 1;
+        state.generation
+    }
+
+    /// The connection `generation` ended, because `why` (unless a newer one is up
+    /// already); the last tool list stays (offered, failing until the server is
+    /// back).
+    pub(crate) fn down(&self, generation: u64, why: String) {
+        let mut state = self.write();
+        if state.generation == generation {
+            state.peer = None;
+            state.why_not = why;
+        }
+    }
+
+    /// Its tools as of the last connection: by the server's name for each, and as
+    /// the model sees them.
+    fn listed(self: &Arc<Self>) -> Vec<(String, Arc<dyn Tool>)> {
+        let tools = self.read().tools.clone();
+        (0..tools.len())
+            .map(|index| {
+                let t = &tools[index];
+                let tool = Arc::new(McpTool {
+                    wire_name: wire_name(&self.server, &t.name),
+                    description: t
+                        .description
+                        .as_deref()
+                        .or(t.title.as_deref())
+                        .unwrap_or("")
+                        .to_owned(),
+                    tools: tools.clone(),
+                    index,
+                    link: self.clone(),
+                });
+                (t.name.to_string(), tool as Arc<dyn Tool>)
+            })
+            .collect()
+    }
+
+    /// The connection, or why there is none.
+    fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        let state = self.read();
+        state.peer.clone().ok_or_else(|| state.why_not.clone())
+    }
+}
+
+impl ToolSource for Arc<Link> {
+    fn tools(&self) -> Vec<(String, Arc<dyn Tool>)> {
+        self.listed()
+    }
+}
+
+/// `SERVER__TOOL`, with what the wires refuse in a tool's name (MCP allows `.` and
+/// `/`) made `_`, and cut at the wires' 64 bytes.
+fn wire_name(server: &str, tool: &str) -> String {
+    let mut name: String = format!("{server}{WIRE_SEPARATOR}{tool}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.truncate(64);
+    name
+}
+
+/// One tool of one server.
+struct McpTool {
+    wire_name: String,
+    description: String,
+    tools: Arc<Vec<rmcp::model::Tool>>,
+    index: usize,
+    link: Arc<Link>,
+}
+
+impl Tool for McpTool {
+    fn name(&self) -> &str {
+        &self.wire_name
+    }
+
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn input_schema(&self) -> serde_json::Value {
+        serde_json::Value::Object((*self.tools[self.index].input_schema).clone())
+    }
+
+    fn call(
+        &self,
+        _ctx: ToolContext,
+        input: serde_json::Value,
+    ) -> BoxFuture<'_, Result<String, ToolError>> {
+        Box::pin(async move {
+            let server = self.link.server();
+            let peer = self.link.peer().map_err(|why| {
+                ToolError(format!("the MCP server `{server}` is not connected: {why}"))
+            })?;
+            let mut params = CallToolRequestParams::new(self.tools[self.index].name.clone());
+            params.arguments = match input {
+                serde_json::Value::Object(map) => Some(map),
+                serde_json::Value::Null => None,
+                other => {
+                    return Err(ToolError(format!(
+                        "the arguments must be an object, not {other}"
+                    )))
+                }
+            };
+            // Dropping this future (the branch's deadline, a cancelled run) sends
+            // the server `notifications/cancelled` for the request.
+            let result = peer.call_tool(params).await.map_err(|e| {
+                ToolError(format!("the MCP server `{server}` failed the call: {e}"))
+            })?;
+            answer(result)
+        })
+    }
+}
+
+/// A call's result as text for the model: its text blocks in order, other blocks
+/// described, the structured content when there is nothing else; an error result is
+/// a tool error.
+fn answer(result: CallToolResult) -> Result<String, ToolError> {
+    let mut parts: Vec<String> = result.content.iter().map(describe).collect();
+    if parts.is_empty() {
+        if let Some(structured) = &result.structured_content {
+            parts.push(structured.to_string());
+        }
+    }
+    let text = parts.join("\n");
+    if result.is_error == Some(true) {
+        Err(ToolError(if text.is_empty() {
+            "the tool reported an error and said nothing more".to_owned()
+        } else {
+            text
+        }))
+    } else {
+        Ok(text)
+    }
+}
+
+fn describe(block: &ContentBlock) -> String {
+    // Base64 holds 3 bytes in 4 characters.
+    let bytes = |data: &str| data.len() / 4 * 3;
+    match block {
+        ContentBlock::Text(t) => t.text.clone(),
+        ContentBlock::Image(i) => format!("[image: {}, {} bytes]", i.mime_type, bytes(&i.data)),
+        ContentBlock::Audio(a) => format!("[audio: {}, {} bytes]", a.mime_type, bytes(&a.data)),
+        ContentBlock::Resource(r) => match &r.resource {
+            ResourceContents::TextResourceContents { uri, text, .. } => {
+                format!("[resource {uri}]\n{text}")
+            }
+            ResourceContents::BlobResourceContents {
+                uri,
+                mime_type,
+                blob,
+                ..
+            } => format!(
+                "[resource {uri}: {}, {} bytes]",
+                mime_type.as_deref().unwrap_or("binary"),
+                bytes(blob)
+            ),
+            _ => "[a resource of a kind this client does not know]".to_owned(),
+        },
+        ContentBlock::ResourceLink(r) => format!("[resource link: {} ({})]", r.uri, r.name),
+        _ => "[content of a kind this client does not know]".to_owned(),
+    }
+}
+
+#[cfg(test)]
+pub(super) fn answer_for_tests(result: CallToolResult) -> Result<String, ToolError> {
+    answer(result)
+}

@@ -1,0 +1,63 @@
+use super::*;
+
+#[test]
+fn a_server_is_a_name_and_a_command_line_or_a_url() {
+    let cases: &[(&str, Result<McpServer, McpConfigError>)] = &[
+        (
+            "fs=npx -y @modelcontextprotocol/server-filesystem /tmp/docs",
+            McpServer::stdio(
+                "fs",
+                "npx",
+                ["-y", "@modelcontextprotocol/server-filesystem", "/tmp/docs"],
+            ),
+        ),
+        (
+            "fs = node 'my server.js' \"a b\"",
+            McpServer::stdio("fs", "node", ["my server.js", "a b"]),
+        ),
+        (
+            "web=http://127.0.0.1:3001/mcp",
+            McpServer::http("web", "http://127.0.0.1:3001/mcp"),
+        ),
+        (
+            "npx server",
+            Err(McpConfigError::NoName("npx server".into())),
+        ),
+        ("fs=", Err(McpConfigError::Empty("fs".into()))),
+        ("fs=''", Err(McpConfigError::Empty("fs".into()))),
+        ("my fs=x", Err(McpConfigError::BadName("my fs".into()))),
+        ("a__b=x", Err(McpConfigError::BadName("a__b".into()))),
+        ("=x", Err(McpConfigError::BadName("".into()))),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&McpServer::parse(text), want, "{text}");
+    }
+    let unbalanced = McpServer::parse("fs=node 'x").unwrap_err();
+    assert!(
+        matches!(&unbalanced, McpConfigError::BadCommand { name, .. } if name == "fs"),
+        "{unbalanced}"
+    );
+}
+
+#[test]
+fn a_server_prints_as_it_is_parsed() {
+    for text in ["fs=node 'my server.js' x", "web=https://example.com/mcp"] {
+        let server = McpServer::parse(text).unwrap();
+        assert_eq!(McpServer::parse(&server.to_string()).unwrap(), server);
+    }
+}
+
+#[test]
+fn a_result_is_its_text_blocks_and_an_error_result_is_a_tool_error() {
+    use rmcp::model::{CallToolResult, ContentBlock};
+    let ok = CallToolResult::success(vec![
+        ContentBlock::text("first"),
+        ContentBlock::text("second"),
+    ]);
+    assert_eq!(link::answer_for_tests(ok).unwrap(), "first\nsecond");
+    let failed = CallToolResult::error(vec![ContentBlock::text("no such file")]);
+    assert_eq!(
+        link::answer_for_tests(failed).unwrap_err().0,
+        "no such file"
+    );
+}
