@@ -196,10 +196,13 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
     let default_model = (!provider.is_simulated())
         .then(|| provider.default_model().map(str::to_owned))
         .flatten();
-    let builder = Fanfare::builder(provider)
-        .agents_from(agents)
-        .supervision(supervision)
-        .prices(prices);
+    let builder = args.mcp.iter().cloned().fold(
+        Fanfare::builder(provider)
+            .agents_from(agents)
+            .supervision(supervision)
+            .prices(prices),
+        |builder, server| builder.mcp(server),
+    );
     Ok(RuntimeBuilder {
         builder,
         gate,

@@ -130,12 +130,9 @@ fn regression_a_corrupt_line_is_run_again_and_a_second_batch_on_one_file_is_refu
     )
     .unwrap();
     let run = batch(&agents, &docs, &out, &[]).output().unwrap();
-    assert!(
-        stderr(&run).contains("unreadable line ignored"),
-        "{}",
-        stderr(&run)
-    );
+    assert!(stderr(&run).contains("torn line"), "{}", stderr(&run));
     assert!(stderr(&run).contains("batch: 2 ok"), "{}", stderr(&run));
+    assert_eq!(lines(&out).len(), 2, "every line is whole");
     // While one batch holds the file, another is refused.
     let slow_agents = self::agents(&dir.path().join("slow"), 3_000);
     let more = self::docs(&dir.path().join("slow"), 2);
@@ -153,6 +150,32 @@ fn regression_a_corrupt_line_is_run_again_and_a_second_batch_on_one_file_is_refu
         stderr(&second).contains("being written by another batch"),
         "{}",
         stderr(&second)
+    );
+}
+
+#[test]
+fn regression_a_torn_last_line_is_cut_not_glued_to_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents(dir.path(), 1);
+    let docs = docs(dir.path(), 3);
+    let out = dir.path().join("out.jsonl");
+    let run = batch(&agents, &docs[..2], &out, &[]).output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    // A kill mid-write: the second record is cut 10 bytes short.
+    let whole = std::fs::read(&out).unwrap();
+    std::fs::write(&out, &whole[..whole.len() - 10]).unwrap();
+    let run = batch(&agents, &docs, &out, &[]).output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("torn line"), "{}", stderr(&run));
+    // The torn document and the new one ran; every line parses; nothing is lost.
+    assert!(stderr(&run).contains("batch: 2 ok"), "{}", stderr(&run));
+    let written = lines(&out);
+    assert_eq!(written.len(), 3, "{written:?}");
+    let run = batch(&agents, &docs, &out, &[]).output().unwrap();
+    assert!(
+        stderr(&run).contains("0 ok, 0 failed, 3 skipped"),
+        "{}",
+        stderr(&run)
     );
 }
 

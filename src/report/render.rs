@@ -163,6 +163,13 @@ impl RunReport {
             if b.late {
                 let _ = write!(out, " · late (after the merge)");
             }
+            if let Some(o) = b.outcome.output().filter(|o| o.tool_calls > 0) {
+                let calls = if o.tool_calls == 1 { "call" } else { "calls" };
+                let _ = write!(out, " · {} tool {calls}", o.tool_calls);
+                if o.tool_errors > 0 {
+                    let _ = write!(out, " ({} failed)", o.tool_errors);
+                }
+            }
             if b.outcome.output().is_some_and(|o| o.truncated) {
                 let _ = write!(out, " · cut at max_tokens");
             }

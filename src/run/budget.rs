@@ -15,7 +15,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::outcome::{BranchOutcome, RefusalReason};
+use super::outcome::{BranchError, BranchOutcome, RefusalReason};
+use crate::agent::AgentError;
 use crate::provider::PriceTable;
 
 /// Per-run caps. Before dispatch each branch reserves an estimate (its prompt's
@@ -133,7 +134,29 @@ impl Ledger {
                 self.spent_tokens = self.spent_tokens.saturating_add(held.tokens);
                 self.spent_cost += held.cost_usd.unwrap_or(0.0);
             }
+            // A model answered, and its answer was refused (empty, or not of the
+            // asked shape): it was billed. Once such calls cost nothing here, and a
+            // step's retries spent 36× the cap.
+            BranchOutcome::Failed {
+                error:
+                    BranchError::Agent(
+                        AgentError::EmptyAnswer { .. } | AgentError::InvalidOutput { .. },
+                    ),
+            } => {
+                self.spent_tokens = self.spent_tokens.saturating_add(held.tokens);
+                self.spent_cost += held.cost_usd.unwrap_or(0.0);
+            }
             BranchOutcome::Failed { .. } | BranchOutcome::Refused { .. } => {}
+        }
+    }
+
+    /// A ledger that starts having spent `tokens` and `usd` (a merge's check, after
+    /// the branches).
+    pub(crate) fn having_spent(tokens: u64, usd: f64) -> Self {
+        Self {
+            spent_tokens: tokens,
+            spent_cost: usd,
+            ..Self::default()
         }
     }
 
@@ -190,6 +213,43 @@ mod tests {
             granted, 2,
             "two estimates of $0.004 fit under $0.01, not three"
         );
+    }
+
+    #[test]
+    fn regression_a_refused_answer_keeps_its_reservation_and_a_provider_error_does_not() {
+        // The seventh probe: empty answers under a step's retries cost nothing here,
+        // and 51 billed calls went out against a 5,000-token budget.
+        let budget = Budget {
+            max_tokens: Some(1_000),
+            ..Budget::default()
+        };
+        let e = est(400, Some("m"), None);
+        let prices = PriceTable::default();
+        let empty = BranchOutcome::Failed {
+            error: BranchError::Agent(AgentError::EmptyAnswer {
+                model: "m".into(),
+                stop_reason: None,
+            }),
+        };
+        let mut l = Ledger::default();
+        for i in 0..2 {
+            l.reserve(&budget, (i, None), &e).unwrap();
+            l.settle((i, None), &empty, &prices);
+        }
+        assert_eq!(l.spent().0, 800);
+        assert!(
+            l.reserve(&budget, (2, None), &e).is_err(),
+            "a third would pass the cap"
+        );
+        let refused = BranchOutcome::Failed {
+            error: BranchError::Agent(AgentError::Rejected {
+                reason: "no".into(),
+            }),
+        };
+        let mut l = Ledger::default();
+        l.reserve(&budget, (0, None), &e).unwrap();
+        l.settle((0, None), &refused, &prices);
+        assert_eq!(l.spent().0, 0, "no model answered");
     }
 
     #[test]

@@ -168,7 +168,8 @@ pub(crate) async fn execute(
     let mut was_stopped = false;
     'run: loop {
         for h in release.drain(..) {
-            live.launch(&driver, h.index, h.item, &h.upstream, None);
+            let rerun = machine.reruns(h.index, h.item);
+            live.launch(&driver, h.index, h.item, &h.upstream, None, rerun);
             // It was held: it started now, not when the scheduler dispatched it.
             extras.entry((h.index, h.item)).or_default().started = Some(since(Instant::now()));
         }
@@ -186,8 +187,9 @@ pub(crate) async fn execute(
                     } else {
                         Go::Now
                     };
+                    let rerun = machine.reruns(index, item);
                     match go {
-                        Go::Now => live.launch(&driver, index, item, &upstream, None),
+                        Go::Now => live.launch(&driver, index, item, &upstream, None, rerun),
                         Go::First => {
                             let (tx, rx) = oneshot::channel();
                             warm_signal = Some(rx);
@@ -197,6 +199,7 @@ pub(crate) async fn execute(
                                 item,
                                 &upstream,
                                 Some(stream::first_text(tx)),
+                                rerun,
                             );
                         }
                         Go::Held => {}

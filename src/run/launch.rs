@@ -269,6 +269,7 @@ impl Launched {
         item: Option<usize>,
         upstream: &Arc<[UpstreamOutput]>,
         extra: Option<DeltaSink>,
+        rerun: u32,
     ) {
         let s = driver.s;
         if let Some(events) = s.events {
@@ -289,12 +290,22 @@ impl Launched {
                     BranchOutcome::Ok(r.output.clone()),
                 ))))
             }
-            None => dispatch(driver, &mut self.set, index, item, upstream, extra),
+            None => dispatch(driver, &mut self.set, index, item, upstream, extra, rerun),
         };
         if let Some(item) = item {
             self.items.insert((index, item), handle);
         }
     }
+}
+
+/// How long a step's retry number `rerun` waits before its call: none for the first
+/// run, then 250 ms doubling up to 8 s.
+fn retry_wait(rerun: u32) -> Option<Duration> {
+    (rerun > 0).then(|| {
+        Duration::from_millis(250)
+            .saturating_mul(1 << (rerun - 1).min(5))
+            .min(Duration::from_secs(8))
+    })
 }
 
 /// A branch that fails before it is called, with `error`.
@@ -333,6 +344,7 @@ fn dispatch(
     item: Option<usize>,
     upstream: &Arc<[UpstreamOutput]>,
     extra: Option<DeltaSink>,
+    rerun: u32,
 ) -> AbortHandle {
     let s = driver.s;
     let step = &s.steps[index];
@@ -467,6 +479,11 @@ fn dispatch(
             };
             let router = s.router.cloned();
             set.spawn(guarded(index, item, async move {
+                // A step's retry waits first, longer each time (within the branch's
+                // deadline): `retries` once re-sent 1,001 calls in 0.17 s.
+                if let Some(wait) = retry_wait(rerun) {
+                    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+                }
                 let mut called = call_branch(&mut call, router).await;
                 if let (BranchOutcome::TimedOut { partial: kept, .. }, Some(p)) =
                     (&mut called.outcome, &partial)

@@ -149,10 +149,13 @@ impl FanfareBuilder {
         let mut children: Vec<Specialist> = Vec::new();
         #[cfg(feature = "mcp")]
         for server in self.mcp {
-            let name = server.name().to_owned();
-            let (child, link) = server.supervised();
-            tools = tools.with_server(&name, Arc::new(link))?;
-            children.push(child);
+            use crate::agent::tools::mcp;
+            let link = Arc::new(mcp::Link::new(server.name().to_owned()));
+            tools = tools.with_server(server.name(), Arc::new(link.clone()))?;
+            let server = Arc::new(server);
+            children.push(Specialist::actor(server.child_name(), move || {
+                mcp::child(server.clone(), link.clone())
+            }));
         }
         let prices = Arc::new(self.prices);
         let code = Arc::new(self.code);

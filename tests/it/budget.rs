@@ -238,3 +238,93 @@ async fn a_cost_cap_on_a_model_without_a_price_refuses_instead_of_spending_blind
     );
     fanfare.shutdown().await;
 }
+
+/// A model that reports 3,000 input tokens for every call, whatever it was sent.
+fn greedy() -> fanfare::provider::Scripted {
+    fanfare::provider::Scripted::answering(|request| fanfare::provider::Completion {
+        text: format!("{} answered", request.agent),
+        model: "scripted-1".into(),
+        usage: fanfare::provider::Usage {
+            input_tokens: 3_000,
+            output_tokens: 5,
+            ..Default::default()
+        },
+        attempts: 1,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn regression_an_llm_merge_is_not_sent_when_the_branches_spent_the_budget() {
+    // The seventh probe: branches settled at 6,010 tokens against a cap of 2,000, and
+    // the merge call still went out and the run ended `succeeded`.
+    let script = greedy();
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .agent(AgentSpec::new("a", "A."))
+        .agent(AgentSpec::new("b", "B."))
+        .start()
+        .await
+        .unwrap();
+    let request = RunRequest::fan_out("short", ["a", "b"])
+        .budget(Budget {
+            max_tokens: Some(2_000),
+            branch_tokens: 10,
+            ..Budget::default()
+        })
+        .merge(fanfare::MergeStrategy::llm());
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(!report.status.is_success(), "{}", report.render());
+    let synthesis = report.synthesis.as_ref().unwrap();
+    let error = synthesis.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("merge call was not sent"),
+        "{}",
+        report.render()
+    );
+    assert!(error.contains("token budget"), "{error}");
+    assert_eq!(
+        script.requests().len(),
+        2,
+        "the two branches, no merge call"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn regression_a_steps_retries_are_bounded_wait_between_them_and_run_the_budget_down() {
+    // The seventh probe: `retries = 50` sent 51 empty-answer calls in 1.4 s against a
+    // 5,000-token budget, and `retries = 1000` was accepted.
+    let script = fanfare::provider::Scripted::answering(|_| fanfare::provider::Completion {
+        text: String::new(),
+        model: "scripted-1".into(),
+        attempts: 1,
+        ..Default::default()
+    });
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .agent(AgentSpec::new("a", "A."))
+        .start()
+        .await
+        .unwrap();
+    let mut too_many = RunRequest::fan_out("x", ["a"]);
+    too_many.steps[0].retries = 11;
+    let e = fanfare.run(too_many).await.unwrap_err().to_string();
+    assert!(e.contains("retries must be at most 10"), "{e}");
+
+    let mut request = RunRequest::fan_out("x", ["a"]).budget(Budget {
+        max_tokens: Some(1_600),
+        ..Budget::default()
+    });
+    request.steps[0].retries = 10;
+    let started = tokio::time::Instant::now();
+    let report = fanfare.run(request).await.unwrap();
+    let took = started.elapsed();
+    fanfare.shutdown().await;
+    // Each empty answer kept its ~516-token reservation: three fit under 1,600.
+    assert_eq!(script.requests().len(), 3, "{}", report.render());
+    assert!(matches!(
+        report.branches[0].outcome,
+        BranchOutcome::Refused { .. }
+    ));
+    // The two retries waited 250 ms and 500 ms first.
+    assert!(took >= Duration::from_millis(750), "{took:?}");
+}

@@ -33,6 +33,10 @@ pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
         .map_err(|e: fanfare::supervision::UnknownStrategy| e.to_string())
 }
 
+pub fn parse_mcp(s: &str) -> Result<fanfare::agent::tools::mcp::McpServer, String> {
+    fanfare::agent::tools::mcp::McpServer::parse(s).map_err(|e| e.to_string())
+}
+
 pub fn parse_policy(s: &str) -> Result<Policy, String> {
     s.parse()
         .map_err(|e: fanfare::run::ParsePolicyError| e.to_string())

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use fanfare::agent::tools::mcp::McpServer;
 use fanfare::supervision::Strategy;
 
-use super::parse::{at_least_one, parse_duration, parse_strategy};
+use super::parse::{at_least_one, parse_duration, parse_mcp, parse_strategy};
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 pub enum ProviderKind {
@@ -61,6 +62,13 @@ pub struct RuntimeArgs {
     /// Which specialists restart when one crashes.
     #[arg(long, default_value = "one-for-one", value_parser = parse_strategy)]
     pub strategy: Strategy,
+    /// An MCP server whose tools agents may call (repeatable): NAME=COMMAND [ARGS…],
+    /// a child process speaking MCP on stdio (quote the whole value: --mcp 'fs=npx -y
+    /// @modelcontextprotocol/server-filesystem ./docs'), or NAME=URL (streamable
+    /// HTTP). A spec offers its tools with `tools = ["NAME.*"]` or `["NAME.TOOL"]`.
+    /// It is supervised like a specialist (`mcp:NAME`) and restarted if it dies.
+    #[arg(long = "mcp", value_name = "NAME=COMMAND|URL", value_parser = parse_mcp)]
+    pub mcp: Vec<McpServer>,
     /// Most model calls in flight at once, per model (real providers). The gate starts
     /// here, so a fan-out to a server with room goes out whole; a 429/529 cuts it to
     /// what the server carried, and that is remembered for the next run (`fanfare

@@ -35,6 +35,19 @@ use crate::plan::{request_for, Plan};
 use crate::setup::{finish_admission, prepare, Prepared};
 use crate::signals::{stop_requested, Interrupted};
 
+/// Cuts `file` (at `path`) back to its last complete line; answers how many bytes
+/// of a torn last line were cut, if any.
+fn cut_torn_tail(file: &std::fs::File, path: &std::path::Path) -> anyhow::Result<Option<u64>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.last().is_none_or(|b| *b == b'\n') {
+        return Ok(None);
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    file.set_len(keep as u64)
+        .with_context(|| format!("cutting the torn last line of {}", path.display()))?;
+    Ok(Some((bytes.len() - keep) as u64))
+}
+
 /// One line of a batch's output file.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BatchLine {
@@ -354,6 +367,14 @@ pub async fn batch(args: BatchArgs) -> anyhow::Result<bool> {
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("locking {}", args.out.display()))
         }
+    }
+    // A batch killed mid-write leaves a torn last line; appending after it would
+    // glue the next record onto it and lose both (seventh probe, H3).
+    if let Some(cut) = cut_torn_tail(&file, &args.out)? {
+        eprintln!(
+            "warning: {} ended in a torn line ({cut} bytes, from an interrupted batch); it was cut, and its document runs again",
+            args.out.display()
+        );
     }
     // Every document is read (its digest says whether it changed since its line).
     let last: HashMap<String, BatchLine> = last_lines(&args.out)?.into_iter().collect();

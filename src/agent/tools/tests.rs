@@ -210,7 +210,9 @@ fn a_spec_names_own_tools_a_whole_server_or_one_of_its_tools() {
             .resolve(&spec)
             .map(|tools| tools.iter().map(|t| t.name().to_owned()).collect())
     };
-    let cases: &[(&[&str], Result<&[&str], &str>)] = &[
+    // (a spec's tools, the names offered or a part of the error)
+    type Case<'a> = (&'a [&'a str], Result<&'a [&'a str], &'a str>);
+    let cases: &[Case] = &[
         (&["add"], Ok(&["add"])),
         (&["fs.*"], Ok(&["fs__read_file", "fs__list_dir"])),
         (&["fs.list.dir", "add"], Ok(&["fs__list_dir", "add"])),

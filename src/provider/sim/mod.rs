@@ -251,12 +251,50 @@ impl Provider for SimProvider {
                 };
                 return Err(ProviderError::new("sim", &model, &request, kind));
             }
+            // Offered tools and none called yet: call the first, with arguments of
+            // its input's shape, so that tool loops run offline end to end.
+            let called = request.messages.iter().any(|m| !m.tool_results.is_empty());
+            if let (Some(tool), false) = (request.tools.first(), called) {
+                let prose = compose(&request, &profile, key);
+                let input = shaped(&required_only(&tool.input_schema), &prose, key);
+                counters.completed.fetch_add(1, Ordering::Relaxed);
+                return Ok(Completion {
+                    model,
+                    usage: Usage {
+                        input_tokens: request.prompt_tokens(),
+                        output_tokens: estimate_tokens(&input.to_string()),
+                        ..Usage::default()
+                    },
+                    stop_reason: Some("tool_use".to_owned()),
+                    attempts: 1,
+                    tool_calls: vec![super::ToolCall {
+                        id: format!("sim-call-{call}"),
+                        name: tool.name.clone(),
+                        input,
+                        malformed: false,
+                    }],
+                    ..Completion::default()
+                });
+            }
             let text = match &request.schema {
                 // A structured request gets an answer of the asked shape.
                 Some(schema) => {
                     shaped(&schema.schema, &compose(&request, &profile, key), key).to_string()
                 }
                 None => compose(&request, &profile, key),
+            };
+            // After a tool answered, the answer quotes what it said.
+            let text = match request
+                .messages
+                .iter()
+                .rev()
+                .find_map(|m| m.tool_results.first())
+            {
+                Some(result) if request.schema.is_none() => {
+                    let quoted: String = result.content.chars().take(200).collect();
+                    format!("{text}\n\nThe tool said: {quoted}")
+                }
+                _ => text,
             };
             // The whole prompt, the shared prefix (a fan-out's task) included.
             let input_tokens = request.prompt_tokens();
@@ -304,6 +342,28 @@ const STOPWORDS: &[&str] = &[
 
 /// A value of the shape `schema` describes — an `enum`'s value, every property of
 /// an object, one or two items of an array — with strings taken from `prose`.
+/// `schema` with only its required properties: a tool's arguments as a careful
+/// caller writes them (optional ones left to their defaults).
+fn required_only(schema: &serde_json::Value) -> serde_json::Value {
+    let mut schema = schema.clone();
+    let required: Vec<String> = schema
+        .get("required")
+        .and_then(serde_json::Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(props) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        props.retain(|name, _| required.contains(name));
+    }
+    schema
+}
+
 fn shaped(schema: &serde_json::Value, prose: &str, key: u64) -> serde_json::Value {
     use serde_json::Value;
     fn go(schema: &Value, sentences: &[&str], key: u64, depth: u32) -> Value {

@@ -388,6 +388,9 @@ async fn execute_run<B>(
         started,
         deadline,
         events,
+        budget: request.budget,
+        prices: &args.prices,
+        default_model: args.default_model.as_deref(),
     };
     // The merge takes the ends of the graph: the steps no other step waits for (in a
     // flat fan-out, all of them); a chain's earlier steps reach it through its end.
@@ -407,13 +410,18 @@ async fn execute_run<B>(
         };
         match (snapshot, &request.merge) {
             (Ok(snapshot), Some(strategy)) => {
+                let spent = merge::spent(
+                    snapshot.iter().filter_map(|(_, o)| o.as_ref()),
+                    merge.prices,
+                    merge.default_model,
+                );
                 let inputs = snapshot
                     .into_iter()
                     .zip(&sink)
                     .filter(|(_, &sink)| sink)
                     .map(|((agent, outcome), _)| MergeBranch::new(agent, outcome.as_ref()))
                     .collect();
-                Some(merge.synthesise(strategy.clone(), inputs).await)
+                Some(merge.synthesise(strategy.clone(), inputs, spent).await)
             }
             _ => None,
         }
@@ -449,13 +457,18 @@ async fn execute_run<B>(
         .map(|s| std::mem::take(&mut s.depends_on))
         .collect();
     drop(std::mem::take(&mut request.steps));
+    let spent = merge::spent(
+        records.iter().map(|b| &b.outcome),
+        merge.prices,
+        merge.default_model,
+    );
     let branches = settle(Branches { records, edges });
     let synthesis = match late_merge {
         Some((strategy, inputs)) => {
             // A stop during the merge drops the merge call: the branches stand.
             let mut stop = stop;
             tokio::select! {
-                merged = merge.synthesise(strategy, inputs) => Some(merged),
+                merged = merge.synthesise(strategy, inputs, spent) => Some(merged),
                 () = execute::stopped(&mut stop) => {
                     failure = Some(RunFailure::Stopped);
                     None

@@ -465,6 +465,13 @@ pub enum SynthesisError {
     /// The synthesiser is not running (the runtime is shutting down).
     #[error("the synthesiser is not running")]
     SynthesiserGone,
+    /// The run's budget has no room for the merge call after what its branches
+    /// spent: it was not sent.
+    #[error("the merge call was not sent: {reason}")]
+    OverBudget {
+        /// What the budget had left and the merge needed.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -51,6 +51,14 @@ pub enum StepProblem {
     /// A timeout of zero or beyond the longest accepted.
     #[error("its timeout must be more than zero and at most 30 days")]
     Timeout,
+    /// More retries than a step may have: each one is a billed call.
+    #[error("its retries must be at most {max}, not {retries} (each retry is another model call)")]
+    TooManyRetries {
+        /// The retries asked for.
+        retries: u32,
+        /// The most accepted.
+        max: u32,
+    },
 }
 
 /// Which duration of a request.

@@ -100,6 +100,12 @@ impl RunRequest {
             {
                 return Err(bad(StepProblem::Timeout));
             }
+            if step.retries > crate::run::step::MAX_RETRIES {
+                return Err(bad(StepProblem::TooManyRetries {
+                    retries: step.retries,
+                    max: crate::run::step::MAX_RETRIES,
+                }));
+            }
         }
         if let Policy::TolerantPartial { quorum } = self.policy {
             if quorum == 0 || quorum > self.steps.len() {

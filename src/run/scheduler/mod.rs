@@ -381,6 +381,19 @@ impl<'a> Scheduler<'a> {
         }
     }
 
+    /// How many times branch (`index`, `item`) was run again so far (a retry waits
+    /// longer the more there were).
+    pub(crate) fn reruns(&self, index: usize, item: Option<usize>) -> u32 {
+        match item {
+            None => self.records.get(index).map_or(0, |e| e.reruns),
+            Some(k) => self
+                .items
+                .get(index)
+                .and_then(|items| items.get(k))
+                .map_or(0, |e| e.reruns),
+        }
+    }
+
     fn entry(&mut self, index: usize, item: Option<usize>) -> &mut Entry {
         match item {
             None => &mut self.records[index],

@@ -166,24 +166,15 @@ impl McpServer {
     pub(crate) fn child_name(&self) -> String {
         format!("mcp:{}", self.name)
     }
+}
 
-    /// The specialist that keeps it connected, and the link its tools call through.
-    pub(crate) fn supervised(self) -> (crate::supervision::Specialist, std::sync::Arc<Link>) {
-        let link = std::sync::Arc::new(Link::new(self.name.clone()));
-        let server = std::sync::Arc::new(self);
-        let name = server.child_name();
-        let shared = link.clone();
-        let specialist = crate::supervision::Specialist::actor(name, move || {
-            (
-                actor::McpActor,
-                actor::McpArgs {
-                    server: server.clone(),
-                    link: shared.clone(),
-                },
-            )
-        });
-        (specialist, link)
-    }
+/// The actor that keeps `server` connected, and its arguments; the runtime spawns
+/// it as the specialist `mcp:NAME` (and again for every restart).
+pub(crate) fn child(
+    server: std::sync::Arc<McpServer>,
+    link: std::sync::Arc<Link>,
+) -> (actor::McpActor, actor::McpArgs) {
+    (actor::McpActor, actor::McpArgs { server, link })
 }
 
 impl std::fmt::Display for McpServer {
