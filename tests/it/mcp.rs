@@ -416,39 +416,36 @@ async fn mcp_everything_over_streamable_http_answers_a_call() {
 }
 
 #[tokio::test]
-async fn mcp_a_server_that_does_not_start_fails_start_naming_it() {
-    let missing = McpServer::stdio("tools", "/nonexistent/mcp-server", ["--x"]).unwrap();
-    let Err(e) = Fanfare::builder(Arc::new(Scripted::new()))
-        .mcp(missing)
-        .start()
-        .await
-    else {
-        panic!("start fails")
-    };
-    let text = chain(&e);
-    assert!(text.contains("MCP server `tools`"), "{text}");
-    assert!(text.contains("/nonexistent/mcp-server"), "{text}");
-}
-
-#[tokio::test]
-async fn mcp_a_server_that_exits_at_once_fails_start_with_its_last_words() {
-    let broken = McpServer::stdio(
-        "broken",
-        "/bin/sh",
-        ["-c", "echo 'config file missing' >&2; exit 1"],
-    )
-    .unwrap()
-    .handshake_timeout(Duration::from_secs(10));
-    let Err(e) = Fanfare::builder(Arc::new(Scripted::new()))
-        .mcp(broken)
-        .start()
-        .await
-    else {
-        panic!("start fails")
-    };
-    let text = chain(&e);
-    assert!(text.contains("MCP server `broken`"), "{text}");
-    assert!(text.contains("config file missing"), "{text}");
+async fn mcp_a_server_that_does_not_start_fails_start_naming_it_and_why() {
+    // (server, what the error must say besides its name)
+    let cases = [
+        (
+            McpServer::stdio("tools", "/nonexistent/mcp-server", ["--x"]).unwrap(),
+            "/nonexistent/mcp-server",
+        ),
+        (
+            McpServer::stdio(
+                "broken",
+                "/bin/sh",
+                ["-c", "echo 'config file missing' >&2; exit 1"],
+            )
+            .unwrap()
+            .handshake_timeout(Duration::from_secs(10)),
+            "config file missing",
+        ),
+    ];
+    for (server, why) in cases {
+        let name = format!("MCP server `{}`", server.name());
+        let Err(e) = Fanfare::builder(Arc::new(Scripted::new()))
+            .mcp(server)
+            .start()
+            .await
+        else {
+            panic!("start fails")
+        };
+        let text = chain(&e);
+        assert!(text.contains(&name) && text.contains(why), "{text}");
+    }
 }
 
 #[tokio::test]
