@@ -16,7 +16,7 @@ use crate::provider::OutputSchema;
 
 /// The most retries a step may have: each is another billed call (a probe once sent
 /// 1,001 calls in 0.17 s with `retries = 1000`).
-pub const MAX_RETRIES: u32 = 10;
+pub(crate) const MAX_RETRIES: u32 = 10;
 
 /// What a step does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,7 +151,7 @@ pub struct Step {
     #[serde(default, with = "opt_secs")]
     pub timeout: Option<Duration>,
     /// Times a branch of this step that fails or times out is run again (at most
-    /// [`MAX_RETRIES`]; each retry waits a little longer than the one before, and
+    /// 10; each retry waits a little longer than the one before, and
     /// reserves from the run's budget like a first call).
     #[serde(default)]
     pub retries: u32,
