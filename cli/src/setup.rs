@@ -50,6 +50,8 @@ pub struct Prepared {
     pub gate: Option<Learning>,
     /// The model the banner named (what a request naming none asks for).
     pub default_model: Option<String>,
+    /// The provider is the simulator.
+    pub simulated: bool,
 }
 
 /// An admission gate and the endpoint whose limits it learns: what it learned is
@@ -89,6 +91,7 @@ pub async fn prepare(args: &CommonArgs) -> anyhow::Result<Prepared> {
         plan,
         gate,
         default_model: ready.default_model,
+        simulated: ready.simulated,
     })
 }
 

@@ -444,4 +444,27 @@ fn run_repair_reuses_what_succeeded_and_runs_only_what_failed() {
     let stderr = String::from_utf8_lossy(&untyped.stderr);
     assert!(untyped.status.success(), "{stderr}");
     assert!(stderr.contains("3 answer(s) reused"), "{stderr}");
+
+    // Regression (seventh probe): a simulator's report repaired with a real provider
+    // mixed simulated answers into a report that said `simulated: false`. Refused
+    // before any call (nothing listens at the base URL).
+    let real = fanfare(
+        &[
+            "run",
+            "--json",
+            "--provider",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--repair",
+            report.to_str().unwrap(),
+        ],
+        repo(),
+    );
+    assert_eq!(real.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&real.stderr).contains("was answered by the simulator"),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
 }

@@ -51,6 +51,10 @@ pub struct RunSpec {
     /// are reused, not called again; only the others run, then the merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair_of: Option<String>,
+    /// The most tokens the answer (an LLM merge's text) may have; the OpenAI face's
+    /// `max_tokens`. A run whose answer no model writes cannot keep it: refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_tokens: Option<u32>,
 }
 
 /// A run's caps.
@@ -194,6 +198,19 @@ impl RunSpec {
                 }
                 let known: std::collections::HashSet<&str> =
                     catalog.agents.iter().map(String::as_str).collect();
+                // Each agent once, as `fanfare run --only` does: 10,000 copies of one
+                // name were 10,000 identical paid calls (seventh probe).
+                let mut first: std::collections::HashMap<&str, usize> = Default::default();
+                for (i, a) in agents.iter().enumerate() {
+                    if let Some(j) = first.insert(a.as_str(), i) {
+                        return Err(FieldError::new(
+                            format!("agents[{i}]"),
+                            format!(
+                                "`{a}` is named twice (agents[{j}] and agents[{i}]); a fan-out asks each agent once"
+                            ),
+                        ));
+                    }
+                }
                 for (i, a) in agents.iter().enumerate() {
                     if !known.contains(a.as_str()) {
                         return Err(FieldError::new(
@@ -273,6 +290,22 @@ impl RunSpec {
                 }
             };
         }
+        if let Some(cap) = self.answer_tokens {
+            match &mut request.merge {
+                _ if cap == 0 => {
+                    return Err(FieldError::new("answer_tokens", "must be at least 1"))
+                }
+                Some(MergeStrategy::Llm { max_tokens, .. }) => {
+                    *max_tokens = (*max_tokens).min(cap);
+                }
+                _ => {
+                    return Err(FieldError::new(
+                        "answer_tokens",
+                        "this run's answer is not written by a model (its merge is not `llm`), so its length cannot be capped",
+                    ))
+                }
+            }
+        }
         Ok(request)
     }
 
@@ -329,12 +362,37 @@ mod tests {
         let e = wide.request(&catalog(), &defaults).unwrap_err();
         assert_eq!(e.field, "agents");
         assert!(e.message.contains("limit of 3"), "{}", e.message);
-        let fits = parse(br#"{"input": "x", "agents": ["a", "b", "a"]}"#).unwrap();
+        let fits = parse(br#"{"input": "x", "agents": ["a", "b"]}"#).unwrap();
         assert!(fits.request(&catalog(), &defaults).is_ok());
         let items = parse(br#"{"input": "x", "items": ["1", "2", "3", "4"]}"#).unwrap();
         let e = items.request(&catalog(), &defaults).unwrap_err();
         assert_eq!(e.field, "items");
         assert!(e.message.contains("limit of 3"), "{}", e.message);
+    }
+
+    #[test]
+    fn regression_an_answer_cap_is_the_llm_merges_max_tokens_or_refused() {
+        // The OpenAI face's `max_tokens` was ignored: 5 asked, 424 answered.
+        let capped = parse(br#"{"input": "x", "agents": ["a"], "answer_tokens": 5}"#).unwrap();
+        let request = capped.request(&catalog(), &Defaults::default()).unwrap();
+        assert!(
+            matches!(
+                request.merge,
+                Some(MergeStrategy::Llm { max_tokens: 5, .. })
+            ),
+            "{:?}",
+            request.merge
+        );
+        let coded =
+            parse(br#"{"input": "x", "agents": ["a"], "merge": "code", "answer_tokens": 5}"#)
+                .unwrap();
+        let e = coded.request(&catalog(), &Defaults::default()).unwrap_err();
+        assert_eq!(e.field, "answer_tokens");
+        assert!(
+            e.message.contains("not written by a model"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -365,6 +423,11 @@ mod tests {
                 "no agent named `zz`",
             ),
             (r#"{"input": "x", "agents": []}"#, "agents", "empty"),
+            (
+                r#"{"input": "x", "agents": ["a", "b", "a"]}"#,
+                "agents[2]",
+                "`a` is named twice (agents[0] and agents[2])",
+            ),
             (
                 r#"{"input": "x", "agents": ["a"], "workflow": "w"}"#,
                 "agents",

@@ -331,3 +331,17 @@ async fn a_loopback_port_with_nothing_listening_is_named_and_tried_twice_not_ten
         );
     }
 }
+
+#[tokio::test]
+async fn regression_an_answer_without_usage_is_counted_by_the_estimate_not_as_nothing() {
+    // The seventh probe: an OpenAI-compatible server that leaves `usage` out was
+    // counted as 0 tokens, and a budget never ran down.
+    let body = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"a fairly short answer of some words"},"finish_reason":"stop"}]}"#;
+    let (url, _) = raw_server(http_response("200 OK", "", body)).await;
+    let answer = openai(&format!("{url}/v1"), Some("k"))
+        .complete(request(false))
+        .await
+        .unwrap();
+    assert!(answer.usage.input_tokens > 0, "{:?}", answer.usage);
+    assert!(answer.usage.output_tokens >= 7, "{:?}", answer.usage);
+}

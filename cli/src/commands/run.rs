@@ -68,7 +68,22 @@ fn repairing(
     request: fanfare::RunRequest,
     report: &fanfare::RunReport,
     path: &Path,
+    simulated: bool,
 ) -> anyhow::Result<fanfare::RunRequest> {
+    // A repair mixes the report's answers into this run's: simulated ones with a
+    // real model's made a report that said `simulated: false` (seventh probe).
+    if report.simulated != simulated {
+        let (was, now) = if report.simulated {
+            ("the simulator", "a real model")
+        } else {
+            ("a real model", "the simulator")
+        };
+        bail!(
+            "--repair: {} was answered by {was} (`{}`) and this run would use {now}; a repair reuses its answers, so run it again without --repair",
+            path.display(),
+            report.provider
+        );
+    }
     if report.branches.len() != request.steps.len() {
         bail!(
             "--repair: {} has {} branches, this run has {} steps; repair with the same workflow and agents",
@@ -135,9 +150,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         plan,
         gate,
         default_model,
+        simulated,
     } = prepare(&args.common).await?;
     let request = match request_for(&args.common, input, &plan, items).and_then(|r| match &repair {
-        Some((report, path)) => repairing(r, report, path),
+        Some((report, path)) => repairing(r, report, path, simulated),
         None => Ok(r),
     }) {
         Ok(r) => r,

@@ -175,12 +175,18 @@ pub async fn watch(id: &str, json: bool, client: &ClientArgs) -> anyhow::Result<
     follow(&server, id, json).await
 }
 
+/// How many event streams in a row may end with nothing new before `watch` gives up.
+const MAX_IDLE_STREAMS: u32 = 20;
+
 /// Shows run `id` live until it ends, then prints its report. Reconnects (with
 /// `Last-Event-ID`) when the stream drops, as long as the server answers.
 async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
     let mut live = Live::new(fanfare::provider::PriceTable::default());
     let mut last: u64 = 0;
     let mut failures = 0;
+    // Streams in a row that ended with nothing new: a server that keeps closing the
+    // stream was reconnected to twice a second without end (seventh probe).
+    let mut idle_streams = 0;
     'stream: loop {
         let mut request = server.request(reqwest::Method::GET, &format!("/v1/runs/{id}/events"));
         if last > 0 {
@@ -237,6 +243,7 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
             );
         }
         failures = 0;
+        let before = last;
         let mut buffer = String::new();
         loop {
             let chunk = match response.chunk().await {
@@ -281,6 +288,25 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
                     server.base
                 );
             }
+        }
+        if last == before {
+            idle_streams += 1;
+            // The run may have ended without the stream saying so: ask.
+            let run = server
+                .json(server.request(reqwest::Method::GET, &format!("/v1/runs/{id}")))
+                .await?;
+            let status = run["status"].as_str().unwrap_or("?");
+            if !matches!(status, "queued" | "running") {
+                break 'stream;
+            }
+            if idle_streams >= MAX_IDLE_STREAMS {
+                bail!(
+                    "{} closed the event stream of {id} {MAX_IDLE_STREAMS} times in a row without sending anything new (the run is {status}); giving up",
+                    server.base
+                );
+            }
+        } else {
+            idle_streams = 0;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -97,3 +97,39 @@ fn regression_watch_of_a_server_that_is_not_fanfare_says_so_instead_of_asking_ag
     );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn regression_watch_gives_up_on_a_server_that_keeps_closing_the_stream() {
+    // The seventh probe: a server that answered the event stream with headers and
+    // then closed it was reconnected to twice a second without end.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut socket in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = socket.read(&mut buf).unwrap_or(0);
+            let asked = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let (kind, body) = if asked.starts_with("GET /v1/runs/run-1/events") {
+                ("text/event-stream", "")
+            } else {
+                ("application/json", r#"{"id":"run-1","status":"running"}"#)
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes());
+        }
+    });
+    let out = fanfare()
+        .args(["watch", "run-1", "--server", &base])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("20 times in a row without sending anything new"),
+        "{}",
+        stderr(&out)
+    );
+}

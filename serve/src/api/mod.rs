@@ -98,26 +98,8 @@ async fn ready(State(app): State<App>) -> Response {
     if *app.runs.closing().borrow() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let path = app.runs.journal().path().to_owned();
-    if !path.exists() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the journal {} is gone (deleted, or its directory): what runs write now is lost at the next start",
-                path.display()
-            ),
-        )
-        .into_response();
-    }
-    if let Some(why) = app.runs.disk_low() {
+    if let Some(why) = app.runs.refuses_new_runs() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
-    }
-    if let Some(why) = app.runs.journal().write_failure() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the journal cannot be written ({why}): runs in progress wait until it can, and new runs are refused"),
-        )
-        .into_response();
     }
     match app
         .runs

@@ -130,7 +130,7 @@ async fn accept(app: &App, spec: RunSpec, key: Option<String>) -> Result<Respons
         Err(e @ SubmitError::Closing) => {
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(5))
         }
-        Err(e @ SubmitError::DiskLow(_)) => {
+        Err(e @ SubmitError::JournalUnavailable(_)) => {
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(60))
         }
         Err(e @ SubmitError::KeyReused { .. }) => Err(ApiError::new(

@@ -20,9 +20,10 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     Closing,
-    /// The journal's disk has less free than the floor.
+    /// The journal cannot take a new run now: its disk has less free than the floor,
+    /// its file is gone, or a write failed.
     #[error("{0}")]
-    DiskLow(String),
+    JournalUnavailable(String),
     /// The idempotency key was used before for a different request.
     #[error("the Idempotency-Key was used before (run-{run}) with a different request")]
     KeyReused {

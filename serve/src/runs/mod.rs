@@ -150,6 +150,25 @@ impl Runs {
         })
     }
 
+    /// Why the journal cannot take a new run now, if it cannot: its file is gone
+    /// (a run accepted then would be lost at the next start), a write failed, or its
+    /// disk is low.
+    pub fn refuses_new_runs(&self) -> Option<String> {
+        let path = self.journal.path();
+        if !path.exists() {
+            return Some(format!(
+                "the journal {} is gone (deleted, or its directory): what runs write now is lost at the next start, so new runs are refused",
+                path.display()
+            ));
+        }
+        if let Some(why) = self.journal.write_failure() {
+            return Some(format!(
+                "the journal cannot be written ({why}): runs in progress wait until it can, and new runs are refused"
+            ));
+        }
+        self.disk_low()
+    }
+
     /// Why new runs are refused for disk space, if they are: the journal's file
     /// system has less free than the floor. (A file system that cannot say is not
     /// a reason to refuse.)

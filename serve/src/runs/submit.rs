@@ -66,8 +66,8 @@ impl Runs {
         if *self.closing.borrow() {
             return Err(SubmitError::Closing);
         }
-        if let Some(why) = self.disk_low() {
-            return Err(SubmitError::DiskLow(why));
+        if let Some(why) = self.refuses_new_runs() {
+            return Err(SubmitError::JournalUnavailable(why));
         }
         match self.queue(|q| (q.has_room(), q.running(), q.waiting())) {
             None => return Err(SubmitError::Closing),

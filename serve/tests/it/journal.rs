@@ -110,6 +110,17 @@ async fn regression_a_journal_deleted_under_the_server_is_not_ready() {
     let (code, why) = readyz(&s.base).await;
     assert_eq!(code, 503, "{why}");
     assert!(why.contains("is gone"), "{why}");
+    // And a new run is refused, not accepted into a journal no restart would find
+    // (the seventh probe: 202 while /readyz said 503).
+    let (status, body) = submit(&s.base, json!({"input": "x", "agents": ["fast"]})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is gone"),
+        "{body}"
+    );
     s.stop().await;
 }
 

@@ -163,6 +163,10 @@ async fn regression_what_a_workflow_cannot_do_is_refused_not_ignored() {
         ),
         (with("temperature", json!("hot")), "temperature"),
         (with("max_tokens", json!(-5)), "max_tokens"),
+        // The seventh probe: `max_tokens: 5` was answered with 424 tokens. A cap is
+        // kept by an LLM merge; `pair` merges by code, so it cannot be kept.
+        (with("max_tokens", json!(5)), "max_tokens"),
+        (with("max_completion_tokens", json!(0)), "max_tokens"),
         (
             with(
                 "messages",

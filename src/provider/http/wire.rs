@@ -62,6 +62,24 @@ fn structured(mut c: Completion, answer_tool: Option<&str>) -> Completion {
     c
 }
 
+/// `c`, counted by the estimate when its server reported no usage at all (an
+/// OpenAI-compatible server that leaves `usage` out, or ignores
+/// `stream_options.include_usage`): counted as nothing, a budget never ran down
+/// (seventh probe). `prompt_tokens` is the request's estimate.
+fn counted(mut c: Completion, prompt_tokens: impl FnOnce() -> u64) -> Completion {
+    if c.usage == crate::provider::Usage::default() {
+        let calls: u64 = c
+            .tool_calls
+            .iter()
+            .map(|t| crate::provider::estimate_tokens(&t.input.to_string()))
+            .sum();
+        c.usage.input_tokens = prompt_tokens();
+        c.usage.output_tokens = crate::provider::estimate_tokens(&c.text) + calls;
+        tracing::debug!(model = %c.model, ?c.usage, "the server reported no usage; estimated");
+    }
+    c
+}
+
 /// A provider speaking wire format `W` over HTTP.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpProvider<W> {
@@ -131,6 +149,8 @@ impl<W: Wire> HttpProvider<W> {
             self.timeout,
             self.max_response_bytes,
         );
+        // Counted now (a scan of the prompt), used only if the server says no usage.
+        let prompt_tokens = request.prompt_tokens();
         // The rest of the request is freed now, while it is fresh, not after the answer.
         let agent = std::mem::take(&mut request.agent);
         let answer_tool = request.schema.as_ref().map(|s| s.name.clone());
@@ -147,7 +167,9 @@ impl<W: Wire> HttpProvider<W> {
                 clippy::result_large_err,
                 reason = "the Provider trait's own error, handed on as it is"
             )]
-            move |answered| answered.map(|c| structured(c, answer_tool.as_deref())),
+            move |answered| {
+                answered.map(|c| counted(structured(c, answer_tool.as_deref()), || prompt_tokens))
+            },
         )
     }
 
@@ -194,7 +216,8 @@ impl<W: Wire> HttpProvider<W> {
                 Streamed::More(texts) => texts.into_iter().for_each(&on_text),
                 Streamed::Done(c) => {
                     let answer_tool = request.schema.as_ref().map(|s| s.name.as_str());
-                    return Ok(structured(Completion { rate_limit, ..c }, answer_tool));
+                    let c = structured(Completion { rate_limit, ..c }, answer_tool);
+                    return Ok(counted(c, || request.prompt_tokens()));
                 }
             }
         }

@@ -159,9 +159,13 @@ pub(super) async fn chat(
         crash_retries: None,
         cache_warm: None,
         repair_of: None,
+        answer_tokens: request.answer_tokens(),
     };
     let id = match app.runs.submit(spec, key).await {
         Ok(s) => s.id,
+        Err(SubmitError::Invalid(e)) if e.field == "answer_tokens" => {
+            return openai_error(StatusCode::BAD_REQUEST, e.message, Some("max_tokens"))
+        }
         Err(SubmitError::Invalid(e)) => {
             return openai_error(StatusCode::BAD_REQUEST, e.to_string(), None)
         }
@@ -172,7 +176,7 @@ pub(super) async fn chat(
         Err(e @ SubmitError::KeyReused { .. }) => {
             return openai_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None)
         }
-        Err(e @ SubmitError::DiskLow(_)) => {
+        Err(e @ SubmitError::JournalUnavailable(_)) => {
             let r = openai_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None);
             return retry_after(r, 60);
         }

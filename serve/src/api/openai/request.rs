@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The parts of a chat request fanfare reads. Sampling settings (`temperature`,
-/// `max_tokens`, …) must be well-formed but are not used: the workflow's agents
+/// The parts of a chat request fanfare reads. `max_completion_tokens` (or
+/// `max_tokens`) caps the answer, the workflow's LLM merge; other sampling settings
+/// (`temperature`, …) must be well-formed but are not used: the workflow's agents
 /// carry their own. What fanfare cannot do (`n` > 1, tools, a response format) is
 /// refused rather than silently ignored.
 #[derive(Deserialize)]
@@ -23,10 +24,8 @@ pub(super) struct ChatRequest {
     #[serde(default)]
     response_format: Option<Value>,
     #[serde(default)]
-    #[allow(dead_code)]
     max_tokens: Option<u32>,
     #[serde(default)]
-    #[allow(dead_code)]
     max_completion_tokens: Option<u32>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -34,6 +33,11 @@ pub(super) struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// The most tokens the answer may have, if the request says.
+    pub(super) fn answer_tokens(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
     /// Whether any message carries text (an image or a tool call alone is no task).
     pub(super) fn has_text(&self) -> bool {
         self.messages
