@@ -391,7 +391,10 @@ fn run_repair_reuses_what_succeeded_and_runs_only_what_failed() {
     assert!(stderr.contains("3 answer(s) reused"), "{stderr}");
     let after: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     let branches = after["branches"].as_array().unwrap();
-    let reused: Vec<bool> = branches.iter().map(|b| b["reused"] == true).collect();
+    let reused: Vec<bool> = branches
+        .iter()
+        .map(|b| b["reused"] == "earlier_run")
+        .collect();
     assert_eq!(reused, [true, true, true, false]);
     assert!(branches.iter().all(|b| b["outcome"]["status"] == "ok"));
     // The reused answers are the earlier ones, word for word.

@@ -122,7 +122,7 @@ fn a_serve_killed_mid_run_resumes_it_at_the_next_start_without_calling_again_wha
         std::thread::sleep(Duration::from_millis(50));
     };
     let branches = run["report"]["branches"].as_array().unwrap();
-    assert_eq!(branches[0]["reused"], true, "{}", branches[0]);
+    assert_eq!(branches[0]["reused"], "before_resume", "{}", branches[0]);
     assert!(branches[1].get("reused").is_none(), "{}", branches[1]);
 
     signal_term(&second);
@@ -212,7 +212,10 @@ fn a_hundred_runs_in_flight_survive_kill_9_and_no_finished_branch_is_called_twic
         assert_eq!(run["status"], "succeeded", "{run}");
         let branches = run["report"]["branches"].as_array().unwrap();
         if stream_until(&addr, id, "event: done").contains("resumed after") {
-            reused += branches.iter().filter(|b| b["reused"] == true).count();
+            reused += branches
+                .iter()
+                .filter(|b| b["reused"] == "before_resume")
+                .count();
         } else {
             // It had ended before the kill: none of its branches runs again.
             untouched += branches.len();
@@ -291,7 +294,10 @@ fn sigterm_with_runs_in_flight_exits_within_the_drain_and_the_next_start_resumes
     loop {
         let run = status_of(&addr, "run-1");
         if run["status"] == "succeeded" {
-            assert_eq!(run["report"]["branches"][0]["reused"], true, "{run}");
+            assert_eq!(
+                run["report"]["branches"][0]["reused"], "before_resume",
+                "{run}"
+            );
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "{run}");

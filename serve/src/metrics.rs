@@ -21,6 +21,18 @@ use prometheus_client::registry::Registry;
 use crate::journal::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    /// The tool, as the model named it (`other` past [`MAX_TOOL_LABELS`]: a model
+    /// can name any tool, and each name would be a series).
+    tool: String,
+    /// `ok` or `error`.
+    outcome: String,
+}
+
+/// The most tool names the tool metrics keep apart.
+const MAX_TOOL_LABELS: usize = 128;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BranchLabels {
     /// The step's name (a fan-out's step is named after its agent; a workflow's
     /// steps have names of their own).
@@ -62,6 +74,8 @@ pub struct Metrics {
     queue_running: Gauge,
     queue_waiting: Gauge,
     branch_seconds: Family<BranchLabels, Histogram, fn() -> Histogram>,
+    tool_seconds: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    tool_names: std::sync::Mutex<std::collections::HashSet<String>>,
     tokens: Family<TokenLabels, Counter>,
     cost_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
     supervision: Family<SupervisionLabels, Counter>,
@@ -97,6 +111,8 @@ impl Metrics {
             queue_running: Gauge::default(),
             queue_waiting: Gauge::default(),
             branch_seconds: Family::new_with_constructor(branch_histogram),
+            tool_seconds: Family::new_with_constructor(branch_histogram),
+            tool_names: Default::default(),
             tokens: Family::default(),
             cost_usd: Family::default(),
             supervision: Family::default(),
@@ -126,6 +142,11 @@ impl Metrics {
             "branch_duration_seconds",
             "Branch latency, dispatch to end, by step and outcome",
             m.branch_seconds.clone(),
+        );
+        r.register(
+            "tool_call_duration_seconds",
+            "Tool call latency, by tool and outcome (ok, error)",
+            m.tool_seconds.clone(),
         );
         r.register(
             "tokens",
@@ -200,6 +221,23 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// A tool call of `tool` ended, after `seconds`.
+    pub fn tool(&self, tool: &str, ok: bool, seconds: f64) {
+        let tool = {
+            let mut names = self.tool_names.lock().unwrap_or_else(|p| p.into_inner());
+            if names.contains(tool) || names.len() < MAX_TOOL_LABELS {
+                names.insert(tool.to_owned());
+                tool.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        let outcome = if ok { "ok" } else { "error" }.to_owned();
+        self.tool_seconds
+            .get_or_create(&ToolLabels { tool, outcome })
+            .observe(seconds);
+    }
+
     /// A run ended with `report`: its tokens and costs, by model.
     pub fn report(&self, report: &RunReport) {
         let add = |model: Option<&str>, usage: &fanfare::provider::Usage, cost: Option<f64>| {
@@ -228,11 +266,11 @@ impl Metrics {
         // A reused answer was paid for by the run it came from: counting it again
         // doubled the tokens of every repaired or resumed run.
         for b in &report.branches {
-            if b.items.is_empty() && !b.reused {
+            if b.items.is_empty() && b.reused.is_none() {
                 let model = b.outcome.output().and_then(|o| o.model.as_deref());
                 add(model, &b.usage, b.cost_usd);
             }
-            for i in b.items.iter().filter(|i| !i.reused) {
+            for i in b.items.iter().filter(|i| i.reused.is_none()) {
                 let model = i.outcome.output().and_then(|o| o.model.as_deref());
                 add(model, &i.usage, i.cost_usd);
             }
@@ -297,5 +335,34 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_are_counted_by_tool_and_outcome_with_the_names_bounded() {
+        let m = Metrics::new();
+        m.tool("fs__read_file", true, 0.01);
+        m.tool("fs__read_file", false, 0.02);
+        // A model may name any tool: past the bound, names are `other`.
+        for i in 0..MAX_TOOL_LABELS + 10 {
+            m.tool(&format!("made_up_{i}"), false, 0.0);
+        }
+        let text = m.render(&[], (0, 0), None);
+        assert!(
+            text.contains(
+                r#"fanfare_tool_call_duration_seconds_count{tool="fs__read_file",outcome="ok"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"tool="other",outcome="error""#), "{text}");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("fanfare_tool_call_duration_seconds_count"))
+            .count();
+        assert!(series <= MAX_TOOL_LABELS + 2, "{series}");
     }
 }

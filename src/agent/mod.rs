@@ -92,6 +92,9 @@ pub struct AgentOutput {
     /// Of [`AgentOutput::tool_calls`], those that went back to the model as errors.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_errors: u32,
+    /// Each of its tool calls, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_log: Vec<tools::ToolUse>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -112,6 +115,7 @@ impl AgentOutput {
             truncated: false,
             tool_calls: 0,
             tool_errors: 0,
+            tool_log: Vec::new(),
         }
     }
 }
@@ -130,6 +134,7 @@ impl From<Completion> for AgentOutput {
             truncated: matches!(c.stop_reason.as_deref(), Some("max_tokens" | "length")),
             tool_calls: 0,
             tool_errors: 0,
+            tool_log: Vec::new(),
         }
     }
 }

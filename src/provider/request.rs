@@ -147,6 +147,24 @@ pub enum Delta {
         /// The wait before the next attempt.
         wait: std::time::Duration,
     },
+    /// A tool call the model asked for began.
+    ToolStarted {
+        /// The model's id for the call.
+        call_id: String,
+        /// The tool.
+        tool: String,
+    },
+    /// A tool call ended, after `took`; `error` says why it failed, if it did.
+    ToolFinished {
+        /// The model's id for the call.
+        call_id: String,
+        /// The tool.
+        tool: String,
+        /// How long it ran.
+        took: std::time::Duration,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
 }
 
 /// A receiver of [`Delta`]s; cheap to clone. A live preview only: the answer is the

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{BranchReport, ItemReport, RunReport, RunStatus, SynthesisReport, Totals};
 use crate::provider::{PriceTable, Usage};
+use crate::run::Reused;
 use crate::run::{
     BranchOutcome, BranchRecord, Branches, ItemRecord, RunRecord, SubRun, SynthesisError,
     SynthesisRecord,
@@ -214,14 +215,16 @@ impl BranchesPart {
                 BranchOutcome::Cancelled { .. } => totals.cancelled += 1,
                 BranchOutcome::Refused { .. } => totals.refused += 1,
             }
-            // What this run spent: a reused branch's (or item's) spend was an earlier
-            // run's, and a repair's totals counted it again (its cost twice over a
-            // run and its repair).
-            if b.reused {
+            // What this run spent: an answer a repair took from an earlier run was
+            // that run's spend (counted here too, its cost showed twice over a run and
+            // its repair); this run's own answers from before it resumed are its own
+            // (left out, a resumed run's totals showed a quarter of its spend).
+            let earlier = |r: Option<Reused>| r == Some(Reused::EarlierRun);
+            if earlier(b.reused) {
                 continue;
             }
-            if b.items.iter().any(|i| i.reused) {
-                for i in b.items.iter().filter(|i| !i.reused) {
+            if b.items.iter().any(|i| earlier(i.reused)) {
+                for i in b.items.iter().filter(|i| !earlier(i.reused)) {
                     totals.attempts = totals.attempts.saturating_add(u64::from(i.attempts));
                     totals.usage += i.usage;
                     totals.wasted_calls += u64::from(i.wasted_calls);
@@ -383,7 +386,7 @@ mod tests {
             late: false,
             items: Vec::new(),
             conflicts: Vec::new(),
-            reused: false,
+            reused: None,
             node: None,
             sub_run: None,
         }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::RunId;
 use crate::provider::Usage;
-use crate::run::{opt_secs, secs, BranchOutcome, Conflict, MergeTree, Policy, RunFailure};
+use crate::run::{opt_secs, secs, BranchOutcome, Conflict, MergeTree, Policy, Reused, RunFailure};
 
 /// Whether a run succeeded under its policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,10 +89,15 @@ pub struct BranchReport {
     /// and how each was resolved, if it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
-    /// Its output was taken from an earlier attempt at this run (a resumed run):
-    /// no call was made for it this time.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reused: bool,
+    /// Its output was taken from an earlier answer, not called this time: this
+    /// run's own before it resumed (counted in the totals), or an earlier run's (a
+    /// repair; not counted again).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "reused_or_old"
+    )]
+    pub reused: Option<Reused>,
     /// The cluster node it ended on (absent outside a cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -129,9 +134,14 @@ pub struct ItemReport {
     pub cost_usd: Option<f64>,
     /// Why it did not succeed.
     pub error: Option<String>,
-    /// Taken from an earlier attempt at this run; not called this time.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reused: bool,
+    /// Taken from an earlier answer, not called this time (see
+    /// [`BranchReport::reused`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "reused_or_old"
+    )]
+    pub reused: Option<Reused>,
     /// The cluster node it ended on (absent outside a cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -213,9 +223,9 @@ pub struct SynthesisReport {
 }
 
 /// Counts over a run. The outcomes count every branch; what was spent (attempts,
-/// calls, tokens, cost) counts what this run called, not the answers it reused from
-/// an earlier attempt at it (a resumed run, a repair), whose branches still show
-/// their own.
+/// calls, tokens, cost) counts what this run called, before a resume too, but not
+/// the answers a repair took from an earlier run, whose branches still show their
+/// own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Branches that succeeded.
@@ -283,4 +293,21 @@ pub struct RunReport {
     pub synthesis: Option<SynthesisReport>,
     /// Counts.
     pub totals: Totals,
+}
+
+/// A report's `reused`: what this version writes, or `true`/`false` as reports
+/// (and journals) written before it did, when it meant an answer from before the
+/// run resumed.
+fn reused_or_old<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Reused>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Old(bool),
+        New(Reused),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        None | Some(Either::Old(false)) => None,
+        Some(Either::Old(true)) => Some(Reused::BeforeResume),
+        Some(Either::New(r)) => Some(r),
+    })
 }

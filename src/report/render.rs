@@ -173,13 +173,35 @@ impl RunReport {
             if b.outcome.output().is_some_and(|o| o.truncated) {
                 let _ = write!(out, " · cut at max_tokens");
             }
-            if b.reused {
-                let _ = write!(out, " · reused (answered before the run resumed)");
+            match b.reused {
+                Some(crate::run::Reused::BeforeResume) => {
+                    let _ = write!(out, " · answered before the run resumed");
+                }
+                Some(crate::run::Reused::EarlierRun) => {
+                    let _ = write!(out, " · reused from the run it repairs");
+                }
+                None => {}
             }
             if let Some(node) = &b.node {
                 let _ = write!(out, " · on {}", printable(node));
             }
             let _ = writeln!(out, " ──");
+            for call in b.outcome.output().map_or(&[][..], |o| &o.tool_log[..]) {
+                let _ = write!(
+                    out,
+                    "  ⚙ {} · turn {} · {} ms · {} bytes · args {}",
+                    call.tool, call.turn, call.took_ms, call.bytes, call.input_digest
+                );
+                match &call.error {
+                    Some(e) => {
+                        let first: String = e.chars().take(120).collect();
+                        let _ = writeln!(out, " · failed: {}", printable(&first));
+                    }
+                    None => {
+                        let _ = writeln!(out);
+                    }
+                }
+            }
             match (&b.outcome, &b.error) {
                 (BranchOutcome::Ok(o), _) => {
                     let _ = writeln!(out, "{}\n", printable(o.text.trim()));

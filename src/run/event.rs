@@ -69,6 +69,44 @@ pub enum RunEvent {
         #[serde(with = "secs")]
         wait: Duration,
     },
+    /// A branch's model asked for a tool call, which began.
+    ToolStarted {
+        /// The run.
+        run: RunId,
+        /// The branch's position in the request.
+        index: u32,
+        /// For a map step: which item.
+        #[serde(default)]
+        item: Option<u32>,
+        /// Its step's name.
+        agent: String,
+        /// The model's id for the call.
+        call_id: String,
+        /// The tool.
+        tool: String,
+    },
+    /// A branch's tool call ended, after `took`; `error` says why it failed.
+    ToolFinished {
+        /// The run.
+        run: RunId,
+        /// The branch's position in the request.
+        index: u32,
+        /// For a map step: which item.
+        #[serde(default)]
+        item: Option<u32>,
+        /// Its step's name.
+        agent: String,
+        /// The model's id for the call.
+        call_id: String,
+        /// The tool.
+        tool: String,
+        /// How long it ran.
+        #[serde(with = "secs")]
+        took: Duration,
+        /// Why it failed, if it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A branch reached its terminal state.
     BranchFinished {
         /// The run.

@@ -49,7 +49,7 @@ struct Extra {
     /// The run it made, if its step runs a workflow whole.
     sub_run: Option<SubRun>,
     /// Its output came from an earlier attempt at the run.
-    reused: bool,
+    reused: Option<super::Reused>,
 }
 
 impl Extra {
@@ -58,7 +58,7 @@ impl Extra {
         started: &mut Option<Duration>,
         node: &mut Option<String>,
         sub_run: &mut Option<SubRun>,
-        reused: &mut bool,
+        reused: &mut Option<super::Reused>,
     ) {
         if self.started.is_some() {
             *started = self.started;
@@ -69,7 +69,9 @@ impl Extra {
         if self.sub_run.is_some() {
             *sub_run = self.sub_run;
         }
-        *reused |= self.reused;
+        if self.reused.is_some() {
+            *reused = self.reused;
+        }
     }
 }
 
@@ -384,8 +386,8 @@ pub(crate) async fn execute(
             r.conflicts = found;
         }
     }
-    for key in reused {
-        extras.entry(key).or_default().reused = true;
+    for (key, from) in reused {
+        extras.entry(key).or_default().reused = Some(from);
     }
     // Each item's input goes in its record, as the run's task does in the report.
     for (index, texts) in &driver.items {

@@ -250,7 +250,7 @@ pub(super) struct Launched {
     /// branches it stops one by one; the rest go when the set is dropped).
     pub(super) items: HashMap<(usize, usize), AbortHandle>,
     /// Branches whose output came from an earlier attempt at the run.
-    pub(super) reused: Vec<(usize, Option<usize>)>,
+    pub(super) reused: Vec<((usize, Option<usize>), super::Reused)>,
 }
 
 impl Launched {
@@ -283,7 +283,7 @@ impl Launched {
         }
         let handle = match earlier(s, index, item) {
             Some(r) => {
-                self.reused.push((index, item));
+                self.reused.push(((index, item), r.from));
                 self.set.spawn(std::future::ready(Ok(Ended::new(
                     index,
                     item,

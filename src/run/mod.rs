@@ -62,7 +62,7 @@ pub use record::{Asked, SubRun};
 pub(crate) use record::{BranchRecord, Branches, ItemRecord, RunRecord, SynthesisRecord};
 pub(crate) use request::Known;
 pub use request::{
-    parse_duration, DurationError, Graph, GraphError, Limit, RequestError, Reuse, RunError,
+    parse_duration, DurationError, Graph, GraphError, Limit, RequestError, Reuse, Reused, RunError,
     RunRequest, StepProblem,
 };
 pub use step::{Action, Map, MapSource, Step, SubWorkflow};

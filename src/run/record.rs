@@ -32,7 +32,7 @@ pub(crate) struct BranchRecord {
     /// What a code step found upstream steps disagreeing on.
     pub conflicts: Vec<Conflict>,
     /// Its output was taken from an earlier attempt at the run, not called again.
-    pub reused: bool,
+    pub reused: Option<super::Reused>,
     /// The cluster node it ended on, if it ran in one.
     pub node: Option<String>,
     /// The run it made, if it runs a workflow whole.
@@ -48,7 +48,7 @@ pub(crate) struct ItemRecord {
     pub retries: u32,
     pub late: bool,
     /// Taken from an earlier attempt at the run.
-    pub reused: bool,
+    pub reused: Option<super::Reused>,
     /// The cluster node it ended on, if it ran in one.
     pub node: Option<String>,
     /// The run it made, if its step runs a workflow whole.

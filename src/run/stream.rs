@@ -12,7 +12,7 @@ use crate::agent::RunId;
 use crate::provider::{Delta, DeltaSink};
 
 /// A sink that sends each piece of text as the event `make(attempt, text)`, and
-/// each retry as `retrying(delta)` when that makes one.
+/// each other delta (a retry, a tool call) as `retrying(delta)` when that makes one.
 fn events(
     events: &mpsc::UnboundedSender<RunEvent>,
     make: impl Fn(u32, String) -> RunEvent + Send + Sync + 'static,
@@ -25,8 +25,10 @@ fn events(
         Delta::Text(text) => {
             let _ = events.send(make(attempt.load(Ordering::Relaxed), text));
         }
-        retry @ Delta::Retrying { .. } => {
-            if let Some(event) = retrying(retry) {
+        other @ (Delta::Retrying { .. }
+        | Delta::ToolStarted { .. }
+        | Delta::ToolFinished { .. }) => {
+            if let Some(event) = retrying(other) {
                 let _ = events.send(event);
             }
         }
@@ -67,6 +69,29 @@ pub(crate) fn branch(
                 of,
                 error,
                 wait,
+            }),
+            Delta::ToolStarted { call_id, tool } => Some(RunEvent::ToolStarted {
+                run,
+                index,
+                item,
+                agent: named.clone(),
+                call_id,
+                tool,
+            }),
+            Delta::ToolFinished {
+                call_id,
+                tool,
+                took,
+                error,
+            } => Some(RunEvent::ToolFinished {
+                run,
+                index,
+                item,
+                agent: named.clone(),
+                call_id,
+                tool,
+                took,
+                error,
             }),
             _ => None,
         },
@@ -110,7 +135,8 @@ impl Partial {
                 Delta::Text(t) => text.push_str(&t),
                 // A new attempt: the earlier one's text is not its answer.
                 Delta::Restart { .. } => text.clear(),
-                Delta::Retrying { .. } => {}
+                Delta::Retrying { .. } | Delta::ToolStarted { .. } | Delta::ToolFinished { .. } => {
+                }
             }
         })
     }

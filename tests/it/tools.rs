@@ -47,3 +47,69 @@ async fn a_spec_agent_offered_a_tool_runs_the_call_and_answers_with_its_result()
     let second = asked.iter().filter(|r| r.agent == "calc").nth(1).unwrap();
     assert_eq!(second.messages.last().unwrap().tool_results[0].content, "5");
 }
+
+#[tokio::test]
+async fn each_tool_call_is_an_event_as_it_happens_and_a_line_of_the_report() {
+    let script = Scripted::new();
+    script.push_completion(Completion {
+        model: "m".into(),
+        attempts: 1,
+        tool_calls: vec![
+            ToolCall::from_raw("c1", "add", r#"{"a": 2, "b": 3}"#),
+            ToolCall::from_raw("c2", "add", r#"{"a": "two"}"#),
+        ],
+        ..Completion::default()
+    });
+    let mut calc = AgentSpec::new("calc", "You add numbers with the add tool.");
+    calc.tools = vec!["add".into()];
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .tool(tool(
+            "add",
+            "Adds two numbers.",
+            |_ctx, i: Add| async move { Ok::<_, ToolError>((i.a + i.b).to_string()) },
+        ))
+        .agent(calc)
+        .start()
+        .await
+        .unwrap();
+    let mut handle = fanfare.start_run(RunRequest::fan_out("What is 2 + 3?", ["calc"]));
+    let mut seen = Vec::new();
+    while let Some(event) = handle.events.recv().await {
+        match event {
+            fanfare::RunEvent::ToolStarted { call_id, tool, .. } => {
+                seen.push(format!("started {call_id} {tool}"))
+            }
+            fanfare::RunEvent::ToolFinished { call_id, error, .. } => {
+                seen.push(format!("finished {call_id} {}", error.is_some()))
+            }
+            // The scripted model keeps every request (their delta sinks among them),
+            // so the channel does not close with the run: stop at its end.
+            fanfare::RunEvent::RunFinished { .. } => break,
+            _ => {}
+        }
+    }
+    let report = handle.report().await.unwrap();
+    fanfare.shutdown().await;
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "finished c1 false",
+            "finished c2 true",
+            "started c1 add",
+            "started c2 add"
+        ]
+    );
+    let out = report.branches[0].outcome.output().unwrap();
+    let log: Vec<(&str, u32, bool)> = out
+        .tool_log
+        .iter()
+        .map(|u| (u.tool.as_str(), u.turn, u.error.is_some()))
+        .collect();
+    assert_eq!(log, [("add", 1, false), ("add", 1, true)]);
+    assert_eq!(out.tool_log[0].input_digest.len(), 16);
+    assert_ne!(out.tool_log[0].input_digest, out.tool_log[1].input_digest);
+    let text = report.render();
+    assert!(text.contains("⚙ add · turn 1"), "{text}");
+    assert!(text.contains("failed: the arguments do not fit"), "{text}");
+}

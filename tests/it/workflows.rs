@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare::provider::{SimProfile, SimProvider};
-use fanfare::run::{Map, MapSource, Template};
+use fanfare::run::{Map, MapSource, Reused, Template};
 use fanfare::{
     Agent, AgentContext, AgentOutput, AgentReply, BranchOutcome, Fanfare, Policy, RunRequest, Step,
     Task,
@@ -414,10 +414,19 @@ async fn a_resumed_run_takes_reused_outputs_without_calling_and_runs_the_rest() 
         Fixed::echo("join", 10),
     ])
     .await;
+    // This run's own answers from before it resumed, 100 tokens each.
     let earlier = |index, item, text: &str| fanfare::run::Reuse {
         index,
         item,
-        output: AgentOutput::text(text),
+        output: AgentOutput {
+            usage: fanfare::provider::Usage {
+                input_tokens: 60,
+                output_tokens: 40,
+                ..Default::default()
+            },
+            ..AgentOutput::text(text)
+        },
+        from: Reused::BeforeResume,
     };
     let started = tokio::time::Instant::now();
     let report = fanfare
@@ -444,7 +453,7 @@ async fn a_resumed_run_takes_reused_outputs_without_calling_and_runs_the_rest() 
     assert!(report.status.is_success(), "{:?}", report.status);
     // The lister was not called (it would have taken 1 s and listed alpha, beta).
     assert!(started.elapsed() < Duration::from_millis(500));
-    assert!(report.branches[0].reused);
+    assert_eq!(report.branches[0].reused, Some(Reused::BeforeResume));
     let each = &report.branches[1];
     let texts: Vec<&str> = each
         .items
@@ -454,12 +463,21 @@ async fn a_resumed_run_takes_reused_outputs_without_calling_and_runs_the_rest() 
     assert_eq!(texts, ["each: item=one", "each: item=two (from before)"]);
     assert_eq!(
         each.items.iter().map(|i| i.reused).collect::<Vec<_>>(),
-        [false, true]
+        [None, Some(Reused::BeforeResume)]
     );
-    assert!(!report.branches[2].reused);
+    assert_eq!(report.branches[2].reused, None);
+    // The run paid for what it answered before it resumed: its totals count it (the
+    // seventh probe: a resumed run's totals showed a quarter of its spend).
+    let called = report.totals.usage.total();
+    assert!(called >= 200, "{called}: {:?}", report.totals);
     let json = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["branches"][0]["reused"], true);
+    assert_eq!(json["branches"][0]["reused"], "before_resume");
     assert!(json["branches"][2].get("reused").is_none());
+    // A report written before `reused` said where from (`true`) still reads.
+    let mut old = json.clone();
+    old["branches"][0]["reused"] = serde_json::json!(true);
+    let back: fanfare::RunReport = serde_json::from_value(old).unwrap();
+    assert_eq!(back.branches[0].reused, Some(Reused::BeforeResume));
     fanfare.shutdown().await;
 }
 
@@ -470,6 +488,7 @@ async fn a_reused_output_naming_a_step_the_run_lacks_is_refused() {
         index: 3,
         item: None,
         output: AgentOutput::text("x"),
+        from: Reused::EarlierRun,
     };
     let e = fanfare
         .run(request(vec![Step::agent("a")]).reuse([reuse]))

@@ -108,6 +108,7 @@ fn repairing(
                 index: i as u32,
                 item: None,
                 output: output.clone(),
+                from: fanfare::run::Reused::EarlierRun,
             });
         }
         for item in &b.items {
@@ -116,6 +117,7 @@ fn repairing(
                     index: i as u32,
                     item: Some(item.item as u32),
                     output: output.clone(),
+                    from: fanfare::run::Reused::EarlierRun,
                 });
             }
         }

@@ -268,6 +268,28 @@ impl Live {
                     None => eprintln!("[{:7.2}s] {label}: {note}", self.at()),
                 }
             }
+            Progress::Tool {
+                key,
+                label,
+                tool,
+                took,
+                error,
+            } => {
+                let note = match (took, error) {
+                    (None, _) => format!("⚙ {tool}…"),
+                    (Some(took), None) => format!("⚙ {tool} ✓ {:.2}s", took.as_secs_f64()),
+                    (Some(_), Some(e)) => {
+                        let first: String = e.chars().take(60).collect();
+                        format!("⚙ {tool} ✗ {first}")
+                    }
+                };
+                match self.rows.get(&key).and_then(|r| r.bar.as_ref()) {
+                    Some(bar) => bar.set_message(format!("{label} · {note}")),
+                    // Without a live view, a line per call that ended.
+                    None if took.is_some() => eprintln!("[{:7.2}s] {label}: {note}", self.at()),
+                    None => {}
+                }
+            }
             Progress::Finished {
                 key,
                 label,

@@ -33,6 +33,14 @@ pub enum Progress {
         error: String,
         wait: Duration,
     },
+    /// A branch's tool call began (`error: None`, `took: None`) or ended.
+    Tool {
+        key: String,
+        label: String,
+        tool: String,
+        took: Option<Duration>,
+        error: Option<String>,
+    },
     /// A branch ended (`at`: as for `Started`), having used `usage` of `model`.
     Finished {
         key: String,
@@ -58,6 +66,7 @@ impl Progress {
             Progress::Started { key, label, .. }
             | Progress::Delta { key, label, .. }
             | Progress::Retrying { key, label, .. }
+            | Progress::Tool { key, label, .. }
             | Progress::Finished { key, label, .. } => Some((key.as_str(), label)),
             _ => None,
         }
@@ -146,6 +155,40 @@ impl Progress {
                     wait: *wait,
                 }
             }
+            RunEvent::ToolStarted {
+                index,
+                item,
+                agent,
+                tool,
+                ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Tool {
+                    key,
+                    label,
+                    tool: tool.clone(),
+                    took: None,
+                    error: None,
+                }
+            }
+            RunEvent::ToolFinished {
+                index,
+                item,
+                agent,
+                tool,
+                took,
+                error,
+                ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Tool {
+                    key,
+                    label,
+                    tool: tool.clone(),
+                    took: Some(*took),
+                    error: error.clone(),
+                }
+            }
             RunEvent::SynthesisStarted { branches_ok, .. } => Progress::MergeStarted {
                 inputs: *branches_ok,
             },
@@ -193,6 +236,21 @@ impl Progress {
                         .as_f64()
                         .and_then(|s| Duration::try_from_secs_f64(s).ok())
                         .unwrap_or_default(),
+                }
+            }
+            "tool_started" | "tool_finished" => {
+                let (key, label) = branch()?;
+                Progress::Tool {
+                    key,
+                    label,
+                    tool: v["tool"].as_str().unwrap_or("?").to_owned(),
+                    took: (kind == "tool_finished").then(|| {
+                        v["took"]
+                            .as_f64()
+                            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                            .unwrap_or_default()
+                    }),
+                    error: v["error"].as_str().map(str::to_owned),
                 }
             }
             "branch_finished" => {

@@ -195,6 +195,9 @@ impl Runs {
                     self.metrics
                         .branch(agent, outcome.label(), took.as_secs_f64());
                 }
+                RunEvent::ToolFinished {
+                    tool, took, error, ..
+                } => self.metrics.tool(tool, error.is_none(), took.as_secs_f64()),
                 _ => {}
             }
         }

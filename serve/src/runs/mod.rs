@@ -442,6 +442,7 @@ mod tests {
             index: 0,
             item: None,
             output: fanfare::AgentOutput::text("y".repeat(1 << 20)),
+            from: fanfare::run::Reused::EarlierRun,
         }]);
         assert!(held(&repair) >= 4 << 20, "{}", held(&repair));
         assert!(held(&wide) > 2 << 20, "{}", held(&wide));

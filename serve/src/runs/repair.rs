@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use fanfare::run::Reuse;
+use fanfare::run::{Reuse, Reused};
 use fanfare::{BranchOutcome, RunRequest};
 
 use super::{Runs, SubmitError};
@@ -62,19 +62,23 @@ impl Runs {
                 "{of} ran a different request; a repair runs the same one again"
             )));
         }
-        Ok(self.chain_outputs(id, &row, request).await?)
+        Ok(self
+            .chain_outputs(id, &row, request, Reused::EarlierRun)
+            .await?)
     }
 
-    /// The outputs run `id` (its journal row `row`) answered, and those of the runs
-    /// it repaired, nearest first: a repair cancelled before it started answered
-    /// nothing, and a repair of it called every branch again (paid twice).
+    /// The outputs run `id` (its journal row `row`) answered, `first` (run `id`
+    /// resuming itself, or repaired by another), and those of the runs it repaired,
+    /// nearest first: a repair cancelled before it started answered nothing, and a
+    /// repair of it called every branch again (paid twice).
     async fn chain_outputs(
         &self,
         id: i64,
         row: &RunRow,
         request: &RunRequest,
+        first: Reused,
     ) -> Result<Vec<Reuse>, JournalError> {
-        let mut reuse = self.earlier_outputs(id, request).await?;
+        let mut reuse = self.earlier_outputs(id, request, first).await?;
         // A set: a list was searched once per output (quadratic in a map).
         let mut have: std::collections::HashSet<(u32, Option<u32>)> =
             reuse.iter().map(|k| (k.index, k.item)).collect();
@@ -82,7 +86,10 @@ impl Runs {
         // A chain is short in practice; a bound keeps a loop in bad data finite.
         for _ in 0..MAX_CHAIN {
             let Some(of) = parent else { break };
-            for earlier in self.earlier_outputs(of, request).await? {
+            for earlier in self
+                .earlier_outputs(of, request, Reused::EarlierRun)
+                .await?
+            {
                 if have.insert((earlier.index, earlier.item)) {
                     reuse.push(earlier);
                 }
@@ -121,7 +128,9 @@ impl Runs {
             });
         let request = match request {
             Ok(r) => {
-                let reuse = self.chain_outputs(id, &row, &r).await?;
+                let reuse = self
+                    .chain_outputs(id, &row, &r, Reused::BeforeResume)
+                    .await?;
                 r.reuse(reuse)
             }
             Err(e) => {
@@ -155,6 +164,7 @@ impl Runs {
         &self,
         id: i64,
         request: &RunRequest,
+        from: Reused,
     ) -> Result<Vec<Reuse>, JournalError> {
         #[derive(serde::Deserialize)]
         struct Finished {
@@ -178,6 +188,7 @@ impl Runs {
                     index: f.index,
                     item: f.item,
                     output,
+                    from,
                 })
             })
             .collect())

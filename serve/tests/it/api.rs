@@ -238,7 +238,7 @@ async fn a_run_interrupted_by_shutdown_resumes_at_the_next_start() {
     let run = until_status(&s.base, &id, "succeeded").await;
     let branches = run["report"]["branches"].as_array().unwrap();
     assert_eq!(branches.len(), 2);
-    assert_eq!(branches[0]["reused"], true, "{}", branches[0]);
+    assert_eq!(branches[0]["reused"], "before_resume", "{}", branches[0]);
     assert!(branches[1].get("reused").is_none());
     assert_eq!(s.fast.started.load(Ordering::SeqCst), 0, "not billed twice");
     assert_eq!(s.slow.started.load(Ordering::SeqCst), 1);

@@ -129,7 +129,10 @@ async fn repairing_a_run_with_2_of_8_failed_calls_the_model_3_times_and_reports_
     let branches = run["report"]["branches"].as_array().unwrap();
     assert_eq!(branches.len(), 8);
     assert!(branches.iter().all(|b| b["outcome"]["status"] == "ok"));
-    let reused: Vec<bool> = branches.iter().map(|b| b["reused"] == true).collect();
+    let reused: Vec<bool> = branches
+        .iter()
+        .map(|b| b["reused"] == "earlier_run")
+        .collect();
     assert_eq!(reused, [true, true, false, true, true, false, true, true]);
     // Regression (sixth probe): the repair's totals counted the reused branches'
     // calls and cost again; they count what the repair called.

@@ -8,9 +8,9 @@ use futures::FutureExt as _;
 
 use std::sync::Arc;
 
-use super::{listed, Tool, ToolContext};
+use super::{listed, Tool, ToolContext, ToolUse};
 use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply, BranchId};
-use crate::provider::{CompletionRequest, Message, ToolCall, ToolResult, ToolSpec, Usage};
+use crate::provider::{CompletionRequest, Delta, Message, ToolCall, ToolResult, ToolSpec, Usage};
 
 /// The most bytes of a tool's answer sent back to the model (the rest is cut, and
 /// said to be).
@@ -35,6 +35,7 @@ pub(crate) async fn converse(
     let mut usage = Usage::default();
     let (mut attempts, mut wasted, mut rate_limited) = (0u32, 0u32, 0u32);
     let (mut calls, mut failed) = (0u32, 0u32);
+    let mut log: Vec<ToolUse> = Vec::new();
     for turn in 1..=max_turns.max(1) {
         if turn > 1 {
             // An MCP server that restarted since may offer other tools now.
@@ -64,6 +65,7 @@ pub(crate) async fn converse(
             out.rate_limited = rate_limited;
             out.tool_calls = calls;
             out.tool_errors = failed;
+            out.tool_log = log;
             return Ok(out);
         }
         if turn >= max_turns {
@@ -73,6 +75,7 @@ pub(crate) async fn converse(
                 ),
             });
         }
+        let sink = request.deltas.clone();
         let results = futures::future::join_all(answer.tool_calls.iter().map(|call| {
             let context = ToolContext {
                 branch,
@@ -80,9 +83,42 @@ pub(crate) async fn converse(
                 deadline: request.deadline,
                 call_id: call.id.clone(),
             };
-            run_call(&offered, call, context)
+            let sink = sink.clone();
+            let offered = &offered;
+            async move {
+                let tell = |delta| {
+                    if let Some(sink) = &sink {
+                        sink.send(delta);
+                    }
+                };
+                tell(Delta::ToolStarted {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                });
+                let started = tokio::time::Instant::now();
+                let result = run_call(offered, call, context).await;
+                let took = started.elapsed();
+                let error = result.is_error.then(|| result.content.clone());
+                tell(Delta::ToolFinished {
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    took,
+                    error: error.clone(),
+                });
+                let used = ToolUse {
+                    turn,
+                    tool: call.name.clone(),
+                    input_digest: ToolUse::digest(&call.input),
+                    took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    bytes: result.content.len(),
+                    error,
+                };
+                (result, used)
+            }
         }))
         .await;
+        let (results, used): (Vec<ToolResult>, Vec<ToolUse>) = results.into_iter().unzip();
+        log.extend(used);
         calls += results.len() as u32;
         failed += results.iter().filter(|r| r.is_error).count() as u32;
         request

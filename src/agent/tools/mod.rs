@@ -73,6 +73,36 @@ impl ToolContext {
     }
 }
 
+/// One tool call, as the report tells it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ToolUse {
+    /// The model turn that made it (1 for the first).
+    pub turn: u32,
+    /// The tool, as the model named it.
+    pub tool: String,
+    /// The first 16 hex digits of the SHA-256 of its arguments (as the model wrote
+    /// them), to tell calls apart without keeping what they carried.
+    pub input_digest: String,
+    /// How long it ran, in milliseconds.
+    pub took_ms: u64,
+    /// The size of the answer sent back to the model, in bytes.
+    pub bytes: usize,
+    /// Why it failed, if it did (what the model was told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ToolUse {
+    /// The digest [`ToolUse::input_digest`] holds, of `input`.
+    pub fn digest(input: &serde_json::Value) -> String {
+        let sum = ring::digest::digest(&ring::digest::SHA256, input.to_string().as_bytes());
+        sum.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// Why a tool call failed, as the model is told.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

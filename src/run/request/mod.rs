@@ -73,6 +73,22 @@ pub struct Reuse {
     pub item: Option<u32>,
     /// What it answered.
     pub output: AgentOutput,
+    /// Which run answered it (and paid for it).
+    #[serde(default)]
+    pub from: Reused,
+}
+
+/// Where a reused answer came from, which says whose spend it was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reused {
+    /// This run answered it before it was resumed (after a crash or a restart):
+    /// this run paid for it, and its totals count it.
+    BeforeResume,
+    /// An earlier run answered it (a repair takes its answers): that run paid for
+    /// it, and this one's totals do not count it again.
+    #[default]
+    EarlierRun,
 }
 
 impl RunRequest {

@@ -358,14 +358,14 @@ impl<'a> Scheduler<'a> {
                         ended: e.ended,
                         retries: e.retries + e.reruns,
                         late: e.late,
-                        reused: false,
+                        reused: None,
                         node: None,
                         sub_run: None,
                         asked: None,
                     })
                     .collect(),
                 conflicts: Vec::new(),
-                reused: false,
+                reused: None,
                 node: None,
                 sub_run: None,
             })
