@@ -433,7 +433,27 @@ async fn mcp_a_server_that_does_not_start_fails_start_naming_it_and_why() {
             .handshake_timeout(Duration::from_secs(10)),
             "config file missing",
         ),
+        // It sees none of this process's environment but what programs need (the
+        // API keys are here), and what it is given.
+        (
+            McpServer::stdio(
+                "envcheck",
+                "/bin/sh",
+                [
+                    "-c",
+                    "echo \"[${CARGO_MANIFEST_DIR:-unset}][${GIVEN:-unset}][${PATH:+path}]\" >&2; exit 1",
+                ],
+            )
+            .unwrap()
+            .env("GIVEN", "given")
+            .handshake_timeout(Duration::from_secs(10)),
+            "[unset][given][path]",
+        ),
     ];
+    assert!(
+        std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+        "cargo sets it for tests: the check below needs a variable this process has"
+    );
     for (server, why) in cases {
         let name = format!("MCP server `{}`", server.name());
         let Err(e) = Fanfare::builder(Arc::new(Scripted::new()))

@@ -92,9 +92,16 @@ impl Actor for McpActor {
         let tail: Tail = Arc::default();
         let (service, group) = tokio::time::timeout(server.handshake_timeout, async {
             match server.transport() {
-                McpTransport::Stdio { program, args } => {
+                McpTransport::Stdio { program, args, env } => {
                     let mut command = process_wrap::tokio::CommandWrap::with_new(program, |c| {
                         c.args(args);
+                        // Not this process's environment (the API keys are there).
+                        c.env_clear();
+                        c.envs(
+                            std::env::vars_os()
+                                .filter(|(k, _)| k.to_str().is_some_and(super::inherited)),
+                        );
+                        c.envs(env.iter().map(|(k, v)| (k, v)));
                     });
                     command.wrap(process_wrap::tokio::ProcessGroup::leader());
                     command.wrap(process_wrap::tokio::KillOnDrop);
@@ -119,10 +126,12 @@ impl Actor for McpActor {
                     // reqwest this crate builds without a TLS provider of its own.
                     let _ = rustls::crypto::ring::default_provider().install_default();
                     let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-                    let service = ()
-                        .serve(transport)
-                        .await
-                        .map_err(|e| format!("{url} did not answer MCP's handshake: {e}"))?;
+                    let service = ().serve(transport).await.map_err(|e| {
+                        format!(
+                            "{} did not answer MCP's handshake: {e}",
+                            crate::provider::redact_url(url)
+                        )
+                    })?;
                     Ok((service, None))
                 }
             }

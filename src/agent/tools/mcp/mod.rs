@@ -18,7 +18,11 @@
 //!
 //! A stdio server runs in a process group of its own, which is killed when its actor
 //! stops (so `npx …` takes its node process with it); its stderr is logged at debug
-//! level under the target `fanfare::mcp`, and its last lines name why it exited.
+//! level under the target `fanfare::mcp`, and its last lines name why it exited. It
+//! does not inherit this process's environment (where the model providers' API keys
+//! are): only what a program needs to run (`PATH`, `HOME`, the locale, proxies and
+//! certificates, `npm_config_*`), plus what its command line assigns
+//! (`NAME=TOKEN=… npx …`, as a shell would) or [`McpServer::env`] gives.
 //!
 //! Layout: this file is the configuration; `actor` the supervised child; `link` what
 //! the child shares with the tools (the connection and the tool list) and the tools.
@@ -51,6 +55,8 @@ pub enum McpTransport {
         program: String,
         /// Its arguments.
         args: Vec<String>,
+        /// Variables set in its environment (beyond the few it inherits).
+        env: Vec<(String, String)>,
     },
     /// A streamable-HTTP endpoint.
     Http {
@@ -96,6 +102,7 @@ impl McpServer {
             McpTransport::Stdio {
                 program: program.into(),
                 args: args.into_iter().map(Into::into).collect(),
+                env: Vec::new(),
             },
         )
     }
@@ -123,7 +130,8 @@ impl McpServer {
 
     /// Parses `NAME=URL` (`http://` or `https://`) or `NAME=COMMAND [ARGS…]`, the
     /// command line split as a POSIX shell would split it (quotes and backslashes;
-    /// nothing is expanded).
+    /// nothing is expanded); words before the program of the form `VAR=VALUE` set
+    /// variables of its environment, as in a shell.
     pub fn parse(text: &str) -> Result<Self, McpConfigError> {
         let (name, rest) = text
             .split_once('=')
@@ -139,11 +147,29 @@ impl McpServer {
             name: name.to_owned(),
             problem: e.to_string(),
         })?;
+        let assigned = words.iter().take_while(|w| is_assignment(w)).count();
+        let env: Vec<(String, String)> = words
+            .drain(..assigned)
+            .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
         if words.first().is_none_or(|w| w.is_empty()) {
             return Err(McpConfigError::Empty(name.to_owned()));
         }
         let program = words.remove(0);
-        Self::stdio(name, program, words)
+        let mut server = Self::stdio(name, program, words)?;
+        for (key, value) in env {
+            server = server.env(key, value);
+        }
+        Ok(server)
+    }
+
+    /// Sets `key` to `value` in a stdio server's environment (nothing for a server
+    /// reached over HTTP).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        if let McpTransport::Stdio { env, .. } = &mut self.transport {
+            env.push((key.into(), value.into()));
+        }
+        self
     }
 
     /// Bounds the connection's handshake and first tool list (default 30 s).
@@ -180,17 +206,56 @@ pub(crate) fn child(
 impl std::fmt::Display for McpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.transport {
-            McpTransport::Stdio { program, args } => {
-                write!(
-                    f,
-                    "{}={}",
-                    self.name,
-                    shell_words::join(std::iter::once(program).chain(args))
-                )
+            McpTransport::Stdio { program, args, env } => {
+                // Values set in its environment may be secrets: named, not shown.
+                let assigned = env.iter().map(|(k, _)| format!("{k}=…"));
+                let words = assigned.chain(
+                    std::iter::once(program)
+                        .chain(args)
+                        .map(|w| shell_words::quote(w).into_owned()),
+                );
+                write!(f, "{}={}", self.name, words.collect::<Vec<_>>().join(" "))
             }
             McpTransport::Http { url } => write!(f, "{}={url}", self.name),
         }
     }
+}
+
+/// Whether `word` is a shell's `VAR=VALUE` assignment.
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(k, _)| {
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Whether a variable of this process's environment is passed on to a stdio
+/// server: what programs need to run, not what this process keeps (API keys).
+pub(crate) fn inherited(key: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TERM",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NODE_EXTRA_CA_CERTS",
+    ];
+    const PREFIXES: &[&str] = &["LC_", "XDG_", "npm_config_", "NPM_CONFIG_"];
+    NAMES.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 impl std::str::FromStr for McpServer {

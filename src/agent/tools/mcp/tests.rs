@@ -20,6 +20,12 @@ fn a_server_is_a_name_and_a_command_line_or_a_url() {
             McpServer::http("web", "http://127.0.0.1:3001/mcp"),
         ),
         (
+            "gh=GITHUB_TOKEN=abc X_1='a b' npx server",
+            McpServer::stdio("gh", "npx", ["server"])
+                .map(|s| s.env("GITHUB_TOKEN", "abc").env("X_1", "a b")),
+        ),
+        ("x=A=1", Err(McpConfigError::Empty("x".into()))),
+        (
             "npx server",
             Err(McpConfigError::NoName("npx server".into())),
         ),
@@ -45,6 +51,31 @@ fn a_server_prints_as_it_is_parsed() {
         let server = McpServer::parse(text).unwrap();
         assert_eq!(McpServer::parse(&server.to_string()).unwrap(), server);
     }
+}
+
+#[test]
+fn what_a_server_sees_of_this_processs_environment_is_what_programs_need() {
+    for key in [
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "XDG_CACHE_HOME",
+        "npm_config_cache",
+    ] {
+        assert!(inherited(key), "{key}");
+    }
+    for key in [
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "FANFARE_TOKEN",
+    ] {
+        assert!(!inherited(key), "{key}");
+    }
+    // Assigned values are not printed.
+    let server = McpServer::parse("gh=TOKEN=secret-1 npx s").unwrap();
+    assert_eq!(server.to_string(), "gh=TOKEN=… npx s");
 }
 
 #[test]
