@@ -69,6 +69,28 @@ fn agent(tools: &[&str]) -> AgentSpec {
     spec
 }
 
+/// Runs `task` once on a runtime of `script`, `server` and the agent offering
+/// `tools`, then shuts it down.
+async fn run_once(
+    script: &Scripted,
+    server: McpServer,
+    tools: &[&str],
+    task: &str,
+) -> fanfare::RunReport {
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .mcp(server)
+        .agent(agent(tools))
+        .start()
+        .await
+        .unwrap();
+    let report = fanfare
+        .run(RunRequest::fan_out(task, ["worker"]))
+        .await
+        .unwrap();
+    fanfare.shutdown().await;
+    report
+}
+
 /// What the model was sent back for its first turn's calls.
 fn results_sent(script: &Scripted) -> Vec<(String, bool)> {
     let asked = script.requests();
@@ -107,17 +129,7 @@ async fn mcp_everything_over_stdio_offers_its_tools_and_answers_a_call() {
         "everything__get-sum",
         r#"{"a": 2, "b": 3}"#,
     )]));
-    let fanfare = Fanfare::builder(Arc::new(script.clone()))
-        .mcp(everything())
-        .agent(agent(&["everything.*"]))
-        .start()
-        .await
-        .unwrap();
-    let report = fanfare
-        .run(RunRequest::fan_out("What is 2 + 3?", ["worker"]))
-        .await
-        .unwrap();
-    fanfare.shutdown().await;
+    let report = run_once(&script, everything(), &["everything.*"], "What is 2 + 3?").await;
     assert!(report.status.is_success(), "{}", report.render());
     let offered: Vec<String> = script.requests()[0]
         .tools
@@ -155,17 +167,7 @@ async fn mcp_filesystem_reads_inside_its_root_and_refuses_outside() {
         ("c1", "fs__read_text_file", &inside),
         ("c2", "fs__read_text_file", r#"{"path": "/etc/hostname"}"#),
     ]));
-    let fanfare = Fanfare::builder(Arc::new(script.clone()))
-        .mcp(fs)
-        .agent(agent(&["fs.read_text_file"]))
-        .start()
-        .await
-        .unwrap();
-    let report = fanfare
-        .run(RunRequest::fan_out("When is the launch?", ["worker"]))
-        .await
-        .unwrap();
-    fanfare.shutdown().await;
+    let report = run_once(&script, fs, &["fs.read_text_file"], "When is the launch?").await;
     let sent = results_sent(&script);
     assert_eq!(sent[0], ("the launch is on Tuesday".to_owned(), false));
     assert!(sent[1].1, "outside the root is an error: {sent:?}");
@@ -189,17 +191,7 @@ async fn mcp_parallel_calls_of_one_turn_are_in_flight_together() {
         .map(|(id, args)| (id.as_str(), "probe__sleep", args.as_str()))
         .collect();
     script.push_completion(calling(&calls));
-    let fanfare = Fanfare::builder(Arc::new(script.clone()))
-        .mcp(probe(&log))
-        .agent(agent(&["probe.sleep"]))
-        .start()
-        .await
-        .unwrap();
-    let report = fanfare
-        .run(RunRequest::fan_out("Wait.", ["worker"]))
-        .await
-        .unwrap();
-    fanfare.shutdown().await;
+    let report = run_once(&script, probe(&log), &["probe.sleep"], "Wait.").await;
     assert!(report.status.is_success(), "{}", report.render());
     // The server itself saw five calls in flight at once.
     log_with(&log, "start 5").await;
@@ -399,17 +391,13 @@ async fn mcp_everything_over_streamable_http_answers_a_call() {
         "web__echo",
         r#"{"message": "over http"}"#,
     )]));
-    let fanfare = Fanfare::builder(Arc::new(script.clone()))
-        .mcp(McpServer::http("web", format!("http://127.0.0.1:{port}/mcp")).unwrap())
-        .agent(agent(&["web.echo"]))
-        .start()
-        .await
-        .unwrap();
-    let report = fanfare
-        .run(RunRequest::fan_out("Echo.", ["worker"]))
-        .await
-        .unwrap();
-    fanfare.shutdown().await;
+    let report = run_once(
+        &script,
+        McpServer::http("web", format!("http://127.0.0.1:{port}/mcp")).unwrap(),
+        &["web.echo"],
+        "Echo.",
+    )
+    .await;
     assert!(report.status.is_success(), "{}", report.render());
     let sent = results_sent(&script);
     assert!(!sent[0].1 && sent[0].0.contains("over http"), "{sent:?}");

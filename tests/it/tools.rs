@@ -13,6 +13,22 @@ struct Add {
     b: f64,
 }
 
+/// A runtime on `script` with the `add` tool and a `calc` agent offered it.
+async fn calculator(script: &Scripted) -> Fanfare {
+    let mut calc = AgentSpec::new("calc", "You add numbers with the add tool.");
+    calc.tools = vec!["add".into()];
+    Fanfare::builder(Arc::new(script.clone()))
+        .tool(tool(
+            "add",
+            "Adds two numbers.",
+            |_ctx, i: Add| async move { Ok::<_, ToolError>((i.a + i.b).to_string()) },
+        ))
+        .agent(calc)
+        .start()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_spec_agent_offered_a_tool_runs_the_call_and_answers_with_its_result() {
     let script = Scripted::new();
@@ -22,18 +38,7 @@ async fn a_spec_agent_offered_a_tool_runs_the_call_and_answers_with_its_result()
         tool_calls: vec![ToolCall::from_raw("c1", "add", r#"{"a": 2, "b": 3}"#)],
         ..Completion::default()
     });
-    let mut calc = AgentSpec::new("calc", "You add numbers with the add tool.");
-    calc.tools = vec!["add".into()];
-    let fanfare = Fanfare::builder(Arc::new(script.clone()))
-        .tool(tool(
-            "add",
-            "Adds two numbers.",
-            |_ctx, i: Add| async move { Ok::<_, ToolError>((i.a + i.b).to_string()) },
-        ))
-        .agent(calc)
-        .start()
-        .await
-        .unwrap();
+    let fanfare = calculator(&script).await;
     let report = fanfare
         .run(RunRequest::fan_out("What is 2 + 3?", ["calc"]))
         .await
@@ -60,18 +65,7 @@ async fn each_tool_call_is_an_event_as_it_happens_and_a_line_of_the_report() {
         ],
         ..Completion::default()
     });
-    let mut calc = AgentSpec::new("calc", "You add numbers with the add tool.");
-    calc.tools = vec!["add".into()];
-    let fanfare = Fanfare::builder(Arc::new(script.clone()))
-        .tool(tool(
-            "add",
-            "Adds two numbers.",
-            |_ctx, i: Add| async move { Ok::<_, ToolError>((i.a + i.b).to_string()) },
-        ))
-        .agent(calc)
-        .start()
-        .await
-        .unwrap();
+    let fanfare = calculator(&script).await;
     let mut handle = fanfare.start_run(RunRequest::fan_out("What is 2 + 3?", ["calc"]));
     let mut seen = Vec::new();
     while let Some(event) = handle.events.recv().await {

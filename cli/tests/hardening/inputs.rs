@@ -72,18 +72,7 @@ fn regression_inputs_too_large_for_a_task_or_not_files_are_refused_before_they_a
 fn regression_watch_of_a_server_that_is_not_fanfare_says_so_instead_of_asking_again_forever() {
     // The sixth probe: a 200 `text/html` answer to the event stream was asked for
     // again twice a second, silently, without end.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        for mut socket in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf);
-            let _ = socket.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-            );
-        }
-    });
+    let base = answering(|_| ("text/html", "hello"));
     let started = Instant::now();
     let out = fanfare()
         .args(["watch", "run-1", "--server", &base])
@@ -102,24 +91,11 @@ fn regression_watch_of_a_server_that_is_not_fanfare_says_so_instead_of_asking_ag
 fn regression_watch_gives_up_on_a_server_that_keeps_closing_the_stream() {
     // The seventh probe: a server that answered the event stream with headers and
     // then closed it was reconnected to twice a second without end.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        for mut socket in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let n = socket.read(&mut buf).unwrap_or(0);
-            let asked = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let (kind, body) = if asked.starts_with("GET /v1/runs/run-1/events") {
-                ("text/event-stream", "")
-            } else {
-                ("application/json", r#"{"id":"run-1","status":"running"}"#)
-            };
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(answer.as_bytes());
+    let base = answering(|asked| {
+        if asked.starts_with("GET /v1/runs/run-1/events") {
+            ("text/event-stream", "")
+        } else {
+            ("application/json", r#"{"id":"run-1","status":"running"}"#)
         }
     });
     let out = fanfare()
@@ -132,4 +108,25 @@ fn regression_watch_gives_up_on_a_server_that_keeps_closing_the_stream() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A plain HTTP server on 127.0.0.1 answering each request with what `answer`
+/// gives for its text (a content type and a body), then closing; its base URL.
+fn answering(answer: impl Fn(&str) -> (&'static str, &'static str) + Send + 'static) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut socket in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = socket.read(&mut buf).unwrap_or(0);
+            let (kind, body) = answer(&String::from_utf8_lossy(&buf[..n]));
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes());
+        }
+    });
+    base
 }

@@ -117,6 +117,7 @@ impl Wire for Messages {
     const NAME: &'static str = "anthropic";
     const HINT_404: &'static str = HINT_404;
     const STREAM_END: &'static str = "message_stop";
+    const USAGE_MAY_BE_MISSING: bool = false;
     type Stream = StreamState;
 
     fn request(

@@ -31,6 +31,10 @@ pub(crate) trait Wire: std::fmt::Debug + Send + Sync + 'static {
     /// What the event ending a stream is called, for the error when a stream ends
     /// without it.
     const STREAM_END: &'static str;
+    /// Whether its servers may leave an answer's usage out (OpenAI-compatible ones
+    /// do; Anthropic's always send it, and an answer without is refused): only then
+    /// is the prompt counted before the call, for [`counted`].
+    const USAGE_MAY_BE_MISSING: bool;
     /// What reading a stream keeps between events.
     type Stream: Send;
 
@@ -149,8 +153,9 @@ impl<W: Wire> HttpProvider<W> {
             self.timeout,
             self.max_response_bytes,
         );
-        // Counted now (a scan of the prompt), used only if the server says no usage.
-        let prompt_tokens = request.prompt_tokens();
+        // Counted now (a scan of the prompt, which the request is not kept for), and
+        // only for a wire whose servers may say no usage: not on every call.
+        let prompt_tokens = W::USAGE_MAY_BE_MISSING.then(|| request.prompt_tokens());
         // The rest of the request is freed now, while it is fresh, not after the answer.
         let agent = std::mem::take(&mut request.agent);
         let answer_tool = request.schema.as_ref().map(|s| s.name.clone());
@@ -168,7 +173,13 @@ impl<W: Wire> HttpProvider<W> {
                 reason = "the Provider trait's own error, handed on as it is"
             )]
             move |answered| {
-                answered.map(|c| counted(structured(c, answer_tool.as_deref()), || prompt_tokens))
+                answered.map(|c| {
+                    let c = structured(c, answer_tool.as_deref());
+                    match prompt_tokens {
+                        Some(prompt) => counted(c, || prompt),
+                        None => c,
+                    }
+                })
             },
         )
     }
@@ -217,7 +228,11 @@ impl<W: Wire> HttpProvider<W> {
                 Streamed::Done(c) => {
                     let answer_tool = request.schema.as_ref().map(|s| s.name.as_str());
                     let c = structured(Completion { rate_limit, ..c }, answer_tool);
-                    return Ok(counted(c, || request.prompt_tokens()));
+                    return Ok(if W::USAGE_MAY_BE_MISSING {
+                        counted(c, || request.prompt_tokens())
+                    } else {
+                        c
+                    });
                 }
             }
         }

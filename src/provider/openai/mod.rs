@@ -122,6 +122,7 @@ impl Wire for Chat {
     const NAME: &'static str = "openai";
     const HINT_404: &'static str = HINT_404;
     const STREAM_END: &'static str = "[DONE]";
+    const USAGE_MAY_BE_MISSING: bool = true;
     type Stream = StreamState;
 
     fn request(
