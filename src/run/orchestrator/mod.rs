@@ -410,11 +410,14 @@ async fn execute_run<B>(
         };
         match (snapshot, &request.merge) {
             (Ok(snapshot), Some(strategy)) => {
-                let spent = merge::spent(
-                    snapshot.iter().filter_map(|(_, o)| o.as_ref()),
-                    merge.prices,
-                    merge.default_model,
-                );
+                let spent = match merge.budget {
+                    Some(_) => merge::spent(
+                        snapshot.iter().filter_map(|(_, o)| o.as_ref()),
+                        merge.prices,
+                        merge.default_model,
+                    ),
+                    None => (0, 0.0),
+                };
                 let inputs = snapshot
                     .into_iter()
                     .zip(&sink)
@@ -457,11 +460,15 @@ async fn execute_run<B>(
         .map(|s| std::mem::take(&mut s.depends_on))
         .collect();
     drop(std::mem::take(&mut request.steps));
-    let spent = merge::spent(
-        records.iter().map(|b| &b.outcome),
-        merge.prices,
-        merge.default_model,
-    );
+    // Only a budget asks what the branches spent (priced branch by branch).
+    let spent = match merge.budget {
+        Some(_) => merge::spent(
+            records.iter().map(|b| &b.outcome),
+            merge.prices,
+            merge.default_model,
+        ),
+        None => (0, 0.0),
+    };
     let branches = settle(Branches { records, edges });
     let synthesis = match late_merge {
         Some((strategy, inputs)) => {
