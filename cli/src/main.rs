@@ -21,6 +21,7 @@ mod output;
 mod plan;
 mod setup;
 mod signals;
+mod tools;
 
 use std::process::ExitCode;
 

@@ -45,28 +45,26 @@ impl Plan {
     }
 }
 
-/// The specs in `dir`, else `./agents/specs`, else the built-in ones; and where
-/// they came from.
+/// The directory specs are loaded from: `dir`, else `./agents/specs` if there is
+/// one; none for the built-in specs.
+pub fn spec_dir(dir: Option<&Path>) -> Option<PathBuf> {
+    match dir {
+        Some(dir) => Some(dir.to_owned()),
+        None => Some(PathBuf::from("agents/specs")).filter(|local| local.is_dir()),
+    }
+}
+
+/// The specs in [`spec_dir`], else the built-in ones; and where they came from.
 pub fn load_specs(
     dir: Option<&Path>,
     options: spec::LoadOptions,
 ) -> anyhow::Result<(Vec<AgentSpec>, String)> {
-    match dir {
+    match spec_dir(dir) {
         Some(dir) => Ok((
-            spec::load_dir_with(dir, options)?,
+            spec::load_dir_with(&dir, options)?,
             dir.display().to_string(),
         )),
-        None => {
-            let local = Path::new("agents/specs");
-            if local.is_dir() {
-                Ok((
-                    spec::load_dir_with(local, options)?,
-                    local.display().to_string(),
-                ))
-            } else {
-                Ok((fanfare_agents::specs()?, "built-in".to_owned()))
-            }
-        }
+        None => Ok((fanfare_agents::specs()?, "built-in".to_owned())),
     }
 }
 

@@ -18,7 +18,8 @@ use fanfare::{Fanfare, FanfareBuilder};
 use crate::args::{CommonArgs, ProviderKind, RunArgs, RuntimeArgs};
 use crate::input::{read_bounded, MAX_TASK_BYTES};
 use crate::limits::{self, store::Store};
-use crate::plan::{load_specs, plan, Plan};
+use crate::plan::{load_specs, plan, spec_dir, Plan};
+use crate::tools::Tools;
 
 pub fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     let text = match (&args.text, &args.file) {
@@ -159,12 +160,17 @@ pub fn runtime_builder(
             .set(fault.kind, fault.trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
+    let tools = Tools::gather(args, spec_dir(args.agents.as_deref()).as_deref())?;
+    tools.check(&specs)?;
     let Built {
         provider,
         gate,
         endpoint,
-        described,
+        mut described,
     } = build_provider(args, &specs, admit)?;
+    if let Some(offered) = tools.describe() {
+        described = format!("{described}; {offered}");
+    }
     let mut prices = PriceTable::default();
     if let Some(path) = &args.prices {
         prices.merge_file(path)?;
@@ -199,13 +205,12 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
     let default_model = (!provider.is_simulated())
         .then(|| provider.default_model().map(str::to_owned))
         .flatten();
-    let builder = args.mcp.iter().cloned().fold(
+    let builder = tools.offer(
         Fanfare::builder(provider)
             .agents_from(agents)
             .supervision(supervision)
             .prices(prices),
-        |builder, server| builder.mcp(server),
-    );
+    )?;
     Ok(RuntimeBuilder {
         builder,
         gate,

@@ -69,6 +69,16 @@ pub struct RuntimeArgs {
     /// It is supervised like a specialist (`mcp:NAME`) and restarted if it dies.
     #[arg(long = "mcp", value_name = "NAME=COMMAND|URL", value_parser = parse_mcp)]
     pub mcp: Vec<McpServer>,
+    /// Offer the built-in `read_file` tool, which reads files (and lists folders)
+    /// under DIR and nowhere else (`..`, absolute paths and symlinks out are refused).
+    /// A spec offers it with `tools = ["read_file"]`.
+    #[arg(long, value_name = "DIR")]
+    pub read_root: Option<PathBuf>,
+    /// Offer the built-in `http_get` tool, which fetches only from HOST (repeatable:
+    /// `example.com`, `*.example.com`, `127.0.0.1:8080`); redirects stay on the first
+    /// URL's origin. A spec offers it with `tools = ["http_get"]`.
+    #[arg(long = "http-allow", value_name = "HOST")]
+    pub http_allow: Vec<String>,
     /// Most model calls in flight at once, per model (real providers). The gate starts
     /// here, so a fan-out to a server with room goes out whole; a 429/529 cuts it to
     /// what the server carried, and that is remembered for the next run (`fanfare

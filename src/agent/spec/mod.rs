@@ -378,7 +378,12 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Loads every `*.toml` spec in `dir`, sorted by `order` then name.
+/// The file of a spec directory that is not a spec: the directory's own settings
+/// (the tools its agents may call, say), read by the CLI.
+pub const DIR_CONFIG: &str = "fanfare.toml";
+
+/// Loads every `*.toml` spec in `dir` (but [`DIR_CONFIG`]), sorted by `order` then
+/// name.
 pub fn load_dir(dir: &Path) -> Result<Vec<AgentSpec>, SpecError> {
     load_dir_with(dir, LoadOptions::default())
 }
@@ -394,7 +399,10 @@ pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<Vec<AgentSpec>,
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()
         .map_err(io)?;
-    files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    files.retain(|p| {
+        p.extension().is_some_and(|e| e == "toml")
+            && p.file_name().is_none_or(|n| n != DIR_CONFIG)
+    });
     files.sort();
     let specs = files
         .iter()

@@ -27,6 +27,7 @@
 //! # let _ = add;
 //! ```
 
+pub mod builtin;
 mod converse;
 #[cfg(feature = "mcp")]
 pub mod mcp;

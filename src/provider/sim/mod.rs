@@ -372,6 +372,13 @@ fn shaped(schema: &serde_json::Value, prose: &str, key: u64) -> serde_json::Valu
                 return values[(key % values.len() as u64) as usize].clone();
             }
         }
+        // What the schema shows as its value: a tool's example path, say.
+        if let Some(v) = schema
+            .get("default")
+            .or_else(|| schema.get("examples").and_then(|e| e.get(0)))
+        {
+            return v.clone();
+        }
         if depth > 8 {
             return Value::Null;
         }

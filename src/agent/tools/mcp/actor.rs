@@ -95,6 +95,9 @@ impl Actor for McpActor {
                 McpTransport::Stdio { program, args, env } => {
                     let mut command = process_wrap::tokio::CommandWrap::with_new(program, |c| {
                         c.args(args);
+                        if let Some(dir) = server.dir() {
+                            c.current_dir(dir);
+                        }
                         // Not this process's environment (the API keys are there).
                         c.env_clear();
                         c.envs(

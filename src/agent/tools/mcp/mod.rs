@@ -43,6 +43,7 @@ pub struct McpServer {
     name: String,
     transport: McpTransport,
     handshake_timeout: Duration,
+    dir: Option<std::path::PathBuf>,
 }
 
 /// How to reach an MCP server.
@@ -125,6 +126,7 @@ impl McpServer {
             name,
             transport,
             handshake_timeout: Duration::from_secs(30),
+            dir: None,
         })
     }
 
@@ -176,6 +178,19 @@ impl McpServer {
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// Runs a stdio server in `dir` (default: this process's working directory), so
+    /// the relative paths of its command line mean what they meant where it was
+    /// written (a spec directory's `fanfare.toml`, say).
+    pub fn current_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The directory a stdio server runs in, if not this process's.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// Its name (tools are named `NAME.TOOL` in specs).

@@ -1,0 +1,190 @@
+//! The tools a command's runtime offers its agents: MCP servers and the built-in
+//! `read_file` and `http_get`, from the flags (`--mcp`, `--read-root`,
+//! `--http-allow`) and from the spec directory's `fanfare.toml`; and the check,
+//! before anything starts, that every tool a spec names is one of them.
+//!
+//! ```toml
+//! # agents/specs/fanfare.toml
+//! [mcp]
+//! fs = "npx -y @modelcontextprotocol/server-filesystem ./docs"  # runs in this directory
+//! web = "http://127.0.0.1:3001/mcp"
+//!
+//! [tools]
+//! read_file = "docs"                      # its root, relative to this directory
+//! http_get = ["example.com", "*.python.org"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use fanfare::agent::spec::{AgentSpec, DIR_CONFIG};
+use fanfare::agent::tools::builtin::{http_get, read_file};
+use fanfare::agent::tools::mcp::McpServer;
+use fanfare::FanfareBuilder;
+
+use crate::args::RuntimeArgs;
+
+/// What a runtime offers, and where each part came from.
+pub struct Tools {
+    mcp: Vec<McpServer>,
+    read_root: Option<PathBuf>,
+    http_allow: Vec<String>,
+    /// The config file read, if one was.
+    config: Option<PathBuf>,
+}
+
+/// A spec directory's `fanfare.toml`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DirConfig {
+    /// MCP servers by name: a command line, its words, or a URL.
+    #[serde(default)]
+    mcp: BTreeMap<String, Command>,
+    #[serde(default)]
+    tools: Builtins,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Command {
+    Line(String),
+    Words(Vec<String>),
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Builtins {
+    read_file: Option<PathBuf>,
+    http_get: Option<Vec<String>>,
+}
+
+impl Tools {
+    /// The tools `args` and the spec directory `dir`'s config file give (the flags
+    /// win over the file for a built-in tool; an MCP server named in both is an
+    /// error).
+    pub fn gather(args: &RuntimeArgs, dir: Option<&Path>) -> anyhow::Result<Self> {
+        let (file, path) = match dir.map(|d| d.join(DIR_CONFIG)) {
+            Some(path) if path.is_file() => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let file: DirConfig = toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid spec-directory config", path.display()))?;
+                (file, Some(path))
+            }
+            _ => (DirConfig::default(), None),
+        };
+        let base = dir.unwrap_or(Path::new("."));
+        let mut mcp = args.mcp.clone();
+        for (name, command) in file.mcp {
+            let shown = path.as_deref().unwrap_or(base).display();
+            let server = match command {
+                Command::Line(line) => McpServer::parse(&format!("{name}={line}")),
+                Command::Words(words) => match words.split_first() {
+                    Some((url, [])) if url.starts_with("http://") || url.starts_with("https://") => {
+                        McpServer::http(&name, url)
+                    }
+                    Some((program, rest)) => McpServer::stdio(&name, program, rest),
+                    None => McpServer::parse(&format!("{name}=")),
+                },
+            }
+            .with_context(|| format!("{shown}: [mcp] {name}"))?;
+            if mcp.iter().any(|s| s.name() == name) {
+                bail!("MCP server `{name}` is given twice: by --mcp and in {shown}");
+            }
+            mcp.push(server.current_dir(base));
+        }
+        let read_root = args
+            .read_root
+            .clone()
+            .or_else(|| file.tools.read_file.map(|root| base.join(root)));
+        let http_allow = if args.http_allow.is_empty() {
+            file.tools.http_get.unwrap_or_default()
+        } else {
+            args.http_allow.clone()
+        };
+        Ok(Self {
+            mcp,
+            read_root,
+            http_allow,
+            config: path,
+        })
+    }
+
+    /// Refuses a spec whose `tools` names one this runtime does not offer, before
+    /// anything starts (a run would fail each of its branches on it).
+    pub fn check(&self, specs: &[AgentSpec]) -> anyhow::Result<()> {
+        let servers: Vec<&str> = self.mcp.iter().map(McpServer::name).collect();
+        let how = match &self.config {
+            Some(path) => format!("--mcp NAME=COMMAND or [mcp] in {}", path.display()),
+            None => format!("--mcp NAME=COMMAND, or an [mcp] table in the spec directory's {DIR_CONFIG}"),
+        };
+        for spec in specs {
+            for name in &spec.tools {
+                let missing = match name.split_once('.') {
+                    Some((server, _)) if !servers.contains(&server) => format!(
+                        "names the MCP server `{server}`, which is not given ({how}; given: {})",
+                        listed(&servers)
+                    ),
+                    Some(_) => continue,
+                    None => match name.as_str() {
+                        "read_file" if self.read_root.is_none() => format!(
+                            "names `read_file`, which needs a root: --read-root DIR, or read_file = \"DIR\" under [tools] in {DIR_CONFIG}"
+                        ),
+                        "http_get" if self.http_allow.is_empty() => format!(
+                            "names `http_get`, which needs the hosts it may fetch from: --http-allow HOST, or http_get = [\"HOST\"] under [tools] in {DIR_CONFIG}"
+                        ),
+                        "read_file" | "http_get" => continue,
+                        other => format!(
+                            "names the tool `{other}`, which is neither built in (read_file, http_get) nor an MCP server's (`SERVER.TOOL` or `SERVER.*`)"
+                        ),
+                    },
+                };
+                bail!(
+                    "agent `{}` ({}): its `tools` {missing}",
+                    spec.name,
+                    spec.source.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `builder` offering these tools.
+    pub fn offer(self, mut builder: FanfareBuilder) -> anyhow::Result<FanfareBuilder> {
+        for server in self.mcp {
+            builder = builder.mcp(server);
+        }
+        if let Some(root) = &self.read_root {
+            builder = builder.tool(read_file(root)?);
+        }
+        if !self.http_allow.is_empty() {
+            builder = builder.tool(http_get(&self.http_allow)?);
+        }
+        Ok(builder)
+    }
+
+    /// One line on what is offered, for the banner, if anything is.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts: Vec<String> = self
+            .mcp
+            .iter()
+            .map(|s| format!("MCP server `{}`", s.name()))
+            .collect();
+        if let Some(root) = &self.read_root {
+            parts.push(format!("read_file under {}", root.display()));
+        }
+        if !self.http_allow.is_empty() {
+            parts.push(format!("http_get from {}", self.http_allow.join(", ")));
+        }
+        (!parts.is_empty()).then(|| format!("tools: {}", parts.join("; ")))
+    }
+}
+
+fn listed(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
