@@ -68,8 +68,9 @@ impl Tools {
             Some(path) if path.is_file() => {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let file: DirConfig = toml::from_str(&text)
-                    .with_context(|| format!("{} is not a valid spec-directory config", path.display()))?;
+                let file: DirConfig = toml::from_str(&text).with_context(|| {
+                    format!("{} is not a valid spec-directory config", path.display())
+                })?;
                 (file, Some(path))
             }
             _ => (DirConfig::default(), None),
@@ -81,7 +82,9 @@ impl Tools {
             let server = match command {
                 Command::Line(line) => McpServer::parse(&format!("{name}={line}")),
                 Command::Words(words) => match words.split_first() {
-                    Some((url, [])) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some((url, []))
+                        if url.starts_with("http://") || url.starts_with("https://") =>
+                    {
                         McpServer::http(&name, url)
                     }
                     Some((program, rest)) => McpServer::stdio(&name, program, rest),
@@ -117,7 +120,9 @@ impl Tools {
         let servers: Vec<&str> = self.mcp.iter().map(McpServer::name).collect();
         let how = match &self.config {
             Some(path) => format!("--mcp NAME=COMMAND or [mcp] in {}", path.display()),
-            None => format!("--mcp NAME=COMMAND, or an [mcp] table in the spec directory's {DIR_CONFIG}"),
+            None => format!(
+                "--mcp NAME=COMMAND, or an [mcp] table in the spec directory's {DIR_CONFIG}"
+            ),
         };
         for spec in specs {
             for name in &spec.tools {

@@ -13,6 +13,8 @@ mod inputs;
 mod models;
 #[path = "cli/readme.rs"]
 mod readme;
+#[path = "cli/tools.rs"]
+mod tools;
 #[path = "cli/workflows.rs"]
 mod workflows;
 

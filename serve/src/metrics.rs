@@ -223,9 +223,17 @@ impl Metrics {
 
     /// A tool call of `tool` ended, after `seconds`.
     pub fn tool(&self, tool: &str, ok: bool, seconds: f64) {
+        // A name no tool can have (a model's invention: any length, any bytes) is
+        // `other` too; it would be a series, and its bytes the exposition's.
+        let named = (1..=64).contains(&tool.len())
+            && tool
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         let tool = {
             let mut names = self.tool_names.lock().unwrap_or_else(|p| p.into_inner());
-            if names.contains(tool) || names.len() < MAX_TOOL_LABELS {
+            if !named {
+                "other".to_owned()
+            } else if names.contains(tool) || names.len() < MAX_TOOL_LABELS {
                 names.insert(tool.to_owned());
                 tool.to_owned()
             } else {
@@ -364,5 +372,23 @@ mod tests {
             .filter(|l| l.starts_with("fanfare_tool_call_duration_seconds_count"))
             .count();
         assert!(series <= MAX_TOOL_LABELS + 2, "{series}");
+    }
+
+    #[test]
+    fn regression_a_tool_name_no_tool_can_have_is_other_not_a_label() {
+        let m = Metrics::new();
+        m.tool("evil\"} 1\nfanfare_fake 9", false, 0.0);
+        m.tool(&"x".repeat(10_000), false, 0.0);
+        let text = m.render(&[], (0, 0), None);
+        assert!(
+            !text.contains("fanfare_fake") && !text.contains("xxxx"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"fanfare_tool_call_duration_seconds_count{tool="other",outcome="error"} 2"#
+            ),
+            "{text}"
+        );
     }
 }

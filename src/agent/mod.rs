@@ -182,6 +182,19 @@ pub enum AgentError {
     /// should send the task to its replacement (the orchestrator does so).
     #[error("the specialist is retiring; retry on its replacement")]
     Retiring,
+    /// The agent's model calls were answered, and billed, before it failed: a tool
+    /// loop that ran out of turns or of what the run's budget reserved for it, or
+    /// whose later turn failed. What they used counts in the run's budget and
+    /// report.
+    #[error("{cause} (after {} tokens in {attempts} model calls)", .usage.total())]
+    Spent {
+        /// Why it failed.
+        cause: Box<AgentError>,
+        /// What its answered calls used.
+        usage: crate::provider::Usage,
+        /// Its model calls (attempts).
+        attempts: u32,
+    },
 }
 
 impl From<ProviderError> for AgentError {

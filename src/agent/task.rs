@@ -88,6 +88,11 @@ pub struct Task {
     /// ([`structured::check`](crate::agent::structured::check)).
     #[serde(default)]
     pub schema: Option<std::sync::Arc<crate::provider::OutputSchema>>,
+    /// The tokens the run's budget reserved for this branch, when the run has a
+    /// budget: an agent that makes several model calls (a tool loop) does not send
+    /// one that could take it past them.
+    #[serde(default)]
+    pub allowance: Option<u64>,
     /// When the branch stops waiting for this task. An agent that calls a model
     /// passes it on ([`CompletionRequest::deadline`](crate::provider::CompletionRequest::deadline)),
     /// so a call stopped by it says what it was doing. Local to this process; not
@@ -147,6 +152,7 @@ pub(crate) fn test_task(input: &str) -> Task {
         model: None,
         templated: false,
         schema: None,
+        allowance: None,
         deadline: None,
         deltas: None,
     }

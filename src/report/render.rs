@@ -190,7 +190,11 @@ impl RunReport {
                 let _ = write!(
                     out,
                     "  ⚙ {} · turn {} · {} ms · {} bytes · args {}",
-                    call.tool, call.turn, call.took_ms, call.bytes, call.input_digest
+                    printable(&call.tool),
+                    call.turn,
+                    call.took_ms,
+                    call.bytes,
+                    call.input_digest
                 );
                 match &call.error {
                     Some(e) => {

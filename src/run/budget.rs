@@ -44,6 +44,13 @@ impl Default for Budget {
     }
 }
 
+impl Budget {
+    /// Whether it caps anything (tokens or cost).
+    pub fn caps(&self) -> bool {
+        self.max_tokens.is_some() || self.max_cost_usd.is_some()
+    }
+}
+
 /// Which branch: a step, and an item of a map step.
 pub(crate) type BranchKey = (usize, Option<usize>);
 
@@ -119,16 +126,27 @@ impl Ledger {
         };
         self.reserved_tokens = self.reserved_tokens.saturating_sub(held.tokens);
         self.reserved_cost = (self.reserved_cost - held.cost_usd.unwrap_or(0.0)).max(0.0);
+        let asked = held.model.as_deref().and_then(|m| prices.price(m));
         match outcome {
             BranchOutcome::Ok(out) => {
                 self.spent_tokens = self.spent_tokens.saturating_add(out.usage.total());
                 let answered = out.model.as_deref().and_then(|m| prices.price(m));
-                let asked = held.model.as_deref().and_then(|m| prices.price(m));
                 let cost = match answered.or(asked) {
                     Some(price) => price.cost(&out.usage),
                     None => held.cost_usd.unwrap_or(0.0),
                 };
                 self.spent_cost += cost;
+            }
+            // Its calls were answered before it failed (a tool loop): what they used.
+            // Once such a branch booked nothing, however many turns it had paid for.
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Spent { usage, .. }),
+            } => {
+                self.spent_tokens = self.spent_tokens.saturating_add(usage.total());
+                self.spent_cost += match asked {
+                    Some(price) => price.cost(usage),
+                    None => held.cost_usd.unwrap_or(0.0),
+                };
             }
             BranchOutcome::TimedOut { .. } | BranchOutcome::Cancelled { .. } => {
                 self.spent_tokens = self.spent_tokens.saturating_add(held.tokens);
@@ -324,5 +342,32 @@ mod tests {
             assert_eq!(l.spent().0, spent, "{}", outcome.label());
             assert_eq!((l.reserved_tokens, l.held.len()), (0, 0));
         }
+    }
+
+    #[test]
+    fn regression_a_tool_loop_that_failed_after_paid_turns_books_what_they_used() {
+        let prices = PriceTable::default();
+        let mut l = Ledger::default();
+        let budget = Budget {
+            max_tokens: Some(10_000),
+            ..Budget::default()
+        };
+        l.reserve(&budget, (0, None), &est(4_000, None, None))
+            .unwrap();
+        let spent = BranchOutcome::Failed {
+            error: BranchError::Agent(AgentError::Spent {
+                cause: Box::new(AgentError::Rejected {
+                    reason: "still calling tools".into(),
+                }),
+                usage: Usage {
+                    input_tokens: 2_500,
+                    output_tokens: 300,
+                    ..Usage::default()
+                },
+                attempts: 3,
+            }),
+        };
+        l.settle((0, None), &spent, &prices);
+        assert_eq!(l.spent().0, 2_800, "its turns were paid for");
     }
 }

@@ -190,6 +190,7 @@ impl Driver<'_, '_> {
             model: step.model.clone(),
             templated,
             schema: step.schema.clone(),
+            allowance: None,
             deadline: None,
             deltas: None,
         })
@@ -456,6 +457,10 @@ fn dispatch(
             // A hair before the branch deadline, so that a model call cut by it
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
+            // Under a budget, what was reserved for it bounds its later calls.
+            if let Some(budget) = s.budget.filter(Budget::caps) {
+                task.allowance = Some(driver.estimate(budget, index, item, upstream).tokens);
+            }
             let watched = s.events.map(|events| {
                 stream::branch(
                     events,

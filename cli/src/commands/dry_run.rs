@@ -66,6 +66,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
         model: None,
         templated: true,
         schema: None,
+        allowance: None,
         deadline: None,
         deltas: None,
     };

@@ -275,12 +275,15 @@ impl Live {
                 took,
                 error,
             } => {
+                // The tool's name and error are the model's and a server's words:
+                // no escape sequence of theirs reaches the terminal.
+                let tool = fanfare::report::printable(&tool);
                 let note = match (took, error) {
                     (None, _) => format!("⚙ {tool}…"),
                     (Some(took), None) => format!("⚙ {tool} ✓ {:.2}s", took.as_secs_f64()),
                     (Some(_), Some(e)) => {
                         let first: String = e.chars().take(60).collect();
-                        format!("⚙ {tool} ✗ {first}")
+                        format!("⚙ {tool} ✗ {}", fanfare::report::printable(&first))
                     }
                 };
                 match self.rows.get(&key).and_then(|r| r.bar.as_ref()) {

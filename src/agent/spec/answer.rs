@@ -37,9 +37,8 @@ impl Agent for AgentSpec {
     fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send {
         // The request is made before the future, which then holds it and not the task
         // as well (this future is boxed for every branch).
-        let task_branch = task.branch;
+        let (branch, allowance) = (task.branch, task.allowance);
         let (request, schema) = self.request(task);
-        let branch = task_branch;
         async move {
             match schema {
                 // Boxed too: the loop's future is large, and most agents call none.
@@ -50,6 +49,7 @@ impl Agent for AgentSpec {
                         &self.tools,
                         self.max_turns,
                         branch,
+                        allowance,
                     ))
                     .await
                 }

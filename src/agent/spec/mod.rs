@@ -400,8 +400,7 @@ pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<Vec<AgentSpec>,
         .collect::<Result<_, _>>()
         .map_err(io)?;
     files.retain(|p| {
-        p.extension().is_some_and(|e| e == "toml")
-            && p.file_name().is_none_or(|n| n != DIR_CONFIG)
+        p.extension().is_some_and(|e| e == "toml") && p.file_name().is_none_or(|n| n != DIR_CONFIG)
     });
     files.sort();
     let specs = files

@@ -16,15 +16,62 @@ use crate::provider::{CompletionRequest, Delta, Message, ToolCall, ToolResult, T
 /// said to be).
 const MAX_RESULT: usize = 64 * 1024;
 
+/// The most tool calls of one turn that run; the model is told the rest did not
+/// (each still gets an answer, which both wires require).
+pub(crate) const MAX_CALLS_PER_TURN: usize = 32;
+
+/// More calls than this in one turn fail the branch: answering each would build a
+/// next request of megabytes for nothing.
+pub(crate) const MAX_ASKED_PER_TURN: usize = 256;
+
 /// Answers `request` with the tools `names` of the runtime's toolbox offered; see
 /// the module docs. The output counts every turn's tokens and attempts, and the
 /// tool calls made and failed.
 pub(crate) async fn converse(
     ctx: &AgentContext,
+    request: CompletionRequest,
+    names: &[String],
+    max_turns: u32,
+    branch: BranchId,
+    allowance: Option<u64>,
+) -> AgentReply {
+    let mut spent = Spent::default();
+    match turns(
+        ctx, request, names, max_turns, branch, allowance, &mut spent,
+    )
+    .await
+    {
+        Ok(out) => Ok(out),
+        // Nothing answered yet, or a call cut by the branch's deadline (the branch
+        // times out, keeping its whole reservation): the error as it is.
+        Err(error) if spent.attempts == 0 || deadline_reached(&error) => Err(error),
+        Err(error) => Err(AgentError::Spent {
+            cause: Box::new(error),
+            usage: spent.usage,
+            attempts: spent.attempts,
+        }),
+    }
+}
+
+/// What the turns answered so far used.
+#[derive(Default)]
+struct Spent {
+    usage: Usage,
+    attempts: u32,
+}
+
+fn deadline_reached(error: &AgentError) -> bool {
+    matches!(error, AgentError::Provider(e) if e.gave_up == Some(crate::provider::GaveUp::DeadlineReached))
+}
+
+async fn turns(
+    ctx: &AgentContext,
     mut request: CompletionRequest,
     names: &[String],
     max_turns: u32,
     branch: BranchId,
+    allowance: Option<u64>,
+    spent: &mut Spent,
 ) -> AgentReply {
     let resolve = || {
         ctx.tools
@@ -32,8 +79,7 @@ pub(crate) async fn converse(
             .map_err(|reason| AgentError::Rejected { reason })
     };
     let mut offered = resolve()?;
-    let mut usage = Usage::default();
-    let (mut attempts, mut wasted, mut rate_limited) = (0u32, 0u32, 0u32);
+    let (mut wasted, mut rate_limited) = (0u32, 0u32);
     let (mut calls, mut failed) = (0u32, 0u32);
     let mut log: Vec<ToolUse> = Vec::new();
     for turn in 1..=max_turns.max(1) {
@@ -46,9 +92,25 @@ pub(crate) async fn converse(
             .map(|t| spec_of(t.as_ref()))
             .collect::<Vec<_>>()
             .into();
+        if let Some(allowance) = allowance {
+            // Each turn is covered before it is sent: what the run's budget
+            // reserved for this branch, less what its turns used.
+            let next = request
+                .prompt_tokens()
+                .saturating_add(u64::from(request.max_tokens));
+            let used = spent.usage.total();
+            if turn > 1 && used.saturating_add(next) > allowance {
+                return Err(AgentError::Rejected {
+                    reason: format!(
+                        "turn {turn} was not sent: it could use {next} tokens, and the branch had used {used} of the {allowance} the run's budget reserved for it"
+                    ),
+                });
+            }
+        }
         let answer = ctx.provider.complete(request.clone()).await?;
-        usage += answer.usage;
-        attempts += answer.attempts;
+        spent.usage += answer.usage;
+        spent.attempts += answer.attempts;
+        let (usage, attempts) = (spent.usage, spent.attempts);
         wasted += answer.attempts.saturating_sub(1) + u32::from(answer.hedged);
         rate_limited += answer.rate_limited;
         if answer.tool_calls.is_empty() {
@@ -75,8 +137,17 @@ pub(crate) async fn converse(
                 ),
             });
         }
+        let asked = answer.tool_calls.len();
+        if asked > MAX_ASKED_PER_TURN {
+            return Err(AgentError::Rejected {
+                reason: format!(
+                    "the model asked for {asked} tool calls in one turn (at most {MAX_ASKED_PER_TURN} are answered)"
+                ),
+            });
+        }
+        let (running, skipped) = answer.tool_calls.split_at(asked.min(MAX_CALLS_PER_TURN));
         let sink = request.deltas.clone();
-        let results = futures::future::join_all(answer.tool_calls.iter().map(|call| {
+        let results = futures::future::join_all(running.iter().map(|call| {
             let context = ToolContext {
                 branch,
                 agent: request.agent.clone(),
@@ -117,8 +188,15 @@ pub(crate) async fn converse(
             }
         }))
         .await;
-        let (results, used): (Vec<ToolResult>, Vec<ToolUse>) = results.into_iter().unzip();
+        let (mut results, used): (Vec<ToolResult>, Vec<ToolUse>) = results.into_iter().unzip();
         log.extend(used);
+        results.extend(skipped.iter().map(|call| ToolResult {
+            call_id: call.id.clone(),
+            content: format!(
+                "not run: at most {MAX_CALLS_PER_TURN} tool calls run in one turn; ask again for this one"
+            ),
+            is_error: true,
+        }));
         calls += results.len() as u32;
         failed += results.iter().filter(|r| r.is_error).count() as u32;
         request

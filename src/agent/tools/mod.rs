@@ -33,6 +33,8 @@ mod converse;
 pub mod mcp;
 
 pub(crate) use converse::converse;
+#[cfg(test)]
+use converse::{MAX_ASKED_PER_TURN, MAX_CALLS_PER_TURN};
 
 use std::collections::HashMap;
 use std::future::Future;

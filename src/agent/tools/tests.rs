@@ -108,7 +108,9 @@ async fn calls_run_in_parallel_their_failures_go_back_as_errors_and_the_answer_c
     let ctx = context(&script, vec![Arc::new(add()), Arc::new(boom())]);
     let request = CompletionRequest::new("calc", "You add.", "2 + 3?");
     let names = vec!["add".to_owned(), "boom".to_owned()];
-    let out = converse(&ctx, request, &names, 4, branch()).await.unwrap();
+    let out = converse(&ctx, request, &names, 4, branch(), None)
+        .await
+        .unwrap();
     // The second turn answered (the scripted default), with every turn counted.
     assert_eq!(out.text, "calc answered");
     assert_eq!((out.tool_calls, out.tool_errors), (5, 4));
@@ -147,17 +149,92 @@ async fn a_model_that_keeps_calling_tools_ends_at_max_turns_and_an_unknown_tool_
     let ctx = context(&script, vec![Arc::new(add())]);
     let request = CompletionRequest::new("calc", "You add.", "Go on.");
     let names = vec!["add".to_owned()];
-    let e = converse(&ctx, request.clone(), &names, 3, branch())
+    let e = converse(&ctx, request.clone(), &names, 3, branch(), None)
         .await
         .unwrap_err();
+    // What its three answered turns used is counted (it was paid for).
+    let AgentError::Spent {
+        cause,
+        usage,
+        attempts,
+    } = &e
+    else {
+        panic!("{e}");
+    };
     assert!(
-        matches!(&e, AgentError::Rejected { reason } if reason.contains("after 3 turns")),
+        matches!(&**cause, AgentError::Rejected { reason } if reason.contains("after 3 turns")),
         "{e}"
     );
-    let missing = converse(&ctx, request, &["search".to_owned()], 3, branch())
+    assert_eq!((usage.total(), *attempts), (45, 3));
+    let missing = converse(&ctx, request, &["search".to_owned()], 3, branch(), None)
         .await
         .unwrap_err();
     assert!(missing.to_string().contains("`search`"), "{missing}");
+}
+
+#[tokio::test]
+async fn regression_a_tool_loop_does_not_send_a_turn_past_what_the_budget_reserved_for_it() {
+    let script = Scripted::new();
+    for i in 0..3 {
+        script.push_completion(calling(vec![ToolCall::from_raw(
+            format!("c{i}"),
+            "add",
+            r#"{"a": 1, "b": 1}"#,
+        )]));
+    }
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let mut request = CompletionRequest::new("calc", "You add.", "Go on.");
+    request.max_tokens = 100;
+    let names = vec!["add".to_owned()];
+    // Room for the first turn and not a second of up to 100 tokens out.
+    let e = converse(&ctx, request, &names, 4, branch(), Some(90))
+        .await
+        .unwrap_err();
+    assert_eq!(script.requests().len(), 1, "the second turn was sent");
+    let AgentError::Spent { cause, usage, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(usage.total(), 15);
+    assert!(
+        cause
+            .to_string()
+            .contains("turn 2 was not sent: it could use"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_runs_at_most_32_calls_answers_the_rest_as_not_run_and_fails_past_256() {
+    let script = Scripted::new();
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| ToolCall::from_raw(format!("c{i}"), "add", r#"{"a": 1, "b": 2}"#))
+            .collect::<Vec<_>>()
+    };
+    script.push_completion(calling(many(40)));
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "Go on.");
+    let names = vec!["add".to_owned()];
+    let out = converse(&ctx, request.clone(), &names, 4, branch(), None)
+        .await
+        .unwrap();
+    assert_eq!(out.tool_log.len(), MAX_CALLS_PER_TURN);
+    let results = &script.requests()[1].messages[2].tool_results;
+    assert_eq!(results.len(), 40, "every call has an answer");
+    let not_run = results
+        .iter()
+        .filter(|r| r.is_error && r.content.starts_with("not run"))
+        .count();
+    assert_eq!(not_run, 8);
+
+    let script = Scripted::new();
+    script.push_completion(calling(many(MAX_ASKED_PER_TURN + 1)));
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let e = converse(&ctx, request, &names, 4, branch(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("257 tool calls in one turn"), "{e}");
+    assert_eq!(script.requests().len(), 1);
 }
 
 #[test]

@@ -117,6 +117,12 @@ impl BranchOutcome {
         match self {
             BranchOutcome::Ok(o) => (o.attempts, o.usage),
             BranchOutcome::Failed {
+                error:
+                    BranchError::Agent(AgentError::Spent {
+                        usage, attempts, ..
+                    }),
+            } => (*attempts, *usage),
+            BranchOutcome::Failed {
                 error: BranchError::Agent(AgentError::Provider(e)),
             }
             | BranchOutcome::TimedOut {

@@ -212,6 +212,7 @@ mod tests {
                 model: None,
                 templated: false,
                 schema: None,
+                allowance: None,
                 deadline: None,
                 deltas: None,
             };

@@ -40,7 +40,11 @@ pub fn http_get(
                 attempt.stop()
             }
         }))
-        .user_agent(concat!("fanfare/", env!("CARGO_PKG_VERSION"), " (http_get tool)"))
+        .user_agent(concat!(
+            "fanfare/",
+            env!("CARGO_PKG_VERSION"),
+            " (http_get tool)"
+        ))
         .build()
         .map_err(|e| BuiltinError::Client(e.to_string()))?;
     let schema = serde_json::to_value(schemars::schema_for!(GetInput)).unwrap_or_default();
@@ -137,8 +141,12 @@ impl HttpGet {
         let mut stream = response.bytes_stream();
         let mut cut = false;
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| ToolError::new(format!("GET {shown}: the body broke off: {}", e.without_url())))?;
+            let chunk = chunk.map_err(|e| {
+                ToolError::new(format!(
+                    "GET {shown}: the body broke off: {}",
+                    e.without_url()
+                ))
+            })?;
             let room = self.max_bytes.saturating_sub(body.len());
             if chunk.len() > room {
                 body.extend_from_slice(&chunk[..room]);
@@ -163,7 +171,10 @@ impl HttpGet {
         if status.is_success() {
             Ok(format!("{head}\n\n{text}"))
         } else {
-            Err(ToolError::new(format!("GET {shown}: {head}\n\n{}", cut_at(text, 2048))))
+            Err(ToolError::new(format!(
+                "GET {shown}: {head}\n\n{}",
+                cut_at(text, 2048)
+            )))
         }
     }
 }
@@ -251,7 +262,9 @@ impl Allowed {
         if url.path() != "/" || !url.username().is_empty() || url.query().is_some() {
             return Err(bad());
         }
-        let has_port = entry_lc.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let has_port = entry_lc
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
             && !entry_lc.ends_with(']');
         match (has_port, url.port_or_known_default()) {
             (true, Some(port)) => Ok(Self::HostPort(host, port)),

@@ -36,7 +36,7 @@ pub enum BuiltinError {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-fn cut_at(text: &str, max: usize) -> &str {
+pub(crate) fn cut_at(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

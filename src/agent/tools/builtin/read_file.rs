@@ -113,8 +113,8 @@ fn read(root: &Path, path: &str, offset: u64) -> Result<String, ToolError> {
             "`{path}` leads out of the root (through a symlink); not read"
         )));
     }
-    let meta = std::fs::metadata(&real)
-        .map_err(|e| ToolError::new(format!("`{path}`: {}", plain(&e))))?;
+    let meta =
+        std::fs::metadata(&real).map_err(|e| ToolError::new(format!("`{path}`: {}", plain(&e))))?;
     if meta.is_dir() {
         return list(&real, path);
     }
@@ -211,8 +211,8 @@ fn still_inside(file: &std::fs::File, root: &Path, path: &str) -> Result<(), Too
 
 /// The entries of `dir`, one per line, sorted; directories end with `/`.
 fn list(dir: &Path, path: &str) -> Result<String, ToolError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| ToolError::new(format!("`{path}`: {}", plain(&e))))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| ToolError::new(format!("`{path}`: {}", plain(&e))))?;
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
         .map(|e| {

@@ -100,7 +100,9 @@ async fn read_file_pages_a_long_file_by_offset() {
     let long = "abcdefghij".repeat(10_000); // 100,000 bytes
     std::fs::write(root.join("long.txt"), &long).unwrap();
     let tool = read_file(&root).unwrap();
-    let first = ask(&tool, serde_json::json!({"path": "long.txt"})).await.unwrap();
+    let first = ask(&tool, serde_json::json!({"path": "long.txt"}))
+        .await
+        .unwrap();
     assert!(
         first.starts_with("[`long.txt`: bytes 0–49152 of 100000; ask again with offset 49152"),
         "{}",
@@ -109,15 +111,22 @@ async fn read_file_pages_a_long_file_by_offset() {
     let mut read = first.split_once('\n').unwrap().1.to_owned();
     let mut offset = 49_152;
     while offset < 100_000 {
-        let page = ask(&tool, serde_json::json!({"path": "long.txt", "offset": offset}))
-            .await
-            .unwrap();
+        let page = ask(
+            &tool,
+            serde_json::json!({"path": "long.txt", "offset": offset}),
+        )
+        .await
+        .unwrap();
         let body = page.split_once('\n').unwrap().1;
         offset += body.len();
         read.push_str(body);
     }
     assert_eq!(read, long);
-    let past = ask(&tool, serde_json::json!({"path": "long.txt", "offset": 200_000})).await;
+    let past = ask(
+        &tool,
+        serde_json::json!({"path": "long.txt", "offset": 200_000}),
+    )
+    .await;
     assert!(past.unwrap_err().contains("past its end"));
 }
 
@@ -197,23 +206,37 @@ async fn http_get_fetches_from_allowed_hosts_only_and_follows_redirects_within_t
     let tool = http_get(["127.0.0.1"]).unwrap();
     let url = |p: &str| serde_json::json!({ "url": format!("http://127.0.0.1:{port}{p}") });
     let ok = ask(&tool, url("/hello")).await.unwrap();
-    assert!(ok.starts_with("HTTP 200 OK · text/plain") && ok.ends_with("hi there"), "{ok}");
+    assert!(
+        ok.starts_with("HTTP 200 OK · text/plain") && ok.ends_with("hi there"),
+        "{ok}"
+    );
     let followed = ask(&tool, url("/here")).await.unwrap();
     assert!(followed.ends_with("hi there"), "{followed}");
     let away = ask(&tool, url("/away")).await.unwrap_err();
-    assert!(away.contains("another origin") && away.contains("127.0.0.2"), "{away}");
+    assert!(
+        away.contains("another origin") && away.contains("127.0.0.2"),
+        "{away}"
+    );
     let missing = ask(&tool, url("/missing")).await.unwrap_err();
-    assert!(missing.contains("404") && missing.contains("nothing here"), "{missing}");
+    assert!(
+        missing.contains("404") && missing.contains("nothing here"),
+        "{missing}"
+    );
     let big = ask(&tool, url("/big")).await.unwrap();
     assert!(big.contains("cut at 262144 bytes"), "{}", &big[..80]);
     assert!(big.len() < 262_144 + 100);
     for (refused, says) in [
-        (format!("http://localhost:{port}/hello"), "not a host this tool may fetch"),
+        (
+            format!("http://localhost:{port}/hello"),
+            "not a host this tool may fetch",
+        ),
         ("ftp://127.0.0.1/x".to_owned(), "only http and https"),
         (format!("http://u:p@127.0.0.1:{port}/hello"), "credentials"),
         ("not a url".to_owned(), "is not a URL"),
     ] {
-        let err = ask(&tool, serde_json::json!({ "url": refused })).await.unwrap_err();
+        let err = ask(&tool, serde_json::json!({ "url": refused }))
+            .await
+            .unwrap_err();
         assert!(err.contains(says), "{refused}: {err}");
     }
 }
@@ -230,9 +253,12 @@ async fn http_get_is_cut_at_its_time_cap() {
     let tool = http_get([format!("127.0.0.1:{port}")])
         .unwrap()
         .timeout(Duration::from_millis(200));
-    let err = ask(&tool, serde_json::json!({ "url": format!("http://127.0.0.1:{port}/") }))
-        .await
-        .unwrap_err();
+    let err = ask(
+        &tool,
+        serde_json::json!({ "url": format!("http://127.0.0.1:{port}/") }),
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("no whole answer within 200 ms"), "{err}");
     held.abort();
 }

@@ -131,8 +131,9 @@ impl Actor for McpActor {
                     let transport = StreamableHttpClientTransport::from_uri(url.as_str());
                     let service = ().serve(transport).await.map_err(|e| {
                         format!(
-                            "{} did not answer MCP's handshake: {e}",
-                            crate::provider::redact_url(url)
+                            "{} did not answer MCP's handshake: {}",
+                            super::shown_url(url),
+                            super::scrub_url(&e.to_string(), url)
                         )
                     })?;
                     Ok((service, None))
@@ -204,22 +205,42 @@ impl Actor for McpActor {
 }
 
 /// Logs a stdio server's stderr at debug level, keeping its last lines.
+/// A line is read up to [`STDERR_LINE`] bytes and the rest of it skipped: a server
+/// writing without newlines once grew one line without bound.
 async fn log_stderr(server: String, stderr: tokio::process::ChildStderr, tail: Tail) {
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(mut line)) = lines.next_line().await {
-        tracing::debug!(target: "fanfare::mcp", server = %server, "{line}");
-        if line.len() > STDERR_LINE {
-            let mut end = STDERR_LINE;
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            line.truncate(end);
-            line.push('…');
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    let keep = |line: &mut Vec<u8>, cut: bool| {
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        line.clear();
+        if cut {
+            text.push('…');
         }
+        tracing::debug!(target: "fanfare::mcp", server = %server, "{text}");
         let mut kept = tail.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() == STDERR_TAIL {
             kept.pop_front();
         }
-        kept.push_back(line);
+        kept.push_back(text);
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(buf) if !buf.is_empty() => buf,
+            _ => break,
+        };
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let piece = &buf[..newline.unwrap_or(buf.len())];
+        let room = STDERR_LINE.saturating_sub(line.len());
+        cut |= piece.len() > room;
+        line.extend_from_slice(&piece[..piece.len().min(room)]);
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            keep(&mut line, std::mem::take(&mut cut));
+        }
+    }
+    if !line.is_empty() || cut {
+        keep(&mut line, cut);
     }
 }

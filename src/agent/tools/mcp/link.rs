@@ -13,6 +13,13 @@ use rmcp::service::{Peer, RoleClient};
 use super::WIRE_SEPARATOR;
 use crate::agent::tools::{Tool, ToolContext, ToolError, ToolSource};
 
+/// The most tools of one server offered (the rest are not: a server listing
+/// thousands would make every request of megabytes).
+pub(crate) const MAX_TOOLS: usize = 256;
+
+/// The most bytes of a tool's description passed on to the model.
+const MAX_DESCRIPTION: usize = 4096;
+
 /// One server's connection and tools, shared by its actor and its tools.
 pub(crate) struct Link {
     server: String,
@@ -41,6 +48,14 @@ impl Link {
         }
     }
 
+    /// A link that lists `tools` and is not connected, for tests.
+    #[cfg(test)]
+    pub(crate) fn listing(server: &str, tools: Vec<rmcp::model::Tool>) -> Arc<Self> {
+        let link = Arc::new(Self::new(server.to_owned()));
+        link.write().tools = Arc::new(tools);
+        link
+    }
+
     /// The server's name.
     pub(crate) fn server(&self) -> &str {
         &self.server
@@ -56,6 +71,14 @@ impl Link {
 
     /// Connected, with `tools`; answers the connection's generation.
     pub(crate) fn up(&self, peer: Peer<RoleClient>, tools: Vec<rmcp::model::Tool>) -> u64 {
+        if tools.len() > MAX_TOOLS {
+            tracing::warn!(
+                target: "fanfare::mcp",
+                server = %self.server,
+                "the server lists {} tools; only its first {MAX_TOOLS} are offered",
+                tools.len()
+            );
+        }
         let mut state = self.write();
         state.peer = Some(peer);
         state.tools = Arc::new(tools);
@@ -78,16 +101,28 @@ impl Link {
     /// the model sees them.
     fn listed(self: &Arc<Self>) -> Vec<(String, Arc<dyn Tool>)> {
         let tools = self.read().tools.clone();
-        (0..tools.len())
+        let mut taken = std::collections::HashSet::new();
+        (0..tools.len().min(MAX_TOOLS))
             .map(|index| {
                 let t = &tools[index];
+                // Two names the wires make one (`a.b`, `a_b`) are told apart.
+                let mut name = wire_name(&self.server, &t.name);
+                let mut n = 1;
+                while !taken.insert(name.clone()) {
+                    n += 1;
+                    let suffix = format!("_{n}");
+                    name = wire_name(&self.server, &t.name);
+                    name.truncate(64 - suffix.len());
+                    name.push_str(&suffix);
+                }
+                let description = t
+                    .description
+                    .as_deref()
+                    .or(t.title.as_deref())
+                    .unwrap_or("");
                 let tool = Arc::new(McpTool {
-                    wire_name: wire_name(&self.server, &t.name),
-                    description: t
-                        .description
-                        .as_deref()
-                        .or(t.title.as_deref())
-                        .unwrap_or("")
+                    wire_name: name,
+                    description: crate::agent::tools::builtin::cut_at(description, MAX_DESCRIPTION)
                         .to_owned(),
                     tools: tools.clone(),
                     index,

@@ -231,9 +231,45 @@ impl std::fmt::Display for McpServer {
                 );
                 write!(f, "{}={}", self.name, words.collect::<Vec<_>>().join(" "))
             }
-            McpTransport::Http { url } => write!(f, "{}={url}", self.name),
+            McpTransport::Http { url } => write!(f, "{}={}", self.name, shown_url(url)),
         }
     }
+}
+
+/// An MCP server's URL as it may be shown: without credentials, and its query's
+/// values hidden (`?token=…` is how many servers take a key).
+pub(crate) fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            let hidden: Vec<String> = u.query_pairs().map(|(k, _)| format!("{k}=…")).collect();
+            u.set_query(None);
+            if hidden.is_empty() {
+                u.to_string()
+            } else {
+                format!("{u}?{}", hidden.join("&"))
+            }
+        }
+        Err(_) => "(an MCP server URL that does not parse)".to_owned(),
+    }
+}
+
+/// `text` (an error from the HTTP stack, say) with `url`'s secrets hidden: the URL
+/// whole, its password and its query.
+pub(crate) fn scrub_url(text: &str, url: &str) -> String {
+    let shown = shown_url(url);
+    let mut text = text.replace(url, &shown);
+    if let Ok(u) = reqwest::Url::parse(url) {
+        text = text.replace(u.as_str(), &shown);
+        if let Some(query) = u.query().filter(|q| !q.is_empty()) {
+            text = text.replace(query, "…");
+        }
+        if let Some(password) = u.password().filter(|p| !p.is_empty()) {
+            text = text.replace(password, "…");
+        }
+    }
+    text
 }
 
 /// Whether `word` is a shell's `VAR=VALUE` assignment.

@@ -92,3 +92,46 @@ fn a_result_is_its_text_blocks_and_an_error_result_is_a_tool_error() {
         "no such file"
     );
 }
+
+#[test]
+fn an_http_servers_url_is_shown_without_its_credentials_or_query_values() {
+    let url = "http://user:hunter2@127.0.0.1:9/mcp?token=s3cret&team=a";
+    assert_eq!(shown_url(url), "http://127.0.0.1:9/mcp?token=…&team=…");
+    let server = McpServer::parse(&format!("web={url}")).unwrap();
+    assert!(!server.to_string().contains("s3cret"), "{server}");
+    let error = format!("error sending request for url ({url}): refused");
+    let scrubbed = scrub_url(&error, url);
+    assert!(
+        !scrubbed.contains("s3cret") && !scrubbed.contains("hunter2"),
+        "{scrubbed}"
+    );
+}
+
+fn listed_tool(name: &str) -> rmcp::model::Tool {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "description": "d".repeat(10_000),
+        "inputSchema": {"type": "object"},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn regression_two_tool_names_the_wires_make_one_are_told_apart_and_a_long_list_is_cut() {
+    use crate::agent::tools::ToolSource as _;
+    let link = Link::listing(
+        "h",
+        vec![listed_tool("a.b"), listed_tool("a_b"), listed_tool("a/b")],
+    );
+    let names: Vec<String> = link
+        .tools()
+        .iter()
+        .map(|(_, t)| t.name().to_owned())
+        .collect();
+    assert_eq!(names, ["h__a_b", "h__a_b_2", "h__a_b_3"]);
+    assert!(link.tools()[0].1.description().len() <= 4096);
+
+    let many = (0..1000).map(|i| listed_tool(&format!("t{i}"))).collect();
+    let link = Link::listing("h", many);
+    assert_eq!(link.tools().len(), link::MAX_TOOLS);
+}

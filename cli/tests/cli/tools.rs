@@ -1,0 +1,118 @@
+//! Tools from the flags and from a spec directory's `fanfare.toml`, as a user
+//! gives them.
+
+use super::fanfare;
+
+/// A scratch directory with `specs/reader.toml` (offering `tools`), and
+/// `docs/plan.txt`.
+fn project(tools: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("specs")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::write(dir.path().join("docs/plan.txt"), "Launch on March 3.").unwrap();
+    std::fs::write(
+        dir.path().join("specs/reader.toml"),
+        format!("name = \"reader\"\nprompt = \"You read the docs.\"\ntools = {tools}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_spec_directorys_fanfare_toml_offers_read_file_under_its_root_and_the_report_shows_the_call() {
+    let dir = project(r#"["read_file"]"#);
+    std::fs::write(
+        dir.path().join("specs/fanfare.toml"),
+        "[tools]\nread_file = \"../docs\"\n",
+    )
+    .unwrap();
+    let out = fanfare(
+        &[
+            "run",
+            "--agents",
+            "specs",
+            "--only",
+            "reader",
+            "When do we launch?",
+        ],
+        dir.path(),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tools: read_file under specs/../docs"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("⚙ read_file · turn 1"), "{stdout}");
+    // The simulated model lists the root (the tool's example path) and quotes it.
+    assert!(stdout.contains("The tool said: plan.txt"), "{stdout}");
+    // The config file is not taken for an agent spec.
+    assert!(!stderr.contains("fanfare.toml:"), "{stderr}");
+}
+
+#[test]
+fn a_spec_naming_a_tool_the_runtime_lacks_is_refused_before_anything_starts() {
+    let cases = [
+        (r#"["read_file"]"#, "needs a root: --read-root DIR"),
+        (r#"["http_get"]"#, "--http-allow HOST"),
+        (
+            r#"["fs.*"]"#,
+            "names the MCP server `fs`, which is not given",
+        ),
+        (r#"["search"]"#, "neither built in (read_file, http_get)"),
+    ];
+    for (tools, says) in cases {
+        let dir = project(tools);
+        let out = fanfare(
+            &["run", "--agents", "specs", "--only", "reader", "x"],
+            dir.path(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{tools}");
+        assert!(
+            stderr.contains("agent `reader` (specs/reader.toml): its `tools`")
+                && stderr.contains(says),
+            "{tools}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_fanfare_toml_is_named_and_an_mcp_server_given_twice_is_refused() {
+    let dir = project(r#"["read_file"]"#);
+    std::fs::write(
+        dir.path().join("specs/fanfare.toml"),
+        "[tools]\nread_files = 1\n",
+    )
+    .unwrap();
+    let out = fanfare(
+        &["run", "--agents", "specs", "--only", "reader", "x"],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("specs/fanfare.toml is not a valid spec-directory config")
+            && stderr.contains("read_files"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("specs/fanfare.toml"),
+        "[mcp]\nfs = \"npx -y @modelcontextprotocol/server-filesystem ../docs\"\n",
+    )
+    .unwrap();
+    let out = fanfare(
+        &[
+            "run", "--agents", "specs", "--only", "reader", "--mcp", "fs=true", "x",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MCP server `fs` is given twice: by --mcp and in specs/fanfare.toml"),
+        "{stderr}"
+    );
+}
