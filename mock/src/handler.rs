@@ -152,10 +152,21 @@ async fn handle(shared: Arc<Shared>, wire: Wire, headers: HeaderMap, body: Body)
         guard.cut(false);
         return wire::cut_off();
     }
-    let text = match &parsed.schema {
+    let text = match (&parsed.schema, &parsed.call, &parsed.tool_said) {
         // A structured request gets an answer of the asked shape.
-        Some((_, schema)) => wire::example(schema, &parsed.prompt).to_string(),
-        None => wire::reply_text(&parsed.prompt, parsed.max_tokens),
+        (Some((_, schema)), _, _) => wire::example(schema, &parsed.prompt).to_string(),
+        // Tools offered and none called yet: a call of one, its arguments of its
+        // input's shape.
+        (None, Some((_, schema)), _) => wire::arguments(schema, &parsed.prompt).to_string(),
+        // After a tool answered, the answer quotes it.
+        (None, None, Some(said)) => {
+            let quoted: String = said.chars().take(200).collect();
+            format!(
+                "{}\n\nThe tool said: {quoted}",
+                wire::reply_text(&parsed.prompt, parsed.max_tokens)
+            )
+        }
+        (None, None, None) => wire::reply_text(&parsed.prompt, parsed.max_tokens),
     };
     if parsed.stream {
         let cut = unit(mix(key, 7)) < config.midstream_close_rate;

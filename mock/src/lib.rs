@@ -3,7 +3,10 @@
 //! latency, errors, 429s, hangs and garbage. Tests, examples and benchmarks use it.
 //!
 //! Text is deterministic (a function of the prompt); usage is realistic (about four
-//! tokens per three words). `GET /stats` reports requests, in-flight and peak
+//! tokens per three words). A request that offers tools gets a call of one (the one
+//! `tool_choice` names, else the first), with arguments of its input schema's shape
+//! (its required properties; a `default` or example where the schema gives one); a
+//! request carrying a tool's result gets an answer that quotes it. `GET /stats` reports requests, in-flight and peak
 //! in-flight counts, responses by status, and requests the client abandoned.
 //!
 //! [`serve`] takes its listener and a shutdown future, so tests bind `127.0.0.1:0`

@@ -120,6 +120,13 @@ pub(crate) struct Parsed {
     /// A structured request's schema, with its name: OpenAI's
     /// `response_format.json_schema`, or Anthropic's forced tool.
     pub(crate) schema: Option<(String, Value)>,
+    /// The tool to call, with its input schema: tools are offered (not to shape the
+    /// answer) and none has answered yet. The first offered, or the one
+    /// `tool_choice` names.
+    pub(crate) call: Option<(String, Value)>,
+    /// What the last tool answered, when the request carries tool results: the
+    /// answer quotes it.
+    pub(crate) tool_said: Option<String>,
     pub(crate) model: String,
     pub(crate) max_tokens: u64,
     pub(crate) stream: bool,
@@ -184,10 +191,17 @@ pub(crate) fn parse(wire: Wire, body: &str) -> Result<Parsed, String> {
                 Some((name.to_owned(), tool.get("input_schema")?.clone()))
             }),
     };
+    let tool_said = last_tool_result(wire, messages);
+    let call = match (&schema, &tool_said) {
+        (None, None) => tool_to_call(wire, &v),
+        _ => None,
+    };
     let input_tokens =
         estimate_tokens(&system) + all.iter().map(|t| estimate_tokens(t)).sum::<u64>() + 3;
     Ok(Parsed {
         schema,
+        call,
+        tool_said,
         model,
         max_tokens,
         stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
@@ -200,14 +214,87 @@ pub(crate) fn parse(wire: Wire, body: &str) -> Result<Parsed, String> {
     })
 }
 
-/// A value of the shape `schema` describes (its `enum`'s first value, every property
-/// of an object, one item of an array), with strings drawn from `seed`'s words.
+/// The tool a request offering tools gets called: the one `tool_choice` names, else
+/// the first offered; none when `tool_choice` is `none` (or Anthropic's forced
+/// tool, which shapes an answer instead).
+fn tool_to_call(wire: Wire, v: &Value) -> Option<(String, Value)> {
+    let tools = v.get("tools").and_then(Value::as_array)?;
+    let (named, schema_at) = match wire {
+        Wire::Anthropic => (v.pointer("/tool_choice/name"), "/input_schema"),
+        Wire::OpenAi => (
+            v.pointer("/tool_choice/function/name"),
+            "/function/parameters",
+        ),
+    };
+    let choice = v
+        .pointer("/tool_choice/type")
+        .or_else(|| v.get("tool_choice"))
+        .and_then(Value::as_str);
+    if choice == Some("none") {
+        return None;
+    }
+    let name_at = match wire {
+        Wire::Anthropic => "/name",
+        Wire::OpenAi => "/function/name",
+    };
+    let tool = match named.and_then(Value::as_str) {
+        Some(name) => tools
+            .iter()
+            .find(|t| t.pointer(name_at).and_then(Value::as_str) == Some(name))?,
+        None => tools.first()?,
+    };
+    let name = tool.pointer(name_at).and_then(Value::as_str)?.to_owned();
+    let schema = tool
+        .pointer(schema_at)
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    Some((name, schema))
+}
+
+/// The text of the last tool result among `messages`, if any.
+fn last_tool_result(wire: Wire, messages: &[Value]) -> Option<String> {
+    messages.iter().rev().find_map(|m| match wire {
+        Wire::Anthropic => m
+            .get("content")
+            .and_then(Value::as_array)?
+            .iter()
+            .rev()
+            .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .map(|b| content_text(b.get("content").unwrap_or(&Value::Null))),
+        Wire::OpenAi => (m.get("role").and_then(Value::as_str) == Some("tool"))
+            .then(|| content_text(m.get("content").unwrap_or(&Value::Null))),
+    })
+}
+
+/// A tool call's arguments: a value of its input schema's shape, with only the
+/// properties it requires.
+pub(crate) fn arguments(schema: &Value, seed: &str) -> Value {
+    let mut schema = schema.clone();
+    let required: Vec<String> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.retain(|name, _| required.contains(name));
+    }
+    example(&schema, seed)
+}
+
+/// A value of the shape `schema` describes (its `default` or first example where it
+/// gives one, its `enum`'s first value, every property of an object, one item of an
+/// array), with strings drawn from `seed`'s words.
 pub(crate) fn example(schema: &Value, seed: &str) -> Value {
     fn go(schema: &Value, h: u64, depth: u32) -> Value {
         if let Some(first) = schema
-            .get("enum")
-            .and_then(Value::as_array)
-            .and_then(|e| e.first())
+            .get("default")
+            .or_else(|| schema.pointer("/examples/0"))
+            .or_else(|| schema.pointer("/enum/0"))
         {
             return first.clone();
         }
@@ -247,8 +334,12 @@ pub(crate) fn example(schema: &Value, seed: &str) -> Value {
 pub(crate) fn answer(wire: Wire, parsed: &Parsed, text: &str, n: u64) -> Value {
     let output_tokens = estimate_tokens(text);
     match wire {
-        Wire::Anthropic if parsed.schema.is_some() => {
-            let name = parsed.schema.as_ref().map(|(n, _)| n.as_str());
+        Wire::Anthropic if parsed.schema.is_some() || parsed.call.is_some() => {
+            let name = parsed
+                .schema
+                .as_ref()
+                .or(parsed.call.as_ref())
+                .map(|(n, _)| n.as_str());
             let input: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             json!({
                 "id": format!("msg_mock_{n}"), "type": "message", "role": "assistant", "model": parsed.model,
@@ -264,6 +355,18 @@ pub(crate) fn answer(wire: Wire, parsed: &Parsed, text: &str, n: u64) -> Value {
             "usage": {"input_tokens": parsed.input_tokens, "output_tokens": output_tokens,
                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         }),
+        Wire::OpenAi if parsed.call.is_some() => {
+            let name = parsed.call.as_ref().map(|(n, _)| n.as_str());
+            json!({
+                "id": format!("chatcmpl-mock-{n}"), "object": "chat.completion", "created": unix_now(),
+                "model": parsed.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": format!("call_mock_{n}"), "type": "function", "function": {"name": name, "arguments": text}}
+                ]}, "logprobs": null, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": parsed.input_tokens, "completion_tokens": output_tokens,
+                          "total_tokens": parsed.input_tokens + output_tokens}
+            })
+        }
         Wire::OpenAi => json!({
             "id": format!("chatcmpl-mock-{n}"), "object": "chat.completion", "created": unix_now(),
             "model": parsed.model,
@@ -313,7 +416,11 @@ pub(crate) fn stream(
                 "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": p.model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": p.input_tokens, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})));
-            let tool = p.schema.as_ref().map(|(name, _)| name.clone());
+            let tool = p
+                .schema
+                .as_ref()
+                .or(p.call.as_ref())
+                .map(|(name, _)| name.clone());
             let block = match &tool {
                 Some(name) => {
                     json!({"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": {}})
@@ -353,14 +460,40 @@ pub(crate) fn stream(
                 json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": p.model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
             };
-            events.push(data(
-                None,
-                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            ));
-            for c in &chunks {
-                events.push(data(None, chunk(json!({"content": c}), Value::Null)));
+            match &p.call {
+                // A tool call: its name first, then its arguments in pieces.
+                Some((name, _)) => {
+                    events.push(data(
+                        None,
+                        chunk(
+                            json!({"role": "assistant", "content": null, "tool_calls": [
+                                {"index": 0, "id": format!("call_{id}"), "type": "function",
+                                 "function": {"name": name, "arguments": ""}}]}),
+                            Value::Null,
+                        ),
+                    ));
+                    for c in &chunks {
+                        events.push(data(
+                            None,
+                            chunk(
+                                json!({"tool_calls": [{"index": 0, "function": {"arguments": c}}]}),
+                                Value::Null,
+                            ),
+                        ));
+                    }
+                    events.push(data(None, chunk(json!({}), json!("tool_calls"))));
+                }
+                None => {
+                    events.push(data(
+                        None,
+                        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                    ));
+                    for c in &chunks {
+                        events.push(data(None, chunk(json!({"content": c}), Value::Null)));
+                    }
+                    events.push(data(None, chunk(json!({}), json!("stop"))));
+                }
             }
-            events.push(data(None, chunk(json!({}), json!("stop"))));
             if p.include_usage {
                 events.push(data(None, json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion.chunk", "created": created, "model": p.model, "choices": [],
                     "usage": {"prompt_tokens": p.input_tokens, "completion_tokens": output_tokens, "total_tokens": p.input_tokens + output_tokens}})));

@@ -107,3 +107,55 @@ async fn each_tool_call_is_an_event_as_it_happens_and_a_line_of_the_report() {
     assert!(text.contains("⚙ add · turn 1"), "{text}");
     assert!(text.contains("failed: the arguments do not fit"), "{text}");
 }
+
+/// A runtime on `provider` with the `add` tool and a `calc` agent offered it.
+async fn calculator_on(provider: Arc<dyn fanfare::Provider>) -> Fanfare {
+    let mut calc = AgentSpec::new("calc", "You add numbers with the add tool.");
+    calc.tools = vec!["add".into()];
+    Fanfare::builder(provider)
+        .tool(tool(
+            "add",
+            "Adds two numbers.",
+            |_ctx, i: Add| async move { Ok::<_, ToolError>((i.a + i.b).to_string()) },
+        ))
+        .agent(calc)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn mock_llm_calls_an_offered_tool_and_quotes_its_result_on_both_wires_plain_and_streamed() {
+    use crate::providers::{anthropic, fast, openai};
+    let mock = fanfare_mock::MockServer::start(fast()).await.unwrap();
+    for (wire, stream) in [
+        ("anthropic", false),
+        ("anthropic", true),
+        ("openai", false),
+        ("openai", true),
+    ] {
+        let stack = fanfare::provider::Stack::new().stream(stream);
+        let (provider, _) = match wire {
+            "anthropic" => stack.build(anthropic(&mock.url(), "k")),
+            _ => stack.build(openai(&mock.url(), None)),
+        };
+        let fanfare = calculator_on(provider).await;
+        let request = RunRequest::fan_out("What is 2 + 3?", ["calc"]);
+        let report = fanfare.run(request).await.unwrap();
+        fanfare.shutdown().await;
+        let case = format!("{wire}, streamed {stream}");
+        assert!(report.status.is_success(), "{case}: {}", report.render());
+        let out = report.branches[0].outcome.output().unwrap();
+        assert_eq!(
+            (out.tool_calls, out.tool_errors),
+            (1, 0),
+            "{case}: {:?}",
+            out.tool_log
+        );
+        assert_eq!(out.attempts, 2, "{case}: two turns");
+        // The mock's arguments are numbers of the schema's shape; the tool's sum is
+        // quoted in the answer.
+        assert!(out.text.contains("The tool said: "), "{case}: {}", out.text);
+    }
+    mock.stop().await;
+}
