@@ -88,6 +88,15 @@ pub struct Task {
     /// ([`structured::check`](crate::agent::structured::check)).
     #[serde(default)]
     pub schema: Option<std::sync::Arc<crate::provider::OutputSchema>>,
+    /// Where the branch's tool turns are kept as they happen, when its run keeps
+    /// them ([`tools::durable`](crate::agent::tools::durable)). Local to this
+    /// process.
+    #[serde(skip)]
+    pub tool_journal: Option<crate::agent::tools::ToolKeeper>,
+    /// The branch's tool turns kept by an earlier attempt at its run: a tool loop
+    /// answers them from here instead of asking again. Local to this process.
+    #[serde(skip)]
+    pub replay: std::sync::Arc<[crate::agent::tools::ToolTurn]>,
     /// The tokens the run's budget reserved for this branch, when the run has a
     /// budget: an agent that makes several model calls (a tool loop) does not send
     /// one that could take it past them.
@@ -153,6 +162,8 @@ pub(crate) fn test_task(input: &str) -> Task {
         templated: false,
         schema: None,
         allowance: None,
+        tool_journal: None,
+        replay: std::sync::Arc::new([]),
         deadline: None,
         deltas: None,
     }

@@ -26,6 +26,7 @@ use super::record::SubRun;
 use super::request::Reuse;
 use super::step::{Action, Step, SubWorkflow};
 use super::stream;
+use crate::agent::tools::{Replay, ToolKeeper};
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable};
 use crate::supervision::Roster;
@@ -60,6 +61,10 @@ pub(crate) struct Schedule<'a> {
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// The most items a map may fan out to.
     pub max_items: Option<usize>,
+    /// Where tool loops keep their turns.
+    pub tool_journal: Option<&'a ToolKeeper>,
+    /// Tool turns kept by an earlier attempt at this run.
+    pub replay: &'a [Replay],
 }
 
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).
@@ -191,6 +196,8 @@ impl Driver<'_, '_> {
             templated,
             schema: step.schema.clone(),
             allowance: None,
+            tool_journal: None,
+            replay: std::sync::Arc::new([]),
             deadline: None,
             deltas: None,
         })
@@ -457,6 +464,14 @@ fn dispatch(
             // A hair before the branch deadline, so that a model call cut by it
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
+            task.tool_journal = s.tool_journal.cloned();
+            if let Some(kept) = s
+                .replay
+                .iter()
+                .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
+            {
+                task.replay = kept.turns.clone().into();
+            }
             // Under a budget, what was reserved for it bounds its later calls.
             if let Some(budget) = s.budget.filter(Budget::caps) {
                 task.allowance = Some(driver.estimate(budget, index, item, upstream).tokens);

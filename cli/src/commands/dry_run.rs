@@ -67,6 +67,8 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
         templated: true,
         schema: None,
         allowance: None,
+        tool_journal: None,
+        replay: std::sync::Arc::new([]),
         deadline: None,
         deltas: None,
     };

@@ -37,7 +37,7 @@ impl Agent for AgentSpec {
     fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send {
         // The request is made before the future, which then holds it and not the task
         // as well (this future is boxed for every branch).
-        let (branch, allowance) = (task.branch, task.allowance);
+        let governed = crate::agent::tools::Governed::of(&task);
         let (request, schema) = self.request(task);
         async move {
             match schema {
@@ -48,8 +48,7 @@ impl Agent for AgentSpec {
                         request,
                         &self.tools,
                         self.max_turns,
-                        branch,
-                        allowance,
+                        governed,
                     ))
                     .await
                 }

@@ -8,8 +8,8 @@ use futures::FutureExt as _;
 
 use std::sync::Arc;
 
-use super::{listed, Tool, ToolContext, ToolUse};
-use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply, BranchId};
+use super::{listed, Tool, ToolContext, ToolKeeper, ToolTurn, ToolUse};
+use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply, BranchId, Task};
 use crate::provider::{CompletionRequest, Delta, Message, ToolCall, ToolResult, ToolSpec, Usage};
 
 /// The most bytes of a tool's answer sent back to the model (the rest is cut, and
@@ -24,6 +24,42 @@ pub(crate) const MAX_CALLS_PER_TURN: usize = 32;
 /// next request of megabytes for nothing.
 pub(crate) const MAX_ASKED_PER_TURN: usize = 256;
 
+/// What a branch's task gives its tool loop beside the request.
+#[derive(Clone, Debug)]
+pub(crate) struct Governed {
+    /// The branch.
+    pub(crate) branch: BranchId,
+    /// What the run's budget reserved for it, under a budget.
+    pub(crate) allowance: Option<u64>,
+    /// Where its turns are kept, when its run keeps them.
+    pub(crate) journal: Option<ToolKeeper>,
+    /// Its turns kept by an earlier attempt at the run.
+    pub(crate) replay: Arc<[ToolTurn]>,
+}
+
+impl Governed {
+    /// What `task` gives.
+    pub(crate) fn of(task: &Task) -> Self {
+        Self {
+            branch: task.branch,
+            allowance: task.allowance,
+            journal: task.tool_journal.clone(),
+            replay: task.replay.clone(),
+        }
+    }
+
+    /// A branch with no budget, journal or earlier turns.
+    #[cfg(test)]
+    pub(crate) fn plain(branch: BranchId) -> Self {
+        Self {
+            branch,
+            allowance: None,
+            journal: None,
+            replay: Arc::new([]),
+        }
+    }
+}
+
 /// Answers `request` with the tools `names` of the runtime's toolbox offered; see
 /// the module docs. The output counts every turn's tokens and attempts, and the
 /// tool calls made and failed.
@@ -32,15 +68,10 @@ pub(crate) async fn converse(
     request: CompletionRequest,
     names: &[String],
     max_turns: u32,
-    branch: BranchId,
-    allowance: Option<u64>,
+    governed: Governed,
 ) -> AgentReply {
     let mut spent = Spent::default();
-    match turns(
-        ctx, request, names, max_turns, branch, allowance, &mut spent,
-    )
-    .await
-    {
+    match turns(ctx, request, names, max_turns, &governed, &mut spent).await {
         Ok(out) => Ok(out),
         // Nothing answered yet, or a call cut by the branch's deadline (the branch
         // times out, keeping its whole reservation): the error as it is.
@@ -69,8 +100,7 @@ async fn turns(
     mut request: CompletionRequest,
     names: &[String],
     max_turns: u32,
-    branch: BranchId,
-    allowance: Option<u64>,
+    governed: &Governed,
     spent: &mut Spent,
 ) -> AgentReply {
     let resolve = || {
@@ -78,6 +108,7 @@ async fn turns(
             .resolve(names)
             .map_err(|reason| AgentError::Rejected { reason })
     };
+    let branch = governed.branch;
     let mut offered = resolve()?;
     let (mut wasted, mut rate_limited) = (0u32, 0u32);
     let (mut calls, mut failed) = (0u32, 0u32);
@@ -92,7 +123,9 @@ async fn turns(
             .map(|t| spec_of(t.as_ref()))
             .collect::<Vec<_>>()
             .into();
-        if let Some(allowance) = allowance {
+        // A turn kept by an earlier attempt at the run is answered from there.
+        let kept = governed.replay.get(turn as usize - 1);
+        if let (Some(allowance), None) = (governed.allowance, kept) {
             // Each turn is covered before it is sent: what the run's budget
             // reserved for this branch, less what its turns used.
             let next = request
@@ -107,7 +140,10 @@ async fn turns(
                 });
             }
         }
-        let answer = ctx.provider.complete(request.clone()).await?;
+        let answer = match kept {
+            Some(kept) => kept.answer(),
+            None => ctx.provider.complete(request.clone()).await?,
+        };
         spent.usage += answer.usage;
         spent.attempts += answer.attempts;
         let (usage, attempts) = (spent.usage, spent.attempts);
@@ -146,8 +182,26 @@ async fn turns(
             });
         }
         let (running, skipped) = answer.tool_calls.split_at(asked.min(MAX_CALLS_PER_TURN));
+        if let Some(kept) = kept {
+            not_repeated(kept, running, &offered)?;
+        } else if let Some(journal) = &governed.journal {
+            let asked = ToolTurn {
+                turn,
+                model: answer.model.clone(),
+                text: answer.text.clone(),
+                calls: answer.tool_calls.clone(),
+                usage: answer.usage,
+                attempts: answer.attempts,
+                results: Vec::new(),
+            };
+            journal
+                .journal()
+                .asked(branch, asked)
+                .await
+                .map_err(unkept)?;
+        }
         let sink = request.deltas.clone();
-        let results = futures::future::join_all(running.iter().map(|call| {
+        let ran = futures::future::join_all(running.iter().map(|call| {
             let context = ToolContext {
                 branch,
                 agent: request.agent.clone(),
@@ -156,7 +210,21 @@ async fn turns(
             };
             let sink = sink.clone();
             let offered = &offered;
+            let earlier = kept.and_then(|k| k.result(&call.id)).cloned();
             async move {
+                if let Some(result) = earlier {
+                    // It ended before the run was interrupted: not run again.
+                    let used = ToolUse {
+                        turn,
+                        tool: call.name.clone(),
+                        input_digest: ToolUse::digest(&call.input),
+                        took_ms: 0,
+                        bytes: result.content.len(),
+                        error: result.is_error.then(|| result.content.clone()),
+                        kept: true,
+                    };
+                    return (result, used, Ok(()));
+                }
                 let tell = |delta| {
                     if let Some(sink) = &sink {
                         sink.send(delta);
@@ -170,6 +238,16 @@ async fn turns(
                 let result = run_call(offered, call, context).await;
                 let took = started.elapsed();
                 let error = result.is_error.then(|| result.content.clone());
+                // Kept before anyone is told it ended.
+                let stored = match &governed.journal {
+                    Some(journal) => {
+                        journal
+                            .journal()
+                            .answered(branch, turn, result.clone())
+                            .await
+                    }
+                    None => Ok(()),
+                };
                 tell(Delta::ToolFinished {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
@@ -183,13 +261,18 @@ async fn turns(
                     took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
                     bytes: result.content.len(),
                     error,
+                    kept: false,
                 };
-                (result, used)
+                (result, used, stored)
             }
         }))
         .await;
-        let (mut results, used): (Vec<ToolResult>, Vec<ToolUse>) = results.into_iter().unzip();
-        log.extend(used);
+        let mut results = Vec::with_capacity(asked);
+        for (result, used, stored) in ran {
+            stored.map_err(unkept)?;
+            results.push(result);
+            log.push(used);
+        }
         results.extend(skipped.iter().map(|call| ToolResult {
             call_id: call.id.clone(),
             content: format!(
@@ -205,6 +288,40 @@ async fn turns(
         request.messages.push(Message::results(results));
     }
     unreachable!("the last turn returns")
+}
+
+/// A branch whose turn could not be kept fails: a call not kept could be run twice.
+fn unkept(why: String) -> AgentError {
+    AgentError::Rejected {
+        reason: format!("the tool turn could not be kept in the run's journal: {why}"),
+    }
+}
+
+/// Refuses to run again, after a restart, a call of `kept` that was in flight
+/// (no result kept) unless its tool is idempotent.
+fn not_repeated(
+    kept: &ToolTurn,
+    running: &[ToolCall],
+    offered: &[Arc<dyn Tool>],
+) -> Result<(), AgentError> {
+    for call in running {
+        if kept.result(&call.id).is_some() {
+            continue;
+        }
+        let idempotent = offered
+            .iter()
+            .find(|t| t.name() == call.name)
+            .is_some_and(|t| t.is_idempotent());
+        if !idempotent {
+            return Err(AgentError::Rejected {
+                reason: format!(
+                    "the call `{}` of the tool `{}` (turn {}) was in flight when the run was interrupted, and the tool does not declare itself idempotent: it is not run again (what it did, if anything, is not known)",
+                    call.id, call.name, kept.turn
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the model is told of `tool`.

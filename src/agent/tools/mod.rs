@@ -29,12 +29,14 @@
 
 pub mod builtin;
 mod converse;
+pub mod durable;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 
-pub(crate) use converse::converse;
+pub(crate) use converse::{converse, Governed};
 #[cfg(test)]
 use converse::{MAX_ASKED_PER_TURN, MAX_CALLS_PER_TURN};
+pub use durable::{Replay, ToolJournal, ToolKeeper, ToolTurn};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -93,6 +95,10 @@ pub struct ToolUse {
     /// Why it failed, if it did (what the model was told).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its result was kept by an earlier attempt at the run (interrupted): it was
+    /// not run again ([`durable`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 impl ToolUse {
@@ -126,6 +132,14 @@ pub trait Tool: Send + Sync + 'static {
     fn description(&self) -> &str;
     /// The JSON schema of its input (an object).
     fn input_schema(&self) -> serde_json::Value;
+    /// Whether a call may be run again with the same input and do no more than
+    /// once (a read, or a write keyed by [`ToolContext::idempotency_key`]): a call
+    /// in flight when a run was interrupted is run again at its resume only then
+    /// ([`durable`]). Default: not.
+    fn is_idempotent(&self) -> bool {
+        false
+    }
+
     /// Runs one call with `input`, already checked against the schema; answers
     /// text for the model.
     fn call(
@@ -148,6 +162,7 @@ where
         name: name.to_owned(),
         description: description.to_owned(),
         schema,
+        idempotent: false,
         f,
         input: PhantomData,
     }
@@ -158,8 +173,17 @@ pub struct TypedTool<I, F> {
     name: String,
     description: String,
     schema: serde_json::Value,
+    idempotent: bool,
     f: F,
     input: PhantomData<fn(I)>,
+}
+
+impl<I, F> TypedTool<I, F> {
+    /// Declares its calls idempotent ([`Tool::is_idempotent`]).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
 }
 
 impl<I, F, Fut> Tool for TypedTool<I, F>
@@ -178,6 +202,10 @@ where
 
     fn input_schema(&self) -> serde_json::Value {
         self.schema.clone()
+    }
+
+    fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     fn call(

@@ -108,7 +108,7 @@ async fn calls_run_in_parallel_their_failures_go_back_as_errors_and_the_answer_c
     let ctx = context(&script, vec![Arc::new(add()), Arc::new(boom())]);
     let request = CompletionRequest::new("calc", "You add.", "2 + 3?");
     let names = vec!["add".to_owned(), "boom".to_owned()];
-    let out = converse(&ctx, request, &names, 4, branch(), None)
+    let out = converse(&ctx, request, &names, 4, Governed::plain(branch()))
         .await
         .unwrap();
     // The second turn answered (the scripted default), with every turn counted.
@@ -149,7 +149,7 @@ async fn a_model_that_keeps_calling_tools_ends_at_max_turns_and_an_unknown_tool_
     let ctx = context(&script, vec![Arc::new(add())]);
     let request = CompletionRequest::new("calc", "You add.", "Go on.");
     let names = vec!["add".to_owned()];
-    let e = converse(&ctx, request.clone(), &names, 3, branch(), None)
+    let e = converse(&ctx, request.clone(), &names, 3, Governed::plain(branch()))
         .await
         .unwrap_err();
     // What its three answered turns used is counted (it was paid for).
@@ -166,9 +166,15 @@ async fn a_model_that_keeps_calling_tools_ends_at_max_turns_and_an_unknown_tool_
         "{e}"
     );
     assert_eq!((usage.total(), *attempts), (45, 3));
-    let missing = converse(&ctx, request, &["search".to_owned()], 3, branch(), None)
-        .await
-        .unwrap_err();
+    let missing = converse(
+        &ctx,
+        request,
+        &["search".to_owned()],
+        3,
+        Governed::plain(branch()),
+    )
+    .await
+    .unwrap_err();
     assert!(missing.to_string().contains("`search`"), "{missing}");
 }
 
@@ -187,9 +193,18 @@ async fn regression_a_tool_loop_does_not_send_a_turn_past_what_the_budget_reserv
     request.max_tokens = 100;
     let names = vec!["add".to_owned()];
     // Room for the first turn and not a second of up to 100 tokens out.
-    let e = converse(&ctx, request, &names, 4, branch(), Some(90))
-        .await
-        .unwrap_err();
+    let e = converse(
+        &ctx,
+        request,
+        &names,
+        4,
+        Governed {
+            allowance: Some(90),
+            ..Governed::plain(branch())
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(script.requests().len(), 1, "the second turn was sent");
     let AgentError::Spent { cause, usage, .. } = &e else {
         panic!("{e}");
@@ -215,7 +230,7 @@ async fn a_turn_runs_at_most_32_calls_answers_the_rest_as_not_run_and_fails_past
     let ctx = context(&script, vec![Arc::new(add())]);
     let request = CompletionRequest::new("calc", "You add.", "Go on.");
     let names = vec!["add".to_owned()];
-    let out = converse(&ctx, request.clone(), &names, 4, branch(), None)
+    let out = converse(&ctx, request.clone(), &names, 4, Governed::plain(branch()))
         .await
         .unwrap();
     assert_eq!(out.tool_log.len(), MAX_CALLS_PER_TURN);
@@ -230,7 +245,7 @@ async fn a_turn_runs_at_most_32_calls_answers_the_rest_as_not_run_and_fails_past
     let script = Scripted::new();
     script.push_completion(calling(many(MAX_ASKED_PER_TURN + 1)));
     let ctx = context(&script, vec![Arc::new(add())]);
-    let e = converse(&ctx, request, &names, 4, branch(), None)
+    let e = converse(&ctx, request, &names, 4, Governed::plain(branch()))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("257 tool calls in one turn"), "{e}");

@@ -378,6 +378,8 @@ async fn execute_run<B>(
             nested: Some(&nested),
             stop: stop.clone(),
             max_items: request.max_items,
+            tool_journal: request.tool_journal.as_ref(),
+            replay: &request.replay,
         },
         defer,
     );

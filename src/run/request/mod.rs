@@ -19,6 +19,7 @@ use super::budget::Budget;
 use super::policy::Policy;
 use super::step::{Step, SubWorkflow};
 use super::synthesis::MergeStrategy;
+use crate::agent::tools::{Replay, ToolKeeper};
 use crate::agent::AgentOutput;
 
 /// What to run.
@@ -61,6 +62,13 @@ pub struct RunRequest {
     /// an upstream answer gets its width from a model, which a task can steer: past
     /// this it fails, saying so, before any item is called.
     pub max_items: Option<usize>,
+    /// Where its branches' tool loops keep their turns as they happen (see
+    /// [`crate::agent::tools::durable`]); `None`: nowhere.
+    pub tool_journal: Option<ToolKeeper>,
+    /// Tool turns its branches kept in an earlier attempt at this run: a branch
+    /// started again answers them from here (see
+    /// [`crate::agent::tools::durable`]).
+    pub replay: Vec<Replay>,
 }
 
 /// One branch's output from an earlier attempt at the same run (see
@@ -117,6 +125,8 @@ impl RunRequest {
             reuse: Vec::new(),
             cache_warm: false,
             max_items: None,
+            tool_journal: None,
+            replay: Vec::new(),
         }
     }
 
@@ -171,6 +181,18 @@ impl RunRequest {
         self
     }
 
+    /// Keeps its branches' tool turns in `journal` (see the field).
+    pub fn tool_journal(mut self, journal: ToolKeeper) -> Self {
+        self.tool_journal = Some(journal);
+        self
+    }
+
+    /// Answers its branches' tool turns kept earlier from `turns` (see the field).
+    pub fn replay(mut self, turns: impl IntoIterator<Item = Replay>) -> Self {
+        self.replay = turns.into_iter().collect();
+        self
+    }
+
     /// Warms the prompt cache with the first branch before the others (see the field).
     pub fn cache_warm(mut self, on: bool) -> Self {
         self.cache_warm = on;
@@ -199,6 +221,8 @@ impl RunRequest {
             reuse: Vec::new(),
             cache_warm: flow.cache_warm,
             max_items: None,
+            tool_journal: None,
+            replay: Vec::new(),
         }
     }
 

@@ -213,6 +213,8 @@ mod tests {
                 templated: false,
                 schema: None,
                 allowance: None,
+                tool_journal: None,
+                replay: std::sync::Arc::new([]),
                 deadline: None,
                 deltas: None,
             };

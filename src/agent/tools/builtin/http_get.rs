@@ -201,6 +201,10 @@ Only some hosts may be fetched; the error names them."
         self.schema.clone()
     }
 
+    fn is_idempotent(&self) -> bool {
+        true
+    }
+
     fn call(
         &self,
         _ctx: ToolContext,

@@ -71,6 +71,10 @@ Paths are relative to that folder. A long file is shown a page at a time: ask ag
         self.schema.clone()
     }
 
+    fn is_idempotent(&self) -> bool {
+        true
+    }
+
     fn call(
         &self,
         _ctx: ToolContext,

@@ -185,6 +185,14 @@ impl Tool for McpTool {
         serde_json::Value::Object((*self.tools[self.index].input_schema).clone())
     }
 
+    /// As the server's annotations say: read-only, or idempotent.
+    fn is_idempotent(&self) -> bool {
+        self.tools[self.index]
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+    }
+
     fn call(
         &self,
         _ctx: ToolContext,
