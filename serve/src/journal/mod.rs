@@ -366,7 +366,8 @@ impl Journal {
 
     /// Up to `limit` events of `run` after `seq`, in order, and no more than
     /// `max_bytes` of their data (but always the first one): what one reader may
-    /// hold at once.
+    /// hold at once. Not the `kept_` events (tool turns kept for a resume): those
+    /// are the server's, not a client's.
     pub async fn events_after(
         &self,
         run: i64,
@@ -376,7 +377,8 @@ impl Journal {
     ) -> Result<Vec<EventRow>, JournalError> {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 AND seq > ?2 \
+                 AND substr(kind, 1, 5) != 'kept_' ORDER BY seq LIMIT ?3",
             )?;
             let mut out = Vec::new();
             let mut bytes = 0;

@@ -66,6 +66,12 @@ impl Runs {
         })
         .await;
         self.bump();
+        // Its tool loops' turns are kept as they happen, for a resume.
+        let request =
+            request.tool_journal(fanfare::agent::tools::ToolKeeper::new(super::kept::Kept {
+                journal: self.journal.clone(),
+                run: id,
+            }));
         let mut handle: RunHandle = self.fanfare.start_run(request);
         let mut starts: HashMap<(u32, Option<u32>), Duration> = HashMap::new();
         let stopped = loop {

@@ -12,6 +12,7 @@
 
 mod drive;
 mod errors;
+mod kept;
 mod repair;
 mod submit;
 

@@ -131,7 +131,8 @@ impl Runs {
                 let reuse = self
                     .chain_outputs(id, &row, &r, Reused::BeforeResume)
                     .await?;
-                r.reuse(reuse)
+                let replay = super::kept::replay(&self.journal, id).await?;
+                r.reuse(reuse).replay(replay)
             }
             Err(e) => {
                 let why =

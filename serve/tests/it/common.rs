@@ -201,6 +201,14 @@ pub async fn start(db: &Path, o: Options) -> Running {
         .start()
         .await
         .unwrap();
+    let mut running = start_on(db, o, fanfare).await;
+    running.fast = fast;
+    running.slow = slow;
+    running
+}
+
+/// A server on `fanfare` (its agents as they are), on the journal `db`.
+pub async fn start_on(db: &Path, o: Options, fanfare: Fanfare) -> Running {
     let catalog = Catalog {
         workflows: vec![pair_workflow(db), chain_workflow(db), map_workflow(db)],
         agents: fanfare.agents(),
@@ -234,8 +242,8 @@ pub async fn start(db: &Path, o: Options) -> Running {
         journal,
         stop: Some(stop),
         task,
-        fast,
-        slow,
+        fast: Calls::default(),
+        slow: Calls::default(),
     }
 }
 

@@ -14,3 +14,4 @@ mod page;
 mod repair;
 mod shutdown;
 mod streams;
+mod tools;

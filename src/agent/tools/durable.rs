@@ -57,7 +57,7 @@ impl ToolTurn {
     }
 
     /// The kept result of call `id`, if it ended.
-    pub(crate) fn result(&self, id: &str) -> Option<&ToolResult> {
+    pub fn result(&self, id: &str) -> Option<&ToolResult> {
         self.results.iter().find(|r| r.call_id == id)
     }
 }
