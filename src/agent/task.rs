@@ -93,6 +93,11 @@ pub struct Task {
     /// process.
     #[serde(skip)]
     pub tool_journal: Option<crate::agent::tools::ToolKeeper>,
+    /// Who decides the branch's tool calls that need a person's approval
+    /// ([`tools::approval`](crate::agent::tools::approval)); none: such calls are
+    /// rejected. Local to this process.
+    #[serde(skip)]
+    pub approvals: Option<crate::agent::tools::Approvals>,
     /// The branch's tool turns kept by an earlier attempt at its run: a tool loop
     /// answers them from here instead of asking again. Local to this process.
     #[serde(skip)]
@@ -163,6 +168,7 @@ pub(crate) fn test_task(input: &str) -> Task {
         schema: None,
         allowance: None,
         tool_journal: None,
+        approvals: None,
         replay: std::sync::Arc::new([]),
         deadline: None,
         deltas: None,

@@ -154,6 +154,17 @@ pub enum Delta {
         /// The tool.
         tool: String,
     },
+    /// A tool call waits for a person's approval, or was decided.
+    Approval {
+        /// The approval's id (unique in the run).
+        id: String,
+        /// The model's id for the call.
+        call_id: String,
+        /// The tool.
+        tool: String,
+        /// Where it stands.
+        state: crate::agent::tools::ApprovalState,
+    },
     /// A tool call ended, after `took`; `error` says why it failed, if it did.
     ToolFinished {
         /// The model's id for the call.

@@ -85,6 +85,27 @@ pub enum RunEvent {
         /// The tool.
         tool: String,
     },
+    /// A branch's tool call waits for a person's approval, or was decided
+    /// (`state`); see [`crate::agent::tools::approval`].
+    Approval {
+        /// The run.
+        run: RunId,
+        /// The branch's position in the request.
+        index: u32,
+        /// For a map step: which item.
+        #[serde(default)]
+        item: Option<u32>,
+        /// Its step's name.
+        agent: String,
+        /// The approval's id (unique in the run).
+        id: String,
+        /// The model's id for the call.
+        call_id: String,
+        /// The tool.
+        tool: String,
+        /// Where it stands.
+        state: crate::agent::tools::ApprovalState,
+    },
     /// A branch's tool call ended, after `took`; `error` says why it failed.
     ToolFinished {
         /// The run.

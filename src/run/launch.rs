@@ -26,7 +26,7 @@ use super::record::SubRun;
 use super::request::Reuse;
 use super::step::{Action, Step, SubWorkflow};
 use super::stream;
-use crate::agent::tools::{Replay, ToolKeeper};
+use crate::agent::tools::{Approvals, Replay, ToolKeeper};
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable};
 use crate::supervision::Roster;
@@ -65,6 +65,8 @@ pub(crate) struct Schedule<'a> {
     pub tool_journal: Option<&'a ToolKeeper>,
     /// Tool turns kept by an earlier attempt at this run.
     pub replay: &'a [Replay],
+    /// Who decides tool calls that need approval.
+    pub approver: Option<&'a Approvals>,
 }
 
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).
@@ -197,6 +199,7 @@ impl Driver<'_, '_> {
             schema: step.schema.clone(),
             allowance: None,
             tool_journal: None,
+            approvals: None,
             replay: std::sync::Arc::new([]),
             deadline: None,
             deltas: None,
@@ -465,6 +468,7 @@ fn dispatch(
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
             task.tool_journal = s.tool_journal.cloned();
+            task.approvals = s.approver.cloned();
             if let Some(kept) = s
                 .replay
                 .iter()

@@ -27,6 +27,7 @@ fn events(
         }
         other @ (Delta::Retrying { .. }
         | Delta::ToolStarted { .. }
+        | Delta::Approval { .. }
         | Delta::ToolFinished { .. }) => {
             if let Some(event) = retrying(other) {
                 let _ = events.send(event);
@@ -77,6 +78,21 @@ pub(crate) fn branch(
                 agent: named.clone(),
                 call_id,
                 tool,
+            }),
+            Delta::Approval {
+                id,
+                call_id,
+                tool,
+                state,
+            } => Some(RunEvent::Approval {
+                run,
+                index,
+                item,
+                agent: named.clone(),
+                id,
+                call_id,
+                tool,
+                state,
             }),
             Delta::ToolFinished {
                 call_id,
@@ -135,8 +151,10 @@ impl Partial {
                 Delta::Text(t) => text.push_str(&t),
                 // A new attempt: the earlier one's text is not its answer.
                 Delta::Restart { .. } => text.clear(),
-                Delta::Retrying { .. } | Delta::ToolStarted { .. } | Delta::ToolFinished { .. } => {
-                }
+                Delta::Retrying { .. }
+                | Delta::ToolStarted { .. }
+                | Delta::Approval { .. }
+                | Delta::ToolFinished { .. } => {}
             }
         })
     }

@@ -174,6 +174,19 @@ impl fanfare::agent::tools::ToolJournal for Memory {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn started(
+        &self,
+        _branch: fanfare::agent::BranchId,
+        turn: u32,
+        call_id: String,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        let mut turns = self.0.lock().unwrap();
+        if let Some(t) = turns.iter_mut().find(|t| t.turn == turn) {
+            t.started.push(call_id);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn answered(
         &self,
         _branch: fanfare::agent::BranchId,
@@ -311,4 +324,146 @@ async fn a_resumed_tool_loop_runs_no_kept_call_again_and_repeats_an_interrupted_
             );
         }
     }
+}
+
+/// An approver that hands each request to the test and waits for its decision.
+#[derive(Clone)]
+struct Desk {
+    asked: tokio::sync::mpsc::UnboundedSender<(
+        fanfare::agent::tools::ApprovalRequest,
+        tokio::sync::oneshot::Sender<fanfare::agent::tools::Decision>,
+    )>,
+}
+
+impl fanfare::agent::tools::Approver for Desk {
+    fn decide(
+        &self,
+        request: fanfare::agent::tools::ApprovalRequest,
+    ) -> futures::future::BoxFuture<'static, fanfare::agent::tools::Decision> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.asked.send((request, tx));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or(fanfare::agent::tools::Decision::Reject { reason: None })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_call_needing_approval_waits_for_its_own_decision_while_the_other_branch_goes_on() {
+    use fanfare::agent::tools::{ApprovalState, Approvals, Decision};
+    let script = Scripted::new();
+    // Both branches call `count` first; the scripted default answers their second turn.
+    script.push_completion(calls(&[("c1", "left")]));
+    script.push_completion(calls(&[("c1", "right")]));
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let counted = seen.clone();
+    let count = tool("count", "Counts a key.", move |_ctx, k: Key| {
+        let counted = counted.clone();
+        async move {
+            counted.lock().unwrap().push(k.key.clone());
+            Ok::<_, ToolError>(format!("counted {}", k.key))
+        }
+    })
+    .needs_approval();
+    let mut specs = Vec::new();
+    for name in ["one", "two"] {
+        let mut a = AgentSpec::new(name, "You count.");
+        a.tools = vec!["count".into()];
+        specs.push(a);
+    }
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .tool(count)
+        .agents_from(specs)
+        .start()
+        .await
+        .unwrap();
+    let (asked, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest::fan_out("Count.", ["one", "two"])
+        .approver(Approvals::new(Desk { asked }))
+        .policy(fanfare::Policy::TolerantPartial { quorum: 1 });
+    let mut handle = fanfare.start_run(request);
+    let (first, decide_first) = requests.recv().await.unwrap();
+    let (second, decide_second) = requests.recv().await.unwrap();
+    assert_ne!(first.id, second.id, "each call its own approval");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing ran before a decision"
+    );
+    // Approve one with other arguments: only it runs, with them.
+    decide_first
+        .send(Decision::Edit {
+            input: serde_json::json!({"key": "edited"}),
+        })
+        .unwrap();
+    let mut states = Vec::new();
+    while let Some(event) = handle.events.recv().await {
+        match event {
+            fanfare::RunEvent::Approval { id, state, .. } => states.push((id, state)),
+            fanfare::RunEvent::ToolFinished { .. } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(*seen.lock().unwrap(), ["edited"]);
+    decide_second
+        .send(Decision::Reject {
+            reason: Some("not today".into()),
+        })
+        .unwrap();
+    let report = handle.report().await.unwrap();
+    fanfare.shutdown().await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["edited"],
+        "the rejected call did not run"
+    );
+    assert!(states.contains(&(first.id.clone(), ApprovalState::Pending)));
+    assert!(states.contains(&(first.id.clone(), ApprovalState::Edited)));
+    let rejected = report
+        .branches
+        .iter()
+        .filter_map(|b| b.outcome.output())
+        .flat_map(|o| &o.tool_log)
+        .find(|u| u.error.is_some())
+        .expect("the rejected call is in the report");
+    assert!(
+        rejected
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("rejected (not today)"),
+        "{rejected:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_needing_approval_in_a_run_with_no_approver_is_rejected_saying_why() {
+    let script = Scripted::new();
+    script.push_completion(calls(&[("c1", "a")]));
+    let mut agent = AgentSpec::new("careful", "You count.");
+    agent.tools = vec!["count".into()];
+    agent.needs_approval = true;
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let counted = seen.clone();
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .tool(tool("count", "Counts.", move |_ctx, k: Key| {
+            counted.lock().unwrap().push(k.key.clone());
+            async move { Ok::<_, ToolError>(k.key) }
+        }))
+        .agent(agent)
+        .start()
+        .await
+        .unwrap();
+    let report = fanfare
+        .run(RunRequest::fan_out("Count.", ["careful"]))
+        .await
+        .unwrap();
+    fanfare.shutdown().await;
+    assert!(seen.lock().unwrap().is_empty());
+    let out = report.branches[0].outcome.output().unwrap();
+    let error = out.tool_log[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("needs a person's approval") && error.contains("--approve-all"),
+        "{error}"
+    );
 }

@@ -68,6 +68,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
         schema: None,
         allowance: None,
         tool_journal: None,
+        approvals: None,
         replay: std::sync::Arc::new([]),
         deadline: None,
         deltas: None,

@@ -1,6 +1,7 @@
 //! Tool loops' turns in the journal, so that a run resumed after a crash does not
 //! run a finished tool call again ([`fanfare::agent::tools::durable`]). Each turn's
-//! calls (`kept_tool_turn`) and each call's result (`kept_tool_result`) are events
+//! calls (`kept_tool_turn`), each call's start (`kept_tool_started`) and result
+//! (`kept_tool_result`) are events
 //! of the run, committed before the loop goes on; clients do not see them (the event
 //! streams leave out every `kept_` kind). At a resume they are read back into each
 //! unfinished branch's [`Replay`].
@@ -17,6 +18,8 @@ use crate::journal::{Journal, JournalError};
 
 /// The event kind of a turn's calls.
 pub(crate) const TURN: &str = "kept_tool_turn";
+/// The event kind of one call's start.
+pub(crate) const STARTED: &str = "kept_tool_started";
 /// The event kind of one call's result.
 pub(crate) const RESULT: &str = "kept_tool_result";
 
@@ -32,6 +35,15 @@ struct TurnRow {
     #[serde(default)]
     item: Option<u32>,
     turn: ToolTurn,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StartedRow {
+    index: u32,
+    #[serde(default)]
+    item: Option<u32>,
+    turn: u32,
+    call_id: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,6 +82,21 @@ impl ToolJournal for Kept {
         self.append(TURN, serde_json::to_string(&row))
     }
 
+    fn started(
+        &self,
+        branch: BranchId,
+        turn: u32,
+        call_id: String,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let row = StartedRow {
+            index: branch.index,
+            item: branch.item,
+            turn,
+            call_id,
+        };
+        self.append(STARTED, serde_json::to_string(&row))
+    }
+
     fn answered(
         &self,
         branch: BranchId,
@@ -98,6 +125,19 @@ pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, J
         // what came after it.
         turns.retain(|k| k.turn < t.turn.turn);
         turns.push(t.turn);
+    }
+    for row in journal.events_of_kind(run, STARTED).await? {
+        let Ok(r) = serde_json::from_str::<StartedRow>(&row.data) else {
+            continue;
+        };
+        if let Some(turn) = by_branch
+            .get_mut(&(r.index, r.item))
+            .and_then(|turns| turns.iter_mut().find(|t| t.turn == r.turn))
+        {
+            if !turn.began(&r.call_id) {
+                turn.started.push(r.call_id);
+            }
+        }
     }
     for row in journal.events_of_kind(run, RESULT).await? {
         let Ok(r) = serde_json::from_str::<ResultRow>(&row.data) else {

@@ -37,7 +37,8 @@ impl Agent for AgentSpec {
     fn run(&self, ctx: &AgentContext, task: Task) -> impl Future<Output = AgentReply> + Send {
         // The request is made before the future, which then holds it and not the task
         // as well (this future is boxed for every branch).
-        let governed = crate::agent::tools::Governed::of(&task);
+        let mut governed = crate::agent::tools::Governed::of(&task);
+        governed.approve_every_call = self.needs_approval;
         let (request, schema) = self.request(task);
         async move {
             match schema {

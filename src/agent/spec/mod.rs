@@ -60,6 +60,9 @@ pub struct AgentSpec {
     pub tools: Vec<String>,
     /// The most model calls of one answer when it calls tools (default 4).
     pub max_turns: u32,
+    /// Every tool call of this agent waits for a person's approval (see
+    /// [`super::tools::approval`]).
+    pub needs_approval: bool,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -86,6 +89,8 @@ struct RawSpec {
     tools: Vec<String>,
     #[serde(default = "default_max_turns")]
     max_turns: u32,
+    #[serde(default)]
+    needs_approval: bool,
 }
 
 fn default_max_turns() -> u32 {
@@ -165,6 +170,7 @@ impl AgentSpec {
             faults: Faults::default(),
             tools: Vec::new(),
             max_turns: default_max_turns(),
+            needs_approval: false,
             source: PathBuf::from("<code>"),
         }
     }
@@ -258,6 +264,7 @@ impl AgentSpec {
             faults: raw.faults,
             tools: raw.tools,
             max_turns: raw.max_turns,
+            needs_approval: raw.needs_approval,
             source: path.to_owned(),
         })
     }

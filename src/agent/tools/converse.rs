@@ -8,9 +8,15 @@ use futures::FutureExt as _;
 
 use std::sync::Arc;
 
-use super::{listed, Tool, ToolContext, ToolKeeper, ToolTurn, ToolUse};
+use super::approval::approval_id;
+use super::{
+    listed, ApprovalRequest, ApprovalState, Approvals, Decision, Tool, ToolContext, ToolKeeper,
+    ToolTurn, ToolUse,
+};
 use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply, BranchId, Task};
-use crate::provider::{CompletionRequest, Delta, Message, ToolCall, ToolResult, ToolSpec, Usage};
+use crate::provider::{
+    CompletionRequest, Delta, DeltaSink, Message, ToolCall, ToolResult, ToolSpec, Usage,
+};
 
 /// The most bytes of a tool's answer sent back to the model (the rest is cut, and
 /// said to be).
@@ -35,6 +41,10 @@ pub(crate) struct Governed {
     pub(crate) journal: Option<ToolKeeper>,
     /// Its turns kept by an earlier attempt at the run.
     pub(crate) replay: Arc<[ToolTurn]>,
+    /// Who decides calls that need approval.
+    pub(crate) approvals: Option<Approvals>,
+    /// Every call needs approval (the agent's spec says so).
+    pub(crate) approve_every_call: bool,
 }
 
 impl Governed {
@@ -45,6 +55,8 @@ impl Governed {
             allowance: task.allowance,
             journal: task.tool_journal.clone(),
             replay: task.replay.clone(),
+            approvals: task.approvals.clone(),
+            approve_every_call: false,
         }
     }
 
@@ -56,6 +68,8 @@ impl Governed {
             allowance: None,
             journal: None,
             replay: Arc::new([]),
+            approvals: None,
+            approve_every_call: false,
         }
     }
 }
@@ -193,6 +207,7 @@ async fn turns(
                 usage: answer.usage,
                 attempts: answer.attempts,
                 results: Vec::new(),
+                started: Vec::new(),
             };
             journal
                 .journal()
@@ -200,72 +215,21 @@ async fn turns(
                 .await
                 .map_err(unkept)?;
         }
-        let sink = request.deltas.clone();
-        let ran = futures::future::join_all(running.iter().map(|call| {
-            let context = ToolContext {
-                branch,
-                agent: request.agent.clone(),
-                deadline: request.deadline,
-                call_id: call.id.clone(),
-            };
-            let sink = sink.clone();
-            let offered = &offered;
-            let earlier = kept.and_then(|k| k.result(&call.id)).cloned();
-            async move {
-                if let Some(result) = earlier {
-                    // It ended before the run was interrupted: not run again.
-                    let used = ToolUse {
-                        turn,
-                        tool: call.name.clone(),
-                        input_digest: ToolUse::digest(&call.input),
-                        took_ms: 0,
-                        bytes: result.content.len(),
-                        error: result.is_error.then(|| result.content.clone()),
-                        kept: true,
-                    };
-                    return (result, used, Ok(()));
-                }
-                let tell = |delta| {
-                    if let Some(sink) = &sink {
-                        sink.send(delta);
-                    }
-                };
-                tell(Delta::ToolStarted {
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                });
-                let started = tokio::time::Instant::now();
-                let result = run_call(offered, call, context).await;
-                let took = started.elapsed();
-                let error = result.is_error.then(|| result.content.clone());
-                // Kept before anyone is told it ended.
-                let stored = match &governed.journal {
-                    Some(journal) => {
-                        journal
-                            .journal()
-                            .answered(branch, turn, result.clone())
-                            .await
-                    }
-                    None => Ok(()),
-                };
-                tell(Delta::ToolFinished {
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    took,
-                    error: error.clone(),
-                });
-                let used = ToolUse {
-                    turn,
-                    tool: call.name.clone(),
-                    input_digest: ToolUse::digest(&call.input),
-                    took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    bytes: result.content.len(),
-                    error,
-                    kept: false,
-                };
-                (result, used, stored)
-            }
-        }))
+        let at = CallAt {
+            governed,
+            offered: &offered,
+            kept,
+            turn,
+            agent: &request.agent,
+            deadline: request.deadline,
+            sink: request.deltas.clone(),
+        };
+        let ran = futures::future::join_all(
+            running
+                .iter()
+                .enumerate()
+                .map(|(k, call)| one_call(&at, k, call)),
+        )
         .await;
         let mut results = Vec::with_capacity(asked);
         for (result, used, stored) in ran {
@@ -290,6 +254,160 @@ async fn turns(
     unreachable!("the last turn returns")
 }
 
+/// Where a call of a turn runs.
+struct CallAt<'a> {
+    governed: &'a Governed,
+    offered: &'a [Arc<dyn Tool>],
+    /// The turn as an earlier attempt kept it, if it did.
+    kept: Option<&'a ToolTurn>,
+    turn: u32,
+    agent: &'a str,
+    deadline: Option<tokio::time::Instant>,
+    sink: Option<DeltaSink>,
+}
+
+/// A call's result, its line of the log, and whether it was kept.
+type Ran = (ToolResult, ToolUse, Result<(), String>);
+
+/// The `k`th call of a turn, governed: answered from the kept turn if it ended
+/// before an interruption; held for approval if its tool or agent needs it; kept
+/// as started, run, and kept as answered before anyone is told it ended.
+async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran {
+    let (branch, turn) = (at.governed.branch, at.turn);
+    let log = |result: &ToolResult, took: std::time::Duration, kept: bool| ToolUse {
+        turn,
+        tool: call.name.clone(),
+        input_digest: ToolUse::digest(&call.input),
+        took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        bytes: result.content.len(),
+        error: result.is_error.then(|| result.content.clone()),
+        kept,
+    };
+    if let Some(result) = at.kept.and_then(|t| t.result(&call.id)).cloned() {
+        // It ended before the run was interrupted: not run again.
+        let used = log(&result, std::time::Duration::ZERO, true);
+        return (result, used, Ok(()));
+    }
+    let tell = |delta| {
+        if let Some(sink) = &at.sink {
+            sink.send(delta);
+        }
+    };
+    let journal = at.governed.journal.as_ref().map(ToolKeeper::journal);
+    let tool = at.offered.iter().find(|t| t.name() == call.name);
+    let needs = tool.is_some_and(|t| at.governed.approve_every_call || t.needs_approval());
+    let mut edited = None;
+    if needs {
+        let id = approval_id(branch, turn, k);
+        let state = |state| Delta::Approval {
+            id: id.clone(),
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            state,
+        };
+        tell(state(ApprovalState::Pending));
+        let decision = decide(at, id.clone(), call).await;
+        tell(state(decision.state()));
+        match decision {
+            Decision::Approve => {}
+            Decision::Edit { input } => {
+                edited = Some(ToolCall {
+                    input,
+                    malformed: false,
+                    ..call.clone()
+                });
+            }
+            Decision::Reject { reason } => {
+                let result = ToolResult {
+                    call_id: call.id.clone(),
+                    content: match reason {
+                        Some(why) => format!("not run: rejected ({why})"),
+                        None => "not run: a person rejected this call".to_owned(),
+                    },
+                    is_error: true,
+                };
+                // Kept as its answer: a resume does not ask again.
+                let stored = match journal {
+                    Some(j) => j.answered(branch, turn, result.clone()).await,
+                    None => Ok(()),
+                };
+                let used = log(&result, std::time::Duration::ZERO, false);
+                return (result, used, stored);
+            }
+        }
+    }
+    let call_now = edited.as_ref().unwrap_or(call);
+    if let Some(j) = journal {
+        if let Err(e) = j.started(branch, turn, call.id.clone()).await {
+            let result = ToolResult {
+                call_id: call.id.clone(),
+                content: "not run: it could not be kept in the run's journal".to_owned(),
+                is_error: true,
+            };
+            let used = log(&result, std::time::Duration::ZERO, false);
+            return (result, used, Err(e));
+        }
+    }
+    tell(Delta::ToolStarted {
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+    });
+    let context = ToolContext {
+        branch,
+        agent: at.agent.to_owned(),
+        deadline: at.deadline,
+        call_id: call.id.clone(),
+    };
+    let started = tokio::time::Instant::now();
+    let result = run_call(at.offered, call_now, context).await;
+    let took = started.elapsed();
+    // Kept before anyone is told it ended.
+    let stored = match journal {
+        Some(j) => j.answered(branch, turn, result.clone()).await,
+        None => Ok(()),
+    };
+    tell(Delta::ToolFinished {
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+        took,
+        error: result.is_error.then(|| result.content.clone()),
+    });
+    let used = log(&result, took, false);
+    (result, used, stored)
+}
+
+/// What the run's approver decides of `call`, within the branch's deadline; a
+/// rejection when there is no approver or no decision in time.
+async fn decide(at: &CallAt<'_>, id: String, call: &ToolCall) -> Decision {
+    let Some(approvals) = &at.governed.approvals else {
+        return Decision::Reject {
+            reason: Some(
+                "it needs a person's approval, and this run has no one to ask: in `fanfare run`, answer at the terminal or give --approve-all; in `serve`, POST /v1/runs/{id}/approvals/{approval}".to_owned(),
+            ),
+        };
+    };
+    let request = ApprovalRequest {
+        id,
+        branch: at.governed.branch,
+        agent: at.agent.to_owned(),
+        turn: at.turn,
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+        input: call.input.clone(),
+    };
+    let asked = approvals.decide(request);
+    match at.deadline {
+        Some(deadline) => {
+            tokio::time::timeout_at(deadline, asked)
+                .await
+                .unwrap_or(Decision::Reject {
+                    reason: Some("no decision before the branch's deadline".to_owned()),
+                })
+        }
+        None => asked.await,
+    }
+}
+
 /// A branch whose turn could not be kept fails: a call not kept could be run twice.
 fn unkept(why: String) -> AgentError {
     AgentError::Rejected {
@@ -305,7 +423,8 @@ fn not_repeated(
     offered: &[Arc<dyn Tool>],
 ) -> Result<(), AgentError> {
     for call in running {
-        if kept.result(&call.id).is_some() {
+        // Ended (its result is kept), or never began (held for approval): safe.
+        if kept.result(&call.id).is_some() || !kept.began(&call.id) {
             continue;
         }
         let idempotent = offered

@@ -1,11 +1,13 @@
 //! Tool loops that survive a restart. A run may carry a [`ToolJournal`]: the loop
-//! hands it each turn's calls before any runs ([`ToolJournal::asked`]) and each
-//! call's result as it ends ([`ToolJournal::answered`]), and waits until it has
-//! kept them. A branch started again after a restart gets its kept turns back
-//! ([`ToolTurn`]s, `Task::replay`): the loop answers those turns from them without
-//! asking the model, does not run a call whose result was kept, runs again a call
-//! that was in flight only if its tool is idempotent ([`Tool::is_idempotent`]), and
-//! otherwise fails the branch, saying which call of which tool it will not repeat.
+//! hands it each turn's calls before any runs ([`ToolJournal::asked`]), each call's
+//! start ([`ToolJournal::started`]) and its result as it ends
+//! ([`ToolJournal::answered`]), and waits until each is kept. A branch started again
+//! after a restart gets its kept turns back ([`ToolTurn`]s, `Task::replay`): the
+//! loop answers those turns from them without asking the model, does not run a call
+//! whose result was kept, runs a call that had not started (held for approval, say)
+//! as if new, runs again a call that was in flight only if its tool is idempotent
+//! ([`Tool::is_idempotent`]), and otherwise fails the branch, saying which call of
+//! which tool it will not repeat.
 //!
 //! `fanfare serve` keeps them in its journal; a library user may keep them anywhere.
 
@@ -40,6 +42,9 @@ pub struct ToolTurn {
     /// The results of its calls that ended, in the order they ended.
     #[serde(default)]
     pub results: Vec<ToolResult>,
+    /// The ids of its calls that began running (a call held for approval had not).
+    #[serde(default)]
+    pub started: Vec<String>,
 }
 
 impl ToolTurn {
@@ -56,6 +61,11 @@ impl ToolTurn {
         }
     }
 
+    /// Whether call `id` had begun running.
+    pub fn began(&self, id: &str) -> bool {
+        self.started.iter().any(|s| s == id)
+    }
+
     /// The kept result of call `id`, if it ended.
     pub fn result(&self, id: &str) -> Option<&ToolResult> {
         self.results.iter().find(|r| r.call_id == id)
@@ -69,6 +79,15 @@ pub trait ToolJournal: Send + Sync + 'static {
     /// Branch `branch`'s model answered `turn` with calls (`turn.results` is empty);
     /// none has run yet.
     fn asked(&self, branch: BranchId, turn: ToolTurn) -> BoxFuture<'static, Result<(), String>>;
+
+    /// Call `call_id` of `turn` is about to run (approved, if it needed to be): a
+    /// call kept as started and not answered was in flight at an interruption.
+    fn started(
+        &self,
+        branch: BranchId,
+        turn: u32,
+        call_id: String,
+    ) -> BoxFuture<'static, Result<(), String>>;
 
     /// One call of `turn` ended with `result`.
     fn answered(

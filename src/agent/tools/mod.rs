@@ -27,12 +27,14 @@
 //! # let _ = add;
 //! ```
 
+pub mod approval;
 pub mod builtin;
 mod converse;
 pub mod durable;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 
+pub use approval::{ApprovalRequest, ApprovalState, Approvals, Approver, Decision};
 pub(crate) use converse::{converse, Governed};
 #[cfg(test)]
 use converse::{MAX_ASKED_PER_TURN, MAX_CALLS_PER_TURN};
@@ -140,6 +142,12 @@ pub trait Tool: Send + Sync + 'static {
         false
     }
 
+    /// Whether a call waits for a person's approval before it runs ([`approval`]).
+    /// Default: not.
+    fn needs_approval(&self) -> bool {
+        false
+    }
+
     /// Runs one call with `input`, already checked against the schema; answers
     /// text for the model.
     fn call(
@@ -163,6 +171,7 @@ where
         description: description.to_owned(),
         schema,
         idempotent: false,
+        approval: false,
         f,
         input: PhantomData,
     }
@@ -174,6 +183,7 @@ pub struct TypedTool<I, F> {
     description: String,
     schema: serde_json::Value,
     idempotent: bool,
+    approval: bool,
     f: F,
     input: PhantomData<fn(I)>,
 }
@@ -182,6 +192,12 @@ impl<I, F> TypedTool<I, F> {
     /// Declares its calls idempotent ([`Tool::is_idempotent`]).
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
+        self
+    }
+
+    /// Makes each call wait for a person's approval ([`Tool::needs_approval`]).
+    pub fn needs_approval(mut self) -> Self {
+        self.approval = true;
         self
     }
 }
@@ -206,6 +222,10 @@ where
 
     fn is_idempotent(&self) -> bool {
         self.idempotent
+    }
+
+    fn needs_approval(&self) -> bool {
+        self.approval
     }
 
     fn call(

@@ -380,6 +380,7 @@ async fn execute_run<B>(
             max_items: request.max_items,
             tool_journal: request.tool_journal.as_ref(),
             replay: &request.replay,
+            approver: request.approver.as_ref(),
         },
         defer,
     );

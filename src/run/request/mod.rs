@@ -19,7 +19,7 @@ use super::budget::Budget;
 use super::policy::Policy;
 use super::step::{Step, SubWorkflow};
 use super::synthesis::MergeStrategy;
-use crate::agent::tools::{Replay, ToolKeeper};
+use crate::agent::tools::{Approvals, Replay, ToolKeeper};
 use crate::agent::AgentOutput;
 
 /// What to run.
@@ -65,6 +65,9 @@ pub struct RunRequest {
     /// Where its branches' tool loops keep their turns as they happen (see
     /// [`crate::agent::tools::durable`]); `None`: nowhere.
     pub tool_journal: Option<ToolKeeper>,
+    /// Who decides its tool calls that need a person's approval (see
+    /// [`crate::agent::tools::approval`]); `None`: such calls are rejected.
+    pub approver: Option<Approvals>,
     /// Tool turns its branches kept in an earlier attempt at this run: a branch
     /// started again answers them from here (see
     /// [`crate::agent::tools::durable`]).
@@ -126,6 +129,7 @@ impl RunRequest {
             cache_warm: false,
             max_items: None,
             tool_journal: None,
+            approver: None,
             replay: Vec::new(),
         }
     }
@@ -187,6 +191,12 @@ impl RunRequest {
         self
     }
 
+    /// Has `approver` decide its tool calls that need approval (see the field).
+    pub fn approver(mut self, approver: Approvals) -> Self {
+        self.approver = Some(approver);
+        self
+    }
+
     /// Answers its branches' tool turns kept earlier from `turns` (see the field).
     pub fn replay(mut self, turns: impl IntoIterator<Item = Replay>) -> Self {
         self.replay = turns.into_iter().collect();
@@ -222,6 +232,7 @@ impl RunRequest {
             cache_warm: flow.cache_warm,
             max_items: None,
             tool_journal: None,
+            approver: None,
             replay: Vec::new(),
         }
     }

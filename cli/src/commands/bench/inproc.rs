@@ -20,18 +20,10 @@ pub async fn inproc(sizes: &[usize]) -> anyhow::Result<()> {
     let specs: Vec<AgentSpec> = names
         .iter()
         .map(|n| AgentSpec {
-            name: (*n).to_owned(),
-            description: String::new(),
-            prompt: format!("You are the {n} reviewer."),
             order: 100,
-            model: None,
             max_tokens: 64,
-            temperature: None,
-            sim: None,
-            faults: Default::default(),
-            tools: Vec::new(),
-            max_turns: 4,
             source: "bench".into(),
+            ..AgentSpec::new(*n, format!("You are the {n} reviewer."))
         })
         .collect();
     let fanfare = Fanfare::builder(provider.clone())

@@ -214,6 +214,7 @@ mod tests {
                 schema: None,
                 allowance: None,
                 tool_journal: None,
+                approvals: None,
                 replay: std::sync::Arc::new([]),
                 deadline: None,
                 deltas: None,

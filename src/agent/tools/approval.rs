@@ -1,0 +1,138 @@
+//! Tool calls held for a person's approval. A tool may need it
+//! ([`Tool::needs_approval`]), or a whole agent (a spec's `needs_approval = true`):
+//! such a call waits, before it runs, for the run's [`Approver`]
+//! (`RunRequest::approver`) to decide — approve, reject (the model is told, as a
+//! tool error, and the branch goes on) or edit the arguments (checked against the
+//! schema like the model's). Other branches go on meanwhile. The wait is bounded by
+//! the branch's deadline; a run with no approver rejects such calls, saying why.
+//! Each request has an id unique in its run (branch, turn and the call's place in
+//! the turn), the same if the run is resumed and asks again.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::BranchId;
+
+#[cfg(doc)]
+use super::Tool;
+
+/// A call waiting for a decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// Unique in its run: `INDEX[.ITEM]-TURN-K` (the call's place in its turn).
+    pub id: String,
+    /// The branch.
+    pub branch: BranchId,
+    /// Its step's name.
+    pub agent: String,
+    /// The model turn that made the call (1 for the first).
+    pub turn: u32,
+    /// The model's id for the call.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The arguments the model gave.
+    pub input: serde_json::Value,
+}
+
+/// What a person decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Run the call as the model asked.
+    Approve,
+    /// Do not run it; the model is told, with the reason if one is given.
+    Reject {
+        /// Why, for the model.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Run it with these arguments instead.
+    Edit {
+        /// The arguments to run it with.
+        input: serde_json::Value,
+    },
+}
+
+/// Where an approval stands, as events tell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for a decision.
+    Pending,
+    /// Approved as asked.
+    Approved,
+    /// Approved with other arguments.
+    Edited,
+    /// Rejected (by a person, or for want of one).
+    Rejected,
+}
+
+impl Decision {
+    /// The state it leaves its approval in.
+    pub fn state(&self) -> ApprovalState {
+        match self {
+            Decision::Approve => ApprovalState::Approved,
+            Decision::Reject { .. } => ApprovalState::Rejected,
+            Decision::Edit { .. } => ApprovalState::Edited,
+        }
+    }
+}
+
+/// Decides the calls that need approval; see the module docs.
+pub trait Approver: Send + Sync + 'static {
+    /// Decides `request` (it may take as long as a person does; the branch's
+    /// deadline bounds the wait).
+    fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision>;
+}
+
+/// A run's [`Approver`], as a task carries it; cheap to clone.
+#[derive(Clone)]
+pub struct Approvals(Arc<dyn Approver>);
+
+impl Approvals {
+    /// Calls needing approval are decided by `approver`.
+    pub fn new(approver: impl Approver) -> Self {
+        Self(Arc::new(approver))
+    }
+
+    /// Every call is approved as asked (`--approve-all`, for scripts).
+    pub fn approve_all() -> Self {
+        Self::new(ApproveAll)
+    }
+
+    pub(crate) fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision> {
+        self.0.decide(request)
+    }
+}
+
+impl std::fmt::Debug for Approvals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Approvals")
+    }
+}
+
+impl PartialEq for Approvals {
+    /// The same approver.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+struct ApproveAll;
+
+impl Approver for ApproveAll {
+    fn decide(&self, _request: ApprovalRequest) -> BoxFuture<'static, Decision> {
+        Box::pin(std::future::ready(Decision::Approve))
+    }
+}
+
+/// The id of the `k`th call of `turn` of `branch`.
+pub(crate) fn approval_id(branch: BranchId, turn: u32, k: usize) -> String {
+    match branch.item {
+        Some(item) => format!("{}.{item}-{turn}-{k}", branch.index),
+        None => format!("{}-{turn}-{k}", branch.index),
+    }
+}
