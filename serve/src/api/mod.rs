@@ -7,6 +7,7 @@
 //! `origin` refuses what a web page of another origin could send (a body not
 //! declared JSON, another `Origin`, and on a loopback bind another `Host`).
 
+mod approvals;
 pub(crate) mod body;
 pub(crate) mod connections;
 pub(crate) mod events;
@@ -49,6 +50,11 @@ pub(crate) fn router(app: App, body_limit: usize, guard: origin::Guard) -> Route
         .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/repair", axum::routing::post(runs::repair))
+        .route("/v1/runs/{id}/approvals", get(approvals::list))
+        .route(
+            "/v1/runs/{id}/approvals/{approval}",
+            axum::routing::post(approvals::decide),
+        )
         .route("/v1/models", get(openai::models))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))

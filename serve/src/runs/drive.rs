@@ -66,12 +66,15 @@ impl Runs {
         })
         .await;
         self.bump();
-        // Its tool loops' turns are kept as they happen, for a resume.
-        let request =
-            request.tool_journal(fanfare::agent::tools::ToolKeeper::new(super::kept::Kept {
-                journal: self.journal.clone(),
-                run: id,
-            }));
+        // Its tool loops' turns are kept as they happen, and its calls that need
+        // approval wait for a client's.
+        let kept = super::kept::Kept {
+            journal: self.journal.clone(),
+            run: id,
+        };
+        let request = request
+            .tool_journal(fanfare::agent::tools::ToolKeeper::new(kept))
+            .approver(self.desk.approver(id));
         let mut handle: RunHandle = self.fanfare.start_run(request);
         let mut starts: HashMap<(u32, Option<u32>), Duration> = HashMap::new();
         let stopped = loop {
@@ -156,6 +159,7 @@ impl Runs {
         .await;
         // Out of the driven runs first, then the word: a shutdown waiting for the
         // last run woke before it was out, and then waited the whole drain.
+        self.desk.forget(id);
         self.ended(id);
         self.bump();
     }

@@ -10,12 +10,14 @@
 //! is committed before the `changed` counter moves (the event streams wait on it);
 //! every driver task is tracked, so a shutdown knows when the last run is journaled.
 
+mod approvals;
 mod drive;
 mod errors;
 mod kept;
 mod repair;
 mod submit;
 
+pub(crate) use approvals::Undecided;
 pub use errors::{CancelError, SubmitError, Submitted};
 
 use std::collections::HashMap;
@@ -120,6 +122,8 @@ pub struct Runs {
     /// True once the server is shutting down.
     closing: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// Tool calls waiting for a client's approval.
+    desk: Arc<approvals::Desk>,
 }
 
 impl Runs {
@@ -148,7 +152,23 @@ impl Runs {
             changed: watch::channel(0).0,
             closing: watch::channel(false).0,
             metrics: Arc::new(Metrics::new()),
+            desk: Arc::default(),
         })
+    }
+
+    /// Run `run`'s tool calls waiting for approval.
+    pub(crate) fn approvals(&self, run: i64) -> Vec<fanfare::agent::tools::ApprovalRequest> {
+        self.desk.waiting(run)
+    }
+
+    /// Decides run `run`'s approval `id`.
+    pub(crate) fn decide(
+        &self,
+        run: i64,
+        id: &str,
+        decision: fanfare::agent::tools::Decision,
+    ) -> Result<(), Undecided> {
+        self.desk.decide(run, id, decision)
     }
 
     /// Why the journal cannot take a new run now, if it cannot: its file is gone

@@ -65,6 +65,11 @@ struct Key {
 /// A runtime whose `counter` agent calls `count` (not idempotent), which records
 /// each key it is called with, and hangs on a key naming `hang`.
 async fn counting(hold: Duration) -> (Fanfare, Arc<Mutex<Vec<String>>>) {
+    counting_with(hold, false).await
+}
+
+/// [`counting`], its tool needing approval when `approval` says so.
+async fn counting_with(hold: Duration, approval: bool) -> (Fanfare, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let counted = seen.clone();
     let count = tool("count", "Counts a key.", move |_ctx, k: Key| {
@@ -77,6 +82,11 @@ async fn counting(hold: Duration) -> (Fanfare, Arc<Mutex<Vec<String>>>) {
             Ok::<_, ToolError>(format!("counted {}", k.key))
         }
     });
+    let count = if approval {
+        count.needs_approval()
+    } else {
+        count
+    };
     let mut agent = AgentSpec::new("counter", "You count with the count tool.");
     agent.tools = vec!["count".into()];
     let fanfare = Fanfare::builder(Arc::new(Caller { hold }))
@@ -157,5 +167,105 @@ async fn regression_a_serve_stopped_between_tool_calls_runs_no_finished_call_aga
         events.iter().all(|e| !e.1.starts_with("kept_")),
         "{events:?}"
     );
+    s.stop().await;
+}
+
+async fn approvals(base: &str, id: &str) -> serde_json::Value {
+    crate::common::get_json(format!("{base}/v1/runs/{id}/approvals")).await
+}
+
+async fn decide(
+    base: &str,
+    id: &str,
+    approval: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = crate::common::client()
+        .post(format!("{base}/v1/runs/{id}/approvals/{approval}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Polls until run `id` has `n` approvals waiting; answers them.
+async fn until_waiting(base: &str, id: &str, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..500 {
+        let list = approvals(base, id).await;
+        let waiting = list["approvals"].as_array().cloned().unwrap_or_default();
+        if waiting.len() == n {
+            return waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} never had {n} approvals waiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_held_for_approval_is_decided_over_the_api_and_waits_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let options = || Options {
+        drain: Duration::ZERO,
+        ..Options::default()
+    };
+    let (fanfare, first) = counting_with(Duration::from_millis(1), true).await;
+    let s = start_on(&db, options(), fanfare).await;
+    let mut ids = Vec::new();
+    for key in ["approve-me", "reject-me", "restart-me"] {
+        let (_, body) = submit(
+            &s.base,
+            json!({"input": key, "agents": ["counter"], "merge": "none"}),
+        )
+        .await;
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let waiting = until_waiting(&s.base, &ids[0], 1).await;
+    assert_eq!(waiting[0]["tool"], "count");
+    assert_eq!(waiting[0]["input"]["key"], "approve-me");
+    let approval = waiting[0]["id"].as_str().unwrap().to_owned();
+    // A decision that does not parse, and one for no waiting call, are refused.
+    let (status, _) = decide(&s.base, &ids[0], &approval, json!({"decision": "maybe"})).await;
+    assert_eq!(status, 422);
+    let (status, _) = decide(&s.base, &ids[0], "9-9-9", json!({"decision": "approve"})).await;
+    assert_eq!(status, 404);
+    let (status, body) = decide(&s.base, &ids[0], &approval, json!({"decision": "approve"})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("approved")));
+    until_status(&s.base, &ids[0], "succeeded").await;
+
+    let waiting = until_waiting(&s.base, &ids[1], 1).await;
+    let approval = waiting[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = decide(
+        &s.base,
+        &ids[1],
+        &approval,
+        json!({"decision": "reject", "reason": "not this one"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let run = until_status(&s.base, &ids[1], "succeeded").await;
+    assert!(run.to_string().contains("rejected (not this one)"), "{run}");
+    assert_eq!(*first.lock().unwrap(), ["approve-me"]);
+
+    // Still waiting when the server stops: asked again, under the same id, after.
+    let before = until_waiting(&s.base, &ids[2], 1).await;
+    s.stop().await;
+    let (fanfare, second) = counting_with(Duration::from_millis(1), true).await;
+    let s = start_on(&db, options(), fanfare).await;
+    let after = until_waiting(&s.base, &ids[2], 1).await;
+    assert_eq!(before[0]["id"], after[0]["id"]);
+    let approval = after[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = decide(&s.base, &ids[2], &approval, json!({"decision": "approve"})).await;
+    assert_eq!(status, 200);
+    until_status(&s.base, &ids[2], "succeeded").await;
+    assert_eq!(*second.lock().unwrap(), ["restart-me"]);
+    let kinds: Vec<String> = crate::common::events(&s.base, &ids[2], None)
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "approval"), "{kinds:?}");
     s.stop().await;
 }

@@ -103,7 +103,8 @@ impl Approvals {
         Self::new(ApproveAll)
     }
 
-    pub(crate) fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision> {
+    /// Asks for a decision on `request`.
+    pub fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision> {
         self.0.decide(request)
     }
 }

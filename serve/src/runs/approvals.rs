@@ -1,0 +1,145 @@
+//! Tool calls held for approval in `serve`. Each run driven here has an
+//! [`Approver`] that parks its requests on the [`Desk`] until a client decides
+//! them (`GET /v1/runs/{id}/approvals`, `POST /v1/runs/{id}/approvals/{approval}`).
+//! The requests and decisions are told as `approval` events (journaled like every
+//! event). A request whose branch stopped waiting (its deadline, a cancel, the
+//! server stopping) is no longer listed; at a resume the branch asks again, under
+//! the same id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use fanfare::agent::tools::{ApprovalRequest, Approvals, Approver, Decision};
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+
+/// The requests waiting, by run and id.
+#[derive(Default)]
+pub(crate) struct Desk {
+    pending: Mutex<HashMap<i64, BTreeMap<String, Waiting>>>,
+}
+
+struct Waiting {
+    request: ApprovalRequest,
+    answer: oneshot::Sender<Decision>,
+}
+
+/// Why a decision was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Undecided {
+    /// No such request waits (never asked, decided already, or no longer waited
+    /// for).
+    NotWaiting,
+}
+
+impl Desk {
+    /// Run `run`'s approver.
+    pub(crate) fn approver(self: &Arc<Self>, run: i64) -> Approvals {
+        Approvals::new(RunDesk {
+            desk: self.clone(),
+            run,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, BTreeMap<String, Waiting>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `run`'s requests waiting for a decision, by id.
+    pub(crate) fn waiting(&self, run: i64) -> Vec<ApprovalRequest> {
+        let mut pending = self.lock();
+        let Some(of_run) = pending.get_mut(&run) else {
+            return Vec::new();
+        };
+        // A branch that stopped waiting dropped its end.
+        of_run.retain(|_, w| !w.answer.is_closed());
+        of_run.values().map(|w| w.request.clone()).collect()
+    }
+
+    /// Decides run `run`'s request `id`.
+    pub(crate) fn decide(&self, run: i64, id: &str, decision: Decision) -> Result<(), Undecided> {
+        let waiting = self
+            .lock()
+            .get_mut(&run)
+            .and_then(|of_run| of_run.remove(id))
+            .ok_or(Undecided::NotWaiting)?;
+        waiting
+            .answer
+            .send(decision)
+            .map_err(|_| Undecided::NotWaiting)
+    }
+
+    /// Run `run` ended: nothing of it waits any more.
+    pub(crate) fn forget(&self, run: i64) {
+        self.lock().remove(&run);
+    }
+}
+
+struct RunDesk {
+    desk: Arc<Desk>,
+    run: i64,
+}
+
+impl Approver for RunDesk {
+    fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision> {
+        let (answer, decided) = oneshot::channel();
+        self.desk
+            .lock()
+            .entry(self.run)
+            .or_default()
+            .insert(request.id.clone(), Waiting { request, answer });
+        Box::pin(async move {
+            decided.await.unwrap_or(Decision::Reject {
+                reason: Some("the run stopped waiting for a decision".to_owned()),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanfare::agent::{BranchId, RunId};
+
+    fn request(id: &str) -> ApprovalRequest {
+        ApprovalRequest {
+            id: id.to_owned(),
+            branch: BranchId {
+                run: RunId(1),
+                index: 0,
+                item: None,
+            },
+            agent: "a".into(),
+            turn: 1,
+            call_id: "c1".into(),
+            tool: "t".into(),
+            input: serde_json::json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_until_decided_once_and_one_given_up_is_not_listed() {
+        let desk = Arc::new(Desk::default());
+        let approver = desk.approver(7);
+        let first = tokio::spawn(approver.decide(request("0-1-0")));
+        let second = approver.decide(request("1-1-0"));
+        tokio::task::yield_now().await;
+        let ids =
+            |desk: &Desk| -> Vec<String> { desk.waiting(7).into_iter().map(|r| r.id).collect() };
+        assert_eq!(ids(&desk), ["0-1-0", "1-1-0"]);
+        assert_eq!(desk.decide(7, "0-1-0", Decision::Approve), Ok(()));
+        assert_eq!(first.await.unwrap(), Decision::Approve);
+        assert_eq!(
+            desk.decide(7, "0-1-0", Decision::Approve),
+            Err(Undecided::NotWaiting),
+            "decided once"
+        );
+        assert_eq!(
+            desk.decide(8, "1-1-0", Decision::Approve),
+            Err(Undecided::NotWaiting),
+            "another run's"
+        );
+        drop(second);
+        assert!(ids(&desk).is_empty(), "given up");
+    }
+}
