@@ -12,6 +12,7 @@
 //!
 //! Exit codes: 0 success, 1 the run did not succeed, 2 bad input or configuration.
 
+mod approve;
 mod args;
 mod commands;
 mod input;

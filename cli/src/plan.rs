@@ -228,6 +228,9 @@ pub fn request_for(
         .branch_timeout(args.branch_timeout)
         .crash_retries(args.crash_retries)
         .cache_warm(args.cache_warm);
+    if let Some(approver) = crate::approve::approver(args.approve_all) {
+        request = request.approver(approver);
+    }
     if let Some(policy) = args.policy {
         request.policy = policy;
     }

@@ -509,6 +509,11 @@ pub struct CommonArgs {
     /// read the shared task from the cache instead of each paying for it.
     #[arg(long)]
     pub cache_warm: bool,
+    /// Approve every tool call that needs approval (a tool or agent marked
+    /// `needs_approval`), for scripts. Without it such calls are asked about at the
+    /// terminal, one at a time, or rejected when there is no terminal.
+    #[arg(long)]
+    pub approve_all: bool,
     /// Cap on the run's tokens; branches it cannot cover are refused, not sent.
     #[arg(long, value_name = "N")]
     pub budget_tokens: Option<u64>,

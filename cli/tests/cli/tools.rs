@@ -116,3 +116,42 @@ fn a_bad_fanfare_toml_is_named_and_an_mcp_server_given_twice_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_call_needing_approval_runs_with_approve_all_and_is_rejected_without_a_terminal() {
+    let dir = project(r#"["read_file"]"#);
+    let spec = dir.path().join("specs/reader.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, format!("{text}needs_approval = true\n")).unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "run",
+            "--agents",
+            "specs",
+            "--only",
+            "reader",
+            "--read-root",
+            "docs",
+        ];
+        a.extend_from_slice(extra);
+        a.push("When do we launch?");
+        a
+    };
+    let out = fanfare(&args(&["--approve-all"]), dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("The tool said: plan.txt"), "{stdout}");
+    // No terminal to ask (the test's standard input is not one), no flag: rejected,
+    // and the model is told how to approve.
+    let out = fanfare(&args(&[]), dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("⚙ read_file · turn 1") && stdout.contains("failed: not run: rejected"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--approve-all"), "{stdout}");
+}
