@@ -112,6 +112,7 @@ fn main() -> ExitCode {
                     commands::cluster::status(json, &client).await
                 }
             },
+            Command::Approvals { command } => commands::approvals::approvals(command).await,
             Command::Watch { id, json, client } => {
                 commands::submit::watch(&id, json, &client).await
             }

@@ -406,3 +406,88 @@ fn submit_each_sends_each_files_text_as_an_item_of_the_map() {
     signal_term(&server);
     assert_eq!(server.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn approvals_list_approve_and_reject_decide_a_serve_runs_held_tool_calls_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::write(dir.path().join("docs/plan.txt"), "Launch on March 3.").unwrap();
+    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::write(
+        specs.join("reader.toml"),
+        "name = \"reader\"\nprompt = \"p\"\ntools = [\"read_file\"]\nneeds_approval = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        specs.join("fanfare.toml"),
+        "[tools]\nread_file = \"../docs\"\n",
+    )
+    .unwrap();
+    let (mut server, addr) = serve(&dir.path().join("runs.db"), &specs);
+    let url = format!("http://{addr}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(args)
+            .env("FANFARE_SERVER", &url)
+            .env_remove("FANFARE_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut ids = Vec::new();
+    for task in ["first", "second"] {
+        let (code, id, stderr) = cli(&[
+            "submit", task, "--only", "reader", "--merge", "code", "--detach",
+        ]);
+        assert_eq!(code, Some(0), "{stderr}");
+        ids.push(id.trim().to_owned());
+    }
+    // Each run's call waits; `list` names it.
+    let waiting = |id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, out, _) = cli(&["approvals", "list", id]);
+            if let Some(line) = out.lines().find(|l| l.contains("· read_file ·")) {
+                return line.split_whitespace().next().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "{id}: nothing waits: {out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = waiting(&ids[0]);
+    let (code, out, stderr) = cli(&["approvals", "approve", &ids[0], &first]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out.contains("approved"), "{out}");
+    let second = waiting(&ids[1]);
+    let (code, _, _) = cli(&[
+        "approvals",
+        "reject",
+        &ids[1],
+        &second,
+        "--reason",
+        "not now",
+    ]);
+    assert_eq!(code, Some(0));
+    // Decided already: the server says none waits.
+    let (code, _, stderr) = cli(&["approvals", "approve", &ids[1], &second]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("404") && stderr.contains("waits"),
+        "{stderr}"
+    );
+    for (id, says) in [
+        (&ids[0], "The tool said: plan.txt"),
+        (&ids[1], "rejected (not now)"),
+    ] {
+        let (code, report, stderr) = cli(&["watch", id]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(report.contains(says), "{id}: {report}");
+    }
+    signal_term(&server);
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+}

@@ -1,5 +1,6 @@
 //! The command line's grammar: every command, flag and parser, with the help text.
 
+mod approvals;
 mod client;
 mod cluster;
 mod parse;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use fanfare::Policy;
 
+pub use approvals::ApprovalsCommand;
 pub use client::ClientArgs;
 pub use cluster::{ClusterCommand, OrchestratorArgs, WorkerArgs};
 pub use parse::{at_least_one, parse_duration, parse_policy, parse_rate, parse_usd};
@@ -92,6 +94,17 @@ fanfare submit --file proposal.md --workflow validation --detach\n  \
 FANFARE_SERVER=http://10.0.0.5:7878 FANFARE_TOKEN=… fanfare submit -"
     )]
     Submit(Box<SubmitArgs>),
+    /// The tool calls of a `fanfare serve` run that wait for a person's approval:
+    /// list, approve, reject or edit them.
+    #[command(
+        after_help = "Examples:\n  fanfare approvals list run-7\n  fanfare approvals approve run-7 0-1-0\n  \
+fanfare approvals reject run-7 1-1-0 --reason \"not on a Friday\"\n  \
+fanfare approvals edit run-7 2-1-0 --input '{\"path\": \"docs/plan.md\"}'"
+    )]
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Follow a run of a running `fanfare serve` until it ends, then print its report.
     Watch {
         /// The run (run-N).

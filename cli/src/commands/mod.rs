@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod agents;
+pub mod approvals;
 pub mod batch;
 pub mod bench;
 pub mod cluster;

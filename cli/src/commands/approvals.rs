@@ -1,0 +1,109 @@
+//! `fanfare approvals list|approve|reject|edit`: a `fanfare serve` run's tool calls
+//! waiting for a person, decided from the terminal (the server's
+//! `/v1/runs/{id}/approvals` routes).
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use super::submit::Server;
+use crate::args::ApprovalsCommand;
+
+pub async fn approvals(command: ApprovalsCommand) -> anyhow::Result<bool> {
+    match command {
+        ApprovalsCommand::List { run, json, client } => {
+            let server = Server::new(&client)?;
+            let body = server
+                .json(server.request(reqwest::Method::GET, &format!("/v1/runs/{run}/approvals")))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", listed(&run, &body));
+            }
+            Ok(true)
+        }
+        ApprovalsCommand::Approve {
+            run,
+            approval,
+            client,
+        } => decide(&client, &run, &approval, json!({"decision": "approve"})).await,
+        ApprovalsCommand::Reject {
+            run,
+            approval,
+            reason,
+            client,
+        } => {
+            decide(
+                &client,
+                &run,
+                &approval,
+                json!({"decision": "reject", "reason": reason}),
+            )
+            .await
+        }
+        ApprovalsCommand::Edit {
+            run,
+            approval,
+            input,
+            client,
+        } => {
+            let input: Value = serde_json::from_str(&input).context("--input is not JSON")?;
+            decide(
+                &client,
+                &run,
+                &approval,
+                json!({"decision": "edit", "input": input}),
+            )
+            .await
+        }
+    }
+}
+
+async fn decide(
+    client: &crate::args::ClientArgs,
+    run: &str,
+    approval: &str,
+    body: Value,
+) -> anyhow::Result<bool> {
+    let server = Server::new(client)?;
+    let answer = server
+        .json(
+            server
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/runs/{run}/approvals/{approval}"),
+                )
+                .json(&body),
+        )
+        .await?;
+    println!(
+        "{run}: approval {approval} {}",
+        answer["state"].as_str().unwrap_or("decided")
+    );
+    Ok(true)
+}
+
+/// The list as lines: one per waiting call.
+fn listed(run: &str, body: &Value) -> String {
+    let waiting = body["approvals"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if waiting.is_empty() {
+        return format!("{run}: no tool call waits for approval\n");
+    }
+    let mut out = String::new();
+    for a in waiting {
+        let input = a["input"].to_string();
+        let shown: String = input.chars().take(200).collect();
+        out.push_str(&format!(
+            "{}  {} · {} · turn {} · {}\n",
+            a["id"].as_str().unwrap_or("?"),
+            a["agent"].as_str().unwrap_or("?"),
+            a["tool"].as_str().unwrap_or("?"),
+            a["turn"],
+            fanfare::report::printable(&shown)
+        ));
+    }
+    out
+}
