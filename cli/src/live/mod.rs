@@ -268,6 +268,23 @@ impl Live {
                     None => eprintln!("[{:7.2}s] {label}: {note}", self.at()),
                 }
             }
+            Progress::Approval {
+                key,
+                label,
+                id,
+                tool,
+                state,
+            } => {
+                let tool = fanfare::report::printable(&tool);
+                let note = match state.as_str() {
+                    "pending" => format!("⏸ {tool} waits for approval {id}"),
+                    other => format!("⏸ {tool} {other}"),
+                };
+                match self.rows.get(&key).and_then(|r| r.bar.as_ref()) {
+                    Some(bar) => bar.set_message(format!("{label} · {note}")),
+                    None => eprintln!("[{:7.2}s] {label}: {note}", self.at()),
+                }
+            }
             Progress::Tool {
                 key,
                 label,

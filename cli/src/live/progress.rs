@@ -41,6 +41,14 @@ pub enum Progress {
         took: Option<Duration>,
         error: Option<String>,
     },
+    /// A branch's tool call waits for approval (`state` pending) or was decided.
+    Approval {
+        key: String,
+        label: String,
+        id: String,
+        tool: String,
+        state: String,
+    },
     /// A branch ended (`at`: as for `Started`), having used `usage` of `model`.
     Finished {
         key: String,
@@ -67,6 +75,7 @@ impl Progress {
             | Progress::Delta { key, label, .. }
             | Progress::Retrying { key, label, .. }
             | Progress::Tool { key, label, .. }
+            | Progress::Approval { key, label, .. }
             | Progress::Finished { key, label, .. } => Some((key.as_str(), label)),
             _ => None,
         }
@@ -189,6 +198,27 @@ impl Progress {
                     error: error.clone(),
                 }
             }
+            RunEvent::Approval {
+                index,
+                item,
+                agent,
+                id,
+                tool,
+                state,
+                ..
+            } => {
+                let (key, label) = key_label(*index, *item, agent);
+                Progress::Approval {
+                    key,
+                    label,
+                    id: id.clone(),
+                    tool: tool.clone(),
+                    state: serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                }
+            }
             RunEvent::SynthesisStarted { branches_ok, .. } => Progress::MergeStarted {
                 inputs: *branches_ok,
             },
@@ -251,6 +281,16 @@ impl Progress {
                             .unwrap_or_default()
                     }),
                     error: v["error"].as_str().map(str::to_owned),
+                }
+            }
+            "approval" => {
+                let (key, label) = branch()?;
+                Progress::Approval {
+                    key,
+                    label,
+                    id: v["id"].as_str().unwrap_or("?").to_owned(),
+                    tool: v["tool"].as_str().unwrap_or("?").to_owned(),
+                    state: v["state"].as_str().unwrap_or("?").to_owned(),
                 }
             }
             "branch_finished" => {
