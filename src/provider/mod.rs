@@ -67,7 +67,7 @@ pub use sim::{SimConfig, SimProfile, SimProvider, SimStats};
 pub use stack::{Gate, Stack};
 pub use streamed::Streamed;
 pub use timeout::Timeout;
-pub use tools::{ToolCall, ToolChoice, ToolResult, ToolSpec};
+pub use tools::{ApprovalState, ToolCall, ToolChoice, ToolResult, ToolSpec};
 
 /// A boxed, sendable future, as returned by [`Provider::complete`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -163,7 +163,7 @@ pub enum Delta {
         /// The tool.
         tool: String,
         /// Where it stands.
-        state: crate::agent::tools::ApprovalState,
+        state: super::ApprovalState,
     },
     /// A tool call ended, after `took`; `error` says why it failed, if it did.
     ToolFinished {

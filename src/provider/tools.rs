@@ -32,6 +32,21 @@ pub enum ToolChoice {
     Tool(String),
 }
 
+/// Where a tool call's approval stands, as deltas and events tell it (see
+/// `agent::tools::approval`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for a decision.
+    Pending,
+    /// Approved as asked.
+    Approved,
+    /// Approved with other arguments.
+    Edited,
+    /// Rejected (by a person, or for want of one).
+    Rejected,
+}
+
 /// A call the model made to a tool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCall {

@@ -419,3 +419,66 @@ setTimeout(() => document.getElementById("f").submit(), 500);
     assert_eq!(s.fast.started.load(std::sync::atomic::Ordering::SeqCst), 0);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's chromium: cargo test -p fanfare-serve --test it -- --ignored (CI runs it)"]
+async fn a_tool_call_waiting_for_approval_shows_approve_and_reject_buttons_then_its_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let (fanfare, _) = crate::tools::counting_with(std::time::Duration::from_millis(1), true).await;
+    let s = start_on(&db, Options::default(), fanfare).await;
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "approve-me", "agents": ["counter"], "merge": "none"}),
+    )
+    .await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    until_streamed(&s.base, &id, "event: approval").await;
+    let url = format!("{}/#{id}", s.base);
+    let waiting_url = url.clone();
+    let dom = tokio::task::spawn_blocking(move || {
+        let mut dom = String::new();
+        for _ in 0..5 {
+            dom = rendered(&waiting_url);
+            if dom.contains("data-approval=") {
+                break;
+            }
+        }
+        dom
+    })
+    .await
+    .unwrap();
+    let at = dom
+        .find(r#"class="approval""#)
+        .unwrap_or_else(|| panic!("no approval line: {dom}"));
+    let line = &dom[at..dom[at..].find("</div>").map_or(dom.len(), |e| at + e)];
+    assert!(line.contains(r#"data-state="pending""#), "{line}");
+    assert!(
+        line.contains("count · approval 0-1-0 · waits for you"),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#"data-decision="approve">Approve</button>"#)
+            && line.contains(r#"data-decision="reject">Reject</button>"#),
+        "{line}"
+    );
+    // Decided (as the button would), the page shows the decision and no buttons.
+    let r = client()
+        .post(format!("{}/v1/runs/{id}/approvals/0-1-0", s.base))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    until_status(&s.base, &id, "succeeded").await;
+    let dom = tokio::task::spawn_blocking(move || rendered(&url))
+        .await
+        .unwrap();
+    let at = dom.find(r#"class="approval""#).expect(&dom);
+    let line = &dom[at..dom[at..].find("</div>").map_or(dom.len(), |e| at + e)];
+    assert!(
+        line.contains(r#"data-state="approved""#) && !line.contains("<button"),
+        "{line}"
+    );
+    s.stop().await;
+}

@@ -69,7 +69,10 @@ async fn counting(hold: Duration) -> (Fanfare, Arc<Mutex<Vec<String>>>) {
 }
 
 /// [`counting`], its tool needing approval when `approval` says so.
-async fn counting_with(hold: Duration, approval: bool) -> (Fanfare, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn counting_with(
+    hold: Duration,
+    approval: bool,
+) -> (Fanfare, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let counted = seen.clone();
     let count = tool("count", "Counts a key.", move |_ctx, k: Key| {

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::BranchId;
+pub use crate::provider::ApprovalState;
 
 #[cfg(doc)]
 use super::Tool;
@@ -54,20 +55,6 @@ pub enum Decision {
         /// The arguments to run it with.
         input: serde_json::Value,
     },
-}
-
-/// Where an approval stands, as events tell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalState {
-    /// Waiting for a decision.
-    Pending,
-    /// Approved as asked.
-    Approved,
-    /// Approved with other arguments.
-    Edited,
-    /// Rejected (by a person, or for want of one).
-    Rejected,
 }
 
 impl Decision {
