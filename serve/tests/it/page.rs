@@ -425,8 +425,14 @@ setTimeout(() => document.getElementById("f").submit(), 500);
 async fn a_tool_call_waiting_for_approval_shows_approve_and_reject_buttons_then_its_decision() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("j.db");
-    let (fanfare, _) = crate::tools::counting_with(std::time::Duration::from_millis(1), true).await;
-    let s = start_on(&db, Options::default(), fanfare).await;
+    // Its model holds its answer a minute after the tool answered: the run is
+    // still live when the page looks again.
+    let (fanfare, _) = crate::tools::counting_with(std::time::Duration::from_secs(60), true).await;
+    let options = Options {
+        drain: std::time::Duration::ZERO,
+        ..Options::default()
+    };
+    let s = start_on(&db, options, fanfare).await;
     let (_, body) = submit(
         &s.base,
         json!({"input": "approve-me", "agents": ["counter"], "merge": "none"}),
@@ -470,10 +476,19 @@ async fn a_tool_call_waiting_for_approval_shows_approve_and_reject_buttons_then_
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    until_status(&s.base, &id, "succeeded").await;
-    let dom = tokio::task::spawn_blocking(move || rendered(&url))
-        .await
-        .unwrap();
+    until_streamed(&s.base, &id, "event: tool_finished").await;
+    let dom = tokio::task::spawn_blocking(move || {
+        let mut dom = String::new();
+        for _ in 0..5 {
+            dom = rendered(&url);
+            if dom.contains(r#"data-state="approved""#) {
+                break;
+            }
+        }
+        dom
+    })
+    .await
+    .unwrap();
     let at = dom.find(r#"class="approval""#).expect(&dom);
     let line = &dom[at..dom[at..].find("</div>").map_or(dom.len(), |e| at + e)];
     assert!(
