@@ -150,7 +150,7 @@ impl FanfareBuilder {
         #[cfg(feature = "mcp")]
         for server in self.mcp {
             use crate::agent::tools::mcp;
-            let link = Arc::new(mcp::Link::new(server.name().to_owned()));
+            let link = Arc::new(mcp::Link::for_server(&server));
             tools = tools.with_server(server.name(), Arc::new(link.clone()))?;
             let server = Arc::new(server);
             children.push(Specialist::actor(server.child_name(), move || {
@@ -288,16 +288,21 @@ impl Fanfare {
 
     /// Registers and spawns one more specialist.
     pub async fn add(&self, specialist: Specialist) -> Result<(), StartError> {
+        let name = specialist.name().to_owned();
+        // A little longer than the supervisor waits, so that its answer says why.
         match self
             .root
             .call(
                 |reply| RootMsg::Add(specialist, reply),
-                Some(Duration::from_secs(60)),
+                Some(crate::supervision::START_TIMEOUT + Duration::from_secs(5)),
             )
             .await
         {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
             Ok(CallResult::Success(Err(e))) => Err(StartError::Specialist(e)),
+            Ok(CallResult::Timeout) => {
+                Err(StartError::Specialist(AddError::StartTimedOut { name }))
+            }
             _ => Err(StartError::Specialist(AddError::SupervisorGone)),
         }
     }

@@ -29,7 +29,7 @@ use crate::run::{
 };
 use crate::supervision::{
     AddError, Backoff, Decision, ExitReason, RestartIntensity, RestartType, Restarts, Specialist,
-    Strategy, SupervisionConfig, Supervisor, SupervisorArgs, SupervisorMsg,
+    Strategy, SupervisionConfig, Supervisor, SupervisorArgs, SupervisorMsg, START_TIMEOUT,
 };
 use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 
@@ -165,7 +165,7 @@ impl RootState {
             let added = supervisor
                 .call(
                     |reply| SupervisorMsg::Add(s.clone(), reply),
-                    Some(Duration::from_secs(30)),
+                    Some(START_TIMEOUT),
                 )
                 .await;
             if !matches!(added, Ok(CallResult::Success(Ok(())))) {
@@ -269,11 +269,14 @@ impl Actor for Root {
                 let added = supervisor
                     .call(
                         |r| SupervisorMsg::Add(specialist.clone(), r),
-                        Some(Duration::from_secs(30)),
+                        Some(START_TIMEOUT),
                     )
                     .await;
                 let result = match added {
                     Ok(CallResult::Success(result)) => result,
+                    Ok(CallResult::Timeout) => Err(AddError::StartTimedOut {
+                        name: specialist.name().to_owned(),
+                    }),
                     _ => Err(AddError::SupervisorGone),
                 };
                 if result.is_ok() {

@@ -30,5 +30,5 @@ pub(crate) use decision::{Decision, Restarts};
 pub use event::{DownReason, ExitReason, RestartCause, SpecialistStatus, SupervisorEvent};
 pub(crate) use roster::{Roster, Slot};
 pub use specialist::Specialist;
-pub use supervisor::AddError;
+pub use supervisor::{AddError, START_TIMEOUT};
 pub(crate) use supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};

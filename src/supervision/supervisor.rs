@@ -48,7 +48,18 @@ pub enum AddError {
     /// The supervisor is not running (the runtime is shutting down or gone).
     #[error("the supervisor is not running")]
     SupervisorGone,
+    /// The specialist did not start within [`START_TIMEOUT`].
+    #[error("specialist `{name}` did not start within {START_TIMEOUT:?}")]
+    StartTimedOut {
+        /// The name.
+        name: String,
+    },
 }
+
+/// The longest a specialist may take to start (an MCP server's handshake and tool
+/// list are bounded by its own, shorter, timeout; a call waiting for a start must
+/// not give up before the start does).
+pub const START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Messages to the [`Supervisor`].
 #[derive(Debug)]
@@ -192,11 +203,53 @@ impl SupervisorState {
                     cause,
                 });
             }
-            Err(e) => {
-                tracing::error!(agent = name, error = %e, "restart failed; specialist is down");
-                let reason = DownReason::RestartFailed {
-                    error: e.to_string(),
-                };
+            Err(e) => self.restart_failed(myself, name, e.to_string()),
+        }
+    }
+
+    /// A restart of `name` failed to start it (an MCP server that does not answer
+    /// yet, say): it counts as one more exit, so it is tried again after the
+    /// backoff until the restart intensity opens its circuit, which reopens after
+    /// the cool-down. (Once a failed restart left it down for good.)
+    fn restart_failed(&mut self, myself: &ActorRef<SupervisorMsg>, name: &str, error: String) {
+        tracing::error!(agent = name, error = %error, "restart failed; trying again");
+        let exit = ExitReason::Crashed {
+            message: format!("its restart failed: {error}"),
+        };
+        match self
+            .restarts
+            .on_exit(name, &exit, tokio::time::Instant::now())
+        {
+            Decision::Restart { delay, cause, .. } => {
+                // A start that fails at once must not spin.
+                let delay = delay.max(Duration::from_millis(100));
+                self.args.roster.set(name, Slot::Restarting);
+                self.later(
+                    myself,
+                    Timer::Respawn(name.to_owned()),
+                    delay,
+                    SupervisorMsg::Respawn(name.to_owned(), cause),
+                );
+            }
+            Decision::Escalate {
+                reason,
+                reopen_after,
+            } => {
+                tracing::error!(agent = %name, %reason, "escalating: specialist circuit open");
+                self.mark_down(name, reason.clone());
+                self.publish(SupervisorEvent::Escalated {
+                    agent: name.to_owned(),
+                    reason,
+                });
+                self.later(
+                    myself,
+                    Timer::Reopen(name.to_owned()),
+                    reopen_after,
+                    SupervisorMsg::Reopen(name.to_owned()),
+                );
+            }
+            Decision::Stop { .. } | Decision::Ignore => {
+                let reason = DownReason::RestartFailed { error };
                 self.mark_down(name, reason.clone());
                 self.publish(SupervisorEvent::Stopped {
                     agent: name.to_owned(),
@@ -377,12 +430,8 @@ impl Actor for Supervisor {
                         tracing::info!(agent = %name, "cool-down over; circuit closed");
                         state.publish(SupervisorEvent::CircuitClosed { agent: name });
                     }
-                    Err(e) => state.mark_down(
-                        &name,
-                        DownReason::RestartFailed {
-                            error: e.to_string(),
-                        },
-                    ),
+                    // Half-open and failed: tried again, as any failed restart.
+                    Err(e) => state.restart_failed(&myself, &name, e.to_string()),
                 }
             }
         }

@@ -352,6 +352,77 @@ async fn mcp_a_server_that_keeps_dying_opens_its_circuit() {
     assert!(answered.content.contains("not connected"), "{answered:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the MCP servers: FANFARE_MCP_SERVERS=$(scripts/mcp-servers install)"]
+async fn mcp_regression_a_server_whose_restart_fails_is_tried_again_until_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("probe.log");
+    let refuse = dir.path().join("refuse");
+    // It will not start while `refuse` exists.
+    let script_path = servers().join("probe-server.mjs");
+    let server = McpServer::stdio(
+        "probe",
+        "sh",
+        [
+            "-c".to_owned(),
+            format!(
+                "test -e '{}' && exit 3; exec node '{}' '{}'",
+                refuse.display(),
+                script_path.display(),
+                log.display()
+            ),
+        ],
+    )
+    .unwrap();
+    let script = Scripted::new();
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .restart_intensity(RestartIntensity {
+            max_restarts: 50,
+            window: Duration::from_secs(60),
+            cool_down: Duration::from_secs(1),
+        })
+        .mcp(server)
+        .agent(agent(&["probe.*"]))
+        .start()
+        .await
+        .unwrap();
+    let mut events = fanfare.supervision_events();
+    std::fs::write(&refuse, "").unwrap();
+    script.push_completion(calling(&[("c1", "probe__crash", "{}")]));
+    fanfare
+        .run(RunRequest::fan_out("Crash it.", ["worker"]))
+        .await
+        .unwrap();
+    // Its restarts fail for a while; once it can start again, it is up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::remove_file(&refuse).unwrap();
+    let restarted = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(SupervisorEvent::Restarted { agent, .. }) = events.recv().await {
+                if agent == "mcp:probe" {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        restarted.is_ok(),
+        "never up again: {:?}",
+        fanfare.status().await
+    );
+    script.push_completion(calling(&[("c2", "probe__count", "{}")]));
+    let report = fanfare
+        .run(RunRequest::fan_out("Count.", ["worker"]))
+        .await
+        .unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    let asked = script.requests();
+    let answered = asked.last().unwrap().messages.last().unwrap().tool_results[0].clone();
+    assert_eq!((answered.content.as_str(), answered.is_error), ("1", false));
+}
+
 /// `server-everything` over streamable HTTP, on a port of its own.
 struct HttpEverything(std::process::Child);
 

@@ -149,8 +149,8 @@ impl Actor for McpActor {
             )
         })
         .and_then(|r| r)
-        .map_err(|e| format!("MCP server `{name}`: {e}"))?;
-        let tools = tokio::time::timeout(server.handshake_timeout, service.list_all_tools())
+        .map_err(|e| link.scrub(&format!("MCP server `{name}`: {e}")))?;
+        let tools = tokio::time::timeout(server.handshake_timeout, listed(&name, service.peer()))
             .await
             .map_err(|_| {
                 format!(
@@ -158,13 +158,13 @@ impl Actor for McpActor {
                     server.handshake_timeout
                 )
             })?
-            .map_err(|e| format!("MCP server `{name}`: its tool list: {e}"))?;
+            .map_err(|e| link.scrub(&format!("MCP server `{name}`: its tool list: {e}")))?;
         tracing::debug!(server = %name, tools = tools.len(), "MCP server connected");
         let generation = link.up(service.peer().clone(), tools);
         let (me, watched, watched_tail) = (myself.clone(), link.clone(), tail.clone());
         let watcher = tokio::spawn(async move {
             let quit = service.waiting().await;
-            let why = format!(
+            let why = watched.scrub(&format!(
                 "the MCP server `{}` closed its connection ({}){}",
                 watched.server(),
                 match quit {
@@ -172,7 +172,7 @@ impl Actor for McpActor {
                     Err(e) => e.to_string(),
                 },
                 last_words(&watched_tail)
-            );
+            ));
             tracing::warn!(server = %watched.server(), "{why}");
             watched.down(generation, why.clone());
             me.stop(Some(why));
@@ -202,6 +202,49 @@ impl Actor for McpActor {
         }
         Ok(())
     }
+}
+
+/// The most pages of a tool list read.
+const MAX_PAGES: usize = 32;
+
+/// A server's tool list, page by page: at most [`MAX_PAGES`] pages and
+/// [`super::link::MAX_TOOLS`] tools (a server paging without end took this process
+/// to gigabytes before the handshake's time ran out).
+async fn listed(
+    server: &str,
+    peer: &rmcp::service::Peer<rmcp::service::RoleClient>,
+) -> Result<Vec<rmcp::model::Tool>, rmcp::ServiceError> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    let mut cut = true;
+    for _ in 0..MAX_PAGES {
+        let page = peer
+            .list_tools(Some(
+                rmcp::model::PaginatedRequestParams::default().with_cursor(cursor),
+            ))
+            .await?;
+        let room = super::link::MAX_TOOLS.saturating_sub(tools.len());
+        let more = page.tools.len() > room;
+        tools.extend(page.tools.into_iter().take(room));
+        cursor = page.next_cursor;
+        if cursor.is_none() && !more {
+            cut = false;
+            break;
+        }
+        if more || tools.len() >= super::link::MAX_TOOLS {
+            break;
+        }
+    }
+    if cut {
+        tracing::warn!(
+            target: "fanfare::mcp",
+            server = %server,
+            "the server lists more tools than are offered (at most {} tools, {MAX_PAGES} pages); only its first {} are",
+            super::link::MAX_TOOLS,
+            tools.len()
+        );
+    }
+    Ok(tools)
 }
 
 /// Logs a stdio server's stderr at debug level, keeping its last lines.

@@ -23,6 +23,8 @@ const MAX_DESCRIPTION: usize = 4096;
 /// One server's connection and tools, shared by its actor and its tools.
 pub(crate) struct Link {
     server: String,
+    /// A streamable-HTTP server's URL, hidden from every error text passed on.
+    url: Option<String>,
     state: RwLock<State>,
 }
 
@@ -36,9 +38,19 @@ struct State {
 }
 
 impl Link {
+    /// The link of `server`.
+    pub(crate) fn for_server(server: &super::McpServer) -> Self {
+        let mut link = Self::new(server.name().to_owned());
+        if let super::McpTransport::Http { url } = server.transport() {
+            link.url = Some(url.clone());
+        }
+        link
+    }
+
     pub(crate) fn new(server: String) -> Self {
         Self {
             server,
+            url: None,
             state: RwLock::new(State {
                 peer: None,
                 tools: Arc::default(),
@@ -71,14 +83,6 @@ impl Link {
 
     /// Connected, with `tools`; answers the connection's generation.
     pub(crate) fn up(&self, peer: Peer<RoleClient>, tools: Vec<rmcp::model::Tool>) -> u64 {
-        if tools.len() > MAX_TOOLS {
-            tracing::warn!(
-                target: "fanfare::mcp",
-                server = %self.server,
-                "the server lists {} tools; only its first {MAX_TOOLS} are offered",
-                tools.len()
-            );
-        }
         let mut state = self.write();
         state.peer = Some(peer);
         state.tools = Arc::new(tools);
@@ -90,10 +94,19 @@ impl Link {
     /// already); the last tool list stays (offered, failing until the server is
     /// back).
     pub(crate) fn down(&self, generation: u64, why: String) {
+        let why = self.scrub(&why);
         let mut state = self.write();
         if state.generation == generation {
             state.peer = None;
             state.why_not = why;
+        }
+    }
+
+    /// `text` with an HTTP server's URL secrets hidden (see [`super::scrub_url`]).
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        match &self.url {
+            Some(url) => super::scrub_url(text, url),
+            None => text.to_owned(),
         }
     }
 
@@ -216,9 +229,12 @@ impl Tool for McpTool {
             // Dropping this future (the branch's deadline, a cancelled run) sends
             // the server `notifications/cancelled` for the request.
             let result = peer.call_tool(params).await.map_err(|e| {
-                ToolError(format!("the MCP server `{server}` failed the call: {e}"))
+                ToolError(
+                    self.link
+                        .scrub(&format!("the MCP server `{server}` failed the call: {e}")),
+                )
             })?;
-            answer(result)
+            answer(result).map_err(|e| ToolError(self.link.scrub(&e.0)))
         })
     }
 }
