@@ -30,6 +30,13 @@ pub(crate) const MAX_CALLS_PER_TURN: usize = 32;
 /// next request of megabytes for nothing.
 pub(crate) const MAX_ASKED_PER_TURN: usize = 256;
 
+/// The most bytes of one call's arguments (a call of 15 MB went back with every
+/// later turn: 3 GB sent over 20 turns).
+pub(crate) const MAX_ARGUMENTS: usize = 256 * 1024;
+
+/// The most bytes a tool loop's conversation (its messages) may grow to.
+pub(crate) const MAX_CONVERSATION: usize = 4 * 1024 * 1024;
+
 /// What a branch's task gives its tool loop beside the request.
 #[derive(Clone, Debug)]
 pub(crate) struct Governed {
@@ -146,7 +153,9 @@ async fn turns(
                 .prompt_tokens()
                 .saturating_add(u64::from(request.max_tokens));
             let used = spent.usage.total();
-            if turn > 1 && used.saturating_add(next) > allowance {
+            // The first turn too: its tools' descriptions and schemas are part of
+            // its prompt, which the reservation did not know of.
+            if used.saturating_add(next) > allowance {
                 return Err(AgentError::Rejected {
                     reason: format!(
                         "turn {turn} was not sent: it could use {next} tokens, and the branch had used {used} of the {allowance} the run's budget reserved for it"
@@ -192,6 +201,20 @@ async fn turns(
             return Err(AgentError::Rejected {
                 reason: format!(
                     "the model asked for {asked} tool calls in one turn (at most {MAX_ASKED_PER_TURN} are answered)"
+                ),
+            });
+        }
+        if let Some(call) = answer
+            .tool_calls
+            .iter()
+            .find(|c| c.input.to_string().len() > MAX_ARGUMENTS)
+        {
+            // Sent back with the conversation at every later turn: refused, not run.
+            return Err(AgentError::Rejected {
+                reason: format!(
+                    "the model's call of `{}` has {} bytes of arguments (at most {MAX_ARGUMENTS})",
+                    call.name,
+                    call.input.to_string().len()
                 ),
             });
         }
@@ -250,8 +273,47 @@ async fn turns(
             .messages
             .push(Message::calling(answer.text, answer.tool_calls));
         request.messages.push(Message::results(results));
+        if request
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            // Not a model call cut at once by a deadline already past (which blamed
+            // the provider): the tools took the branch's time.
+            return Err(AgentError::Rejected {
+                reason: format!(
+                    "the branch's deadline came while its tools ran (turn {turn}); no further model turn was sent"
+                ),
+            });
+        }
+        let bytes = conversation_bytes(&request);
+        if bytes > MAX_CONVERSATION {
+            return Err(AgentError::Rejected {
+                reason: format!(
+                    "the tool conversation grew to {bytes} bytes after turn {turn} (at most {MAX_CONVERSATION} are sent)"
+                ),
+            });
+        }
     }
     unreachable!("the last turn returns")
+}
+
+/// The bytes of `request`'s messages: text, calls' arguments and results.
+fn conversation_bytes(request: &CompletionRequest) -> usize {
+    request
+        .messages
+        .iter()
+        .map(|m| {
+            m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.input.to_string().len() + c.name.len())
+                    .sum::<usize>()
+                + m.tool_results
+                    .iter()
+                    .map(|r| r.content.len())
+                    .sum::<usize>()
+        })
+        .sum()
 }
 
 /// Where a call of a turn runs.

@@ -190,16 +190,28 @@ async fn regression_a_tool_loop_does_not_send_a_turn_past_what_the_budget_reserv
     }
     let ctx = context(&script, vec![Arc::new(add())]);
     let mut request = CompletionRequest::new("calc", "You add.", "Go on.");
-    request.max_tokens = 100;
+    request.max_tokens = 1000;
     let names = vec!["add".to_owned()];
-    // Room for the first turn and not a second of up to 100 tokens out.
+    // The first turn's prompt, the tool's description and schema in it.
+    let first = {
+        let mut r = request.clone();
+        let tool = add();
+        r.tools = vec![crate::provider::ToolSpec {
+            name: tool.name().to_owned(),
+            description: tool.description().to_owned(),
+            input_schema: tool.input_schema(),
+        }]
+        .into();
+        r.prompt_tokens() + 1000
+    };
+    // Room for the first turn and not a second of up to 1,000 tokens out.
     let e = converse(
         &ctx,
-        request,
+        request.clone(),
         &names,
         4,
         Governed {
-            allowance: Some(90),
+            allowance: Some(first + 5),
             ..Governed::plain(branch())
         },
     )
@@ -215,6 +227,83 @@ async fn regression_a_tool_loop_does_not_send_a_turn_past_what_the_budget_reserv
             .to_string()
             .contains("turn 2 was not sent: it could use"),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn regression_a_first_turn_whose_tools_take_it_past_the_reservation_is_not_sent() {
+    let script = Scripted::new();
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "Go on.");
+    let e = converse(
+        &ctx,
+        request,
+        &["add".to_owned()],
+        4,
+        Governed {
+            allowance: Some(20),
+            ..Governed::plain(branch())
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(script.requests().is_empty(), "it was sent");
+    assert!(e.to_string().contains("turn 1 was not sent"), "{e}");
+}
+
+#[tokio::test]
+async fn regression_a_call_with_huge_arguments_fails_the_branch_instead_of_riding_every_turn() {
+    let script = Scripted::new();
+    let huge = format!(r#"{{"a": 1, "b": 2, "pad": "{}"}}"#, "x".repeat(300_000));
+    script.push_completion(calling(vec![ToolCall::from_raw("c1", "add", &huge)]));
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "Go on.");
+    let e = converse(
+        &ctx,
+        request,
+        &["add".to_owned()],
+        4,
+        Governed::plain(branch()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("bytes of arguments (at most 262144)"),
+        "{e}"
+    );
+    assert_eq!(script.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn regression_a_deadline_that_comes_while_tools_run_is_named_not_blamed_on_the_model() {
+    let script = Scripted::new();
+    script.push_completion(calling(vec![ToolCall::from_raw("c1", "nap", "{}")]));
+    let nap = tool("nap", "Sleeps.", |_ctx, _: Nothing| async move {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        Ok(String::new())
+    });
+    let ctx = context(&script, vec![Arc::new(nap)]);
+    let mut request = CompletionRequest::new("calc", "You nap.", "Go on.");
+    request.deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_millis(100));
+    let e = converse(
+        &ctx,
+        request,
+        &["nap".to_owned()],
+        4,
+        Governed::plain(branch()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("deadline came while its tools ran (turn 1)"),
+        "{e}"
+    );
+    assert_eq!(
+        script.requests().len(),
+        1,
+        "no model turn after the deadline"
     );
 }
 
