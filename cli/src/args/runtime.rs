@@ -75,8 +75,9 @@ pub struct RuntimeArgs {
     #[arg(long, value_name = "DIR")]
     pub read_root: Option<PathBuf>,
     /// Offer the built-in `http_get` tool, which fetches only from HOST (repeatable:
-    /// `example.com`, `*.example.com`, `127.0.0.1:8080`); redirects stay on the first
-    /// URL's origin. A spec offers it with `tools = ["http_get"]`.
+    /// `example.com` on ports 80 and 443, `*.example.com` its subdomains, or one port:
+    /// `127.0.0.1:8080`); redirects stay on the first URL's origin. A spec offers it
+    /// with `tools = ["http_get"]`.
     #[arg(long = "http-allow", value_name = "HOST")]
     pub http_allow: Vec<String>,
     /// Most model calls in flight at once, per model (real providers). The gate starts

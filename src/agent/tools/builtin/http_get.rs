@@ -15,8 +15,9 @@ use crate::agent::tools::{Tool, ToolContext, ToolError};
 const MAX_REDIRECTS: usize = 5;
 
 /// An `http_get` tool that fetches only from `allow`: each entry a host
-/// (`example.com`, any port), a host and port (`127.0.0.1:8080`), or every
-/// subdomain of a domain (`*.example.com`).
+/// (`example.com`, on ports 80 and 443), a host and port (`127.0.0.1:8080`), or
+/// every subdomain of a domain (`*.example.com`, ports 80 and 443; never an IP
+/// address).
 pub fn http_get(
     allow: impl IntoIterator<Item = impl Into<String>>,
 ) -> Result<HttpGet, BuiltinError> {
@@ -276,13 +277,22 @@ impl Allowed {
         }
     }
 
+    /// A host alone admits the web's ports (80, 443) only: `127.0.0.1` let a
+    /// model read every local service. A wildcard admits DNS names, never an IP
+    /// address.
     fn admits(&self, host: &str, port: Option<u16>) -> bool {
+        let web_port = matches!(port, Some(80 | 443));
+        let is_ip = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
         match self {
-            Self::Host(h) => h == host,
+            Self::Host(h) => h == host && web_port,
             Self::HostPort(h, p) => h == host && Some(*p) == port,
-            Self::Under(domain) => host
-                .strip_suffix(domain.as_str())
-                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+            Self::Under(domain) => {
+                !is_ip
+                    && web_port
+                    && host
+                        .strip_suffix(domain.as_str())
+                        .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1)
+            }
         }
     }
 }
@@ -297,12 +307,17 @@ impl std::fmt::Display for Allowed {
     }
 }
 
-/// Whether `domain` looks like a DNS name.
+/// Whether `domain` looks like a DNS name (its last label not a number: `*.1` is
+/// no domain).
 fn host_ok(domain: &str) -> bool {
     !domain.is_empty()
         && domain
             .split('.')
             .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

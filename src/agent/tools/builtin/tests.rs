@@ -146,7 +146,16 @@ fn http_get_allow_list_entries_parse_or_are_named() {
     assert_eq!(allowed("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
     assert_eq!(allowed("*.example.com").unwrap(), "*.example.com");
     assert_eq!(allowed("[::1]:80").unwrap(), "[::1]:80");
-    for bad in ["", "http://x/y", "a b", "*.", "host/path", "user@host"] {
+    for bad in [
+        "",
+        "http://x/y",
+        "a b",
+        "*.",
+        "host/path",
+        "user@host",
+        "*.1",
+        "*.0.0.1",
+    ] {
         assert!(
             matches!(allowed(bad), Err(BuiltinError::BadHost(_))),
             "{bad:?} parsed"
@@ -203,7 +212,19 @@ fn answer(path: &str, port: u16) -> String {
 #[tokio::test]
 async fn http_get_fetches_from_allowed_hosts_only_and_follows_redirects_within_the_origin() {
     let port = server(answer).await;
-    let tool = http_get(["127.0.0.1"]).unwrap();
+    // A host alone is the web's ports only: not this one.
+    let bare = http_get(["127.0.0.1"]).unwrap();
+    let refused = ask(
+        &bare,
+        serde_json::json!({ "url": format!("http://127.0.0.1:{port}/hello") }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.contains("not a host this tool may fetch"),
+        "{refused}"
+    );
+    let tool = http_get([format!("127.0.0.1:{port}")]).unwrap();
     let url = |p: &str| serde_json::json!({ "url": format!("http://127.0.0.1:{port}{p}") });
     let ok = ask(&tool, url("/hello")).await.unwrap();
     assert!(
