@@ -160,7 +160,7 @@ pub fn runtime_builder(
             .set(fault.kind, fault.trigger)
             .map_err(|e| anyhow::anyhow!("--fault {flag}: {e}"))?;
     }
-    let tools = Tools::gather(args, spec_dir(args.agents.as_deref()).as_deref())?;
+    let mut tools = Tools::gather(args, spec_dir(args.agents.as_deref()).as_deref())?;
     tools.check(&specs)?;
     let Built {
         provider,

@@ -28,6 +28,8 @@ use crate::args::RuntimeArgs;
 /// What a runtime offers, and where each part came from.
 pub struct Tools {
     mcp: Vec<McpServer>,
+    /// The servers named in the config file (started only if a spec names them).
+    from_file: Vec<String>,
     read_root: Option<PathBuf>,
     http_allow: Vec<String>,
     /// The config file read, if one was.
@@ -77,6 +79,7 @@ impl Tools {
         };
         let base = dir.unwrap_or(Path::new("."));
         let mut mcp = args.mcp.clone();
+        let mut from_file = Vec::new();
         for (name, command) in file.mcp {
             let shown = path.as_deref().unwrap_or(base).display();
             let server = match command {
@@ -96,11 +99,17 @@ impl Tools {
                 bail!("MCP server `{name}` is given twice: by --mcp and in {shown}");
             }
             mcp.push(server.current_dir(base));
+            from_file.push(name);
         }
-        let read_root = args
-            .read_root
-            .clone()
-            .or_else(|| file.tools.read_file.map(|root| base.join(root)));
+        let read_root = match (&args.read_root, file.tools.read_file) {
+            (Some(root), _) => Some(root.clone()),
+            (None, Some(root)) => {
+                let root = base.join(root);
+                inside(&root, base, args.allow_prompts_outside, path.as_deref())?;
+                Some(root)
+            }
+            (None, None) => None,
+        };
         let http_allow = if args.http_allow.is_empty() {
             file.tools.http_get.unwrap_or_default()
         } else {
@@ -108,6 +117,7 @@ impl Tools {
         };
         Ok(Self {
             mcp,
+            from_file,
             read_root,
             http_allow,
             config: path,
@@ -115,8 +125,28 @@ impl Tools {
     }
 
     /// Refuses a spec whose `tools` names one this runtime does not offer, before
-    /// anything starts (a run would fail each of its branches on it).
-    pub fn check(&self, specs: &[AgentSpec]) -> anyhow::Result<()> {
+    /// anything starts (a run would fail each of its branches on it); then leaves
+    /// out the config file's MCP servers that no spec names (a spec directory's
+    /// commands run only when its agents use them).
+    pub fn check(&mut self, specs: &[AgentSpec]) -> anyhow::Result<()> {
+        self.must_offer(specs)?;
+        let named = |server: &str| {
+            specs
+                .iter()
+                .flat_map(|s| &s.tools)
+                .any(|t| t.split_once('.').is_some_and(|(s, _)| s == server))
+        };
+        let unused: Vec<String> = self
+            .from_file
+            .iter()
+            .filter(|n| !named(n))
+            .cloned()
+            .collect();
+        self.mcp.retain(|s| !unused.iter().any(|n| n == s.name()));
+        Ok(())
+    }
+
+    fn must_offer(&self, specs: &[AgentSpec]) -> anyhow::Result<()> {
         let servers: Vec<&str> = self.mcp.iter().map(McpServer::name).collect();
         let how = match &self.config {
             Some(path) => format!("--mcp NAME=COMMAND or [mcp] in {}", path.display()),
@@ -184,6 +214,22 @@ impl Tools {
         }
         (!parts.is_empty()).then(|| format!("tools: {}", parts.join("; ")))
     }
+}
+
+/// Refuses a root from the config file outside the spec directory, as a prompt
+/// file outside it is refused: a spec directory from elsewhere would otherwise have
+/// the model read (and send on) any file of this machine.
+fn inside(root: &Path, dir: &Path, allowed: bool, config: Option<&Path>) -> anyhow::Result<()> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    if allowed || real(root).starts_with(real(dir)) {
+        return Ok(());
+    }
+    bail!(
+        "{}: read_file's root {} is outside the spec directory {}; give --allow-prompts-outside to let it, or --read-root",
+        config.map_or_else(|| DIR_CONFIG.into(), |p| p.display().to_string()),
+        root.display(),
+        dir.display()
+    )
 }
 
 fn listed(names: &[&str]) -> String {

@@ -411,9 +411,8 @@ fn submit_each_sends_each_files_text_as_an_item_of_the_map() {
 fn approvals_list_approve_and_reject_decide_a_serve_runs_held_tool_calls_from_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let specs = dir.path().join("specs");
-    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
-    std::fs::write(dir.path().join("docs/plan.txt"), "Launch on March 3.").unwrap();
-    std::fs::create_dir_all(&specs).unwrap();
+    std::fs::create_dir_all(specs.join("docs")).unwrap();
+    std::fs::write(specs.join("docs/plan.txt"), "Launch on March 3.").unwrap();
     std::fs::write(
         specs.join("reader.toml"),
         "name = \"reader\"\nprompt = \"p\"\ntools = [\"read_file\"]\nneeds_approval = true\n",
@@ -421,7 +420,7 @@ fn approvals_list_approve_and_reject_decide_a_serve_runs_held_tool_calls_from_th
     .unwrap();
     std::fs::write(
         specs.join("fanfare.toml"),
-        "[tools]\nread_file = \"../docs\"\n",
+        "[tools]\nread_file = \"docs\"\n",
     )
     .unwrap();
     let (mut server, addr) = serve(&dir.path().join("runs.db"), &specs);

@@ -26,7 +26,8 @@ pub struct RuntimeArgs {
     /// Directory of agent specs [default: ./agents/specs if present, else the built-in ones].
     #[arg(long, value_name = "DIR")]
     pub agents: Option<PathBuf>,
-    /// Let agent specs send prompt files from outside their directory to the model.
+    /// Let agent specs send prompt files from outside their directory to the model,
+    /// and a spec directory's fanfare.toml give read_file a root outside it.
     #[arg(long)]
     pub allow_prompts_outside: bool,
     /// Seed of the simulated provider (its latencies and wording).

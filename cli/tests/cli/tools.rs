@@ -21,9 +21,11 @@ fn project(tools: &str) -> tempfile::TempDir {
 #[test]
 fn a_spec_directorys_fanfare_toml_offers_read_file_under_its_root_and_the_report_shows_the_call() {
     let dir = project(r#"["read_file"]"#);
+    std::fs::create_dir_all(dir.path().join("specs/docs")).unwrap();
+    std::fs::write(dir.path().join("specs/docs/plan.txt"), "Launch on March 3.").unwrap();
     std::fs::write(
         dir.path().join("specs/fanfare.toml"),
-        "[tools]\nread_file = \"../docs\"\n",
+        "[tools]\nread_file = \"docs\"\n",
     )
     .unwrap();
     let out = fanfare(
@@ -43,7 +45,7 @@ fn a_spec_directorys_fanfare_toml_offers_read_file_under_its_root_and_the_report
     );
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("tools: read_file under specs/../docs"),
+        stderr.contains("tools: read_file under specs/docs"),
         "{stderr}"
     );
     assert!(stdout.contains("⚙ read_file · turn 1"), "{stdout}");
@@ -154,4 +156,35 @@ fn a_call_needing_approval_runs_with_approve_all_and_is_rejected_without_a_termi
         "{stdout}"
     );
     assert!(stdout.contains("--approve-all"), "{stdout}");
+}
+
+#[test]
+fn regression_a_spec_directorys_config_cannot_root_read_file_outside_it_nor_start_servers_no_agent_uses(
+) {
+    let dir = project(r#"["read_file"]"#);
+    std::fs::write(
+        dir.path().join("specs/fanfare.toml"),
+        "[tools]\nread_file = \"../docs\"\n[mcp]\nunused = \"no-such-program-anywhere\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--agents", "specs", "--only", "reader"];
+        args.extend_from_slice(extra);
+        args.push("When?");
+        fanfare(&args, dir.path())
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("read_file's root specs/../docs is outside the spec directory specs")
+            && stderr.contains("--allow-prompts-outside"),
+        "{stderr}"
+    );
+    // Allowed, it runs; the server no agent names is never started (its program
+    // does not exist, which would fail the start).
+    let out = run(&["--allow-prompts-outside"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("unused"), "{stderr}");
 }
