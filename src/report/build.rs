@@ -45,8 +45,13 @@ impl ItemReport {
         let (attempts, usage, wasted_calls) = match &run {
             Some(run) => run.spent(),
             None => {
-                let (attempts, usage) = r.outcome.spent();
-                (attempts, usage, r.outcome.waste().0)
+                let (attempts, mut usage) = r.outcome.spent();
+                usage += r.earlier.1;
+                (
+                    attempts.saturating_add(r.earlier.0),
+                    usage,
+                    r.outcome.waste().0,
+                )
             }
         };
         Self {
@@ -78,6 +83,7 @@ impl BranchReport {
             started: start,
             ended: end,
             retries,
+            earlier,
             late,
             items,
             conflicts,
@@ -107,8 +113,9 @@ impl BranchReport {
                 },
             ),
             None => {
-                let (attempts, usage) = outcome.spent();
-                (attempts, usage, outcome.waste().0)
+                let (attempts, mut usage) = outcome.spent();
+                usage += earlier.1;
+                (attempts.saturating_add(earlier.0), usage, outcome.waste().0)
             }
         };
         let error = outcome.problem();
@@ -383,6 +390,7 @@ mod tests {
             started: Some(Duration::ZERO),
             ended: Duration::from_millis(ended_ms),
             retries: 0,
+            earlier: (0, Usage::default()),
             late: false,
             items: Vec::new(),
             conflicts: Vec::new(),

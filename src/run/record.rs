@@ -25,6 +25,8 @@ pub(crate) struct BranchRecord {
     pub ended: Duration,
     /// Retries after the specialist crashed under this branch.
     pub retries: u32,
+    /// What its earlier attempts (the step's `retries`) spent: attempts and tokens.
+    pub earlier: (u32, Usage),
     /// Ended after the run had already merged without it (a deferred straggler).
     pub late: bool,
     /// A map step's items, in item order.
@@ -46,6 +48,8 @@ pub(crate) struct ItemRecord {
     pub started: Option<Duration>,
     pub ended: Duration,
     pub retries: u32,
+    /// What its earlier attempts (the step's `retries`) spent.
+    pub earlier: (u32, Usage),
     pub late: bool,
     /// Taken from an earlier attempt at the run.
     pub reused: Option<super::Reused>,

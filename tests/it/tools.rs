@@ -467,3 +467,37 @@ async fn a_call_needing_approval_in_a_run_with_no_approver_is_rejected_saying_wh
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn regression_a_steps_retried_tool_loops_count_every_paid_turn_in_the_report() {
+    // The model never stops calling: each attempt fails after its 2 turns (15
+    // tokens each), and the step tries 3 times.
+    let script = Scripted::new();
+    for i in 0..6 {
+        script.push_completion(calls(&[(&format!("c{i}"), "k")]));
+    }
+    let count = tool("count", "Counts.", |_ctx, k: Key| async move {
+        Ok::<_, ToolError>(k.key)
+    });
+    let mut agent = AgentSpec::new("counter", "You count.");
+    agent.tools = vec!["count".into()];
+    agent.max_turns = 2;
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .tool(count)
+        .agent(agent)
+        .start()
+        .await
+        .unwrap();
+    let mut step = fanfare::run::Step::agent("counter");
+    step.retries = 2;
+    let mut request = RunRequest::fan_out("Count.", Vec::<String>::new());
+    request.steps = vec![step];
+    request.merge = None;
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(!report.status.is_success());
+    let branch = &report.branches[0];
+    assert_eq!(branch.usage.total(), 6 * 15, "{}", report.render());
+    assert_eq!(branch.attempts, 6);
+    assert_eq!(report.totals.usage.total(), 6 * 15);
+}

@@ -105,6 +105,8 @@ struct Entry {
     retries: u32,
     /// Times it was dispatched again after failing (the step's `retries`).
     reruns: u32,
+    /// What the attempts before the last spent (they were paid for).
+    earlier: (u32, crate::provider::Usage),
     late: bool,
 }
 
@@ -349,6 +351,7 @@ impl<'a> Scheduler<'a> {
                 started: r.started,
                 ended: r.ended,
                 retries: r.retries + r.reruns,
+                earlier: r.earlier,
                 late: r.late,
                 items: items
                     .into_iter()
@@ -357,6 +360,7 @@ impl<'a> Scheduler<'a> {
                         started: e.started,
                         ended: e.ended,
                         retries: e.retries + e.reruns,
+                        earlier: e.earlier,
                         late: e.late,
                         reused: None,
                         node: None,

@@ -32,7 +32,12 @@ impl Scheduler<'_> {
                 BranchOutcome::Failed { .. } | BranchOutcome::TimedOut { .. }
             );
             if retriable && self.entry(i, item).reruns < self.retries[i] {
-                self.entry(i, item).reruns += 1;
+                let (attempts, usage) = outcome.spent();
+                let entry = self.entry(i, item);
+                entry.reruns += 1;
+                // Its attempt was paid for: the report counts it.
+                entry.earlier.0 = entry.earlier.0.saturating_add(attempts);
+                entry.earlier.1 += usage;
                 let upstream = match &self.state[i] {
                     StepState::Mapping(m) => m.upstream().clone(),
                     _ => self.upstream(i),
