@@ -310,7 +310,8 @@ impl Fanfare {
     /// Checks `request` as the orchestrator would before running it (agents known,
     /// dependencies, quorum, deadlines, budget), without running anything.
     pub fn validate(&self, request: &RunRequest) -> Result<(), crate::run::RequestError> {
-        let agents = self.roster.names();
+        // Its MCP servers are specialists to the supervisor, not agents to run.
+        let agents = agents_only(self.roster.names());
         let code = self.code.names();
         request.validate(&Known {
             agents: &agents,
@@ -419,9 +420,10 @@ impl Fanfare {
         &self.prices
     }
 
-    /// Names of the registered specialists, sorted.
+    /// Names of the registered agents, sorted (not its MCP servers' children,
+    /// which are specialists to the supervisor, `mcp:NAME` in its status).
     pub fn agents(&self) -> Vec<String> {
-        self.roster.names()
+        agents_only(self.roster.names())
     }
 
     /// Supervision status of every specialist, in registration order.
@@ -499,6 +501,12 @@ impl Fanfare {
         let _ = self.root.stop_and_wait(None, wait).await;
         aborted
     }
+}
+
+/// `names` without the MCP servers' children (`mcp:NAME`: no agent's name has a `:`).
+fn agents_only(mut names: Vec<String>) -> Vec<String> {
+    names.retain(|n| !n.starts_with("mcp:"));
+    names
 }
 
 #[cfg(test)]

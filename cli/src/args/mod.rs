@@ -235,6 +235,19 @@ scripts/bench installs the Python baseline's venv and runs this with --python."
         #[arg(long, default_value_t = 3, value_parser = at_least_one)]
         repeat: usize,
     },
+    /// The tool loop's own cost: N branches whose model (a stub answering at once)
+    /// calls a no-op tool TURNS times, against N answering at once; CPU per turn.
+    Tools {
+        /// Branches.
+        #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
+        n: usize,
+        /// Tool turns per branch.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=63))]
+        turns: u32,
+        /// Measured repetitions per case, interleaved; medians are reported.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+        repeat: usize,
+    },
     /// Orchestration costs on the simulated provider: overhead per branch (calls that
     /// return at once), CPU per branch when every call waits 200 ms (beside the provider
     /// stack alone), maps, runs per second, memory per idle specialist, a restart.

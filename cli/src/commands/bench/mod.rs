@@ -18,6 +18,7 @@
 //!   one worker node, on two: branches per second and the cost per branch.
 //! - `bench admission` (`admission.rs`): the cap starting at N against a server that
 //!   allows fewer in flight: 429s, wasted calls, wall against the floor.
+//! - `bench tools` (`tools.rs`): the tool loop's CPU per turn.
 
 mod admission;
 mod cache;
@@ -29,6 +30,7 @@ mod reference;
 mod run;
 mod serve;
 mod submit;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +95,7 @@ pub async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             repeat,
         } => submit::submit(runs, n, Duration::from_millis(latency_ms), repeat).await,
         BenchCommand::Inproc { sizes } => inproc(&sizes).await,
+        BenchCommand::Tools { n, turns, repeat } => tools::tools(n, turns as usize, repeat).await,
         BenchCommand::Admission {
             n,
             limit,
