@@ -120,6 +120,14 @@ pub struct Task {
     pub deltas: Option<crate::provider::DeltaSink>,
 }
 
+/// No kept tool turns: one shared empty list (a task is made per branch; an empty
+/// `Arc<[_]>` of its own would be an allocation each).
+pub(crate) fn no_turns() -> std::sync::Arc<[crate::agent::tools::ToolTurn]> {
+    static EMPTY: std::sync::OnceLock<std::sync::Arc<[crate::agent::tools::ToolTurn]>> =
+        std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| std::sync::Arc::new([])).clone()
+}
+
 /// The output of a step that a later step depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamOutput {

@@ -200,7 +200,7 @@ impl Driver<'_, '_> {
             allowance: None,
             tool_journal: None,
             approvals: None,
-            replay: std::sync::Arc::new([]),
+            replay: crate::agent::task::no_turns(),
             deadline: None,
             deltas: None,
         })
