@@ -29,13 +29,15 @@
 
 pub mod approval;
 pub mod builtin;
+mod call;
 mod converse;
 pub mod durable;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 
 pub use approval::{ApprovalRequest, ApprovalState, Approvals, Approver, Decision};
-pub(crate) use converse::{converse, Governed};
+pub(crate) use call::Governed;
+pub(crate) use converse::converse;
 #[cfg(test)]
 use converse::{MAX_ASKED_PER_TURN, MAX_CALLS_PER_TURN};
 pub use durable::{Replay, ToolJournal, ToolKeeper, ToolTurn};
