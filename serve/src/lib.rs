@@ -46,7 +46,7 @@ use std::time::Duration;
 use fanfare::Fanfare;
 
 pub use journal::{Journal, JournalError, Status};
-pub use spec::{Catalog, Defaults, FieldError, RunSpec};
+pub use spec::{ApprovalDefault, Catalog, Defaults, FieldError, RunSpec};
 
 /// A bearer token clients must present. Its `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]

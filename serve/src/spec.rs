@@ -125,6 +125,21 @@ pub struct Defaults {
     /// The most branches one run may ask for: agents in a fan-out, or items of a
     /// map (one POST of 10,000 agents was 10,000 paid calls).
     pub max_branches: usize,
+    /// How long a tool call waits for a person's approval before `approval_default`
+    /// decides it (`None`: until the branch's deadline).
+    pub approval_timeout: Option<Duration>,
+    /// What decides a call no one decided within `approval_timeout`.
+    pub approval_default: ApprovalDefault,
+}
+
+/// What decides a tool call no one decided in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApprovalDefault {
+    /// It is not run; the model is told.
+    #[default]
+    Reject,
+    /// It runs as the model asked.
+    Approve,
 }
 
 impl Default for Defaults {
@@ -135,6 +150,8 @@ impl Default for Defaults {
             crash_retries: 0,
             workflow: "perspectives".to_owned(),
             max_branches: 10_000,
+            approval_timeout: None,
+            approval_default: ApprovalDefault::Reject,
         }
     }
 }

@@ -18,7 +18,7 @@ pub use client::ClientArgs;
 pub use cluster::{ClusterCommand, OrchestratorArgs, WorkerArgs};
 pub use parse::{at_least_one, parse_duration, parse_policy, parse_rate, parse_usd};
 pub use runtime::{ProviderKind, RuntimeArgs};
-pub use serve::{ServeArgs, SubmitArgs};
+pub use serve::{ApprovalDefaultArg, ServeArgs, SubmitArgs};
 
 #[derive(Parser)]
 #[command(

@@ -94,6 +94,15 @@ pub struct ServeArgs {
     /// full disk stops every run. 0 sets no floor.
     #[arg(long, default_value_t = 1024)]
     pub min_free_disk_mb: u64,
+    /// How long a tool call that needs approval waits for a decision (`fanfare
+    /// approvals`, the page, the API) before --approval-default decides it. Without
+    /// it the call waits as long as its branch may (its deadline), so give runs with
+    /// approvals a long enough --branch-timeout and --deadline.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub approval_timeout: Option<std::time::Duration>,
+    /// What decides a call no one decided within --approval-timeout.
+    #[arg(long, value_enum, default_value = "reject")]
+    pub approval_default: ApprovalDefaultArg,
     /// The most branches one submitted run may ask for (agents in a fan-out, items of
     /// a map); more are refused with 422 naming the limit.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
@@ -117,4 +126,13 @@ pub struct ServeArgs {
     pub cluster: super::cluster::OrchestratorArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// What decides a tool call no one decided in time.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApprovalDefaultArg {
+    /// The call is not run; the model is told.
+    Reject,
+    /// The call runs as the model asked.
+    Approve,
 }

@@ -80,6 +80,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
             crash_retries: args.crash_retries,
             workflow: args.workflow.clone(),
             max_branches: args.max_branches,
+            approval_timeout: args.approval_timeout,
+            approval_default: match args.approval_default {
+                crate::args::ApprovalDefaultArg::Reject => fanfare_serve::ApprovalDefault::Reject,
+                crate::args::ApprovalDefaultArg::Approve => fanfare_serve::ApprovalDefault::Approve,
+            },
         },
         gate,
         endpoint,

@@ -8,15 +8,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fanfare::agent::tools::{ApprovalRequest, Approvals, Approver, Decision};
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
+use crate::spec::ApprovalDefault;
+
 /// The requests waiting, by run and id.
 #[derive(Default)]
 pub(crate) struct Desk {
     pending: Mutex<HashMap<i64, BTreeMap<String, Waiting>>>,
+    /// How long a request waits before `default` decides it (`None`: as long as
+    /// its branch does).
+    timeout: Option<Duration>,
+    default: ApprovalDefault,
 }
 
 struct Waiting {
@@ -33,6 +40,15 @@ pub(crate) enum Undecided {
 }
 
 impl Desk {
+    /// A desk where a request waits at most `timeout`, then `default` decides.
+    pub(crate) fn new(timeout: Option<Duration>, default: ApprovalDefault) -> Self {
+        Self {
+            pending: Mutex::default(),
+            timeout,
+            default,
+        }
+    }
+
     /// Run `run`'s approver.
     pub(crate) fn approver(self: &Arc<Self>, run: i64) -> Approvals {
         Approvals::new(RunDesk {
@@ -83,15 +99,35 @@ struct RunDesk {
 impl Approver for RunDesk {
     fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision> {
         let (answer, decided) = oneshot::channel();
+        let (id, run) = (request.id.clone(), self.run);
         self.desk
             .lock()
-            .entry(self.run)
+            .entry(run)
             .or_default()
-            .insert(request.id.clone(), Waiting { request, answer });
+            .insert(id.clone(), Waiting { request, answer });
+        let (desk, timeout, default) = (self.desk.clone(), self.desk.timeout, self.desk.default);
         Box::pin(async move {
-            decided.await.unwrap_or(Decision::Reject {
+            let gone = || Decision::Reject {
                 reason: Some("the run stopped waiting for a decision".to_owned()),
-            })
+            };
+            let Some(limit) = timeout else {
+                return decided.await.unwrap_or_else(|_| gone());
+            };
+            match tokio::time::timeout(limit, decided).await {
+                Ok(decision) => decision.unwrap_or_else(|_| gone()),
+                Err(_) => {
+                    // No one decided in time: no longer listed, and the default says.
+                    if let Some(of_run) = desk.lock().get_mut(&run) {
+                        of_run.remove(&id);
+                    }
+                    match default {
+                        ApprovalDefault::Approve => Decision::Approve,
+                        ApprovalDefault::Reject => Decision::Reject {
+                            reason: Some(format!("no decision within {limit:?}")),
+                        },
+                    }
+                }
+            }
         })
     }
 }
@@ -141,5 +177,24 @@ mod tests {
         );
         drop(second);
         assert!(ids(&desk).is_empty(), "given up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_no_one_decides_in_time_takes_the_default_and_is_no_longer_listed() {
+        for (default, want) in [
+            (ApprovalDefault::Approve, true),
+            (ApprovalDefault::Reject, false),
+        ] {
+            let desk = Arc::new(Desk::new(Some(Duration::from_secs(600)), default));
+            let asked = tokio::spawn(desk.approver(1).decide(request("0-1-0")));
+            tokio::time::sleep(Duration::from_secs(599)).await;
+            assert_eq!(desk.waiting(1).len(), 1, "still waiting");
+            let decision = asked.await.unwrap();
+            assert_eq!(decision == Decision::Approve, want, "{decision:?}");
+            assert!(desk.waiting(1).is_empty());
+            if let Decision::Reject { reason } = decision {
+                assert!(reason.unwrap().contains("no decision within 600s"));
+            }
+        }
     }
 }

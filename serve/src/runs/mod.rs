@@ -138,6 +138,10 @@ impl Runs {
         max_waiting: usize,
         min_free_disk: u64,
     ) -> Arc<Runs> {
+        let desk = Arc::new(approvals::Desk::new(
+            defaults.approval_timeout,
+            defaults.approval_default,
+        ));
         Arc::new(Runs {
             fanfare,
             journal,
@@ -152,7 +156,7 @@ impl Runs {
             changed: watch::channel(0).0,
             closing: watch::channel(false).0,
             metrics: Arc::new(Metrics::new()),
-            desk: Arc::default(),
+            desk,
         })
     }
 
