@@ -423,6 +423,48 @@ async fn mcp_regression_a_server_whose_restart_fails_is_tried_again_until_it_sta
     assert_eq!((answered.content.as_str(), answered.is_error), ("1", false));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the MCP servers: FANFARE_MCP_SERVERS=$(scripts/mcp-servers install)"]
+async fn mcp_regression_a_call_made_while_its_server_restarts_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("probe.log");
+    let script = Scripted::new();
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .mcp(probe(&log))
+        .agent(agent(&["probe.*"]))
+        .start()
+        .await
+        .unwrap();
+    // The crash, then at once a call: it waits for the restart instead of failing
+    // (a model told "not connected" spent its turns on instant errors).
+    script.push_completion(calling(&[("c1", "probe__crash", "{}")]));
+    script.push_completion(Completion {
+        text: "crashed".into(),
+        model: "m".into(),
+        attempts: 1,
+        ..Completion::default()
+    });
+    script.push_completion(calling(&[("c2", "probe__count", "{}")]));
+    let first = fanfare
+        .run(RunRequest::fan_out("Crash it.", ["worker"]))
+        .await
+        .unwrap();
+    assert!(first.status.is_success(), "{}", first.render());
+    let second = fanfare
+        .run(RunRequest::fan_out("Count.", ["worker"]))
+        .await
+        .unwrap();
+    fanfare.shutdown().await;
+    assert!(second.status.is_success(), "{}", second.render());
+    let asked = script.requests();
+    let answered = asked.last().unwrap().messages.last().unwrap().tool_results[0].clone();
+    assert_eq!(
+        (answered.content.as_str(), answered.is_error),
+        ("1", false),
+        "{answered:?}"
+    );
+}
+
 /// `server-everything` over streamable HTTP, on a port of its own.
 struct HttpEverything(std::process::Child);
 

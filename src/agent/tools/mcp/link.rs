@@ -26,7 +26,14 @@ pub(crate) struct Link {
     /// A streamable-HTTP server's URL, hidden from every error text passed on.
     url: Option<String>,
     state: RwLock<State>,
+    /// Moves when a connection comes up, for calls waiting on a restart.
+    connected: tokio::sync::watch::Sender<u64>,
 }
+
+/// The longest a call waits for its server to come back (a restart in progress),
+/// within the branch's deadline: a model told at once that the server is down spent
+/// its turns on instant errors (10 paid turns in 20 ms).
+const WAIT_FOR_RESTART: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct State {
     peer: Option<Peer<RoleClient>>,
@@ -57,6 +64,7 @@ impl Link {
                 why_not: "it has not connected yet".to_owned(),
                 generation: 0,
             }),
+            connected: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -83,11 +91,15 @@ impl Link {
 
     /// Connected, with `tools`; answers the connection's generation.
     pub(crate) fn up(&self, peer: Peer<RoleClient>, tools: Vec<rmcp::model::Tool>) -> u64 {
-        let mut state = self.write();
-        state.peer = Some(peer);
-        state.tools = Arc::new(tools);
-        state.generation += 1;
-        state.generation
+        let generation = {
+            let mut state = self.write();
+            state.peer = Some(peer);
+            state.tools = Arc::new(tools);
+            state.generation += 1;
+            state.generation
+        };
+        self.connected.send_replace(generation);
+        generation
     }
 
     /// The connection `generation` ended, because `why` (unless a newer one is up
@@ -151,6 +163,24 @@ impl Link {
         let state = self.read();
         state.peer.clone().ok_or_else(|| state.why_not.clone())
     }
+
+    /// The connection; when there is none, the next one if it comes within
+    /// [`WAIT_FOR_RESTART`] and before `deadline` (a restart in progress), else why
+    /// there is none.
+    async fn peer_within(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Peer<RoleClient>, String> {
+        let mut connected = self.connected.subscribe();
+        if let Ok(peer) = self.peer() {
+            return Ok(peer);
+        }
+        let limit = tokio::time::Instant::now() + WAIT_FOR_RESTART;
+        let until = deadline.map_or(limit, |d| d.min(limit));
+        // Whether it came or the time ran out, the state now says.
+        let _ = tokio::time::timeout_at(until, connected.changed()).await;
+        self.peer()
+    }
 }
 
 impl ToolSource for Arc<Link> {
@@ -208,12 +238,12 @@ impl Tool for McpTool {
 
     fn call(
         &self,
-        _ctx: ToolContext,
+        ctx: ToolContext,
         input: serde_json::Value,
     ) -> BoxFuture<'_, Result<String, ToolError>> {
         Box::pin(async move {
             let server = self.link.server();
-            let peer = self.link.peer().map_err(|why| {
+            let peer = self.link.peer_within(ctx.deadline).await.map_err(|why| {
                 ToolError(format!("the MCP server `{server}` is not connected: {why}"))
             })?;
             let mut params = CallToolRequestParams::new(self.tools[self.index].name.clone());
