@@ -39,6 +39,7 @@ impl Agent for AgentSpec {
         // as well (this future is boxed for every branch).
         let mut governed = crate::agent::tools::Governed::of(&task);
         governed.approve_every_call = self.needs_approval;
+        governed.first_choice = self.tool_choice.clone();
         let (request, schema) = self.request(task);
         async move {
             match schema {

@@ -63,6 +63,10 @@ pub struct AgentSpec {
     /// Every tool call of this agent waits for a person's approval (see
     /// [`super::tools::approval`]).
     pub needs_approval: bool,
+    /// What its first turn must do with its tools (`tool_choice = "auto"`,
+    /// `"required"`, `"none"`, or a tool's name): later turns are the model's choice,
+    /// or a forced call would never end.
+    pub tool_choice: crate::provider::ToolChoice,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -91,6 +95,7 @@ struct RawSpec {
     max_turns: u32,
     #[serde(default)]
     needs_approval: bool,
+    tool_choice: Option<String>,
 }
 
 fn default_max_turns() -> u32 {
@@ -171,6 +176,7 @@ impl AgentSpec {
             tools: Vec::new(),
             max_turns: default_max_turns(),
             needs_approval: false,
+            tool_choice: crate::provider::ToolChoice::Auto,
             source: PathBuf::from("<code>"),
         }
     }
@@ -245,6 +251,28 @@ impl AgentSpec {
         if !(1..=64).contains(&raw.max_turns) {
             return Err(invalid("max_turns", "must be 1 to 64"));
         }
+        let tool_choice = match raw.tool_choice.as_deref() {
+            None | Some("auto") => crate::provider::ToolChoice::Auto,
+            Some("required") => crate::provider::ToolChoice::Required,
+            Some("none") => crate::provider::ToolChoice::Never,
+            Some(name) => {
+                // A tool it names: its own (`add`), or a server's (`fs.read_file`,
+                // which the model sees as `fs__read_file`).
+                let offered = raw.tools.iter().any(|t| {
+                    t == name
+                        || name
+                            .split_once('.')
+                            .is_some_and(|(server, _)| *t == format!("{server}.*"))
+                });
+                if !offered {
+                    return Err(invalid(
+                        "tool_choice",
+                        "must be \"auto\", \"required\", \"none\" or a tool the spec's `tools` names",
+                    ));
+                }
+                crate::provider::ToolChoice::Tool(name.replacen('.', "__", 1))
+            }
+        };
         if let Err(e) = raw.faults.validate() {
             return Err(SpecError::Invalid {
                 path: path.to_owned(),
@@ -265,6 +293,7 @@ impl AgentSpec {
             tools: raw.tools,
             max_turns: raw.max_turns,
             needs_approval: raw.needs_approval,
+            tool_choice,
             source: path.to_owned(),
         })
     }

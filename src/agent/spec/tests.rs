@@ -147,6 +147,37 @@ fn a_spec_names_its_tools_and_bounds_its_turns() {
 }
 
 #[test]
+fn a_specs_tool_choice_is_auto_required_none_or_a_tool_it_names() {
+    use crate::provider::ToolChoice;
+    let choice = |extra: &str| {
+        parse(&format!(
+            "name = \"x\"\nprompt_file = \"x.md\"\ntools = [\"add\", \"fs.*\"]\n{extra}"
+        ))
+        .map(|s| s.tool_choice)
+    };
+    assert_eq!(choice("").unwrap(), ToolChoice::Auto);
+    assert_eq!(
+        choice("tool_choice = \"required\"\n").unwrap(),
+        ToolChoice::Required
+    );
+    assert_eq!(
+        choice("tool_choice = \"none\"\n").unwrap(),
+        ToolChoice::Never
+    );
+    assert_eq!(
+        choice("tool_choice = \"add\"\n").unwrap(),
+        ToolChoice::Tool("add".into())
+    );
+    // A server's tool, as the model sees it.
+    assert_eq!(
+        choice("tool_choice = \"fs.read_file\"\n").unwrap(),
+        ToolChoice::Tool("fs__read_file".into())
+    );
+    let e = choice("tool_choice = \"clock\"\n").unwrap_err().to_string();
+    assert!(e.contains("tool_choice"), "{e}");
+}
+
+#[test]
 fn an_agent_that_calls_tools_has_every_turn_reserved_by_a_budget() {
     // A loop of `max_turns` calls was reserved as one call: a budget could be spent
     // several times over before it was settled.

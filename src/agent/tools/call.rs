@@ -36,6 +36,8 @@ pub(crate) struct Governed {
     pub(crate) approvals: Option<Approvals>,
     /// Every call needs approval (the agent's spec says so).
     pub(crate) approve_every_call: bool,
+    /// What the first turn must do with the tools (the spec's `tool_choice`).
+    pub(crate) first_choice: crate::provider::ToolChoice,
 }
 
 impl Governed {
@@ -48,6 +50,7 @@ impl Governed {
             replay: task.replay.clone(),
             approvals: task.approvals.clone(),
             approve_every_call: false,
+            first_choice: crate::provider::ToolChoice::Auto,
         }
     }
 
@@ -61,6 +64,7 @@ impl Governed {
             replay: Arc::new([]),
             approvals: None,
             approve_every_call: false,
+            first_choice: crate::provider::ToolChoice::Auto,
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::call::{one_call, CallAt, Governed};
 use super::{Tool, ToolTurn, ToolUse};
 use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply};
-use crate::provider::{CompletionRequest, Message, ToolCall, ToolResult, ToolSpec, Usage};
+use crate::provider::{
+    CompletionRequest, Message, ToolCall, ToolChoice, ToolResult, ToolSpec, Usage,
+};
 
 /// The most tool calls of one turn that run; the model is told the rest did not
 /// (each still gets an answer, which both wires require).
@@ -87,6 +89,12 @@ async fn turns(
             .map(|t| spec_of(t.as_ref()))
             .collect::<Vec<_>>()
             .into();
+        // The spec's choice binds the first turn; after it the model chooses (a
+        // forced call at every turn would never answer), unless it may call none.
+        request.tool_choice = match (&governed.first_choice, turn) {
+            (choice, 1) | (choice @ ToolChoice::Never, _) => choice.clone(),
+            _ => ToolChoice::Auto,
+        };
         // A turn kept by an earlier attempt at the run is answered from there.
         let kept = governed.replay.get(turn as usize - 1);
         if let (Some(allowance), None) = (governed.allowance, kept) {

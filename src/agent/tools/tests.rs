@@ -427,3 +427,32 @@ fn a_spec_names_own_tools_a_whole_server_or_one_of_its_tools() {
         ToolboxError::DuplicateServer("fs".into())
     );
 }
+
+#[tokio::test]
+async fn the_specs_tool_choice_binds_the_first_turn_and_the_model_chooses_after() {
+    let script = Scripted::new();
+    script.push_completion(calling(vec![ToolCall::from_raw(
+        "c1",
+        "add",
+        r#"{"a": 1, "b": 2}"#,
+    )]));
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "Go on.");
+    let mut governed = Governed::plain(branch());
+    governed.first_choice = crate::provider::ToolChoice::Tool("add".into());
+    converse(&ctx, request, &["add".to_owned()], 4, governed)
+        .await
+        .unwrap();
+    let asked: Vec<_> = script
+        .requests()
+        .into_iter()
+        .map(|r| r.tool_choice)
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            crate::provider::ToolChoice::Tool("add".into()),
+            crate::provider::ToolChoice::Auto
+        ]
+    );
+}

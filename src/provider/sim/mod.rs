@@ -254,7 +254,13 @@ impl Provider for SimProvider {
             // Offered tools and none called yet: call the first, with arguments of
             // its input's shape, so that tool loops run offline end to end.
             let called = request.messages.iter().any(|m| !m.tool_results.is_empty());
-            if let (Some(tool), false) = (request.tools.first(), called) {
+            // The tool the request names, else the first; none when it may call none.
+            let chosen = match &request.tool_choice {
+                super::ToolChoice::Never => None,
+                super::ToolChoice::Tool(name) => request.tools.iter().find(|t| t.name == *name),
+                _ => request.tools.first(),
+            };
+            if let (Some(tool), false) = (chosen, called) {
                 let prose = compose(&request, &profile, key);
                 let input = shaped(&required_only(&tool.input_schema), &prose, key);
                 counters.completed.fetch_add(1, Ordering::Relaxed);
