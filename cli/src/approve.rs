@@ -51,15 +51,15 @@ impl Approver for Terminal {
             // its answer.
             let mut lines = lines.lock().await;
             while lines.try_recv().is_ok() {}
-            let input = request.input.to_string();
-            let shown: String = input.chars().take(400).collect();
+            // The arguments whole: what is approved is what runs (a cut prompt hid
+            // the end of a call's arguments from the person approving it).
+            let input = serde_json::to_string_pretty(&request.input).unwrap_or_default();
             say(&format!(
-                "fanfare: {} wants to call `{}` (approval {}) with {}{}\n  approve? [y]es, [n]o, or [e]dit the arguments: ",
+                "fanfare: {} wants to call `{}` (approval {}) with:\n{}\n  approve? [y]es, [n]o, or [e]dit the arguments: ",
                 request.agent,
                 request.tool,
                 request.id,
-                fanfare::report::printable(&shown),
-                if shown.len() < input.len() { "…" } else { "" }
+                fanfare::report::printable(&input)
             ));
             loop {
                 let Some(answer) = lines.recv().await else {

@@ -459,6 +459,9 @@ fn approvals_list_approve_and_reject_decide_a_serve_runs_held_tool_calls_from_th
         }
     };
     let first = waiting(&ids[0]);
+    // The arguments are listed whole, under the call.
+    let (_, listed, _) = cli(&["approvals", "list", &ids[0]]);
+    assert!(listed.contains(r#""path": ".""#), "{listed}");
     let (code, out, stderr) = cli(&["approvals", "approve", &ids[0], &first]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(out.contains("approved"), "{out}");

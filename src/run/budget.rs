@@ -168,6 +168,29 @@ impl Ledger {
         }
     }
 
+    /// What branch `i` may use in all, now that it is reserved: its own reservation
+    /// and what the budget has left beyond every reservation, in tokens (a cost cap
+    /// converted at the branch's own price). A tool loop's turns are bounded by it:
+    /// by the run's budget, not by one call's estimate (which knows nothing of the
+    /// tools' schemas and results, and failed every tool agent under any budget).
+    /// `None` when nothing caps it.
+    pub(crate) fn headroom(&self, budget: &Budget, i: BranchKey) -> Option<u64> {
+        let held = self.held.get(&i)?;
+        let by_tokens = budget.max_tokens.map(|cap| {
+            cap.saturating_sub(self.spent_tokens.saturating_add(self.reserved_tokens))
+                .saturating_add(held.tokens)
+        });
+        let by_cost = budget.max_cost_usd.and_then(|cap| {
+            let cost = held.cost_usd.filter(|c| *c > 0.0)?;
+            let left = (cap - self.spent_cost - self.reserved_cost).max(0.0) + cost;
+            Some((left / cost * held.tokens as f64).floor() as u64)
+        });
+        match (by_tokens, by_cost) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// A ledger that starts having spent `tokens` and `usd` (a merge's check, after
     /// the branches).
     pub(crate) fn having_spent(tokens: u64, usd: f64) -> Self {
@@ -369,5 +392,31 @@ mod tests {
         };
         l.settle((0, None), &spent, &prices);
         assert_eq!(l.spent().0, 2_800, "its turns were paid for");
+    }
+
+    #[test]
+    fn regression_a_branchs_headroom_is_what_the_budget_has_left_not_one_calls_estimate() {
+        // Tool loops were held to their one-call estimate and failed under any budget.
+        let mut l = Ledger::default();
+        let budget = Budget {
+            max_tokens: Some(10_000),
+            ..Budget::default()
+        };
+        l.reserve(&budget, (0, None), &est(1_000, None, None))
+            .unwrap();
+        l.reserve(&budget, (1, None), &est(2_000, None, None))
+            .unwrap();
+        // 10,000 - 3,000 reserved, plus its own 1,000.
+        assert_eq!(l.headroom(&budget, (0, None)), Some(8_000));
+        let usd = Budget {
+            max_cost_usd: Some(1.0),
+            ..Budget::default()
+        };
+        let mut l = Ledger::default();
+        l.reserve(&usd, (0, None), &est(1_000, Some("m"), Some(0.125)))
+            .unwrap();
+        // $1 left in all at $0.125 a thousand tokens.
+        assert_eq!(l.headroom(&usd, (0, None)), Some(8_000));
+        assert_eq!(l.headroom(&Budget::default(), (0, None)), None);
     }
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::code::Conflict;
 use super::event::RunEvent;
 use super::items::items_of;
-use super::launch::{Driver, Launched, Panicked};
+use super::launch::{Attempt, Driver, Launched, Panicked};
 use super::outcome::{BranchError, BranchOutcome, CancelReason, RunFailure, Unavailable};
 use super::record::{BranchRecord, SubRun};
 use super::scheduler::{BudgetPlan, Command, Scheduler};
@@ -170,8 +170,11 @@ pub(crate) async fn execute(
     let mut was_stopped = false;
     'run: loop {
         for h in release.drain(..) {
-            let rerun = machine.reruns(h.index, h.item);
-            live.launch(&driver, h.index, h.item, &h.upstream, None, rerun);
+            let attempt = Attempt {
+                rerun: machine.reruns(h.index, h.item),
+                allowance: machine.headroom(h.index, h.item),
+            };
+            live.launch(&driver, h.index, h.item, &h.upstream, None, attempt);
             // It was held: it started now, not when the scheduler dispatched it.
             extras.entry((h.index, h.item)).or_default().started = Some(since(Instant::now()));
         }
@@ -189,9 +192,12 @@ pub(crate) async fn execute(
                     } else {
                         Go::Now
                     };
-                    let rerun = machine.reruns(index, item);
+                    let attempt = Attempt {
+                        rerun: machine.reruns(index, item),
+                        allowance: machine.headroom(index, item),
+                    };
                     match go {
-                        Go::Now => live.launch(&driver, index, item, &upstream, None, rerun),
+                        Go::Now => live.launch(&driver, index, item, &upstream, None, attempt),
                         Go::First => {
                             let (tx, rx) = oneshot::channel();
                             warm_signal = Some(rx);
@@ -201,7 +207,7 @@ pub(crate) async fn execute(
                                 item,
                                 &upstream,
                                 Some(stream::first_text(tx)),
-                                rerun,
+                                attempt,
                             );
                         }
                         Go::Held => {}

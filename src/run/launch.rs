@@ -139,6 +139,15 @@ fn handover(branch_time: Duration) -> Duration {
     (branch_time / 50).min(Duration::from_millis(25))
 }
 
+/// Which attempt at a branch a dispatch is, as the scheduler says.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Attempt {
+    /// Times it was run again after failing (a retry waits longer each time).
+    pub(super) rerun: u32,
+    /// What it may use in all under the run's budget (`None`: no budget).
+    pub(super) allowance: Option<u64>,
+}
+
 /// The driver's view of one run; see the module docs.
 pub(super) struct Driver<'s, 'a> {
     pub(super) s: &'s Schedule<'a>,
@@ -280,7 +289,7 @@ impl Launched {
         item: Option<usize>,
         upstream: &Arc<[UpstreamOutput]>,
         extra: Option<DeltaSink>,
-        rerun: u32,
+        attempt: Attempt,
     ) {
         let s = driver.s;
         if let Some(events) = s.events {
@@ -301,7 +310,14 @@ impl Launched {
                     BranchOutcome::Ok(r.output.clone()),
                 ))))
             }
-            None => dispatch(driver, &mut self.set, index, item, upstream, extra, rerun),
+            None => dispatch(
+                driver,
+                &mut self.set,
+                (index, item),
+                upstream,
+                extra,
+                attempt,
+            ),
         };
         if let Some(item) = item {
             self.items.insert((index, item), handle);
@@ -351,11 +367,10 @@ fn branch_deadline(s: &Schedule<'_>, step: &Step) -> (Instant, DeadlineKind) {
 fn dispatch(
     driver: &Driver<'_, '_>,
     set: &mut JoinSet<TaskEnd>,
-    index: usize,
-    item: Option<usize>,
+    (index, item): (usize, Option<usize>),
     upstream: &Arc<[UpstreamOutput]>,
     extra: Option<DeltaSink>,
-    rerun: u32,
+    Attempt { rerun, allowance }: Attempt,
 ) -> AbortHandle {
     let s = driver.s;
     let step = &s.steps[index];
@@ -476,10 +491,9 @@ fn dispatch(
             {
                 task.replay = kept.turns.clone().into();
             }
-            // Under a budget, what was reserved for it bounds its later calls.
-            if let Some(budget) = s.budget.filter(Budget::caps) {
-                task.allowance = Some(driver.estimate(budget, index, item, upstream).tokens);
-            }
+            // Under a budget, what the run has left (its own reservation included)
+            // bounds its later calls.
+            task.allowance = allowance;
             let watched = s.events.map(|events| {
                 stream::branch(
                     events,

@@ -501,3 +501,43 @@ async fn regression_a_steps_retried_tool_loops_count_every_paid_turn_in_the_repo
     assert_eq!(branch.attempts, 6);
     assert_eq!(report.totals.usage.total(), 6 * 15);
 }
+
+#[tokio::test]
+async fn regression_a_tool_agent_under_a_roomy_budget_is_not_held_to_one_calls_estimate() {
+    // Its tool's description alone is more than one call's estimate: held to that
+    // estimate, every tool agent failed under any budget.
+    let script = Scripted::new();
+    script.push_completion(calls(&[("c1", "a")]));
+    let long = format!("Counts a key. {}", "Use it well. ".repeat(3_000));
+    let count = tool("count", &long, |_ctx, k: Key| async move {
+        Ok::<_, ToolError>(k.key)
+    });
+    let mut agent = AgentSpec::new("counter", "You count.");
+    agent.tools = vec!["count".into()];
+    agent.max_tokens = 64;
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .tool(count)
+        .agent(agent)
+        .start()
+        .await
+        .unwrap();
+    let roomy = RunRequest::fan_out("Count.", ["counter"]).budget(fanfare::run::Budget {
+        max_tokens: Some(1_000_000),
+        ..Default::default()
+    });
+    let report = fanfare.run(roomy).await.unwrap();
+    assert!(report.status.is_success(), "{}", report.render());
+    // A budget that cannot hold the first turn still refuses it.
+    let tight = RunRequest::fan_out("Count.", ["counter"]).budget(fanfare::run::Budget {
+        max_tokens: Some(2_000),
+        ..Default::default()
+    });
+    let report = fanfare.run(tight).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(!report.status.is_success());
+    assert!(
+        report.render().contains("turn 1 was not sent"),
+        "{}",
+        report.render()
+    );
+}

@@ -94,16 +94,25 @@ fn listed(run: &str, body: &Value) -> String {
     }
     let mut out = String::new();
     for a in waiting {
-        let input = a["input"].to_string();
-        let shown: String = input.chars().take(200).collect();
+        // The arguments whole: what is approved is what runs (a cut list hid the
+        // end of a call's arguments from the person approving it).
+        let input = serde_json::to_string_pretty(&a["input"]).unwrap_or_default();
         out.push_str(&format!(
-            "{}  {} · {} · turn {} · {}\n",
+            "{}  {} · {} · turn {}\n{}\n",
             a["id"].as_str().unwrap_or("?"),
             a["agent"].as_str().unwrap_or("?"),
             a["tool"].as_str().unwrap_or("?"),
             a["turn"],
-            fanfare::report::printable(&shown)
+            indented(&fanfare::report::printable(&input))
         ));
     }
     out
+}
+
+/// `text` with every line indented, so the arguments stand under their call.
+fn indented(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

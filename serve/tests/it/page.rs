@@ -446,7 +446,7 @@ async fn a_tool_call_waiting_for_approval_shows_approve_and_reject_buttons_then_
         let mut dom = String::new();
         for _ in 0..5 {
             dom = rendered(&waiting_url);
-            if dom.contains("data-approval=") {
+            if dom.contains(r#""key": "approve-me""#) {
                 break;
             }
         }
@@ -461,6 +461,11 @@ async fn a_tool_call_waiting_for_approval_shows_approve_and_reject_buttons_then_
     assert!(line.contains(r#"data-state="pending""#), "{line}");
     assert!(
         line.contains("count · approval 0-1-0 · waits for you"),
+        "{line}"
+    );
+    // The arguments whole, then the buttons (enabled once the arguments are shown).
+    assert!(
+        line.contains(r#"<pre class="args">{"#) && line.contains(r#""key": "approve-me""#),
         "{line}"
     );
     assert!(

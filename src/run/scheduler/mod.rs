@@ -385,6 +385,13 @@ impl<'a> Scheduler<'a> {
         }
     }
 
+    /// What branch (`index`, `item`), dispatched, may use in all under the run's
+    /// budget (see `Ledger::headroom`); `None` without a budget.
+    pub(crate) fn headroom(&self, index: usize, item: Option<usize>) -> Option<u64> {
+        let (plan, ledger) = self.budget.as_ref()?;
+        ledger.headroom(&plan.budget, (index, item))
+    }
+
     /// How many times branch (`index`, `item`) was run again so far (a retry waits
     /// longer the more there were).
     pub(crate) fn reruns(&self, index: usize, item: Option<usize>) -> u32 {
