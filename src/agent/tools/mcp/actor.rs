@@ -113,15 +113,26 @@ impl Actor for McpActor {
                         .spawn()
                         .map_err(|e| format!("could not start `{program}`: {e}"))?;
                     let group = child.id().map(Group);
-                    if let Some(stderr) = stderr {
-                        tokio::spawn(log_stderr(name.clone(), stderr, tail.clone()));
-                    }
-                    let service = ().serve(child).await.map_err(|e| {
-                        format!(
-                            "`{program}` did not answer MCP's handshake: {e}{}",
-                            last_words(&tail)
-                        )
-                    })?;
+                    let reader = stderr
+                        .map(|stderr| tokio::spawn(log_stderr(name.clone(), stderr, tail.clone())));
+                    let service = match ().serve(child).await {
+                        Ok(service) => service,
+                        Err(e) => {
+                            // A server that exited at once: its last words are on
+                            // their way (the handshake's error can come first).
+                            if let Some(reader) = reader {
+                                let _ = tokio::time::timeout(
+                                    std::time::Duration::from_millis(500),
+                                    reader,
+                                )
+                                .await;
+                            }
+                            return Err(format!(
+                                "`{program}` did not answer MCP's handshake: {e}{}",
+                                last_words(&tail)
+                            ));
+                        }
+                    };
                     Ok::<_, String>((service, group))
                 }
                 McpTransport::Http { url } => {
