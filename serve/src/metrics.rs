@@ -225,10 +225,7 @@ impl Metrics {
     pub fn tool(&self, tool: &str, ok: bool, seconds: f64) {
         // A name no tool can have (a model's invention: any length, any bytes) is
         // `other` too; it would be a series, and its bytes the exposition's.
-        let named = (1..=64).contains(&tool.len())
-            && tool
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let named = fanfare::agent::tools::is_tool_name(tool);
         let tool = {
             let mut names = self.tool_names.lock().unwrap_or_else(|p| p.into_inner());
             if !named {

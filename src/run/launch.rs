@@ -26,7 +26,7 @@ use super::record::SubRun;
 use super::request::Reuse;
 use super::step::{Action, Step, SubWorkflow};
 use super::stream;
-use crate::agent::tools::{Approvals, Replay, ToolKeeper};
+use crate::agent::tools::{Approvals, ToolKeeper, ToolTurn};
 use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable};
 use crate::supervision::Roster;
@@ -63,8 +63,9 @@ pub(crate) struct Schedule<'a> {
     pub max_items: Option<usize>,
     /// Where tool loops keep their turns.
     pub tool_journal: Option<&'a ToolKeeper>,
-    /// Tool turns kept by an earlier attempt at this run.
-    pub replay: &'a [Replay],
+    /// Tool turns kept by an earlier attempt at this run, by branch (a map built
+    /// once: a resume of thousands of tool branches searched a list for each).
+    pub replay: &'a HashMap<(usize, Option<usize>), Arc<[ToolTurn]>>,
     /// Who decides tool calls that need approval.
     pub approver: Option<&'a Approvals>,
 }
@@ -484,12 +485,8 @@ fn dispatch(
             task.deadline = Some(deadline - handover(deadline - now));
             task.tool_journal = s.tool_journal.cloned();
             task.approvals = s.approver.cloned();
-            if let Some(kept) = s
-                .replay
-                .iter()
-                .find(|r| r.index as usize == index && r.item.map(|k| k as usize) == item)
-            {
-                task.replay = kept.turns.clone().into();
+            if let Some(kept) = s.replay.get(&(index, item)) {
+                task.replay = kept.clone();
             }
             // Under a budget, what the run has left (its own reservation included)
             // bounds its later calls.

@@ -293,8 +293,9 @@ pub enum ToolboxError {
     },
 }
 
-/// Whether the wires take `name` as a tool's name.
-pub(crate) fn wire_name_ok(name: &str) -> bool {
+/// Whether the wires take `name` as a tool's name (1 to 64 letters, digits, `_`
+/// or `-`): a name no offered tool can have is a model's invention.
+pub fn is_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -307,7 +308,7 @@ impl Toolbox {
         let mut map = HashMap::new();
         for t in tools {
             let name = t.name().to_owned();
-            if !wire_name_ok(&name) {
+            if !is_tool_name(&name) {
                 return Err(ToolboxError::BadName(name));
             }
             crate::agent::structured::usable(&t.input_schema()).map_err(|problem| {

@@ -355,6 +355,14 @@ async fn execute_run<B>(
         _ => (None, None),
     };
     let nested: Arc<dyn Nested> = Arc::new(NestedRuns(args.clone()));
+    let replay: HashMap<(usize, Option<usize>), Arc<[crate::agent::tools::ToolTurn]>> = request
+        .replay
+        .iter()
+        .map(|r| {
+            let key = (r.index as usize, r.item.map(|k| k as usize));
+            (key, r.turns.clone().into())
+        })
+        .collect();
     let input: Arc<str> = request.input.as_str().into();
     let branches = execute::execute(
         Schedule {
@@ -379,7 +387,7 @@ async fn execute_run<B>(
             stop: stop.clone(),
             max_items: request.max_items,
             tool_journal: request.tool_journal.as_ref(),
-            replay: &request.replay,
+            replay: &replay,
             approver: request.approver.as_ref(),
         },
         defer,

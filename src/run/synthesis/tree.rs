@@ -368,9 +368,6 @@ fn cut(text: &str, bytes: usize) -> (String, bool) {
     if text.len() <= bytes {
         return (text.to_owned(), false);
     }
-    let mut end = bytes.saturating_sub(NOTE.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = text.floor_char_boundary(bytes.saturating_sub(NOTE.len()));
     (format!("{}{NOTE}", &text[..end]), true)
 }

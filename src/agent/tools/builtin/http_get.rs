@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::StreamExt as _;
 
-use super::{cut_at, BuiltinError};
+use super::BuiltinError;
 use crate::agent::tools::{Tool, ToolContext, ToolError};
 
 /// The most redirects followed (within the origin).
@@ -162,7 +162,7 @@ impl HttpGet {
             )));
         }
         let text = String::from_utf8_lossy(&body);
-        let text = cut_at(&text, self.max_bytes);
+        let text = &text[..text.floor_char_boundary(self.max_bytes)];
         let note = if cut {
             format!(" · cut at {} bytes", self.max_bytes)
         } else {
@@ -174,7 +174,7 @@ impl HttpGet {
         } else {
             Err(ToolError::new(format!(
                 "GET {shown}: {head}\n\n{}",
-                cut_at(text, 2048)
+                &text[..text.floor_char_boundary(2048)]
             )))
         }
     }

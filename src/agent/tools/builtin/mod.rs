@@ -35,17 +35,5 @@ pub enum BuiltinError {
     Client(String),
 }
 
-/// `text` cut to at most `max` bytes on a character boundary.
-pub(crate) fn cut_at(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use futures::future::BoxFuture;
 
-use super::{cut_at, BuiltinError};
+use super::BuiltinError;
 use crate::agent::tools::{Tool, ToolContext, ToolError};
 
 /// The most bytes one call reads (less than what the tool loop sends back to a
@@ -166,7 +166,7 @@ fn read(root: &Path, path: &str, offset: u64) -> Result<String, ToolError> {
             )))
         }
     };
-    let page = cut_at(text, PAGE);
+    let page = &text[..text.floor_char_boundary(PAGE)];
     let end = offset + page.len() as u64;
     if offset == 0 && end == size {
         return Ok(page.to_owned());

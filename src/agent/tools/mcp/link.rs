@@ -147,7 +147,7 @@ impl Link {
                     .unwrap_or("");
                 let tool = Arc::new(McpTool {
                     wire_name: name,
-                    description: crate::agent::tools::builtin::cut_at(description, MAX_DESCRIPTION)
+                    description: description[..description.floor_char_boundary(MAX_DESCRIPTION)]
                         .to_owned(),
                     tools: tools.clone(),
                     index,
