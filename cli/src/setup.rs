@@ -9,7 +9,7 @@ use fanfare::agent::spec::{self, AgentSpec};
 use fanfare::provider::PriceTable;
 use fanfare::provider::{
     endpoint_id, redact_url, AdmissionConfig, AnthropicConfig, AnthropicProvider, ApiKey,
-    ExponentialBackoff, HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, SimConfig,
+    ExponentialBackoff, HedgeConfig, OpenAiConfig, OpenAiProvider, Provider, Redactor, SimConfig,
     SimProvider, Stack,
 };
 use fanfare::supervision::SupervisionConfig;
@@ -209,7 +209,8 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         Fanfare::builder(provider)
             .agents_from(agents)
             .supervision(supervision)
-            .prices(prices),
+            .prices(prices)
+            .redact(held_keys(args)),
     )?;
     Ok(RuntimeBuilder {
         builder,
@@ -220,6 +221,20 @@ add it with --prices FILE ([models.\"{model}\"] input_per_mtok = …, output_per
         simulated,
         fingerprints,
     })
+}
+
+/// Every API key this process holds, whichever provider uses it: tools' answers
+/// are cleaned of them (a `read_file` of a `.env` put the key in the journal).
+fn held_keys(args: &RuntimeArgs) -> Redactor {
+    let file = args
+        .api_key_file
+        .as_deref()
+        .and_then(|path| ApiKey::from_file(path).ok());
+    ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
+        .into_iter()
+        .filter_map(ApiKey::from_env)
+        .chain(file)
+        .fold(Redactor::default(), |all, key| all.and(key.redactor()))
 }
 
 /// A note when every model that answered is another than the default the banner

@@ -53,7 +53,7 @@ pub use error::{GaveUp, NotAdmitted, ProviderError, ProviderErrorKind, Wait};
 pub(crate) use estimate::estimate_shared_tokens;
 pub use estimate::estimate_tokens;
 pub use hedge::{Hedge, HedgeConfig};
-pub use http::{endpoint_id, redact_url, ApiKey, ConfigError};
+pub use http::{endpoint_id, redact_url, ApiKey, ConfigError, Redactor};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use pricing::{Price, PriceError, PriceTable};
 pub use request::{

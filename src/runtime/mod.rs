@@ -60,6 +60,7 @@ pub struct FanfareBuilder {
     code: CodeRegistry,
     router: Option<Arc<dyn Router>>,
     tools: Vec<Arc<dyn crate::agent::tools::Tool>>,
+    secrets: crate::provider::Redactor,
     #[cfg(feature = "mcp")]
     mcp: Vec<crate::agent::tools::mcp::McpServer>,
 }
@@ -79,6 +80,15 @@ impl FanfareBuilder {
     #[cfg(feature = "mcp")]
     pub fn mcp(mut self, server: crate::agent::tools::mcp::McpServer) -> Self {
         self.mcp.push(server);
+        self
+    }
+
+    /// Takes the keys of `secrets` out of every tool's answer before it is kept,
+    /// streamed, reported or sent to a model (a tool that reads a `.env` file would
+    /// otherwise spread them). Give it every key the process holds, whichever
+    /// provider uses it: `ApiKey::redactor`, joined with `Redactor::and`.
+    pub fn redact(mut self, secrets: crate::provider::Redactor) -> Self {
+        self.secrets = self.secrets.and(secrets);
         self
     }
 
@@ -143,7 +153,7 @@ impl FanfareBuilder {
         let (supervision_events, _) = broadcast::channel(1024);
         let live = LiveCount::default();
         #[allow(unused_mut)]
-        let mut tools = crate::agent::tools::Toolbox::new(self.tools)?;
+        let mut tools = crate::agent::tools::Toolbox::new(self.tools)?.redacting(self.secrets);
         // MCP servers start first, so that their tools are there for the first run.
         #[allow(unused_mut)]
         let mut children: Vec<Specialist> = Vec::new();
@@ -281,6 +291,7 @@ impl Fanfare {
             code: CodeRegistry::default(),
             router: None,
             tools: Vec::new(),
+            secrets: crate::provider::Redactor::default(),
             #[cfg(feature = "mcp")]
             mcp: Vec::new(),
         }

@@ -26,6 +26,7 @@ mod strategies;
 mod structured;
 mod supervision;
 mod synthesis;
+mod tool_journal;
 mod tools;
 mod waste;
 mod workflows;

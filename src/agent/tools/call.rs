@@ -79,6 +79,8 @@ pub(super) struct CallAt<'a> {
     pub(super) agent: &'a str,
     pub(super) deadline: Option<tokio::time::Instant>,
     pub(super) sink: Option<DeltaSink>,
+    /// The keys taken out of each answer before anyone sees it.
+    pub(super) secrets: &'a crate::provider::Redactor,
 }
 
 /// A call's result, its line of the log, and whether it was kept.
@@ -174,8 +176,11 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         call_id: call.id.clone(),
     };
     let started = tokio::time::Instant::now();
-    let result = run_call(at.offered, call_now, context).await;
+    let mut result = run_call(at.offered, call_now, context).await;
     let took = started.elapsed();
+    // Before it is kept, streamed or sent on: a tool that read a `.env` file
+    // carried the server's key into the journal, the events and the report.
+    at.secrets.text(&mut result.content);
     // Kept before anyone is told it ended.
     let stored = match journal {
         Some(j) => j.answered(branch, turn, result.clone()).await,

@@ -197,6 +197,7 @@ async fn turns(
             agent: &request.agent,
             deadline: request.deadline,
             sink: request.deltas.clone(),
+            secrets: ctx.tools.secrets(),
         };
         let ran = futures::future::join_all(
             running

@@ -251,6 +251,8 @@ where
 pub struct Toolbox {
     tools: Arc<HashMap<String, Arc<dyn Tool>>>,
     servers: Arc<HashMap<String, Arc<dyn ToolSource>>>,
+    /// The keys taken out of every tool's answer.
+    secrets: crate::provider::Redactor,
 }
 
 /// Where a server's tools come from: their list as of now (it changes when the
@@ -324,7 +326,21 @@ impl Toolbox {
         Ok(Self {
             tools: Arc::new(map),
             servers: Arc::default(),
+            secrets: crate::provider::Redactor::default(),
         })
+    }
+
+    /// Takes the keys of `secrets` out of every tool's answer (and error) before it
+    /// is kept, streamed, reported or sent to a model: a tool that reads a `.env`
+    /// file or a server's config must not spread the runtime's own API keys.
+    pub fn redacting(mut self, secrets: crate::provider::Redactor) -> Self {
+        self.secrets = self.secrets.and(secrets);
+        self
+    }
+
+    /// What it takes out of tools' answers.
+    pub(crate) fn secrets(&self) -> &crate::provider::Redactor {
+        &self.secrets
     }
 
     /// Adds the server `name`'s tools, offered as `name.*` or `name.TOOL`.

@@ -41,9 +41,9 @@ impl ApiKey {
     }
 
     /// The key and the forms a server might echo it in (percent-encoded, base64),
-    /// for [`Redactor`]. A key under 8 characters (a placeholder for a local server)
-    /// has none: redacting it would blank out ordinary words.
-    pub(crate) fn redactor(&self) -> Redactor {
+    /// as a [`Redactor`]. A key under 8 characters (a placeholder for a local
+    /// server) has none: redacting it would blank out ordinary words.
+    pub fn redactor(&self) -> Redactor {
         use base64::Engine as _;
         let key = self.0.as_str();
         if key.chars().count() < 8 {
@@ -80,11 +80,13 @@ impl ApiKey {
     }
 }
 
-/// Takes an API key out of what a server said: an error body that echoes the key
-/// (some proxies and servers do) must not carry it into a report, the journal or an
-/// event stream.
+/// Takes API keys out of text: an error body that echoes the key (some proxies and
+/// servers do), or a tool's answer that read it (a `.env` file, a server's own
+/// config), must not carry it into a report, the journal, an event stream or
+/// another model's prompt. Made from a key ([`ApiKey::redactor`]); several are
+/// joined with [`Redactor::and`]. The default redacts nothing.
 #[derive(Clone, Default)]
-pub(crate) struct Redactor(std::sync::Arc<[String]>);
+pub struct Redactor(std::sync::Arc<[String]>);
 
 /// Shows how many forms it holds, never them: they are the key.
 impl std::fmt::Debug for Redactor {
@@ -95,7 +97,27 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     /// What replaces the key.
-    pub(crate) const MARK: &'static str = "[redacted key]";
+    pub const MARK: &'static str = "[redacted key]";
+
+    /// This and `other`: text is cleaned of the keys of both.
+    pub fn and(self, other: Redactor) -> Redactor {
+        if other.0.is_empty() {
+            return self;
+        }
+        if self.0.is_empty() {
+            return other;
+        }
+        let mut forms: Vec<String> = self.0.iter().chain(other.0.iter()).cloned().collect();
+        // Longest first: a key that holds another is replaced whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        Redactor(forms.into())
+    }
+
+    /// Whether it redacts anything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 
     /// `error` with every form of the key replaced by [`Redactor::MARK`].
     pub(crate) fn error(&self, mut error: ProviderError) -> ProviderError {
@@ -105,7 +127,8 @@ impl Redactor {
         error
     }
 
-    fn text(&self, text: &mut String) {
+    /// `text` with every form of every key replaced by [`Redactor::MARK`].
+    pub fn text(&self, text: &mut String) {
         for form in self.0.iter() {
             if text.contains(form.as_str()) {
                 *text = text.replace(form.as_str(), Self::MARK);

@@ -14,7 +14,7 @@ mod sse;
 mod status;
 pub(crate) mod wire;
 
-pub(crate) use key::Redactor;
+pub use key::Redactor;
 pub use key::{endpoint_id, ApiKey};
 #[cfg(feature = "fuzzing")]
 pub(crate) use sse::SseParser;
