@@ -485,7 +485,10 @@ fn dispatch(
             task.deadline = Some(deadline - handover(deadline - now));
             task.tool_journal = s.tool_journal.cloned();
             task.approvals = s.approver.cloned();
-            if let Some(kept) = s.replay.get(&(index, item)) {
+            // Kept turns stand for the first attempt after a restart only: a retry
+            // of the step starts its conversation again (it replayed the turns the
+            // failed attempt had answered, results included).
+            if let (0, Some(kept)) = (rerun, s.replay.get(&(index, item))) {
                 task.replay = kept.clone();
             }
             // Under a budget, what the run has left (its own reservation included)

@@ -215,3 +215,44 @@ async fn regression_a_key_a_tool_read_is_redacted_before_it_is_kept_reported_or_
     let json = serde_json::to_string(&report).unwrap();
     assert!(!json.contains(SECRET));
 }
+
+#[tokio::test]
+async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again() {
+    // The first attempt after the restart is answered from the kept turns (here it
+    // fails: a call that is not idempotent was in flight). A retry of the step
+    // replayed the same kept turns, and failed the same way each time.
+    let mut turn = calls(&[("c1", "a")]);
+    turn.usage = fanfare::provider::Usage::default();
+    let kept = fanfare::agent::tools::ToolTurn {
+        turn: 1,
+        model: "m".into(),
+        text: String::new(),
+        calls: turn.tool_calls,
+        usage: turn.usage,
+        attempts: 1,
+        results: Vec::new(),
+        started: vec!["c1".into()],
+    };
+    let replay = vec![fanfare::agent::tools::Replay {
+        index: 0,
+        item: None,
+        turns: vec![kept],
+    }];
+    let script = Scripted::new();
+    let (fanfare, seen) = counting(&script, false).await;
+    let mut request = RunRequest::fan_out("Count.", ["counter"]).replay(replay);
+    request.steps[0].retries = 1;
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    // The retry asked the model afresh (the script's default answer: no calls).
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(
+        script
+            .requests()
+            .iter()
+            .filter(|r| r.agent == "counter")
+            .count(),
+        1
+    );
+}

@@ -402,11 +402,22 @@ impl Journal {
         run: i64,
         kind: &'static str,
     ) -> Result<Vec<EventRow>, JournalError> {
+        self.events_of_kinds(run, &[kind]).await
+    }
+
+    /// Run `run`'s events of any of `kinds`, in the order they were written.
+    pub async fn events_of_kinds(
+        &self,
+        run: i64,
+        kinds: &[&str],
+    ) -> Result<Vec<EventRow>, JournalError> {
+        let kinds = serde_json::json!(kinds).to_string();
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 AND kind = ?2 ORDER BY seq",
+                "SELECT seq, kind, data, at_ms FROM events WHERE run = ?1 \
+                 AND kind IN (SELECT value FROM json_each(?2)) ORDER BY seq",
             )?;
-            let rows = stmt.query_map(params![run, kind], event_row)?;
+            let rows = stmt.query_map(params![run, kinds], event_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

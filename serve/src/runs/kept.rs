@@ -113,42 +113,45 @@ impl ToolJournal for Kept {
     }
 }
 
-/// Run `run`'s kept tool turns, by branch, each turn's results filled in.
+/// Run `run`'s kept tool turns, by branch, each turn's results filled in. Read in
+/// the order they were written: a turn asked again (by a step's retry, or after a
+/// restart between its ask and the next) replaces it and what came after it, and
+/// what was kept of the replaced turns stays with them (a retry's call took the
+/// result of an earlier attempt's call of the same id).
 pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, JournalError> {
     let mut by_branch: BTreeMap<(u32, Option<u32>), Vec<ToolTurn>> = BTreeMap::new();
-    for row in journal.events_of_kind(run, TURN).await? {
-        let Ok(t) = serde_json::from_str::<TurnRow>(&row.data) else {
-            continue;
-        };
-        let turns = by_branch.entry((t.index, t.item)).or_default();
-        // A turn asked again (a restart between its ask and the next) replaces
-        // what came after it.
-        turns.retain(|k| k.turn < t.turn.turn);
-        turns.push(t.turn);
-    }
-    for row in journal.events_of_kind(run, STARTED).await? {
-        let Ok(r) = serde_json::from_str::<StartedRow>(&row.data) else {
-            continue;
-        };
-        if let Some(turn) = by_branch
-            .get_mut(&(r.index, r.item))
-            .and_then(|turns| turns.iter_mut().find(|t| t.turn == r.turn))
-        {
-            if !turn.began(&r.call_id) {
-                turn.started.push(r.call_id);
+    for row in journal
+        .events_of_kinds(run, &[TURN, STARTED, RESULT])
+        .await?
+    {
+        match row.kind.as_str() {
+            TURN => {
+                let Ok(t) = serde_json::from_str::<TurnRow>(&row.data) else {
+                    continue;
+                };
+                let turns = by_branch.entry((t.index, t.item)).or_default();
+                turns.retain(|k| k.turn < t.turn.turn);
+                turns.push(t.turn);
             }
-        }
-    }
-    for row in journal.events_of_kind(run, RESULT).await? {
-        let Ok(r) = serde_json::from_str::<ResultRow>(&row.data) else {
-            continue;
-        };
-        if let Some(turn) = by_branch
-            .get_mut(&(r.index, r.item))
-            .and_then(|turns| turns.iter_mut().find(|t| t.turn == r.turn))
-        {
-            if turn.result(&r.result.call_id).is_none() {
-                turn.results.push(r.result);
+            STARTED => {
+                let Ok(r) = serde_json::from_str::<StartedRow>(&row.data) else {
+                    continue;
+                };
+                if let Some(turn) = turn_of(&mut by_branch, r.index, r.item, r.turn) {
+                    if !turn.began(&r.call_id) {
+                        turn.started.push(r.call_id);
+                    }
+                }
+            }
+            _ => {
+                let Ok(r) = serde_json::from_str::<ResultRow>(&row.data) else {
+                    continue;
+                };
+                if let Some(turn) = turn_of(&mut by_branch, r.index, r.item, r.turn) {
+                    if turn.result(&r.result.call_id).is_none() {
+                        turn.results.push(r.result);
+                    }
+                }
             }
         }
     }
@@ -158,4 +161,97 @@ pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, J
         .filter(|(_, turns)| turns.iter().zip(1..).all(|(t, n)| t.turn == n))
         .map(|((index, item), turns)| Replay { index, item, turns })
         .collect())
+}
+
+/// Kept turn `turn` of branch `(index, item)`.
+fn turn_of(
+    by_branch: &mut BTreeMap<(u32, Option<u32>), Vec<ToolTurn>>,
+    index: u32,
+    item: Option<u32>,
+    turn: u32,
+) -> Option<&mut ToolTurn> {
+    by_branch
+        .get_mut(&(index, item))
+        .and_then(|turns| turns.iter_mut().find(|t| t.turn == turn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Inserted;
+    use fanfare::agent::RunId;
+    use fanfare::provider::{ToolCall, Usage};
+
+    fn turn(n: u32) -> ToolTurn {
+        ToolTurn {
+            turn: n,
+            model: "m".into(),
+            text: String::new(),
+            calls: vec![ToolCall::from_raw("tu_0", "charge", "{}")],
+            usage: Usage::default(),
+            attempts: 1,
+            results: Vec::new(),
+            started: Vec::new(),
+        }
+    }
+
+    fn result(text: &str) -> ToolResult {
+        ToolResult {
+            call_id: "tu_0".into(),
+            content: text.into(),
+            is_error: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn regression_a_retried_steps_call_in_flight_is_not_answered_by_the_earlier_attempts_result(
+    ) {
+        // Call ids repeat across attempts (a local server's `tu_0`): the kept result
+        // of attempt 1 stood in for attempt 2's call, in flight at the crash.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let Inserted::New(run) = journal.insert_run("{}".into(), None).await.unwrap() else {
+            panic!("not new")
+        };
+        let kept = Kept {
+            journal: journal.clone(),
+            run,
+        };
+        let branch = BranchId {
+            run: RunId(run as u64),
+            index: 0,
+            item: None,
+        };
+        // Attempt 1: turn 1's call ran and answered; turn 2 asked again.
+        kept.asked(branch, turn(1)).await.unwrap();
+        kept.started(branch, 1, "tu_0".into()).await.unwrap();
+        kept.answered(branch, 1, result("charged, attempt 1"))
+            .await
+            .unwrap();
+        kept.asked(branch, turn(2)).await.unwrap();
+        // Attempt 2: turn 1 again, its call started, then the crash.
+        kept.asked(branch, turn(1)).await.unwrap();
+        kept.started(branch, 1, "tu_0".into()).await.unwrap();
+        let replay = super::replay(&journal, run).await.unwrap();
+        assert_eq!(replay.len(), 1);
+        let turns = &replay[0].turns;
+        assert_eq!(
+            turns.len(),
+            1,
+            "attempt 2's turn 1 replaced attempt 1's turns"
+        );
+        assert!(turns[0].began("tu_0"));
+        assert_eq!(turns[0].result("tu_0"), None, "in flight, not answered");
+        // Its own answer, once kept, is what a resume finds.
+        kept.answered(branch, 1, result("charged, attempt 2"))
+            .await
+            .unwrap();
+        let replay = super::replay(&journal, run).await.unwrap();
+        assert_eq!(
+            replay[0].turns[0]
+                .result("tu_0")
+                .map(|r| r.content.as_str()),
+            Some("charged, attempt 2")
+        );
+    }
 }
