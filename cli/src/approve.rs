@@ -54,8 +54,13 @@ impl Approver for Terminal {
             // The arguments whole: what is approved is what runs (a cut prompt hid
             // the end of a call's arguments from the person approving it).
             let input = serde_json::to_string_pretty(&request.input).unwrap_or_default();
+            let why = request
+                .why
+                .as_deref()
+                .map(|why| format!("  (asked because {})\n", fanfare::report::printable(why)))
+                .unwrap_or_default();
             say(&format!(
-                "fanfare: {} wants to call `{}` (approval {}) with:\n{}\n  approve? [y]es, [n]o, or [e]dit the arguments: ",
+                "fanfare: {} wants to call `{}` (approval {}) with:\n{}\n{why}  approve? [y]es, [n]o, or [e]dit the arguments: ",
                 request.agent,
                 request.tool,
                 request.id,

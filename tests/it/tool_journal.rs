@@ -232,6 +232,7 @@ async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again()
         attempts: 1,
         results: Vec::new(),
         started: vec!["c1".into()],
+        unsure: Vec::new(),
     };
     let replay = vec![fanfare::agent::tools::Replay {
         index: 0,

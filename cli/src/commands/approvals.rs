@@ -105,6 +105,12 @@ fn listed(run: &str, body: &Value) -> String {
             a["turn"],
             indented(&fanfare::report::printable(&input))
         ));
+        if let Some(why) = a["why"].as_str() {
+            out.push_str(&format!(
+                "    (asked because {})\n",
+                fanfare::report::printable(why)
+            ));
+        }
     }
     out
 }

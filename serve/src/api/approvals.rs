@@ -26,6 +26,7 @@ fn view(r: &ApprovalRequest) -> Value {
         "call_id": r.call_id,
         "tool": r.tool,
         "input": r.input,
+        "why": r.why,
     })
 }
 

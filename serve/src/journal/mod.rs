@@ -143,7 +143,19 @@ impl Journal {
         spec: String,
         key: Option<String>,
     ) -> Result<Inserted, JournalError> {
-        match self.write(Write::Insert { spec, key }).await? {
+        self.insert_run_with(spec, key, Vec::new()).await
+    }
+
+    /// [`Journal::insert_run`], with `events` (kind, data) written after its first
+    /// one in the same transaction: what a repair carries over from the run it
+    /// mends is there from the run's first moment, or the run is not.
+    pub async fn insert_run_with(
+        &self,
+        spec: String,
+        key: Option<String>,
+        events: Vec<(String, String)>,
+    ) -> Result<Inserted, JournalError> {
+        match self.write(Write::Insert { spec, key, events }).await? {
             Applied::Inserted(i) => Ok(i),
             Applied::Done => Err(JournalError::Writer(
                 "an insert inserted nothing".to_owned(),

@@ -12,9 +12,13 @@ use super::types::{Inserted, JournalError, Status, StoredReport, INPUT_HEAD};
 /// A write the group commit applies.
 #[derive(Debug)]
 pub(super) enum Write {
-    /// A new run, queued, with its first event (or the run its idempotency key
-    /// already names).
-    Insert { spec: String, key: Option<String> },
+    /// A new run, queued, with its first event and `events` after it (or the run
+    /// its idempotency key already names).
+    Insert {
+        spec: String,
+        key: Option<String>,
+        events: Vec<(String, String)>,
+    },
     /// Events appended to a run.
     Events {
         run: i64,
@@ -45,7 +49,7 @@ pub(super) enum Applied {
 impl Write {
     fn apply(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Applied, JournalError> {
         match self {
-            Write::Insert { spec, key } => {
+            Write::Insert { spec, key, events } => {
                 if let Some(key) = key {
                     let existing = tx
                         .query_row(
@@ -77,6 +81,9 @@ impl Write {
                     &status_data("status", id, Status::Queued, None),
                     now,
                 )?;
+                for (kind, data) in events {
+                    append(tx, id, kind, data, now)?;
+                }
                 return Ok(Applied::Inserted(Inserted::New(id)));
             }
             Write::Events { run, events } => {

@@ -171,6 +171,7 @@ mod tests {
             call_id: "c1".into(),
             tool: "t".into(),
             input: serde_json::json!({}),
+            why: None,
         }
     }
 

@@ -163,6 +163,33 @@ pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, J
         .collect())
 }
 
+/// What a repair carries over of the run it mends, for the branches it runs
+/// again: their kept turns as a repair finds them ([`ToolTurn::for_repair`]), and
+/// the events that keep them in the repair's own journal (so that a resume of the
+/// repair replays them too). A repair ran a finished call again from scratch, and
+/// the call in flight at the crash without asking.
+pub(crate) fn carried(kept: Vec<Replay>) -> (Vec<Replay>, Vec<(String, String)>) {
+    let mut rows = Vec::new();
+    let replay = kept
+        .into_iter()
+        .map(|r| {
+            let turns: Vec<ToolTurn> = r.turns.into_iter().map(ToolTurn::for_repair).collect();
+            for turn in &turns {
+                let row = TurnRow {
+                    index: r.index,
+                    item: r.item,
+                    turn: turn.clone(),
+                };
+                if let Ok(data) = serde_json::to_string(&row) {
+                    rows.push((TURN.to_owned(), data));
+                }
+            }
+            Replay { turns, ..r }
+        })
+        .collect();
+    (replay, rows)
+}
+
 /// Kept turn `turn` of branch `(index, item)`.
 fn turn_of(
     by_branch: &mut BTreeMap<(u32, Option<u32>), Vec<ToolTurn>>,
@@ -192,6 +219,7 @@ mod tests {
             attempts: 1,
             results: Vec::new(),
             started: Vec::new(),
+            unsure: Vec::new(),
         }
     }
 

@@ -13,14 +13,15 @@ use crate::spec::{FieldError, RunSpec};
 
 impl Runs {
     /// What a repair of run `of` reuses: its successful branches, once it has
-    /// ended and if it ran the same request. Called with the one-repair-at-a-time
-    /// permit held (see `Runs::submit`).
+    /// ended and if it ran the same request; and what it carries over of the
+    /// others' tool turns ([`super::kept::carried`]). Called with the
+    /// one-repair-at-a-time permit held (see `Runs::submit`).
     pub(super) async fn repairable(
         &self,
         of: &str,
         spec: &RunSpec,
         request: &RunRequest,
-    ) -> Result<Vec<Reuse>, SubmitError> {
+    ) -> Result<Repairing, SubmitError> {
         let bad = |message: String| {
             SubmitError::Invalid(FieldError {
                 field: "repair_of".to_owned(),
@@ -62,9 +63,19 @@ impl Runs {
                 "{of} ran a different request; a repair runs the same one again"
             )));
         }
-        Ok(self
+        let reuse = self
             .chain_outputs(id, &row, request, Reused::EarlierRun)
-            .await?)
+            .await?;
+        let reused: std::collections::HashSet<(u32, Option<u32>)> =
+            reuse.iter().map(|r| (r.index, r.item)).collect();
+        let mut kept = super::kept::replay(&self.journal, id).await?;
+        kept.retain(|r| !reused.contains(&(r.index, r.item)));
+        let (replay, events) = super::kept::carried(kept);
+        Ok(Repairing {
+            reuse,
+            replay,
+            events,
+        })
     }
 
     /// The outputs run `id` (its journal row `row`) answered, `first` (run `id`
@@ -194,6 +205,16 @@ impl Runs {
             })
             .collect())
     }
+}
+
+/// What a repair takes from the run it mends.
+pub(super) struct Repairing {
+    /// The outputs it reuses.
+    pub(super) reuse: Vec<Reuse>,
+    /// The tool turns of the branches it runs again.
+    pub(super) replay: Vec<fanfare::agent::tools::Replay>,
+    /// The journal events that keep `replay` in the repair's own journal.
+    pub(super) events: Vec<(String, String)>,
 }
 
 /// The most runs a repair looks back through for answers.

@@ -23,9 +23,10 @@ impl Runs {
         // failed branches and the merge again. A repair already going (or done) is
         // the answer to another.
         let mut one_repair = None;
+        let mut carried = Vec::new();
         if let Some(of) = &spec.repair_of {
             one_repair = Some(self.repairing.clone().acquire_owned().await);
-            let reuse = self.repairable(of, &spec, &request).await?;
+            let repairing = self.repairable(of, &spec, &request).await?;
             if let Some(n) = repair::run_number(of) {
                 if let Some((id, status)) = self.journal.live_repair(n).await? {
                     return Ok(Submitted {
@@ -35,7 +36,8 @@ impl Runs {
                     });
                 }
             }
-            request = request.reuse(reuse);
+            request = request.reuse(repairing.reuse).replay(repairing.replay);
+            carried = repairing.events;
         }
         self.fanfare.validate(&request).map_err(|e| {
             use fanfare::run::RequestError;
@@ -79,7 +81,7 @@ impl Runs {
         // and the queue, a run stayed `queued` with nothing to start it.
         let this = self.clone();
         whole(async move {
-            let journaled = this.journal_and_admit(text, key, request).await;
+            let journaled = this.journal_and_admit(text, key, request, carried).await;
             drop(one_repair);
             journaled
         })
@@ -87,15 +89,21 @@ impl Runs {
         .unwrap_or(Err(SubmitError::Closing))
     }
 
-    /// [`Runs::submit`]'s second half: journals the run, then queues or starts it
-    /// (or forgets it, refused after all).
+    /// [`Runs::submit`]'s second half: journals the run (with the `events` a
+    /// repair carries over), then queues or starts it (or forgets it, refused
+    /// after all).
     async fn journal_and_admit(
         self: &Arc<Self>,
         text: String,
         key: Option<String>,
         request: RunRequest,
+        events: Vec<(String, String)>,
     ) -> Result<Submitted, SubmitError> {
-        let id = match self.journal.insert_run(text.clone(), key).await? {
+        let id = match self
+            .journal
+            .insert_run_with(text.clone(), key, events)
+            .await?
+        {
             Inserted::Existing(row) => return Self::same_request(row, &text),
             Inserted::New(id) => id,
         };

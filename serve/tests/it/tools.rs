@@ -13,8 +13,13 @@ use serde_json::json;
 
 use crate::common::{start_on, submit, until_status, until_streamed, Options};
 
+/// How many times a model turn after a tool's answer was asked for a key naming
+/// `flaky` (the first such turn fails).
+static FLAKY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A model that calls `count` with the run's input as the key, and once a tool
-/// answered, answers after `hold`.
+/// answered, answers after `hold` (the first time for a key naming `flaky`, it
+/// fails instead).
 struct Caller {
     hold: Duration,
 }
@@ -36,6 +41,18 @@ impl Provider for Caller {
             .trim()
             .to_owned();
         let hold = self.hold;
+        if answered
+            && key.contains("flaky")
+            && FLAKY.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+        {
+            let kind = fanfare::provider::ProviderErrorKind::Status {
+                status: 400,
+                retry_after_ms: None,
+                excerpt: "a bad turn".into(),
+            };
+            let error = ProviderError::new("caller", "caller-1", &request, kind);
+            return Box::pin(std::future::ready(Err(error)));
+        }
         Box::pin(async move {
             let mut out = Completion {
                 model: "caller-1".into(),
@@ -131,12 +148,20 @@ async fn regression_a_serve_stopped_between_tool_calls_runs_no_finished_call_aga
     )
     .await;
     let hung = body["id"].as_str().unwrap().to_owned();
+    // One run fails after its call answered.
+    let (_, body) = submit(
+        &s.base,
+        json!({"input": "flaky-1", "agents": ["counter"], "merge": "none"}),
+    )
+    .await;
+    let flaky = body["id"].as_str().unwrap().to_owned();
     // A call's end is told only once its result is kept.
     for id in &ids {
         until_streamed(&s.base, id, "event: tool_finished").await;
     }
     until_streamed(&s.base, &hung, "event: tool_started").await;
-    assert_eq!(first.lock().unwrap().len(), 21);
+    until_status(&s.base, &flaky, "failed").await;
+    assert_eq!(first.lock().unwrap().len(), 22);
     let stopped = s.stop().await;
     assert_eq!(stopped.interrupted, 21);
 
@@ -169,6 +194,44 @@ async fn regression_a_serve_stopped_between_tool_calls_runs_no_finished_call_aga
     assert!(
         events.iter().all(|e| !e.1.starts_with("kept_")),
         "{events:?}"
+    );
+
+    // A repair of the run that failed after its call answered does not run the
+    // call again (probe 9, N3: it ran every finished call again from scratch).
+    let (status, body) = submit(
+        &s.base,
+        json!({"input": "flaky-1", "agents": ["counter"], "merge": "none", "repair_of": flaky}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let repair = body["id"].as_str().unwrap().to_owned();
+    let run = until_status(&s.base, &repair, "succeeded").await;
+    let log = &run["report"]["branches"][0]["outcome"]["tool_log"];
+    assert_eq!(log[0]["kept"], true, "{run}");
+    // A repair of the run whose call was in flight asks a person first (N3: it
+    // ran it again without asking); rejected, the model is told and answers.
+    let (status, body) = submit(
+        &s.base,
+        json!({"input": "hang-1", "agents": ["counter"], "merge": "none", "repair_of": hung}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let repair = body["id"].as_str().unwrap().to_owned();
+    let waiting = until_waiting(&s.base, &repair, 1).await;
+    assert!(
+        waiting[0]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("in flight")),
+        "{waiting:?}"
+    );
+    let approval = waiting[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = decide(&s.base, &repair, &approval, json!({"decision": "reject"})).await;
+    assert_eq!(status, 200);
+    until_status(&s.base, &repair, "succeeded").await;
+    assert!(
+        second.lock().unwrap().is_empty(),
+        "a tool call ran again: {:?}",
+        second.lock().unwrap()
     );
     s.stop().await;
 }

@@ -36,6 +36,10 @@ pub struct ApprovalRequest {
     pub tool: String,
     /// The arguments the model gave.
     pub input: serde_json::Value,
+    /// Why it is asked, when not because its tool or agent always asks: a repair
+    /// asks before running again a call whose outcome is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// What a person decided.

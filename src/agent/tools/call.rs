@@ -112,7 +112,13 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     };
     let journal = at.governed.journal.as_ref().map(ToolKeeper::journal);
     let tool = at.offered.iter().find(|t| t.name() == call.name);
-    let needs = tool.is_some_and(|t| at.governed.approve_every_call || t.needs_approval());
+    // In flight when the run this one repairs was interrupted, and not begun since:
+    // what it did is not known, so a person decides whether it runs again.
+    let unsure = at
+        .kept
+        .is_some_and(|t| t.is_unsure(&call.id) && !t.began(&call.id));
+    let needs =
+        unsure || tool.is_some_and(|t| at.governed.approve_every_call || t.needs_approval());
     let mut edited = None;
     if needs {
         let id = approval_id(branch, turn, k);
@@ -123,7 +129,12 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
             state,
         };
         tell(state(ApprovalState::Pending));
-        let decision = decide(at, id.clone(), call).await;
+        let why = unsure.then(|| {
+            format!(
+                "it was in flight when the run this one repairs was interrupted (turn {turn}), and what it did is not known: approve to run it again"
+            )
+        });
+        let decision = decide(at, id.clone(), call, why).await;
         tell(state(decision.state()));
         match decision {
             Decision::Approve => {}
@@ -196,15 +207,16 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     (result, used, stored)
 }
 
-/// What the run's approver decides of `call`, within the branch's deadline; a
-/// rejection when there is no approver or no decision in time.
-async fn decide(at: &CallAt<'_>, id: String, call: &ToolCall) -> Decision {
+/// What the run's approver decides of `call` (asked because of `why`, when it is
+/// not the tool's or agent's rule), within the branch's deadline; a rejection when
+/// there is no approver or no decision in time.
+async fn decide(at: &CallAt<'_>, id: String, call: &ToolCall, why: Option<String>) -> Decision {
     let Some(approvals) = &at.governed.approvals else {
-        return Decision::Reject {
-            reason: Some(
-                "it needs a person's approval, and this run has no one to ask: in `fanfare run`, answer at the terminal or give --approve-all; in `serve`, POST /v1/runs/{id}/approvals/{approval}".to_owned(),
-            ),
+        let need = match &why {
+            Some(why) => format!("{why}; this run has no one to ask"),
+            None => "it needs a person's approval, and this run has no one to ask: in `fanfare run`, answer at the terminal or give --approve-all; in `serve`, POST /v1/runs/{id}/approvals/{approval}".to_owned(),
         };
+        return Decision::Reject { reason: Some(need) };
     };
     let request = ApprovalRequest {
         id,
@@ -214,6 +226,7 @@ async fn decide(at: &CallAt<'_>, id: String, call: &ToolCall) -> Decision {
         call_id: call.id.clone(),
         tool: call.name.clone(),
         input: call.input.clone(),
+        why,
     };
     let asked = approvals.decide(request);
     match at.deadline {

@@ -182,6 +182,7 @@ async fn turns(
                 attempts: answer.attempts,
                 results: Vec::new(),
                 started: Vec::new(),
+                unsure: Vec::new(),
             };
             journal
                 .journal()

@@ -9,6 +9,10 @@
 //! ([`Tool::is_idempotent`]), and otherwise fails the branch, saying which call of
 //! which tool it will not repeat.
 //!
+//! A repair of a failed run takes its kept turns with it, each made
+//! [`ToolTurn::for_repair`]: its finished calls are answered from there, and a call
+//! that was in flight runs again only if the run's approver approves it.
+//!
 //! `fanfare serve` keeps them in its journal; a library user may keep them anywhere.
 
 use std::sync::Arc;
@@ -45,6 +49,11 @@ pub struct ToolTurn {
     /// The ids of its calls that began running (a call held for approval had not).
     #[serde(default)]
     pub started: Vec<String>,
+    /// The ids of its calls whose outcome is not known: in flight when the run
+    /// that this one repairs was interrupted. Each runs again only if a person
+    /// approves it (without an approver it is answered as rejected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsure: Vec<String>,
 }
 
 impl ToolTurn {
@@ -64,6 +73,30 @@ impl ToolTurn {
     /// Whether call `id` had begun running.
     pub fn began(&self, id: &str) -> bool {
         self.started.iter().any(|s| s == id)
+    }
+
+    /// Whether call `id`'s outcome is not known (see [`ToolTurn::unsure`]).
+    pub fn is_unsure(&self, id: &str) -> bool {
+        self.unsure.iter().any(|s| s == id)
+    }
+
+    /// This turn as a repair of its run finds it: a call in flight at the
+    /// interruption (begun, not answered) is no longer begun but unsure, so that
+    /// the repair asks a person before running it again instead of failing on it;
+    /// and the model call was the earlier run's (its usage is not the repair's).
+    pub fn for_repair(mut self) -> Self {
+        self.usage = Usage::default();
+        self.attempts = 0;
+        let (answered, unsure): (Vec<String>, Vec<String>) = std::mem::take(&mut self.started)
+            .into_iter()
+            .partition(|id| self.results.iter().any(|r| &r.call_id == id));
+        self.started = answered;
+        for id in unsure {
+            if !self.is_unsure(&id) {
+                self.unsure.push(id);
+            }
+        }
+        self
     }
 
     /// The kept result of call `id`, if it ended.
