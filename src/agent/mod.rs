@@ -58,7 +58,7 @@ pub(crate) use actor::AgentActor;
 pub use actor::AgentMsg;
 pub use intake::panic_is_caught;
 pub(crate) use intake::{caught, caught_now, panic_message as panic_text, Intake, Notice, Ran};
-pub use task::{BranchId, RunId, Task, UpstreamOutput};
+pub use task::{BranchId, Meter, RunId, Task, UpstreamOutput};
 
 /// What a specialist produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

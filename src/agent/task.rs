@@ -107,6 +107,11 @@ pub struct Task {
     /// one that could take it past them.
     #[serde(default)]
     pub allowance: Option<u64>,
+    /// Where an agent that makes several model calls (a tool loop) adds what each
+    /// answered call used until its answer reports it: a branch cut by its deadline,
+    /// or cancelled, still reports what it was paid for. Local to this process.
+    #[serde(skip)]
+    pub meter: Option<Meter>,
     /// When the branch stops waiting for this task. An agent that calls a model
     /// passes it on ([`CompletionRequest::deadline`](crate::provider::CompletionRequest::deadline)),
     /// so a call stopped by it says what it was doing. Local to this process; not
@@ -118,6 +123,33 @@ pub struct Task {
     /// set when someone watches the run's events. Local to this process.
     #[serde(skip)]
     pub deltas: Option<crate::provider::DeltaSink>,
+}
+
+/// What a branch's answered model calls used that no answer or error of its
+/// agent has reported yet ([`Task::meter`]); cheap to clone, shared.
+#[derive(Clone, Debug, Default)]
+pub struct Meter(std::sync::Arc<std::sync::Mutex<(u32, crate::provider::Usage)>>);
+
+impl Meter {
+    /// One more answered call: its attempts and tokens.
+    pub fn add(&self, attempts: u32, usage: crate::provider::Usage) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.0 = m.0.saturating_add(attempts);
+        m.1 += usage;
+    }
+
+    /// What it holds, leaving it empty (an answer that reports the calls takes
+    /// them back).
+    pub fn take(&self) -> (u32, crate::provider::Usage) {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl PartialEq for Meter {
+    /// The same meter.
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// No kept tool turns: one shared empty list (a task is made per branch; an empty
@@ -178,6 +210,7 @@ pub(crate) fn test_task(input: &str) -> Task {
         tool_journal: None,
         approvals: None,
         replay: std::sync::Arc::new([]),
+        meter: None,
         deadline: None,
         deltas: None,
     }

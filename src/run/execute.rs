@@ -381,8 +381,28 @@ pub(crate) async fn execute(
     // Dropping the set aborts whatever still runs; their guards send Cancel. Every
     // such branch already has its terminal record from the scheduler.
     let reused = std::mem::take(&mut live.reused);
+    let meters = std::mem::take(&mut live.meters);
     drop(live);
     let (mut records, mut failure) = machine.into_verdict();
+    // What branches cut in a tool loop (timed out, cancelled, aborted) were paid
+    // for and no outcome reports: counted as their earlier spend (they reported 0
+    // tokens after paid turns).
+    for ((index, item), meter) in meters {
+        let (attempts, usage) = meter.take();
+        if attempts == 0 && usage.total() == 0 {
+            continue;
+        }
+        let earlier = match (records.get_mut(index), item) {
+            (Some(r), None) => &mut r.earlier,
+            (Some(r), Some(k)) => match r.items.get_mut(k) {
+                Some(i) => &mut i.earlier,
+                None => continue,
+            },
+            (None, _) => continue,
+        };
+        earlier.0 = earlier.0.saturating_add(attempts);
+        earlier.1 += usage;
+    }
     if was_stopped {
         failure = Some(RunFailure::Stopped);
         mark_stopped(&s, &mut records, since(Instant::now()));

@@ -27,7 +27,7 @@ use super::request::Reuse;
 use super::step::{Action, Step, SubWorkflow};
 use super::stream;
 use crate::agent::tools::{Approvals, ToolKeeper, ToolTurn};
-use crate::agent::{AgentOutput, BranchId, CallEstimate, RunId, Task, UpstreamOutput};
+use crate::agent::{AgentOutput, BranchId, CallEstimate, Meter, RunId, Task, UpstreamOutput};
 use crate::provider::{estimate_shared_tokens, DeltaSink, PriceTable};
 use crate::supervision::Roster;
 
@@ -211,6 +211,7 @@ impl Driver<'_, '_> {
             tool_journal: None,
             approvals: None,
             replay: crate::agent::task::no_turns(),
+            meter: None,
             deadline: None,
             deltas: None,
         })
@@ -272,6 +273,9 @@ pub(super) struct Launched {
     pub(super) items: HashMap<(usize, usize), AbortHandle>,
     /// Branches whose output came from an earlier attempt at the run.
     pub(super) reused: Vec<((usize, Option<usize>), super::Reused)>,
+    /// Each agent branch's meter (one for all its attempts): what its model calls
+    /// used that no outcome reports (a branch timed out or aborted in a tool loop).
+    pub(super) meters: HashMap<(usize, Option<usize>), Meter>,
 }
 
 impl Launched {
@@ -311,14 +315,18 @@ impl Launched {
                     BranchOutcome::Ok(r.output.clone()),
                 ))))
             }
-            None => dispatch(
-                driver,
-                &mut self.set,
-                (index, item),
-                upstream,
-                extra,
-                attempt,
-            ),
+            None => {
+                let meter = self.meters.entry((index, item)).or_default().clone();
+                dispatch(
+                    driver,
+                    &mut self.set,
+                    (index, item),
+                    upstream,
+                    extra,
+                    attempt,
+                    meter,
+                )
+            }
         };
         if let Some(item) = item {
             self.items.insert((index, item), handle);
@@ -372,6 +380,7 @@ fn dispatch(
     upstream: &Arc<[UpstreamOutput]>,
     extra: Option<DeltaSink>,
     Attempt { rerun, allowance }: Attempt,
+    meter: Meter,
 ) -> AbortHandle {
     let s = driver.s;
     let step = &s.steps[index];
@@ -484,6 +493,7 @@ fn dispatch(
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
             task.tool_journal = s.tool_journal.cloned();
+            task.meter = Some(meter);
             task.approvals = s.approver.cloned();
             // Kept turns stand for the first attempt after a restart only: a retry
             // of the step starts its conversation again (it replayed the turns the

@@ -377,3 +377,50 @@ async fn regression_a_tool_agent_under_a_roomy_budget_is_not_held_to_one_calls_e
         report.render()
     );
 }
+
+/// A runtime whose `counter` agent offers `count`, which never answers.
+async fn hanging(script: &Scripted) -> Fanfare {
+    let mut agent = AgentSpec::new("counter", "You count with the count tool.");
+    agent.tools = vec!["count".into()];
+    let hang = tool("count", "Never answers.", |_ctx, _k: Key| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, ToolError>(String::new())
+    });
+    Fanfare::builder(Arc::new(script.clone()))
+        .tool(hang)
+        .agent(agent)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn regression_a_branch_cut_in_its_tool_loop_reports_the_turns_it_paid_for() {
+    // Timed out or stopped while a tool ran, after a paid turn: the branch
+    // reported 0 tokens (probe 9, H1).
+    for stopped in [false, true] {
+        let script = Scripted::new();
+        script.push_completion(calls(&[("c1", "a")]));
+        let fanfare = hanging(&script).await;
+        let request = RunRequest::fan_out("Count.", ["counter"])
+            .branch_timeout(std::time::Duration::from_millis(400));
+        let mut handle = fanfare.start_run(request);
+        if stopped {
+            // The call is running: the paid turn is behind it.
+            while let Some(event) = handle.events.recv().await {
+                if format!("{event:?}").contains("ToolStarted") {
+                    break;
+                }
+            }
+            handle.stop();
+        }
+        let report = handle.report().await.unwrap();
+        fanfare.shutdown().await;
+        let b = &report.branches[0];
+        let case = if stopped { "stopped" } else { "timed out" };
+        assert!(!b.outcome.is_ok(), "{case}: {}", report.render());
+        assert_eq!(b.usage.total(), 15, "{case}: {}", report.render());
+        assert_eq!(b.attempts, 1, "{case}");
+        assert_eq!(report.totals.usage.total(), 15, "{case}");
+    }
+}

@@ -38,6 +38,8 @@ pub(crate) struct Governed {
     pub(crate) approve_every_call: bool,
     /// What the first turn must do with the tools (the spec's `tool_choice`).
     pub(crate) first_choice: crate::provider::ToolChoice,
+    /// Where each answered turn's use is counted until the loop's answer reports it.
+    pub(crate) meter: Option<crate::agent::Meter>,
 }
 
 impl Governed {
@@ -51,6 +53,7 @@ impl Governed {
             approvals: task.approvals.clone(),
             approve_every_call: false,
             first_choice: crate::provider::ToolChoice::Auto,
+            meter: task.meter.clone(),
         }
     }
 
@@ -65,6 +68,7 @@ impl Governed {
             approvals: None,
             approve_every_call: false,
             first_choice: crate::provider::ToolChoice::Auto,
+            meter: None,
         }
     }
 }

@@ -37,11 +37,23 @@ pub(crate) async fn converse(
     governed: Governed,
 ) -> AgentReply {
     let mut spent = Spent::default();
-    match turns(ctx, request, names, max_turns, &governed, &mut spent).await {
+    let answered = turns(ctx, request, names, max_turns, &governed, &mut spent).await;
+    // What the answer reports is no longer the meter's to report. A call cut by
+    // the branch's deadline reports only itself: the turns before it stay there
+    // (as do all of them if this future is dropped: the branch timed out or was
+    // cancelled while its tools ran).
+    let reports = match &answered {
+        Ok(_) => true,
+        Err(error) => spent.attempts > 0 && !deadline_reached(error),
+    };
+    if let (true, Some(meter)) = (reports, &governed.meter) {
+        meter.take();
+    }
+    match answered {
         Ok(out) => Ok(out),
         // Nothing answered yet, or a call cut by the branch's deadline (the branch
         // times out, keeping its whole reservation): the error as it is.
-        Err(error) if spent.attempts == 0 || deadline_reached(&error) => Err(error),
+        Err(error) if !reports => Err(error),
         Err(error) => Err(AgentError::Spent {
             cause: Box::new(error),
             usage: spent.usage,
@@ -120,6 +132,10 @@ async fn turns(
         };
         spent.usage += answer.usage;
         spent.attempts += answer.attempts;
+        if let (None, Some(meter)) = (kept, &governed.meter) {
+            // Paid now; a kept turn was paid by the attempt that kept it.
+            meter.add(answer.attempts, answer.usage);
+        }
         let (usage, attempts) = (spent.usage, spent.attempts);
         wasted += answer.attempts.saturating_sub(1) + u32::from(answer.hedged);
         rate_limited += answer.rate_limited;

@@ -216,6 +216,7 @@ mod tests {
                 tool_journal: None,
                 approvals: None,
                 replay: std::sync::Arc::new([]),
+                meter: None,
                 deadline: None,
                 deltas: None,
             };
