@@ -155,6 +155,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<bool> {
         .as_str()
         .context("the server answered no run id")?
         .to_owned();
+    if !is_run_id(&id) {
+        bail!(
+            "{} answered with `{}` for the run's id, which is not a run id (run-42): is it fanfare serve?",
+            server.base,
+            fanfare::report::printable(&id)
+        );
+    }
     if args.detach {
         output::stdout(&format!("{id}\n"))?;
         return Ok(true);
@@ -165,14 +172,17 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<bool> {
 
 pub async fn watch(id: &str, json: bool, client: &ClientArgs) -> anyhow::Result<bool> {
     // The id goes into URLs: `../../x?y=` was sent as a path of its own.
-    let well_formed = id
-        .strip_prefix("run-")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !well_formed {
+    if !is_run_id(id) {
         bail!("`{id}` is not a run id (run ids look like run-42)");
     }
     let server = Server::new(client)?;
     follow(&server, id, json).await
+}
+
+/// Whether `id` is a run id (`run-42`): it goes into URLs and onto the terminal.
+fn is_run_id(id: &str) -> bool {
+    id.strip_prefix("run-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// How many event streams in a row may end with nothing new before `watch` gives up.
@@ -274,7 +284,7 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
                 }
                 if kind == "status" {
                     if let Some(note) = value["note"].as_str() {
-                        eprintln!("fanfare: {id}: {note}");
+                        eprintln!("fanfare: {id}: {}", fanfare::report::printable(note));
                     }
                 }
                 if let Some(p) = Progress::of_json(&kind, &value) {
@@ -328,7 +338,11 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
     }
     if status != "succeeded" {
         let why = run["error"].as_str().unwrap_or("no reason given");
-        eprintln!("fanfare: {id} {status}: {why}");
+        eprintln!(
+            "fanfare: {id} {}: {}",
+            fanfare::report::printable(status),
+            fanfare::report::printable(why)
+        );
         return Ok(false);
     }
     Ok(true)

@@ -234,8 +234,11 @@ impl Progress {
     pub fn of_json(kind: &str, v: &Value) -> Option<Progress> {
         let index = v["index"].as_u64().map(|n| n as u32);
         let item = v["item"].as_u64().map(|n| n as u32);
-        let agent = v["agent"].as_str().unwrap_or("?");
-        let branch = || index.map(|i| key_label(i, item, agent));
+        // A server's words are shown on one line each, with no control character:
+        // a hostile server's agent name cleared the screen and retitled it.
+        let line = |field: &str| one_line(v[field].as_str().unwrap_or("?"));
+        let agent = line("agent");
+        let branch = || index.map(|i| key_label(i, item, &agent));
         // Since the run began (a watcher may join a run long after).
         let at = v["at"]
             .as_f64()
@@ -251,7 +254,7 @@ impl Progress {
                     key,
                     label,
                     attempt: v["attempt"].as_u64().unwrap_or(1) as u32,
-                    text: v["text"].as_str()?.to_owned(),
+                    text: fanfare::report::printable(v["text"].as_str()?).into_owned(),
                 }
             }
             "branch_retrying" => {
@@ -261,7 +264,7 @@ impl Progress {
                     label,
                     attempt: v["attempt"].as_u64()? as u32,
                     of: v["of"].as_u64().map(|n| n as u32),
-                    error: v["error"].as_str().unwrap_or("?").to_owned(),
+                    error: line("error"),
                     wait: v["wait"]
                         .as_f64()
                         .and_then(|s| Duration::try_from_secs_f64(s).ok())
@@ -273,14 +276,14 @@ impl Progress {
                 Progress::Tool {
                     key,
                     label,
-                    tool: v["tool"].as_str().unwrap_or("?").to_owned(),
+                    tool: line("tool"),
                     took: (kind == "tool_finished").then(|| {
                         v["took"]
                             .as_f64()
                             .and_then(|s| Duration::try_from_secs_f64(s).ok())
                             .unwrap_or_default()
                     }),
-                    error: v["error"].as_str().map(str::to_owned),
+                    error: v["error"].as_str().map(one_line),
                 }
             }
             "approval" => {
@@ -288,9 +291,9 @@ impl Progress {
                 Progress::Approval {
                     key,
                     label,
-                    id: v["id"].as_str().unwrap_or("?").to_owned(),
-                    tool: v["tool"].as_str().unwrap_or("?").to_owned(),
-                    state: v["state"].as_str().unwrap_or("?").to_owned(),
+                    id: line("id"),
+                    tool: line("tool"),
+                    state: line("state"),
                 }
             }
             "branch_finished" => {
@@ -298,19 +301,19 @@ impl Progress {
                 Progress::Finished {
                     key,
                     label,
-                    outcome: v["outcome"]["status"].as_str().unwrap_or("?").to_owned(),
+                    outcome: one_line(v["outcome"]["status"].as_str().unwrap_or("?")),
                     late: v["late"].as_bool().unwrap_or(false),
                     at,
                     usage: serde_json::from_value(v["outcome"]["usage"].clone())
                         .unwrap_or_default(),
-                    model: v["outcome"]["model"].as_str().map(str::to_owned),
+                    model: v["outcome"]["model"].as_str().map(one_line),
                 }
             }
             "synthesis_started" => Progress::MergeStarted {
                 inputs: v["branches_ok"].as_u64().unwrap_or(0) as usize,
             },
             "synthesis_delta" => Progress::MergeDelta {
-                text: v["text"].as_str()?.to_owned(),
+                text: fanfare::report::printable(v["text"].as_str()?).into_owned(),
             },
             "synthesis_finished" => Progress::MergeFinished {
                 ok: v["result"].get("text").or(v["result"].get("Ok")).is_some(),
@@ -318,6 +321,13 @@ impl Progress {
             _ => return None,
         })
     }
+}
+
+/// `text` on one line: every control character (newlines too) replaced.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -372,6 +382,21 @@ mod tests {
         ];
         for (kind, data, want) in table {
             assert_eq!(Progress::of_json(kind, &data), want, "{kind} {data}");
+        }
+    }
+
+    #[test]
+    fn regression_a_hostile_servers_names_reach_the_terminal_without_control_characters() {
+        // An agent name with an OSC title and a clear screen, and a tool name with a
+        // newline that forged a line of the live view.
+        let data =
+            json!({"index": 0, "agent": "a\u{1b}]0;owned\u{7}\u{1b}[2J", "tool": "t\nFAKE LINE"});
+        let Some(Progress::Tool { label, tool, .. }) = Progress::of_json("tool_started", &data)
+        else {
+            panic!("not a tool line")
+        };
+        for shown in [&label, &tool] {
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
         }
     }
 }

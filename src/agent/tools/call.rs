@@ -95,9 +95,10 @@ pub(super) type Ran = (ToolResult, ToolUse, Result<(), String>);
 /// as started, run, and kept as answered before anyone is told it ended.
 pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran {
     let (branch, turn) = (at.governed.branch, at.turn);
+    let tool_name = shown(&call.name);
     let log = |result: &ToolResult, took: std::time::Duration, kept: bool| ToolUse {
         turn,
-        tool: call.name.clone(),
+        tool: tool_name.clone(),
         input_digest: ToolUse::digest(&call.input),
         took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
         bytes: result.content.len(),
@@ -129,7 +130,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         let state = |state| Delta::Approval {
             id: id.clone(),
             call_id: call.id.clone(),
-            tool: call.name.clone(),
+            tool: tool_name.clone(),
             state,
         };
         tell(state(ApprovalState::Pending));
@@ -182,7 +183,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     }
     tell(Delta::ToolStarted {
         call_id: call.id.clone(),
-        tool: call.name.clone(),
+        tool: tool_name.clone(),
     });
     let context = ToolContext {
         branch,
@@ -203,7 +204,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     };
     tell(Delta::ToolFinished {
         call_id: call.id.clone(),
-        tool: call.name.clone(),
+        tool: tool_name.clone(),
         took,
         error: result.is_error.then(|| result.content.clone()),
     });
@@ -245,6 +246,25 @@ async fn decide(at: &CallAt<'_>, id: String, call: &ToolCall, why: Option<String
     }
 }
 
+/// The model's name for a call's tool as people are shown it: itself when it can
+/// be a tool's name; else at most 64 characters, each control character (a newline
+/// too) replaced. A newline in a model's tool name forged lines of the live view,
+/// the report and `submit`.
+pub(super) fn shown(name: &str) -> String {
+    if super::is_tool_name(name) {
+        return name.to_owned();
+    }
+    let mut out: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if name.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
 /// Runs one call: the tool must be one offered, its arguments JSON that fits its
 /// schema; it is cut at the branch's deadline and a panic is caught. Whatever goes
 /// wrong is a result marked as an error, for the model.
@@ -259,7 +279,7 @@ async fn run_call(offered: &[Arc<dyn Tool>], call: &ToolCall, ctx: ToolContext) 
         return answer(
             format!(
                 "there is no tool `{}`; the tools are: {}",
-                call.name,
+                shown(&call.name),
                 listed(&names)
             ),
             true,

@@ -180,7 +180,7 @@ async fn turns(
             return Err(AgentError::Rejected {
                 reason: format!(
                     "the model's call of `{}` has {} bytes of arguments (at most {MAX_ARGUMENTS})",
-                    call.name,
+                    super::call::shown(&call.name),
                     call.input.to_string().len()
                 ),
             });
@@ -312,7 +312,7 @@ fn not_repeated(
             return Err(AgentError::Rejected {
                 reason: format!(
                     "the call `{}` of the tool `{}` (turn {}) was in flight when the run was interrupted, and the tool does not declare itself idempotent: it is not run again (what it did, if anything, is not known)",
-                    call.id, call.name, kept.turn
+                    super::call::shown(&call.id), super::call::shown(&call.name), kept.turn
                 ),
             });
         }

@@ -456,3 +456,26 @@ async fn the_specs_tool_choice_binds_the_first_turn_and_the_model_chooses_after(
         ]
     );
 }
+
+#[tokio::test]
+async fn regression_a_newline_in_a_models_tool_name_forges_no_line() {
+    let script = Scripted::new();
+    let forged = "add\nFAKE LINE ✗ there is no tool";
+    script.push_completion(calling(vec![ToolCall::from_raw("c1", forged, "{}")]));
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "2 + 3?");
+    let out = converse(
+        &ctx,
+        request,
+        &["add".to_owned()],
+        4,
+        Governed::plain(branch()),
+    )
+    .await
+    .unwrap();
+    let used = &out.tool_log[0];
+    assert!(!used.tool.contains('\n'), "{:?}", used.tool);
+    let error = used.error.as_deref().unwrap();
+    assert!(error.starts_with("there is no tool"), "{error}");
+    assert!(!error.contains('\n'), "{error:?}");
+}
