@@ -68,8 +68,9 @@ impl<T: Serialize + DeserializeOwned> BytesConvertable for Frame<T> {
 /// A branch for a worker's specialist.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
-    /// The task, as the specialist receives it.
-    pub task: Task,
+    /// The task, as the specialist receives it (boxed: the message's other
+    /// variant is small; the wire form is the task's own).
+    pub task: Box<Task>,
     /// Time left until the branch deadline, in milliseconds, when it was sent.
     pub time_left_ms: u64,
     /// Which deadline that is, for a timed-out outcome.

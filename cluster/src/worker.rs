@@ -431,7 +431,7 @@ impl Actor for Host {
 async fn run_job(shared: &Shared, agent: &str, job: Job) -> fanfare::BranchOutcome {
     let left = Duration::from_millis(job.time_left_ms);
     let deadline = Instant::now() + left;
-    let mut task = job.task;
+    let mut task = *job.task;
     // A hair before the branch deadline, as on the orchestrator, so that a model
     // call cut by it reports what it was doing.
     task.deadline = Some(deadline - (left / 50).min(Duration::from_millis(25)));

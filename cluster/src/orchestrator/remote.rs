@@ -200,7 +200,7 @@ impl RemoteSpecialist for RemoteHost {
                 branch: call.task.branch,
             };
             let job = Job {
-                task: call.task,
+                task: Box::new(call.task),
                 time_left_ms: left.as_millis() as u64,
                 deadline_kind: call.deadline_kind,
                 crash_retries: call.crash_retries,
