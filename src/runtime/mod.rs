@@ -177,7 +177,7 @@ impl FanfareBuilder {
                 roster: roster.clone(),
                 context: crate::agent::AgentContext {
                     provider: self.provider.clone(),
-                    tools,
+                    tools: tools.clone(),
                 },
                 config: self.supervision,
                 events: supervision_events.clone(),
@@ -220,6 +220,7 @@ impl FanfareBuilder {
             supervision_events,
             live,
             prices,
+            tools,
         };
         for specialist in children.into_iter().chain(self.specialists) {
             if let Err(e) = fanfare.add(specialist).await {
@@ -243,6 +244,7 @@ pub struct Fanfare {
     supervision_events: broadcast::Sender<SupervisorEvent>,
     live: LiveCount,
     prices: Arc<PriceTable>,
+    tools: crate::agent::tools::Toolbox,
 }
 
 impl std::fmt::Debug for Fanfare {
@@ -281,6 +283,13 @@ impl RunHandle {
 }
 
 impl Fanfare {
+    /// Its MCP servers that are down with no reconnection under way (a restart
+    /// failed; the supervisor tries again after its backoff or cool-down), each
+    /// with why: their tools fail until they are back. A readiness check says so.
+    pub fn tool_servers_down(&self) -> Vec<(String, String)> {
+        self.tools.servers_down()
+    }
+
     /// Starts building a runtime whose agents call `provider`.
     pub fn builder(provider: Arc<dyn Provider>) -> FanfareBuilder {
         FanfareBuilder {

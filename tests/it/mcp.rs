@@ -393,8 +393,42 @@ async fn mcp_regression_a_server_whose_restart_fails_is_tried_again_until_it_sta
         .run(RunRequest::fan_out("Crash it.", ["worker"]))
         .await
         .unwrap();
-    // Its restarts fail for a while; once it can start again, it is up.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its restarts fail for a while: it says it is down and why (it said "it is
+    // restarting"), and a call fails at once instead of waiting on a restart that
+    // is not under way.
+    let down = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(down) = fanfare.tool_servers_down().into_iter().next() {
+                break down;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("never said to be down");
+    assert_eq!(down.0, "probe");
+    assert!(down.1.contains("its restart failed"), "{}", down.1);
+    script.push_completion(calling(&[("c1b", "probe__count", "{}")]));
+    let report = fanfare
+        .run(RunRequest::fan_out("Count.", ["worker"]))
+        .await
+        .unwrap();
+    let told = script
+        .requests()
+        .last()
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .tool_results[0]
+        .clone();
+    assert!(told.is_error, "{told:?}");
+    assert!(
+        told.content.contains("is down") && !told.content.contains("restarting"),
+        "{}: {}",
+        told.content,
+        report.render()
+    );
     std::fs::remove_file(&refuse).unwrap();
     let restarted = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
@@ -411,6 +445,7 @@ async fn mcp_regression_a_server_whose_restart_fails_is_tried_again_until_it_sta
         "never up again: {:?}",
         fanfare.status().await
     );
+    assert_eq!(fanfare.tool_servers_down(), []);
     script.push_completion(calling(&[("c2", "probe__count", "{}")]));
     let report = fanfare
         .run(RunRequest::fan_out("Count.", ["worker"]))

@@ -107,6 +107,15 @@ async fn ready(State(app): State<App>) -> Response {
     if let Some(why) = app.runs.refuses_new_runs() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     }
+    // A tool server whose restart failed: the agents that name it fail their
+    // calls until it is back (it answered `ready` meanwhile).
+    if let Some((name, why)) = app.runs.fanfare().tool_servers_down().into_iter().next() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the MCP server `{name}` {why}"),
+        )
+        .into_response();
+    }
     match app
         .runs
         .journal()

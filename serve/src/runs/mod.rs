@@ -251,6 +251,11 @@ impl Runs {
         &self.journal
     }
 
+    /// The runtime the runs run on.
+    pub fn fanfare(&self) -> &Fanfare {
+        &self.fanfare
+    }
+
     /// A receiver that changes after each journal commit.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

@@ -261,6 +261,11 @@ pub(crate) trait ToolSource: Send + Sync + 'static {
     /// Its tools: each by the server's own name for it, and as the model sees it
     /// (named `SERVER__TOOL`).
     fn tools(&self) -> Vec<(String, Arc<dyn Tool>)>;
+
+    /// Why it is down, when it is and no reconnection is under way.
+    fn down(&self) -> Option<String> {
+        None
+    }
 }
 
 impl std::fmt::Debug for Toolbox {
@@ -374,6 +379,18 @@ impl Toolbox {
         let mut names: Vec<String> = self.servers.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Its MCP servers that are down with no reconnection under way (a restart
+    /// failed), by name, each with why.
+    pub fn servers_down(&self) -> Vec<(String, String)> {
+        let mut down: Vec<(String, String)> = self
+            .servers
+            .iter()
+            .filter_map(|(name, source)| Some((name.clone(), source.down()?)))
+            .collect();
+        down.sort();
+        down
     }
 
     /// The tools a spec's `tools` names, as of now: `NAME` is one of its own,

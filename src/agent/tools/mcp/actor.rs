@@ -77,6 +77,119 @@ fn last_words(tail: &Tail) -> String {
     }
 }
 
+/// Connects to the server (spawning it, for stdio) and fetches its tool list,
+/// within its handshake timeout; the watcher of the connection is `myself`'s.
+async fn connect(
+    myself: ActorRef<AgentMsg>,
+    args: McpArgs,
+) -> Result<McpState, ActorProcessingErr> {
+    let McpArgs { server, link } = args;
+    let name = server.name().to_owned();
+    let tail: Tail = Arc::default();
+    let (service, group) = tokio::time::timeout(server.handshake_timeout, async {
+        match server.transport() {
+            McpTransport::Stdio { program, args, env } => {
+                let mut command = process_wrap::tokio::CommandWrap::with_new(program, |c| {
+                    c.args(args);
+                    if let Some(dir) = server.dir() {
+                        c.current_dir(dir);
+                    }
+                    // Not this process's environment (the API keys are there).
+                    c.env_clear();
+                    c.envs(
+                        std::env::vars_os()
+                            .filter(|(k, _)| k.to_str().is_some_and(super::inherited)),
+                    );
+                    c.envs(env.iter().map(|(k, v)| (k, v)));
+                });
+                command.wrap(process_wrap::tokio::ProcessGroup::leader());
+                command.wrap(process_wrap::tokio::KillOnDrop);
+                let (child, stderr) = TokioChildProcess::builder(command)
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("could not start `{program}`: {e}"))?;
+                let group = child.id().map(Group);
+                let reader = stderr
+                    .map(|stderr| tokio::spawn(log_stderr(name.clone(), stderr, tail.clone())));
+                let service = match ().serve(child).await {
+                    Ok(service) => service,
+                    Err(e) => {
+                        // A server that exited at once: its last words are on
+                        // their way (the handshake's error can come first).
+                        if let Some(reader) = reader {
+                            let _ =
+                                tokio::time::timeout(std::time::Duration::from_millis(500), reader)
+                                    .await;
+                        }
+                        return Err(format!(
+                            "`{program}` did not answer MCP's handshake: {e}{}",
+                            last_words(&tail)
+                        ));
+                    }
+                };
+                Ok::<_, String>((service, group))
+            }
+            McpTransport::Http { url } => {
+                // rmcp's client (same-origin redirects only) is built on the
+                // reqwest this crate builds without a TLS provider of its own.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                let service = ().serve(transport).await.map_err(|e| {
+                    format!(
+                        "{} did not answer MCP's handshake: {}",
+                        super::shown_url(url),
+                        super::scrub_url(&e.to_string(), url)
+                    )
+                })?;
+                Ok((service, None))
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "no answer to MCP's handshake within {:?}{}",
+            server.handshake_timeout,
+            last_words(&tail)
+        )
+    })
+    .and_then(|r| r)
+    .map_err(|e| link.scrub(&format!("MCP server `{name}`: {e}")))?;
+    let tools = tokio::time::timeout(server.handshake_timeout, listed(&name, service.peer()))
+        .await
+        .map_err(|_| {
+            format!(
+                "MCP server `{name}`: no tool list within {:?}",
+                server.handshake_timeout
+            )
+        })?
+        .map_err(|e| link.scrub(&format!("MCP server `{name}`: its tool list: {e}")))?;
+    tracing::debug!(server = %name, tools = tools.len(), "MCP server connected");
+    let generation = link.up(service.peer().clone(), tools);
+    let (me, watched, watched_tail) = (myself.clone(), link.clone(), tail.clone());
+    let watcher = tokio::spawn(async move {
+        let quit = service.waiting().await;
+        let why = watched.scrub(&format!(
+            "the MCP server `{}` closed its connection ({}){}",
+            watched.server(),
+            match quit {
+                Ok(reason) => format!("{reason:?}"),
+                Err(e) => e.to_string(),
+            },
+            last_words(&watched_tail)
+        ));
+        tracing::warn!(server = %watched.server(), "{why}");
+        watched.down(generation, why.clone());
+        me.stop(Some(why));
+    });
+    Ok(McpState {
+        link,
+        generation,
+        watcher,
+        _group: group,
+    })
+}
+
 impl Actor for McpActor {
     type Msg = AgentMsg;
     type State = McpState;
@@ -87,113 +200,12 @@ impl Actor for McpActor {
         myself: ActorRef<AgentMsg>,
         args: McpArgs,
     ) -> Result<McpState, ActorProcessingErr> {
-        let McpArgs { server, link } = args;
-        let name = server.name().to_owned();
-        let tail: Tail = Arc::default();
-        let (service, group) = tokio::time::timeout(server.handshake_timeout, async {
-            match server.transport() {
-                McpTransport::Stdio { program, args, env } => {
-                    let mut command = process_wrap::tokio::CommandWrap::with_new(program, |c| {
-                        c.args(args);
-                        if let Some(dir) = server.dir() {
-                            c.current_dir(dir);
-                        }
-                        // Not this process's environment (the API keys are there).
-                        c.env_clear();
-                        c.envs(
-                            std::env::vars_os()
-                                .filter(|(k, _)| k.to_str().is_some_and(super::inherited)),
-                        );
-                        c.envs(env.iter().map(|(k, v)| (k, v)));
-                    });
-                    command.wrap(process_wrap::tokio::ProcessGroup::leader());
-                    command.wrap(process_wrap::tokio::KillOnDrop);
-                    let (child, stderr) = TokioChildProcess::builder(command)
-                        .stderr(std::process::Stdio::piped())
-                        .spawn()
-                        .map_err(|e| format!("could not start `{program}`: {e}"))?;
-                    let group = child.id().map(Group);
-                    let reader = stderr
-                        .map(|stderr| tokio::spawn(log_stderr(name.clone(), stderr, tail.clone())));
-                    let service = match ().serve(child).await {
-                        Ok(service) => service,
-                        Err(e) => {
-                            // A server that exited at once: its last words are on
-                            // their way (the handshake's error can come first).
-                            if let Some(reader) = reader {
-                                let _ = tokio::time::timeout(
-                                    std::time::Duration::from_millis(500),
-                                    reader,
-                                )
-                                .await;
-                            }
-                            return Err(format!(
-                                "`{program}` did not answer MCP's handshake: {e}{}",
-                                last_words(&tail)
-                            ));
-                        }
-                    };
-                    Ok::<_, String>((service, group))
-                }
-                McpTransport::Http { url } => {
-                    // rmcp's client (same-origin redirects only) is built on the
-                    // reqwest this crate builds without a TLS provider of its own.
-                    let _ = rustls::crypto::ring::default_provider().install_default();
-                    let transport = StreamableHttpClientTransport::from_uri(url.as_str());
-                    let service = ().serve(transport).await.map_err(|e| {
-                        format!(
-                            "{} did not answer MCP's handshake: {}",
-                            super::shown_url(url),
-                            super::scrub_url(&e.to_string(), url)
-                        )
-                    })?;
-                    Ok((service, None))
-                }
-            }
-        })
-        .await
-        .map_err(|_| {
-            format!(
-                "no answer to MCP's handshake within {:?}{}",
-                server.handshake_timeout,
-                last_words(&tail)
-            )
-        })
-        .and_then(|r| r)
-        .map_err(|e| link.scrub(&format!("MCP server `{name}`: {e}")))?;
-        let tools = tokio::time::timeout(server.handshake_timeout, listed(&name, service.peer()))
-            .await
-            .map_err(|_| {
-                format!(
-                    "MCP server `{name}`: no tool list within {:?}",
-                    server.handshake_timeout
-                )
-            })?
-            .map_err(|e| link.scrub(&format!("MCP server `{name}`: its tool list: {e}")))?;
-        tracing::debug!(server = %name, tools = tools.len(), "MCP server connected");
-        let generation = link.up(service.peer().clone(), tools);
-        let (me, watched, watched_tail) = (myself.clone(), link.clone(), tail.clone());
-        let watcher = tokio::spawn(async move {
-            let quit = service.waiting().await;
-            let why = watched.scrub(&format!(
-                "the MCP server `{}` closed its connection ({}){}",
-                watched.server(),
-                match quit {
-                    Ok(reason) => format!("{reason:?}"),
-                    Err(e) => e.to_string(),
-                },
-                last_words(&watched_tail)
-            ));
-            tracing::warn!(server = %watched.server(), "{why}");
-            watched.down(generation, why.clone());
-            me.stop(Some(why));
-        });
-        Ok(McpState {
-            link,
-            generation,
-            watcher,
-            _group: group,
-        })
+        let link = args.link.clone();
+        let started = connect(myself, args).await;
+        if let Err(e) = &started {
+            link.failed(&e.to_string());
+        }
+        started
     }
 
     async fn handle(

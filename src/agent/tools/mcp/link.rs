@@ -39,6 +39,9 @@ struct State {
     peer: Option<Peer<RoleClient>>,
     tools: Arc<Vec<rmcp::model::Tool>>,
     why_not: String,
+    /// Its last restart failed: nothing will connect before the supervisor's next
+    /// try (after its backoff, or its circuit's cool-down).
+    failed: bool,
     /// Counts connections, so that an old connection's end (its actor's state is
     /// dropped after the next one may have started) cannot mark the new one down.
     generation: u64,
@@ -62,6 +65,7 @@ impl Link {
                 peer: None,
                 tools: Arc::default(),
                 why_not: "it has not connected yet".to_owned(),
+                failed: false,
                 generation: 0,
             }),
             connected: tokio::sync::watch::channel(0).0,
@@ -94,6 +98,7 @@ impl Link {
         let generation = {
             let mut state = self.write();
             state.peer = Some(peer);
+            state.failed = false;
             state.tools = Arc::new(tools);
             state.generation += 1;
             state.generation
@@ -112,6 +117,26 @@ impl Link {
             state.peer = None;
             state.why_not = why;
         }
+    }
+
+    /// A restart failed, because `why`: calls fail at once, saying so, until a
+    /// connection is up again (a call waited on a restart that was not coming, and
+    /// was told the server "is restarting").
+    pub(crate) fn failed(&self, why: &str) {
+        let why = self.scrub(why);
+        let mut state = self.write();
+        if state.peer.is_none() {
+            state.failed = true;
+            state.why_not = format!(
+                "it is down: its restart failed ({why}); the supervisor tries again later, and its tools fail until then"
+            );
+        }
+    }
+
+    /// Why it is down, when its last restart failed.
+    pub(crate) fn down_since_failed(&self) -> Option<String> {
+        let state = self.read();
+        (state.failed && state.peer.is_none()).then(|| state.why_not.clone())
     }
 
     /// `text` with an HTTP server's URL secrets hidden (see [`super::scrub_url`]).
@@ -175,6 +200,10 @@ impl Link {
         if let Ok(peer) = self.peer() {
             return Ok(peer);
         }
+        if let Some(why) = self.down_since_failed() {
+            // No restart is under way to wait for.
+            return Err(why);
+        }
         let limit = tokio::time::Instant::now() + WAIT_FOR_RESTART;
         let until = deadline.map_or(limit, |d| d.min(limit));
         // Whether it came or the time ran out, the state now says.
@@ -186,6 +215,10 @@ impl Link {
 impl ToolSource for Arc<Link> {
     fn tools(&self) -> Vec<(String, Arc<dyn Tool>)> {
         self.listed()
+    }
+
+    fn down(&self) -> Option<String> {
+        self.down_since_failed()
     }
 }
 
