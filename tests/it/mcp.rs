@@ -512,6 +512,64 @@ impl Drop for HttpEverything {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the MCP servers: FANFARE_MCP_SERVERS=$(scripts/mcp-servers install)"]
+async fn mcp_regression_an_answer_too_long_to_read_fails_its_call_at_once() {
+    // rmcp drops a message of 16 MiB or more and keeps the connection: the call
+    // waited for the branch's deadline and was said to be cut by it (probe 9, M5).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("probe.log");
+    let script = Scripted::new();
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .mcp(probe(&log))
+        .agent(agent(&["probe.*"]))
+        .start()
+        .await
+        .unwrap();
+    script.push_completion(calling(&[(
+        "c1",
+        "probe__big",
+        &format!(r#"{{"bytes": {}}}"#, 17 * 1024 * 1024),
+    )]));
+    let request =
+        RunRequest::fan_out("Read it.", ["worker"]).branch_timeout(Duration::from_secs(600));
+    let report = fanfare.run(request).await.unwrap();
+    assert!(report.status.is_success(), "{}", report.render());
+    let told = script
+        .requests()
+        .last()
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .tool_results[0]
+        .clone();
+    assert!(told.is_error, "{told:?}");
+    assert!(
+        told.content.contains("more than 16777216 bytes"),
+        "{}",
+        told.content
+    );
+    // The connection goes on.
+    script.push_completion(calling(&[("c2", "probe__count", "{}")]));
+    let report = fanfare
+        .run(RunRequest::fan_out("Count.", ["worker"]))
+        .await
+        .unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    let told = script
+        .requests()
+        .last()
+        .unwrap()
+        .messages
+        .last()
+        .unwrap()
+        .tool_results[0]
+        .clone();
+    assert_eq!((told.content.as_str(), told.is_error), ("1", false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the MCP servers: FANFARE_MCP_SERVERS=$(scripts/mcp-servers install)"]
 async fn mcp_everything_over_streamable_http_answers_a_call() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

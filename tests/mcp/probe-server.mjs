@@ -53,6 +53,18 @@ server.registerTool(
 );
 
 server.registerTool(
+  "big",
+  {
+    description: "Answers a text of `bytes` bytes.",
+    inputSchema: { bytes: z.number().int().min(0) },
+  },
+  async ({ bytes }) => {
+    note(`big ${bytes}`);
+    return { content: [{ type: "text", text: "x".repeat(bytes) }] };
+  },
+);
+
+server.registerTool(
   "crash",
   { description: "Exits the server's process at once.", inputSchema: {} },
   async () => {

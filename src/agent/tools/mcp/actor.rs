@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt as _;
 use tokio::io::AsyncBufReadExt as _;
 
@@ -36,6 +36,8 @@ pub(crate) struct McpState {
     generation: u64,
     watcher: tokio::task::JoinHandle<()>,
     _group: Option<Group>,
+    /// A stdio server's process (killed when dropped).
+    _child: Option<Box<dyn process_wrap::tokio::ChildWrapper>>,
 }
 
 impl Drop for McpState {
@@ -86,7 +88,7 @@ async fn connect(
     let McpArgs { server, link } = args;
     let name = server.name().to_owned();
     let tail: Tail = Arc::default();
-    let (service, group) = tokio::time::timeout(server.handshake_timeout, async {
+    let (service, group, child) = tokio::time::timeout(server.handshake_timeout, async {
         match server.transport() {
             McpTransport::Stdio { program, args, env } => {
                 let mut command = process_wrap::tokio::CommandWrap::with_new(program, |c| {
@@ -104,14 +106,12 @@ async fn connect(
                 });
                 command.wrap(process_wrap::tokio::ProcessGroup::leader());
                 command.wrap(process_wrap::tokio::KillOnDrop);
-                let (child, stderr) = TokioChildProcess::builder(command)
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
+                let (child, transport, stderr) = super::stdio::spawn(command, link.oversized())
                     .map_err(|e| format!("could not start `{program}`: {e}"))?;
                 let group = child.id().map(Group);
                 let reader = stderr
                     .map(|stderr| tokio::spawn(log_stderr(name.clone(), stderr, tail.clone())));
-                let service = match ().serve(child).await {
+                let service = match ().serve(transport).await {
                     Ok(service) => service,
                     Err(e) => {
                         // A server that exited at once: its last words are on
@@ -127,7 +127,7 @@ async fn connect(
                         ));
                     }
                 };
-                Ok::<_, String>((service, group))
+                Ok::<_, String>((service, group, Some(child)))
             }
             McpTransport::Http { url } => {
                 // rmcp's client (same-origin redirects only) is built on the
@@ -141,7 +141,7 @@ async fn connect(
                         super::scrub_url(&e.to_string(), url)
                     )
                 })?;
-                Ok((service, None))
+                Ok((service, None, None))
             }
         }
     })
@@ -187,6 +187,7 @@ async fn connect(
         generation,
         watcher,
         _group: group,
+        _child: child,
     })
 }
 

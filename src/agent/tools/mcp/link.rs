@@ -28,6 +28,9 @@ pub(crate) struct Link {
     state: RwLock<State>,
     /// Moves when a connection comes up, for calls waiting on a restart.
     connected: tokio::sync::watch::Sender<u64>,
+    /// Moves when a stdio server sends a message too long to read (dropped):
+    /// the calls in flight fail, since one of them will never be answered.
+    oversized: tokio::sync::watch::Sender<u64>,
 }
 
 /// The longest a call waits for its server to come back (a restart in progress),
@@ -69,6 +72,7 @@ impl Link {
                 generation: 0,
             }),
             connected: tokio::sync::watch::channel(0).0,
+            oversized: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -131,6 +135,11 @@ impl Link {
                 "it is down: its restart failed ({why}); the supervisor tries again later, and its tools fail until then"
             );
         }
+    }
+
+    /// Where a stdio server's transport counts the messages it dropped as too long.
+    pub(crate) fn oversized(&self) -> tokio::sync::watch::Sender<u64> {
+        self.oversized.clone()
     }
 
     /// Why it is down, when its last restart failed.
@@ -290,8 +299,20 @@ impl Tool for McpTool {
                 }
             };
             // Dropping this future (the branch's deadline, a cancelled run) sends
-            // the server `notifications/cancelled` for the request.
-            let result = peer.call_tool(params).await.map_err(|e| {
+            // the server `notifications/cancelled` for the request. A message too
+            // long to read was dropped: it may be this call's answer, which would
+            // then never come.
+            let mut oversized = self.link.oversized.subscribe();
+            let answered = tokio::select! {
+                answered = peer.call_tool(params) => answered,
+                _ = oversized.changed() => {
+                    return Err(ToolError(format!(
+                        "the MCP server `{server}` sent a message of more than {} bytes, which was dropped unread; it may have been this call's answer, so the call is given up",
+                        super::stdio::MAX_MESSAGE
+                    )));
+                }
+            };
+            let result = answered.map_err(|e| {
                 ToolError(
                     self.link
                         .scrub(&format!("the MCP server `{server}` failed the call: {e}")),

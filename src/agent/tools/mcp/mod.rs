@@ -25,10 +25,12 @@
 //! (`NAME=TOKEN=… npx …`, as a shell would) or [`McpServer::env`] gives.
 //!
 //! Layout: this file is the configuration; `actor` the supervised child; `link` what
-//! the child shares with the tools (the connection and the tool list) and the tools.
+//! the child shares with the tools (the connection and the tool list) and the tools;
+//! `stdio` a stdio server's process and transport.
 
 mod actor;
 mod link;
+mod stdio;
 
 use std::time::Duration;
 
