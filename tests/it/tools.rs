@@ -255,6 +255,18 @@ async fn a_call_needing_approval_waits_for_its_own_decision_while_the_other_bran
     );
     assert!(states.contains(&(first.id.clone(), ApprovalState::Pending)));
     assert!(states.contains(&(first.id.clone(), ApprovalState::Edited)));
+    // The report's digest is of the arguments that ran (it was of the model's).
+    let ran = report
+        .branches
+        .iter()
+        .filter_map(|b| b.outcome.output())
+        .flat_map(|o| &o.tool_log)
+        .find(|u| u.error.is_none())
+        .expect("the edited call is in the report");
+    assert_eq!(
+        ran.input_digest,
+        fanfare::agent::tools::ToolUse::digest(&serde_json::json!({"key": "edited"}))
+    );
     let rejected = report
         .branches
         .iter()

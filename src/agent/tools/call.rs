@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::FutureExt as _;
 
 use super::approval::approval_id;
+use super::converse::MAX_ARGUMENTS;
 use super::{
     listed, ApprovalRequest, ApprovalState, Approvals, Decision, Tool, ToolContext, ToolKeeper,
     ToolTurn, ToolUse,
@@ -96,10 +97,14 @@ pub(super) type Ran = (ToolResult, ToolUse, Result<(), String>);
 pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran {
     let (branch, turn) = (at.governed.branch, at.turn);
     let tool_name = shown(&call.name);
-    let log = |result: &ToolResult, took: std::time::Duration, kept: bool| ToolUse {
+    // The digest is of the arguments that ran (a person's edit, if there was one).
+    let log = |result: &ToolResult,
+               took: std::time::Duration,
+               kept: bool,
+               input: &serde_json::Value| ToolUse {
         turn,
         tool: tool_name.clone(),
-        input_digest: ToolUse::digest(&call.input),
+        input_digest: ToolUse::digest(input),
         took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
         bytes: result.content.len(),
         error: result.is_error.then(|| result.content.clone()),
@@ -107,7 +112,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     };
     if let Some(result) = at.kept.and_then(|t| t.result(&call.id)).cloned() {
         // It ended before the run was interrupted: not run again.
-        let used = log(&result, std::time::Duration::ZERO, true);
+        let used = log(&result, std::time::Duration::ZERO, true, &call.input);
         return (result, used, Ok(()));
     }
     let tell = |delta| {
@@ -139,7 +144,18 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
                 "it was in flight when the run this one repairs was interrupted (turn {turn}), and what it did is not known: approve to run it again"
             )
         });
-        let decision = decide(at, id.clone(), call, why).await;
+        let mut decision = decide(at, id.clone(), call, why).await;
+        if let Decision::Edit { input } = &decision {
+            // An edit is held to the model's own limit (one of 300 KiB ran).
+            let bytes = input.to_string().len();
+            if bytes > MAX_ARGUMENTS {
+                decision = Decision::Reject {
+                    reason: Some(format!(
+                        "the edited arguments have {bytes} bytes, at most {MAX_ARGUMENTS} are taken"
+                    )),
+                };
+            }
+        }
         tell(state(decision.state()));
         match decision {
             Decision::Approve => {}
@@ -164,7 +180,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
                     Some(j) => j.answered(branch, turn, result.clone()).await,
                     None => Ok(()),
                 };
-                let used = log(&result, std::time::Duration::ZERO, false);
+                let used = log(&result, std::time::Duration::ZERO, false, &call.input);
                 return (result, used, stored);
             }
         }
@@ -177,7 +193,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
                 content: "not run: it could not be kept in the run's journal".to_owned(),
                 is_error: true,
             };
-            let used = log(&result, std::time::Duration::ZERO, false);
+            let used = log(&result, std::time::Duration::ZERO, false, &call_now.input);
             return (result, used, Err(e));
         }
     }
@@ -208,7 +224,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         took,
         error: result.is_error.then(|| result.content.clone()),
     });
-    let used = log(&result, took, false);
+    let used = log(&result, took, false, &call_now.input);
     (result, used, stored)
 }
 

@@ -479,3 +479,43 @@ async fn regression_a_newline_in_a_models_tool_name_forges_no_line() {
     assert!(error.starts_with("there is no tool"), "{error}");
     assert!(!error.contains('\n'), "{error:?}");
 }
+
+/// An approver that edits every call to `input`.
+struct EditsTo(serde_json::Value);
+
+impl Approver for EditsTo {
+    fn decide(&self, _request: ApprovalRequest) -> futures::future::BoxFuture<'static, Decision> {
+        let input = self.0.clone();
+        Box::pin(async move { Decision::Edit { input } })
+    }
+}
+
+#[tokio::test]
+async fn regression_a_persons_edit_is_held_to_the_models_limit_on_arguments() {
+    // An edit of 300 KiB ran, past the 256 KiB a model's call may have.
+    let script = Scripted::new();
+    script.push_completion(calling(vec![ToolCall::from_raw(
+        "c1",
+        "add",
+        r#"{"a": 1, "b": 2}"#,
+    )]));
+    let held = tool("add", "Adds two numbers.", |_ctx, i: Add| async move {
+        Ok((i.a + i.b).to_string())
+    })
+    .needs_approval();
+    let ctx = context(&script, vec![Arc::new(held)]);
+    let request = CompletionRequest::new("calc", "You add.", "1 + 2?");
+    let mut governed = Governed::plain(branch());
+    let big = "9".repeat(300 * 1024);
+    governed.approvals = Some(Approvals::new(EditsTo(
+        serde_json::json!({"a": 1, "b": 2, "note": big}),
+    )));
+    let out = converse(&ctx, request, &["add".to_owned()], 4, governed)
+        .await
+        .unwrap();
+    let error = out.tool_log[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("the edited arguments have") && error.contains("at most 262144"),
+        "{error}"
+    );
+}
