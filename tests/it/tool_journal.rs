@@ -27,9 +27,13 @@ impl fanfare::agent::tools::ToolJournal for Memory {
         _branch: fanfare::agent::BranchId,
         turn: u32,
         call_id: String,
+        edited: Option<serde_json::Value>,
     ) -> futures::future::BoxFuture<'static, Result<(), String>> {
         let mut turns = self.0.lock().unwrap();
         if let Some(t) = turns.iter_mut().find(|t| t.turn == turn) {
+            if let Some(input) = edited {
+                t.edits.push((call_id.clone(), input));
+            }
             t.started.push(call_id);
         }
         Box::pin(std::future::ready(Ok(())))
@@ -233,6 +237,7 @@ async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again()
         results: Vec::new(),
         started: vec!["c1".into()],
         unsure: Vec::new(),
+        edits: Vec::new(),
     };
     let replay = vec![fanfare::agent::tools::Replay {
         index: 0,
@@ -256,4 +261,57 @@ async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again()
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn regression_a_call_approved_with_a_persons_edit_runs_again_with_it_after_a_restart() {
+    // In flight at the restart, its tool idempotent: it ran again with the model's
+    // arguments, asked for approval again (the edit was lost).
+    let mut turn = calls(&[("c1", "model's")]);
+    turn.usage = fanfare::provider::Usage::default();
+    let kept = fanfare::agent::tools::ToolTurn {
+        turn: 1,
+        model: "m".into(),
+        text: String::new(),
+        calls: turn.tool_calls,
+        usage: turn.usage,
+        attempts: 1,
+        results: Vec::new(),
+        started: vec!["c1".into()],
+        unsure: Vec::new(),
+        edits: vec![("c1".into(), serde_json::json!({"key": "person's"}))],
+    };
+    let replay = vec![fanfare::agent::tools::Replay {
+        index: 0,
+        item: None,
+        turns: vec![kept],
+    }];
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let counted = seen.clone();
+    let count = tool("count", "Counts a key.", move |_ctx, k: Key| {
+        let counted = counted.clone();
+        async move {
+            counted.lock().unwrap().push(k.key.clone());
+            Ok::<_, ToolError>(format!("counted {}", k.key))
+        }
+    })
+    .idempotent()
+    .needs_approval();
+    let mut agent = AgentSpec::new("counter", "You count with the count tool.");
+    agent.tools = vec!["count".into()];
+    let script = Scripted::new();
+    let fanfare = Fanfare::builder(Arc::new(script.clone()))
+        .tool(count)
+        .agent(agent)
+        .start()
+        .await
+        .unwrap();
+    // No approver: a call asked again would be rejected.
+    let report = fanfare
+        .run(RunRequest::fan_out("Count.", ["counter"]).replay(replay))
+        .await
+        .unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    assert_eq!(*seen.lock().unwrap(), ["person's"]);
 }

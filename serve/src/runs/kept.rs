@@ -44,6 +44,9 @@ struct StartedRow {
     item: Option<u32>,
     turn: u32,
     call_id: String,
+    /// The arguments a person gave in place of the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edited: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -87,12 +90,14 @@ impl ToolJournal for Kept {
         branch: BranchId,
         turn: u32,
         call_id: String,
+        edited: Option<serde_json::Value>,
     ) -> BoxFuture<'static, Result<(), String>> {
         let row = StartedRow {
             index: branch.index,
             item: branch.item,
             turn,
             call_id,
+            edited,
         };
         self.append(STARTED, serde_json::to_string(&row))
     }
@@ -139,6 +144,9 @@ pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, J
                 };
                 if let Some(turn) = turn_of(&mut by_branch, r.index, r.item, r.turn) {
                     if !turn.began(&r.call_id) {
+                        if let Some(input) = r.edited {
+                            turn.edits.push((r.call_id.clone(), input));
+                        }
                         turn.started.push(r.call_id);
                     }
                 }
@@ -220,6 +228,7 @@ mod tests {
             results: Vec::new(),
             started: Vec::new(),
             unsure: Vec::new(),
+            edits: Vec::new(),
         }
     }
 
@@ -252,14 +261,14 @@ mod tests {
         };
         // Attempt 1: turn 1's call ran and answered; turn 2 asked again.
         kept.asked(branch, turn(1)).await.unwrap();
-        kept.started(branch, 1, "tu_0".into()).await.unwrap();
+        kept.started(branch, 1, "tu_0".into(), None).await.unwrap();
         kept.answered(branch, 1, result("charged, attempt 1"))
             .await
             .unwrap();
         kept.asked(branch, turn(2)).await.unwrap();
         // Attempt 2: turn 1 again, its call started, then the crash.
         kept.asked(branch, turn(1)).await.unwrap();
-        kept.started(branch, 1, "tu_0".into()).await.unwrap();
+        kept.started(branch, 1, "tu_0".into(), None).await.unwrap();
         let replay = super::replay(&journal, run).await.unwrap();
         assert_eq!(replay.len(), 1);
         let turns = &replay[0].turns;

@@ -127,9 +127,17 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     let unsure = at
         .kept
         .is_some_and(|t| t.is_unsure(&call.id) && !t.began(&call.id));
-    let needs =
-        unsure || tool.is_some_and(|t| at.governed.approve_every_call || t.needs_approval());
-    let mut edited = None;
+    // Begun before an interruption (so approved, if it had to be), and run again
+    // now (its tool is idempotent): with the arguments it began with, not asked
+    // again (a person's edit was lost at a restart).
+    let began = at.kept.filter(|t| t.began(&call.id));
+    let needs = began.is_none()
+        && (unsure || tool.is_some_and(|t| at.governed.approve_every_call || t.needs_approval()));
+    let mut edited = began.and_then(|t| t.edit(&call.id)).map(|input| ToolCall {
+        input: input.clone(),
+        malformed: false,
+        ..call.clone()
+    });
     if needs {
         let id = approval_id(branch, turn, k);
         let state = |state| Delta::Approval {
@@ -187,7 +195,8 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
     }
     let call_now = edited.as_ref().unwrap_or(call);
     if let Some(j) = journal {
-        if let Err(e) = j.started(branch, turn, call.id.clone()).await {
+        let with = edited.as_ref().map(|c| c.input.clone());
+        if let Err(e) = j.started(branch, turn, call.id.clone(), with).await {
             let result = ToolResult {
                 call_id: call.id.clone(),
                 content: "not run: it could not be kept in the run's journal".to_owned(),

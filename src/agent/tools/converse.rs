@@ -199,6 +199,7 @@ async fn turns(
                 results: Vec::new(),
                 started: Vec::new(),
                 unsure: Vec::new(),
+                edits: Vec::new(),
             };
             journal
                 .journal()

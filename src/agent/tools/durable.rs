@@ -54,6 +54,10 @@ pub struct ToolTurn {
     /// approves it (without an approver it is answered as rejected).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsure: Vec<String>,
+    /// The arguments a person gave in place of the model's, by call id, for the
+    /// calls that began with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<(String, serde_json::Value)>,
 }
 
 impl ToolTurn {
@@ -73,6 +77,14 @@ impl ToolTurn {
     /// Whether call `id` had begun running.
     pub fn began(&self, id: &str) -> bool {
         self.started.iter().any(|s| s == id)
+    }
+
+    /// The arguments call `id` began with, when a person edited them.
+    pub fn edit(&self, id: &str) -> Option<&serde_json::Value> {
+        self.edits
+            .iter()
+            .find(|(c, _)| c == id)
+            .map(|(_, input)| input)
     }
 
     /// Whether call `id`'s outcome is not known (see [`ToolTurn::unsure`]).
@@ -113,13 +125,16 @@ pub trait ToolJournal: Send + Sync + 'static {
     /// none has run yet.
     fn asked(&self, branch: BranchId, turn: ToolTurn) -> BoxFuture<'static, Result<(), String>>;
 
-    /// Call `call_id` of `turn` is about to run (approved, if it needed to be): a
-    /// call kept as started and not answered was in flight at an interruption.
+    /// Call `call_id` of `turn` is about to run (approved, if it needed to be),
+    /// with `edited` in place of the model's arguments when a person edited them:
+    /// a call kept as started and not answered was in flight at an interruption,
+    /// and runs again (if it may) with the arguments it began with.
     fn started(
         &self,
         branch: BranchId,
         turn: u32,
         call_id: String,
+        edited: Option<serde_json::Value>,
     ) -> BoxFuture<'static, Result<(), String>>;
 
     /// One call of `turn` ended with `result`.
