@@ -9,6 +9,21 @@ use super::submit::Server;
 use crate::args::ApprovalsCommand;
 
 pub async fn approvals(command: ApprovalsCommand) -> anyhow::Result<bool> {
+    // Both go into URLs: a `../` in either was sent as a path of its own.
+    let (run, approval) = match &command {
+        ApprovalsCommand::List { run, .. } => (run, None),
+        ApprovalsCommand::Approve { run, approval, .. }
+        | ApprovalsCommand::Reject { run, approval, .. }
+        | ApprovalsCommand::Edit { run, approval, .. } => (run, Some(approval)),
+    };
+    if !super::submit::is_run_id(run) {
+        anyhow::bail!("`{run}` is not a run id (run ids look like run-42)");
+    }
+    if let Some(a) = approval.filter(|a| !is_approval_id(a)) {
+        anyhow::bail!(
+            "`{a}` is not an approval id (they look like 0-1-0 or 2.7-1-0: `fanfare approvals list {run}` shows them)"
+        );
+    }
     match command {
         ApprovalsCommand::List { run, json, client } => {
             let server = Server::new(&client)?;
@@ -81,6 +96,19 @@ async fn decide(
         answer["state"].as_str().unwrap_or("decided")
     );
     Ok(true)
+}
+
+/// Whether `id` has an approval id's shape: `INDEX[.ITEM]-TURN-K`.
+fn is_approval_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    match parts.as_slice() {
+        [branch, turn, k] => {
+            let mut at = branch.splitn(2, '.');
+            at.all(number) && number(turn) && number(k)
+        }
+        _ => false,
+    }
 }
 
 /// The list as lines: one per waiting call.

@@ -180,7 +180,7 @@ pub async fn watch(id: &str, json: bool, client: &ClientArgs) -> anyhow::Result<
 }
 
 /// Whether `id` is a run id (`run-42`): it goes into URLs and onto the terminal.
-fn is_run_id(id: &str) -> bool {
+pub(crate) fn is_run_id(id: &str) -> bool {
     id.strip_prefix("run-")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -42,9 +42,10 @@ pub struct ApprovalRequest {
     pub why: Option<String>,
 }
 
-/// What a person decided.
+/// What a person decided. A field it does not have is refused (an `approve` with
+/// `input` would have run the model's arguments).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(tag = "decision", rename_all = "snake_case", try_from = "DecisionWire")]
 pub enum Decision {
     /// Run the call as the model asked.
     Approve,
@@ -126,5 +127,63 @@ pub(crate) fn approval_id(branch: BranchId, turn: u32, k: usize) -> String {
     match branch.item {
         Some(item) => format!("{}.{item}-{turn}-{k}", branch.index),
         None => format!("{}-{turn}-{k}", branch.index),
+    }
+}
+
+/// A decision as sent: every field any decision has, none other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionWire {
+    decision: DecisionKind,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DecisionKind {
+    Approve,
+    Reject,
+    Edit,
+}
+
+impl TryFrom<DecisionWire> for Decision {
+    type Error = String;
+
+    fn try_from(w: DecisionWire) -> Result<Self, String> {
+        match (w.decision, w.reason, w.input) {
+            (DecisionKind::Approve, None, None) => Ok(Decision::Approve),
+            (DecisionKind::Approve, ..) => Err(
+                "`approve` takes no `reason` or `input` (to run other arguments, `edit`)"
+                    .to_owned(),
+            ),
+            (DecisionKind::Reject, reason, None) => Ok(Decision::Reject { reason }),
+            (DecisionKind::Reject, _, Some(_)) => Err("`reject` takes no `input`".to_owned()),
+            (DecisionKind::Edit, None, Some(input)) => Ok(Decision::Edit { input }),
+            (DecisionKind::Edit, Some(_), _) => Err("`edit` takes no `reason`".to_owned()),
+            (DecisionKind::Edit, None, None) => Err("`edit` needs `input`".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_a_decision_with_a_field_it_does_not_have_is_refused() {
+        for (json, ok) in [
+            (r#"{"decision": "approve"}"#, true),
+            (r#"{"decision": "reject", "reason": "no"}"#, true),
+            (r#"{"decision": "edit", "input": {"a": 1}}"#, true),
+            (r#"{"decision": "approve", "input": {"a": 1}}"#, false),
+            (r#"{"decision": "reject", "why": "no"}"#, false),
+            (r#"{"decision": "edit"}"#, false),
+            (r#"{"decision": "maybe"}"#, false),
+        ] {
+            assert_eq!(serde_json::from_str::<Decision>(json).is_ok(), ok, "{json}");
+        }
     }
 }

@@ -101,8 +101,14 @@ impl HttpGet {
         let port = parsed.port_or_known_default();
         if !self.allow.iter().any(|a| a.admits(&host, port)) {
             let hosts: Vec<String> = self.allow.iter().map(ToString::to_string).collect();
+            // With the port: `127.0.0.1` allowed and `127.0.0.1:8080` refused read
+            // as if the host itself were refused.
+            let asked = match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            };
             return Err(ToolError::new(format!(
-                "`{host}` is not a host this tool may fetch from (allowed: {})",
+                "`{asked}` is not a host and port this tool may fetch from (allowed: {}; a host alone is ports 80 and 443)",
                 hosts.join(", ")
             )));
         }

@@ -263,7 +263,7 @@ async fn listed(
         tracing::warn!(
             target: "fanfare::mcp",
             server = %server,
-            "the server lists more tools than are offered (at most {} tools, {MAX_PAGES} pages); only its first {} are",
+            "the server lists more tools than are offered (at most {} tools, {MAX_PAGES} pages); only its first {} are offered",
             super::link::MAX_TOOLS,
             tools.len()
         );
