@@ -272,11 +272,11 @@ impl Metrics {
         // doubled the tokens of every repaired or resumed run.
         for b in &report.branches {
             if b.items.is_empty() && b.reused.is_none() {
-                let model = b.outcome.output().and_then(|o| o.model.as_deref());
+                let model = b.outcome.model();
                 add(model, &b.usage, b.cost_usd);
             }
             for i in b.items.iter().filter(|i| i.reused.is_none()) {
-                let model = i.outcome.output().and_then(|o| o.model.as_deref());
+                let model = i.outcome.model();
                 add(model, &i.usage, i.cost_usd);
             }
         }

@@ -194,6 +194,9 @@ pub enum AgentError {
         usage: crate::provider::Usage,
         /// Its model calls (attempts).
         attempts: u32,
+        /// The model that answered them (the last one's), to price them by.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
     },
 }
 

@@ -33,10 +33,7 @@ fn nested_cost(run: &Option<Box<RunReport>>) -> Option<Option<f64>> {
 }
 
 fn cost_of(outcome: &BranchOutcome, usage: &Usage, prices: &PriceTable) -> Option<f64> {
-    outcome
-        .output()
-        .and_then(|o| o.model.as_deref())
-        .and_then(|m| prices.cost(m, usage))
+    outcome.model().and_then(|m| prices.cost(m, usage))
 }
 
 impl ItemReport {
@@ -457,6 +454,31 @@ mod tests {
         assert_eq!(t.unpriced_calls, 1);
         let merge_cost = 100.0 * 0.15 / 1e6 + 50.0 * 0.6 / 1e6;
         assert!((t.cost_usd.unwrap() - (0.15 + merge_cost)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn regression_a_failed_branch_on_a_priced_model_is_priced() {
+        // Its paid turns were reported with no cost, and counted as unpriced.
+        let prices = PriceTable::default();
+        let mut run = record("gpt-4o-mini");
+        run.branches.records[1].outcome = BranchOutcome::Failed {
+            error: crate::run::BranchError::Agent(crate::agent::AgentError::Spent {
+                cause: Box::new(crate::agent::AgentError::Rejected {
+                    reason: "still calling tools".into(),
+                }),
+                usage: usage(1_000_000, 0),
+                attempts: 3,
+                model: Some("gpt-4o-mini".into()),
+            }),
+        };
+        let report = RunReport::new(run, &prices);
+        let failed = &report.branches[1];
+        assert!(
+            (failed.cost_usd.unwrap() - 0.15).abs() < 1e-9,
+            "{:?}",
+            failed.cost_usd
+        );
+        assert_eq!(report.totals.unpriced_calls, 0);
     }
 
     #[test]

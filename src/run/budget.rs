@@ -388,6 +388,7 @@ mod tests {
                     ..Usage::default()
                 },
                 attempts: 3,
+                model: None,
             }),
         };
         l.settle((0, None), &spent, &prices);

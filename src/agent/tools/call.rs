@@ -10,7 +10,6 @@ use std::sync::Arc;
 use futures::FutureExt as _;
 
 use super::approval::approval_id;
-use super::converse::MAX_ARGUMENTS;
 use super::{
     listed, ApprovalRequest, ApprovalState, Approvals, Decision, Tool, ToolContext, ToolKeeper,
     ToolTurn, ToolUse,
@@ -21,6 +20,10 @@ use crate::provider::{Delta, DeltaSink, ToolCall, ToolResult};
 /// The most bytes of a tool's answer sent back to the model (the rest is cut, and
 /// said to be).
 const MAX_RESULT: usize = 64 * 1024;
+
+/// The most bytes of one call's arguments, the model's or a person's edit (a call
+/// of 15 MB went back with every later turn: 3 GB sent over 20 turns).
+pub(crate) const MAX_ARGUMENTS: usize = 256 * 1024;
 
 /// What a branch's task gives its tool loop beside the request.
 #[derive(Clone, Debug)]

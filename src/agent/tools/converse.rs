@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::call::{one_call, CallAt, Governed};
+use super::call::{one_call, CallAt, Governed, MAX_ARGUMENTS};
 use super::{Tool, ToolTurn, ToolUse};
 use crate::agent::{AgentContext, AgentError, AgentOutput, AgentReply};
 use crate::provider::{
@@ -18,10 +18,6 @@ pub(crate) const MAX_CALLS_PER_TURN: usize = 32;
 /// More calls than this in one turn fail the branch: answering each would build a
 /// next request of megabytes for nothing.
 pub(crate) const MAX_ASKED_PER_TURN: usize = 256;
-
-/// The most bytes of one call's arguments (a call of 15 MB went back with every
-/// later turn: 3 GB sent over 20 turns).
-pub(crate) const MAX_ARGUMENTS: usize = 256 * 1024;
 
 /// The most bytes a tool loop's conversation (its messages) may grow to.
 pub(crate) const MAX_CONVERSATION: usize = 4 * 1024 * 1024;
@@ -58,6 +54,7 @@ pub(crate) async fn converse(
             cause: Box::new(error),
             usage: spent.usage,
             attempts: spent.attempts,
+            model: spent.model,
         }),
     }
 }
@@ -67,6 +64,8 @@ pub(crate) async fn converse(
 struct Spent {
     usage: Usage,
     attempts: u32,
+    /// The model of the last answered turn.
+    model: Option<String>,
 }
 
 fn deadline_reached(error: &AgentError) -> bool {
@@ -132,6 +131,7 @@ async fn turns(
         };
         spent.usage += answer.usage;
         spent.attempts += answer.attempts;
+        spent.model = Some(answer.model.clone());
         if let (None, Some(meter)) = (kept, &governed.meter) {
             // Paid now; a kept turn was paid by the attempt that kept it.
             meter.add(answer.attempts, answer.usage);

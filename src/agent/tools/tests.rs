@@ -157,10 +157,13 @@ async fn a_model_that_keeps_calling_tools_ends_at_max_turns_and_an_unknown_tool_
         cause,
         usage,
         attempts,
+        model,
     } = &e
     else {
         panic!("{e}");
     };
+    // Named, so that the failed branch's tokens are priced.
+    assert_eq!(model.as_deref(), Some("m"));
     assert!(
         matches!(&**cause, AgentError::Rejected { reason } if reason.contains("after 3 turns")),
         "{e}"

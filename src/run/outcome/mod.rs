@@ -112,6 +112,26 @@ impl BranchOutcome {
         }
     }
 
+    /// The model its tokens are priced by: the answer's, or the one a failed or
+    /// timed-out branch's calls went to when its error says (a failed branch on
+    /// a priced model was reported with no cost, as "unpriced").
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            BranchOutcome::Ok(o) => o.model.as_deref(),
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Spent { model, .. }),
+            } => model.as_deref(),
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Provider(e)),
+            }
+            | BranchOutcome::TimedOut {
+                last_error: Some(e),
+                ..
+            } => Some(e.model.as_str()).filter(|m| !m.is_empty()),
+            _ => None,
+        }
+    }
+
     /// Provider attempts and tokens it spent (what a failed call's error counted).
     pub(crate) fn spent(&self) -> (u32, Usage) {
         match self {

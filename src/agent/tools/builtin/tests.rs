@@ -221,7 +221,9 @@ async fn http_get_fetches_from_allowed_hosts_only_and_follows_redirects_within_t
     .await
     .unwrap_err();
     assert!(
-        refused.contains("not a host this tool may fetch"),
+        refused.contains(&format!(
+            "`127.0.0.1:{port}` is not a host and port this tool may fetch"
+        )),
         "{refused}"
     );
     let tool = http_get([format!("127.0.0.1:{port}")]).unwrap();
