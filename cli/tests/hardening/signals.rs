@@ -133,3 +133,60 @@ fn regression_ctrl_c_in_a_run_threw_away_the_branches_that_had_answered() {
         stderr(&output)
     );
 }
+
+/// Whether process `pid` is gone (or a zombie no one has reaped yet).
+fn gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[test]
+fn regression_an_mcp_server_dies_with_a_fanfare_killed_by_sigkill() {
+    // After `kill -9` of the process, its MCP server lived on (and finished the
+    // call in flight, whose outcome the journal then called unknown).
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents(dir.path(), 1);
+    let pid_file = dir.path().join("server.pid");
+    // A server that never answers the handshake: the run waits for it.
+    let server = format!(
+        "slow=sh -c 'echo $$ > {}; exec sleep 600'",
+        pid_file.display()
+    );
+    let mut child = fanfare()
+        .args(["run", "--agents"])
+        .arg(&agents)
+        .args(["--mcp", &server, "a task"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid = loop {
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if !pid.trim().is_empty() {
+            break pid.trim().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!gone(&pid), "the server runs");
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while !gone(&pid) && killed.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive = !gone(&pid);
+    if alive {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    }
+    assert!(!alive, "the MCP server {pid} outlived fanfare");
+}

@@ -1,6 +1,7 @@
 //! `read_file`: reads a file (or lists a directory) under one root. A path that is
 //! absolute, holds `..`, or leads out of the root through a symlink is refused; so
-//! is anything but a regular file or a directory (a FIFO would block the reader).
+//! is anything but a regular file or a directory (a FIFO would block the reader),
+//! and a file with a second name (a hard link, whose other name may be outside).
 
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
@@ -134,6 +135,14 @@ fn read(root: &Path, path: &str, offset: u64) -> Result<String, ToolError> {
     if !opened.is_file() {
         return Err(ToolError::new(format!(
             "`{path}` is not a regular file; not read"
+        )));
+    }
+    // A hard link is the file itself under a second name, which may lie outside
+    // the root (a link to a key file read it through the root).
+    #[cfg(unix)]
+    if std::os::unix::fs::MetadataExt::nlink(&opened) > 1 {
+        return Err(ToolError::new(format!(
+            "`{path}` has more than one name (a hard link), and another may lie outside the root; not read"
         )));
     }
     still_inside(&file, root, path)?;

@@ -58,8 +58,11 @@ async fn read_file_refuses_paths_out_of_its_root() {
     let (outer, root) = tree();
     std::os::unix::fs::symlink(outer.path().join("secret.txt"), root.join("link.txt")).unwrap();
     std::os::unix::fs::symlink(outer.path(), root.join("up")).unwrap();
+    // A hard link read the file outside through the root (probe 9).
+    std::fs::hard_link(outer.path().join("secret.txt"), root.join("hard.txt")).unwrap();
     let tool = read_file(&root).unwrap();
     for (path, says) in [
+        ("hard.txt", "more than one name"),
         ("../secret.txt", "`..` is not allowed"),
         ("sub/../../secret.txt", "`..` is not allowed"),
         ("/etc/passwd", "is absolute"),
@@ -251,7 +254,7 @@ async fn http_get_fetches_from_allowed_hosts_only_and_follows_redirects_within_t
     for (refused, says) in [
         (
             format!("http://localhost:{port}/hello"),
-            "not a host this tool may fetch",
+            "not a host and port this tool may fetch",
         ),
         ("ftp://127.0.0.1/x".to_owned(), "only http and https"),
         (format!("http://u:p@127.0.0.1:{port}/hello"), "credentials"),

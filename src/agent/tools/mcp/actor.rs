@@ -106,6 +106,24 @@ async fn connect(
                 });
                 command.wrap(process_wrap::tokio::ProcessGroup::leader());
                 command.wrap(process_wrap::tokio::KillOnDrop);
+                // Killed with this process, however it ends: after a `kill -9` of
+                // `serve` its server lived on and finished the call in flight.
+                #[cfg(target_os = "linux")]
+                // SAFETY: the closure runs in the forked child before exec and only
+                // makes async-signal-safe calls (prctl, getppid).
+                unsafe {
+                    let parent = std::process::id();
+                    command.command_mut().pre_exec(move || {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        // The parent died before the call: no signal will come.
+                        if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                            libc::_exit(1);
+                        }
+                        Ok(())
+                    });
+                }
                 let (child, transport, stderr) = super::stdio::spawn(command, link.oversized())
                     .map_err(|e| format!("could not start `{program}`: {e}"))?;
                 let group = child.id().map(Group);
