@@ -44,10 +44,11 @@ impl ItemReport {
             None => {
                 let (attempts, mut usage) = r.outcome.spent();
                 usage += r.earlier.1;
+                // Earlier attempts (retried, or cut in a tool loop) answered nothing.
                 (
                     attempts.saturating_add(r.earlier.0),
                     usage,
-                    r.outcome.waste().0,
+                    r.outcome.waste().0.saturating_add(r.earlier.0),
                 )
             }
         };
@@ -112,7 +113,12 @@ impl BranchReport {
             None => {
                 let (attempts, mut usage) = outcome.spent();
                 usage += earlier.1;
-                (attempts.saturating_add(earlier.0), usage, outcome.waste().0)
+                // Earlier attempts (retried, or cut in a tool loop) answered nothing.
+                (
+                    attempts.saturating_add(earlier.0),
+                    usage,
+                    outcome.waste().0.saturating_add(earlier.0),
+                )
             }
         };
         let error = outcome.problem();
@@ -457,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn regression_a_failed_branch_on_a_priced_model_is_priced() {
+    fn regression_a_failed_branch_on_a_priced_model_is_priced_and_its_calls_wasted() {
         // Its paid turns were reported with no cost, and counted as unpriced.
         let prices = PriceTable::default();
         let mut run = record("gpt-4o-mini");
@@ -471,6 +477,7 @@ mod tests {
                 model: Some("gpt-4o-mini".into()),
             }),
         };
+        run.branches.records[1].earlier = (4, usage(0, 0));
         let report = RunReport::new(run, &prices);
         let failed = &report.branches[1];
         assert!(
@@ -479,6 +486,10 @@ mod tests {
             failed.cost_usd
         );
         assert_eq!(report.totals.unpriced_calls, 0);
+        // Its calls and its earlier attempts' answered nothing: all wasted (the 40
+        // calls of 10 failed attempts were counted as none).
+        assert_eq!(failed.wasted_calls, 3 + 4);
+        assert_eq!(report.totals.wasted_calls, 7);
     }
 
     #[test]

@@ -165,6 +165,11 @@ impl BranchOutcome {
         };
         match self {
             BranchOutcome::Ok(o) => (o.wasted_calls, o.rate_limited),
+            // Its answered calls led to no answer: every one was wasted (40 calls of
+            // 10 failed attempts were counted as none).
+            BranchOutcome::Failed {
+                error: BranchError::Agent(AgentError::Spent { attempts, .. }),
+            } => (*attempts, 0),
             BranchOutcome::Failed {
                 error: BranchError::Agent(AgentError::Provider(e)),
             }
