@@ -328,13 +328,16 @@ impl AgentSpec {
 }
 
 impl AgentSpec {
-    /// A digest (SHA-256, hex) of what decides its model calls and their cost: its
-    /// name, prompt, model, `max_tokens` and temperature. Two processes whose specs
-    /// have the same fingerprint ask the same; a cluster's orchestrator routes to a
-    /// worker only the specialists whose fingerprint is its own.
+    /// A digest (SHA-256, hex) of what decides its model calls, their cost and
+    /// what they may do: its name, prompt, model, `max_tokens` and temperature, and
+    /// (when it has any) its tools, `max_turns`, `needs_approval` and `tool_choice`.
+    /// Two processes whose specs have the same fingerprint ask the same; a
+    /// cluster's orchestrator routes to a worker only the specialists whose
+    /// fingerprint is its own (a worker whose spec offered other tools, or none
+    /// needing approval, was taken as the same).
     pub fn fingerprint(&self) -> String {
         use std::fmt::Write as _;
-        let text = format!(
+        let mut text = format!(
             "{}\0{}\0{}\0{}\0{}",
             self.name,
             self.prompt,
@@ -344,6 +347,17 @@ impl AgentSpec {
                 .map(|t| t.to_bits().to_string())
                 .unwrap_or_default()
         );
+        // Only when it has tools: a spec without them keeps the digest it had.
+        if !self.tools.is_empty() || self.needs_approval {
+            let _ = write!(
+                text,
+                "\0{}\0{}\0{}\0{:?}",
+                self.tools.join("\u{1f}"),
+                self.max_turns,
+                self.needs_approval,
+                self.tool_choice
+            );
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
         let mut hex = String::with_capacity(64);
         for b in digest.as_ref() {

@@ -191,3 +191,28 @@ fn an_agent_that_calls_tools_has_every_turn_reserved_by_a_budget() {
     assert_eq!(three.max_output_tokens, 3 * one.max_output_tokens);
     assert_eq!(three.input_tokens, 3 * one.input_tokens);
 }
+
+#[test]
+fn regression_a_specs_fingerprint_covers_its_tools_and_approval() {
+    // A worker whose spec offered other tools, or needed no approval, was taken as
+    // the same specialist by a cluster's orchestrator.
+    let plain = AgentSpec::new("a", "p");
+    let mut tooled = plain.clone();
+    tooled.tools = vec!["fs.*".into()];
+    let mut other_tools = tooled.clone();
+    other_tools.tools = vec!["web.*".into()];
+    let mut approved = tooled.clone();
+    approved.needs_approval = true;
+    let mut longer = tooled.clone();
+    longer.max_turns += 1;
+    let prints: std::collections::HashSet<String> =
+        [&plain, &tooled, &other_tools, &approved, &longer]
+            .iter()
+            .map(|s| s.fingerprint())
+            .collect();
+    assert_eq!(prints.len(), 5);
+    // A spec without tools keeps the digest it had (max_turns does not matter).
+    let mut idle = plain.clone();
+    idle.max_turns += 1;
+    assert_eq!(idle.fingerprint(), plain.fingerprint());
+}
