@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use fanfare::agent::spec::{AgentSpec, DIR_CONFIG};
 use fanfare::agent::tools::builtin::{http_get, read_file};
+use fanfare::agent::tools::delegate::RUN_WORKFLOW;
 use fanfare::agent::tools::mcp::McpServer;
 use fanfare::FanfareBuilder;
 
@@ -34,6 +35,8 @@ pub struct Tools {
     http_allow: Vec<String>,
     /// The config file read, if one was.
     config: Option<PathBuf>,
+    /// A spec names `run_workflow`: the workflows are offered to it.
+    delegates: bool,
 }
 
 /// A spec directory's `fanfare.toml`.
@@ -121,6 +124,7 @@ impl Tools {
             read_root,
             http_allow,
             config: path,
+            delegates: false,
         })
     }
 
@@ -130,6 +134,9 @@ impl Tools {
     /// commands run only when its agents use them).
     pub fn check(&mut self, specs: &[AgentSpec]) -> anyhow::Result<()> {
         self.must_offer(specs)?;
+        self.delegates = specs
+            .iter()
+            .any(|s| s.tools.iter().any(|t| t == RUN_WORKFLOW));
         let named = |server: &str| {
             specs
                 .iter()
@@ -169,9 +176,9 @@ impl Tools {
                         "http_get" if self.http_allow.is_empty() => format!(
                             "names `http_get`, which needs the hosts it may fetch from: --http-allow HOST, or http_get = [\"HOST\"] under [tools] in {DIR_CONFIG}"
                         ),
-                        "read_file" | "http_get" => continue,
+                        "read_file" | "http_get" | RUN_WORKFLOW => continue,
                         other => format!(
-                            "names the tool `{other}`, which is neither built in (read_file, http_get) nor an MCP server's (`SERVER.TOOL` or `SERVER.*`)"
+                            "names the tool `{other}`, which is neither built in (read_file, http_get, run_workflow) nor an MCP server's (`SERVER.TOOL` or `SERVER.*`)"
                         ),
                     },
                 };
@@ -187,6 +194,16 @@ impl Tools {
 
     /// `builder` offering these tools.
     pub fn offer(self, mut builder: FanfareBuilder) -> anyhow::Result<FanfareBuilder> {
+        if self.delegates {
+            // Every workflow that runs on an input alone (one that maps over
+            // given items needs them).
+            let (workflows, _) = crate::plan::load_workflows()?;
+            for w in workflows {
+                if let Ok(request) = w.request("", None) {
+                    builder = builder.workflow(request.into_workflow(w.name.clone()));
+                }
+            }
+        }
         for server in self.mcp {
             builder = builder.mcp(server);
         }

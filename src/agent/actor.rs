@@ -12,6 +12,10 @@ use crate::tasks::{LiveCount, LiveGuard, TaskTable};
 /// The message protocol every specialist speaks.
 #[derive(Debug)]
 #[non_exhaustive]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "`Run` is the message, sent once per branch and moved on at once; boxing its task would add an allocation per branch for the rare small variants' sake"
+)]
 pub enum AgentMsg {
     /// Do `task` and answer on `reply`.
     Run {

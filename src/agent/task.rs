@@ -107,6 +107,14 @@ pub struct Task {
     /// one that could take it past them.
     #[serde(default)]
     pub allowance: Option<u64>,
+    /// How deep its run is nested: 0 for a run started from outside, one more for
+    /// each `run_workflow` between ([`tools::delegate`](crate::agent::tools::delegate)).
+    #[serde(default)]
+    pub depth: u32,
+    /// What starts its tool calls' sub-runs, when its runtime has workflows. Local
+    /// to this process.
+    #[serde(skip)]
+    pub delegator: Option<crate::agent::tools::Delegator>,
     /// Where an agent that makes several model calls (a tool loop) adds what each
     /// answered call used until its answer reports it: a branch cut by its deadline,
     /// or cancelled, still reports what it was paid for. Local to this process.
@@ -210,6 +218,8 @@ pub(crate) fn test_task(input: &str) -> Task {
         tool_journal: None,
         approvals: None,
         replay: std::sync::Arc::new([]),
+        depth: 0,
+        delegator: None,
         meter: None,
         deadline: None,
         deltas: None,

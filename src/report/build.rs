@@ -88,8 +88,10 @@ impl BranchReport {
             reused,
             node,
             sub_run,
+            delegated,
         } = r;
         let run = sub_run.map(|s| Box::new(s.report()));
+        let delegated = delegated.iter().map(SubRun::report).collect();
         let items: Vec<ItemReport> = items
             .into_iter()
             .enumerate()
@@ -151,6 +153,7 @@ impl BranchReport {
             reused,
             node,
             run,
+            delegated,
         }
     }
 }
@@ -400,6 +403,7 @@ mod tests {
             reused: None,
             node: None,
             sub_run: None,
+            delegated: Vec::new(),
         }
     }
 

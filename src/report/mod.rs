@@ -104,6 +104,10 @@ pub struct BranchReport {
     /// The report of the run it made, if its step runs a workflow whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Box<RunReport>>,
+    /// The reports of the runs its tool calls started (`run_workflow`), in the
+    /// order they ended. What they spent is in the branch's own usage already.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegated: Vec<RunReport>,
 }
 
 /// One item of a map step.

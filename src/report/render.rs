@@ -206,6 +206,23 @@ impl RunReport {
                     }
                 }
             }
+            for sub in &b.delegated {
+                let ended = match &sub.status {
+                    super::RunStatus::Succeeded => "succeeded".to_owned(),
+                    super::RunStatus::Failed { reason } => {
+                        let why: String = reason.to_string().chars().take(120).collect();
+                        format!("failed: {}", printable(&why))
+                    }
+                };
+                let agents: Vec<&str> = sub.branches.iter().map(|b| b.agent.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "  ↳ run_workflow → {} ({}) · {ended} · {} tokens",
+                    sub.run_id,
+                    printable(&agents.join(", ")),
+                    sub.totals.usage.total()
+                );
+            }
             match (&b.outcome, &b.error) {
                 (BranchOutcome::Ok(o), _) => {
                     let _ = writeln!(out, "{}\n", printable(o.text.trim()));

@@ -68,6 +68,10 @@ pub(crate) struct Schedule<'a> {
     pub replay: &'a HashMap<(usize, Option<usize>), Arc<[ToolTurn]>>,
     /// Who decides tool calls that need approval.
     pub approver: Option<&'a Approvals>,
+    /// How deep the run is nested.
+    pub depth: u32,
+    /// What starts its branches' sub-runs (when the runtime has workflows).
+    pub delegator: Option<&'a crate::agent::tools::Delegator>,
 }
 
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).
@@ -211,6 +215,8 @@ impl Driver<'_, '_> {
             tool_journal: None,
             approvals: None,
             replay: crate::agent::task::no_turns(),
+            depth: 0,
+            delegator: None,
             meter: None,
             deadline: None,
             deltas: None,
@@ -494,6 +500,8 @@ fn dispatch(
             task.deadline = Some(deadline - handover(deadline - now));
             task.tool_journal = s.tool_journal.cloned();
             task.meter = Some(meter);
+            task.depth = s.depth;
+            task.delegator = s.delegator.cloned();
             task.approvals = s.approver.cloned();
             // Kept turns stand for the first attempt after a restart only: a retry
             // of the step starts its conversation again (it replayed the turns the

@@ -39,6 +39,9 @@ pub(crate) struct BranchRecord {
     pub node: Option<String>,
     /// The run it made, if it runs a workflow whole.
     pub sub_run: Option<SubRun>,
+    /// The runs its tool calls started (`run_workflow`; its items' too), in the
+    /// order they ended.
+    pub delegated: Vec<SubRun>,
 }
 
 /// One item of a map step, as it ended.
@@ -102,7 +105,24 @@ impl SubRun {
             return BranchOutcome::Failed { error };
         }
         let mut out = AgentOutput::text(String::new());
-        let mut usage = Usage::default();
+        let (attempts, usage, wasted, refused) = self.spent();
+        out.attempts = attempts;
+        out.wasted_calls = wasted;
+        out.rate_limited = refused;
+        out.text = match &r.synthesis {
+            Some(SynthesisRecord { result: Ok(s), .. }) => s.text.clone(),
+            _ => self.ends(),
+        };
+        out.usage = usage;
+        BranchOutcome::Ok(out)
+    }
+
+    /// What the nested run spent, whether or not it succeeded: its model calls,
+    /// tokens (its merge's included), wasted calls and calls refused for load.
+    pub(crate) fn spent(&self) -> (u32, Usage, u32, u32) {
+        let r = &*self.record;
+        let (mut attempts, mut usage, mut wasted, mut refused) =
+            (0u32, Usage::default(), 0u32, 0u32);
         for b in &r.branches.records {
             let outcomes: Vec<&BranchOutcome> = if b.items.is_empty() {
                 vec![&b.outcome]
@@ -110,23 +130,20 @@ impl SubRun {
                 b.items.iter().map(|i| &i.outcome).collect()
             };
             for o in outcomes {
-                let (attempts, spent) = o.spent();
-                let (wasted, refused) = o.waste();
-                out.attempts += attempts;
+                let (a, spent) = o.spent();
+                let (w, r) = o.waste();
+                attempts += a;
                 usage += spent;
-                out.wasted_calls += wasted;
-                out.rate_limited += refused;
+                wasted += w;
+                refused += r;
             }
+            usage += b.earlier.1;
+            attempts = attempts.saturating_add(b.earlier.0);
         }
-        out.text = match &r.synthesis {
-            Some(SynthesisRecord { result: Ok(s), .. }) => {
-                usage += s.usage;
-                s.text.clone()
-            }
-            _ => self.ends(),
-        };
-        out.usage = usage;
-        BranchOutcome::Ok(out)
+        if let Some(SynthesisRecord { result: Ok(s), .. }) = &r.synthesis {
+            usage += s.usage;
+        }
+        (attempts, usage, wasted, refused)
     }
 
     /// The outputs of the steps no other step waits for, each under its name when

@@ -68,6 +68,13 @@ pub struct SubWorkflow {
 }
 
 impl SubWorkflow {
+    /// One line on it, for a model choosing a workflow: its steps, and its merge.
+    pub fn about(&self) -> String {
+        let steps: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
+        let merged = if self.merge.is_some() { ", merged" } else { "" };
+        format!("{} step(s): {}{merged}", steps.len(), steps.join(", "))
+    }
+
     /// A workflow of these steps: fail-fast, a 60 s branch timeout (a request's
     /// default), no merge.
     pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Self {

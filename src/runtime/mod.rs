@@ -61,6 +61,7 @@ pub struct FanfareBuilder {
     router: Option<Arc<dyn Router>>,
     tools: Vec<Arc<dyn crate::agent::tools::Tool>>,
     secrets: crate::provider::Redactor,
+    workflows: std::collections::BTreeMap<String, Arc<crate::run::SubWorkflow>>,
     #[cfg(feature = "mcp")]
     mcp: Vec<crate::agent::tools::mcp::McpServer>,
 }
@@ -89,6 +90,18 @@ impl FanfareBuilder {
     /// provider uses it: `ApiKey::redactor`, joined with `Redactor::and`.
     pub fn redact(mut self, secrets: crate::provider::Redactor) -> Self {
         self.secrets = self.secrets.and(secrets);
+        self
+    }
+
+    /// Adds a workflow its agents may hand sub-tasks to with the `run_workflow`
+    /// tool (a spec agent offers it as `tools = ["run_workflow"]`): it runs as a
+    /// child run of the branch, within its deadline and budget, nested at most
+    /// [`MAX_DEPTH`](crate::agent::tools::delegate::MAX_DEPTH) deep. See
+    /// [`crate::agent::tools::delegate`]. A second workflow of one name replaces the
+    /// first.
+    pub fn workflow(mut self, workflow: crate::run::SubWorkflow) -> Self {
+        self.workflows
+            .insert(workflow.name.clone(), Arc::new(workflow));
         self
     }
 
@@ -153,7 +166,18 @@ impl FanfareBuilder {
         let (supervision_events, _) = broadcast::channel(1024);
         let live = LiveCount::default();
         #[allow(unused_mut)]
-        let mut tools = crate::agent::tools::Toolbox::new(self.tools)?.redacting(self.secrets);
+        let mut own_tools = self.tools;
+        if !self.workflows.is_empty() {
+            let about = self
+                .workflows
+                .values()
+                .map(|w| (w.name.clone(), w.about()))
+                .collect();
+            own_tools.push(Arc::new(crate::agent::tools::delegate::RunWorkflow::new(
+                about,
+            )));
+        }
+        let mut tools = crate::agent::tools::Toolbox::new(own_tools)?.redacting(self.secrets);
         // MCP servers start first, so that their tools are there for the first run.
         #[allow(unused_mut)]
         let mut children: Vec<Specialist> = Vec::new();
@@ -194,6 +218,7 @@ impl FanfareBuilder {
                 code: code.clone(),
                 live: live.clone(),
                 router: self.router,
+                workflows: Arc::new(self.workflows),
             },
             refs: Refs {
                 supervisor,
@@ -301,6 +326,7 @@ impl Fanfare {
             router: None,
             tools: Vec::new(),
             secrets: crate::provider::Redactor::default(),
+            workflows: std::collections::BTreeMap::new(),
             #[cfg(feature = "mcp")]
             mcp: Vec::new(),
         }

@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 mod deadlines;
 mod deferred;
+mod delegate;
 mod events;
 mod graph;
 mod hostile_servers;

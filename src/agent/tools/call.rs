@@ -44,6 +44,10 @@ pub(crate) struct Governed {
     pub(crate) first_choice: crate::provider::ToolChoice,
     /// Where each answered turn's use is counted until the loop's answer reports it.
     pub(crate) meter: Option<crate::agent::Meter>,
+    /// How deep its run is nested.
+    pub(crate) depth: u32,
+    /// What starts its calls' sub-runs.
+    pub(crate) delegator: Option<super::Delegator>,
 }
 
 impl Governed {
@@ -58,6 +62,8 @@ impl Governed {
             approve_every_call: false,
             first_choice: crate::provider::ToolChoice::Auto,
             meter: task.meter.clone(),
+            depth: task.depth,
+            delegator: task.delegator.clone(),
         }
     }
 
@@ -73,6 +79,8 @@ impl Governed {
             approve_every_call: false,
             first_choice: crate::provider::ToolChoice::Auto,
             meter: None,
+            depth: 0,
+            delegator: None,
         }
     }
 }
@@ -89,6 +97,8 @@ pub(super) struct CallAt<'a> {
     pub(super) sink: Option<DeltaSink>,
     /// The keys taken out of each answer before anyone sees it.
     pub(super) secrets: &'a crate::provider::Redactor,
+    /// What the branch may still spend under its run's budget.
+    pub(super) tokens_left: Option<u64>,
 }
 
 /// A call's result, its line of the log, and whether it was kept.
@@ -99,7 +109,7 @@ pub(super) type Ran = (ToolResult, ToolUse, Result<(), String>);
 /// as started, run, and kept as answered before anyone is told it ended.
 pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran {
     let (branch, turn) = (at.governed.branch, at.turn);
-    let tool_name = shown(&call.name);
+    let tool_name = super::shown(&call.name);
     // The digest is of the arguments that ran (a person's edit, if there was one).
     let log = |result: &ToolResult,
                took: std::time::Duration,
@@ -112,6 +122,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         bytes: result.content.len(),
         error: result.is_error.then(|| result.content.clone()),
         kept,
+        usage: crate::provider::Usage::default(),
     };
     if let Some(result) = at.kept.and_then(|t| t.result(&call.id)).cloned() {
         // It ended before the run was interrupted: not run again.
@@ -213,11 +224,16 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         call_id: call.id.clone(),
         tool: tool_name.clone(),
     });
+    let used = super::delegate::Used::default();
     let context = ToolContext {
         branch,
         agent: at.agent.to_owned(),
         deadline: at.deadline,
         call_id: call.id.clone(),
+        depth: at.governed.depth,
+        tokens_left: at.tokens_left,
+        delegator: at.governed.delegator.clone(),
+        used: Some(used.clone()),
     };
     let started = tokio::time::Instant::now();
     let mut result = run_call(at.offered, call_now, context).await;
@@ -236,8 +252,10 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         took,
         error: result.is_error.then(|| result.content.clone()),
     });
-    let used = log(&result, took, false, &call_now.input);
-    (result, used, stored)
+    let mut logged = log(&result, took, false, &call_now.input);
+    // What its sub-runs used is the branch's.
+    logged.usage = used.take().1;
+    (result, logged, stored)
 }
 
 /// What the run's approver decides of `call` (asked because of `why`, when it is
@@ -274,25 +292,6 @@ async fn decide(at: &CallAt<'_>, id: String, call: &ToolCall, why: Option<String
     }
 }
 
-/// The model's name for a call's tool as people are shown it: itself when it can
-/// be a tool's name; else at most 64 characters, each control character (a newline
-/// too) replaced. A newline in a model's tool name forged lines of the live view,
-/// the report and `submit`.
-pub(super) fn shown(name: &str) -> String {
-    if super::is_tool_name(name) {
-        return name.to_owned();
-    }
-    let mut out: String = name
-        .chars()
-        .take(64)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    if name.chars().count() > 64 {
-        out.push('…');
-    }
-    out
-}
-
 /// Runs one call: the tool must be one offered, its arguments JSON that fits its
 /// schema; it is cut at the branch's deadline and a panic is caught. Whatever goes
 /// wrong is a result marked as an error, for the model.
@@ -307,7 +306,7 @@ async fn run_call(offered: &[Arc<dyn Tool>], call: &ToolCall, ctx: ToolContext) 
         return answer(
             format!(
                 "there is no tool `{}`; the tools are: {}",
-                shown(&call.name),
+                super::shown(&call.name),
                 listed(&names)
             ),
             true,

@@ -180,7 +180,7 @@ async fn turns(
             return Err(AgentError::Rejected {
                 reason: format!(
                     "the model's call of `{}` has {} bytes of arguments (at most {MAX_ARGUMENTS})",
-                    super::call::shown(&call.name),
+                    super::shown(&call.name),
                     call.input.to_string().len()
                 ),
             });
@@ -216,6 +216,9 @@ async fn turns(
             deadline: request.deadline,
             sink: request.deltas.clone(),
             secrets: ctx.tools.secrets(),
+            tokens_left: governed
+                .allowance
+                .map(|a| a.saturating_sub(spent.usage.total())),
         };
         let ran = futures::future::join_all(
             running
@@ -227,6 +230,14 @@ async fn turns(
         let mut results = Vec::with_capacity(asked);
         for (result, used, stored) in ran {
             stored.map_err(unkept)?;
+            // A sub-run's tokens are the branch's (the budget and the report count
+            // them with its own).
+            if used.usage != Usage::default() {
+                spent.usage += used.usage;
+                if let Some(meter) = &governed.meter {
+                    meter.add(0, used.usage);
+                }
+            }
             results.push(result);
             log.push(used);
         }
@@ -313,7 +324,7 @@ fn not_repeated(
             return Err(AgentError::Rejected {
                 reason: format!(
                     "the call `{}` of the tool `{}` (turn {}) was in flight when the run was interrupted, and the tool does not declare itself idempotent: it is not run again (what it did, if anything, is not known)",
-                    super::call::shown(&call.id), super::call::shown(&call.name), kept.turn
+                    super::shown(&call.id), super::shown(&call.name), kept.turn
                 ),
             });
         }

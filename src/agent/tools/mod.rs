@@ -31,6 +31,7 @@ pub mod approval;
 pub mod builtin;
 mod call;
 mod converse;
+pub mod delegate;
 pub mod durable;
 #[cfg(feature = "mcp")]
 pub mod mcp;
@@ -40,6 +41,7 @@ pub(crate) use call::Governed;
 pub(crate) use converse::converse;
 #[cfg(test)]
 use converse::{MAX_ASKED_PER_TURN, MAX_CALLS_PER_TURN};
+pub use delegate::{Delegated, Delegation, Delegator};
 pub use durable::{Replay, ToolJournal, ToolKeeper, ToolTurn};
 
 use std::collections::HashMap;
@@ -63,9 +65,33 @@ pub struct ToolContext {
     pub deadline: Option<tokio::time::Instant>,
     /// The model's id for this call.
     pub call_id: String,
+    /// How deep the branch's run is nested (0 for a run started from outside; see
+    /// [`delegate`]).
+    pub depth: u32,
+    /// The tokens the branch may still spend under its run's budget, if it has one.
+    pub tokens_left: Option<u64>,
+    /// What starts sub-runs, when the runtime has workflows.
+    pub(crate) delegator: Option<Delegator>,
+    /// Where a call's sub-runs' use is counted for the branch.
+    pub(crate) used: Option<delegate::Used>,
 }
 
 impl ToolContext {
+    /// The context of call `call_id` of `agent` in `branch`, with no deadline, at
+    /// the top level, with no budget (for calling a tool outside a run, as tests do).
+    pub fn new(branch: BranchId, agent: impl Into<String>, call_id: impl Into<String>) -> Self {
+        Self {
+            branch,
+            agent: agent.into(),
+            deadline: None,
+            call_id: call_id.into(),
+            depth: 0,
+            tokens_left: None,
+            delegator: None,
+            used: None,
+        }
+    }
+
     /// A key that names this call in this branch of this run: the same call asked
     /// again (a retried turn) has the same key, for a tool with side effects to
     /// do them once.
@@ -89,8 +115,8 @@ pub struct ToolUse {
     pub turn: u32,
     /// The tool, as the model named it.
     pub tool: String,
-    /// The first 16 hex digits of the SHA-256 of its arguments (as the model wrote
-    /// them), to tell calls apart without keeping what they carried.
+    /// The first 16 hex digits of the SHA-256 of the arguments it ran with (the
+    /// model's, or a person's edit), to tell calls apart without keeping them.
     pub input_digest: String,
     /// How long it ran, in milliseconds.
     pub took_ms: u64,
@@ -103,6 +129,13 @@ pub struct ToolUse {
     /// not run again ([`durable`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kept: bool,
+    /// What the runs it started used ([`delegate`]), counted in the branch's own.
+    #[serde(default, skip_serializing_if = "no_usage")]
+    pub usage: crate::provider::Usage,
+}
+
+fn no_usage(u: &crate::provider::Usage) -> bool {
+    *u == crate::provider::Usage::default()
 }
 
 impl ToolUse {
@@ -437,6 +470,25 @@ impl Toolbox {
         offered.retain(|t| seen.insert(t.name().to_owned()));
         Ok(offered)
     }
+}
+
+/// The model's name for a call's tool as people are shown it: itself when it can
+/// be a tool's name; else at most 64 characters, each control character (a newline
+/// too) replaced. A newline in a model's tool name forged lines of the live view,
+/// the report and `submit`.
+pub(crate) fn shown(name: &str) -> String {
+    if is_tool_name(name) {
+        return name.to_owned();
+    }
+    let mut out: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if name.chars().count() > 64 {
+        out.push('…');
+    }
+    out
 }
 
 /// `names` as a list for a message.

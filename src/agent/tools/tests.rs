@@ -346,16 +346,15 @@ async fn a_turn_runs_at_most_32_calls_answers_the_rest_as_not_run_and_fails_past
 
 #[test]
 fn a_calls_idempotency_key_names_its_run_branch_and_call() {
-    let ctx = ToolContext {
-        branch: BranchId {
+    let ctx = ToolContext::new(
+        BranchId {
             run: RunId(7),
             index: 2,
             item: Some(4),
         },
-        agent: "calc".into(),
-        deadline: None,
-        call_id: "c1".into(),
-    };
+        "calc",
+        "c1",
+    );
     assert_eq!(ctx.idempotency_key(), "run-7/2.4/c1");
 }
 

@@ -11,6 +11,7 @@
 //! end: a task and two wake-ups per run, for work its caller only waited on.)
 
 mod merge;
+mod nested;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,15 +30,17 @@ use super::launch::Nested;
 use super::outcome::RunFailure;
 use super::placement::Router;
 use super::policy::Policy;
-use super::record::{Branches, RunRecord, SubRun, SynthesisRecord};
+use super::record::{Branches, RunRecord, SynthesisRecord};
 use super::request::{Known, RunError, RunRequest};
 use super::step::SubWorkflow;
 use super::synthesis::{MergeBranch, SynthesiserMsg};
+use crate::agent::tools::delegate::Delegate;
 use crate::agent::RunId;
 use crate::provider::PriceTable;
 use crate::supervision::Roster;
 use crate::tasks::{LiveCount, LiveGuard};
 use merge::Merge;
+use nested::NestedRuns;
 
 /// Messages to the [`Orchestrator`].
 #[derive(Debug)]
@@ -88,6 +91,8 @@ pub(crate) struct OrchestratorArgs {
     pub live: LiveCount,
     /// Where branches run, in a cluster (`None`: all here).
     pub router: Option<Arc<dyn Router>>,
+    /// The workflows `run_workflow` may start, by name.
+    pub workflows: Arc<std::collections::BTreeMap<String, Arc<SubWorkflow>>>,
 }
 
 /// Whether the orchestrator takes new runs.
@@ -306,35 +311,6 @@ impl Admitted {
     }
 }
 
-/// Runs a step's workflow whole, as a run of its own on the same runtime (its
-/// events are not streamed; its record goes back in the branch's [`SubRun`]).
-struct NestedRuns(Arc<OrchestratorArgs>);
-
-impl Nested for NestedRuns {
-    fn run(
-        &self,
-        flow: Arc<SubWorkflow>,
-        input: String,
-        deadline: Instant,
-        crash_retries: u32,
-        max_items: Option<usize>,
-    ) -> futures::future::BoxFuture<'static, SubRun> {
-        let args = self.0.clone();
-        Box::pin(async move {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut request = RunRequest::for_branch(&flow, input, left);
-            request.crash_retries = crash_retries;
-            request.max_items = max_items;
-            let run = RunId(NEXT_RUN.fetch_add(1, Ordering::Relaxed));
-            let record = execute_run(&args, run, request, None, None, |ended| ended).await;
-            SubRun {
-                record: Arc::new(record),
-                prices: args.prices.clone(),
-            }
-        })
-    }
-}
-
 async fn execute_run<B>(
     args: &Arc<OrchestratorArgs>,
     run: RunId,
@@ -354,7 +330,10 @@ async fn execute_run<B>(
         }
         _ => (None, None),
     };
-    let nested: Arc<dyn Nested> = Arc::new(NestedRuns(args.clone()));
+    let runs = Arc::new(NestedRuns::new(args.clone()));
+    let nested: Arc<dyn Nested> = runs.clone();
+    let delegator = (!args.workflows.is_empty())
+        .then(|| crate::agent::tools::Delegator(runs.clone() as Arc<dyn Delegate>));
     let replay: HashMap<(usize, Option<usize>), Arc<[crate::agent::tools::ToolTurn]>> = request
         .replay
         .iter()
@@ -389,6 +368,8 @@ async fn execute_run<B>(
             tool_journal: request.tool_journal.as_ref(),
             replay: &replay,
             approver: request.approver.as_ref(),
+            depth: request.depth,
+            delegator: delegator.as_ref(),
         },
         defer,
     );
@@ -440,7 +421,14 @@ async fn execute_run<B>(
             _ => None,
         }
     };
-    let ((records, mut failure), early) = tokio::join!(branches, early_merge);
+    let ((mut records, mut failure), early) = tokio::join!(branches, early_merge);
+    // The runs its branches' tool calls started, under the branch that started them.
+    drop(delegator);
+    for (index, sub) in runs.take_delegated() {
+        if let Some(r) = records.get_mut(index) {
+            r.delegated.push(sub);
+        }
+    }
     if let (None, None, Some(_)) = (&early, &failure, &request.merge) {
         // The policy was met by other steps, but the merge has nothing to read: say
         // which steps gave no answer (a merge would only say "nothing to merge").

@@ -72,6 +72,9 @@ pub struct RunRequest {
     /// started again answers them from here (see
     /// [`crate::agent::tools::durable`]).
     pub replay: Vec<Replay>,
+    /// How deep it is nested: 0 from outside, one more for each `run_workflow`
+    /// between ([`crate::agent::tools::delegate`]).
+    pub(crate) depth: u32,
 }
 
 /// One branch's output from an earlier attempt at the same run (see
@@ -131,6 +134,7 @@ impl RunRequest {
             tool_journal: None,
             approver: None,
             replay: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -234,6 +238,7 @@ impl RunRequest {
             tool_journal: None,
             approver: None,
             replay: Vec::new(),
+            depth: 0,
         }
     }
 

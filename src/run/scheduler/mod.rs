@@ -372,6 +372,7 @@ impl<'a> Scheduler<'a> {
                 reused: None,
                 node: None,
                 sub_run: None,
+                delegated: Vec::new(),
             })
             .collect();
         (records, self.failure)

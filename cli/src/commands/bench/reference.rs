@@ -216,6 +216,8 @@ mod tests {
                 tool_journal: None,
                 approvals: None,
                 replay: std::sync::Arc::new([]),
+                depth: 0,
+                delegator: None,
                 meter: None,
                 deadline: None,
                 deltas: None,

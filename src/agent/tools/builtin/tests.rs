@@ -8,16 +8,15 @@ use crate::agent::tools::{Tool, ToolContext};
 use crate::agent::{BranchId, RunId};
 
 fn ctx() -> ToolContext {
-    ToolContext {
-        branch: BranchId {
+    ToolContext::new(
+        BranchId {
             run: RunId(1),
             index: 0,
             item: None,
         },
-        agent: "reader".into(),
-        deadline: None,
-        call_id: "c1".into(),
-    }
+        "reader",
+        "c1",
+    )
 }
 
 async fn ask(tool: &dyn Tool, input: serde_json::Value) -> Result<String, String> {
