@@ -64,7 +64,10 @@ fn a_spec_naming_a_tool_the_runtime_lacks_is_refused_before_anything_starts() {
             r#"["fs.*"]"#,
             "names the MCP server `fs`, which is not given",
         ),
-        (r#"["search"]"#, "neither built in (read_file, http_get, run_workflow)"),
+        (
+            r#"["search"]"#,
+            "neither built in (read_file, http_get, run_workflow)",
+        ),
     ];
     for (tools, says) in cases {
         let dir = project(tools);
