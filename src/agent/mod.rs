@@ -182,6 +182,18 @@ pub enum AgentError {
     /// should send the task to its replacement (the orchestrator does so).
     #[error("the specialist is retiring; retry on its replacement")]
     Retiring,
+    /// A tool call was in flight when its run was interrupted, and it may not run
+    /// again (its tool is not idempotent): what it did is not known. Final: a
+    /// step's retry would repeat what this refuses to repeat.
+    #[error("the call `{call}` of the tool `{tool}` (turn {turn}) was in flight when the run was interrupted, and the tool does not declare itself idempotent: it is not run again (what it did, if anything, is not known)")]
+    NotRepeated {
+        /// The model's id for the call.
+        call: String,
+        /// The tool.
+        tool: String,
+        /// The model turn that made it.
+        turn: u32,
+    },
     /// The agent's model calls were answered, and billed, before it failed: a tool
     /// loop that ran out of turns or of what the run's budget reserved for it, or
     /// whose later turn failed. What they used counts in the run's budget and

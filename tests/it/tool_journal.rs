@@ -220,33 +220,73 @@ async fn regression_a_key_a_tool_read_is_redacted_before_it_is_kept_reported_or_
     assert!(!json.contains(SECRET));
 }
 
-#[tokio::test]
-async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again() {
-    // The first attempt after the restart is answered from the kept turns (here it
-    // fails: a call that is not idempotent was in flight). A retry of the step
-    // replayed the same kept turns, and failed the same way each time.
-    let mut turn = calls(&[("c1", "a")]);
-    turn.usage = fanfare::provider::Usage::default();
-    let kept = fanfare::agent::tools::ToolTurn {
-        turn: 1,
+/// Kept turn `n`: one call of `count` with key `key`, begun, answered if `answered`.
+fn kept_turn(n: u32, key: &str, answered: bool) -> fanfare::agent::tools::ToolTurn {
+    let id = format!("c{n}");
+    let turn = calls(&[(&id, key)]);
+    fanfare::agent::tools::ToolTurn {
+        turn: n,
         model: "m".into(),
         text: String::new(),
         calls: turn.tool_calls,
-        usage: turn.usage,
+        usage: fanfare::provider::Usage::default(),
         attempts: 1,
-        results: Vec::new(),
-        started: vec!["c1".into()],
+        results: answered
+            .then(|| fanfare::provider::ToolResult {
+                call_id: id.clone(),
+                content: format!("counted {key}"),
+                is_error: false,
+            })
+            .into_iter()
+            .collect(),
+        started: vec![id],
         unsure: Vec::new(),
         edits: Vec::new(),
-    };
-    let replay = vec![fanfare::agent::tools::Replay {
+    }
+}
+
+fn replay_of(turns: Vec<fanfare::agent::tools::ToolTurn>) -> Vec<fanfare::agent::tools::Replay> {
+    vec![fanfare::agent::tools::Replay {
         index: 0,
         item: None,
-        turns: vec![kept],
-    }];
+        turns,
+    }]
+}
+
+#[tokio::test]
+async fn regression_a_branch_that_refused_to_repeat_a_call_is_not_retried() {
+    // After a restart the branch failed, rightly, on a call of unknown outcome; the
+    // step's retry then started afresh and ran that call and the finished ones
+    // again (probe 10, D1).
     let script = Scripted::new();
     let (fanfare, seen) = counting(&script, false).await;
+    let replay = replay_of(vec![
+        kept_turn(1, "t1", true),
+        kept_turn(2, "in flight", false),
+    ]);
     let mut request = RunRequest::fan_out("Count.", ["counter"]).replay(replay);
+    request.steps[0].retries = 1;
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(!report.status.is_success(), "{}", report.render());
+    let why = report.branches[0].outcome.problem().unwrap();
+    assert!(why.contains("`c2` of the tool `count`"), "{why}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing ran again");
+    assert!(
+        script.requests().iter().all(|r| r.agent != "counter"),
+        "the model was not asked"
+    );
+}
+
+#[tokio::test]
+async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again() {
+    // The first attempt after the restart is answered from the kept turns; here it
+    // fails (its fourth kept turn still calls tools: max_turns). A retry of the step
+    // replayed the same kept turns, and failed the same way each time.
+    let script = Scripted::new();
+    let (fanfare, seen) = counting(&script, false).await;
+    let turns = (1..=4).map(|n| kept_turn(n, "k", true)).collect();
+    let mut request = RunRequest::fan_out("Count.", ["counter"]).replay(replay_of(turns));
     request.steps[0].retries = 1;
     let report = fanfare.run(request).await.unwrap();
     fanfare.shutdown().await;

@@ -100,7 +100,9 @@ pub struct ServeArgs {
     /// approvals a long enough --branch-timeout and --deadline.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub approval_timeout: Option<std::time::Duration>,
-    /// What decides a call no one decided within --approval-timeout.
+    /// What decides a call no one decided within --approval-timeout. A repair's call
+    /// of unknown outcome (in flight at a crash) is rejected whatever this says: only
+    /// a person runs it again.
     #[arg(long, value_enum, default_value = "reject")]
     pub approval_default: ApprovalDefaultArg,
     /// The most branches one submitted run may ask for (agents in a fan-out, items of

@@ -107,6 +107,13 @@ impl Approver for RunDesk {
     fn decide(&self, request: ApprovalRequest) -> BoxFuture<'static, Decision> {
         let (answer, decided) = oneshot::channel();
         let (id, run) = (request.id.clone(), self.run);
+        // A call asked for a reason of its own (a repair's call of unknown outcome)
+        // is never approved by default: only a person runs it again (the timeout's
+        // approve re-ran a charge whose first run may have gone through).
+        let default = match request.why {
+            Some(_) => ApprovalDefault::Reject,
+            None => self.desk.default,
+        };
         {
             let mut pending = self.desk.lock();
             for of_run in pending.values_mut() {
@@ -126,7 +133,7 @@ impl Approver for RunDesk {
                 .or_default()
                 .insert(id.clone(), Waiting { request, answer });
         }
-        let (desk, timeout, default) = (self.desk.clone(), self.desk.timeout, self.desk.default);
+        let (desk, timeout) = (self.desk.clone(), self.desk.timeout);
         Box::pin(async move {
             let gone = || Decision::Reject {
                 reason: Some("the run stopped waiting for a decision".to_owned()),
@@ -218,6 +225,23 @@ mod tests {
                 assert!(reason.unwrap().contains("no decision within 600s"));
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_call_of_unknown_outcome_is_never_approved_by_default() {
+        // A repair's in-flight call was run again by `--approval-default approve`
+        // with no person involved (probe 10, D3).
+        let desk = Arc::new(Desk::new(
+            Some(Duration::from_secs(2)),
+            ApprovalDefault::Approve,
+        ));
+        let mut unsure = request("0-2-0");
+        unsure.why = Some("it was in flight when the run this one repairs was interrupted".into());
+        let decision = desk.approver(1).decide(unsure).await;
+        assert!(
+            matches!(&decision, Decision::Reject { reason: Some(r) } if r.contains("no decision within 2s")),
+            "{decision:?}"
+        );
     }
 
     #[tokio::test]

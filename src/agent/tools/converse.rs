@@ -321,11 +321,10 @@ fn not_repeated(
             .find(|t| t.name() == call.name)
             .is_some_and(|t| t.is_idempotent());
         if !idempotent {
-            return Err(AgentError::Rejected {
-                reason: format!(
-                    "the call `{}` of the tool `{}` (turn {}) was in flight when the run was interrupted, and the tool does not declare itself idempotent: it is not run again (what it did, if anything, is not known)",
-                    super::shown(&call.id), super::shown(&call.name), kept.turn
-                ),
+            return Err(AgentError::NotRepeated {
+                call: super::shown(&call.id),
+                tool: super::shown(&call.name),
+                turn: kept.turn,
             });
         }
     }

@@ -112,6 +112,25 @@ impl BranchOutcome {
         }
     }
 
+    /// Whether a step's retry may try it again: it failed or timed out, and not
+    /// because a call it would repeat was refused (after a crash, a retry ran again
+    /// the very call the branch had refused to repeat, and those before it).
+    pub(crate) fn retriable(&self) -> bool {
+        match self {
+            BranchOutcome::Failed {
+                error: BranchError::Agent(e),
+            } => {
+                let cause = match e {
+                    AgentError::Spent { cause, .. } => cause.as_ref(),
+                    other => other,
+                };
+                !matches!(cause, AgentError::NotRepeated { .. })
+            }
+            BranchOutcome::Failed { .. } | BranchOutcome::TimedOut { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The model its tokens are priced by: the answer's, or the one a failed or
     /// timed-out branch's calls went to when its error says (a failed branch on
     /// a priced model was reported with no cost, as "unpriced").

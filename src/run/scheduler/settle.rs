@@ -27,10 +27,7 @@ impl Scheduler<'_> {
             if let Some((plan, ledger)) = &mut self.budget {
                 ledger.settle((i, item), &outcome, plan.prices);
             }
-            let retriable = matches!(
-                outcome,
-                BranchOutcome::Failed { .. } | BranchOutcome::TimedOut { .. }
-            );
+            let retriable = outcome.retriable();
             if retriable && self.entry(i, item).reruns < self.retries[i] {
                 let (attempts, usage) = outcome.spent();
                 let entry = self.entry(i, item);
