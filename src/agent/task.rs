@@ -107,6 +107,12 @@ pub struct Task {
     /// one that could take it past them.
     #[serde(default)]
     pub allowance: Option<u64>,
+    /// Its run keeps its tool calls (a tool journal) or has them approved, where it
+    /// was started: a process that has neither (a cluster worker, which gets the
+    /// task without them) must not run its tool calls, or they would be neither
+    /// kept nor approved. Travels with the task.
+    #[serde(default)]
+    pub tools_governed: bool,
     /// How deep its run is nested: 0 for a run started from outside, one more for
     /// each `run_workflow` between ([`tools::delegate`](crate::agent::tools::delegate)).
     #[serde(default)]
@@ -218,6 +224,7 @@ pub(crate) fn test_task(input: &str) -> Task {
         tool_journal: None,
         approvals: None,
         replay: std::sync::Arc::new([]),
+        tools_governed: false,
         depth: 0,
         delegator: None,
         meter: None,

@@ -215,6 +215,7 @@ impl Driver<'_, '_> {
             tool_journal: None,
             approvals: None,
             replay: crate::agent::task::no_turns(),
+            tools_governed: false,
             depth: 0,
             delegator: None,
             meter: None,
@@ -499,6 +500,7 @@ fn dispatch(
             // reports what it was doing before the branch gives up.
             task.deadline = Some(deadline - handover(deadline - now));
             task.tool_journal = s.tool_journal.cloned();
+            task.tools_governed = s.tool_journal.is_some() || s.approver.is_some();
             task.meter = Some(meter);
             task.depth = s.depth;
             task.delegator = s.delegator.cloned();

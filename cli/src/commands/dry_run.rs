@@ -70,6 +70,7 @@ pub fn dry_run(args: &RunArgs, input: &str, items: Option<Vec<String>>) -> anyho
         tool_journal: None,
         approvals: None,
         replay: std::sync::Arc::new([]),
+        tools_governed: false,
         depth: 0,
         delegator: None,
         meter: None,

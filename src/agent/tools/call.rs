@@ -48,6 +48,9 @@ pub(crate) struct Governed {
     pub(crate) depth: u32,
     /// What starts its calls' sub-runs.
     pub(crate) delegator: Option<super::Delegator>,
+    /// Its run keeps or approves its calls where it was started (see
+    /// `Task::tools_governed`).
+    pub(crate) governed_elsewhere: bool,
 }
 
 impl Governed {
@@ -64,6 +67,9 @@ impl Governed {
             meter: task.meter.clone(),
             depth: task.depth,
             delegator: task.delegator.clone(),
+            governed_elsewhere: task.tools_governed
+                && task.tool_journal.is_none()
+                && task.approvals.is_none(),
         }
     }
 
@@ -81,6 +87,7 @@ impl Governed {
             meter: None,
             depth: 0,
             delegator: None,
+            governed_elsewhere: false,
         }
     }
 }

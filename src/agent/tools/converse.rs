@@ -185,6 +185,13 @@ async fn turns(
                 ),
             });
         }
+        if governed.governed_elsewhere {
+            // A cluster worker has neither the run's journal nor its approver: a
+            // call run here would be neither kept (a crash ran it twice) nor asked.
+            return Err(AgentError::Rejected {
+                reason: "its run keeps and approves tool calls where it was started, and this process (a cluster worker) can do neither: give agents that call tools room on the orchestrator's node (--local-capacity)".to_owned(),
+            });
+        }
         let (running, skipped) = answer.tool_calls.split_at(asked.min(MAX_CALLS_PER_TURN));
         if let Some(kept) = kept {
             not_repeated(kept, running, &offered)?;

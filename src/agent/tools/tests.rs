@@ -521,3 +521,32 @@ async fn regression_a_persons_edit_is_held_to_the_models_limit_on_arguments() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn regression_a_worker_without_the_runs_journal_or_approver_runs_no_tool_call() {
+    // On a cluster worker a tool call was neither kept (a crash ran it twice) nor
+    // asked for approval (probe 10, D2). The task says its run governs its calls.
+    let mut task = crate::agent::task::test_task("2 + 3?");
+    task.tools_governed = true;
+    let sent: crate::agent::Task =
+        serde_json::from_str(&serde_json::to_string(&task).unwrap()).unwrap();
+    assert!(sent.tools_governed, "it travels with the task");
+    let governed = Governed::of(&sent);
+    let script = Scripted::new();
+    script.push_completion(calling(vec![ToolCall::from_raw(
+        "c1",
+        "add",
+        r#"{"a": 2, "b": 3}"#,
+    )]));
+    let ctx = context(&script, vec![Arc::new(add())]);
+    let request = CompletionRequest::new("calc", "You add.", "2 + 3?");
+    let e = converse(&ctx, request, &["add".to_owned()], 4, governed)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("a cluster worker"), "{e}");
+    // Where the run is, with its journal or approver, it calls.
+    let mut here = crate::agent::task::test_task("2 + 3?");
+    here.tools_governed = true;
+    here.approvals = Some(Approvals::new(EditsTo(serde_json::json!({"a": 1, "b": 1}))));
+    assert!(!Governed::of(&here).governed_elsewhere);
+}

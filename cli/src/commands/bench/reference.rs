@@ -216,6 +216,7 @@ mod tests {
                 tool_journal: None,
                 approvals: None,
                 replay: std::sync::Arc::new([]),
+                tools_governed: false,
                 depth: 0,
                 delegator: None,
                 meter: None,
