@@ -44,22 +44,30 @@ impl ApiKey {
     /// as a [`Redactor`]. A key under 8 characters (a placeholder for a local
     /// server) has none: redacting it would blank out ordinary words.
     pub fn redactor(&self) -> Redactor {
-        use base64::Engine as _;
         let key = self.0.as_str();
         if key.chars().count() < 8 {
             return Redactor::default();
         }
-        let engines = [
-            base64::engine::general_purpose::STANDARD,
-            base64::engine::general_purpose::STANDARD_NO_PAD,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        ];
         let mut forms = vec![
             key.to_owned(),
             percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
                 .to_string(),
         ];
-        forms.extend(engines.iter().map(|e| e.encode(key)));
+        let bytes = key.as_bytes();
+        // Every byte escaped: `%XX`, hex, and JSON's `\u00XX`, in either case.
+        for upper in [false, true] {
+            let hex = |b: &u8| {
+                if upper {
+                    format!("{b:02X}")
+                } else {
+                    format!("{b:02x}")
+                }
+            };
+            forms.push(bytes.iter().map(|b| format!("%{}", hex(b))).collect());
+            forms.push(bytes.iter().map(hex).collect());
+            forms.push(bytes.iter().map(|b| format!("\\u00{}", hex(b))).collect());
+        }
+        forms.extend(base64_cores(bytes));
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         forms.dedup();
         Redactor(forms.into())
@@ -80,7 +88,34 @@ impl ApiKey {
     }
 }
 
-/// Takes API keys out of text: an error body that echoes the key (some proxies and
+/// What of the key's base64 is the same wherever the key sits in a longer text:
+/// for each of the three places it can start within a 3-byte group, the characters
+/// made of its bytes alone, in the standard and the URL-safe alphabets (a key that
+/// did not start on a group's boundary passed in two cases of three).
+fn base64_cores(key: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    let engines = [
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let mut cores = Vec::new();
+    for before in 0..3usize {
+        let mut padded = vec![0u8; before];
+        padded.extend_from_slice(key);
+        // Characters that hold bits of the bytes before it, or after it.
+        let skip = [0, 2, 3][before];
+        let cut = usize::from(padded.len() % 3 != 0);
+        for engine in &engines {
+            let text = engine.encode(&padded);
+            if let Some(core) = text.get(skip..text.len().saturating_sub(cut)) {
+                cores.push(core.to_owned());
+            }
+        }
+    }
+    cores
+}
+
+/// Takes API keys out of text:/// Takes API keys out of text: an error body that echoes the key (some proxies and
 /// servers do), or a tool's answer that read it (a `.env` file, a server's own
 /// config), must not carry it into a report, the journal, an event stream or
 /// another model's prompt. Made from a key ([`ApiKey::redactor`]); several are
@@ -127,13 +162,55 @@ impl Redactor {
         error
     }
 
-    /// `text` with every form of every key replaced by [`Redactor::MARK`].
+    /// `text` with every form of every key replaced by [`Redactor::MARK`], also
+    /// where whitespace splits one (base64 wrapped at 76 columns, say).
     pub fn text(&self, text: &mut String) {
         for form in self.0.iter() {
             if text.contains(form.as_str()) {
                 *text = text.replace(form.as_str(), Self::MARK);
             }
         }
+        if !self.0.is_empty() && text.bytes().any(|b| b.is_ascii_whitespace()) {
+            self.split_by_whitespace(text);
+        }
+    }
+
+    /// Replaces the forms that only the text's whitespace splits (each form is
+    /// free of whitespace; the text read without it finds them).
+    fn split_by_whitespace(&self, text: &mut String) {
+        // Where each byte that is not whitespace sits in `text`.
+        let at: Vec<usize> = text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| !b.is_ascii_whitespace())
+            .map(|(i, _)| i)
+            .collect();
+        // Taking out single-byte characters leaves UTF-8 whole.
+        let flat: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for form in self.0.iter() {
+            for (start, found) in flat.match_indices(form.as_str()) {
+                spans.push((at[start], at[start + found.len() - 1] + 1));
+            }
+        }
+        if spans.is_empty() {
+            return;
+        }
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut from = 0;
+        for (start, end) in spans {
+            if start < from {
+                // Overlaps one replaced already.
+                from = from.max(end);
+                continue;
+            }
+            out.push_str(&text[from..start]);
+            out.push_str(Self::MARK);
+            from = end;
+        }
+        out.push_str(&text[from..]);
+        *text = out;
     }
 }
 
@@ -208,6 +285,58 @@ mod tests {
         );
         short = ApiKey::new("local").redactor().error(short);
         assert!(short.to_string().contains("invalid key"), "{short}");
+    }
+
+    #[test]
+    fn regression_a_key_in_a_tools_answer_is_redacted_in_every_common_encoding() {
+        // Base64 at two of three offsets, wrapped base64, %XX for every byte, JSON
+        // escapes and hex all passed (probe 10, D4).
+        use base64::Engine as _;
+        let key = "sk-ant-api03-PROBE10SECRET-x9";
+        let redactor = ApiKey::new(key).redactor();
+        let env = format!("ANTHROPIC_API_KEY={key}\n");
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let wrapped: String = b64(&format!("# config\n{env}"))
+            .as_bytes()
+            .chunks(20)
+            .map(|c| format!("{}\n", std::str::from_utf8(c).unwrap()))
+            .collect();
+        let every_byte = |f: &dyn Fn(&u8) -> String| key.bytes().map(|b| f(&b)).collect::<String>();
+        let texts = [
+            env.clone(),
+            b64(&env),
+            b64(&format!("x{env}")),
+            b64(&format!("xy{env}")),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("xy{env}")),
+            wrapped,
+            every_byte(&|b| format!("%{b:02X}")),
+            every_byte(&|b| format!("%{b:02x}")),
+            every_byte(&|b| format!("\\u{:04x}", b)),
+            every_byte(&|b| format!("{b:02x}")),
+            every_byte(&|b| format!("{b:02X}")),
+        ];
+        for (k, original) in texts.iter().enumerate() {
+            let mut text = original.clone();
+            redactor.text(&mut text);
+            assert!(
+                text.contains(Redactor::MARK),
+                "case {k}: {original} -> {text}"
+            );
+            // What is left does not give the key back in any of these forms.
+            let decoded: String = text
+                .split(|c: char| c.is_whitespace())
+                .filter_map(|part| base64::engine::general_purpose::STANDARD.decode(part).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect();
+            assert!(
+                !text.contains(key) && !decoded.contains("PROBE10SECRET"),
+                "case {k}: {text}"
+            );
+        }
+        // Ordinary text is left alone.
+        let mut plain = "the request was 200 OK".to_owned();
+        redactor.text(&mut plain);
+        assert_eq!(plain, "the request was 200 OK");
     }
 
     #[test]
