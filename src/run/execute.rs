@@ -387,8 +387,15 @@ pub(crate) async fn execute(
     // What branches cut in a tool loop (timed out, cancelled, aborted) were paid
     // for and no outcome reports: counted as their earlier spend (they reported 0
     // tokens after paid turns).
-    for ((index, item), meter) in meters {
-        let (attempts, usage) = meter.take();
+    // And what earlier attempts' turns, replaced by a later attempt's before a
+    // restart, had used (a crash in a retried step's second attempt lost the
+    // first's spend).
+    let replaced = s.replay.iter().map(|(key, kept)| (*key, kept.earlier));
+    let unreported = meters
+        .into_iter()
+        .map(|(key, meter)| (key, meter.take()))
+        .chain(replaced);
+    for ((index, item), (attempts, usage)) in unreported {
         if attempts == 0 && usage.total() == 0 {
             continue;
         }

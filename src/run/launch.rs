@@ -65,13 +65,21 @@ pub(crate) struct Schedule<'a> {
     pub tool_journal: Option<&'a ToolKeeper>,
     /// Tool turns kept by an earlier attempt at this run, by branch (a map built
     /// once: a resume of thousands of tool branches searched a list for each).
-    pub replay: &'a HashMap<(usize, Option<usize>), Arc<[ToolTurn]>>,
+    pub replay: &'a HashMap<(usize, Option<usize>), Kept>,
     /// Who decides tool calls that need approval.
     pub approver: Option<&'a Approvals>,
     /// How deep the run is nested.
     pub depth: u32,
     /// What starts its branches' sub-runs (when the runtime has workflows).
     pub delegator: Option<&'a crate::agent::tools::Delegator>,
+}
+
+/// A branch's tool turns kept by an earlier attempt at the run.
+pub(crate) struct Kept {
+    /// Its turns, first to last.
+    pub turns: Arc<[ToolTurn]>,
+    /// What turns a later attempt replaced had used (model calls, tokens).
+    pub earlier: (u32, crate::provider::Usage),
 }
 
 /// Runs a workflow whole for one branch (the orchestrator does, as a run of its own).
@@ -509,7 +517,7 @@ fn dispatch(
             // of the step starts its conversation again (it replayed the turns the
             // failed attempt had answered, results included).
             if let (0, Some(kept)) = (rerun, s.replay.get(&(index, item))) {
-                task.replay = kept.clone();
+                task.replay = kept.turns.clone();
             }
             // Under a budget, what the run has left (its own reservation included)
             // bounds its later calls.

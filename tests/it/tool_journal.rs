@@ -130,6 +130,7 @@ async fn a_resumed_tool_loop_runs_no_kept_call_again_and_repeats_an_interrupted_
         index: 0,
         item: None,
         turns: kept,
+        earlier: Default::default(),
     }];
 
     for idempotent in [true, false] {
@@ -250,6 +251,7 @@ fn replay_of(turns: Vec<fanfare::agent::tools::ToolTurn>) -> Vec<fanfare::agent:
         index: 0,
         item: None,
         turns,
+        earlier: Default::default(),
     }]
 }
 
@@ -325,6 +327,7 @@ async fn regression_a_call_approved_with_a_persons_edit_runs_again_with_it_after
         index: 0,
         item: None,
         turns: vec![kept],
+        earlier: Default::default(),
     }];
     let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let counted = seen.clone();
@@ -354,4 +357,27 @@ async fn regression_a_call_approved_with_a_persons_edit_runs_again_with_it_after
     fanfare.shutdown().await;
     assert!(report.status.is_success(), "{}", report.render());
     assert_eq!(*seen.lock().unwrap(), ["person's"]);
+}
+
+#[tokio::test]
+async fn regression_what_replaced_turns_used_before_a_restart_counts_in_the_branch() {
+    // A crash in a retried step's second attempt lost the first attempt's spend.
+    let script = Scripted::new();
+    let (fanfare, _seen) = counting(&script, false).await;
+    let mut replay = replay_of(vec![kept_turn(1, "k", true)]);
+    replay[0].earlier = (
+        2,
+        fanfare::provider::Usage {
+            input_tokens: 3_000,
+            output_tokens: 1_500,
+            ..Default::default()
+        },
+    );
+    let request = RunRequest::fan_out("Count.", ["counter"]).replay(replay);
+    let report = fanfare.run(request).await.unwrap();
+    fanfare.shutdown().await;
+    assert!(report.status.is_success(), "{}", report.render());
+    // The earlier attempt's 4,500, the kept turn's 0 and the answer's 13.
+    assert_eq!(report.branches[0].usage.total(), 4_500 + 13);
+    assert_eq!(report.totals.usage.total(), 4_500 + 13);
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use fanfare::agent::tools::{Replay, ToolJournal, ToolTurn};
 use fanfare::agent::BranchId;
-use fanfare::provider::ToolResult;
+use fanfare::provider::{ToolResult, Usage};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +125,8 @@ impl ToolJournal for Kept {
 /// result of an earlier attempt's call of the same id).
 pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, JournalError> {
     let mut by_branch: BTreeMap<(u32, Option<u32>), Vec<ToolTurn>> = BTreeMap::new();
+    // What the turns a later ask replaced had used: paid for all the same.
+    let mut replaced: BTreeMap<(u32, Option<u32>), (u32, Usage)> = BTreeMap::new();
     for row in journal
         .events_of_kinds(run, &[TURN, STARTED, RESULT])
         .await?
@@ -135,6 +137,11 @@ pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, J
                     continue;
                 };
                 let turns = by_branch.entry((t.index, t.item)).or_default();
+                let spent = replaced.entry((t.index, t.item)).or_default();
+                for gone in turns.iter().filter(|k| k.turn >= t.turn.turn) {
+                    spent.0 = spent.0.saturating_add(gone.attempts);
+                    spent.1 += gone.usage;
+                }
                 turns.retain(|k| k.turn < t.turn.turn);
                 turns.push(t.turn);
             }
@@ -167,7 +174,12 @@ pub(crate) async fn replay(journal: &Journal, run: i64) -> Result<Vec<Replay>, J
         .into_iter()
         // Turns must follow one another from the first: a gap is not replayed.
         .filter(|(_, turns)| turns.iter().zip(1..).all(|(t, n)| t.turn == n))
-        .map(|((index, item), turns)| Replay { index, item, turns })
+        .map(|((index, item), turns)| Replay {
+            index,
+            item,
+            turns,
+            earlier: replaced.get(&(index, item)).copied().unwrap_or_default(),
+        })
         .collect())
 }
 
@@ -192,7 +204,12 @@ pub(crate) fn carried(kept: Vec<Replay>) -> (Vec<Replay>, Vec<(String, String)>)
                     rows.push((TURN.to_owned(), data));
                 }
             }
-            Replay { turns, ..r }
+            Replay {
+                turns,
+                // The run it repairs counted them.
+                earlier: Default::default(),
+                ..r
+            }
         })
         .collect();
     (replay, rows)
@@ -223,7 +240,11 @@ mod tests {
             model: "m".into(),
             text: String::new(),
             calls: vec![ToolCall::from_raw("tu_0", "charge", "{}")],
-            usage: Usage::default(),
+            usage: Usage {
+                input_tokens: 1_000,
+                output_tokens: 500,
+                ..Usage::default()
+            },
             attempts: 1,
             results: Vec::new(),
             started: Vec::new(),
@@ -279,6 +300,10 @@ mod tests {
         );
         assert!(turns[0].began("tu_0"));
         assert_eq!(turns[0].result("tu_0"), None, "in flight, not answered");
+        // Attempt 1's two turns were paid for: their spend goes with the replay
+        // (probe 10, D5: it was lost from the report).
+        assert_eq!(replay[0].earlier.0, 2);
+        assert_eq!(replay[0].earlier.1.total(), 3_000);
         // Its own answer, once kept, is what a resume finds.
         kept.answered(branch, 1, result("charged, attempt 2"))
             .await

@@ -185,4 +185,8 @@ pub struct Replay {
     pub item: Option<u32>,
     /// Its turns, first to last.
     pub turns: Vec<ToolTurn>,
+    /// What its earlier attempts' turns, replaced by a later attempt's, used: model
+    /// calls and tokens (paid for, and counted in the branch's spend).
+    #[serde(default)]
+    pub earlier: (u32, Usage),
 }

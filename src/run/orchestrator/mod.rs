@@ -334,12 +334,18 @@ async fn execute_run<B>(
     let nested: Arc<dyn Nested> = runs.clone();
     let delegator = (!args.workflows.is_empty())
         .then(|| crate::agent::tools::Delegator(runs.clone() as Arc<dyn Delegate>));
-    let replay: HashMap<(usize, Option<usize>), Arc<[crate::agent::tools::ToolTurn]>> = request
+    let replay: HashMap<(usize, Option<usize>), crate::run::launch::Kept> = request
         .replay
         .iter()
         .map(|r| {
             let key = (r.index as usize, r.item.map(|k| k as usize));
-            (key, r.turns.clone().into())
+            (
+                key,
+                crate::run::launch::Kept {
+                    turns: r.turns.clone().into(),
+                    earlier: r.earlier,
+                },
+            )
         })
         .collect();
     let input: Arc<str> = request.input.as_str().into();
