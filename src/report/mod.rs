@@ -10,7 +10,7 @@ mod build;
 mod render;
 
 pub(crate) use build::BranchesPart;
-pub use render::printable;
+pub use render::{one_line, printable};
 
 use std::time::Duration;
 

@@ -28,6 +28,18 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `text` on one line for a terminal: every control character, newlines and tabs
+/// too, replaced (a name a hostile server sent forged lines of the report).
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect()
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// How the merge fitted, when there is anything to say: the levels of partial
 /// merges, what was cut, and where the window came from.
 fn merge_tree(out: &mut String, tree: &MergeTree) {
@@ -76,9 +88,9 @@ impl BranchReport {
     /// behind it when that has another name (`summary (summariser)`).
     pub fn label(&self) -> String {
         if self.step == self.agent {
-            self.step.clone()
+            one_line(&self.step).into_owned()
         } else {
-            format!("{} ({})", self.step, self.agent)
+            format!("{} ({})", one_line(&self.step), one_line(&self.agent))
         }
     }
 }
@@ -183,23 +195,23 @@ impl RunReport {
                 None => {}
             }
             if let Some(node) = &b.node {
-                let _ = write!(out, " · on {}", printable(node));
+                let _ = write!(out, " · on {}", one_line(node));
             }
             let _ = writeln!(out, " ──");
             for call in b.outcome.output().map_or(&[][..], |o| &o.tool_log[..]) {
                 let _ = write!(
                     out,
                     "  ⚙ {} · turn {} · {} ms · {} bytes · args {}",
-                    printable(&call.tool),
+                    one_line(&call.tool),
                     call.turn,
                     call.took_ms,
                     call.bytes,
-                    call.input_digest
+                    one_line(&call.input_digest)
                 );
                 match &call.error {
                     Some(e) => {
                         let first: String = e.chars().take(120).collect();
-                        let _ = writeln!(out, " · failed: {}", printable(&first));
+                        let _ = writeln!(out, " · failed: {}", one_line(&first));
                     }
                     None => {
                         let _ = writeln!(out);
@@ -219,7 +231,7 @@ impl RunReport {
                     out,
                     "  ↳ run_workflow → {} ({}) · {ended} · {} tokens",
                     sub.run_id,
-                    printable(&agents.join(", ")),
+                    one_line(&agents.join(", ")),
                     sub.totals.usage.total()
                 );
             }
@@ -346,5 +358,15 @@ mod tests {
             "fine\u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2J text\nnext\tline"
         );
         assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn regression_a_name_from_a_hostile_server_stays_on_its_line() {
+        // A step name with a newline and ESC forged lines of `watch`'s final report.
+        assert_eq!(
+            one_line("step\nFAKE LINE\u{1b}[2J\u{9b}"),
+            "step\u{FFFD}FAKE LINE\u{FFFD}[2J\u{FFFD}"
+        );
+        assert!(matches!(one_line("plain"), std::borrow::Cow::Borrowed(_)));
     }
 }

@@ -127,16 +127,16 @@ fn listed(run: &str, body: &Value) -> String {
         let input = serde_json::to_string_pretty(&a["input"]).unwrap_or_default();
         out.push_str(&format!(
             "{}  {} · {} · turn {}\n{}\n",
-            a["id"].as_str().unwrap_or("?"),
-            a["agent"].as_str().unwrap_or("?"),
-            a["tool"].as_str().unwrap_or("?"),
-            a["turn"],
+            fanfare::report::one_line(a["id"].as_str().unwrap_or("?")),
+            fanfare::report::one_line(a["agent"].as_str().unwrap_or("?")),
+            fanfare::report::one_line(a["tool"].as_str().unwrap_or("?")),
+            fanfare::report::one_line(&a["turn"].to_string()),
             indented(&fanfare::report::printable(&input))
         ));
         if let Some(why) = a["why"].as_str() {
             out.push_str(&format!(
                 "    (asked because {})\n",
-                fanfare::report::printable(why)
+                fanfare::report::one_line(why)
             ));
         }
     }

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fanfare::agent::tools::{ApprovalRequest, Decision};
+use fanfare::agent::tools::{ApprovalRequest, Decision, MAX_ARGUMENTS};
 use serde_json::{json, Value};
 
 use super::runs::run_id;
@@ -68,6 +68,17 @@ pub(super) async fn decide(
             ),
         )
     })?;
+    if let Decision::Edit { input } = &decision {
+        // Refused here, leaving the call waiting: taken, it was answered `edited`
+        // and then turned into a rejection.
+        let bytes = input.to_string().len();
+        if bytes > MAX_ARGUMENTS {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the edited arguments have {bytes} bytes; at most {MAX_ARGUMENTS} are taken (the call still waits)"),
+            ));
+        }
+    }
     let state = decision.state();
     match app.runs.decide(n, &approval, decision) {
         Ok(()) => Ok(Json(json!({ "id": approval, "state": state })).into_response()),

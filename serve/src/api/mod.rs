@@ -112,7 +112,7 @@ async fn ready(State(app): State<App>) -> Response {
     if let Some((name, why)) = app.runs.fanfare().tool_servers_down().into_iter().next() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the MCP server `{name}` {why}"),
+            format!("the MCP server `{name}` is not connected: {why}"),
         )
         .into_response();
     }

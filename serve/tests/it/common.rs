@@ -152,6 +152,7 @@ pub struct Options {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub min_free_disk: u64,
+    pub body_limit: usize,
 }
 
 impl Default for Options {
@@ -168,6 +169,7 @@ impl Default for Options {
             max_connections: 1024,
             // Not the server's 1 GiB: a test must not depend on the machine's disk.
             min_free_disk: 0,
+            body_limit: 4096,
         }
     }
 }
@@ -224,7 +226,7 @@ pub async fn start_on(db: &Path, o: Options, fanfare: Fanfare) -> Running {
     config.header_timeout = o.header_timeout;
     config.max_connections = o.max_connections;
     config.min_free_disk = o.min_free_disk;
-    config.body_limit = 4096;
+    config.body_limit = o.body_limit;
     let server = Server::start(fanfare, catalog, config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
     let journal = server.journal();

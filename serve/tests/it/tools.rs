@@ -275,6 +275,7 @@ async fn a_call_held_for_approval_is_decided_over_the_api_and_waits_again_after_
     let db = dir.path().join("j.db");
     let options = || Options {
         drain: Duration::ZERO,
+        body_limit: 1 << 20,
         ..Options::default()
     };
     let (fanfare, first) = counting_with(Duration::from_millis(1), true).await;
@@ -297,6 +298,15 @@ async fn a_call_held_for_approval_is_decided_over_the_api_and_waits_again_after_
     assert_eq!(status, 422);
     let (status, _) = decide(&s.base, &ids[0], "9-9-9", json!({"decision": "approve"})).await;
     assert_eq!(status, 404);
+    // An edit larger than a model's call may be is refused, and the call still
+    // waits (it was answered `edited`, then rejected; probe 10).
+    let big = json!({"decision": "edit", "input": {"key": "k".repeat(300 * 1024)}});
+    let (status, body) = decide(&s.base, &ids[0], &approval, big).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        until_waiting(&s.base, &ids[0], 1).await[0]["id"],
+        approval.as_str()
+    );
     let (status, body) = decide(&s.base, &ids[0], &approval, json!({"decision": "approve"})).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("approved")));
     until_status(&s.base, &ids[0], "succeeded").await;

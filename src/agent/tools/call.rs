@@ -23,7 +23,7 @@ const MAX_RESULT: usize = 64 * 1024;
 
 /// The most bytes of one call's arguments, the model's or a person's edit (a call
 /// of 15 MB went back with every later turn: 3 GB sent over 20 turns).
-pub(crate) const MAX_ARGUMENTS: usize = 256 * 1024;
+pub const MAX_ARGUMENTS: usize = 256 * 1024;
 
 /// What a branch's task gives its tool loop beside the request.
 #[derive(Clone, Debug)]

@@ -38,6 +38,7 @@ pub mod mcp;
 
 pub use approval::{ApprovalRequest, ApprovalState, Approvals, Approver, Decision};
 pub(crate) use call::Governed;
+pub use call::MAX_ARGUMENTS;
 pub(crate) use converse::converse;
 #[cfg(test)]
 use converse::{MAX_ASKED_PER_TURN, MAX_CALLS_PER_TURN};
