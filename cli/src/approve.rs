@@ -57,7 +57,7 @@ impl Approver for Terminal {
             let why = request
                 .why
                 .as_deref()
-                .map(|why| format!("  (asked because {})\n", fanfare::report::printable(why)))
+                .map(|why| format!("  (asked because {})\n", fanfare::report::one_line(why)))
                 .unwrap_or_default();
             say(&format!(
                 "fanfare: {} wants to call `{}` (approval {}) with:\n{}\n{why}  approve? [y]es, [n]o, or [e]dit the arguments: ",

@@ -284,7 +284,7 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
                 }
                 if kind == "status" {
                     if let Some(note) = value["note"].as_str() {
-                        eprintln!("fanfare: {id}: {}", fanfare::report::printable(note));
+                        eprintln!("fanfare: {id}: {}", fanfare::report::one_line(note));
                     }
                 }
                 if let Some(p) = Progress::of_json(&kind, &value) {
@@ -340,7 +340,7 @@ async fn follow(server: &Server, id: &str, json: bool) -> anyhow::Result<bool> {
         let why = run["error"].as_str().unwrap_or("no reason given");
         eprintln!(
             "fanfare: {id} {}: {}",
-            fanfare::report::printable(status),
+            fanfare::report::one_line(status),
             fanfare::report::printable(why)
         );
         return Ok(false);
