@@ -309,26 +309,9 @@ async fn regression_a_steps_retry_after_a_resume_starts_its_conversation_again()
 async fn regression_a_call_approved_with_a_persons_edit_runs_again_with_it_after_a_restart() {
     // In flight at the restart, its tool idempotent: it ran again with the model's
     // arguments, asked for approval again (the edit was lost).
-    let mut turn = calls(&[("c1", "model's")]);
-    turn.usage = fanfare::provider::Usage::default();
-    let kept = fanfare::agent::tools::ToolTurn {
-        turn: 1,
-        model: "m".into(),
-        text: String::new(),
-        calls: turn.tool_calls,
-        usage: turn.usage,
-        attempts: 1,
-        results: Vec::new(),
-        started: vec!["c1".into()],
-        unsure: Vec::new(),
-        edits: vec![("c1".into(), serde_json::json!({"key": "person's"}))],
-    };
-    let replay = vec![fanfare::agent::tools::Replay {
-        index: 0,
-        item: None,
-        turns: vec![kept],
-        earlier: Default::default(),
-    }];
+    let mut kept = kept_turn(1, "model's", false);
+    kept.edits = vec![("c1".into(), serde_json::json!({"key": "person's"}))];
+    let replay = replay_of(vec![kept]);
     let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let counted = seen.clone();
     let count = tool("count", "Counts a key.", move |_ctx, k: Key| {

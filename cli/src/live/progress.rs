@@ -236,6 +236,7 @@ impl Progress {
         let item = v["item"].as_u64().map(|n| n as u32);
         // A server's words are shown on one line each, with no control character:
         // a hostile server's agent name cleared the screen and retitled it.
+        let one_line = |text: &str| fanfare::report::one_line(text).into_owned();
         let line = |field: &str| one_line(v[field].as_str().unwrap_or("?"));
         let agent = line("agent");
         let branch = || index.map(|i| key_label(i, item, &agent));
@@ -321,13 +322,6 @@ impl Progress {
             _ => return None,
         })
     }
-}
-
-/// `text` on one line: every control character (newlines too) replaced.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

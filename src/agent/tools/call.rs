@@ -231,7 +231,7 @@ pub(super) async fn one_call(at: &CallAt<'_>, k: usize, call: &ToolCall) -> Ran 
         call_id: call.id.clone(),
         tool: tool_name.clone(),
     });
-    let used = super::delegate::Used::default();
+    let used = crate::agent::Meter::default();
     let context = ToolContext {
         branch,
         agent: at.agent.to_owned(),

@@ -8,7 +8,7 @@
 //!
 //! The agent layer knows no workflows: the run layer does, behind [`Delegator`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -70,22 +70,6 @@ impl PartialEq for Delegator {
     /// The same one.
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-/// What a call's sub-runs used, for the tool loop to count as the branch's.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Used(Arc<Mutex<(u32, Usage)>>);
-
-impl Used {
-    pub(crate) fn add(&self, attempts: u32, usage: Usage) {
-        let mut u = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        u.0 = u.0.saturating_add(attempts);
-        u.1 += usage;
-    }
-
-    pub(crate) fn take(&self) -> (u32, Usage) {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -74,7 +74,7 @@ pub struct ToolContext {
     /// What starts sub-runs, when the runtime has workflows.
     pub(crate) delegator: Option<Delegator>,
     /// Where a call's sub-runs' use is counted for the branch.
-    pub(crate) used: Option<delegate::Used>,
+    pub(crate) used: Option<crate::agent::Meter>,
 }
 
 impl ToolContext {
